@@ -1,0 +1,1 @@
+"""Pure computation: numpy, torch and SimpleITK only (no Qt, no napari)."""

@@ -1,0 +1,59 @@
+"""Helpers shared by the dock widgets: error reporting and in-place layer updates."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from napari.utils.notifications import show_error, show_info, show_warning
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+__all__ = ["notify_errors", "show_error", "show_info", "show_warning", "upsert_layer"]
+
+logger = logging.getLogger("napari_seg_uncertainty")
+
+
+@contextlib.contextmanager
+def notify_errors(action: str) -> Iterator[None]:
+    """Turn any exception raised in the block into a napari error notification.
+
+    The widgets call core functions inside this block so that bad input never reaches the
+    user as a traceback dialog: the message says what failed and why, and the viewer stays usable.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
+        logger.debug("%s failed", action, exc_info=True)
+        show_error(f"{action} failed: {exc}")
+
+
+def upsert_layer(
+    viewer: napari.viewer.Viewer,
+    data: Any,
+    *,
+    name: str,
+    layer_type: str = "image",
+    **kwargs: Any,
+) -> Layer:
+    """Add a layer named ``name``, or update the existing one of that name and type in place.
+
+    Updating in place keeps the user's display settings and avoids a pile-up of layers when a
+    parameter changes. ``kwargs`` go to ``viewer.add_<layer_type>`` for a new layer; for an
+    existing layer only ``scale``, ``translate`` and ``metadata`` are refreshed.
+    """
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if layer._type_string == layer_type and getattr(layer.data, "ndim", None) == getattr(data, "ndim", None):
+            layer.data = data
+            for key in ("scale", "translate", "metadata", "contrast_limits"):
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
+            return layer
+        viewer.layers.remove(layer)
+    add = getattr(viewer, f"add_{layer_type}")
+    return add(data, name=name, **kwargs)
