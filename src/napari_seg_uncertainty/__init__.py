@@ -1,3 +1,50 @@
-"""napari-seg-uncertainty: segmentation uncertainty from multi-rater annotations."""
+"""napari-seg-uncertainty: segmentation uncertainty from multi-rater annotations.
+
+The scripting API for the napari console and notebooks::
+
+    import napari_seg_uncertainty as nsu
+    raters = nsu.load_raters("case01/")          # folder, glob, files, .npz or an (R, *spatial) array
+    print(raters.summary())
+    entropy = nsu.rater_entropy_map(raters.labels)
+
+Names are imported lazily on first use, so ``import napari_seg_uncertainty`` stays fast
+(napari imports it when it discovers the plugin).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> module (relative to this package) that defines it
+_EXPORTS: dict[str, str] = {
+    # raters and I/O
+    "RaterSet": "core.raters",
+    "SummaryTable": "core.raters",
+    "load_raters": "core.raters",
+    "pairwise_dice": "core.raters",
+    "agreement_map": "core.raters",
+    "rater_entropy_map": "core.raters",
+    "read_image": "core.io",
+    "write_image": "core.io",
+    "make_phantom_raters": "core.phantom",
+    "make_real_raters": "core.phantom",
+    "simulate_raters": "core.phantom",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_seg_uncertainty' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -153,15 +153,19 @@ def run_headless_demo(out: str | os.PathLike, *, datasets: list[str] | None = No
     return results
 
 
-def run_gui_demo(dataset: str = "phantom2d", *, seed: int = 0) -> Any:
-    """Open napari with the demo data and the plugin's widgets docked; returns the viewer."""
-    import napari
+def run_gui_demo(dataset: str = "phantom2d", *, seed: int = 0, viewer: Any = None) -> Any:
+    """Show the demo data in napari with the plugin's widgets docked; returns the viewer.
 
+    A new viewer is opened unless ``viewer`` is given.
+    """
     from ._sample_data import rater_layer_data
     from .widgets.load_raters import LoadRatersWidget
 
     image, raters = load_demo_data(dataset, seed=seed)
-    viewer = napari.Viewer(title=f"napari-seg-uncertainty demo — {DATASETS[dataset]}")
+    if viewer is None:
+        import napari
+
+        viewer = napari.Viewer(title=f"napari-seg-uncertainty demo — {DATASETS[dataset]}")
     for data, kwargs, kind in rater_layer_data(image, raters):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     loader = LoadRatersWidget(viewer)

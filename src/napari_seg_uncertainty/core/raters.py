@@ -152,7 +152,7 @@ def rater_entropy_map(raters: Any, num_classes: int | None = None) -> np.ndarray
     c = p.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    ent = -terms.sum(axis=0) / np.log(c)
+    ent = -terms.sum(axis=0) / np.log(c) + 0.0  # + 0.0 turns -0.0 into 0.0
     return np.clip(ent, 0.0, 1.0).astype(np.float32)
 
 

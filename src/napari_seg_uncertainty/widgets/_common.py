@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["notify_errors", "show_error", "show_info", "show_warning", "upsert_layer"]
+__all__ = ["notify_errors", "run_in_thread", "show_error", "show_info", "show_warning", "upsert_layer"]
 
 logger = logging.getLogger("napari_seg_uncertainty")
 
@@ -57,3 +57,34 @@ def upsert_layer(
         viewer.layers.remove(layer)
     add = getattr(viewer, f"add_{layer_type}")
     return add(data, name=name, **kwargs)
+
+
+def run_in_thread(
+    func: Callable[..., Any],
+    *args: Any,
+    action: str,
+    returned: Callable[[Any], None] | None = None,
+    errored: Callable[[BaseException], None] | None = None,
+    finished: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``func(*args, **kwargs)`` in a worker thread so the event loop never blocks.
+
+    ``returned`` receives the result on the GUI thread. An exception becomes one napari error
+    notification ``"<action> failed: <message>"`` (then ``errored`` is called, if given); unlike
+    napari's own workers no traceback is relayed. Returns the started worker.
+    """
+    from superqt.utils import create_worker
+
+    def _on_error(exc: BaseException) -> None:
+        logger.debug("%s failed", action, exc_info=exc)
+        show_error(f"{action} failed: {exc}")
+        if errored is not None:
+            errored(exc)
+
+    connect: dict[str, Any] = {"errored": _on_error}
+    if returned is not None:
+        connect["returned"] = returned
+    if finished is not None:
+        connect["finished"] = finished
+    return create_worker(func, *args, _connect=connect, _start_thread=True, **kwargs)

@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, Select, Table
 
 from ..core.raters import RaterSet, SummaryTable, load_raters
-from ._common import notify_errors, show_error, show_info, show_warning, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 
 if TYPE_CHECKING:
     import napari
@@ -132,8 +132,6 @@ class LoadRatersWidget(Container):
     # loading ----------------------------------------------------------------------------------------
     def load_from_path(self, path: str | None = None) -> Any:
         """Load raters from the path field (or ``path``) in a background thread; returns the worker."""
-        from napari.qt.threading import create_worker
-
         if isinstance(path, str) and path:
             self._path.value = path
         text = self._path.value.strip()
@@ -144,13 +142,13 @@ class LoadRatersWidget(Container):
             spacing = parse_spacing(self._spacing.value)
             source: Any = [p.strip() for p in text.split(";") if p.strip()] if ";" in text else text
             self._set_busy(True, f"Loading {text}…")
-            worker = create_worker(compute_statistics, source, spacing=spacing, _start_thread=False)
-            worker.returned.connect(lambda stats: self._show(stats, add_rater_layers=True))
-            worker.errored.connect(self._on_error)
-            worker.finished.connect(lambda: self._set_busy(False))
-            self.worker = worker
-            worker.start()
-            return worker
+            self.worker = run_in_thread(
+                compute_statistics, source, spacing=spacing, action="Load raters",
+                returned=lambda stats: self._show(stats, add_rater_layers=True),
+                errored=lambda exc: setattr(self._status, "value", f"Failed: {exc}"),
+                finished=lambda: self._set_busy(False),
+            )
+            return self.worker
         self._set_busy(False)
         return None
 
@@ -179,10 +177,6 @@ class LoadRatersWidget(Container):
             self._show(stats, add_rater_layers=False, translate=tuple(layers[0].translate))
             return stats
         return None
-
-    def _on_error(self, exc: BaseException) -> None:
-        show_error(f"Load raters failed: {exc}")
-        self._status.value = f"Failed: {exc}"
 
     def _set_busy(self, busy: bool, message: str | None = None) -> None:
         self._load_files.enabled = not busy

@@ -1,0 +1,138 @@
+"""The "Load raters" dock widget, driven in a real viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_seg_uncertainty.core.io import write_image
+from napari_seg_uncertainty.widgets import _common
+from napari_seg_uncertainty.widgets import load_raters as load_raters_module
+from napari_seg_uncertainty.widgets.load_raters import LoadRatersWidget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    messages: list[str] = []
+    monkeypatch.setattr(_common, "show_error", messages.append)
+    monkeypatch.setattr(load_raters_module, "show_error", messages.append)
+    return messages
+
+
+@pytest.fixture
+def rater_files(tmp_path):
+    base = np.zeros((3, 10, 12), np.uint8)
+    base[:, 2:8, 2:10] = 1
+    base[:, 4:6, 4:7] = 2
+    raters = np.stack([base, base, base])
+    raters[1, :, 7, 2:10] = 0
+    raters[2, 1, 2:4, 2:4] = 0
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for i, r in enumerate(raters):
+        write_image(folder / f"rater{i + 1}.nii.gz", r, spacing=(3.0, 0.5, 0.5), origin=(0.0, 10.0, 20.0))
+    return folder, raters
+
+
+def _independent_dice(a, b):
+    inter = np.logical_and(a, b).sum()
+    return 2 * inter / (a.sum() + b.sum())
+
+
+def test_load_folder_adds_layers_scales_and_numbers(make_napari_viewer, qtbot, rater_files, errors):
+    folder, raters = rater_files
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._path.value = str(folder)
+    widget._load_files.native.click()
+    qtbot.waitUntil(lambda: widget.statistics is not None, timeout=20000)
+    assert errors == []
+    for i in range(3):
+        layer = viewer.layers[f"rater{i + 1}"]
+        assert layer._type_string == "labels"
+        np.testing.assert_allclose(layer.scale, (3.0, 0.5, 0.5))
+        np.testing.assert_allclose(layer.translate, (0.0, 10.0, 20.0))
+        np.testing.assert_array_equal(layer.data, raters[i])
+    # agreement of class 1 = fraction of raters saying class 1 (independent count)
+    agreement = viewer.layers["agreement: class 1"].data
+    np.testing.assert_allclose(agreement, (raters == 1).mean(0))
+    np.testing.assert_allclose(viewer.layers["agreement: class 1"].scale, (3.0, 0.5, 0.5))
+    assert viewer.layers["rater entropy"].contrast_limits == [0.0, 1.0]
+    # entropy where raters split 2:1 between classes 1 and 0 (3 classes -> normalised by log 3)
+    p = np.array([2 / 3, 1 / 3])
+    expected = -(p * np.log(p)).sum() / np.log(3)
+    assert viewer.layers["rater entropy"].data[0, 7, 5] == pytest.approx(expected, rel=1e-5)
+    # the pairwise Dice table shows class 1 by default
+    table = widget._dice_table.value
+    assert list(table["index"]) == ["rater1", "rater2", "rater3"]
+    assert table["data"][0][1] == pytest.approx(_independent_dice(raters[0] == 1, raters[1] == 1), abs=1e-4)
+    widget._dice_class.value = 2
+    assert widget._dice_table.value["data"][0][2] == pytest.approx(
+        _independent_dice(raters[0] == 2, raters[2] == 2), abs=1e-4)
+    assert "3 raters" in widget._status.value
+
+
+def test_reloading_updates_in_place(make_napari_viewer, qtbot, rater_files, errors):
+    folder, _ = rater_files
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    for _ in range(2):
+        widget.statistics = None
+        widget.load_from_path(str(folder))
+        qtbot.waitUntil(lambda: widget.statistics is not None, timeout=20000)
+    names = [layer.name for layer in viewer.layers]
+    assert len(names) == len(set(names)) == 3 + 2 + 1  # raters, agreement (2 classes), entropy
+
+
+def test_use_existing_labels_layers(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    maps = [(rng.random((20, 20)) > 0.5).astype(np.uint8) for _ in range(2)]
+    for i, m in enumerate(maps):
+        viewer.add_labels(m, name=f"annot {i}", scale=(0.8, 0.8))
+    viewer.add_image(rng.random((20, 20)), name="ct")
+    widget = LoadRatersWidget(viewer)
+    assert set(widget._layers.choices) == {"annot 0", "annot 1"}  # only Labels layers are offered
+    widget._layers.value = ["annot 0", "annot 1"]
+    widget._use_layers.native.click()
+    assert errors == []
+    assert widget.raters.spacing == (0.8, 0.8)
+    assert widget._dice_table.value["data"][0][1] == pytest.approx(_independent_dice(maps[0], maps[1]), abs=1e-4)
+    assert len([layer for layer in viewer.layers if layer.name.startswith("annot")]) == 2  # no copies added
+    np.testing.assert_allclose(viewer.layers["agreement: class 1"].data, np.mean(maps, axis=0))
+    # a layer added later shows up in the choices
+    viewer.add_labels(maps[0], name="annot 2")
+    assert "annot 2" in widget._layers.choices
+
+
+def test_bad_inputs_become_notifications_and_viewer_stays_usable(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    widget._load_files.native.click()  # empty path
+    assert "no file or folder" in errors[-1]
+    # raters of different shapes: the worker fails, the message says why
+    write_image(tmp_path / "a.nii.gz", np.zeros((4, 4), np.uint8))
+    write_image(tmp_path / "b.nii.gz", np.zeros((5, 4), np.uint8))
+    worker = widget.load_from_path(str(tmp_path))
+    with qtbot.waitSignal(worker.finished, timeout=20000):
+        pass
+    assert "different shapes" in errors[-1]
+    assert widget._load_files.enabled  # ready for another try
+    # bad spacing text
+    widget._spacing.value = "one, two"
+    widget.load_from_path(str(tmp_path))
+    assert "not a list of numbers" in errors[-1]
+    # layers with different scales
+    viewer.add_labels(np.zeros((4, 4), np.uint8), name="a", scale=(1, 1))
+    viewer.add_labels(np.zeros((4, 4), np.uint8), name="b", scale=(2, 2))
+    widget._spacing.value = ""
+    widget._layers.value = ["a", "b"]
+    widget._use_layers.native.click()
+    assert "different scales" in errors[-1]
+    widget._layers.value = []
+    widget._use_layers.native.click()
+    assert "no Labels layer selected" in errors[-1]
+    assert len(viewer.layers) == 2  # nothing half-added
+    viewer.add_image(np.ones((3, 3)))  # the viewer is still usable
+    assert len(viewer.layers) == 3
