@@ -29,7 +29,10 @@ def rater_layer_data(image: Any, raters: RaterSet, *, prefix: str = "", image_na
         out.append((image, {"name": f"{prefix}{image_name}", "colormap": "gray", **common}, "image"))
     for name, labels in zip(raters.rater_names, raters.labels):
         meta = {"class_names": list(raters.class_names), "spacing": list(raters.scale), "rater": name}
-        out.append((labels, {"name": f"{prefix}{name}", "opacity": 0.5, "metadata": meta, **common}, "labels"))
+        # only the first rater is shown at first, so the image stays visible under the filled labels
+        kwargs = {"name": f"{prefix}{name}", "opacity": 0.6, "metadata": meta,
+                  "visible": name == raters.rater_names[0], **common}
+        out.append((labels, kwargs, "labels"))
     return out
 
 

@@ -167,8 +167,11 @@ def run_gui_demo(dataset: str = "phantom2d", *, seed: int = 0, viewer: Any = Non
 
         viewer = napari.Viewer(title=f"napari-seg-uncertainty demo — {DATASETS[dataset]}")
     for data, kwargs, kind in rater_layer_data(image, raters):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        if kind == "labels":
+            layer.visible, layer.contour, layer.opacity = True, 1, 0.9  # every rater's outline over the image
     loader = LoadRatersWidget(viewer)
     viewer.window.add_dock_widget(loader, name="Load raters", area="right")
     loader.load_from_layers(raters.rater_names)
+    viewer.reset_view()
     return viewer

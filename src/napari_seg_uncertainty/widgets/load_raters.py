@@ -95,6 +95,7 @@ class LoadRatersWidget(Container):
         self._load_files.changed.connect(self.load_from_path)
         self._use_layers.changed.connect(self.load_from_layers)
         self._dice_class.changed.connect(self._show_dice)
+        self.max_width = 460
         self.extend([
             self._path, self._browse_files, self._browse_folder, self._spacing, self._load_files,
             self._layers, self._use_layers, self._status, self._dice_class, self._dice_table, self._summary_table,
@@ -200,8 +201,10 @@ class LoadRatersWidget(Container):
                 upsert_layer(self._viewer, raters.image, name="image", layer_type="image", colormap="gray",
                              **geometry)
             for name, labels in zip(raters.rater_names, raters.labels):
-                upsert_layer(self._viewer, labels, name=name, layer_type="labels", opacity=0.5,
-                             metadata={**meta, "rater": name}, **geometry)
+                layer = upsert_layer(self._viewer, labels, name=name, layer_type="labels", opacity=0.8,
+                                     metadata={**meta, "rater": name}, **geometry)
+                if raters.num_raters > 1:
+                    layer.contour = 1  # outlines: every rater and the image stay visible at once
         for k in range(1, raters.num_classes):
             upsert_layer(self._viewer, stats.agreement[k], name=f"agreement: {raters.class_names[k]}",
                          layer_type="image", colormap=_AGREEMENT_COLORMAPS[(k - 1) % len(_AGREEMENT_COLORMAPS)],
@@ -213,8 +216,9 @@ class LoadRatersWidget(Container):
         self._dice_class.value = 1 if raters.num_classes > 1 else 0
         self._show_dice()
         self._summary_table.value = {
-            "data": [[_cell(row[c]) for c in stats.summary.columns] for row in stats.summary.rows],
-            "columns": stats.summary.columns,
+            "data": [[_cell(row[c]) for c in stats.summary.columns[1:]] for row in stats.summary.rows],
+            "index": [str(row["class"]) for row in stats.summary.rows],
+            "columns": stats.summary.columns[1:],
         }
         self._status.value = (f"{raters.num_raters} raters, {raters.num_classes} classes, shape {raters.shape}, "
                               f"spacing {tuple(round(s, 4) for s in scale)}")
