@@ -32,6 +32,26 @@ _EXPORTS: dict[str, str] = {
     "make_phantom_raters": "core.phantom",
     "make_real_raters": "core.phantom",
     "simulate_raters": "core.phantom",
+    # calibration and uncertainty
+    "reliability_bins": "core.calibration",
+    "expected_calibration_error": "core.calibration",
+    "thresholded_adaptive_ce": "core.calibration",
+    "negative_log_likelihood": "core.calibration",
+    "brier_score": "core.calibration",
+    "calibration_summary": "core.calibration",
+    "foreground_box_mask": "core.calibration",
+    "fit_temperature": "core.calibration",
+    "apply_temperature": "core.calibration",
+    "entropy": "core.uncertainty",
+    "mutual_information": "core.uncertainty",
+    "predictive_uncertainty": "core.uncertainty",
+    "segment_entropy": "core.uncertainty",
+    "structure_entropy": "core.uncertainty",
+    "rank_cases_for_review": "core.uncertainty",
+    "entropy_agreement": "core.uncertainty",
+    "dice_per_class": "core.uncertainty",
+    "surface_dice_per_class": "core.uncertainty",
+    "agreement_with_raters": "core.uncertainty",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
