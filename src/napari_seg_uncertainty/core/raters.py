@@ -115,15 +115,10 @@ def agreement_map(raters: Any, num_classes: int | None = None) -> np.ndarray:
     >>> agreement_map(np.array([[[0, 1]], [[1, 1]]]), 2)[1].tolist()
     [[0.5, 1.0]]
     """
+    from .soft_labels import rater_mean
+
     stack = as_rater_stack(raters)
-    c = _infer_num_classes(stack, num_classes)
-    stack = as_rater_stack(stack, num_classes=c)
-    r = stack.shape[0]
-    counts = np.zeros((c,) + stack.shape[1:], dtype=np.float32)
-    for k in range(c):
-        counts[k] = np.count_nonzero(stack == k, axis=0)
-    counts /= r
-    return counts
+    return rater_mean(stack, _infer_num_classes(stack, num_classes))
 
 
 def rater_entropy_map(raters: Any, num_classes: int | None = None) -> np.ndarray:

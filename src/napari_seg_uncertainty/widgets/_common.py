@@ -32,6 +32,14 @@ def notify_errors(action: str) -> Iterator[None]:
         show_error(f"{action} failed: {exc}")
 
 
+def _is_layer_type(layer: Any, layer_type: str) -> bool:
+    """Whether ``layer`` is a napari layer of kind ``layer_type`` ("image", "labels", ...)."""
+    from napari import layers
+
+    cls = getattr(layers, layer_type.capitalize(), None)
+    return cls is not None and isinstance(layer, cls)
+
+
 def upsert_layer(
     viewer: napari.viewer.Viewer,
     data: Any,
@@ -48,7 +56,7 @@ def upsert_layer(
     """
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer._type_string == layer_type and getattr(layer.data, "ndim", None) == getattr(data, "ndim", None):
+        if _is_layer_type(layer, layer_type) and getattr(layer.data, "ndim", None) == getattr(data, "ndim", None):
             layer.data = data
             for key in ("scale", "translate", "metadata", "contrast_limits"):
                 if key in kwargs:

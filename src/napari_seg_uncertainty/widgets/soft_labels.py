@@ -1,0 +1,442 @@
+"""Dock widget "Soft labels": preview LS, SVLS, mSVLS, rater mean, STAPLE and majority vote on rater layers.
+
+The widget is a thin front-end to :mod:`napari_seg_uncertainty.core.soft_labels`: it gathers the selected
+Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.core.soft_labels.compute_soft_labels` in a
+worker thread and shows each class's probability as an Image layer (``soft A: <class>``), updated in place
+whenever a parameter changes. A second method (``soft B: <class>``) can be shown side by side with a
+difference layer ``soft A − B`` and its summary numbers, and method A can be exported with its spacing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Select,
+)
+
+from ..core.soft_labels import (
+    SINGLE_MAP_METHODS,
+    SOFT_LABEL_METHODS,
+    SoftLabelComparison,
+    compare_soft_labels,
+    compute_soft_labels,
+)
+from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SoftLabelsRequest", "SoftLabelsResult", "SoftLabelsWidget", "run_request"]
+
+#: Colormaps of the foreground classes (background is grey and hidden at first).
+CLASS_COLORMAPS = ("red", "green", "blue", "magenta", "yellow", "cyan", "bop orange", "bop purple")
+NO_COMPARISON = "(none)"
+DIFFERENCE_LAYER = "soft A − B"
+#: Most classes the preview shows (one Image layer per class).
+MAX_CLASSES = 64
+
+
+@dataclass(frozen=True)
+class SoftLabelsRequest:
+    """Everything one computation needs, gathered on the GUI thread."""
+
+    raters: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+    rater_names: tuple[str, ...]
+    method: str
+    compare_method: str | None
+    alpha: float
+    sigma: float
+    spacing: tuple[float, ...] | None
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+
+    def parameters(self, method: str) -> dict[str, Any]:
+        """The parameters that matter for ``method`` (shown in layer metadata and the status line)."""
+        params: dict[str, Any] = {}
+        if method == "label_smoothing":
+            params["alpha"] = self.alpha
+        if method in ("svls", "msvls"):
+            params["sigma"] = self.sigma
+            params["sigma_unit"] = "mm" if self.spacing is not None else "voxel"
+        return params
+
+
+@dataclass
+class SoftLabelsResult:
+    """Soft labels of method A (and B with their comparison), computed off the GUI thread."""
+
+    request: SoftLabelsRequest
+    first: np.ndarray
+    second: np.ndarray | None = None
+    comparison: SoftLabelComparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_request(request: SoftLabelsRequest) -> SoftLabelsResult:
+    """Compute the soft labels of a request (runs in the worker thread).
+
+    Parameters
+    ----------
+    request : SoftLabelsRequest
+        Raters, classes, methods and parameters gathered by :meth:`SoftLabelsWidget.build_request`.
+
+    Returns
+    -------
+    SoftLabelsResult
+        Method A's soft labels, and method B's with the comparison when one was asked for.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raters = np.zeros((2, 1, 4, 4), dtype=np.uint8)
+    >>> raters[0, 0, 1:3, 1:3] = 1
+    >>> request = SoftLabelsRequest(raters=raters, num_classes=2, class_names=("bg", "fg"),
+    ...     rater_names=("a", "b"), method="msvls", compare_method="rater_mean", alpha=0.1, sigma=1.0,
+    ...     spacing=None, scale=(1.0, 1.0, 1.0), translate=(0.0, 0.0, 0.0))
+    >>> result = run_request(request)
+    >>> result.first.shape, result.comparison.max_abs.shape
+    ((2, 1, 4, 4), (2,))
+    """
+    common = {
+        "alpha": request.alpha,
+        "sigma": request.sigma,
+        "spacing": request.spacing,
+    }
+    first = compute_soft_labels(request.raters, request.num_classes, method=request.method, **common)
+    result = SoftLabelsResult(request=request, first=first)
+    if request.compare_method is not None:
+        second = compute_soft_labels(request.raters, request.num_classes, method=request.compare_method, **common)
+        result.second = second
+        result.comparison = compare_soft_labels(first, second)
+    if request.raters.shape[0] > 1:
+        for method in {request.method, request.compare_method} & set(SINGLE_MAP_METHODS):
+            result.notes.append(f"{SOFT_LABEL_METHODS[method]} uses the majority vote of the raters")
+    return result
+
+
+def _method_choices() -> list[tuple[str, str]]:
+    return [(title, key) for key, title in SOFT_LABEL_METHODS.items()]
+
+
+class SoftLabelsWidget(Container):
+    """Preview soft labels of the selected rater layers live, compare two methods and export.
+
+    Choose the rater Labels layers (one per rater), a method and its parameters (α for LS, σ for SVLS and
+    mSVLS, optionally in mm from the layers' scale). Each class's probability appears as an Image layer
+    ``soft A: <class>`` (contrast 0–1) that is updated in place when a parameter changes. With "Compare with"
+    set, method B appears as ``soft B: <class>`` with a difference layer ``soft A − B`` for one class, and the
+    status line gives the mean and max absolute difference and the mean total-variation distance.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose Labels layers are the raters (napari passes it in).
+
+    Examples
+    --------
+    From the napari console, after loading raters (e.g. File > Open Sample > Multi-rater phantom):
+
+    >>> from napari_seg_uncertainty.widgets.soft_labels import SoftLabelsWidget
+    >>> widget = SoftLabelsWidget(viewer)  # doctest: +SKIP
+    >>> viewer.window.add_dock_widget(widget, name="Soft labels")  # doctest: +SKIP
+    >>> widget._method.value = "svls"  # doctest: +SKIP
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.result: SoftLabelsResult | None = None
+        self.worker: Any = None
+        self._pending: SoftLabelsRequest | None = None
+        self._running = False  # from start until the worker's `finished` reached the GUI thread
+        self.exporting = False  # likewise for an export
+        self._layer_names: dict[str, list[str]] = {"A": [], "B": []}
+
+        self._raters = Select(label="Rater layers", choices=self._labels_layer_names, tooltip=(
+            "Labels layers, one per rater (Ctrl/Shift-click to select several)."))
+        self._method = ComboBox(label="Method", choices=_method_choices(), value="msvls")
+        self._alpha = FloatSlider(label="α (LS)", min=0.0, max=1.0, step=0.01, value=0.1)
+        self._sigma = FloatSpinBox(label="σ (SVLS)", min=0.05, max=20.0, step=0.1, value=1.0)
+        self._physical = CheckBox(text="σ in mm (use the layers' scale)", value=False, tooltip=(
+            "Off: σ in voxels, as in the SVLS paper. On: σ in the unit of the layer scale, so neighbours "
+            "across thick slices get less weight."))
+        self._compare = ComboBox(label="Compare with", choices=[(NO_COMPARISON, NO_COMPARISON), *_method_choices()],
+                                 value=NO_COMPARISON)
+        self._difference_class = ComboBox(label="Difference of", choices=self._difference_choices)
+        self._live = CheckBox(text="Update live", value=True)
+        self._compute = PushButton(text="Compute")
+        self._status = Label(value="Select rater layers and a method.")
+        self._export_path = FileEdit(label="Export to", mode="w", filter="*.nii.gz *.nrrd *.mha *.tif")
+        self._export = PushButton(text="Export soft labels A")
+
+        self._compute.changed.connect(self.compute)
+        self._export.changed.connect(self.export)
+        for control in (self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare):
+            control.changed.connect(self._on_parameter_changed)
+        self._chosen_difference_class: int | None = None
+        self._difference_class.changed.connect(self._on_difference_class_changed)
+        self.max_width = 460
+        self.extend([
+            self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
+            self._difference_class, self._live, self._compute, self._status, self._export_path, self._export,
+        ])
+        self._update_enabled()
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
+            event.connect(self._refresh_layer_choices)
+        self._select_all_raters()
+
+    # choices ----------------------------------------------------------------------------------------
+    def _labels_layer_names(self, _widget: Any = None) -> list[str]:
+        from napari.layers import Labels
+
+        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+
+    def _difference_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        if self.result is None:
+            return []
+        return [(f"{k}: {name}", k) for k, name in enumerate(self.result.request.class_names)]
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer and class lists without triggering a computation.
+
+        napari calls this on every layer change (our own result layers included), so recomputing here would
+        loop, and a layer removed while the viewer closes would start a computation.
+        """
+        with contextlib.ExitStack() as stack:
+            for control in self:
+                stack.enter_context(control.changed.blocked())
+            super().reset_choices()
+
+    def _refresh_layer_choices(self, _event: Any = None) -> None:
+        self.reset_choices()
+
+    def _select_all_raters(self) -> None:
+        names = self._labels_layer_names()
+        if names:
+            with self._raters.changed.blocked():  # no computation before the user asks
+                self._raters.value = names
+
+    # parameters -------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Whether a computation is running or waiting."""
+        return self._pending is not None or self._running
+
+    def _update_enabled(self) -> None:
+        methods = {self._method.value, self._compare.value}
+        self._alpha.enabled = "label_smoothing" in methods
+        self._sigma.enabled = bool(methods & {"svls", "msvls"})
+        self._physical.enabled = self._sigma.enabled
+        self._difference_class.enabled = self._compare.value != NO_COMPARISON
+
+    def _on_parameter_changed(self, _value: Any = None) -> None:
+        self._update_enabled()
+        if self._live.value and self._raters.value:
+            self.compute()
+
+    def build_request(self) -> SoftLabelsRequest:
+        """Gather the selected layers and parameters into a request (raises ValueError on bad input)."""
+        names = list(self._raters.value)
+        if not names:
+            raise ValueError("no rater layer selected; select one Labels layer per rater.")
+        layers = [self._viewer.layers[name] for name in names]
+        arrays = [np.asarray(layer.data) for layer in layers]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            detail = ", ".join(f"{n}: {a.shape}" for n, a in zip(names, arrays))
+            raise ValueError(f"the rater layers have different shapes ({detail}); every rater must label the "
+                             "same grid.")
+        scales = {tuple(np.round(np.asarray(layer.scale, dtype=float), 9)) for layer in layers}
+        if len(scales) > 1:
+            raise ValueError(f"the rater layers have different scales {sorted(scales)}; raters must share one "
+                             "voxel spacing.")
+        raters = np.stack(arrays)
+        if raters.size and np.issubdtype(raters.dtype, np.integer) and raters.min() < 0:
+            raise ValueError(f"the rater layers contain negative labels (minimum {int(raters.min())}); labels "
+                             "must be 0 (background), 1, 2, ...")
+        meta = layers[0].metadata or {}
+        given_names = [str(n) for n in meta.get("class_names") or []]
+        largest = int(raters.max()) if raters.size and np.issubdtype(raters.dtype, np.number) else 0
+        num_classes = max(largest + 1, len(given_names), 2)
+        if num_classes > MAX_CLASSES:
+            raise ValueError(f"the rater layers hold label {largest}, i.e. {num_classes} classes; the preview shows "
+                             f"at most {MAX_CLASSES} classes (one layer each). Relabel to 0, 1, 2, ... first.")
+        class_names = tuple(given_names[k] if k < len(given_names) else f"class {k}" for k in range(num_classes))
+        scale = tuple(float(s) for s in layers[0].scale)
+        compare = self._compare.value
+        return SoftLabelsRequest(
+            raters=raters,
+            num_classes=num_classes,
+            class_names=class_names,
+            rater_names=tuple(names),
+            method=self._method.value,
+            compare_method=None if compare == NO_COMPARISON else compare,
+            alpha=float(self._alpha.value),
+            sigma=float(self._sigma.value),
+            spacing=scale if self._physical.value else None,
+            scale=scale,
+            translate=tuple(float(t) for t in layers[0].translate),
+        )
+
+    # computing --------------------------------------------------------------------------------------
+    def compute(self, _value: Any = None) -> Any:
+        """Compute with the current settings in a worker thread; returns the worker (None on bad input).
+
+        A request made while a computation runs waits and replaces any older waiting request, so only the
+        latest settings are computed next and results are shown in order.
+        """
+        request = None
+        with notify_errors("Soft labels"):
+            request = self.build_request()
+        if request is None:
+            return None
+        if self._running:
+            self._pending = request
+            return self.worker
+        return self._start(request)
+
+    def _start(self, request: SoftLabelsRequest) -> Any:
+        self._pending = None
+        self._running = True
+        self._status.value = f"Computing {SOFT_LABEL_METHODS[request.method]}…"
+        self.worker = run_in_thread(
+            run_request, request, action="Soft labels", returned=self._show, finished=self._on_finished,
+            errored=lambda exc: setattr(self._status, "value", f"Failed: {exc}"),
+        )
+        return self.worker
+
+    def _on_finished(self) -> None:
+        self._running = False
+        if self._pending is not None:
+            self._start(self._pending)
+
+    # display ----------------------------------------------------------------------------------------
+    def _show(self, result: SoftLabelsResult) -> None:
+        request = result.request
+        self.result = result
+        self._show_method("A", result.first, request, request.method)
+        if result.second is not None and request.compare_method is not None:
+            self._show_method("B", result.second, request, request.compare_method)
+        else:
+            self._remove_layers("B", keep=[])
+            if DIFFERENCE_LAYER in self._viewer.layers:
+                self._viewer.layers.remove(DIFFERENCE_LAYER)
+        chosen = self._chosen_difference_class
+        with self._difference_class.changed.blocked():
+            self._difference_class.reset_choices()
+            self._difference_class.value = chosen if chosen in range(request.num_classes) else (
+                1 if request.num_classes > 1 else 0)
+        self._show_difference()
+        self._status.value = self.summary()
+
+    def _show_method(self, slot: str, probabilities: np.ndarray, request: SoftLabelsRequest, method: str) -> None:
+        names = []
+        meta_common = {
+            "method": method,
+            "parameters": request.parameters(method),
+            "raters": list(request.rater_names),
+            "class_names": list(request.class_names),
+            "spacing": list(request.scale),
+        }
+        for k, class_name in enumerate(request.class_names):
+            name = f"soft {slot}: {class_name}"
+            names.append(name)
+            upsert_layer(
+                self._viewer, probabilities[k], name=name, layer_type="image",
+                colormap="gray" if k == 0 else CLASS_COLORMAPS[(k - 1) % len(CLASS_COLORMAPS)],
+                contrast_limits=(0.0, 1.0), blending="additive", scale=request.scale,
+                translate=request.translate, metadata={**meta_common, "class": k},
+                visible=k > 0 and slot == "A",
+            )
+        self._remove_layers(slot, keep=names)
+
+    def _remove_layers(self, slot: str, *, keep: list[str]) -> None:
+        for name in self._layer_names[slot]:
+            if name not in keep and name in self._viewer.layers:
+                self._viewer.layers.remove(name)
+        self._layer_names[slot] = list(keep)
+
+    def _on_difference_class_changed(self, value: Any = None) -> None:
+        self._chosen_difference_class = None if value is None else int(value)
+        self._show_difference()
+
+    def _show_difference(self, _value: Any = None) -> None:
+        result = self.result
+        if result is None or result.comparison is None or self._difference_class.value is None:
+            return
+        k = int(self._difference_class.value)
+        request = result.request
+        upsert_layer(
+            self._viewer, result.comparison.difference[k], name=DIFFERENCE_LAYER, layer_type="image",
+            colormap="PiYG", contrast_limits=(-1.0, 1.0), scale=request.scale, translate=request.translate,
+            metadata={"class": k, "class_names": list(request.class_names), "spacing": list(request.scale),
+                      "first": request.method, "second": request.compare_method},
+        )
+        self._status.value = self.summary()
+
+    def summary(self) -> str:
+        """The status line: what is shown, and the comparison numbers when comparing."""
+        result = self.result
+        if result is None:
+            return "Nothing computed yet."
+        request = result.request
+
+        def describe_method(method: str) -> str:
+            params = request.parameters(method)
+            text = SOFT_LABEL_METHODS[method]
+            if "alpha" in params:
+                text += f" α={params['alpha']:.2f}"
+            if "sigma" in params:
+                text += f" σ={params['sigma']:.2f} {params['sigma_unit']}"
+            return text
+
+        lines = [f"A: {describe_method(request.method)} · {len(request.rater_names)} rater(s), "
+                 f"{request.num_classes} classes"]
+        if result.comparison is not None and request.compare_method is not None:
+            k = int(self._difference_class.value) if self._difference_class.value is not None else 1
+            comparison = result.comparison
+            lines.append(f"B: {describe_method(request.compare_method)}")
+            lines.append(f"A − B, {request.class_names[k]}: mean |Δ| = {comparison.mean_abs[k]:.4f}, "
+                         f"max |Δ| = {comparison.max_abs[k]:.4f}")
+            lines.append(f"mean total variation = {comparison.mean_total_variation:.4f}")
+        lines.extend(result.notes)
+        return "\n".join(lines)
+
+    # export -----------------------------------------------------------------------------------------
+    def export(self, _value: Any = None, *, path: str | Path | None = None) -> Any:
+        """Write method A's probabilities ``(C, *spatial)`` with the rater layers' spacing; returns the worker."""
+        if path is not None:
+            self._export_path.value = path
+        if self.result is None:
+            show_error("Export soft labels failed: nothing computed yet; press Compute first.")
+            return None
+        target = Path(self._export_path.value) if self._export_path.value else None
+        if target is None or target.name in ("", "."):
+            show_error("Export soft labels failed: no file name given; choose a .nii.gz, .nrrd, .mha or .tif file.")
+            return None
+        from ..core.io import write_image
+
+        request = self.result.request
+        self.exporting = True
+        return run_in_thread(
+            write_image, target, self.result.first, spacing=request.scale, origin=request.translate,
+            channel_axis=0, overwrite=False, action="Export soft labels",
+            returned=lambda written: show_info(f"Wrote {SOFT_LABEL_METHODS[request.method]} soft labels to "
+                                               f"{written}"),
+            finished=lambda: setattr(self, "exporting", False),
+        )
