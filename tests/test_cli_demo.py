@@ -58,6 +58,6 @@ def test_headless_needs_out(capsys):
 def test_gui_demo_docks_widget_with_raters_loaded(make_napari_viewer):
     viewer = make_napari_viewer()
     run_gui_demo("phantom2d", viewer=viewer)
-    assert "Load raters" in viewer.window._dock_widgets
+    assert "Load raters" in viewer.window.dock_widgets
     assert "rater entropy" in viewer.layers
     assert sum(layer._type_string == "labels" for layer in viewer.layers) == 4

@@ -47,6 +47,16 @@ _EXPORTS: dict[str, str] = {
     "compare_soft_labels": "core.soft_labels",
     "SoftLabelComparison": "core.soft_labels",
     "SOFT_LABEL_METHODS": "core.soft_labels",
+    # stochastic segmentation networks
+    "LowRankLogits": "core.ssn",
+    "SampleLabelStack": "core.ssn",
+    "synthetic_distribution": "core.ssn",
+    "save_distribution": "core.ssn",
+    "load_distribution": "core.ssn",
+    "generalised_energy_distance": "core.ssn_metrics",
+    "sample_diversity": "core.ssn_metrics",
+    "pairwise_iou_distance": "core.ssn_metrics",
+    "dice_against_reference": "core.ssn_metrics",
     # calibration and uncertainty
     "reliability_bins": "core.calibration",
     "expected_calibration_error": "core.calibration",

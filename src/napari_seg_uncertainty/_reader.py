@@ -38,9 +38,21 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         p = Path(p)
         if p.is_dir():
             continue
-        if file_suffix(p) not in SITK_SUFFIXES + (".npz",):
+        suffix = file_suffix(p)
+        if suffix == ".npz" and not _is_rater_npz(p):
+            return None  # e.g. a saved SSN distribution: open it in the "SSN samples" widget
+        if suffix not in SITK_SUFFIXES + (".npz",):
             return None
     return read_path
+
+
+def _is_rater_npz(path: Path) -> bool:
+    """Whether a ``.npz`` holds a LIDC-style rater stack (``masks``/``labels``/``raters``/``segs``)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return any(k in data.files for k in ("masks", "labels", "raters", "segs"))
+    except Exception:  # unreadable: let load_raters report it if the user insists
+        return False
 
 
 def read_path(path: str | list[str]) -> list[LayerData]:

@@ -56,6 +56,10 @@ def test_reader_opens_rater_folder_and_single_files(make_napari_viewer, tmp_path
                 spacing=(0.5, 2.0))
     assert get_reader(str(tmp_path)) is not None
     assert get_reader(str(tmp_path / "x.czi")) is None
+    np.savez(tmp_path / "dist.npz", mean=np.zeros((2, 6, 8)), cov_diag=np.ones((2, 6, 8)))
+    assert get_reader(str(tmp_path / "dist.npz")) is None  # an SSN distribution, not raters
+    np.savez(tmp_path / "lidc.npz", masks=r)
+    assert get_reader(str(tmp_path / "lidc.npz")) is not None
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path), plugin=PLUGIN)
     names = {layer.name for layer in viewer.layers}
