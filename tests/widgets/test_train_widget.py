@@ -147,6 +147,21 @@ def test_cancel_mid_epoch_keeps_a_checkpoint_and_predicts(phantom_viewer, qtbot,
     assert widget.result is not None and widget.result.cancelled
 
 
+def test_closing_the_dock_cancels_training_and_keeps_a_checkpoint(phantom_viewer, qtbot, tmp_path, errors):
+    viewer, _, _ = phantom_viewer
+    widget = make_widget(viewer, tmp_path, epochs=4, steps=500)
+    widget.start()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: sum(r.kind == "step" for r in widget.records) >= 2, timeout=WAIT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        viewer.window.remove_dock_widget(widget.native.parent())
+    assert errors == []
+    assert widget.records[-1].kind == "cancelled"
+    state = load_checkpoint(widget.checkpoint_path)
+    assert state["reason"] == "cancelled" and state["global_step"] < 500
+    assert "prediction labels" not in viewer.layers  # nothing is added once the widget is gone
+
+
 def test_pause_stops_steps_until_resumed(phantom_viewer, qtbot, tmp_path, errors):
     viewer, _, _ = phantom_viewer
     widget = make_widget(viewer, tmp_path, epochs=1, steps=40)

@@ -37,6 +37,7 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
+from qtpy.QtCore import QEvent, QObject
 
 from ..core.training import TARGETS, TrainConfig, TrainingData, TrainProgress, TrainResult, predict, train
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
@@ -172,6 +173,28 @@ def _preload_training_modules() -> None:
     _PRELOADED = True
 
 
+class _UndockWatcher(QObject):
+    """Calls ``on_undock`` when the watched widget loses its parent after having been docked.
+
+    napari's "close" button on a dock widget (and ``remove_dock_widget``) un-parents the inner
+    widget without deleting it, so ``destroyed`` alone does not say that the dock was closed.
+    """
+
+    def __init__(self, on_undock: Any, parent: Any) -> None:
+        super().__init__(parent)
+        self._on_undock = on_undock
+        self._docked = False
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange:
+            if obj.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self._docked = False
+                self._on_undock()
+        return False
+
+
 class TrainWidget(Container):
     """Train a softmax, SoftSeg, SSN, ensemble or MC-dropout model on the loaded raters.
 
@@ -294,6 +317,22 @@ class TrainWidget(Container):
         ):
             event.connect(self._refresh_choices)
         self._refresh_choices()
+        self._closed = False
+        self.native.destroyed.connect(self._on_closed)
+        self._undock_watcher = _UndockWatcher(self._on_closed, self.native)
+        self.native.installEventFilter(self._undock_watcher)
+
+    def _on_closed(self, _obj: Any = None) -> None:
+        """The dock was closed (or the viewer): stop training, which saves a checkpoint; skip the prediction."""
+        self._closed = True
+        if self.worker is not None and self.state in ("training", "paused"):
+            if self.state == "paused":
+                self.worker.resume()
+            self.worker.send("cancel")
+            self.state = "cancelling"
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
 
     # choices ---------------------------------------------------------------------------------------
     def _image_layer_names(self, _widget: Any = None) -> list[str]:
@@ -485,6 +524,11 @@ class TrainWidget(Container):
         self._status.value = "Starting…"
 
     def _on_record(self, record: Any) -> None:
+        if self._closed:
+            self.records.append(record)
+            if getattr(record, "checkpoint", None):
+                self.checkpoint_path = record.checkpoint
+            return
         if isinstance(record, TrainingFailure):
             self.failure = record
             show_error(f"Training failed: {record.message}. {record.advice}")
@@ -519,6 +563,9 @@ class TrainWidget(Container):
         self.result = result
 
     def _on_worker_finished(self) -> None:
+        if self._closed:
+            self.state = "idle"
+            return
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
