@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "make_phantom_raters": "core.phantom",
     "make_real_raters": "core.phantom",
     "simulate_raters": "core.phantom",
+    "OutputTooLargeError": "core._memory",
     # soft labels
     "one_hot": "core.soft_labels",
     "label_smoothing": "core.soft_labels",

@@ -111,6 +111,9 @@ def as_label_array(
                 f"{name} contains non-integer values (dtype {arr.dtype}); labels must be whole numbers "
                 "0, 1, 2, ... Round or threshold probabilities first."
             )
+        largest = float(np.abs(arr).max())
+        if largest >= 2.0**62:  # beyond int64: the cast would wrap around
+            raise ValueError(f"{name} contains the value {largest:.3g}, far too large for a label.")
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}.")
@@ -188,10 +191,15 @@ def check_spacing(spacing: Any, ndim: int, *, name: str = "spacing") -> tuple[fl
         return None
     if isinstance(spacing, Real) and not isinstance(spacing, bool):
         spacing = (spacing,) * ndim
+    if isinstance(spacing, (str, bytes, bool)):
+        raise TypeError(f"{name} must be a sequence of {ndim} numbers, got {describe(spacing)}.")
     try:
-        values = tuple(float(s) for s in spacing)
+        entries = tuple(spacing)
     except TypeError as exc:
         raise TypeError(f"{name} must be a sequence of {ndim} numbers, got {describe(spacing)}.") from exc
+    if not all(isinstance(s, Real) and not isinstance(s, bool) for s in entries):
+        raise TypeError(f"{name} must be a sequence of {ndim} numbers, got {describe(spacing)}.")
+    values = tuple(float(s) for s in entries)
     if len(values) != ndim:
         raise ValueError(f"{name} must have {ndim} entries (one per spatial axis), got {len(values)}: {values}.")
     if not all(np.isfinite(v) and v > 0 for v in values):

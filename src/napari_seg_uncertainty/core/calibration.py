@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Literal
 
 import numpy as np
@@ -870,7 +870,12 @@ def apply_temperature(logits: Any, *, temperature: float) -> np.ndarray:
     """
     z = _as_logits(logits)
     t = check_positive(temperature, name="temperature")
-    return _softmax(z.astype(np.float64) / t).astype(np.float32)
+    # shift before dividing: z - max <= 0, so a tiny T gives -inf (weight 0), never inf - inf = NaN
+    z = z.astype(np.float64)
+    z -= z.max(axis=0, keepdims=True)
+    with np.errstate(over="ignore", divide="ignore"):
+        z /= t
+    return _softmax(z).astype(np.float32)
 
 
 def fit_temperature(
@@ -925,9 +930,12 @@ def fit_temperature(
     tgt = as_target(target, num_classes=num_classes, spatial_shape=spatial, name="target")
     m = as_mask(mask, spatial_shape=spatial, name="mask")
     try:
-        t_min, t_max = (float(b) for b in bounds)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"bounds must be two numbers (T_min, T_max), got {describe(bounds)}.") from exc
+        pair = tuple(bounds) if not isinstance(bounds, (str, bytes)) else ()
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) for b in pair):
+        raise TypeError(f"bounds must be two numbers (T_min, T_max), got {describe(bounds)}.")
+    t_min, t_max = (float(b) for b in pair)
     if not (0 < t_min < t_max and np.isfinite(t_max)):
         raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf, got {bounds}.")
     if isinstance(max_voxels, bool) or not isinstance(max_voxels, Integral) or max_voxels < 1:
@@ -941,6 +949,8 @@ def fit_temperature(
         rng = np.random.default_rng(int(seed))
         index = np.sort(rng.choice(index, size=int(max_voxels), replace=False))
     zs = flat_z[:, index].astype(np.float64)
+    # softmax and the NLL gradient ignore this per-voxel shift; beta * zs then stays finite
+    zs -= zs.max(axis=0, keepdims=True)
     if tgt.labels is not None:
         ys = np.zeros_like(zs)
         ys[tgt.labels.reshape(-1)[index], np.arange(index.size)] = 1.0
@@ -955,7 +965,8 @@ def fit_temperature(
         var_z = np.sum(p * zs * zs, axis=0) - mean_z**2
         return float(np.mean(mean_z) - target_logit), float(np.mean(np.maximum(var_z, 0.0)))
 
-    lo, hi = 1.0 / t_max, 1.0 / t_min  # bracket on beta = 1/T; d NLL / d beta is non-decreasing
+    # bracket on beta = 1/T (capped: T_min may be subnormal); d NLL / d beta is non-decreasing
+    lo, hi = 1.0 / t_max, min(1.0 / t_min, 1e300)
     g_lo, _ = gradient_and_curvature(lo)
     if g_lo >= 0:
         return t_max

@@ -7,8 +7,12 @@ shows them, so spacing, origin and direction are reversed from SimpleITK's ``(x,
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_spacing, describe
+from ._memory import check_allocation, format_bytes
 
 __all__ = [
     "ImageMeta",
     "LABEL_SUFFIXES",
     "SITK_SUFFIXES",
+    "check_npz_fits",
     "file_suffix",
     "is_supported_file",
     "read_image",
@@ -29,6 +35,16 @@ __all__ = [
 
 #: Suffixes read and written through SimpleITK.
 SITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+#: SimpleITK ImageIO for each suffix (the format is known from the name).
+_SITK_IMAGE_IO = {
+    ".nii": "NiftiImageIO",
+    ".nii.gz": "NiftiImageIO",
+    ".nrrd": "NrrdImageIO",
+    ".nhdr": "NrrdImageIO",
+    ".mha": "MetaImageIO",
+    ".mhd": "MetaImageIO",
+    ".dcm": "GDCMImageIO",
+}
 #: Suffixes read through tifffile / scikit-image.
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
@@ -114,32 +130,140 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     >>> arr.shape, meta.spacing
     ((4, 5, 6), (3.0, 1.0, 1.0))
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or path-like), got {describe(path)}.")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path {str(path)!r} does not exist.")
     if path.is_dir():
         raise ValueError(f"path {str(path)!r} is a folder; read_image expects one file.")
     suffix = file_suffix(path)
+    if suffix in LABEL_SUFFIXES and path.stat().st_size == 0:
+        raise ValueError(f"path {str(path)!r} is an empty file (0 bytes); expected a {suffix} image.")
     if suffix in SITK_SUFFIXES:
-        return _read_sitk(path)
-    if suffix in TIFF_SUFFIXES:
-        return _read_tiff(path)
-    if suffix in PNG_SUFFIXES:
-        return _read_png(path)
-    raise ValueError(f"path {str(path)!r} has unsupported format {suffix or '(no suffix)'!r}; "
-                     f"supported: {_supported_list()}.")
+        arr, meta = _read_sitk(path)
+    elif suffix in TIFF_SUFFIXES:
+        arr, meta = _read_tiff(path)
+    elif suffix in PNG_SUFFIXES:
+        arr, meta = _read_png(path)
+    else:
+        raise ValueError(f"path {str(path)!r} has unsupported format {suffix or '(no suffix)'!r}; "
+                         f"supported: {_supported_list()}.")
+    if arr.size == 0:
+        raise ValueError(f"could not read {str(path)!r}: it holds no pixels (shape {arr.shape}); the file is "
+                         "corrupt or empty.")
+    return arr, meta
+
+
+def _check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, *, copies: int = 1) -> None:
+    """Refuse, from the header alone, an image whose pixels cannot fit in memory (e.g. a forged header)."""
+    count = 1
+    for s in shape:
+        count *= int(s)
+    check_allocation(
+        count * int(itemsize) * copies,
+        what=f"its pixel data ({' x '.join(str(int(s)) for s in shape)} values of {itemsize} bytes, "
+             f"{format_bytes(count * int(itemsize))})",
+        cause=f"path {str(path)!r}",
+        advice="the header may be corrupt; otherwise crop or downsample the image before loading it",
+    )
+
+
+def _sitk_component_bytes(pixel_type: str) -> int:
+    """Bytes per pixel component from SimpleITK's pixel type name (e.g. '16-bit signed integer')."""
+    text = pixel_type.lower()
+    sizes = {"64-bit": 8, "32-bit": 4, "16-bit": 2, "8-bit": 1}
+    size = next((n for bits, n in sizes.items() if bits in text), 8)
+    return size * (2 if "complex" in text else 1)
+
+
+def _nifti_data_offset(header: bytes) -> int | None:
+    """``vox_offset`` of a NIfTI-1 or NIfTI-2 header (either byte order), or None if not NIfTI."""
+    for order in "<>":
+        if len(header) >= 112 and struct.unpack(f"{order}i", header[:4])[0] == 348:
+            return int(struct.unpack(f"{order}f", header[108:112])[0])
+        if len(header) >= 176 and struct.unpack(f"{order}i", header[:4])[0] == 540:
+            return int(struct.unpack(f"{order}q", header[168:176])[0])
+    return None
+
+
+def _truncated(path: Path, expected: int, found: int | str) -> ValueError:
+    return ValueError(
+        f"could not read {str(path)!r}: the file is truncated (its header announces {expected} bytes of "
+        f"header and pixels, the file holds {found}); copy or download it again."
+    )
+
+
+def _check_nifti_complete(path: Path, data_bytes: int) -> None:
+    """Refuse a truncated NIfTI file, which SimpleITK would read with the missing voxels set to 0.
+
+    ``.nii``: the file must reach ``vox_offset + data_bytes``. ``.nii.gz``: the gzip trailer (uncompressed
+    size modulo 2**32) must match; otherwise the stream is decompressed to check its end and CRC (this also
+    accepts valid multi-member gzip files, whose trailer only counts the last member).
+    """
+    compressed = file_suffix(path) == ".nii.gz"
+    try:
+        if compressed:
+            with gzip.open(path, "rb") as stream:
+                header = stream.read(540)
+        else:
+            with open(path, "rb") as stream:
+                header = stream.read(540)
+        offset = _nifti_data_offset(header)
+        if offset is None:
+            return  # not a NIfTI header after all: SimpleITK decides
+        expected = offset + data_bytes
+        if not compressed:
+            size = path.stat().st_size
+            if size < expected:
+                raise _truncated(path, expected, size)
+            return
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            trailer = struct.unpack("<I", raw.read(4))[0]
+        if trailer == expected % 2**32:
+            return
+        total = 0
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+        if total < expected:
+            raise _truncated(path, expected, f"{total} once decompressed")
+    except (EOFError, OSError, zlib.error, struct.error) as exc:
+        raise ValueError(f"could not read {str(path)!r}: the file is truncated or corrupt ({exc}).") from exc
+
+
+def _sitk_error(path: Path, exc: Exception) -> ValueError:
+    first = str(exc).strip().splitlines()
+    detail = first[-1] if first else "unknown error"
+    return ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a "
+                      f"{file_suffix(path)} image ({detail[:200]}).")
 
 
 def _read_sitk(path: Path) -> tuple[np.ndarray, ImageMeta]:
     import SimpleITK as sitk
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    image_io = _SITK_IMAGE_IO.get(file_suffix(path))
+    if image_io in reader.GetRegisteredImageIOs():
+        reader.SetImageIO(image_io)  # skips ITK's probing of every format (about a third of a read)
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[-1] if first else "unknown error"
-        raise ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a "
-                         f"{file_suffix(path)} image ({detail[:200]}).") from exc
+        raise _sitk_error(path, exc) from exc
+    shape = (*reader.GetSize(), reader.GetNumberOfComponents())
+    itemsize = _sitk_component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    _check_decoded_size(path, shape, itemsize, copies=2)  # SimpleITK's buffer and the numpy copy of it
+    if file_suffix(path) in (".nii", ".nii.gz"):
+        data_bytes = itemsize
+        for s in shape:
+            data_bytes *= int(s)
+        _check_nifti_complete(path, data_bytes)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise _sitk_error(path, exc) from exc
     arr = sitk.GetArrayFromImage(image)
     spatial_dim = image.GetDimension()
     channel_axis = None
@@ -162,18 +286,45 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, ImageMeta]:
 def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
     import tifffile
 
+    errors = _ErrorLog()
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.addHandler(errors)
     try:
         with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize)
             arr = tif.asarray()
             spacing = _tiff_spacing(tif, arr.ndim)
+        if errors.messages:
+            # tifffile logs damage (missing pages, bad offsets) and returns what it could read
+            raise ValueError("; ".join(errors.messages[:3]))
+    except MemoryError:
+        raise
     except Exception as exc:  # tifffile raises several exception types on corrupt files
         raise ValueError(
             f"could not read {str(path)!r}: the file is corrupt, truncated or not a TIFF ({exc})."
         ) from exc
+    finally:
+        tiff_logger.removeHandler(errors)
     arr = _squeeze_leading(arr)
     if spacing is not None and len(spacing) != arr.ndim:
         spacing = None
     return arr, ImageMeta(spacing=spacing, path=str(path))
+
+
+class _ErrorLog(logging.Handler):
+    """Collects the error messages a library logs while it reads one file (only from this thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        import threading
+
+        self._thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.messages.append(record.getMessage()[:200])
 
 
 def _tiff_spacing(tif: Any, ndim: int) -> tuple[float, ...] | None:
@@ -199,10 +350,18 @@ def _tiff_spacing(tif: Any, ndim: int) -> tuple[float, ...] | None:
 
 
 def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    from PIL import Image
     from skimage import io as skio
 
     try:
+        with Image.open(str(path)) as header:  # reads the header only
+            width, height = header.size
+            bands = len(header.getbands())
+            bits = 16 if header.mode.startswith("I;16") else 32 if header.mode in ("I", "F") else 8
+        _check_decoded_size(path, (height, width, bands), bits // 8)
         arr = np.asarray(skio.imread(str(path)))
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a PNG ({exc}).") from exc
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
@@ -215,6 +374,68 @@ def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
                 "(grey) images with one integer label per pixel. Save the mask as an 8- or 16-bit grey PNG."
             )
     return arr, ImageMeta(path=str(path))
+
+
+def check_npz_fits(path: str | os.PathLike) -> None:
+    """Check an ``.npz`` archive from its headers: readable, no pickled objects, arrays that fit in memory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The archive.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a zip archive of ``.npy`` arrays (truncated or corrupt), or holds object arrays
+        (which only load with pickle, refused for safety).
+    OutputTooLargeError
+        If the arrays together would not fit in the available memory (e.g. a forged header).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.npz")
+    >>> np.savez(p, masks=np.zeros((2, 4, 4), np.uint8))
+    >>> check_npz_fits(p)
+    """
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or path-like), got {describe(path)}.")
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = npy_format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy_format.read_array_header_1_0(member)
+                    elif version in ((2, 0), (3, 0)):
+                        shape, _, dtype = npy_format.read_array_header_2_0(member)
+                    else:  # pragma: no cover - numpy rejects other versions in read_magic
+                        continue
+                if dtype.hasobject:
+                    raise ValueError(
+                        f"path {str(path)!r}: array {info.filename[:-4]!r} holds Python objects, which load "
+                        "only with pickle (refused for safety); save plain numeric arrays with numpy.savez."
+                    )
+                count = 1
+                for size in shape:
+                    count *= int(size)
+                total += count * dtype.itemsize
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many types on corrupt archives
+        if "refused for safety" in str(exc):
+            raise
+        raise ValueError(
+            f"path {str(path)!r} is not a readable .npz archive (truncated or corrupt?): {exc}"
+        ) from exc
+    check_allocation(total, what=f"its arrays ({format_bytes(total)})", cause=f"path {str(path)!r}",
+                     advice="the archive may be corrupt; otherwise save smaller arrays")
 
 
 def _squeeze_leading(arr: np.ndarray) -> np.ndarray:
@@ -269,13 +490,27 @@ def write_image(
     >>> os.path.exists(p)
     True
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or path-like), got {describe(path)}.")
     path = Path(path)
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"array must be a numeric array, got {describe(array)}.")
     array = np.asarray(array)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise TypeError(f"array must be numeric, got {describe(array)}.")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(
+            f"array must hold real numbers (labels, intensities or probabilities), got {describe(array)}."
+        )
+    if array.size == 0:
+        raise ValueError(f"array is empty (shape {array.shape}); an image needs at least one voxel.")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise TypeError(
+                f"channel_axis must be an integer axis index or None, got {describe(channel_axis)}."
+            )
         if not -array.ndim <= channel_axis < array.ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for an array of shape {array.shape}.")
         array = np.moveaxis(array, channel_axis, -1)
@@ -307,8 +542,8 @@ def write_image(
     else:
         writer = _write_png
     if suffix in (".mhd", ".nhdr"):
-        # Header + separate data file: the header names the data file, so no rename trick.
-        writer(path, array, spacing, origin, direction, channel_axis is not None)
+        vector = channel_axis is not None
+        _write_with_data_file(path, array, spacing, origin, direction, vector, overwrite=overwrite)
         return str(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -319,6 +554,29 @@ def write_image(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return str(path)
+
+
+def _write_with_data_file(
+    path: Path, array: np.ndarray, spacing: Any, origin: Any, direction: Any, vector: bool, *, overwrite: bool
+) -> None:
+    """Write a header + data file pair (``.mhd``/``.raw``, ``.nhdr``/``.raw``) without tearing either.
+
+    Both files are written into a temporary folder next to ``path`` (the header names its data file
+    relative to itself), then moved into place data file first, header last. An existing data file of
+    that name (which the header would claim) is never replaced without ``overwrite``.
+    """
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+        staged = Path(folder) / path.name
+        _write_sitk(staged, array, spacing, origin, direction, vector)
+        produced = sorted(Path(folder).iterdir(), key=lambda p: p.name == path.name)  # header last
+        clashes = [str(path.parent / p.name) for p in produced if (path.parent / p.name).exists()]
+        if clashes and not overwrite:
+            raise FileExistsError(
+                f"{', '.join(repr(c) for c in clashes)} already exist(s); writing {str(path)!r} would "
+                "replace them. Choose another name or pass overwrite=True."
+            )
+        for produced_file in produced:
+            os.replace(produced_file, path.parent / produced_file.name)
 
 
 def _write_sitk(path: Path, array: np.ndarray, spacing: Any, origin: Any, direction: Any, vector: bool) -> None:
@@ -353,6 +611,8 @@ def _write_tiff(path: Path, array: np.ndarray, spacing: Any, origin: Any, direct
             kwargs["imagej"] = data.dtype in (np.uint8, np.uint16, np.float32)
             if kwargs["imagej"]:
                 kwargs["metadata"] = {"spacing": spacing[0], "axes": "ZYX"}
+    # grey pages: without this, tifffile stores a volume of 3 or 4 slices as one RGB(A) image
+    kwargs.setdefault("photometric", "minisblack")
     tifffile.imwrite(str(path), data, **kwargs)
 
 

@@ -10,14 +10,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._checks import check_num_classes
+from ._checks import check_num_classes, check_positive, check_probability, check_spacing, describe
+from ._memory import array_bytes, check_allocation
 from .raters import RaterSet
 
 __all__ = ["make_phantom_raters", "make_real_raters", "simulate_raters"]
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be a non-negative integer, got {describe(seed)}.")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {int(seed)}.")
+    return int(seed)
+
+
+def _check_ndim(ndim: Any) -> int:
+    if isinstance(ndim, bool) or not isinstance(ndim, Integral) or ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}.")
+    return int(ndim)
 
 
 def _signed_distance(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -79,17 +96,46 @@ def simulate_raters(
     >>> simulate_raters([disk], num_raters=3, seed=1).shape
     (3, 40, 40)
     """
-    structures = [np.asarray(s, dtype=bool) for s in structures]
+    if isinstance(structures, (str, bytes, np.ndarray)) or not isinstance(structures, Sequence):
+        raise TypeError(f"structures must be a list of binary masks, got {describe(structures)}.")
     if not structures:
         raise ValueError("structures is empty; give at least one binary mask.")
+    masks = []
+    for i, mask in enumerate(structures):
+        arr = np.asarray(mask)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"structures[{i}] must be a binary mask array, got {describe(mask)}.")
+        if arr.ndim not in (2, 3) or arr.size == 0:
+            raise ValueError(f"structures[{i}] must be a non-empty 2-D or 3-D mask, got shape {arr.shape}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"structures[{i}] contains NaN or infinite values; expected a binary mask.")
+        masks.append(arr.astype(bool))
+    structures = masks
     shape = structures[0].shape
     if any(s.shape != shape for s in structures):
         raise ValueError(f"structures must share one shape, got {[s.shape for s in structures]}.")
     num_raters = check_num_classes(num_raters, name="num_raters")
-    spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * len(shape)
-    miss = list(miss_probability) if miss_probability is not None else [0.0] * len(structures)
+    spacing = check_spacing(spacing, len(shape)) or (1.0,) * len(shape)
+    boundary_noise = check_positive(boundary_noise, name="boundary_noise", allow_zero=True)
+    rater_bias = check_positive(rater_bias, name="rater_bias", allow_zero=True)
+    if miss_probability is None:
+        miss = [0.0] * len(structures)
+    else:
+        sequence = isinstance(miss_probability, (Sequence, np.ndarray))
+        if isinstance(miss_probability, (str, bytes)) or not sequence:
+            raise TypeError(
+                f"miss_probability must be a sequence of numbers, got {describe(miss_probability)}."
+            )
+        miss = [check_probability(m, name=f"miss_probability[{i}]") for i, m in enumerate(miss_probability)]
     if len(miss) != len(structures):
         raise ValueError(f"miss_probability needs one value per structure ({len(structures)}), got {len(miss)}.")
+    seed = _check_seed(seed)
+    check_allocation(
+        array_bytes((num_raters + 3 * len(structures) + 2, *shape), np.float32),
+        what=f"{num_raters} rater maps of shape {shape} with distance and noise fields",
+        cause=f"num_raters={num_raters} on structures of shape {shape}",
+        advice="simulate fewer raters or on a smaller grid",
+    )
     rng = np.random.default_rng(seed)
     distances = [_signed_distance(s, spacing) for s in structures]
     correlation = tuple(max(2.0, 6.0 / sp) for sp in spacing)
@@ -149,13 +195,24 @@ def make_phantom_raters(
     >>> image.shape, raters.num_raters, raters.class_names
     ((128, 128), 4, ['background', 'organ', 'lesion', 'nodule'])
     """
-    if ndim not in (2, 3):
-        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}.")
+    ndim = _check_ndim(ndim)
     if shape is None:
         shape = (128, 128) if ndim == 2 else (40, 96, 96)
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, np.ndarray)) or not all(
+        isinstance(s, Integral) and not isinstance(s, bool) for s in shape
+    ):
+        raise TypeError(f"shape must be a sequence of {ndim} integers, got {describe(shape)}.")
     shape = tuple(int(s) for s in shape)
     if len(shape) != ndim or min(shape) < 8:
         raise ValueError(f"shape must have {ndim} entries of at least 8, got {shape}.")
+    num_raters = check_num_classes(num_raters, name="num_raters")
+    seed = _check_seed(seed)
+    check_allocation(
+        array_bytes(shape, np.float64) * 12 + array_bytes((num_raters, *shape), np.uint8),
+        what=f"the phantom of shape {shape} (image, structures, distance and noise fields)",
+        cause=f"shape={shape}",
+        advice="use a smaller shape",
+    )
     spacing = (1.0, 1.0) if ndim == 2 else (2.5, 1.0, 1.0)
     centre = np.array(shape, dtype=float) / 2.0
     sizes = np.array(shape, dtype=float)
@@ -215,8 +272,9 @@ def make_real_raters(ndim: int = 2, *, num_raters: int = 4, seed: int = 0) -> tu
     """
     from .io import read_image
 
-    if ndim not in (2, 3):
-        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}.")
+    ndim = _check_ndim(ndim)
+    num_raters = check_num_classes(num_raters, name="num_raters")
+    seed = _check_seed(seed)
     path = (_package_file("pydicom", "data", "test_files", "CT_small.dcm") if ndim == 2
             else _package_file("nibabel", "tests", "data", "anatomical.nii"))
     if path is not None:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_label_array, as_rater_stack, check_num_classes, check_spacing, describe
-from .io import ImageMeta, file_suffix, is_supported_file, read_image
+from ._memory import array_bytes, check_allocation
+from .io import ImageMeta, check_npz_fits, file_suffix, is_supported_file, read_image
 
 __all__ = [
     "RaterSet",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 _SPACING_RTOL = 1e-3
+#: Label values below this are remapped with a lookup table, larger ones by binary search.
+_LOOKUP_LIMIT = 1 << 20
 _IMAGE_NAME = re.compile(r"^(image|img|flair|t1|t2|pd|ct|mr|dp|volume)([_\-.].*)?$", re.IGNORECASE)
 _QUBIQ_SEG = re.compile(r"^task(\d+)_seg(\d+)\.nii(\.gz)?$", re.IGNORECASE)
 _MSSEG_SEG = re.compile(r"^ManualSegmentation_(\d+)\.nii(\.gz)?$", re.IGNORECASE)
@@ -77,6 +80,9 @@ def pairwise_dice(raters: Any, num_classes: int | None = None, *, empty_value: f
     c = _infer_num_classes(stack, num_classes)
     stack = as_rater_stack(stack, num_classes=c)
     r = stack.shape[0]
+    check_allocation(array_bytes((c, r, r), np.float64) + array_bytes(stack.shape, bool),
+                     what=f"the Dice matrices of shape {(c, r, r)}",
+                     cause=f"num_classes={c} with {r} raters", advice="check num_classes")
     flat = stack.reshape(r, -1)
     out = np.empty((c, r, r), dtype=np.float64)
     for k in range(c):
@@ -242,6 +248,8 @@ class RaterSet:
 
     def __post_init__(self) -> None:
         self.labels = as_rater_stack(self.labels, name="labels")
+        self.class_names = _as_names(self.class_names, "class_names")
+        self.rater_names = _as_names(self.rater_names, "rater_names")
         ncls = max(int(self.labels.max()) + 1, 2)
         if self.class_names:
             if len(self.class_names) < ncls:
@@ -259,6 +267,8 @@ class RaterSet:
         else:
             self.rater_names = [f"rater {i + 1}" for i in range(self.num_raters)]
         self.spacing = check_spacing(self.spacing, self.ndim)
+        if self.image is not None:
+            self.image = _as_image_array(self.image)
         if self.image is not None and self.image.shape[-self.ndim:] != self.shape:
             raise ValueError(
                 f"image has shape {self.image.shape} but the raters' label maps have shape {self.shape}; "
@@ -410,14 +420,36 @@ def load_raters(
     """
     if isinstance(source, RaterSet):
         return source
+    if image is not None:
+        image = _as_image_array(image)
     maps, metas, names, found_image = _collect(source, task=task)
     if image is None:
         image = found_image
     if rater_names is not None:
-        names = [str(n) for n in rater_names]
+        names = _as_names(rater_names, "rater_names")
         if len(names) != len(maps):
             raise ValueError(f"rater_names has {len(names)} names but {len(maps)} raters were found.")
     return _build(maps, metas, names, spacing=spacing, class_names=class_names, image=image)
+
+
+def _as_image_array(image: Any) -> np.ndarray:
+    """The annotated image as a numeric numpy array (``image`` argument of :func:`load_raters`)."""
+    if isinstance(image, (str, bytes, dict)):
+        raise TypeError(f"image must be a numeric array, got {describe(image)}.")
+    try:
+        arr = np.asarray(image.detach().cpu().numpy() if _is_tensor(image) else image)
+    except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+        raise TypeError(f"image must be a numeric array, got {describe(image)}.") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"image must be a numeric array, got {describe(arr)}.")
+    return arr
+
+
+def _as_names(names: Any, name: str) -> list[str]:
+    """A list of display names; a bare string or a non-sequence is refused (``"abc"`` is not 3 names)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a list of names, got {describe(names)}.")
+    return [str(n) for n in names]
 
 
 def _is_glob(text: str) -> bool:
@@ -559,6 +591,7 @@ def _find_image(files: Sequence[Path]) -> np.ndarray | None:
 
 
 def _read_npz(path: Path) -> tuple[list[np.ndarray], list[ImageMeta | None], list[str], Any]:
+    check_npz_fits(path)  # readable, no pickled objects, fits in memory: checked from the headers
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -571,13 +604,15 @@ def _read_npz(path: Path) -> tuple[list[np.ndarray], list[ImageMeta | None], lis
             masks = np.asarray(data[key])
             image = np.asarray(data["image"]) if "image" in keys else None
             spacing = tuple(float(s) for s in data["spacing"]) if "spacing" in keys else None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"could not read {str(path)!r}: not a valid .npz file ({exc}).") from exc
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise ValueError(f"{str(path)!r} contains pickled objects, which are refused for safety; "
                              "save plain numeric arrays with numpy.savez.") from exc
-        raise
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"could not read {str(path)!r}: not a valid .npz file ({exc}).") from exc
+    except Exception as exc:  # noqa: BLE001 - zip and decompression errors of a truncated member
+        raise ValueError(f"could not read {str(path)!r}: not a valid .npz file ({exc}).") from exc
     if masks.ndim not in (3, 4):
         raise ValueError(f"{str(path)!r}: '{key}' must be stacked as (R, Y, X) or (R, Z, Y, X), "
                          f"got shape {masks.shape}.")
@@ -603,18 +638,20 @@ def _build(
     names = names or [f"rater {i + 1}" for i in range(len(maps))]
     # --- dimensionality and shapes
     fixed = []
-    for arr, name in zip(maps, names):
+    for arr, name, meta in zip(maps, names, metas):
+        # error messages name the rater and, for files, where it came from
+        label = f"rater {name!r}" + (f" (from {meta.path!r})" if meta is not None and meta.path else "")
         arr = np.asarray(arr)
         while arr.ndim > 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.ndim == 4:
             raise ValueError(
-                f"rater {name!r} is 4-D with shape {arr.shape} (a time series or several channels); "
+                f"{label} is 4-D with shape {arr.shape} (a time series or several channels); "
                 "each rater must be one 2-D or 3-D label map."
             )
         if arr.ndim not in (2, 3):
-            raise ValueError(f"rater {name!r} must be a 2-D or 3-D label map, got shape {arr.shape}.")
-        fixed.append(as_label_array(arr, name=f"rater {name!r}"))
+            raise ValueError(f"{label} must be a 2-D or 3-D label map, got shape {arr.shape}.")
+        fixed.append(as_label_array(arr, name=label))
     shapes = {a.shape for a in fixed}
     if len(shapes) > 1:
         detail = "; ".join(f"{n}: {a.shape}" for n, a in zip(names, fixed))
@@ -655,12 +692,15 @@ def _build(
     label_values = None
     if values != list(range(len(values))) and len(values) > 1:
         label_values = values
-        lut = np.zeros(values[-1] + 1, dtype=np.int32)
-        lut[values] = np.arange(len(values), dtype=np.int32)
-        stack = lut[stack]
+        if values[-1] < _LOOKUP_LIMIT:
+            lut = np.zeros(values[-1] + 1, dtype=np.int32)
+            lut[values] = np.arange(len(values), dtype=np.int32)
+            stack = lut[stack]
+        else:  # huge label values (e.g. 2**40): no lookup table of that length
+            stack = np.searchsorted(np.asarray(values, dtype=stack.dtype), stack).astype(np.int32)
     num_classes = max(len(values), 2)
     if class_names is not None:
-        class_names = [str(c) for c in class_names]
+        class_names = _as_names(class_names, "class_names")
         if len(class_names) < num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but the raters use {num_classes} classes "
                              "(including background); give one name per class.")

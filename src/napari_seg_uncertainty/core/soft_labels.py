@@ -59,6 +59,7 @@ from ._checks import (
     check_spacing,
     describe,
 )
+from ._memory import array_bytes, check_allocation
 
 __all__ = [
     "SINGLE_MAP_METHODS",
@@ -80,6 +81,18 @@ __all__ = [
 
 #: Voxels per slab processed at once by the fast SVLS (keeps the integer buffers in cache).
 _SLAB_VOXELS = 1 << 19
+
+
+def _check_class_maps_fit(
+    num_classes: int, spatial: tuple[int, ...], *, what: str, bytes_per_value: int = 4
+) -> None:
+    """Refuse, before allocating, ``(C, *spatial)`` results (plus temporaries) that cannot fit in memory."""
+    check_allocation(
+        array_bytes((num_classes, *spatial), np.uint8) * bytes_per_value,
+        what=f"{what} of shape {(num_classes, *spatial)}",
+        cause=f"num_classes={num_classes} with label maps of shape {spatial}",
+        advice="check num_classes (labels are 0 .. num_classes - 1) or use a smaller region",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,6 +130,7 @@ def one_hot(labels: Any, num_classes: int) -> np.ndarray:
     """
     num_classes = check_num_classes(num_classes)
     labels = as_label_array(labels, num_classes=num_classes)
+    _check_class_maps_fit(num_classes, labels.shape, what="the one-hot map")
     out = np.empty((num_classes, *labels.shape), dtype=np.float32)
     for class_index in range(num_classes):
         np.equal(labels, class_index, out=out[class_index], casting="unsafe")
@@ -154,6 +168,7 @@ def label_smoothing(labels: Any, num_classes: int, alpha: float = 0.1) -> np.nda
     num_classes = check_num_classes(num_classes)
     labels = as_label_array(labels, num_classes=num_classes)
     alpha = check_probability(alpha, name="alpha")
+    _check_class_maps_fit(num_classes, labels.shape, what="the label-smoothing map")
     off = np.float32(alpha / num_classes)  # both values rounded once from float64
     on = np.float32(1.0 - alpha + alpha / num_classes)
     out = np.empty((num_classes, *labels.shape), dtype=np.float32)
@@ -201,6 +216,8 @@ def rater_mean(raters: Any, num_classes: int) -> np.ndarray:
     """
     num_classes = check_num_classes(num_classes)
     raters = as_rater_stack(raters, num_classes=num_classes)
+    _check_class_maps_fit(num_classes, raters.shape[1:], what="the rater mean (with its vote counts)",
+                          bytes_per_value=8)
     counts = _class_counts(raters, num_classes)
     out = counts.astype(np.float32)
     out /= np.float32(raters.shape[0])
@@ -257,6 +274,7 @@ def majority_vote(raters: Any, *, num_classes: int | None = None) -> np.ndarray:
         num_classes = check_num_classes(num_classes)
     raters = as_rater_stack(raters, num_classes=num_classes)
     num_classes = _infer_num_classes(raters, num_classes)
+    _check_class_maps_fit(num_classes, raters.shape[1:], what="the vote counts")
     counts = _class_counts(raters, num_classes)
     return np.argmax(counts, axis=0).astype(_label_dtype(num_classes))
 
@@ -280,14 +298,50 @@ class _SvlsPlan:
     kernel: np.ndarray
 
 
+def _relative_neighbour_weights(
+    offsets: list[tuple[int, ...]], step: Sequence[float], sigma: float
+) -> dict[tuple[int, ...], float]:
+    """Gaussian weight of each neighbour offset, scaled so that the nearest neighbours weigh 1.
+
+    Extreme but valid ``sigma`` or ``spacing`` (say 1e-300 or 1e200) overflow or underflow ``d² / 2σ²`` in
+    the direct formula; they are then computed from logarithms, which stay finite for any positive input
+    (σ → 0 leaves only the nearest neighbours, σ → ∞ weighs all neighbours alike).
+    """
+    try:
+        log_weight = {o: -sum((abs(d) * s) ** 2 for d, s in zip(o, step)) / (2.0 * sigma**2) for o in offsets}
+        top = max(log_weight.values())  # shift: the largest neighbour weight is 1 (no underflow for small σ)
+        relative = {o: math.exp(v - top) for o, v in log_weight.items()}
+        if all(math.isfinite(v) for v in relative.values()):
+            return relative
+    except (ZeroDivisionError, OverflowError):
+        pass
+    # log(d² / 2σ²) per offset, from the logs of the spacings: finite for any finite positive input.
+    log_step2 = [2.0 * math.log(s) for s in step]
+    log_ratio = {}
+    for o in offsets:
+        terms = [log_step2[a] for a, d in enumerate(o) if d]
+        peak = max(terms)
+        log_distance2 = peak + math.log(math.fsum(math.exp(t - peak) for t in terms))
+        log_ratio[o] = log_distance2 - math.log(2.0) - 2.0 * math.log(sigma)
+    nearest = min(log_ratio.values())
+    out = {}
+    for o, value in log_ratio.items():
+        # weight = exp(-(exp(value) - exp(nearest))) = exp(-exp(nearest + log(expm1(gap))))
+        gap = value - nearest
+        if gap == 0.0:
+            out[o] = 1.0
+            continue
+        exponent = nearest + (gap if gap > 50.0 else math.log(math.expm1(gap)))  # log(expm1(g)) ~ g if g > 50
+        out[o] = 0.0 if exponent > 700.0 else math.exp(-math.exp(exponent))
+    return out
+
+
 def _svls_plan(ndim: int, sigma: float, spacing: tuple[float, ...] | None) -> _SvlsPlan:
     step = spacing if spacing is not None else (1.0,) * ndim
     distinct = sorted(set(step))
     axis_group = tuple(distinct.index(s) for s in step)
     offsets = [o for o in itertools.product((-1, 0, 1), repeat=ndim) if any(o)]
-    log_weight = {o: -sum((abs(d) * s) ** 2 for d, s in zip(o, step)) / (2.0 * sigma**2) for o in offsets}
-    top = max(log_weight.values())  # shift so the largest neighbour weight is 1 (no underflow for small σ)
-    relative = {o: math.exp(v - top) for o, v in log_weight.items()}
+    relative = _relative_neighbour_weights(offsets, step, sigma)
     total = math.fsum(relative.values())
     kernel = np.zeros((3,) * ndim, dtype=np.float64)
     kernel[(1,) * ndim] = 0.5
@@ -401,6 +455,7 @@ def _svls_from_rater_stack(
 ) -> np.ndarray:
     """Mean over raters of SVLS of each rater's one-hot map (SVLS itself for one rater)."""
     num_raters, spatial = raters.shape[0], raters.shape[1:]
+    _check_class_maps_fit(num_classes, spatial, what="the SVLS soft labels")
     plan = _svls_plan(len(spatial), sigma, spacing)
     largest = num_raters * plan.max_multiplicity
     count_dtype = np.uint8 if largest <= 255 else np.uint16 if largest <= 65535 else np.uint32
@@ -725,6 +780,8 @@ def staple(
     confidence_weight = check_positive(confidence_weight, name="confidence_weight")
 
     num_raters, spatial = raters.shape[0], raters.shape[1:]
+    _check_class_maps_fit(num_classes, spatial, what="the STAPLE probabilities (with temporaries)",
+                          bytes_per_value=16)
     class_probabilities = np.empty((num_classes, *spatial), dtype=np.float32)
     sensitivities = np.empty((num_raters, num_classes))
     specificities = np.empty((num_raters, num_classes))
@@ -831,6 +888,8 @@ class RandomRaterSampler:
         self.raters = as_rater_stack(raters, num_classes=self.num_classes)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {describe(seed)}.")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {int(seed)}.")
         if target not in _SAMPLER_TARGETS:
             raise ValueError(f"target must be one of {_SAMPLER_TARGETS}, got {target!r}.")
         if not isinstance(replacement, bool):
@@ -858,6 +917,8 @@ class RandomRaterSampler:
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
                 raise TypeError(f"seed must be an integer, got {describe(seed)}.")
+            if seed < 0:
+                raise ValueError(f"seed must be a non-negative integer, got {int(seed)}.")
             self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
         self._queue: list[int] = []
@@ -1025,6 +1086,10 @@ def _as_soft_labels(value: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} must have shape (C, Y, X) or (C, Z, Y, X), got {array.ndim}-D data of shape {array.shape}."
         )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); expected at least one class and one voxel.")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values; soft labels are probabilities in [0, 1].")
     return array
 
 
@@ -1043,7 +1108,7 @@ def compare_soft_labels(first: Any, second: Any) -> SoftLabelComparison:
     Raises
     ------
     TypeError, ValueError
-        If an input is not a numeric ``(C, *spatial)`` array or the shapes differ.
+        If an input is not a numeric ``(C, *spatial)`` array, is empty or holds NaN/inf, or the shapes differ.
 
     Examples
     --------

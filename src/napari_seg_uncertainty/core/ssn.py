@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_num_classes, check_positive, check_spacing, describe
+from ._memory import array_bytes, check_allocation
 from ._ssn_checks import as_float_tensor, check_index, check_real, check_seed
 
 __all__ = [
@@ -115,6 +116,8 @@ def argmax_labels(logits: Any, *, name: str = "logits") -> np.ndarray:
         raise ValueError(
             f"{name} must have a class axis and spatial axes (C, *spatial), got {describe(logits)}."
         )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); expected at least one class and one pixel.")
     labels = np.empty(array.shape[1:], dtype=_label_dtype(array.shape[0]))
     return _argmax_into(array, labels)
 
@@ -560,6 +563,15 @@ class LowRankLogits:
             self._plane_logits(seed, sample_index, z, out=out[:, z])
         return out
 
+    @staticmethod
+    def _check_samples_fit(n: int, shape: tuple[int, ...], dtype: Any, what: str) -> None:
+        check_allocation(
+            array_bytes((n, *shape), dtype),
+            what=f"{n} {what} of shape {shape}",
+            cause=f"n={n}",
+            advice="draw fewer samples at once, or one at a time with sample_at / sample_labels_at",
+        )
+
     def _check_sampling(self, seed: Any, sample_index: Any) -> tuple[int, int]:
         return check_seed(seed), check_index(sample_index, name="sample_index")
 
@@ -587,6 +599,7 @@ class LowRankLogits:
         """
         n = check_index(n, name="n", minimum=1)
         seed = check_seed(seed)
+        self._check_samples_fit(n, (self._num_classes, *self._spatial_shape), np.float32, "logit samples")
         out = np.empty((n, self._num_classes, *self._spatial_shape), dtype=np.float32)
         for i in range(n):
             self._sample_array(seed, i, out=out[i])
@@ -639,6 +652,7 @@ class LowRankLogits:
         """
         n = check_index(n, name="n", minimum=1)
         seed = check_seed(seed)
+        self._check_samples_fit(n, self._spatial_shape, _label_dtype(self._num_classes), "label samples")
         labels = np.empty((n, *self._spatial_shape), dtype=_label_dtype(self._num_classes))
         for i in range(n):
             labels[i] = self.sample_labels_at(i, seed=seed)
@@ -774,6 +788,13 @@ class LowRankLogits:
         torch.Size([128])
         """
         size = self._num_classes * prod(self._spatial_shape)
+        columns = max(self._rank, 1) * (self._spatial_shape[0] if self._independent_planes else 1)
+        check_allocation(
+            array_bytes((size, columns), np.float32) * 2,
+            what=f"the flattened covariance factor ({size}, {columns})",
+            cause=f"{self._num_classes} classes on {self._spatial_shape} with rank {self._rank}",
+            advice="to_torch_distribution is meant for small maps; sample with sample / sample_at instead",
+        )
         diag = torch.from_numpy(self.cov_diag).reshape(size)
         if bool((diag <= 0).any()):
             raise ValueError(
@@ -802,6 +823,7 @@ class LowRankLogits:
 
 # ---------------------------------------------------------------------- saving and loading
 _REQUIRED_KEYS = ("mean", "cov_factor", "cov_diag")
+_KNOWN_KEYS = (*_REQUIRED_KEYS, "class_names", "spacing", "class_scales", "temperature", "independent_planes")
 
 
 def save_distribution(
@@ -899,32 +921,47 @@ def load_distribution(path: str | os.PathLike[str]) -> LowRankLogits:
         raise ValueError(
             f"path {str(source)!r} is not an existing file; expected a saved distribution (.npz)."
         )
+    from .io import check_npz_fits
+
+    check_npz_fits(source)  # readable, no pickled objects, fits in memory: checked from the headers
     try:
-        archive = np.load(source, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f"path {str(source)!r} is not a readable .npz file: {exc}") from exc
-    with archive:
-        missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
-        if missing:
-            raise ValueError(
-                f"path {str(source)!r} lacks {missing}; a saved distribution holds {list(_REQUIRED_KEYS)} "
-                f"(found {archive.files})."
-            )
-        factor = archive["cov_factor"]
-        kwargs: dict[str, Any] = {}
-        if "class_names" in archive.files:
-            kwargs["class_names"] = [str(name) for name in archive["class_names"].tolist()]
-        if "spacing" in archive.files:
-            kwargs["spacing"] = [float(s) for s in np.atleast_1d(archive["spacing"])]
-        if "class_scales" in archive.files:
-            kwargs["class_scales"] = [float(w) for w in np.atleast_1d(archive["class_scales"])]
-        if "temperature" in archive.files:
-            kwargs["temperature"] = float(archive["temperature"])
-        if "independent_planes" in archive.files:
-            kwargs["independent_planes"] = bool(archive["independent_planes"])
-        return LowRankLogits(
-            archive["mean"], None if factor.size == 0 else factor, archive["cov_diag"], **kwargs
-        )
+        with np.load(source, allow_pickle=False) as archive:
+            missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(
+                    f"path {str(source)!r} lacks {missing}; a saved distribution holds "
+                    f"{list(_REQUIRED_KEYS)} (found {archive.files})."
+                )
+            arrays = {key: archive[key] for key in archive.files if key in _KNOWN_KEYS}
+    except Exception as exc:  # noqa: BLE001 - zip and decompression errors of a truncated member
+        if isinstance(exc, ValueError) and str(source) in str(exc):
+            raise
+        raise ValueError(
+            f"path {str(source)!r} is not a readable .npz file (truncated or corrupt?): {exc}"
+        ) from exc
+    factor = arrays["cov_factor"]
+    readers: dict[str, Any] = {
+        "class_names": lambda a: [str(name) for name in np.atleast_1d(a).tolist()],
+        "spacing": lambda a: [float(v) for v in np.atleast_1d(a)],
+        "class_scales": lambda a: [float(w) for w in np.atleast_1d(a)],
+        "temperature": lambda a: float(a.item()),
+        "independent_planes": lambda a: bool(a.item()),
+    }
+    kwargs: dict[str, Any] = {}
+    for key, read in readers.items():
+        if key in arrays:
+            try:
+                kwargs[key] = read(arrays[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"path {str(source)!r}: {key} must hold numbers (names for class_names), got "
+                    f"{describe(arrays[key])} ({exc})."
+                ) from exc
+    try:
+        factor = None if factor.size == 0 else factor
+        return LowRankLogits(arrays["mean"], factor, arrays["cov_diag"], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"path {str(source)!r}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------- synthetic distribution
@@ -994,6 +1031,12 @@ def synthetic_distribution(
     rank = check_index(rank, name="rank", minimum=1)
     seed = check_seed(seed)
     diagonal_variance = check_positive(diagonal_variance, name="diagonal_variance")
+    check_allocation(
+        array_bytes((rank + 6, num_classes, *spatial), np.float32),
+        what=f"the factor (rank, C, *shape) = {(rank, num_classes, *spatial)} with mean and temporaries",
+        cause=f"shape={spatial}, num_classes={num_classes}, rank={rank}",
+        advice="use a smaller shape, fewer classes or a lower rank",
+    )
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]))
 
@@ -1306,7 +1349,16 @@ class SampleLabelStack:
             rest = key[2:]
         else:
             rest = key[1:]
-        maps = [self._cached(int(e), plane)[rest] for e in np.atleast_1d(entries)]
+        entry_list = np.atleast_1d(entries)
+        if len(entry_list) > 1:  # one map is never larger than the distribution's own mean
+            map_shape = self.shape[1:] if plane is None else self.shape[2:]
+            check_allocation(
+                array_bytes((len(entry_list), *map_shape), self.dtype),
+                what=f"{len(entry_list)} sampled label maps of shape {map_shape}",
+                cause=f"index {key!r}",
+                advice="index fewer samples (or one plane) at a time",
+            )
+        maps = [self._cached(int(e), plane)[rest] for e in entry_list]
         if single_entry:
             return maps[0].copy()
         if not maps:

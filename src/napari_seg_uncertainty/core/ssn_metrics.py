@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_label_array, as_rater_stack, check_num_classes, describe
+from ._memory import array_bytes, check_allocation
 
 __all__ = [
     "dice_against_reference",
@@ -52,6 +53,12 @@ def _overlaps(
     second_flat = first_flat if second is None else second.reshape(second.shape[0], -1)
     n, m = first_flat.shape[0], second_flat.shape[0]
     pixels = first_flat.shape[1]
+    check_allocation(
+        array_bytes((num_classes - 1, n + 1, m + 1), np.float64),
+        what=f"the intersections of {num_classes - 1} classes x {n} x {m} maps",
+        cause=f"num_classes={num_classes} with {n} and {m} label maps",
+        advice="check num_classes or compare fewer maps at once",
+    )
     block = max(1024, min(pixels, _MAX_BLOCK_ELEMENTS // max(n, m)))
     foreground = num_classes - 1
     intersections = np.zeros((foreground, n, m), dtype=np.float64)
@@ -240,6 +247,8 @@ def dice_against_reference(samples: Any, reference: Any, *, num_classes: int) ->
     """
     num_classes = check_num_classes(num_classes, minimum=2)
     reference_arr = as_label_array(reference, name="reference", num_classes=num_classes)
+    if isinstance(samples, (str, bytes)) or samples is None:
+        raise TypeError(f"samples must be an array of integer label maps, got {describe(samples)}.")
     samples_np = np.asarray(samples) if not hasattr(samples, "shape") else samples
     if getattr(samples_np, "ndim", None) == reference_arr.ndim:
         samples_np = samples_np[None]

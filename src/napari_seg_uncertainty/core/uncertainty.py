@@ -31,7 +31,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Literal
 
 import numpy as np
@@ -772,10 +772,12 @@ def surface_dice_per_class(
     include_background = _check_flag(include_background, name="include_background")
     pred, ref = _pair_of_label_maps(prediction, reference, num_classes)
     spc = check_spacing(spacing, pred.ndim)
-    if isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool):
+    if isinstance(tolerance, Real) and not isinstance(tolerance, bool):
         tolerances = [check_positive(tolerance, name="tolerance", allow_zero=True)] * num_classes
     else:
         try:
+            if isinstance(tolerance, (str, bytes)):
+                raise TypeError(f"tolerance must be a number, got {describe(tolerance)}.")
             tolerances = [check_positive(t, name="tolerance", allow_zero=True) for t in tolerance]
         except TypeError as exc:
             raise TypeError(
@@ -862,6 +864,8 @@ def agreement_with_raters(
         )
     if rater_names is None:
         rater_names = [f"rater {i + 1}" for i in range(stack.shape[0])]
+    elif isinstance(rater_names, (str, bytes)) or not isinstance(rater_names, (Sequence, np.ndarray)):
+        raise TypeError(f"rater_names must be a list of names, got {describe(rater_names)}.")
     elif len(rater_names) != stack.shape[0]:
         raise ValueError(f"rater_names must name all {stack.shape[0]} raters, got {len(rater_names)} names.")
     references: list[tuple[str, np.ndarray]] = [(str(n), r) for n, r in zip(rater_names, stack)]

@@ -7,6 +7,8 @@ napari-matplotlib's theme style context so text, ticks and edges follow napari's
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +161,33 @@ def metric_rows(results: Sequence[ModelResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write dict rows (same keys) to a CSV file and return its path."""
+def refuse_existing(*paths: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` naming the files of ``paths`` that exist, unless ``overwrite``."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(repr(p) for p in existing)} already exist(s); choose another name or pass "
+            "overwrite=True."
+        )
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], *, overwrite: bool = False) -> Path:
+    """Write dict rows (same keys) to a CSV file and return its path.
+
+    The table goes to a temporary file that is renamed into place, so an interrupted export leaves no
+    half-written file; an existing file is replaced only with ``overwrite``.
+    """
     path = Path(path)
     if not rows:
         raise ValueError("nothing to export: compute the calibration first.")
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    refuse_existing(path, overwrite=overwrite)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
     return path

@@ -8,6 +8,8 @@ run in a worker thread; the themed plot and the table update when the layers' da
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from ._calibration_plots import (
     draw_entropy_scatter,
     draw_reliability,
     metric_rows,
+    refuse_existing,
     write_csv,
 )
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
@@ -578,25 +581,41 @@ class CalibrationWidget(Container):
             self._timer.start()
 
     # export -----------------------------------------------------------------------------------------
-    def export_figure(self, path: str | Path) -> Path:
-        """Save the current plot; the format follows the suffix (``.png``, ``.svg``, ``.pdf``)."""
+    def export_figure(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save the current plot; the format follows the suffix (``.png``, ``.svg``, ``.pdf``).
+
+        An existing file is replaced only with ``overwrite``; the figure is written to a temporary file
+        and renamed into place, so an interrupted save never leaves a half-written file.
+        """
         from napari.utils.theme import get_theme
 
         path = Path(path)
         if path.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise ValueError(f"figure path must end in .png, .svg or .pdf, got {path.name!r}.")
+        refuse_existing(path, overwrite=overwrite)
         background = get_theme(self._viewer.theme).background.as_hex()
-        self.plot.figure.savefig(path, dpi=150, facecolor=background)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                figure_format = path.suffix[1:].lower()
+                self.plot.figure.savefig(stream, dpi=150, facecolor=background, format=figure_format)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
         return path
 
-    def export_csv(self, path: str | Path) -> tuple[Path, Path]:
-        """Save the per-bin table to ``path`` and the metrics to ``<stem>_metrics.csv`` next to it."""
+    def export_csv(self, path: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+        """Save the per-bin table to ``path`` and the metrics to ``<stem>_metrics.csv`` next to it.
+
+        Nothing is written when either file exists, unless ``overwrite``.
+        """
         path = Path(path)
         if path.suffix.lower() != ".csv":
             path = path.with_suffix(".csv")
-        bins_path = write_csv(path, bin_rows(self.results))
-        metrics_path = write_csv(path.with_name(f"{path.stem}_metrics.csv"), metric_rows(self.results))
-        return bins_path, metrics_path
+        metrics_path = path.with_name(f"{path.stem}_metrics.csv")
+        refuse_existing(path, metrics_path, overwrite=overwrite)
+        bins_path = write_csv(path, bin_rows(self.results), overwrite=overwrite)
+        return bins_path, write_csv(metrics_path, metric_rows(self.results), overwrite=overwrite)
 
     def _on_save_figure(self, _value: Any = None) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -609,7 +628,8 @@ class CalibrationWidget(Container):
         )
         if path:
             with notify_errors("Save figure"):
-                show_info(f"Saved {self.export_figure(path)}")
+                # the save dialog has asked the user before choosing an existing file
+                show_info(f"Saved {self.export_figure(path, overwrite=True)}")
 
     def _on_save_csv(self, _value: Any = None) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -620,5 +640,6 @@ class CalibrationWidget(Container):
         path, _ = QFileDialog.getSaveFileName(self.native, "Save CSV", "calibration.csv", "CSV (*.csv)")
         if path:
             with notify_errors("Save CSV"):
-                bins_path, metrics_path = self.export_csv(path)
+                # the save dialog has asked before replacing the table; its _metrics.csv goes with it
+                bins_path, metrics_path = self.export_csv(path, overwrite=True)
                 show_info(f"Saved {bins_path} and {metrics_path}")

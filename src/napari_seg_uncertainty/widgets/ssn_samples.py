@@ -15,11 +15,16 @@ from an SSN checkpoint applied to an image layer, or a synthetic demo) and shows
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -117,6 +122,7 @@ def export_samples(
     *,
     what: str,
     entry: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write the current sample, all samples or the manipulated distribution of ``stack`` to ``path``.
 
@@ -133,6 +139,10 @@ def export_samples(
         ``"Current sample"``, ``"All samples"`` or ``"Distribution with current scales (.npz)"``.
     entry : int
         Which sample is current.
+    overwrite : bool
+        Replace an existing file. Without it an existing file raises ``FileExistsError`` and is left
+        untouched. Files are written to a temporary name and renamed into place, so an interrupted export
+        never leaves a half-written file.
 
     Returns
     -------
@@ -155,8 +165,14 @@ def export_samples(
     suffix = (
         "".join(target.suffixes[-2:]).lower() if target.suffix.lower() == ".gz" else target.suffix.lower()
     )
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}.")
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(target)!r} already exists; choose another name or tick 'Overwrite existing file'."
+        )
     if what == EXPORT_DISTRIBUTION:
-        return save_distribution(target, distribution, overwrite=True)
+        return save_distribution(target, distribution, overwrite=overwrite)
     if what == EXPORT_CURRENT:
         labels = stack.sample(entry)
     elif what == EXPORT_ALL:
@@ -166,7 +182,7 @@ def export_samples(
             f"what must be one of {[EXPORT_CURRENT, EXPORT_ALL, EXPORT_DISTRIBUTION]}, got {what!r}."
         )
     if suffix == ".npy":
-        with open(target, "wb") as stream:
+        with _atomic_output(target) as stream:
             np.save(stream, labels)
         return target
     if suffix == ".npz":
@@ -174,7 +190,7 @@ def export_samples(
         if distribution.spacing is not None:
             extra["spacing"] = np.asarray(distribution.spacing)
         indices = stack.sample_indices if what == EXPORT_ALL else (stack.sample_indices[entry],)
-        with open(target, "wb") as stream:
+        with _atomic_output(target) as stream:
             np.savez(
                 stream,
                 samples=labels if what == EXPORT_ALL else labels[None],
@@ -193,9 +209,21 @@ def export_samples(
         labels,
         spacing=distribution.spacing,
         channel_axis=0 if what == EXPORT_ALL else None,
-        overwrite=True,
+        overwrite=overwrite,
     )
     return Path(written)
+
+
+@contextlib.contextmanager
+def _atomic_output(target: Path) -> Iterator[Any]:
+    """A binary stream to a temporary file next to ``target``, renamed onto ``target`` only on success."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _prediction_function() -> Any:
@@ -304,6 +332,10 @@ class SSNSamplesWidget(Container):
             label="Export", choices=[EXPORT_CURRENT, EXPORT_ALL, EXPORT_DISTRIBUTION], value=EXPORT_CURRENT
         )
         self._export_file = FileEdit(label="Export to", mode="w")
+        self._export_overwrite = CheckBox(
+            text="Overwrite existing file", value=False,
+            tooltip="Off: exporting to a file that exists is refused and the file is left as it is.",
+        )
         self._export_button = PushButton(text="Export")
 
         self.extend(
@@ -329,6 +361,7 @@ class SSNSamplesWidget(Container):
                 self._metrics_label,
                 self._export_what,
                 self._export_file,
+                self._export_overwrite,
                 self._export_button,
             ]
         )
@@ -757,8 +790,9 @@ class SSNSamplesWidget(Container):
             if path is None or str(path).strip() in ("", "."):
                 raise ValueError("choose a file to export to.")
             stack, entry, what = self.stack, self.current_entry(), self._export_what.value
+            overwrite = bool(self._export_overwrite.value)
             self._start(
-                lambda: export_samples(path, stack, what=what, entry=entry),
+                lambda: export_samples(path, stack, what=what, entry=entry, overwrite=overwrite),
                 action="Exporting SSN samples",
                 returned=lambda written: show_info(f"Exported {what.lower()} to {written}"),
             )

@@ -1,0 +1,177 @@
+"""Refuse work whose arrays cannot fit in memory, before allocating them.
+
+Functions whose output size is set by a parameter (``num_classes``, ``n``, ``shape``, ``rank``) or by a
+file header call :func:`check_allocation` with the number of bytes they are about to allocate. When that
+exceeds the memory the machine (or its container) has available, a :class:`OutputTooLargeError` says
+which argument asked for how much, instead of a half-allocated array, a swapping machine or the kernel's
+out-of-memory killer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from math import prod
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MEMORY_FRACTION",
+    "OutputTooLargeError",
+    "array_bytes",
+    "available_memory_bytes",
+    "check_allocation",
+    "format_bytes",
+]
+
+#: Largest fraction of the available memory that one operation may ask for.
+MEMORY_FRACTION = 0.9
+
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+)
+
+
+class OutputTooLargeError(MemoryError, ValueError):
+    """An operation would need more memory than is available; raised before anything is allocated.
+
+    It is both a :class:`MemoryError` (what it is) and a :class:`ValueError` (the argument that asked for
+    the size is what the caller has to change), so ``except ValueError`` in callers and widgets catches it.
+    """
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # "max": no limit
+        return None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _sysconf_bytes(pages_name: str) -> int | None:
+    try:
+        pages = os.sysconf(pages_name)
+        page_size = os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if pages <= 0 or page_size <= 0:
+        return None
+    return int(pages) * int(page_size)
+
+
+def available_memory_bytes() -> int | None:
+    """Bytes of memory a new allocation can use now: free RAM, capped by a container limit.
+
+    Returns
+    -------
+    int or None
+        ``MemAvailable`` of ``/proc/meminfo`` (elsewhere the free or, failing that, the total physical
+        memory), lowered to the headroom under a cgroup memory limit when the process runs in a
+        container; ``None`` when the platform reports nothing.
+
+    Examples
+    --------
+    >>> available = available_memory_bytes()
+    >>> available is None or available > 0
+    True
+    """
+    candidates = [
+        value
+        for value in (
+            _meminfo_available() or _sysconf_bytes("SC_AVPHYS_PAGES") or _sysconf_bytes("SC_PHYS_PAGES"),
+        )
+        if value is not None
+    ]
+    for limit_file, usage_file in _CGROUP_FILES:
+        limit = _read_int(limit_file)
+        if limit is None or limit >= 1 << 60:
+            continue
+        usage = _read_int(usage_file) or 0
+        candidates.append(max(limit - usage, 0))
+        break
+    return min(candidates) if candidates else None
+
+
+def array_bytes(shape: Sequence[int], dtype: Any) -> int:
+    """Exact size in bytes of an array of ``shape`` and ``dtype`` (Python integers: no overflow).
+
+    Examples
+    --------
+    >>> array_bytes((10**6, 10**6), "float32")
+    4000000000000
+    """
+    return prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+
+
+def format_bytes(nbytes: float) -> str:
+    """Human-readable size, e.g. ``'1.5 GiB'``.
+
+    Examples
+    --------
+    >>> format_bytes(3 * 2**30 // 2)
+    '1.5 GiB'
+    """
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_allocation(nbytes: int, *, what: str, cause: str, advice: str = "") -> None:
+    """Raise :class:`OutputTooLargeError` when ``nbytes`` do not fit in the available memory.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes the caller is about to allocate (its output plus its large temporaries).
+    what : str
+        What would be allocated, e.g. ``"the one-hot map (C, *spatial) float32"``.
+    cause : str
+        The arguments that ask for this size, with their values, e.g. ``"num_classes=1000000"``.
+    advice : str, optional
+        What to do instead.
+
+    Raises
+    ------
+    OutputTooLargeError
+        If ``nbytes`` exceeds :data:`MEMORY_FRACTION` of :func:`available_memory_bytes`.
+
+    Examples
+    --------
+    >>> check_allocation(1024, what="a small array", cause="n=1")
+    >>> try:
+    ...     check_allocation(2**80, what="the samples", cause="n=10**20")
+    ... except MemoryError as exc:
+    ...     print(str(exc)[:32])
+    n=10**20: the samples would need
+    """
+    available = available_memory_bytes()
+    if available is None:
+        return
+    budget = int(available * MEMORY_FRACTION)
+    if int(nbytes) <= budget:
+        return
+    message = (
+        f"{cause}: {what} would need {format_bytes(nbytes)}, more than the {format_bytes(available)} of "
+        "memory available"
+    )
+    raise OutputTooLargeError(f"{message}; {advice or 'use smaller inputs or parameters'}.")
