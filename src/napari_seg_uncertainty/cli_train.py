@@ -47,7 +47,7 @@ def _read_array(path: str) -> tuple[np.ndarray, tuple[float, ...] | None]:
     if path.lower().endswith(".npy"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"file {path!r} does not exist.")
-        return np.load(path), None
+        return np.load(path, allow_pickle=False), None
     from .core.io import read_image
 
     array, meta = read_image(path)

@@ -109,21 +109,11 @@ def scan(path: Path) -> tuple[list[str], dict[str, int]]:
     return problems, checked
 
 
-_CLI_TRAIN_NP_LOAD = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cli_train.py _read_array(): np.load(path) on the user's .npy image without allow_pickle=False. "
-        "numpy's default refuses pickles today, but the rule is to say so explicitly: "
-        "np.load(path, allow_pickle=False)."
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "path",
     [
         pytest.param(
-            p, id=str(p.relative_to(SOURCE)), marks=[_CLI_TRAIN_NP_LOAD] if p.name == "cli_train.py" else []
+            p, id=str(p.relative_to(SOURCE))
         )
         for p in SOURCE_FILES
     ],
@@ -300,15 +290,6 @@ def test_malicious_yaml_config_does_not_run_code(tmp_path, marker):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/training.py read_config_file(): a YAML file with a python tag (or any YAML syntax "
-        "error) raises yaml.YAMLError, which is not a ValueError, so 'napari-seg-uncertainty train' "
-        "ends in a traceback instead of an error message naming the file. Catch yaml.YAMLError and "
-        "raise ValueError naming path."
-    ),
-)
 def test_malicious_or_broken_yaml_config_gives_value_error(tmp_path):
     from napari_seg_uncertainty.core.training import read_config_file
 

@@ -37,6 +37,9 @@ def _check_tensor(value: object, *, name: str, min_ndim: int = 3) -> torch.Tenso
         )
     if not torch.is_floating_point(value):
         raise TypeError(f"{name} must be a floating-point tensor, got {describe(value)}.")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; check the model output and the targets "
+                         "(a diverging run: lower the learning rate).")
     return value
 
 
@@ -155,6 +158,8 @@ def dice_loss(
     probabilities = _check_tensor(probabilities, name="probabilities")
     target = _check_target(target, probabilities)
     mask = _check_mask(mask, probabilities)
+    if not isinstance(include_background, bool):
+        raise TypeError(f"include_background must be True or False, got {describe(include_background)}.")
     options = dict(include_background=include_background, soft_label=True, smooth_nr=1e-5, smooth_dr=1e-5)
     if mask is None:
         return DiceLoss(**options)(probabilities.float(), target.float())
@@ -267,6 +272,9 @@ def sample_low_rank_logits(
     """
     mean = _check_tensor(mean, name="mean")
     cov_diag = _check_target(cov_diag, mean, name="cov_diag")
+    if bool((cov_diag < 0).any()):
+        raise ValueError("cov_diag must be a non-negative variance everywhere (the SSN head gives exp(.) + eps), "
+                         f"got a minimum of {float(cov_diag.min()):.3g}.")
     if not isinstance(cov_factor, torch.Tensor) or not torch.is_floating_point(cov_factor):
         raise TypeError(f"cov_factor must be a floating-point torch.Tensor, got {describe(cov_factor)}.")
     if (

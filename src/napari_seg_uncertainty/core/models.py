@@ -84,6 +84,8 @@ def normalized_relu(x: torch.Tensor, *, dim: int = 1, eps: float = 1e-6) -> torc
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {describe(x)}.")
     check_positive(eps, name="eps")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim must be an axis of x (from {-x.ndim} to {x.ndim - 1}), got {dim!r}.")
     rectified = torch.relu(x) + eps
     return rectified / rectified.sum(dim=dim, keepdim=True)
 

@@ -357,9 +357,16 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if suffix in (".yaml", ".yml"):
         import yaml
 
-        values = yaml.safe_load(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML (or uses a tag that is refused "
+                             f"for safety): {exc}") from exc
     elif suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from exc
     else:
         raise ValueError(f"config file must end in .yaml, .yml or .json, got {str(path)!r}.")
     if not isinstance(values, dict):
@@ -443,6 +450,9 @@ class TrainingData:
         ((1, 8, 8), (3, 8, 8), ['background', 'class 1'])
         """
         images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if isinstance(class_names, str):
+            raise TypeError(f"class_names must be a sequence of names, one per class, got the string "
+                            f"{class_names!r}; write e.g. ['background', 'lesion'].")
         rater_list = list(raters) if isinstance(raters, (list, tuple)) and _is_case_list(raters) else [raters]
         if len(images) != len(rater_list):
             raise ValueError(
