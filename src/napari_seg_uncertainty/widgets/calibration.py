@@ -41,7 +41,15 @@ from ._calibration_plots import (
     refuse_existing,
     write_csv,
 )
-from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._common import (
+    connect_layer_list_changes,
+    layer_names,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    upsert_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -390,27 +398,14 @@ class CalibrationWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
         self._timer.timeout.connect(self.compute)
-        for event in (
-            viewer.layers.events.inserted,
-            viewer.layers.events.removed,
-            viewer.layers.events.reordered,
-        ):
-            event.connect(self._refresh_layer_choices)
+        connect_layer_list_changes(viewer, self._refresh_layer_choices)
 
     # choices ----------------------------------------------------------------------------------------
     def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Image
-
-        return [
-            layer.name
-            for layer in self._viewer.layers
-            if isinstance(layer, Image) and not layer.metadata.get("uncertainty_map", False)
-        ]
+        return layer_names(self._viewer, "image", skip_uncertainty_maps=True)
 
     def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Labels
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return layer_names(self._viewer, "labels")
 
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()

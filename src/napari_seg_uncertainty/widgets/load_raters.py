@@ -10,7 +10,16 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, Select, Table
 
 from ..core.raters import RaterSet, SummaryTable, load_raters
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._common import (
+    connect_layer_list_changes,
+    layer_names,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    show_warning,
+    upsert_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -100,15 +109,11 @@ class LoadRatersWidget(Container):
             self._path, self._browse_files, self._browse_folder, self._spacing, self._load_files,
             self._layers, self._use_layers, self._status, self._dice_class, self._dice_table, self._summary_table,
         ])
-        viewer.layers.events.inserted.connect(self._refresh_layer_choices)
-        viewer.layers.events.removed.connect(self._refresh_layer_choices)
-        viewer.layers.events.reordered.connect(self._refresh_layer_choices)
+        connect_layer_list_changes(viewer, self._refresh_layer_choices)
 
     # choices ----------------------------------------------------------------------------------------
     def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Labels
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return layer_names(self._viewer, "labels")
 
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._layers.reset_choices()

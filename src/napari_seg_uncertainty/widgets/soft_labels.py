@@ -34,7 +34,15 @@ from ..core.soft_labels import (
     compare_soft_labels,
     compute_soft_labels,
 )
-from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._common import (
+    connect_layer_list_changes,
+    layer_names,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    upsert_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -196,15 +204,12 @@ class SoftLabelsWidget(Container):
             self._difference_class, self._live, self._compute, self._status, self._export_path, self._export,
         ])
         self._update_enabled()
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
-            event.connect(self._refresh_layer_choices)
+        connect_layer_list_changes(viewer, self._refresh_layer_choices)
         self._select_all_raters()
 
     # choices ----------------------------------------------------------------------------------------
     def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Labels
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return layer_names(self._viewer, "labels")
 
     def _difference_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         if self.result is None:

@@ -40,7 +40,15 @@ from magicgui.widgets import (
 from qtpy.QtCore import QEvent, QObject
 
 from ..core.training import TARGETS, TrainConfig, TrainingData, TrainProgress, TrainResult, predict, train
-from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._common import (
+    connect_layer_list_changes,
+    layer_names,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    upsert_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -310,12 +318,7 @@ class TrainWidget(Container):
         self._on_method_changed()
         self._create_plot()
         _preload_training_modules()
-        for event in (
-            viewer.layers.events.inserted,
-            viewer.layers.events.removed,
-            viewer.layers.events.reordered,
-        ):
-            event.connect(self._refresh_choices)
+        connect_layer_list_changes(viewer, self._refresh_choices)
         self._refresh_choices()
         self._closed = False
         self.native.destroyed.connect(self._on_closed)
@@ -336,14 +339,10 @@ class TrainWidget(Container):
 
     # choices ---------------------------------------------------------------------------------------
     def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Image
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Image)]
+        return layer_names(self._viewer, "image")
 
     def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Labels
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return layer_names(self._viewer, "labels")
 
     @staticmethod
     def _device_choices() -> list[str]:

@@ -38,7 +38,7 @@ from ..core.uncertainty import (
     rank_cases_for_review,
     structure_entropy,
 )
-from ._common import notify_errors, run_in_thread, upsert_layer
+from ._common import connect_layer_list_changes, layer_names, notify_errors, run_in_thread, upsert_layer
 
 if TYPE_CHECKING:
     import napari
@@ -292,27 +292,14 @@ class UncertaintyWidget(Container):
                 self._status,
             ]
         )
-        for event in (
-            viewer.layers.events.inserted,
-            viewer.layers.events.removed,
-            viewer.layers.events.reordered,
-        ):
-            event.connect(self._refresh_layer_choices)
+        connect_layer_list_changes(viewer, self._refresh_layer_choices)
 
     # choices ----------------------------------------------------------------------------------------
     def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Image
-
-        return [
-            layer.name
-            for layer in self._viewer.layers
-            if isinstance(layer, Image) and not layer.metadata.get("uncertainty_map", False)
-        ]
+        return layer_names(self._viewer, "image", skip_uncertainty_maps=True)
 
     def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        from napari.layers import Labels
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return layer_names(self._viewer, "labels")
 
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()
