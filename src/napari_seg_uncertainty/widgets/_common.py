@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 
 if TYPE_CHECKING:
@@ -75,19 +76,41 @@ def upsert_layer(
     *,
     name: str,
     layer_type: str = "image",
+    geometry: Any = None,
+    leading_axes: int = 0,
+    case: str | None = None,
     **kwargs: Any,
 ) -> Layer:
     """Add a layer named ``name``, or update the existing one of that name and type in place.
 
     Updating in place keeps the user's display settings and avoids a pile-up of layers when a
     parameter changes. ``kwargs`` go to ``viewer.add_<layer_type>`` for a new layer; for an
-    existing layer only ``scale``, ``translate`` and ``metadata`` are refreshed.
+    existing layer only ``scale``, ``translate``, ``affine``, ``metadata`` and ``contrast_limits``
+    are refreshed.
+
+    ``geometry`` (a :class:`~napari_seg_uncertainty.core.geometry.Geometry`, or a layer/RaterSet
+    to read one from) places the layer: this is the one route by which every widget gives its
+    output layers the source image's scale, translate and direction. ``leading_axes`` non-spatial
+    axes in front of the spatial ones (classes, samples) get scale 1. ``case`` tags the layer
+    with the case it belongs to (see :mod:`._case`), so loading another case replaces it.
     """
+    if geometry is not None:
+        from ..core.geometry import Geometry
+
+        ndim = getattr(data, "ndim", len(getattr(data, "shape", ()))) - leading_axes
+        kwargs.update(Geometry.of(geometry, ndim=ndim if not isinstance(geometry, Geometry) else None)
+                      .layer_kwargs(leading_axes=leading_axes))
+    if case is not None:
+        from ._case import CASE_KEY
+
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), CASE_KEY: case}
     if name in viewer.layers:
         layer = viewer.layers[name]
         if _is_layer_type(layer, layer_type) and getattr(layer.data, "ndim", None) == getattr(data, "ndim", None):
             layer.data = data
-            for key in ("scale", "translate", "metadata", "contrast_limits"):
+            if "affine" not in kwargs and "scale" in kwargs:
+                kwargs["affine"] = np.eye(layer.ndim + 1)  # a stale direction must not survive a new geometry
+            for key in ("scale", "translate", "affine", "metadata", "contrast_limits"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             return layer
