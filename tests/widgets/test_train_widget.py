@@ -63,8 +63,8 @@ def test_short_run_adds_prediction_layers_and_checkpoint(
 
     viewer, image, raters = phantom_viewer
     widget = make_widget(viewer, tmp_path)
-    assert widget._image.value == "phantom image"
-    assert list(widget._raters.value) == [
+    assert widget._image.value is viewer.layers["phantom image"]  # choices hold the layer objects
+    assert [layer.name for layer in widget._raters.value] == [
         f"phantom {n}" for n in raters.rater_names
     ]  # rater layers by default
 
@@ -224,7 +224,7 @@ def test_invalid_input_is_reported(phantom_viewer, tmp_path, errors):
     widget._raters.value = []
     assert widget.start() is None
     assert len(errors) == 1 and "no rater Labels layer selected" in errors[0]
-    widget._raters.value = ["phantom rater 1"]
+    widget.select_layers("phantom image", ["phantom rater 1"])
     widget._patch.value = "15, 16"
     assert widget.start() is None
     assert "divisible by" in errors[-1] and widget.state == "idle"

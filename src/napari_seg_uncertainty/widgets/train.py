@@ -7,7 +7,15 @@ updates a napari progress bar, a status line and (at most once a second) a theme
 of the training loss and validation metrics docked next to it. Pause/Resume pauses the worker at
 the next step; Cancel sends ``"cancel"`` into the generator, which writes a checkpoint first. When
 the run ends (or is cancelled) the checkpoint is run on the image in a second worker and the
-prediction is added as layers: class probabilities, argmax labels and normalised entropy.
+prediction is added as layers: class probabilities, argmax labels and normalised entropy, placed
+on the image's grid (scale, translate, direction; a crop or a resampled grid is placed where it lies)
+and tagged with the image's case.
+
+The settings scroll; Start, Pause, Cancel, the progress bar and the status line sit below them and
+stay in view however small the dock. Layer choices hold the layer objects (they follow renames), and
+a warning (napari notification and a line in the dock) says when the image and the raters differ in
+grid. Closing the dock during a run cancels it, says where ``last.pt`` was written and closes the
+*Training curves* dock too.
 
 Failures inside the worker (bad settings, CUDA out of memory, a diverging loss) come back as
 records, never as exceptions, and become one napari notification with advice.
@@ -39,21 +47,16 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QEvent, QObject
 
+from ..core.geometry import Geometry
 from ..core.training import TARGETS, TrainConfig, TrainingData, TrainProgress, TrainResult, predict, train
-from ._common import (
-    connect_layer_list_changes,
-    layer_names,
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    upsert_layer,
-)
+from ._case import case_of
+from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["TrainWidget", "TrainingFailure", "advice_for", "training_job"]
+__all__ = ["TrainWidget", "TrainingFailure", "advice_for", "grid_mismatch", "prediction_geometry", "training_job"]
 
 #: (label, (head, loss)) choices of the "Model / loss" box.
 METHODS = (
@@ -84,6 +87,83 @@ PLOT_INTERVAL_S = 1.0
 UI_INTERVAL_S = 0.2
 #: Initial y range of the (log-scale) loss plot; it grows only if a loss leaves it.
 LOSS_RANGE = (1e-3, 30.0)
+#: "Predict on" choices: the whole image, or the raters' region (foreground bounding box + margin).
+PREDICT_REGIONS = (("whole image", "image"), ("raters' region (+8 voxels)", "raters"))
+REGION_MARGIN = 8
+#: Least height of the scrolling settings area and of the Training curves plot (pixels).
+MIN_SETTINGS_HEIGHT = 110
+MIN_PLOT_HEIGHT = 160
+CURVES_DOCK = "Training curves"
+
+
+def prediction_geometry(
+    image_geometry: Geometry,
+    image_shape: tuple[int, ...],
+    prediction_shape: tuple[int, ...],
+    crop_start: tuple[int, ...] | None = None,
+) -> Geometry:
+    """Where a prediction lies: the image's grid, moved to a crop's first voxel, rescaled if resampled.
+
+    ``image_shape`` is the spatial shape of the region the model saw (the crop, when there is one);
+    a ``prediction_shape`` that differs from it means the prediction was made on a resampled grid
+    covering the same field of view, whose spacing follows from the ratio of the shapes.
+
+    Examples
+    --------
+    >>> g = Geometry(spacing=(3.0, 0.8, 0.8), origin=(10.0, -40.0, -50.0))
+    >>> prediction_geometry(g, (20, 64, 64), (20, 64, 64), crop_start=(2, 10, 0)).origin
+    (16.0, -32.0, -50.0)
+    >>> prediction_geometry(g, (20, 64, 64), (20, 32, 32)).spacing
+    (3.0, 1.6, 1.6)
+    """
+    placed = image_geometry if crop_start is None else image_geometry.cropped(crop_start)
+    spatial = tuple(int(s) for s in image_shape)[-placed.ndim:]
+    predicted = tuple(int(s) for s in prediction_shape)[-placed.ndim:]
+    if predicted != spatial:
+        spacing = tuple(sp * n / m for sp, n, m in zip(placed.spacing, spatial, predicted))
+        placed = placed.resampled(spacing)
+    return placed
+
+
+def _fmt(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def grid_mismatch(image_layer: Any, rater_layers: list[Any]) -> str | None:
+    """Why the raters do not label the image's voxels (shape, spacing, origin, direction), or ``None``.
+
+    A single rater layer with one more axis than the image is an ``(R, *spatial)`` stack.
+    """
+    if image_layer is None or not rater_layers:
+        return None
+    image_shape = tuple(np.shape(image_layer.data))
+    for layer in rater_layers:
+        shape = tuple(np.shape(layer.data))
+        n = len(image_shape)
+        if len(rater_layers) == 1 and len(shape) == n + 1:
+            shape = shape[1:]
+        if len(shape) != n:
+            return (f"rater {layer.name!r} has {len(shape)} axes {shape} but image {image_layer.name!r} has "
+                    f"{n} {image_shape}; every rater must label the image's grid.")
+        if shape != image_shape:
+            return (f"rater {layer.name!r} has shape {shape} but image {image_layer.name!r} has {image_shape}; "
+                    "every rater must label the image's grid.")
+        try:
+            mine, theirs = Geometry.of(image_layer, ndim=n), Geometry.of(layer, ndim=n)
+        except (TypeError, ValueError):
+            continue
+        if not mine.same_grid(theirs):
+            return (f"rater {layer.name!r} lies on another grid than image {image_layer.name!r}: spacing "
+                    f"{_fmt(theirs.spacing)} vs {_fmt(mine.spacing)}, origin {_fmt(theirs.origin)} vs "
+                    f"{_fmt(mine.origin)}. Training pairs voxels by index, so the model would learn "
+                    "misplaced labels; load the raters with the image's geometry.")
+    return None
+
+
+def _is_train_image(layer: Any) -> bool:
+    """A grey-level image to train on: not RGB, not a map or probability stack this plugin added."""
+    meta = layer.metadata or {}
+    return is_image_layer(layer, skip_uncertainty_maps=True) and "class_names" not in meta and "rater" not in meta
 
 
 @dataclass
@@ -181,6 +261,31 @@ def _preload_training_modules() -> None:
     _PRELOADED = True
 
 
+def _dock_of(widget: Any) -> Any:
+    """The ``QDockWidget`` holding the Qt widget ``widget``, or ``None``."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parent()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parent()
+    return parent
+
+
+def _foreground_box(raters: np.ndarray, margin: int) -> tuple[tuple[int, ...], tuple[slice, ...]] | tuple[None, None]:
+    """Start and slices of the box around every rater's foreground, grown by ``margin`` voxels."""
+    foreground = np.any(raters > 0, axis=0)
+    if not foreground.any():
+        return None, None
+    starts, slices = [], []
+    for axis in range(foreground.ndim):
+        other = tuple(a for a in range(foreground.ndim) if a != axis)
+        hit = np.flatnonzero(foreground.any(axis=other))
+        lo, hi = max(0, int(hit[0]) - margin), min(foreground.shape[axis], int(hit[-1]) + 1 + margin)
+        starts.append(lo)
+        slices.append(slice(lo, hi))
+    return tuple(starts), tuple(slices)
+
+
 class _UndockWatcher(QObject):
     """Calls ``on_undock`` when the watched widget loses its parent after having been docked.
 
@@ -210,10 +315,16 @@ class TrainWidget(Container):
     ----------
     viewer : napari.viewer.Viewer
         Injected by napari.
+
+    Notes
+    -----
+    The settings sit in a scroll area (:attr:`settings`, a ``Container(scrollable=True)``) whose
+    scrolling part is embedded here directly: napari docks a magicgui widget's ``native``, which for a
+    scrollable container is the widget *inside* the scroll area, so the scroll area would be lost.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self.worker: Any = None
         self.predict_worker: Any = None
@@ -222,22 +333,29 @@ class TrainWidget(Container):
         self.checkpoint_path: str | None = None
         self.prediction: dict[str, Any] | None = None
         self.failure: TrainingFailure | None = None
+        self.grid_warning: str | None = None
         self.state = "idle"  # idle, training, paused, cancelling, predicting
         self.plot_widget: Any = None
         self._pbar: Any = None
         self._last_draw = 0.0
         self._last_ui = 0.0
-        self._geometry: dict[str, Any] = {}
-        self._image_name = ""
+        self._geometry: Geometry | None = None
+        self._image_shape: tuple[int, ...] = ()
+        self._crop_start: tuple[int, ...] | None = None
+        self._crop: tuple[slice, ...] | None = None
+        self._image_layer: Any = None
+        self._case: str | None = None
+        self._closed = False
 
         self._image = ComboBox(
-            label="Image", choices=self._image_layer_names, tooltip="The image the raters annotated."
+            label="Image", choices=choices_for(viewer, _is_train_image), tooltip="The image the raters annotated."
         )
         self._raters = Select(
             label="Raters",
-            choices=self._labels_layer_names,
+            choices=self._rater_choices,  # layer-list order: rater 1 first
             tooltip="One Labels layer per rater (or one (R, *spatial) stack).",
         )
+        self._raters.native.setMaximumHeight(110)
         self._target = ComboBox(
             label="Target", choices=[(TARGET_LABELS[t], t) for t in TARGETS], value="mean"
         )
@@ -272,21 +390,46 @@ class TrainWidget(Container):
         self._output = FileEdit(
             label="Output folder", mode="d", value=str(Path(tempfile.gettempdir()) / "napari-seg-uncertainty")
         )
+        self._resume = FileEdit(
+            label="Resume from",
+            mode="r",
+            filter="*.pt",
+            value="",
+            tooltip="Optional: a last.pt written by an earlier run, to continue it (same settings).",
+        )
+        self._predict_on = ComboBox(
+            label="Predict on",
+            choices=list(PREDICT_REGIONS),
+            value="image",
+            tooltip="The whole image, or only the region the raters labelled (faster on a large volume).",
+        )
         self._start = PushButton(text="Start")
         self._pause = PushButton(text="Pause", enabled=False)
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
         self._status = Label(value="Ready.")
+        self._status.native.setWordWrap(True)
+        self._grid_label = Label(value="")
+        self._grid_label.native.setWordWrap(True)
+        self._grid_label.native.setStyleSheet("color: #f0a030;")
+        self._grid_label.visible = False
         self._checkpoint = LineEdit(label="Checkpoint", value="", tooltip="The checkpoint of the last run.")
         self._checkpoint.native.setReadOnly(True)
+        self._checkpoint.native.setPlaceholderText("checkpoint of the last run")
 
         self._start.changed.connect(self.start)
         self._pause.changed.connect(self.toggle_pause)
         self._cancel.changed.connect(self.cancel)
         self._method.changed.connect(self._on_method_changed)
         self._epochs.changed.connect(self._on_epochs_changed)
-        self.extend(
-            [
+        self._image.changed.connect(self._check_grid)
+        self._raters.changed.connect(self._check_grid)
+
+        #: The settings, in a scroll area (scrolls when the dock is short).
+        self.settings = Container(
+            labels=True,
+            scrollable=True,
+            widgets=[
                 self._image,
                 self._raters,
                 self._target,
@@ -306,27 +449,52 @@ class TrainWidget(Container):
                 self._device,
                 self._seed,
                 self._output,
-                self._start,
-                self._pause,
-                self._cancel,
-                self._progress,
-                self._status,
-                self._checkpoint,
-            ]
+                self._resume,
+                self._predict_on,
+            ],
         )
+        buttons = Container(layout="horizontal", labels=False, widgets=[self._start, self._pause, self._cancel])
+        buttons.margins = (0, 0, 0, 0)
+        #: Always in view below the settings: the grid warning, the buttons, progress, status, checkpoint.
+        self.actions = Container(
+            labels=False, widgets=[self._grid_label, buttons, self._progress, self._status, self._checkpoint]
+        )
+        self.actions.margins = (0, 4, 0, 0)
+        self.append(self.actions)
+        scroll = self.settings.root_native_widget
+        scroll.setFrameShape(scroll.Shape.NoFrame)
+        scroll.setMinimumHeight(MIN_SETTINGS_HEIGHT)
+        self.native.layout().insertWidget(0, scroll, 1)  # the scroll area itself, not its inner widget
+        self.margins = (4, 4, 4, 4)
         self.max_width = 480
         self._on_method_changed()
         self._create_plot()
         _preload_training_modules()
-        connect_layer_list_changes(viewer, self._refresh_choices)
+        self._watcher = LayerWatcher(viewer, self._refresh_choices, owner=self.native)
         self._refresh_choices()
-        self._closed = False
-        self.native.destroyed.connect(self._on_closed)
-        self._undock_watcher = _UndockWatcher(self._on_closed, self.native)
+        self.native.destroyed.connect(self._on_destroyed)
+        self._undock_watcher = _UndockWatcher(self._on_undocked, self.native)
         self.native.installEventFilter(self._undock_watcher)
 
-    def _on_closed(self, _obj: Any = None) -> None:
-        """The dock was closed (or the viewer): stop training, which saves a checkpoint; skip the prediction."""
+    def _rater_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if is_labels_layer(layer)]
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer choices (napari calls this on layer events)."""
+        self._refresh_choices()
+
+    def _on_destroyed(self, _obj: Any = None) -> None:
+        """The widget was deleted (its dock or the viewer closed): stop training, skip the prediction."""
+        self._stop_on_close()
+
+    def _on_undocked(self) -> None:
+        """The dock was closed with its ×: stop training and close the Training curves dock with it."""
+        self._stop_on_close()
+        self._close_curves()
+
+    def _stop_on_close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         if self.worker is not None and self.state in ("training", "paused"):
             if self.state == "paused":
@@ -337,13 +505,20 @@ class TrainWidget(Container):
             self._pbar.close()
             self._pbar = None
 
+    def _close_curves(self) -> None:
+        """Remove the *Training curves* dock this widget added (it would be left orphaned)."""
+        plot, self.plot_widget = self.plot_widget, None
+        if plot is None:
+            return
+        window = getattr(self._viewer, "window", None)
+        try:
+            if window is not None and _dock_of(plot) is not None:
+                window.remove_dock_widget(plot)
+            plot.deleteLater()
+        except (RuntimeError, LookupError, AttributeError):  # the viewer is closing: Qt deletes it anyway
+            pass
+
     # choices ---------------------------------------------------------------------------------------
-    def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "image")
-
-    def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "labels")
-
     @staticmethod
     def _device_choices() -> list[str]:
         import torch
@@ -357,19 +532,35 @@ class TrainWidget(Container):
         return choices
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        from napari.layers import Labels
+        """Follow additions, removals and renames; keep the selected layers (they are layer objects)."""
+        with self._image.changed.blocked(), self._raters.changed.blocked():
+            self._image.reset_choices()
+            previous = list(self._raters.value)
+            self._raters.reset_choices()
+            present = list(self._raters.choices)
+            kept = [layer for layer in previous if any(layer is p for p in present)]
+            if not kept:  # default: every rater layer (metadata from the Load raters widget / sample data)
+                kept = [layer for layer in present if "rater" in (layer.metadata or {})]
+            self._raters.value = kept
+        self._check_grid()
 
-        self._image.reset_choices()
-        previous = list(self._raters.value)
-        self._raters.reset_choices()
-        kept = [n for n in previous if n in self._raters.choices]
-        if not kept:  # default: every rater layer (metadata from the Load raters widget / sample data)
-            kept = [
-                layer.name
-                for layer in self._viewer.layers
-                if isinstance(layer, Labels) and "rater" in (layer.metadata or {})
-            ]
-        self._raters.value = kept
+    def select_layers(self, image: Any, raters: Any) -> None:
+        """Select the image and the rater layers (layer objects or names)."""
+        layers = self._viewer.layers
+        self._image.value = layers[image] if isinstance(image, str) else image
+        self._raters.value = [layers[r] if isinstance(r, str) else r for r in raters]
+
+    def _check_grid(self, _value: Any = None) -> None:
+        """Warn (napari notification once, and a line in the dock) when raters and image differ in grid."""
+        try:
+            message = grid_mismatch(self._image.value, list(self._raters.value))
+        except RuntimeError:  # a layer went away mid-update
+            message = None
+        if message != self.grid_warning and message is not None:
+            show_warning(f"Train: {message}")
+        self.grid_warning = message
+        self._grid_label.value = f"⚠ {message}" if message else ""
+        self._grid_label.visible = message is not None
 
     def _on_method_changed(self, _value: Any = None) -> None:
         is_ssn = METHODS[self._method.value][1][0] == "ssn"
@@ -423,19 +614,22 @@ class TrainWidget(Container):
         )
 
     def collect_data(self) -> TrainingData:
-        """Image and raters from the selected layers, with class names (metadata) and spacing (scale)."""
-        if not self._image.value:
+        """Image and raters from the selected layers, with class names (metadata) and spacing (scale).
+
+        Also records where a prediction goes: the image's geometry and case, and the crop that
+        *Predict on* asks for.
+        """
+        image_layer = self._image.value
+        if image_layer is None:
             raise ValueError("no Image layer selected; open an image (e.g. File > Open Sample > phantom).")
-        names = list(self._raters.value)
-        if not names:
+        layers = list(self._raters.value)
+        if not layers:
             raise ValueError("no rater Labels layer selected; select one Labels layer per rater.")
-        image_layer = self._viewer.layers[self._image.value]
         if image_layer.rgb:
             raise ValueError(
                 f"image layer {image_layer.name!r} is RGB; convert it to a grey-level image first."
             )
         image = np.asarray(image_layer.data)
-        layers = [self._viewer.layers[n] for n in names]
         arrays = [np.asarray(layer.data) for layer in layers]
         if len(arrays) == 1 and arrays[0].ndim == image.ndim + 1:
             raters = arrays[0]  # one (R, *S) stack
@@ -450,14 +644,39 @@ class TrainWidget(Container):
         meta = layers[0].metadata or {}
         class_names = meta.get("class_names")
         spatial = raters.ndim - 1
-        scale = tuple(float(s) for s in image_layer.scale[-spatial:])
-        translate = tuple(float(t) for t in image_layer.translate[-spatial:])
-        self._geometry = {"scale": scale, "translate": translate}
-        self._image_name = image_layer.name
+        geometry = Geometry.of(image_layer, ndim=spatial)
+        self._geometry = geometry
+        self._image_layer = image_layer
+        self._image_shape = tuple(image.shape[-spatial:])
+        self._case = case_of(image_layer)
+        self._crop_start, self._crop = None, None
+        if self._predict_on.value == "raters":
+            self._crop_start, self._crop = _foreground_box(raters, REGION_MARGIN)
         largest = int(raters.max()) if raters.size else 0
         if class_names is not None and len(class_names) <= largest:
             class_names = None
-        return TrainingData.from_arrays(image, raters, class_names=class_names, spacing=scale)
+        return TrainingData.from_arrays(image, raters, class_names=class_names, spacing=geometry.spacing)
+
+    def _resume_checkpoint(self) -> str | None:
+        """The *Resume from* file, checked; ``None`` when empty. A file that is not a checkpoint is refused."""
+        value = str(self._resume.value or "").strip()
+        if value in ("", "."):
+            return None
+        path = Path(value).expanduser()
+        if path.is_dir():
+            return None  # FileEdit's empty value
+        from ..core.checkpoint import load_checkpoint
+
+        try:
+            load_checkpoint(path)
+        except FileNotFoundError:
+            raise ValueError(f"resume file {str(path)!r} does not exist; choose a last.pt written by Train.") from None
+        except ValueError:
+            raise ValueError(
+                f"{path.name!r} is not a training checkpoint of this plugin; choose the last.pt (or best.pt) that "
+                "Train wrote into its output folder, or clear 'Resume from' to start afresh."
+            ) from None
+        return str(path)
 
     # actions ---------------------------------------------------------------------------------------
     def start(self) -> Any:
@@ -467,6 +686,7 @@ class TrainWidget(Container):
             return None
         with notify_errors("Start training"):
             data = self.collect_data()
+            resume = self._resume_checkpoint()
             run_dir = Path(str(self._output.value)).expanduser() / _dt.datetime.now().strftime(
                 "run-%Y%m%d-%H%M%S-%f"
             )
@@ -474,7 +694,9 @@ class TrainWidget(Container):
             self._begin(config)
             from superqt.utils import create_worker
 
-            self.worker = create_worker(training_job, config, data, _start_thread=False, _ignore_errors=True)
+            self.worker = create_worker(
+                training_job, config, data, resume, _start_thread=False, _ignore_errors=True
+            )
             self.worker.yielded.connect(self._on_record)
             self.worker.finished.connect(self._on_worker_finished)
             self.worker.returned.connect(self._on_returned)
@@ -524,6 +746,9 @@ class TrainWidget(Container):
 
     def _on_record(self, record: Any) -> None:
         if self._closed:
+            if isinstance(record, TrainingFailure):
+                self.failure = record
+                return
             self.records.append(record)
             if getattr(record, "checkpoint", None):
                 self.checkpoint_path = record.checkpoint
@@ -564,6 +789,7 @@ class TrainWidget(Container):
     def _on_worker_finished(self) -> None:
         if self._closed:
             self.state = "idle"
+            self._say_cancelled_by_close()
             return
         if self._pbar is not None:
             self._pbar.close()
@@ -574,17 +800,30 @@ class TrainWidget(Container):
         else:
             self._set_state("idle")
 
+    def _say_cancelled_by_close(self) -> None:
+        """One notification after the dock was closed during a run: cancelled, and where last.pt is."""
+        kinds = [getattr(r, "kind", "") for r in self.records]
+        if "cancelled" not in kinds:
+            return  # the run had ended before the dock closed
+        if self.checkpoint_path:
+            show_info(
+                "Training cancelled: the Train dock was closed during the run. The last checkpoint is "
+                f"{self.checkpoint_path} (open Train again and choose it in 'Resume from' to continue)."
+            )
+        else:
+            show_info("Training cancelled: the Train dock was closed before a checkpoint was written.")
+
     def _run_prediction(self, checkpoint: str) -> None:
         self._set_state("predicting")
         self._status.value = "Predicting on the image…"
-        image = (
-            np.asarray(self._viewer.layers[self._image_name].data)
-            if self._image_name in self._viewer.layers
-            else None
-        )
-        if image is None:
+        layer = self._image_layer
+        if layer is None or not any(layer is other for other in self._viewer.layers):
+            self._status.value = "The image layer was removed; no prediction added."
             self._set_state("idle")
             return
+        image = np.asarray(layer.data)
+        if self._crop is not None:
+            image = image[(Ellipsis, *self._crop)]
         self.predict_worker = run_in_thread(
             predict,
             checkpoint,
@@ -594,15 +833,25 @@ class TrainWidget(Container):
             errored=lambda _exc: self._set_state("idle"),
         )
 
+    def _prediction_geometry(self, result: dict[str, Any]) -> Geometry | None:
+        """The prediction's grid: the image's, moved to the crop, rescaled if predicted on another grid."""
+        if self._geometry is None:
+            return None
+        region = (
+            tuple(s.stop - s.start for s in self._crop) if self._crop is not None else self._image_shape
+        )
+        return prediction_geometry(self._geometry, region, result["labels"].shape, self._crop_start)
+
     def _show_prediction(self, result: dict[str, Any]) -> None:
         """Add the prediction layers one per event-loop turn (each napari layer costs ~0.1 s to add)."""
         from qtpy.QtCore import QTimer
 
         self.prediction = result
-        scale, translate = self._geometry.get("scale"), self._geometry.get("translate")
-        geometry = {} if scale is None else {"scale": scale, "translate": translate}
-        class_geometry = {} if scale is None else {"scale": (1.0, *scale), "translate": (0.0, *translate)}
+        geometry = self._prediction_geometry(result)
         meta = {"class_names": result["class_names"], "checkpoint": self.checkpoint_path}
+        if self._crop_start is not None:
+            meta["crop_start"] = list(self._crop_start)
+        placed = {"geometry": geometry, "case": self._case}
         pending = [
             dict(
                 data=result["labels"],
@@ -610,7 +859,7 @@ class TrainWidget(Container):
                 layer_type="labels",
                 opacity=0.6,
                 metadata=meta,
-                **geometry,
+                **placed,
             ),
             dict(
                 data=result["entropy"],
@@ -620,7 +869,7 @@ class TrainWidget(Container):
                 contrast_limits=(0.0, 1.0),
                 blending="additive",
                 metadata=meta,
-                **geometry,
+                **placed,
             ),
             dict(
                 data=result["probabilities"],
@@ -630,11 +879,15 @@ class TrainWidget(Container):
                 contrast_limits=(0.0, 1.0),
                 metadata=meta,
                 visible=False,
-                **class_geometry,
+                leading_axes=1,
+                **placed,
             ),
         ]
 
         def add_next() -> None:
+            if self._closed:  # the dock went away meanwhile
+                self.state = "idle"
+                return
             if not pending:
                 self._status.value = f"Done. Prediction added; checkpoint {self.checkpoint_path}"
                 self._set_state("idle")
@@ -688,20 +941,22 @@ class TrainWidget(Container):
         axes.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize="small")
         self._background = None
         self.plot_widget.canvas.mpl_connect("draw_event", self._on_full_draw)
-        self.plot_widget.setMinimumHeight(220)
+        self.plot_widget.setMinimumHeight(MIN_PLOT_HEIGHT)
         window = getattr(self._viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
-            window.add_dock_widget(self.plot_widget, name="Training curves", area="right")
+            window.add_dock_widget(self.plot_widget, name=CURVES_DOCK, area="right")
 
     def _on_full_draw(self, _event: Any = None) -> None:
+        if self.plot_widget is None:
+            return
         canvas = self.plot_widget.canvas
         self._background = canvas.copy_from_bbox(canvas.figure.bbox)
         self._blit_lines()
 
     def _blit_lines(self) -> None:
-        canvas = self.plot_widget.canvas
-        if self._background is None:
+        if self.plot_widget is None or self._background is None:
             return
+        canvas = self.plot_widget.canvas
         canvas.restore_region(self._background)
         for line in self._lines.values():
             line.axes.draw_artist(line)
@@ -711,6 +966,8 @@ class TrainWidget(Container):
         for line in self._lines.values():
             line.set_data([], [])
         self._last_draw = 0.0
+        if self.plot_widget is None:
+            return
         axes = self.plot_widget.axes
         if tuple(axes.get_xlim()) != (0, epochs) or tuple(axes.get_ylim()) != LOSS_RANGE:
             axes.set_xlim(0, epochs)
