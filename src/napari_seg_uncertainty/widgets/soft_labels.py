@@ -24,9 +24,9 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     PushButton,
-    Select,
 )
 
+from ..core.geometry import Geometry
 from ..core.soft_labels import (
     SINGLE_MAP_METHODS,
     SOFT_LABEL_METHODS,
@@ -34,15 +34,10 @@ from ..core.soft_labels import (
     compare_soft_labels,
     compute_soft_labels,
 )
-from ._common import (
-    connect_layer_list_changes,
-    layer_names,
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    upsert_layer,
-)
+from ._case import case_of
+from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._layer_choices import LayerWatcher, is_labels_layer
+from ._staged import LayerQueue, LayerSelect, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -72,6 +67,10 @@ class SoftLabelsRequest:
     spacing: tuple[float, ...] | None
     scale: tuple[float, ...]
     translate: tuple[float, ...]
+    #: Placement of the raters' grid (scale, origin, direction); every output layer gets it.
+    geometry: Geometry | None = None
+    #: Case the rater layers belong to; the output layers are tagged with it.
+    case: str | None = None
 
     def parameters(self, method: str) -> dict[str, Any]:
         """The parameters that matter for ``method`` (shown in layer metadata and the status line)."""
@@ -141,6 +140,36 @@ def _method_choices() -> list[tuple[str, str]]:
     return [(title, key) for key, title in SOFT_LABEL_METHODS.items()]
 
 
+def difference_colormap() -> Any:
+    """Diverging colormap for ``soft A − B`` on contrast limits (−1, 1): transparent at 0.
+
+    Pink where B is larger, green where A is larger (the ends of matplotlib's PiYG), fading to fully
+    transparent at 0, so with translucent blending the scan shows through wherever the methods agree.
+    """
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=[
+            [0.773, 0.106, 0.490, 1.0],
+            [0.914, 0.639, 0.788, 0.8],
+            [1.0, 1.0, 1.0, 0.0],
+            [0.631, 0.843, 0.416, 0.8],
+            [0.302, 0.573, 0.129, 1.0],
+        ],
+        controls=[0.0, 0.25, 0.5, 0.75, 1.0],
+        name="soft A − B (PiYG, clear at 0)",
+    )
+
+
+def _prefer_raters(layers: list[Any]) -> list[Any]:
+    """The rater layers of the newest case among ``layers`` (all of them when none is tagged a rater)."""
+    raters = [layer for layer in layers if (layer.metadata or {}).get("rater") is not None]
+    if not raters:
+        return layers
+    newest = case_of(raters[0])  # choices list the top of the layer list first
+    return [layer for layer in raters if case_of(layer) == newest]
+
+
 class SoftLabelsWidget(Container):
     """Preview soft labels of the selected rater layers live, compare two methods and export.
 
@@ -149,6 +178,9 @@ class SoftLabelsWidget(Container):
     ``soft A: <class>`` (contrast 0–1) that is updated in place when a parameter changes. With "Compare with"
     set, method B appears as ``soft B: <class>`` with a difference layer ``soft A − B`` for one class, and the
     status line gives the mean and max absolute difference and the mean total-variation distance.
+
+    Every layer gets the rater layers' placement (scale, origin, direction) and case; the layers are added
+    one per event-loop turn, so the window stays responsive on large volumes.
 
     Parameters
     ----------
@@ -166,7 +198,7 @@ class SoftLabelsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self._viewer = viewer
         self.result: SoftLabelsResult | None = None
         self.worker: Any = None
@@ -175,8 +207,9 @@ class SoftLabelsWidget(Container):
         self.exporting = False  # likewise for an export
         self._layer_names: dict[str, list[str]] = {"A": [], "B": []}
 
-        self._raters = Select(label="Rater layers", choices=self._labels_layer_names, tooltip=(
+        self._raters = LayerSelect(viewer, is_labels_layer, explain=labels_problem, label="Rater layers", tooltip=(
             "Labels layers, one per rater (Ctrl/Shift-click to select several)."))
+        self._raters.native.setMinimumHeight(72)
         self._method = ComboBox(label="Method", choices=_method_choices(), value="msvls")
         self._alpha = FloatSlider(label="α (LS)", min=0.0, max=1.0, step=0.01, value=0.1)
         self._sigma = FloatSpinBox(label="σ (SVLS)", min=0.05, max=20.0, step=0.1, value=1.0)
@@ -185,10 +218,12 @@ class SoftLabelsWidget(Container):
             "across thick slices get less weight."))
         self._compare = ComboBox(label="Compare with", choices=[(NO_COMPARISON, NO_COMPARISON), *_method_choices()],
                                  value=NO_COMPARISON)
-        self._difference_class = ComboBox(label="Difference of", choices=self._difference_choices)
+        self._difference_class = ComboBox(label="Difference of", choices=self._difference_choices, tooltip=(
+            "Class shown in the 'soft A − B' layer: green where A gives it more probability, pink where B does."))
         self._live = CheckBox(text="Update live", value=True)
         self._compute = PushButton(text="Compute")
         self._status = Label(value="Select rater layers and a method.")
+        self._status.native.setWordWrap(True)
         self._export_path = FileEdit(label="Export to", mode="w", filter="*.nii.gz *.nrrd *.mha *.tif")
         self._export = PushButton(text="Export soft labels A")
 
@@ -198,23 +233,21 @@ class SoftLabelsWidget(Container):
             control.changed.connect(self._on_parameter_changed)
         self._chosen_difference_class: int | None = None
         self._difference_class.changed.connect(self._on_difference_class_changed)
-        self.max_width = 460
         self.extend([
             self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
             self._difference_class, self._live, self._compute, self._status, self._export_path, self._export,
         ])
+        self.root_native_widget.setMinimumSize(300, 200)
+        self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._update_enabled()
-        connect_layer_list_changes(viewer, self._refresh_layer_choices)
+        self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)
         self._select_all_raters()
 
     # choices ----------------------------------------------------------------------------------------
-    def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "labels")
-
     def _difference_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
         if self.result is None:
             return []
-        return [(f"{k}: {name}", k) for k, name in enumerate(self.result.request.class_names)]
+        return [(name, k) for k, name in enumerate(self.result.request.class_names)]
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh the layer and class lists without triggering a computation.
@@ -227,20 +260,17 @@ class SoftLabelsWidget(Container):
                 stack.enter_context(control.changed.blocked())
             super().reset_choices()
 
-    def _refresh_layer_choices(self, _event: Any = None) -> None:
-        self.reset_choices()
-
     def _select_all_raters(self) -> None:
-        names = self._labels_layer_names()
-        if names:
+        layers = _prefer_raters(list(self._raters.choices))
+        if layers:
             with self._raters.changed.blocked():  # no computation before the user asks
-                self._raters.value = names
+                self._raters.value = layers
 
     # parameters -------------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        """Whether a computation is running or waiting."""
-        return self._pending is not None or self._running
+        """Whether a computation is running or waiting, or its layers are still being shown."""
+        return self._pending is not None or self._running or self._queue.busy
 
     def _update_enabled(self) -> None:
         methods = {self._method.value, self._compare.value}
@@ -256,20 +286,27 @@ class SoftLabelsWidget(Container):
 
     def build_request(self) -> SoftLabelsRequest:
         """Gather the selected layers and parameters into a request (raises ValueError on bad input)."""
-        names = list(self._raters.value)
-        if not names:
+        layers = list(self._raters.value)
+        if not layers:
             raise ValueError("no rater layer selected; select one Labels layer per rater.")
-        layers = [self._viewer.layers[name] for name in names]
+        names = [layer.name for layer in layers]
+        for layer in layers:
+            problem = labels_problem(layer)
+            if problem:
+                raise ValueError(problem)
         arrays = [np.asarray(layer.data) for layer in layers]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             detail = ", ".join(f"{n}: {a.shape}" for n, a in zip(names, arrays))
             raise ValueError(f"the rater layers have different shapes ({detail}); every rater must label the "
                              "same grid.")
-        scales = {tuple(np.round(np.asarray(layer.scale, dtype=float), 9)) for layer in layers}
-        if len(scales) > 1:
-            raise ValueError(f"the rater layers have different scales {sorted(scales)}; raters must share one "
-                             "voxel spacing.")
+        geometry = Geometry.of(layers[0], ndim=arrays[0].ndim)
+        for layer, array in zip(layers[1:], arrays[1:]):
+            if not Geometry.of(layer, ndim=array.ndim).same_grid(geometry):
+                raise ValueError(f"the rater layers {names[0]!r} and {layer.name!r} lie on different grids "
+                                 f"(scale {tuple(layers[0].scale)} vs {tuple(layer.scale)}, translate "
+                                 f"{tuple(layers[0].translate)} vs {tuple(layer.translate)}); raters must share one "
+                                 "voxel spacing and origin.")
         raters = np.stack(arrays)
         if raters.size and np.issubdtype(raters.dtype, np.integer) and raters.min() < 0:
             raise ValueError(f"the rater layers contain negative labels (minimum {int(raters.min())}); labels "
@@ -282,7 +319,6 @@ class SoftLabelsWidget(Container):
             raise ValueError(f"the rater layers hold label {largest}, i.e. {num_classes} classes; the preview shows "
                              f"at most {MAX_CLASSES} classes (one layer each). Relabel to 0, 1, 2, ... first.")
         class_names = tuple(given_names[k] if k < len(given_names) else f"class {k}" for k in range(num_classes))
-        scale = tuple(float(s) for s in layers[0].scale)
         compare = self._compare.value
         return SoftLabelsRequest(
             raters=raters,
@@ -293,9 +329,11 @@ class SoftLabelsWidget(Container):
             compare_method=None if compare == NO_COMPARISON else compare,
             alpha=float(self._alpha.value),
             sigma=float(self._sigma.value),
-            spacing=scale if self._physical.value else None,
-            scale=scale,
-            translate=tuple(float(t) for t in layers[0].translate),
+            spacing=geometry.spacing if self._physical.value else None,
+            scale=geometry.spacing,
+            translate=geometry.origin,
+            geometry=geometry,
+            case=case_of(layers[0]),
         )
 
     # computing --------------------------------------------------------------------------------------
@@ -332,25 +370,40 @@ class SoftLabelsWidget(Container):
 
     # display ----------------------------------------------------------------------------------------
     def _show(self, result: SoftLabelsResult) -> None:
+        """Show a result: one layer per event-loop turn (each class of A, of B, the difference)."""
         request = result.request
         self.result = result
-        self._show_method("A", result.first, request, request.method)
-        if result.second is not None and request.compare_method is not None:
-            self._show_method("B", result.second, request, request.compare_method)
-        else:
-            self._remove_layers("B", keep=[])
-            if DIFFERENCE_LAYER in self._viewer.layers:
-                self._viewer.layers.remove(DIFFERENCE_LAYER)
         chosen = self._chosen_difference_class
         with self._difference_class.changed.blocked():
             self._difference_class.reset_choices()
             self._difference_class.value = chosen if chosen in range(request.num_classes) else (
                 1 if request.num_classes > 1 else 0)
-        self._show_difference()
+        jobs = self._method_jobs("A", result.first, request, request.method)
+        if result.second is not None and request.compare_method is not None:
+            jobs += self._method_jobs("B", result.second, request, request.compare_method)
+            jobs.append(self._show_difference)
+        else:
+            jobs.append(lambda: self._remove_layers("B", keep=[]))
+            jobs.append(self._remove_difference)
+        total = len(jobs)
+
+        def progress(job: Any, index: int) -> Any:
+            def run() -> None:
+                self._status.value = f"Showing the layers… {index + 1}/{total}"
+                job()
+            return run
+
+        self._queue.run([progress(job, i) for i, job in enumerate(jobs)], done=self._on_shown)
+
+    def _on_shown(self) -> None:
         self._status.value = self.summary()
 
-    def _show_method(self, slot: str, probabilities: np.ndarray, request: SoftLabelsRequest, method: str) -> None:
-        names = []
+    def _on_show_failed(self, exc: BaseException) -> None:
+        show_error(f"Soft labels failed: {exc}")
+        self._status.value = f"Failed: {exc}"
+
+    def _method_jobs(self, slot: str, probabilities: np.ndarray, request: SoftLabelsRequest,
+                     method: str) -> list[Any]:
         meta_common = {
             "method": method,
             "parameters": request.parameters(method),
@@ -358,17 +411,21 @@ class SoftLabelsWidget(Container):
             "class_names": list(request.class_names),
             "spacing": list(request.scale),
         }
-        for k, class_name in enumerate(request.class_names):
-            name = f"soft {slot}: {class_name}"
-            names.append(name)
+        geometry = request.geometry if request.geometry is not None else Geometry(request.scale, request.translate)
+        names = [f"soft {slot}: {class_name}" for class_name in request.class_names]
+
+        def add(k: int) -> None:
             upsert_layer(
-                self._viewer, probabilities[k], name=name, layer_type="image",
+                self._viewer, probabilities[k], name=names[k], layer_type="image", geometry=geometry,
+                case=request.case,
                 colormap="gray" if k == 0 else CLASS_COLORMAPS[(k - 1) % len(CLASS_COLORMAPS)],
-                contrast_limits=(0.0, 1.0), blending="additive", scale=request.scale,
-                translate=request.translate, metadata={**meta_common, "class": k},
+                contrast_limits=(0.0, 1.0), blending="additive", metadata={**meta_common, "class": k},
                 visible=k > 0 and slot == "A",
             )
-        self._remove_layers(slot, keep=names)
+
+        jobs: list[Any] = [lambda k=k: add(k) for k in range(len(names))]
+        jobs.append(lambda: self._remove_layers(slot, keep=names))
+        return jobs
 
     def _remove_layers(self, slot: str, *, keep: list[str]) -> None:
         for name in self._layer_names[slot]:
@@ -376,9 +433,15 @@ class SoftLabelsWidget(Container):
                 self._viewer.layers.remove(name)
         self._layer_names[slot] = list(keep)
 
+    def _remove_difference(self) -> None:
+        if DIFFERENCE_LAYER in self._viewer.layers:
+            self._viewer.layers.remove(DIFFERENCE_LAYER)
+
     def _on_difference_class_changed(self, value: Any = None) -> None:
         self._chosen_difference_class = None if value is None else int(value)
         self._show_difference()
+        if not self.busy:
+            self._status.value = self.summary()
 
     def _show_difference(self, _value: Any = None) -> None:
         result = self.result
@@ -386,13 +449,17 @@ class SoftLabelsWidget(Container):
             return
         k = int(self._difference_class.value)
         request = result.request
-        upsert_layer(
+        geometry = request.geometry if request.geometry is not None else Geometry(request.scale, request.translate)
+        layer = upsert_layer(
             self._viewer, result.comparison.difference[k], name=DIFFERENCE_LAYER, layer_type="image",
-            colormap="PiYG", contrast_limits=(-1.0, 1.0), scale=request.scale, translate=request.translate,
+            geometry=geometry, case=request.case, colormap=difference_colormap(), contrast_limits=(-1.0, 1.0),
+            blending="translucent",
             metadata={"class": k, "class_names": list(request.class_names), "spacing": list(request.scale),
                       "first": request.method, "second": request.compare_method},
         )
-        self._status.value = self.summary()
+        layer.blending = "translucent"  # an existing layer keeps its settings otherwise
+        if layer.colormap.name != difference_colormap().name:
+            layer.colormap = difference_colormap()
 
     def summary(self) -> str:
         """The status line: what is shown, and the comparison numbers when comparing."""
@@ -417,7 +484,7 @@ class SoftLabelsWidget(Container):
             comparison = result.comparison
             lines.append(f"B: {describe_method(request.compare_method)}")
             lines.append(f"A − B, {request.class_names[k]}: mean |Δ| = {comparison.mean_abs[k]:.4f}, "
-                         f"max |Δ| = {comparison.max_abs[k]:.4f}")
+                         f"max |Δ| = {comparison.max_abs[k]:.4f} (green: A higher, pink: B higher)")
             lines.append(f"mean total variation = {comparison.mean_total_variation:.4f}")
         lines.extend(result.notes)
         return "\n".join(lines)
@@ -440,7 +507,8 @@ class SoftLabelsWidget(Container):
         self.exporting = True
         return run_in_thread(
             write_image, target, self.result.first, spacing=request.scale, origin=request.translate,
-            channel_axis=0, overwrite=False, action="Export soft labels",
+            direction=None if request.geometry is None else request.geometry.direction, channel_axis=0,
+            overwrite=False, action="Export soft labels",
             returned=lambda written: show_info(f"Wrote {SOFT_LABEL_METHODS[request.method]} soft labels to "
                                                f"{written}"),
             finished=lambda: setattr(self, "exporting", False),

@@ -1,0 +1,194 @@
+"""Small pieces the Soft labels, Calibration and Uncertainty docks share: layer lists, staged layers, tables.
+
+* :class:`LayerSelect` — a multi-choice list of layers (values are the layer objects, see
+  :mod:`._layer_choices`) that keeps its selection across renames and reorders, also takes layer
+  *names* (scripts and the Guide set it that way), and says why a layer that does not fit is refused.
+* :class:`LayerQueue` — runs layer additions and updates one per event-loop turn, so that showing
+  many large layers never freezes the window (each turn stays short; paint events run in between).
+* :func:`fit_table` — a table that fits the dock width: stretched columns, no horizontal scroll bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import Select
+
+from ._layer_choices import choices_for
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["LayerQueue", "LayerSelect", "fit_table", "labels_problem"]
+
+logger = logging.getLogger("napari_seg_uncertainty")
+
+
+def labels_problem(layer: Any) -> str | None:
+    """Why ``layer`` is not a label map (integer Labels layer ``(*spatial)``), or ``None`` if it is."""
+    from ._layer_choices import is_labels_layer
+
+    if is_labels_layer(layer):
+        return None
+    dtype = getattr(getattr(layer, "data", None), "dtype", "?")
+    shape = tuple(getattr(getattr(layer, "data", None), "shape", ()))
+    return (f"layer {getattr(layer, 'name', '?')!r} is a {type(layer).__name__} layer of {dtype} values with "
+            f"shape {shape}; expected a Labels layer (or an integer image) of shape (*spatial) holding "
+            "0 (background), 1, 2, …")
+
+
+class LayerSelect(Select):
+    """A list of the viewer's layers that fit (``accept``), in layer-list order; the value is a list of layers.
+
+    Setting the value accepts layers or layer names. A layer that is not offered raises ``ValueError``
+    with ``explain(layer)`` (what is wrong with it and what is expected). The selection survives
+    renames and moves of the selected layers; a removed layer leaves it.
+    """
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        accept: Callable[[Any], bool],
+        *,
+        explain: Callable[[Any], str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._viewer = viewer
+        self._explain = explain
+        top_first = choices_for(viewer, accept)
+
+        def in_list_order(widget: Any = None) -> list[tuple[str, Any]]:
+            return top_first(widget)[::-1]  # rater 1 before rater 2: selections read in layer-list order
+
+        super().__init__(choices=in_list_order, **kwargs)
+
+    @property
+    def value(self) -> list[Any]:
+        """The selected layers, in list order."""
+        return list(Select.value.fget(self))  # type: ignore[attr-defined]
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        Select.value.fset(self, [self._resolve(item) for item in items])  # type: ignore[attr-defined]
+
+    def _resolve(self, item: Any) -> Any:
+        offered = self.choices
+        if isinstance(item, str):
+            matches = [layer for layer in offered if getattr(layer, "name", None) == item]
+            if matches:
+                return matches[0]
+            if item not in self._viewer.layers:
+                raise ValueError(f"there is no layer named {item!r}; choose one of "
+                                 f"{[layer.name for layer in offered]}.")
+            item = self._viewer.layers[item]
+        if any(item is layer for layer in offered):
+            return item
+        reason = self._explain(item) if self._explain is not None else None
+        raise ValueError(reason or f"layer {getattr(item, 'name', item)!r} cannot be used for {self.label!r}; "
+                                   f"choose one of {[layer.name for layer in offered]}.")
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh from the viewer in layer-list order, keeping the selected layers that are still offered."""
+        before = self.value
+        fresh = self._default_choices(self) if callable(self._default_choices) else []
+        with self.changed.blocked():
+            current = [name for name, _ in self._widget._mgui_get_choices()]
+            if current != [name for name, _ in fresh]:
+                self.choices = ()  # rebuild in order (a renamed item would otherwise move to the end)
+            super().reset_choices()
+            kept = [layer for layer in before if any(layer is c for c in self.choices)]
+            Select.value.fset(self, kept)  # type: ignore[attr-defined]
+        if len(kept) != len(before):
+            self.changed.emit(self.value)
+
+
+class LayerQueue:
+    """Run callables one per event-loop turn (a zero-interval single-shot ``QTimer`` chain).
+
+    ``run(jobs, done=...)`` replaces whatever is still queued; ``done`` runs after the last job.
+    An exception in a job is logged and reported through ``failed`` (if given) and ends the run.
+    ``owner`` is a Qt object: the timer dies with it, and nothing runs after it is destroyed.
+    """
+
+    def __init__(self, owner: Any = None, *, failed: Callable[[BaseException], None] | None = None) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._jobs: deque[Callable[[], Any]] = deque()
+        self._done: Callable[[], Any] | None = None
+        self._failed = failed
+        self._timer = QTimer(owner)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._step)
+        self.total = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether jobs are waiting (or the final callback has not run yet)."""
+        return bool(self._jobs) or self._done is not None
+
+    @property
+    def remaining(self) -> int:
+        return len(self._jobs)
+
+    def run(self, jobs: Iterable[Callable[[], Any]], *, done: Callable[[], Any] | None = None) -> None:
+        """Queue ``jobs`` (replacing any still waiting) and start on the next event-loop turn."""
+        self._jobs = deque(jobs)
+        self.total = len(self._jobs)
+        self._done = done
+        self._schedule()
+
+    def cancel(self) -> None:
+        """Drop the waiting jobs and the final callback."""
+        self._jobs.clear()
+        self._done = None
+        with contextlib.suppress(RuntimeError):  # the timer's C++ object may be gone at shutdown
+            self._timer.stop()
+
+    def _schedule(self) -> None:
+        try:
+            self._timer.start()
+        except RuntimeError:  # owner destroyed: the dock was closed
+            self._jobs.clear()
+            self._done = None
+
+    def _step(self) -> None:
+        if self._jobs:
+            job = self._jobs.popleft()
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - reported, and the rest of the run is dropped
+                logger.debug("staged layer update failed", exc_info=True)
+                self._jobs.clear()
+                self._done = None
+                if self._failed is not None:
+                    self._failed(exc)
+                return
+            self._schedule()
+            return
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
+
+def fit_table(table: Any, *, min_height: int = 120, show_index: bool = True) -> None:
+    """Make a magicgui ``Table`` fit its dock: columns share the width, no horizontal scroll bar."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QHeaderView
+
+    native = table.native
+    native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    native.setWordWrap(False)
+    native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    native.setMinimumHeight(min_height)
+    native.setMinimumWidth(0)
+    header = native.horizontalHeader()
+    header.setMinimumSectionSize(24)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    native.verticalHeader().setVisible(show_index)
+    native.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
