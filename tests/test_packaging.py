@@ -4,8 +4,10 @@ virtual environment and validate with npe2."""
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import venv
 import zipfile
@@ -25,23 +27,48 @@ def test_manifest_symlink_points_to_root_manifest():
 def dist(tmp_path_factory) -> Path:
     """``python -m build``: the sdist, then the wheel built from that sdist (as PyPI users get them)."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True,
         capture_output=True,
+        text=True,
         cwd=out,
     )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
 
+def _parent_site_dirs() -> list[str]:
+    """The running interpreter's site-packages folders: a virtual environment's when pytest runs in one."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    dirs += [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _new_venv(env_dir: Path) -> Path:
+    """A new virtual environment that sees the packages of the interpreter running the tests (venv or not)
+    through a ``.pth`` file, behind its own site-packages; without pip or setuptools of its own (an old
+    setuptools there would hide the project's build backend, setuptools >= 77). ``system_site_packages``
+    would show the base interpreter's packages instead, not those of an active venv."""
+    venv.create(env_dir, with_pip=False, clear=True)
+    py = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # plain folders, not site dirs: the parent's .pth files (its editable install of this project) stay out
+    Path(purelib, "_parent_site_packages.pth").write_text("\n".join(_parent_site_dirs()) + "\n")
+    return py
+
+
 def _install_and_validate(artifact: Path, env_dir: Path) -> None:
-    """Install ``artifact`` without dependencies into a new venv (system packages visible) and validate it."""
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
-    py = env_dir / "bin" / "python"
-    # an sdist builds with the project's build backend (setuptools >= 77, the system's): older Pythons put
-    # an old setuptools into new venvs, which would hide it
-    subprocess.run([str(py), "-m", "pip", "uninstall", "-y", "-q", "setuptools"], capture_output=True)
-    subprocess.run(
+    """Install ``artifact`` without dependencies into a new venv (the test interpreter's packages visible)
+    and validate it."""
+    py = _new_venv(env_dir)
+    install = subprocess.run(
         [
             str(py),
             "-m",
@@ -53,9 +80,10 @@ def _install_and_validate(artifact: Path, env_dir: Path) -> None:
             "--no-build-isolation",
             str(artifact),
         ],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert install.returncode == 0, install.stdout + install.stderr
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
         [str(py), "-c", "import napari_seg_uncertainty as m; print(m.__file__)"],
