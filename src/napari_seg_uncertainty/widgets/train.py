@@ -153,9 +153,15 @@ def grid_mismatch(image_layer: Any, rater_layers: list[Any]) -> str | None:
         except (TypeError, ValueError):
             continue
         if not mine.same_grid(theirs):
-            return (f"rater {layer.name!r} lies on another grid than image {image_layer.name!r}: spacing "
-                    f"{_fmt(theirs.spacing)} vs {_fmt(mine.spacing)}, origin {_fmt(theirs.origin)} vs "
-                    f"{_fmt(mine.origin)}. Training pairs voxels by index, so the model would learn "
+            differences = []
+            if not np.allclose(mine.spacing, theirs.spacing, rtol=1e-5, atol=1e-4):
+                differences.append(f"spacing {_fmt(theirs.spacing)} vs {_fmt(mine.spacing)}")
+            if not np.allclose(mine.origin, theirs.origin, rtol=1e-5, atol=1e-4):
+                differences.append(f"origin {_fmt(theirs.origin)} vs {_fmt(mine.origin)}")
+            if not differences:
+                differences.append("direction")
+            return (f"rater {layer.name!r} lies on another grid than image {image_layer.name!r}: "
+                    f"{', '.join(differences)}. Training pairs voxels by index, so the model would learn "
                     "misplaced labels; load the raters with the image's geometry.")
     return None
 
@@ -536,6 +542,7 @@ class TrainWidget(Container):
         with self._image.changed.blocked(), self._raters.changed.blocked():
             self._image.reset_choices()
             previous = list(self._raters.value)
+            self._raters.choices = ()  # rebuilt in layer-list order (a renamed entry would move to the end)
             self._raters.reset_choices()
             present = list(self._raters.choices)
             kept = [layer for layer in previous if any(layer is p for p in present)]
