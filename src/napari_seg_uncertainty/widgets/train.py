@@ -42,7 +42,6 @@ from magicgui.widgets import (
     LineEdit,
     ProgressBar,
     PushButton,
-    Select,
     SpinBox,
 )
 from qtpy.QtCore import QEvent, QObject
@@ -52,6 +51,7 @@ from ..core.training import TARGETS, TrainConfig, TrainingData, TrainProgress, T
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
+from ._staged import LayerSelect, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -356,9 +356,11 @@ class TrainWidget(Container):
         self._image = ComboBox(
             label="Image", choices=choices_for(viewer, _is_train_image), tooltip="The image the raters annotated."
         )
-        self._raters = Select(
+        self._raters = LayerSelect(  # layer objects in layer-list order (rater 1 first); takes names too
+            viewer,
+            is_labels_layer,
+            explain=labels_problem,
             label="Raters",
-            choices=self._rater_choices,  # layer-list order: rater 1 first
             tooltip="One Labels layer per rater (or one (R, *spatial) stack).",
         )
         self._raters.native.setMaximumHeight(110)
@@ -482,9 +484,6 @@ class TrainWidget(Container):
         self._undock_watcher = _UndockWatcher(self._on_undocked, self.native)
         self.native.installEventFilter(self._undock_watcher)
 
-    def _rater_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if is_labels_layer(layer)]
-
     def reset_choices(self, *_args: Any) -> None:
         """Refresh the layer choices (napari calls this on layer events)."""
         self._refresh_choices()
@@ -541,11 +540,9 @@ class TrainWidget(Container):
         """Follow additions, removals and renames; keep the selected layers (they are layer objects)."""
         with self._image.changed.blocked(), self._raters.changed.blocked():
             self._image.reset_choices()
-            previous = list(self._raters.value)
-            self._raters.choices = ()  # rebuilt in layer-list order (a renamed entry would move to the end)
-            self._raters.reset_choices()
+            self._raters.reset_choices()  # keeps the selected layers still present
             present = list(self._raters.choices)
-            kept = [layer for layer in previous if any(layer is p for p in present)]
+            kept = list(self._raters.value)
             if not kept:  # default: every rater layer (metadata from the Load raters widget / sample data)
                 kept = [layer for layer in present if "rater" in (layer.metadata or {})]
             self._raters.value = kept
@@ -553,9 +550,8 @@ class TrainWidget(Container):
 
     def select_layers(self, image: Any, raters: Any) -> None:
         """Select the image and the rater layers (layer objects or names)."""
-        layers = self._viewer.layers
-        self._image.value = layers[image] if isinstance(image, str) else image
-        self._raters.value = [layers[r] if isinstance(r, str) else r for r in raters]
+        self._image.value = self._viewer.layers[image] if isinstance(image, str) else image
+        self._raters.value = list(raters)
 
     def _check_grid(self, _value: Any = None) -> None:
         """Warn (napari notification once, and a line in the dock) when raters and image differ in grid."""
