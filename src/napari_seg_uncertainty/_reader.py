@@ -1,4 +1,15 @@
-"""npe2 reader: multi-rater folders, LIDC-style ``.npz`` stacks and medical image files."""
+"""npe2 reader: multi-rater folders, LIDC-style ``.npz`` stacks and medical image files.
+
+A rater folder (or ``.npz``) opens as one case, drawn exactly as *Load raters* draws it: the image,
+one Labels layer per rater in its own colour, the agreement maps and the rater entropy map, with the
+files' spacing, origin and direction, every layer tagged with the case (the folder's name).
+
+napari 0.9 offers a folder to every reader that ``accepts_directories`` (its own builtin reader
+too): File → Open Folder… and drag-and-drop show napari's reader choice (tick "remember" to make this
+plugin the default for such folders), and from a script pass the plugin,
+``viewer.open(folder, plugin="napari-seg-uncertainty")`` — ``viewer.open``'s default, ``plugin="napari"``,
+asks napari's builtin reader, which cannot read NIfTI.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from ._sample_data import LayerData, rater_layer_data
+from ._sample_data import LayerData, map_layer_specs, rater_layer_specs, with_geometry
+from .core.geometry import Geometry
 from .core.io import SITK_SUFFIXES, file_suffix, read_image
-from .core.raters import load_raters
+from .core.raters import RaterSet, load_raters
+from .widgets._case import case_name_for
 
 __all__ = ["get_reader", "read_path"]
 
@@ -62,11 +75,17 @@ def read_path(path: str | list[str]) -> list[LayerData]:
     for p in paths:
         p = Path(p)
         if p.is_dir() or file_suffix(p) == ".npz":
-            raters = load_raters(p)
-            layers += rater_layer_data(raters.image, raters, prefix=f"{_stem(p)} ")
+            layers += case_layer_data(load_raters(p), case=case_name_for(p))
         else:
             layers.append(_read_single(p))
     return layers
+
+
+def case_layer_data(raters: RaterSet, *, case: str | None = None) -> list[LayerData]:
+    """The layers of one case as *Load raters* shows them: image, raters, agreement and entropy maps."""
+    specs = rater_layer_specs(raters, raters.image)
+    specs += map_layer_specs(raters, raters.agreement_map(), raters.entropy_map())
+    return with_geometry(specs, Geometry.of(raters), case=case)
 
 
 def _stem(p: Path) -> str:
@@ -80,16 +99,15 @@ def _stem(p: Path) -> str:
 def _read_single(p: Path) -> LayerData:
     data, meta = read_image(p)
     ndim_spatial = data.ndim - (1 if meta.channel_axis is not None else 0)
-    scale = list(meta.spacing) if meta.spacing else [1.0] * ndim_spatial
-    translate = list(meta.origin) if meta.origin else [0.0] * ndim_spatial
-    kwargs: dict[str, Any] = {"name": _stem(p), "metadata": {"path": str(p), "spacing": scale}}
+    geometry = Geometry.from_meta(ndim_spatial, spacing=meta.spacing, origin=meta.origin, direction=meta.direction)
+    kwargs: dict[str, Any] = {"name": _stem(p), "metadata": {"path": str(p), "spacing": list(geometry.spacing)}}
+    kwargs.update(geometry.layer_kwargs())
     if meta.channel_axis is not None:
-        # class probabilities (C, *spatial): one layer per channel
-        kwargs.update(channel_axis=0, scale=scale, translate=translate)
+        # class probabilities (C, *spatial): one layer per channel, each placed like the file
+        kwargs.update(channel_axis=0)
         if np.nanmin(data) >= 0.0 and np.nanmax(data) <= 1.0:
             kwargs["contrast_limits"] = [0.0, 1.0]
         return data, kwargs, "image"
-    kwargs.update(scale=scale, translate=translate)
     if _looks_like_labels(data):
         return data, kwargs, "labels"
     return data, kwargs, "image"

@@ -66,11 +66,20 @@ def test_load_folder_adds_layers_scales_and_numbers(make_napari_viewer, qtbot, r
     # the pairwise Dice table shows class 1 by default
     table = widget._dice_table.value
     assert list(table["index"]) == ["rater1", "rater2", "rater3"]
+    assert list(table["columns"]) == ["R1", "R2", "R3"]
     assert table["data"][0][1] == pytest.approx(_independent_dice(raters[0] == 1, raters[1] == 1), abs=1e-4)
     widget._dice_class.value = 2
     assert widget._dice_table.value["data"][0][2] == pytest.approx(
         _independent_dice(raters[0] == 2, raters[2] == 2), abs=1e-4)
-    assert "3 raters" in widget._status.value
+    assert widget._status.value == "3 raters · 3 classes (background, class 1, class 2) · 3×10×12 voxels of 3 × 0.5 × 0.5 mm"
+    # volumes from spacing × voxel count: 108 mm³ of class 1 at most, so the column is in mm³
+    summary = widget._summary_table.value
+    assert list(summary["index"]) == ["background", "class 1", "class 2"]
+    assert summary["columns"][0] == "mm³"
+    voxel = 3.0 * 0.5 * 0.5
+    for k in range(3):
+        expected = np.mean([np.count_nonzero(r == k) * voxel for r in raters])
+        assert float(summary["data"][k][0].replace(",", "")) == pytest.approx(expected, rel=5e-3)
 
 
 def test_reloading_updates_in_place(make_napari_viewer, qtbot, rater_files, errors):
@@ -85,7 +94,7 @@ def test_reloading_updates_in_place(make_napari_viewer, qtbot, rater_files, erro
     assert len(names) == len(set(names)) == 3 + 2 + 1  # raters, agreement (2 classes), entropy
 
 
-def test_use_existing_labels_layers(make_napari_viewer, errors):
+def test_use_existing_labels_layers(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     maps = [(rng.random((20, 20)) > 0.5).astype(np.uint8) for _ in range(2)]
@@ -93,17 +102,26 @@ def test_use_existing_labels_layers(make_napari_viewer, errors):
         viewer.add_labels(m, name=f"annot {i}", scale=(0.8, 0.8))
     viewer.add_image(rng.random((20, 20)), name="ct")
     widget = LoadRatersWidget(viewer)
-    assert set(widget._layers.choices) == {"annot 0", "annot 1"}  # only Labels layers are offered
-    widget._layers.value = ["annot 0", "annot 1"]
+    # only Labels layers are offered, and the choices are the layers themselves
+    assert {layer.name for layer in widget._layers.choices} == {"annot 0", "annot 1"}
+    assert all(choice is viewer.layers[choice.name] for choice in widget._layers.choices)
+    widget._layers.value = ["annot 0", "annot 1"]  # names are accepted too (the Guide, scripts)
+    assert [layer.name for layer in widget._layers.value] == ["annot 1", "annot 0"]  # top of the list first
     widget._use_layers.native.click()
+    qtbot.waitUntil(lambda: widget.statistics is not None, timeout=20000)
     assert errors == []
     assert widget.raters.spacing == (0.8, 0.8)
+    assert widget.raters.rater_names == ["annot 0", "annot 1"]  # raters in layer-list order
     assert widget._dice_table.value["data"][0][1] == pytest.approx(_independent_dice(maps[0], maps[1]), abs=1e-4)
     assert len([layer for layer in viewer.layers if layer.name.startswith("annot")]) == 2  # no copies added
+    for i, m in enumerate(maps):  # the user's layers are neither changed nor tagged with a case
+        layer = viewer.layers[f"annot {i}"]
+        np.testing.assert_array_equal(layer.data, m)
+        assert "nsu_case" not in layer.metadata
     np.testing.assert_allclose(viewer.layers["agreement: class 1"].data, np.mean(maps, axis=0))
     # a layer added later shows up in the choices
     viewer.add_labels(maps[0], name="annot 2")
-    assert "annot 2" in widget._layers.choices
+    assert "annot 2" in {layer.name for layer in widget._layers.choices}
 
 
 def test_bad_inputs_become_notifications_and_viewer_stays_usable(make_napari_viewer, qtbot, tmp_path, errors):

@@ -62,9 +62,11 @@ def test_reader_opens_rater_folder_and_single_files(make_napari_viewer, tmp_path
     assert get_reader(str(tmp_path / "lidc.npz")) is not None
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path), plugin=PLUGIN)
-    names = {layer.name for layer in viewer.layers}
-    assert {f"{tmp_path.name} seg0", f"{tmp_path.name} seg1", f"{tmp_path.name} image"} <= names
-    np.testing.assert_allclose(viewer.layers[f"{tmp_path.name} seg0"].scale, (0.5, 2.0))
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["image", "seg0", "seg1", "agreement: class 1", "rater entropy"]  # as Load raters names them
+    np.testing.assert_allclose(viewer.layers["seg0"].scale, (0.5, 2.0))
+    assert {layer.metadata["nsu_case"] for layer in viewer.layers} == {tmp_path.name}
+    viewer.layers.clear()
     viewer.open(str(tmp_path / "seg1.nii.gz"), plugin=PLUGIN)
     assert viewer.layers["seg1"]._type_string == "labels"
     viewer.open(str(tmp_path / "image.nii.gz"), plugin=PLUGIN)

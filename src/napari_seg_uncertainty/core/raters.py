@@ -30,6 +30,7 @@ __all__ = [
     "agreement_map",
     "load_raters",
     "pairwise_dice",
+    "qubiq_tasks",
     "rater_entropy_map",
 ]
 
@@ -542,6 +543,20 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def qubiq_tasks(folder: str | os.PathLike) -> list[int]:
+    """Task numbers of a QUBIQ case folder (``task01_seg01.nii.gz`` …), sorted; ``[]`` for any other folder.
+
+    Examples
+    --------
+    >>> qubiq_tasks("/no/such/folder")
+    []
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return sorted({int(m.group(1)) for p in path.iterdir() if (m := _QUBIQ_SEG.match(p.name)) and p.is_file()})
 
 
 def _read_folder(folder: Path, *, task: int | None) -> tuple[list[np.ndarray], list[ImageMeta | None], list[str], Any]:
