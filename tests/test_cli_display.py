@@ -145,3 +145,16 @@ def test_the_packages_named_are_the_ones_ci_installs():
     ci_packages = set(re.search(r'APT_PACKAGES="(.*?)"', script, flags=re.S).group(1).replace("\\\n", " ").split())
     assert set(cli.QT_XCB_PACKAGES) <= ci_packages
     assert set(cli.QT_XCB_PACKAGES) <= set(cli.QT_XCB_LIBRARIES.values()) | {"libxcb-xinerama0"}
+
+
+def test_readme_commands_use_a_virtual_environment_and_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / ".ci" / "run").read_text()
+    demo, tests = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)[:2]
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert demo.startswith(venv) and demo.endswith("&& napari-seg-uncertainty demo")
+    assert tests == venv + "bash .ci/run"
+    torch_pin = re.search(r'"torch==[^"]+"', script).group(0)
+    assert f'pip install {torch_pin} -e ".[all]"' in demo
+    assert f'pip install {torch_pin} -e ".[test]"' in readme and f'pip install -q {torch_pin} -e ".[test]"' in script
+    assert "sudo apt-get install " + " ".join(cli.QT_XCB_PACKAGES) in (ROOT / "docs" / "cli.md").read_text()
