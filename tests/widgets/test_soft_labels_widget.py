@@ -85,7 +85,8 @@ def soft_layers(viewer, slot="A"):
 
 def test_svls_of_one_rater_shows_class_layers_with_scale(make_napari_viewer, qtbot, raters, errors):
     viewer, widget = make_widget(make_napari_viewer, raters)
-    assert [layer.name for layer in widget._raters.value] == ["rater1", "rater2", "rater3"]  # all selected, nothing computed yet
+    # all selected, nothing computed yet
+    assert [layer.name for layer in widget._raters.value] == ["rater1", "rater2", "rater3"]
     assert widget.result is None
     widget._live.value = False
     widget._raters.value = ["rater3"]

@@ -54,10 +54,14 @@ def test_entropy_and_mutual_information_layers(make_napari_viewer, qtbot, errors
     assert layer.colormap.name == "magma" and list(layer.contrast_limits) == [0.0, 1.0]
     np.testing.assert_allclose(layer.scale, (0.5, 0.25))
     np.testing.assert_allclose(layer.translate, (3, 4))
-    assert "model entropy" not in widget._probabilities.choices  # outputs are not offered as inputs
+    offered = [layer.name for layer in widget._probabilities.choices]
+    assert "model entropy" not in offered and "model" in offered  # outputs are not offered as inputs
 
-    widget._probabilities.value = ["samples"]
+    with pytest.raises(ValueError, match="'samples' does not sum to 1 over its first axis"):
+        widget._probabilities.value = ["samples"]  # a member stack is not offered as class probabilities
     widget._layout.value = "members"
+    assert [layer.name for layer in widget._probabilities.choices] == ["samples"]
+    widget._probabilities.value = ["samples"]
     widget._compute_maps.native.click()
     _wait(widget, qtbot, "maps")
     mean = members.mean(axis=0)
@@ -122,10 +126,12 @@ def test_review_structures_and_jump_to_selected(make_napari_viewer, qtbot, error
             centroid = np.argwhere(region).mean(axis=0)
             expected.append((float(_hb(probs[k][region]).mean()), k, int(region.sum()), centroid))
     expected.sort(key=lambda e: (-e[0], -e[2]))
-    assert [row[1] for row in table["data"]] == [e[1] for e in expected]
-    assert [row[3] for row in table["data"]] == [e[2] for e in expected]
+    names = {1: "class 1", 2: "class 2"}  # no class names in the layer metadata
+    assert [row[0].rsplit(" ", 1)[0] for row in table["data"]] == [names[e[1]] for e in expected]
+    assert [int(row[1].replace(",", "")) for row in table["data"]] == [e[2] for e in expected]
     for row, e in zip(table["data"], expected):
-        assert row[4] == pytest.approx(e[0], abs=1e-4)
+        assert row[2] == pytest.approx(e[0], abs=1e-4)
+        assert row[3] == "pred"
     # selecting a row moves the slider to the structure's slice and centres the camera on it
     for row_index in (0, 1, 2):
         widget._review_table.native.selectRow(row_index)
@@ -140,7 +146,7 @@ def test_review_structures_and_jump_to_selected(make_napari_viewer, qtbot, error
     widget._min_size.value = 5
     widget._rank.native.click()
     _wait(widget, qtbot, "review_rows")
-    assert [row[3] for row in widget._review_table.value["data"]] == [e[2] for e in expected if e[2] >= 5]
+    assert [int(row[1]) for row in widget._review_table.value["data"]] == [e[2] for e in expected if e[2] >= 5]
 
 
 def test_review_images_ranking_and_selection(make_napari_viewer, qtbot, errors):
@@ -159,9 +165,9 @@ def test_review_images_ranking_and_selection(make_napari_viewer, qtbot, errors):
     widget._rank.native.click()
     _wait(widget, qtbot, "review_rows")
     table = widget._review_table.value
-    assert list(table["index"]) == ["case B", "case A"]
-    assert table["data"][0][0] == pytest.approx(float(_hb(np.array(0.7))), abs=1e-4)
-    assert table["data"][1][0] == pytest.approx(float(_hb(np.array(0.99))), abs=1e-4)
+    assert [row[0] for row in table["data"]] == ["case B", "case A"]
+    assert table["data"][0][1] == pytest.approx(float(_hb(np.array(0.7))), abs=1e-4)
+    assert table["data"][1][1] == pytest.approx(float(_hb(np.array(0.99))), abs=1e-4)
     widget._review_table.native.selectRow(1)
     assert viewer.layers.selection.active is viewer.layers["case A"]
     assert viewer.layers["case A"].visible and not viewer.layers["case B"].visible
@@ -213,12 +219,14 @@ def test_errors_become_notifications(make_napari_viewer, qtbot, errors):
     widget._compute_maps.native.click()
     assert errors and "Uncertainty maps failed" in errors[-1] and "no probability layer" in errors[-1]
     widget._probabilities.value = ["p"]
-    widget._layout.value = "members"  # a (C, Y, X) layer is not a member stack
-    widget._compute_maps.native.click()
-    qtbot.waitUntil(lambda: len(errors) >= 2 and widget._compute_maps.enabled, timeout=30000)
-    assert "'p'" in errors[-1] and "(M, C, Y, X)" in errors[-1]
+    widget._layout.value = "members"  # a (C, Y, X) layer is not a member stack: no longer offered
+    assert widget._probabilities.value == [] and widget._probabilities.choices == ()
+    with pytest.raises(ValueError, match=r"'p' has shape \(2, 6, 6\); expected .*\(M, C, \*spatial\)"):
+        widget._probabilities.value = ["p"]
+    widget._layout.value = "classes"
+    widget._probabilities.value = ["p"]
     widget._agreement.native.click()
-    qtbot.waitUntil(lambda: len(errors) >= 3 and widget._agreement.enabled, timeout=30000)
+    qtbot.waitUntil(lambda: len(errors) >= 2 and widget._agreement.enabled, timeout=30000)
     assert "no rater selected" in errors[-1]
     with pytest.raises(ValueError, match="row"):
         widget.jump_to(3)

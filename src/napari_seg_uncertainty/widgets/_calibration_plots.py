@@ -41,13 +41,17 @@ class ModelResult:
     name: str
     summary: CalibrationSummary
     entropy: EntropyAgreement | None = None
+    #: Per-class TACE ``(C,)`` (NaN for a class with no probability above the threshold), if computed.
+    class_tace: np.ndarray | None = None
+    #: Per-class Brier score ``(C,)`` (mean over voxels of the squared difference), if computed.
+    class_brier: np.ndarray | None = None
 
 
 def metric_label(result: ModelResult) -> str:
     """Legend text with the model's metrics (ECE in %, as the papers report it)."""
     s = result.summary
     return (
-        f"{result.name}: ECE {100 * s.ece:.2f}% · TACE {s.tace:.4f} · NLL {s.nll:.3f} · Brier {s.brier:.4f}"
+        f"{result.name}: ECE {100 * s.ece:.2f}%\nTACE {s.tace:.4f} · NLL {s.nll:.3f} · Brier {s.brier:.4f}"
     )
 
 
@@ -104,12 +108,24 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability diagram")
-    ax.legend(loc="upper left", fontsize="x-small", framealpha=0.8)
+    figure.suptitle("Reliability diagram", fontsize="medium")
+    _legend_above(ax)
     hist.set_yscale("log")
     hist.set_xlabel("confidence (max probability)")
     hist.set_ylabel("fraction")
     return {"reliability": ax, "histogram": hist, "accuracy_bars": accuracy_bars}
+
+
+def _legend_above(ax: Any) -> Any:
+    """One legend entry per line, above the axes (outside the plot, so it never hides a bar or a point)."""
+    return ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.02),
+        borderaxespad=0.0,
+        fontsize="x-small",
+        frameon=False,
+        ncol=1,
+    )
 
 
 def draw_entropy_scatter(figure: Figure, results: Sequence[ModelResult]) -> dict[str, Any]:
@@ -141,8 +157,8 @@ def draw_entropy_scatter(figure: Figure, results: Sequence[ModelResult]) -> dict
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("entropy of the raters (normalised)")
     ax.set_ylabel("entropy of the prediction (normalised)")
-    ax.set_title("Prediction vs rater entropy")
-    ax.legend(loc="upper left", fontsize="x-small", framealpha=0.8)
+    figure.suptitle("Prediction vs rater entropy", fontsize="medium")
+    _legend_above(ax)
     return {"scatter": ax, "points": points}
 
 

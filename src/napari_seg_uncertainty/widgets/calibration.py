@@ -8,6 +8,7 @@ run in a worker thread; the themed plot and the table update when the layers' da
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -23,14 +24,21 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     PushButton,
-    Select,
     SpinBox,
     Table,
 )
 from napari_matplotlib.base import NapariMPLWidget
 from napari_matplotlib.util import Interval
 
-from ..core.calibration import apply_temperature, calibration_summary, fit_temperature, foreground_box_mask
+from ..core.calibration import (
+    apply_temperature,
+    brier_score,
+    calibration_summary,
+    fit_temperature,
+    foreground_box_mask,
+    thresholded_adaptive_ce,
+)
+from ..core.geometry import Geometry
 from ..core.uncertainty import entropy_agreement
 from ._calibration_plots import (
     ModelResult,
@@ -41,15 +49,10 @@ from ._calibration_plots import (
     refuse_existing,
     write_csv,
 )
-from ._common import (
-    connect_layer_list_changes,
-    layer_names,
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    upsert_layer,
-)
+from ._case import case_of
+from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
+from ._staged import LayerSelect, fit_table, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -63,6 +66,8 @@ __all__ = [
 ]
 
 RELIABILITY = "Reliability diagram"
+METRIC_COLUMNS = ["ECE %", "TACE", "NLL", "Brier", "ent. MAE"]
+CLASS_COLUMNS = ["model", "class", "TACE", "Brier"]
 ENTROPY_SCATTER = "Entropy: prediction vs raters"
 SCALED_SUFFIX = " temperature-scaled"
 #: Probabilities are clipped below at this value before taking logs to recover logits.
@@ -170,7 +175,7 @@ def compute_calibration(
     Returns
     -------
     list of ModelResult
-        One per model, in the order given.
+        One per model, in the order given, with the per-class TACE and Brier score.
     """
     target = np.asarray(target)
     mask = None
@@ -199,9 +204,21 @@ def compute_calibration(
                 if target_is_raters
                 else None
             )
+            class_tace = thresholded_adaptive_ce(
+                probs, target, n_bins=tace_bins, threshold=tace_threshold, mask=mask, per_class=True
+            )
+            class_brier = brier_score(probs, target, mask=mask, reduction="none")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
-        results.append(ModelResult(name=name, summary=summary, entropy=agreement))
+        results.append(
+            ModelResult(
+                name=name,
+                summary=summary,
+                entropy=agreement,
+                class_tace=np.asarray(class_tace, dtype=np.float64),
+                class_brier=np.asarray(class_brier, dtype=np.float64),
+            )
+        )
     return results
 
 
@@ -276,7 +293,7 @@ class CalibrationWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         from qtpy.QtCore import QTimer
 
         self._viewer = viewer
@@ -286,18 +303,23 @@ class CalibrationWidget(Container):
         self.worker: Any = None
         self._pending = False
         self._watched: list[Any] = []
+        self._class_names: list[str] = []
 
-        self._probabilities = Select(
+        self._probabilities = LayerSelect(
+            viewer,
+            is_probability_layer,
+            explain=probability_problem,
             label="Probabilities",
-            choices=self._image_layer_names,
             tooltip=(
-                "Image layers with class probabilities (C, *spatial), one per model or method; select "
-                "several (Ctrl/Shift-click) to overlay them."
+                "Image layers with class probabilities (C, *spatial) summing to 1 over C, one per model or "
+                "method; select several (Ctrl/Shift-click) to overlay them."
             ),
         )
-        self._target = Select(
+        self._target = LayerSelect(
+            viewer,
+            is_labels_layer,
+            explain=labels_problem,
             label="Target",
-            choices=self._labels_layer_names,
             tooltip=(
                 "One Labels layer: the reference labels. Several Labels layers: raters; the target is their "
                 "mean (soft target) and the entropy plot compares prediction and rater entropy."
@@ -338,8 +360,10 @@ class CalibrationWidget(Container):
         )
         self._live = CheckBox(text="Update when layers change", value=True)
         self._compute = PushButton(text="Compute")
-        self._status = Label(value="")
-        self._table = Table(value=[[]])
+        self._status = Label(value="Select probability and target layers, then press Compute.")
+        self._status.native.setWordWrap(True)
+        self._table = Table(value=[[]], label="Metrics")
+        self._class_table = Table(value=[[]], label="Per class")
         self._save_figure = PushButton(text="Save figure (PNG/SVG)…")
         self._save_csv = PushButton(text="Save CSV…")
         self._fit_temperature = PushButton(
@@ -386,27 +410,26 @@ class CalibrationWidget(Container):
                 self._fit_temperature,
                 self._status,
                 self._table,
+                self._class_table,
                 self._save_figure,
                 self._save_csv,
             ]
         )
-        self._table.native.setMinimumHeight(120)
+        fit_table(self._table, min_height=90)
+        fit_table(self._class_table, min_height=120, show_index=False)
+        for select in (self._probabilities, self._target):
+            select.native.setMinimumHeight(64)
         self.plot = CalibrationPlot(viewer)
         self.native.layout().addWidget(self.plot)
+        self.root_native_widget.setMinimumSize(300, 240)
 
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)  # dies with the dock: no timeout reaches a deleted widget
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
         self._timer.timeout.connect(self.compute)
-        connect_layer_list_changes(viewer, self._refresh_layer_choices)
+        self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
 
     # choices ----------------------------------------------------------------------------------------
-    def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "image", skip_uncertainty_maps=True)
-
-    def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "labels")
-
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()
         self._target.reset_choices()
@@ -422,8 +445,8 @@ class CalibrationWidget(Container):
             return self.worker
         with notify_errors("Calibration"):
             models, target, is_raters, spacing = self._collect_inputs()
-            self._watch(list(models) + list(self._target.value))
-            self._status.value = "Computing…"
+            self._watch([*self._probabilities.value, *self._target.value])
+            self._status.value = f"Computing the calibration of {len(models)} layer(s)…"
             self._compute.enabled = False
             self.worker = run_in_thread(
                 compute_calibration,
@@ -478,26 +501,30 @@ class CalibrationWidget(Container):
 
     def _show_temperatures(self, results: list[TemperatureResult]) -> None:
         self.temperatures = {r.source: r.temperature for r in results}
-        names = []
+        sources = {layer.name: layer for layer in self._probabilities.value}
+        added = []
         for r in results:
-            source = self._viewer.layers[r.source]
-            name = f"{r.source}{SCALED_SUFFIX}"
-            upsert_layer(
-                self._viewer,
-                r.probs,
-                name=name,
-                layer_type="image",
-                scale=tuple(source.scale),
-                translate=tuple(source.translate),
-                metadata={**dict(source.metadata), "temperature": r.temperature, "source": r.source},
-                visible=False,
+            source = sources.get(r.source)
+            if source is None:  # renamed or removed while fitting
+                continue
+            added.append(
+                upsert_layer(
+                    self._viewer,
+                    r.probs.astype(np.float32, copy=False),
+                    name=f"{r.source}{SCALED_SUFFIX}",
+                    layer_type="image",
+                    geometry=Geometry.of(source, ndim=r.probs.ndim - 1),
+                    leading_axes=1,
+                    case=case_of(source),
+                    metadata={**dict(source.metadata), "temperature": r.temperature, "source": r.source},
+                    visible=False,
+                )
             )
-            names.append(name)
         self._status.value = "Temperatures: " + ", ".join(
-            f"{n} T={t:.3f}" for n, t in self.temperatures.items()
+            f"{n} T = {t:.3f}" for n, t in self.temperatures.items()
         )
         self._probabilities.reset_choices()
-        self._probabilities.value = [*self.temperatures, *names]
+        self._probabilities.value = [*(sources[n] for n in self.temperatures if n in sources), *added]
         self._compute_after_fit = True
 
     def _on_fit_finished(self) -> None:
@@ -507,14 +534,22 @@ class CalibrationWidget(Container):
             self.compute()  # compare the original and the rescaled layers
 
     def _collect_inputs(self) -> tuple[dict[str, np.ndarray], np.ndarray, bool, tuple[float, ...]]:
-        prob_names = list(self._probabilities.value)
-        target_names = list(self._target.value)
-        if not prob_names:
+        prob_layers = list(self._probabilities.value)
+        target_layers = list(self._target.value)
+        if not prob_layers:
             raise ValueError("no probability layer selected; select one Image layer (C, *spatial) per model.")
-        if not target_names:
+        if not target_layers:
             raise ValueError("no target selected; select one Labels layer (reference) or several (raters).")
-        layers = self._viewer.layers
-        targets = [np.asarray(layers[n].data) for n in target_names]
+        for layer in prob_layers:
+            problem = probability_problem(layer)
+            if problem:
+                raise ValueError(problem)
+        for layer in target_layers:
+            problem = labels_problem(layer)
+            if problem:
+                raise ValueError(problem)
+        target_names = [layer.name for layer in target_layers]
+        targets = [np.asarray(layer.data) for layer in target_layers]
         shapes = {t.shape for t in targets}
         if len(shapes) > 1:
             detail = ", ".join(f"{n}: {t.shape}" for n, t in zip(target_names, targets))
@@ -523,29 +558,57 @@ class CalibrationWidget(Container):
             )
         is_raters = len(targets) > 1
         target = np.stack(targets) if is_raters else targets[0]
-        spacing = tuple(float(s) for s in layers[target_names[0]].scale)
-        models = {n: np.asarray(layers[n].data) for n in prob_names}
-        return models, target, is_raters, spacing
+        grid = Geometry.of(target_layers[0], ndim=targets[0].ndim)
+        models = {}
+        for layer in prob_layers:
+            data = np.asarray(layer.data)
+            if data.shape[1:] != targets[0].shape:
+                raise ValueError(
+                    f"layer {layer.name!r} has shape {data.shape}; expected class probabilities (C, *spatial) "
+                    f"with the spatial shape {targets[0].shape} of the target {target_names[0]!r}."
+                )
+            if not Geometry.of(layer, ndim=targets[0].ndim).same_grid(grid):
+                show_warning(
+                    f"Calibration: layer {layer.name!r} is placed differently from the target "
+                    f"{target_names[0]!r} (scale {tuple(layer.scale)[1:]} vs {tuple(target_layers[0].scale)}, "
+                    f"translate {tuple(layer.translate)[1:]} vs {tuple(target_layers[0].translate)}); "
+                    "voxels are compared by index."
+                )
+            models[layer.name] = data
+        self._class_names = _class_names(prob_layers, target_layers, int(np.shape(models[prob_layers[0].name])[0]))
+        return models, target, is_raters, grid.spacing
 
     def _show(self, results: list[ModelResult]) -> None:
         self.results = results
         self._table.value = {
             "data": [
                 [
-                    round(100 * r.summary.ece, 3),
-                    round(r.summary.tace, 5),
-                    round(r.summary.nll, 4),
-                    round(r.summary.brier, 5),
-                    r.summary.voxels,
-                    round(r.entropy.mae, 4) if r.entropy is not None else "",
+                    _number(100 * r.summary.ece, 3),
+                    _number(r.summary.tace, 5),
+                    _number(r.summary.nll, 4),
+                    _number(r.summary.brier, 5),
+                    _number(r.entropy.mae, 4) if r.entropy is not None else "–",
                 ]
                 for r in results
             ],
             "index": [r.name for r in results],
-            "columns": ["ECE (%)", "TACE", "NLL", "Brier", "voxels", "entropy MAE"],
+            "columns": METRIC_COLUMNS,
+        }
+        names = self._class_names
+        class_rows = [
+            [r.name, names[k] if k < len(names) else f"class {k}", _number(tace, 5), _number(brier, 5)]
+            for r in results
+            if r.class_tace is not None and r.class_brier is not None
+            for k, (tace, brier) in enumerate(zip(r.class_tace, r.class_brier))
+        ]
+        self._class_table.value = {
+            "data": class_rows,
+            "index": [str(i + 1) for i in range(len(class_rows))],
+            "columns": CLASS_COLUMNS,
         }
         self._status.value = (
-            f"{len(results)} model(s) on {results[0].summary.voxels} voxels." if results else ""
+            f"{len(results)} model(s) on {results[0].summary.voxels:,} voxels. ECE in %; TACE and Brier per "
+            "class below." if results else ""
         )
         self._redraw()
 
@@ -563,17 +626,18 @@ class CalibrationWidget(Container):
         self.plot.show_results(self.results, kind=str(self._plot_kind.value))
 
     # live updates -----------------------------------------------------------------------------------
-    def _watch(self, names: list[str]) -> None:
+    def _watch(self, layers: list[Any]) -> None:
         for layer in self._watched:
             layer.events.data.disconnect(self._schedule_update)
-        self._watched = [self._viewer.layers[n] for n in names]
+        self._watched = list(layers)
         for layer in self._watched:
             layer.events.data.connect(self._schedule_update)
 
     def _schedule_update(self, _event: Any = None) -> None:
         """Recompute shortly after a change (debounced), if live updates are on and results exist."""
         if self._live.value and self.results:
-            self._timer.start()
+            with contextlib.suppress(RuntimeError):  # the dock is being deleted
+                self._timer.start()
 
     # export -----------------------------------------------------------------------------------------
     def export_figure(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -638,3 +702,18 @@ class CalibrationWidget(Container):
                 # the save dialog has asked before replacing the table; its _metrics.csv goes with it
                 bins_path, metrics_path = self.export_csv(path, overwrite=True)
                 show_info(f"Saved {bins_path} and {metrics_path}")
+
+
+def _class_names(prob_layers: list[Any], target_layers: list[Any], num_classes: int) -> list[str]:
+    """Class names from the first layer whose metadata names all ``num_classes`` classes, else "class k"."""
+    for layer in [*prob_layers, *target_layers]:
+        names = (layer.metadata or {}).get("class_names")
+        if names is not None and len(names) >= num_classes:
+            return [str(n) for n in list(names)[:num_classes]]
+    return [f"class {k}" for k in range(num_classes)]
+
+
+def _number(value: Any, digits: int) -> Any:
+    """A rounded float for a table cell ("n/a" for NaN)."""
+    value = float(value)
+    return "n/a" if not np.isfinite(value) else round(value, digits)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +24,11 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     PushButton,
-    Select,
     SpinBox,
     Table,
 )
 
+from ..core.geometry import Geometry
 from ..core.uncertainty import (
     CaseUncertainty,
     StructureUncertainty,
@@ -38,7 +38,10 @@ from ..core.uncertainty import (
     rank_cases_for_review,
     structure_entropy,
 )
-from ._common import connect_layer_list_changes, layer_names, notify_errors, run_in_thread, upsert_layer
+from ._case import case_of
+from ._common import notify_errors, run_in_thread, show_error, upsert_layer
+from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
+from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -56,6 +59,8 @@ CLASSES = "classes"
 MEMBERS = "members"
 ENTROPY_COLORMAP = "magma"
 MI_COLORMAP = "viridis"
+#: Most rows the review table shows (all rows stay in ``review_rows``).
+MAX_REVIEW_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,9 @@ class ReviewRow:
     source: str
     structure: StructureUncertainty | None = None
     case: CaseUncertainty | None = None
+    #: What the table calls the row: "lesion 3" (class name and the structure's number within its class,
+    #: largest first) or the image's layer name.
+    label: str = ""
 
 
 def _class_probabilities(data: Any, layout: str) -> np.ndarray:
@@ -142,7 +150,12 @@ def compute_uncertainty_maps(
 
 
 def rank_for_review(
-    sources: Mapping[str, Any], *, by: str = "structures", layout: str = CLASSES, min_voxels: int = 1
+    sources: Mapping[str, Any],
+    *,
+    by: str = "structures",
+    layout: str = CLASSES,
+    min_voxels: int = 1,
+    class_names: Sequence[str] | None = None,
 ) -> list[ReviewRow]:
     """Rows of the review table, most uncertain first; runs off the GUI thread.
 
@@ -156,10 +169,14 @@ def rank_for_review(
         What each layer holds; member stacks are averaged first.
     min_voxels : int
         Leave out structures smaller than this.
+    class_names : sequence of str, optional
+        Names of the classes, for the row labels ("lesion 3"); default "class k".
 
     Returns
     -------
     list of ReviewRow
+        Structures are labelled "<class name> <n>", n numbering the structures of one class of one
+        layer from the largest (1) down.
     """
     if by not in ("structures", "images"):
         raise ValueError(f"by must be 'structures' or 'images', got {by!r}.")
@@ -172,17 +189,47 @@ def rank_for_review(
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
     if by == "images":
-        return [ReviewRow(source=row.name, case=row) for row in rank_cases_for_review(probs)]
+        return [ReviewRow(source=row.name, case=row, label=row.name) for row in rank_cases_for_review(probs)]
     rows: list[ReviewRow] = []
     for name, p in probs.items():
         try:
-            rows.extend(
-                ReviewRow(source=name, structure=s) for s in structure_entropy(p, min_voxels=min_voxels)
-            )
+            structures = structure_entropy(p, min_voxels=min_voxels)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
+        by_class: dict[int, list[StructureUncertainty]] = {}
+        for s in structures:
+            by_class.setdefault(s.class_index, []).append(s)
+        for k, members in by_class.items():
+            members.sort(key=lambda s: (-s.voxels, s.bbox_start))
+            title = _class_name(class_names, k)
+            rows.extend(
+                ReviewRow(source=name, structure=s, label=f"{title} {i}") for i, s in enumerate(members, 1)
+            )
     rows.sort(key=lambda r: (-r.structure.mean_entropy, -r.structure.voxels))  # type: ignore[union-attr]
     return rows
+
+
+def _class_name(class_names: Sequence[str] | None, k: int) -> str:
+    return str(class_names[k]) if class_names is not None and k < len(class_names) else f"class {k}"
+
+
+def member_problem(layer: Any) -> str | None:
+    """Why ``layer`` is not a stack of member probabilities ``(M, C, *spatial)``, or ``None`` if it is."""
+    name = getattr(layer, "name", "?")
+    expected = ("a float Image layer of shape (M, C, *spatial) — samples or ensemble members, C ≥ 2 — whose "
+                "values sum to 1 over C (the second axis)")
+    if type(layer).__name__.lower() != "image" or getattr(layer, "rgb", False):
+        return f"layer {name!r} is a {type(layer).__name__} layer; expected {expected}."
+    data = layer.data
+    shape = tuple(getattr(data, "shape", ()))
+    if not np.issubdtype(np.dtype(getattr(data, "dtype", float)), np.floating):
+        return f"layer {name!r} holds {data.dtype} values; expected {expected}."
+    if len(shape) < 4 or shape[1] < 2 or shape[1] > 64:
+        return f"layer {name!r} has shape {shape}; expected {expected}."
+    sample = _strided_sample(data[0])
+    if sample is not None and not (np.all(np.isfinite(sample)) and np.allclose(sample.sum(0), 1.0, atol=1e-3)):
+        return f"layer {name!r} does not sum to 1 over its second axis; expected {expected}."
+    return None
 
 
 def compute_agreement(
@@ -216,28 +263,36 @@ def compute_agreement(
 
 
 class UncertaintyWidget(Container):
-    """Entropy and mutual-information maps, a review table ranked by segment entropy, Dice vs raters."""
+    """Entropy and mutual-information maps, a review table ranked by segment entropy, Dice vs raters.
+
+    The maps get the probability layer's placement (scale, origin, direction) and case; selecting a
+    review row moves the slider and the camera to the structure's world position.
+    """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self._viewer = viewer
         self.maps: list[MapResult] = []
         self.review_rows: list[ReviewRow] = []
         self.agreement_rows: list[dict[str, Any]] = []
         self.worker: Any = None
+        self._review_layers: dict[str, Any] = {}  # layer name at ranking time -> layer
+        self._class_names: list[str] = []
 
-        self._probabilities = Select(
-            label="Probabilities",
-            choices=self._image_layer_names,
-            tooltip=(
-                "Image layers with class probabilities (C, *spatial), or stacks of samples / ensemble "
-                "members (M, C, *spatial)."
-            ),
-        )
         self._layout = ComboBox(
             label="Layers hold",
             value=CLASSES,
             choices=[("class probabilities (C, …)", CLASSES), ("samples or members (M, C, …)", MEMBERS)],
+        )
+        self._probabilities = LayerSelect(
+            viewer,
+            self._fits_layout,
+            explain=self._layout_problem,
+            label="Probabilities",
+            tooltip=(
+                "Image layers with class probabilities (C, *spatial) summing to 1 over C, or, with 'Layers "
+                "hold: samples or members', stacks of samples / ensemble members (M, C, *spatial)."
+            ),
         )
         self._as_ensemble = CheckBox(text="Selected layers are members of one ensemble", value=False)
         self._compute_maps = PushButton(text="Compute entropy / MI maps")
@@ -254,10 +309,12 @@ class UncertaintyWidget(Container):
             tooltip="Connected structures with fewer voxels are left out of the review table.",
         )
         self._rank = PushButton(text="Rank by segment entropy")
-        self._review_table = Table(value=[[]])
-        self._raters = Select(
+        self._review_table = Table(value=[[]], label="Review")
+        self._raters = LayerSelect(
+            viewer,
+            is_labels_layer,
+            explain=labels_problem,
             label="Raters",
-            choices=self._labels_layer_names,
             tooltip=(
                 "Labels layers, one per rater, to score the arg-max of the first probability layer against."
             ),
@@ -266,19 +323,23 @@ class UncertaintyWidget(Container):
             label="Surface tolerance (mm)", value=2.0, min=0.0, max=100.0, step=0.5
         )
         self._agreement = PushButton(text="Dice vs raters")
-        self._agreement_table = Table(value=[[]])
-        self._status = Label(value="")
+        self._agreement_table = Table(value=[[]], label="Dice")
+        self._status = Label(value="Select probability layers.")
+        self._status.native.setWordWrap(True)
 
-        self._review_table.native.setMinimumHeight(160)
-        self._agreement_table.native.setMinimumHeight(120)
+        fit_table(self._review_table, min_height=160, show_index=False)
+        fit_table(self._agreement_table, min_height=120, show_index=False)
+        for select in (self._probabilities, self._raters):
+            select.native.setMinimumHeight(64)
+        self._layout.changed.connect(self._probabilities.reset_choices)
         self._compute_maps.changed.connect(self._on_compute_maps)
         self._rank.changed.connect(self._on_rank)
         self._agreement.changed.connect(self._on_agreement)
         self._review_table.native.itemSelectionChanged.connect(self._on_row_selected)
         self.extend(
             [
-                self._probabilities,
                 self._layout,
+                self._probabilities,
                 self._as_ensemble,
                 self._compute_maps,
                 self._rank_by,
@@ -292,37 +353,64 @@ class UncertaintyWidget(Container):
                 self._status,
             ]
         )
-        connect_layer_list_changes(viewer, self._refresh_layer_choices)
+        self.root_native_widget.setMinimumSize(300, 240)
+        self._queue = LayerQueue(self.native, failed=self._on_show_failed)
+        self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
 
     # choices ----------------------------------------------------------------------------------------
-    def _image_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "image", skip_uncertainty_maps=True)
+    def _layout_problem(self, layer: Any) -> str | None:
+        """Why ``layer`` does not fit the chosen layout (class probabilities or member stacks)."""
+        if str(self._layout.value) == MEMBERS:
+            return member_problem(layer)
+        return probability_problem(layer)
 
-    def _labels_layer_names(self, _widget: Any = None) -> list[str]:
-        return layer_names(self._viewer, "labels")
+    def _fits_layout(self, layer: Any) -> bool:
+        if not hasattr(self, "_layout"):
+            return is_probability_layer(layer)
+        return self._layout_problem(layer) is None
 
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()
         self._raters.reset_choices()
 
-    def _sources(self) -> dict[str, np.ndarray]:
-        names = list(self._probabilities.value)
-        if not names:
+    def _selected(self) -> list[Any]:
+        layers = list(self._probabilities.value)
+        if not layers:
             raise ValueError("no probability layer selected; select one or more Image layers.")
-        return {n: np.asarray(self._viewer.layers[n].data) for n in names}
+        for layer in layers:
+            problem = self._layout_problem(layer)
+            if problem:
+                raise ValueError(problem)
+        return layers
 
-    def _spatial_geometry(self, source: str, spatial_ndim: int) -> dict[str, tuple[float, ...]]:
-        layer = self._viewer.layers[source]
-        return {
-            "scale": tuple(float(s) for s in layer.scale[-spatial_ndim:]),
-            "translate": tuple(float(t) for t in layer.translate[-spatial_ndim:]),
-        }
+    def _sources(self) -> dict[str, np.ndarray]:
+        layers = self._selected()
+        self._review_layers = {layer.name: layer for layer in layers}
+        self._class_names = self._names_of_classes(layers)
+        return {layer.name: np.asarray(layer.data) for layer in layers}
+
+    def _names_of_classes(self, layers: list[Any]) -> list[str]:
+        axis = 1 if str(self._layout.value) == MEMBERS else 0
+        num_classes = int(layers[0].data.shape[axis])
+        for layer in [*layers, *self._raters.value]:
+            names = (layer.metadata or {}).get("class_names")
+            if names is not None and len(names) >= num_classes:
+                return [str(n) for n in list(names)[:num_classes]]
+        return [f"class {k}" for k in range(num_classes)]
 
     def _set_busy(self, busy: bool, message: str = "") -> None:
         for button in (self._compute_maps, self._rank, self._agreement):
             button.enabled = not busy
         if message:
             self._status.value = message
+
+    def _on_failed(self, _exc: BaseException) -> None:
+        self._queue.cancel()
+        self._set_busy(False, "Failed; see the notification.")
+
+    def _on_show_failed(self, exc: BaseException) -> None:
+        show_error(f"Uncertainty maps failed: {exc}")
+        self._set_busy(False, f"Failed: {exc}")
 
     # maps -------------------------------------------------------------------------------------------
     def _on_compute_maps(self, _value: Any = None) -> Any:
@@ -332,7 +420,7 @@ class UncertaintyWidget(Container):
         """Compute the entropy / MI maps of the selected layers in a worker; returns the worker."""
         with notify_errors("Uncertainty maps"):
             sources = self._sources()
-            self._set_busy(True, "Computing maps…")
+            self._set_busy(True, "Computing the entropy maps…")
             self.worker = run_in_thread(
                 compute_uncertainty_maps,
                 sources,
@@ -340,27 +428,38 @@ class UncertaintyWidget(Container):
                 as_ensemble=bool(self._as_ensemble.value),
                 action="Uncertainty maps",
                 returned=self._show_maps,
-                finished=lambda: self._set_busy(False),
+                errored=self._on_failed,
             )
             return self.worker
         return None
 
     def _show_maps(self, maps: list[MapResult]) -> None:
-        for result in maps:
-            colormap = ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP
+        """Add or update the maps, one layer per event-loop turn; then re-enable the buttons."""
+        layers = dict(self._review_layers)
+
+        def add(result: MapResult) -> None:
+            source = layers.get(result.source)
+            if source is None:
+                raise ValueError(f"the probability layer {result.source!r} was removed.")
             upsert_layer(
                 self._viewer,
                 result.data,
                 name=result.name,
                 layer_type="image",
-                colormap=colormap,
+                geometry=source,
+                case=case_of(source),
+                colormap=ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP,
                 contrast_limits=(0.0, 1.0),
                 blending="additive",
                 metadata={"uncertainty_map": True, "kind": result.kind, "source": result.source},
-                **self._spatial_geometry(result.source, result.data.ndim),
             )
-        self.maps = maps
-        self._status.value = f"Updated {len(maps)} map(s): " + ", ".join(m.name for m in maps)
+            self._status.value = f"Showing {result.name}…"
+
+        def done() -> None:
+            self.maps = maps
+            self._set_busy(False, f"Updated {len(maps)} map(s): " + ", ".join(m.name for m in maps))
+
+        self._queue.run([lambda r=r: add(r) for r in maps], done=done)
 
     # review table -----------------------------------------------------------------------------------
     def _on_rank(self, _value: Any = None) -> Any:
@@ -377,6 +476,7 @@ class UncertaintyWidget(Container):
                 by=str(self._rank_by.value),
                 min_voxels=int(self._min_size.value),
                 layout=str(self._layout.value),
+                class_names=list(self._class_names),
                 action="Review ranking",
                 returned=self._show_review,
                 finished=lambda: self._set_busy(False),
@@ -386,41 +486,46 @@ class UncertaintyWidget(Container):
 
     def _show_review(self, rows: list[ReviewRow]) -> None:
         self.review_rows = rows
+        shown = rows[:MAX_REVIEW_ROWS]
         if rows and rows[0].case is not None:
-            num_classes = len(rows[0].case.per_class)
             self._review_table.value = {
                 "data": [
-                    [_cell(r.case.score)] + [_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
-                    for r in rows
+                    [r.label, _cell(r.case.score)] + [_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
+                    for r in shown
                 ],
-                "index": [r.source for r in rows],
-                "columns": ["mean segment entropy"] + [f"class {k}" for k in range(1, num_classes)],
+                "index": _row_numbers(shown),
+                "columns": ["image", "mean H"] + self._class_names[1:len(rows[0].case.per_class)],
             }
         else:
             self._review_table.value = {
                 "data": [
-                    [
-                        r.source,
-                        s.class_index,
-                        s.component,
-                        s.voxels,
-                        _cell(s.mean_entropy),
-                        ", ".join(f"{c:.1f}" for c in s.centroid),
-                    ]
-                    for r in rows
+                    [r.label, f"{s.voxels:,}", _cell(s.mean_entropy), r.source]
+                    for r in shown
                     for s in [r.structure]
                     if s is not None
                 ],
-                "index": [str(i + 1) for i in range(len(rows))],
-                "columns": ["layer", "class", "structure", "voxels", "mean entropy", "centroid (voxels)"],
+                "index": _row_numbers(shown),
+                "columns": ["structure", "voxels", "mean H (nats)", "layer"],
             }
-        self._status.value = f"{len(rows)} row(s), most uncertain first. Select a row to go there."
+        more = f" (the first {MAX_REVIEW_ROWS} shown)" if len(rows) > MAX_REVIEW_ROWS else ""
+        self._status.value = f"{len(rows)} row(s){more}, most uncertain first. Select a row to go there."
 
     def _on_row_selected(self) -> None:
         rows = sorted({index.row() for index in self._review_table.native.selectedIndexes()})
         if rows:
             with notify_errors("Go to review row"):
                 self.jump_to(rows[0])
+
+    def world_position(self, row: int) -> np.ndarray:
+        """World coordinates of review row ``row``'s structure centroid (with the layer's scale, origin, direction)."""
+        entry = self.review_rows[row]
+        structure = entry.structure
+        if structure is None:
+            raise ValueError(f"row {row} is an image, not a structure.")
+        layer = self._review_layers.get(entry.source)
+        if layer is None or layer not in self._viewer.layers:
+            raise ValueError(f"the probability layer {entry.source!r} of this row is no longer in the viewer.")
+        return Geometry.of(layer, ndim=len(structure.centroid)).index_to_world(structure.centroid)
 
     def jump_to(self, row: int) -> None:
         """Show review row ``row``: move slice and camera to the structure, or show only that image."""
@@ -429,24 +534,23 @@ class UncertaintyWidget(Container):
         entry = self.review_rows[row]
         viewer = self._viewer
         if entry.case is not None:
-            ranked = {r.source for r in self.review_rows}
-            for name in ranked:
-                if name in viewer.layers:
-                    viewer.layers[name].visible = name == entry.source
-            viewer.layers.selection.active = viewer.layers[entry.source]
+            ranked = {r.source: self._review_layers.get(r.source) for r in self.review_rows}
+            for layer in ranked.values():
+                if layer is not None and layer in viewer.layers:
+                    layer.visible = layer is ranked[entry.source]
+            if ranked[entry.source] is not None:
+                viewer.layers.selection.active = ranked[entry.source]
             return
-        structure = entry.structure
-        assert structure is not None
-        spatial_ndim = len(structure.centroid)
-        geometry = self._spatial_geometry(entry.source, spatial_ndim)
-        world = np.asarray(structure.centroid) * geometry["scale"] + geometry["translate"]
+        world = self.world_position(row)
+        spatial_ndim = len(world)
         offset = viewer.dims.ndim - spatial_ndim
         displayed = list(viewer.dims.displayed)
-        for i, value in enumerate(world):
-            if offset + i not in displayed:
-                viewer.dims.set_point(offset + i, float(value))
+        axes = [offset + i for i in range(spatial_ndim) if offset + i not in displayed]
+        if axes:
+            viewer.dims.set_point(axes, [float(world[axis - offset]) for axis in axes])
         centre = [float(world[axis - offset]) for axis in displayed if axis >= offset]
         _camera(viewer).center = tuple(centre)
+        self._status.value = f"{entry.label}: centre at " + ", ".join(f"{v:.1f}" for v in world) + " mm"
 
     # Dice vs raters ---------------------------------------------------------------------------------
     def _on_agreement(self, _value: Any = None) -> Any:
@@ -457,11 +561,13 @@ class UncertaintyWidget(Container):
         with notify_errors("Dice vs raters"):
             sources = self._sources()
             name, probs = next(iter(sources.items()))
-            rater_names = list(self._raters.value)
-            raters = {n: np.asarray(self._viewer.layers[n].data) for n in rater_names}
-            spacing = (
-                tuple(float(s) for s in self._viewer.layers[rater_names[0]].scale) if rater_names else None
-            )
+            rater_layers = list(self._raters.value)
+            for layer in rater_layers:
+                problem = labels_problem(layer)
+                if problem:
+                    raise ValueError(problem)
+            raters = {layer.name: np.asarray(layer.data) for layer in rater_layers}
+            spacing = Geometry.of(rater_layers[0]).spacing if rater_layers else None
             self._set_busy(True, f"Scoring {name} against {len(raters)} rater(s)…")
             self.worker = run_in_thread(
                 compute_agreement,
@@ -481,13 +587,16 @@ class UncertaintyWidget(Container):
         self.agreement_rows = rows
         self._agreement_table.value = {
             "data": [
-                [r["reference"], r["class_index"], _cell(r["dice"]), _cell(r["surface_dice"])] for r in rows
+                [r["reference"], _class_name(self._class_names, r["class_index"]), _cell(r["dice"]),
+                 _cell(r["surface_dice"])]
+                for r in rows
             ],
-            "index": [str(i + 1) for i in range(len(rows))],
+            "index": _row_numbers(rows),
             "columns": ["reference", "class", "Dice", "surface Dice"],
         }
         self._status.value = (
-            f"Dice and surface Dice against {len({r['reference'] for r in rows})} reference(s)."
+            f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
+            f"{len({r['reference'] for r in rows})} reference(s)."
         )
 
 
@@ -495,6 +604,10 @@ def _camera(viewer: napari.viewer.Viewer) -> Any:
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _row_numbers(rows: Sequence[Any]) -> list[str]:
+    return [str(i + 1) for i in range(len(rows))]
 
 
 def _cell(value: Any) -> Any:
