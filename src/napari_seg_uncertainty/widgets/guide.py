@@ -1,7 +1,12 @@
 """Dock widget "Guide": walks a new user through the whole workflow on demo data, step by step.
 
 The Guide docks the plugin's six widgets (tabbed, each in a scroll area), loads a demo data set, and
-offers one button per step. A step button fills the step's widget with the demo settings, brings its
+offers one button per step. Loading never freezes the window: the heavy imports (PyTorch, MONAI) and the
+demo data are prepared in a worker thread while the Guide says "Loading …", then the docks and the layers
+arrive one per event-loop turn. Steps run as a queue of small actions; the Guide checks a step's public
+result attributes (a few attribute reads) at most every 100 ms while the widget's worker runs.
+
+A step button fills the step's widget with the demo settings, brings its
 tab to the front, presses the widget's own button(s) and explains in the text box what to look at.
 *Run all steps* chains the steps. Nothing here computes anything itself: every number comes from
 the widgets, which call :mod:`napari_seg_uncertainty.core`.
@@ -21,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
+from psygnal import Signal
 
 from ..demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
-from ._common import notify_errors, show_error
+from ._common import notify_errors, run_in_thread, show_error
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +51,8 @@ PREDICTION_PREFIX = {key: label for key, (label, *_rest) in MODELS.items()}
 RENAMED = {"prediction probabilities": "", "prediction labels": " labels", "prediction entropy": " entropy"}
 #: Longest a step may take before the Guide gives up waiting (seconds).
 STEP_TIMEOUT_S = 1800.0
+#: How often a running step's result is checked while the widget works (an action that is done at once
+#: goes straight on to the next, one event-loop turn later).
 POLL_MS = 100
 #: Width of the tabbed widget docks (pixels).
 DOCK_WIDTH = 560
@@ -52,12 +60,14 @@ DOCK_WIDTH = 560
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the workflow: its button text, the widget it uses and the explanation shown."""
+    """One step of the workflow: its button text, the widget it uses, the explanation shown and what
+    the status line says when it is done."""
 
     key: str
     title: str
     widget: str
     text: str
+    done: str = ""
 
 
 STEPS = (
@@ -71,6 +81,7 @@ show a rater with its eye icon). <i>rater entropy</i> is 0 (black) where all rat
 where they disagree: the borders, and the small nodule that some raters missed. The <b>Load raters</b>
 tab lists the pairwise Dice per class and the per-class volumes; the <i>agreement: …</i> layers
 (hidden) give the fraction of raters who chose each class.""",
+        "raters loaded, their agreement measured",
     ),
     Step(
         "soft_labels",
@@ -82,6 +93,7 @@ probability of the organ (SVLS of each rater, averaged): 1 inside, 0 outside, an
 the borders where raters disagree. <i>soft B</i> is the one-hot majority vote; <i>soft A − B</i>
 shows where they differ (green: mSVLS higher, pink: lower). Try another <b>Method</b> or σ: the
 layers update in place.""",
+        "soft labels compared (mSVLS against the one-hot majority vote)",
     ),
     Step(
         "train_svls",
@@ -95,6 +107,7 @@ image that strip holds little but the organ's lower edge, so they stay low: judg
 prediction. When it ends, <i>mSVLS U-Net</i> (class probabilities), <i>mSVLS U-Net labels</i> and
 <i>mSVLS U-Net entropy</i> are added: the entropy is bright where the model is unsure, along the borders
 where the raters disagreed.""",
+        "U-Net trained on mSVLS, its prediction added",
     ),
     Step(
         "train_ssn",
@@ -105,6 +118,7 @@ where the raters disagreed.""",
 distribution of segmentations (a mean and a low-rank covariance of the logits), learning from a random
 rater at each step. Its layers are named <i>SSN</i>, <i>SSN labels</i> and <i>SSN entropy</i> (the
 probabilities average 20 samples).""",
+        "SSN trained, its prediction added",
     ),
     Step(
         "ssn_samples",
@@ -117,6 +131,7 @@ slider multiplies that class's noise (0: that class as in the mean prediction; 3
 variation; negative: the mirror image), and <b>Temperature</b> scales all noise (0 gives the mean
 prediction). The sample on screen is redrawn as you move them. <i>GED²</i> compares the samples with
 the raters (lower is better); <i>diversity</i> is how much the samples (or the raters) differ.""",
+        "SSN samples drawn, GED² and diversity measured",
     ),
     Step(
         "calibration",
@@ -128,6 +143,7 @@ shows how often the prediction was right in each bin (bars; against the raters, 
 share of raters who agree). A calibrated model's bars follow the diagonal; bars below it mean
 overconfidence (orange gaps). ECE summarises the gaps in %. Switch <b>Plot</b> to <i>Entropy:
 prediction vs raters</i> to compare the model's uncertainty with the raters' disagreement.""",
+        "reliability diagrams drawn",
     ),
     Step(
         "uncertainty",
@@ -138,6 +154,7 @@ prediction vs raters</i> to compare the model's uncertainty with the raters' dis
 The review table ranks the predicted structures by their mean entropy, most uncertain first: click a
 row to jump to that structure. The last table gives the Dice of the mSVLS U-Net against each rater
 and their majority vote.""",
+        "uncertainty maps, review table and Dice against the raters ready",
     ),
 )
 _STEP_BY_KEY = {step.key: step for step in STEPS}
@@ -146,6 +163,29 @@ _INTRO = """
 <b>Guided workflow.</b> Press the numbered buttons in order (or <b>Run all steps</b>): each fills in the
 widget of that step with the demo settings, presses its button and explains here what to look at. The
 widgets stay editable: change any setting and press their own buttons to explore."""
+
+_LOADING = """
+<b>Loading …</b> The window is ready to use while the demo starts: PyTorch and MONAI are imported and the
+demo data are built in the background, then the plugin's widgets are docked on the right and the image
+and the four raters appear. The numbered buttons wake up when everything is in place."""
+
+#: A queued action: (status text, action, done check).
+Action = tuple[str, Callable[[], Any], Callable[[], bool]]
+
+
+def _prepare_demo(dataset: str, seed: int) -> tuple[Any, Any, list[Any]]:
+    """Worker-thread part of loading: the heavy imports and the demo data (nothing touches Qt widgets).
+
+    Imports PyTorch, MONAI and the widget modules and warms up the training kernels, so that creating
+    the widgets and the first training step later cost the GUI thread little.
+    """
+    from .._sample_data import rater_layer_data
+    from . import calibration, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
+    from . import train as train_module
+
+    train_module._preload_training_modules()
+    image, raters = load_demo_data(dataset, seed=seed)
+    return image, raters, rater_layer_data(image, raters)
 
 
 class WorkflowGuide(Container):
@@ -161,6 +201,13 @@ class WorkflowGuide(Container):
     seed : int
         Seed filled into the widgets.
 
+    Attributes
+    ----------
+    ready : bool
+        Whether demo data are loaded and the widgets docked (the step buttons work).
+    loaded : psygnal.Signal
+        Emitted with the data set's name when loading has finished.
+
     Examples
     --------
     >>> import napari  # doctest: +SKIP
@@ -169,6 +216,8 @@ class WorkflowGuide(Container):
     >>> guide.dock(); guide.load_demo_data("phantom2d")  # doctest: +SKIP
     >>> guide.run_all()  # doctest: +SKIP
     """
+
+    loaded = Signal(str)
 
     def __init__(
         self, viewer: napari.viewer.Viewer, *, training: DemoTraining | None = None, seed: int = 0
@@ -189,10 +238,14 @@ class WorkflowGuide(Container):
         self.checkpoints: dict[str, str] = {}
         self.run_root: Path | None = None
         self.current_step: str | None = None
-        self.running: str | None = None  # the step (or "all") being run
-        self._queue: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = []
+        self.running: str | None = None  # the step (or "all", "load") being run
+        self.ready = False
+        self._queue: list[Action] = []
         self._deadline = 0.0
         self._docked = False
+        self._prepared: tuple[Any, Any, list[Any]] | None = None
+        self._load_error: BaseException | None = None
+        self._done: Callable[[], bool] = lambda: True
 
         self._dataset = ComboBox(
             label="Demo data", choices=[(f"{k}: {v}", k) for k, v in DATASETS.items()], value=WORKFLOW_DATASET
@@ -201,6 +254,7 @@ class WorkflowGuide(Container):
         self._buttons = {step.key: PushButton(text=step.title) for step in STEPS}
         self._run_all = PushButton(text="Run all steps")
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         buttons = [*self._buttons.values(), self._run_all]
         per_row = 3
         rows = [
@@ -208,11 +262,16 @@ class WorkflowGuide(Container):
             for i in range(0, len(buttons), per_row)
         ]
         data_row = Container(layout="horizontal", labels=False, widgets=[self._dataset, self._load])
-        controls = Container(labels=False, widgets=[data_row, *rows, self._status])
-        controls.native.setMaximumWidth(720)
-        for container in (controls, data_row, *rows):
+        #: The controls, in a scroll area (the Guide dock is short; nothing is ever out of reach).
+        self.controls = Container(labels=False, scrollable=True, widgets=[data_row, *rows, self._status])
+        for container in (self.controls, data_row, *rows):
             container.margins = (0, 0, 0, 0)
-        self.append(controls)
+        scroll = self.controls.root_native_widget
+        scroll.setFrameShape(scroll.Shape.NoFrame)
+        scroll.setMaximumWidth(740)
+        scroll.setMinimumHeight(60)
+        # napari docks a magicgui widget's ``native``, the widget inside a scroll area: embed the area itself
+        self.native.layout().addWidget(scroll, 0)
         self._text = QTextBrowser()
         self._text.setOpenExternalLinks(False)
         self._text.setMinimumWidth(320)
@@ -220,6 +279,7 @@ class WorkflowGuide(Container):
         self._text.setHtml(_INTRO)
         self.native.layout().addWidget(self._text, 1)
         self.native.setMaximumHeight(180)
+        self.native.setMinimumHeight(90)
 
         self._load.changed.connect(
             lambda: self._guarded("Loading the demo data", lambda: self.load_demo_data(self._dataset.value))
@@ -235,22 +295,28 @@ class WorkflowGuide(Container):
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     # docking ----------------------------------------------------------------------------------------
-    def dock(self) -> None:
-        """Dock the Guide at the bottom and the six widgets tabbed on the right (idempotent)."""
+    def dock_guide(self) -> None:
+        """Dock the Guide itself at the bottom (idempotent); the widgets come with :meth:`dock`."""
         from qtpy.QtCore import Qt
 
-        if not self._docked:
-            self._docked = True
-            window = self.viewer.window
-            if self.native.parent() is None:
-                window.add_dock_widget(self, name="Guide", area="bottom")
-            else:  # opened from the Plugins menu (napari docked us on the right): move to the bottom
-                dock = self._own_dock()
-                if dock is not None:
-                    self._main_window().addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        if not self.widgets:
-            self._dock_widgets()
-            self.show_tab("load_raters")
+        if self._docked:
+            return
+        self._docked = True
+        if self.native.parent() is None:
+            self.viewer.window.add_dock_widget(self, name="Guide", area="bottom")
+        else:  # opened from the Plugins menu (napari docked us on the right): move to the bottom
+            dock = self._own_dock()
+            if dock is not None:
+                self._main_window().addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+
+    def dock(self) -> None:
+        """Dock the Guide at the bottom and the six widgets tabbed on the right (idempotent)."""
+        self.dock_guide()
+        missing = [key for key in DOCKS if key not in self.widgets]
+        for key in missing:
+            self._dock_widget(key)
+        if missing:
+            self._after_docking()
 
     def _own_dock(self) -> Any:
         return _dock_of(self.native)
@@ -281,11 +347,13 @@ class WorkflowGuide(Container):
             self.dock()
         return self.widgets[key]
 
-    def _dock_widgets(self) -> None:
-        """Create the six widgets and dock them as one tab group on the right, in workflow order.
+    def _dock_widget(self, key: str) -> None:
+        """Create widget ``key`` and dock it as a tab of the group on the right, in workflow order.
 
-        Each widget sits in a scroll area, so the window fits a laptop screen however long the widget.
-        The Train widget docks its own *Training curves*; that dock joins the group after *Train*.
+        Every dock scrolls, so the window fits a laptop screen however long the widget: a widget that
+        scrolls itself (Train) is docked as it is, a magicgui ``scrollable`` container with its scroll
+        area (napari alone would dock the inner widget), any other inside a new scroll area. The Train
+        widget docks its own *Training curves*; that dock joins the group after *Train*.
         """
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QDockWidget, QFrame, QLabel, QScrollArea
@@ -293,41 +361,74 @@ class WorkflowGuide(Container):
         window = self.viewer.window
         qt_window = self._main_window()
         events = self.viewer.layers.events
-        previous: Any = None
-        first: Any = None
-        for key, name in DOCKS.items():
-            widget = self._make_widget(key)
-            for label in widget.native.findChildren(QLabel):  # long status lines wrap in the narrow dock
-                label.setWordWrap(True)
+        previous = self._last_tab()
+        widget = self._make_widget(key)
+        for label in widget.native.findChildren(QLabel):  # long status lines wrap in the narrow dock
+            label.setWordWrap(True)
+        root = widget.root_native_widget
+        own_scroll = [child for child in widget.native.children() if isinstance(child, QScrollArea)]
+        if isinstance(root, QScrollArea) or own_scroll:
+            area = root if isinstance(root, QScrollArea) else own_scroll[0]
+            docked = root
+            if isinstance(root, QScrollArea):
+                root._magic_widget = widget  # napari's dock_widgets[name] then gives the magicgui widget
+        else:
             area = QScrollArea()
             area.setWidgetResizable(True)
             area.setFrameShape(QFrame.Shape.NoFrame)
             area.setWidget(widget.native)
-            area.setMinimumWidth(min(int(widget.native.sizeHint().width()) + 24, DOCK_WIDTH - 60))
-            window.add_dock_widget(area, name=name, area="right", add_vertical_stretch=False)
-            dock = _dock_of(area)
-            # napari refreshes the choices of magicgui docks on layer events; so do we for the wrapped one
+            docked = area
+        docked.setMinimumWidth(min(int(widget.native.sizeHint().width()) + 24, DOCK_WIDTH - 60))
+        window.add_dock_widget(docked, name=DOCKS[key], area="right", add_vertical_stretch=False)
+        dock = _dock_of(docked)
+        # napari refreshes the choices of magicgui docks on layer events; so do we for a wrapped one
+        if docked is not widget.native:
             for event in (events.inserted, events.removed, events.reordered, events.renamed):
                 event.connect(widget.reset_choices)
-            self.widgets[key] = widget
-            self._scroll_areas[key] = area
-            first = first or dock
-            docks = [dock]
-            if key == "train":  # the curves dock the Train widget added: move it behind the Train tab
-                curves = [
-                    d for d in qt_window.findChildren(QDockWidget) if d.windowTitle() == "Training curves"
-                ]
-                for extra in curves:
-                    qt_window.removeDockWidget(extra)
-                    qt_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, extra)
-                    extra.show()
-                docks += curves
-            for item in docks:
-                if previous is not None:
-                    qt_window.tabifyDockWidget(previous, item)
-                previous = item
-        if first is not None:
-            qt_window.resizeDocks([first], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        self.widgets[key] = widget
+        self._scroll_areas[key] = area
+        docks = [dock]
+        if key == "train":  # the curves dock the Train widget added: move it behind the Train tab
+            curves = [d for d in qt_window.findChildren(QDockWidget) if d.windowTitle() == "Training curves"]
+            for extra in curves:
+                qt_window.removeDockWidget(extra)
+                qt_window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, extra)
+                extra.show()
+            docks += curves
+        for item in docks:
+            if previous is not None:
+                qt_window.tabifyDockWidget(previous, item)
+            previous = item
+        self._tabs = [*getattr(self, "_tabs", []), *docks]
+
+    def _last_tab(self) -> Any:
+        tabs = [d for d in getattr(self, "_tabs", []) if _alive(d)]
+        return tabs[-1] if tabs else None
+
+    def _after_docking(self) -> None:
+        """Width of the tab group, whole tab titles, the first tab in front."""
+        from qtpy.QtCore import Qt, QTimer
+
+        tabs = [d for d in getattr(self, "_tabs", []) if _alive(d)]
+        if tabs:
+            self._main_window().resizeDocks([tabs[0]], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        self._whole_tab_titles()
+        QTimer.singleShot(0, self._whole_tab_titles)  # Qt makes the tab bars while laying out
+        self.show_tab("load_raters")
+
+    def _whole_tab_titles(self) -> None:
+        """Tab titles in full ("Training curves", not "Tr…"); the tab bar scrolls when they do not fit."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QTabBar
+
+        window = self._main_window()
+        if not _alive(window):
+            return
+        for bar in window.findChildren(QTabBar):
+            if bar.parent() is window:  # the tab bars of tabbed docks (not those inside widgets)
+                bar.setElideMode(Qt.TextElideMode.ElideNone)
+                bar.setUsesScrollButtons(True)
+                bar.setExpanding(False)
 
     def show_tab(self, key: str) -> None:
         """Bring the tab of widget ``key`` (or ``"curves"``, the training curves) to the front."""
@@ -348,28 +449,107 @@ class WorkflowGuide(Container):
         return self.native.window()
 
     # data -------------------------------------------------------------------------------------------
-    def load_demo_data(self, dataset: str = WORKFLOW_DATASET) -> None:
-        """Replace the viewer's layers with demo data set ``dataset`` and compute the rater statistics."""
-        from .._sample_data import rater_layer_data
+    def load_demo_data(self, dataset: str = WORKFLOW_DATASET, *, wait: bool = True) -> None:
+        """Replace the viewer's layers with demo data set ``dataset`` and compute the rater statistics.
 
+        The window stays responsive throughout: the imports and the data are prepared in a worker
+        thread, the docks and layers added one per event-loop turn, while the Guide shows "Loading …".
+        With ``wait`` (default) this returns when all is loaded (Qt events run meanwhile); without,
+        it returns at once and :attr:`ready` / :attr:`loaded` tell when it is done.
+        """
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}.")
         if self.running is not None:
-            raise RuntimeError(f"the Guide is still running step {self.running!r}; wait until it finishes.")
-        image, raters = load_demo_data(dataset, seed=self.seed)
-        self.viewer.layers.clear()
-        self.checkpoints.clear()
-        for data, kwargs, kind in rater_layer_data(image, raters):
-            layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-            if kind == "labels":
-                layer.visible, layer.contour, layer.opacity = True, 1, 0.9  # outlines of every rater
+            raise RuntimeError(f"the Guide is still running {self._running_words()}; wait until it finishes.")
+        self.dock_guide()
+        self.ready = False
+        self._prepared, self._load_error = None, None
+        self._text.setHtml(_LOADING)
         with self._dataset.changed.blocked():
             self._dataset.value = dataset
-        loader = self.widget("load_raters")
-        loader.load_from_layers(raters.rater_names)
-        self.viewer.reset_view()
+        self._start_queue("load", self._load_actions(dataset))
+        if wait:
+            self.wait()
+
+    def wait(self, timeout_s: float = STEP_TIMEOUT_S) -> None:
+        """Return when the Guide has finished what it is running (Qt events run meanwhile)."""
+        from qtpy.QtCore import QEventLoop, QTimer
+
+        deadline = time.monotonic() + timeout_s
+        while self.running is not None and time.monotonic() < deadline:
+            loop = QEventLoop()
+            QTimer.singleShot(20, loop.quit)
+            loop.exec()
+
+    def _load_actions(self, dataset: str) -> list[Action]:
+        """The queue that loads ``dataset``: worker-thread preparation, then one dock or layer per turn."""
+
+        def prepare() -> None:
+            def keep(result: Any) -> None:
+                self._prepared = result
+
+            def failed(exc: BaseException) -> None:
+                self._load_error = exc
+
+            self._prepare_worker = run_in_thread(
+                _prepare_demo, dataset, self.seed, action="Loading the demo data", returned=keep, errored=failed
+            )
+
+        def prepared() -> bool:
+            if self._load_error is not None:
+                raise RuntimeError(f"the demo data could not be prepared ({self._load_error})")
+            return self._prepared is not None
+
+        actions: list[Action] = [(f"Loading {DATASETS[dataset]}: PyTorch, MONAI and the data", prepare, prepared)]
+        for key in DOCKS:
+            if key not in self.widgets:
+                actions.append((f"Loading: docking {DOCKS[key]}", lambda k=key: self._dock_widget(k), lambda: True))
+        actions.append(("Loading: laying out the docks", self._after_docking, lambda: True))
+
+        def clear() -> None:
+            self.viewer.layers.clear()
+            self.checkpoints.clear()
+
+        actions.append(("Loading: removing the previous layers", clear, lambda: True))
+
+        def add_layers() -> None:  # one layer per event-loop turn: queued in front of what follows
+            count = len(self._prepared[2])
+            self._queue[0:0] = [
+                (f"Loading: layer {i + 1} of {count}", lambda i=i: self._add_layer(i), lambda: True)
+                for i in range(count)
+            ]
+
+        actions.append(("Loading: the image and the raters", add_layers, lambda: True))
+
+        def statistics() -> None:
+            _, raters, _ = self._prepared
+            self.widget("load_raters").load_from_layers(list(raters.rater_names))
+
+        loader_done = lambda: self.widgets["load_raters"].statistics is not None  # noqa: E731
+        actions.append(("Loading: rater statistics", statistics, loader_done))
+        return actions
+
+    def _add_layer(self, index: int) -> None:
+        data, kwargs, kind = self._prepared[2][index]
+        layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        if kind == "labels":
+            layer.visible, layer.contour, layer.opacity = True, 1, 0.9  # outlines of every rater
+
+    def _loaded(self) -> str:
+        """Loading has finished: fit the image to the canvas once the layout has settled."""
+        from qtpy.QtCore import QTimer
+
+        dataset = self._dataset.value
+        self.ready = True
         self._show_text("raters")
-        self._status.value = f"Loaded {DATASETS[dataset]}."
+        self.viewer.reset_view()
+        QTimer.singleShot(100, self._fit_view)  # after the docks and the maximised window are laid out
+        self.loaded.emit(dataset)
+        return f"Loaded {DATASETS[dataset]}. Press 1 to start."
+
+    def _fit_view(self) -> None:
+        if _alive(self.native):
+            self.viewer.reset_view()
 
     def rater_layers(self) -> list[str]:
         """Names of the Labels layers that hold raters (``"rater"`` in their metadata)."""
@@ -436,8 +616,7 @@ class WorkflowGuide(Container):
 
         _, head, loss, target = MODELS[model]
         settings = self.training
-        widget._image.value = self.image_layer()
-        widget._raters.value = raters
+        widget.select_layers(self.image_layer(), raters)
         widget.set_method(head, loss)
         widget._target.value = target
         size = next(
@@ -522,6 +701,7 @@ class WorkflowGuide(Container):
         step = _STEP_BY_KEY[key]
 
         def prepare() -> None:
+            self._step_key = key
             self.prepare_step(key)
 
         actions: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = [
@@ -531,9 +711,9 @@ class WorkflowGuide(Container):
         if key == "raters":
             actions.append(
                 (
-                    "Computing the rater statistics",
-                    widget._use_layers.native.click,
-                    lambda: widget.statistics is not None,
+                    "computing the rater statistics",
+                    lambda: widget.load_from_layers(self.rater_layers()),
+                    lambda: widget.statistics is not None and not widget.busy,
                 )
             )
         elif key == "soft_labels":
@@ -657,7 +837,7 @@ class WorkflowGuide(Container):
 
     def run_all(self) -> None:
         """Run every step in order (each starts when the previous one has finished)."""
-        queue: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = []
+        queue: list[Action] = []
         for step in STEPS:
             queue.append(
                 (
@@ -670,37 +850,76 @@ class WorkflowGuide(Container):
 
     @property
     def busy(self) -> bool:
-        """Whether a step (or *Run all steps*) is running."""
+        """Whether a step (or *Run all steps*, or loading) is running."""
         return self.running is not None
 
-    def _start_queue(self, name: str, queue: list[tuple[str, Callable[[], Any], Callable[[], bool]]]) -> None:
+    def _step_words(self, key: str | None) -> str:
+        """"step 3 of 7" for step ``key``."""
+        keys = [step.key for step in STEPS]
+        return f"step {keys.index(key) + 1} of {len(keys)}" if key in keys else "a step"
+
+    def _running_words(self) -> str:
+        if self.running == "load":
+            return "the loading of the demo data"
+        if self.running == "all":
+            return "all steps"
+        return self._step_words(self.running)
+
+    def _start_queue(self, name: str, queue: list[Action]) -> None:
         if self.running is not None:
-            raise RuntimeError(f"the Guide is still running {self.running!r}; wait until it finishes.")
+            raise RuntimeError(f"the Guide is still running {self._running_words()}; wait until it finishes.")
         self.running = name
+        self._step_key: str | None = name if name in _STEP_BY_KEY else None
         self._queue = list(queue)
         self._set_buttons(False)
-        self._done: Callable[[], bool] = lambda: True
+        self._done = lambda: True
+        self._timer.setInterval(0)
         self._timer.start()
 
     def _poll(self) -> None:
+        """Run the next queued action when the current one is done (a timer tick; never blocks).
+
+        An action that is done at once is followed by the next one on the next event-loop turn; while
+        a widget works in its worker thread, its result is checked every ``POLL_MS``.
+        """
         try:
             if not self._done():
                 if time.monotonic() > self._deadline:
                     raise TimeoutError(
                         f"'{self._status.value}' did not finish within {STEP_TIMEOUT_S:.0f} s."
                     )
+                self._timer.setInterval(POLL_MS)
                 return
             if not self._queue:
-                self._finish(f"Done: {self.running if self.running != 'all' else 'all steps'}.")
+                self._finish(self._done_message())
                 return
             description, action, done = self._queue.pop(0)
-            self._status.value = f"{description}…"
+            step = self._step_key
+            self._status.value = (
+                f"{self._step_words(step).capitalize()}: {description}…" if step else f"{description}…"
+            )
             self._deadline = time.monotonic() + STEP_TIMEOUT_S
             self._done = done
+            self._timer.setInterval(0)
             action()
         except Exception as exc:  # noqa: BLE001 - a failing step becomes a notification, the Guide stays usable
-            self._finish(f"Stopped: {exc}")
-            show_error(f"Guide step failed: {exc}")
+            if self.running == "load":
+                where = "loading the demo data"
+            else:
+                step = _STEP_BY_KEY.get(self._step_key or "")
+                where = f"{self._step_words(self._step_key)} ({step.title.split('. ', 1)[-1]})" if step else "a step"
+            self._finish(f"Stopped at {where}: {exc}")
+            show_error(f"Guide: stopped at {where}: {exc}")
+
+    def _done_message(self) -> str:
+        """The status line once the queue has run, in words."""
+        if self.running == "load":
+            return self._loaded()
+        if self.running == "all":
+            return (f"Done: all {len(STEPS)} steps — raters, soft labels, two trained models, SSN samples, "
+                    "calibration and uncertainty maps.")
+        step = _STEP_BY_KEY[self.running]
+        return f"Done: {self._step_words(step.key)}, {step.done}."
 
     def _finish(self, message: str) -> None:
         self._timer.stop()
@@ -742,6 +961,17 @@ class WorkflowGuide(Container):
         layer.name = name
         if name.endswith(" labels"):
             layer.visible = False  # keep the image readable; the entropy says more
+
+
+def _alive(qt_object: Any) -> bool:
+    """Whether a Qt object still exists (its C++ side has not been deleted)."""
+    if qt_object is None:
+        return False
+    try:
+        qt_object.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _dock_of(widget: Any) -> Any:
