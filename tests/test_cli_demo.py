@@ -235,10 +235,13 @@ def test_headless_demo_rejects_bad_arguments(tmp_path):
         load_demo_data("x")
 
 
-def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer):
+def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     guide = run_gui_demo("phantom2d", viewer=viewer)
     assert guide.viewer is viewer
+    load = guide.widgets["load_raters"]
+    # Load raters adds its layers one per event-loop turn (the window stays responsive)
+    qtbot.waitUntil(lambda: not load.busy and "rater entropy" in viewer.layers, timeout=30_000)
     for name in (
         "Guide",
         "Load raters",
@@ -252,7 +255,7 @@ def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer):
     assert "rater entropy" in viewer.layers
     assert sum(layer._type_string == "labels" for layer in viewer.layers) == 4
     _, raters = load_demo_data("phantom2d")
-    np.testing.assert_allclose(guide.widgets["load_raters"].statistics.entropy, raters.entropy_map())
+    np.testing.assert_allclose(load.statistics.entropy, raters.entropy_map())
 
 
 def test_guide_runs_a_step_from_its_button_and_reports_missing_prerequisites(
