@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from napari_seg_uncertainty.core.ssn import SampleLabelStack, save_distribution, synthetic_distribution
 from napari_seg_uncertainty.widgets import _common
@@ -19,6 +20,7 @@ from napari_seg_uncertainty.widgets.ssn_samples import (
     SOURCE_CHECKPOINT,
     SOURCE_SAVED,
     SOURCE_SYNTHETIC,
+    LiveSamples,
     SSNSamplesWidget,
 )
 
@@ -211,8 +213,9 @@ def test_ged_and_diversity_against_rater_layers(make_napari_viewer, qtbot, saved
     shifted = np.roll(mean_labels, 2, axis=1)
     viewer.add_labels(mean_labels, name="rater1")
     viewer.add_labels(np.stack([shifted, np.zeros_like(mean_labels)]), name="raters 2-3")
-    assert set(widget._raters.choices) >= {"rater1", "raters 2-3", MEAN_LAYER}
-    assert SAMPLES_LAYER not in widget._raters.choices
+    choices = {layer.name for layer in widget._raters.choices}  # the choices are the layers themselves
+    assert choices >= {"rater1", "raters 2-3", MEAN_LAYER}
+    assert SAMPLES_LAYER not in choices
     widget._raters.value = ["rater1", "raters 2-3"]
     widget._metrics_button.changed.emit(True)
     qtbot.waitUntil(lambda: widget.metrics is not None, timeout=TIMEOUT_MS)
@@ -282,7 +285,8 @@ def test_synthetic_3d_demo_shows_lazy_slices(make_napari_viewer, qtbot, errors):
     qtbot.waitUntil(lambda: widget.stack is not None, timeout=TIMEOUT_MS)
     _wait_idle(qtbot, widget)
     layer = viewer.layers[SAMPLES_LAYER]
-    assert isinstance(layer.data, SampleLabelStack) and layer.data.shape == (4, 6, 20, 24)
+    assert isinstance(layer.data, LiveSamples) and isinstance(layer.data.stack, SampleLabelStack)
+    assert layer.data.shape == (4, 6, 20, 24)
     np.testing.assert_allclose(layer.scale, (1.0, 3.0, 1.0, 1.0))
     dist = synthetic_distribution((6, 20, 24), 4, rank=10, seed=1, spacing=(3.0, 1.0, 1.0))
     viewer.dims.set_point(0, 3)
@@ -317,7 +321,7 @@ def test_checkpoint_source_uses_the_prediction_function(
 
     monkeypatch.setattr(ssn_widget_module, "_prediction_function", lambda: fake_predict)
     checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"stub")
+    torch.save({"stub": 1}, checkpoint)  # a torch file (the widget checks the header before predicting)
     widget = SSNSamplesWidget(viewer)
     widget._source.value = SOURCE_CHECKPOINT
     widget._checkpoint_file.value = checkpoint

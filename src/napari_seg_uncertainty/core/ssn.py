@@ -68,17 +68,32 @@ def _label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.int32)
 
 
-def _argmax_into(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+class _ArgmaxWork:
+    """Scratch arrays of :func:`_argmax_into` for one plane shape, reused from plane to plane."""
+
+    def __init__(self, num_classes: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.logits = np.empty((num_classes, *shape), dtype=np.float32)
+        self.best = np.empty(shape, dtype=np.float32)
+        self.better = np.empty(shape, dtype=bool)
+        self.step = np.empty(shape, dtype=dtype)
+
+
+def _argmax_into(logits: np.ndarray, labels: np.ndarray, work: _ArgmaxWork | None = None) -> np.ndarray:
     """Write the index of the largest class of ``logits (C, ...)`` into ``labels``; ties go to the first.
 
     A running maximum over the class axis with branch-free integer updates is several times
     faster than ``argmax(axis=0)`` for a few classes, and runs in one thread (no waiting on a
-    busy second core).
+    busy second core).  ``work`` (scratch arrays of the plane's shape) saves the allocations when
+    many planes are processed in a row; the result is the same with or without it.
     """
-    best = logits[0].copy()
+    if work is not None and work.best.shape == labels.shape and logits.dtype == np.float32:
+        best, better, step = work.best, work.better, work.step
+        np.copyto(best, logits[0])
+    else:
+        best = logits[0].copy()
+        better = np.empty(labels.shape, dtype=bool)
+        step = np.empty(labels.shape, dtype=labels.dtype)
     labels[...] = 0
-    better = np.empty(labels.shape, dtype=bool)
-    step = np.empty(labels.shape, dtype=labels.dtype)
     for c in range(1, logits.shape[0]):
         np.greater(logits[c], best, out=better)
         # labels += better * (c - labels): modular integer arithmetic, exact for labels < 256.
@@ -482,6 +497,27 @@ class LowRankLogits:
         """
         return self._replace(temperature=check_positive(temperature, name="temperature", allow_zero=True))
 
+    def with_class_names(self, class_names: Sequence[str]) -> LowRankLogits:
+        """The same distribution with other class names (e.g. the raters' names for a file without any).
+
+        Parameters
+        ----------
+        class_names : sequence of str
+            One name per class.
+
+        Returns
+        -------
+        LowRankLogits
+            A new distribution sharing the arrays of this one; samples are unchanged.
+
+        Examples
+        --------
+        >>> dist = synthetic_distribution((16, 16), 2, rank=2)
+        >>> dist.with_class_names(["background", "organ"]).class_names
+        ('background', 'organ')
+        """
+        return self._replace(class_names=self._check_class_names(class_names))
+
     # ------------------------------------------------------------------ sampling
     def _low_rank_weights(self, seed: int, sample_index: int, plane: int | None) -> torch.Tensor | None:
         """The standard-normal low-rank weights ``e (R,)``: one draw per sample, or per plane."""
@@ -543,6 +579,63 @@ class LowRankLogits:
         """
         noise = self._plane_noise(seed, sample_index, plane)
         return self._scaled_logits(noise, plane, noise if out is None else out)
+
+    def _volume_noise(self, seed: int, sample_index: int) -> np.ndarray:
+        """Unscaled noise ``P e + sqrt(D) n`` of a whole sample, shape ``(C, *S)``, float32.
+
+        Bit for bit the planes of :meth:`_plane_noise` stacked (the same random streams and the
+        same element-wise operations), but the low-rank product runs as one matrix-vector
+        product per class over the whole volume instead of one per plane and class: on a busy
+        machine a few large BLAS calls cost a fraction of hundreds of small ones.  Memory:
+        ``C * prod(S)`` float32 (the caller caches it; see :class:`SampleLabelStack`).
+        """
+        if self.spatial_ndim == 2:
+            return self._plane_noise(seed, sample_index, None)
+        depth = self._spatial_shape[0]
+        check_allocation(
+            array_bytes((self._num_classes, *self._spatial_shape), np.float32),
+            what=f"the noise of one sample, shape {(self._num_classes, *self._spatial_shape)}",
+            cause=f"{self._num_classes} classes on {self._spatial_shape}",
+            advice="compute the sample plane by plane (sample_labels_at) instead",
+        )
+        noise = np.empty((self._num_classes, *self._spatial_shape), dtype=np.float32)
+        if self._factor is None or self._independent_planes:
+            for z in range(depth):  # per-plane low-rank weights: one product per plane
+                noise[:, z] = self._plane_noise(seed, sample_index, z)
+            return noise
+        plane_shape = (self._num_classes, *self._spatial_shape[1:])
+        for z in range(depth):
+            generator = _stream_generator(seed, sample_index, _DIAGONAL_STREAM, z)
+            noise[:, z] = torch.randn(plane_shape, generator=generator, dtype=torch.float32).numpy()
+        noise_t = torch.from_numpy(noise)
+        weights = self._low_rank_weights(seed, sample_index, None)
+        for c in range(self._num_classes):
+            np.multiply(noise[c], self._diag_std[c], out=noise[c])
+            noise_t[c].view(-1).addmv_(self._factor_matrix(c, None), weights)
+        return noise
+
+    def _labels_from_noise(
+        self, noise: np.ndarray, labels: np.ndarray | None = None, *, plane: int | None = None
+    ) -> np.ndarray:
+        """Label map of the sample whose unscaled noise is ``noise``, with this distribution's scales.
+
+        ``noise`` is ``(C, *S)`` (from :meth:`_volume_noise`) or, with ``plane``, the ``(C, Y, X)``
+        noise of that plane.  Only the scaling and the argmax run: exactly the operations of
+        :meth:`sample_labels_at` / :meth:`slice_labels` on the same noise, hence the same labels
+        bit for bit.  This is what a class-scale or temperature slider recomputes.
+        """
+        dtype = _label_dtype(self._num_classes)
+        if plane is not None or self.spatial_ndim == 2:
+            shape = noise.shape[1:]
+            out = np.empty(shape, dtype=dtype) if labels is None else labels
+            logits = self._scaled_logits(noise, plane, out=np.empty_like(noise))
+            return _argmax_into(logits, out)
+        out = np.empty(self._spatial_shape, dtype=dtype) if labels is None else labels
+        work = _ArgmaxWork(self._num_classes, self._spatial_shape[1:], dtype)
+        for z in range(self._spatial_shape[0]):
+            logits = self._scaled_logits(noise[:, z], z, out=work.logits)
+            _argmax_into(logits, out[z], work)
+        return out
 
     def _shares_parameters(self, other: LowRankLogits) -> bool:
         """True when ``other`` differs from this distribution at most by scales and temperature."""
@@ -1116,6 +1209,11 @@ class SampleLabelStack:
         Upper bound on the memory kept for label maps (default 256 MiB).
     noise_cache_bytes : int
         Upper bound on the memory kept for unscaled noise planes (default 64 MiB; 0 disables).
+    volume_cache_bytes : int
+        Upper bound on the memory kept for the unscaled noise of whole 3-D samples (default
+        320 MiB: two samples of 4 classes on 155×240×240).  A whole sample, once computed, keeps
+        its noise here, so a class-scale or temperature change redraws the whole volume with one
+        scaling and argmax pass (no new random numbers), and its planes come from it too.
 
     Examples
     --------
@@ -1135,6 +1233,7 @@ class SampleLabelStack:
         seed: int = 0,
         cache_bytes: int = 256 << 20,
         noise_cache_bytes: int = 64 << 20,
+        volume_cache_bytes: int = 320 << 20,
     ) -> None:
         import threading
         from collections import OrderedDict
@@ -1156,6 +1255,10 @@ class SampleLabelStack:
         self._noise_cache: OrderedDict[tuple[int, int | None], np.ndarray] = OrderedDict()
         self._noise_cached_bytes = 0
         self._noise_owner: LowRankLogits | None = None
+        self._volume_cache_bytes = check_index(volume_cache_bytes, name="volume_cache_bytes")
+        self._volume_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._volume_cached_bytes = 0
+        self._volume_owner: LowRankLogits | None = None
         self._lock = threading.RLock()
 
     # array protocol ------------------------------------------------------------------
@@ -1291,7 +1394,37 @@ class SampleLabelStack:
             )
         return noise
 
-    def _cached(self, entry: int, plane: int | None) -> np.ndarray:
+    def _cached_volume_noise(self, distribution: LowRankLogits, sample_index: int) -> np.ndarray | None:
+        with self._lock:
+            owner = self._volume_owner
+            if owner is not None and distribution._shares_parameters(owner) and sample_index in self._volume_cache:
+                self._volume_cache.move_to_end(sample_index)
+                return self._volume_cache[sample_index]
+        return None
+
+    def _volume_noise(self, distribution: LowRankLogits, sample_index: int, *, keep: bool) -> np.ndarray:
+        """Unscaled noise of a whole 3-D sample: from the cache, or computed (and kept if ``keep``)."""
+        noise = self._cached_volume_noise(distribution, sample_index)
+        if noise is not None:
+            return noise
+        noise = distribution._volume_noise(self._seed, sample_index)
+        noise.flags.writeable = False
+        if keep and noise.nbytes <= self._volume_cache_bytes:
+            with self._lock:
+                if self._volume_owner is None or not distribution._shares_parameters(self._volume_owner):
+                    self._volume_cache.clear()
+                    self._volume_cached_bytes = 0
+                    self._volume_owner = distribution
+                self._volume_cached_bytes = self._store(
+                    self._volume_cache, sample_index, noise, self._volume_cached_bytes, self._volume_cache_bytes
+                )
+        return noise
+
+    def _whole_sample_noise_fits(self, distribution: LowRankLogits) -> bool:
+        size = array_bytes((distribution.num_classes, *distribution.spatial_shape), np.float32)
+        return size <= max(self._volume_cache_bytes, 1 << 20)
+
+    def _cached(self, entry: int, plane: int | None, *, keep_noise: bool = True) -> np.ndarray:
         key = (entry, plane)
         with self._lock:
             if key in self._cache:
@@ -1301,11 +1434,18 @@ class SampleLabelStack:
                 return self._cache[(entry, None)][plane]
             distribution, sample_index = self._distribution, self._indices[entry]
         if plane is None and distribution.spatial_ndim == 3:
-            result = distribution.sample_labels_at(sample_index, seed=self._seed)
+            if self._whole_sample_noise_fits(distribution):
+                noise = self._volume_noise(distribution, sample_index, keep=keep_noise)
+                result = distribution._labels_from_noise(noise)
+            else:  # too large to hold the noise: plane by plane, O(C * Y * X) memory
+                result = distribution.sample_labels_at(sample_index, seed=self._seed)
         else:
-            noise = self._noise(distribution, sample_index, plane)
-            logits = distribution._scaled_logits(noise, plane, out=np.empty_like(noise))
-            result = _argmax_into(logits, np.empty(logits.shape[1:], dtype=self.dtype))
+            volume = None if plane is None else self._cached_volume_noise(distribution, sample_index)
+            if volume is not None:
+                result = distribution._labels_from_noise(volume[:, plane], plane=plane)
+            else:
+                noise = self._noise(distribution, sample_index, plane)
+                result = distribution._labels_from_noise(noise, plane=plane)
         result.flags.writeable = False
         with self._lock:
             if distribution is self._distribution and sample_index == self._indices[entry]:
@@ -1314,13 +1454,47 @@ class SampleLabelStack:
                 )
         return result
 
-    def sample(self, entry: int) -> np.ndarray:
+    def cached_sample(self, entry: int) -> np.ndarray | None:
+        """Whole label map of one entry if it is computed already (read-only), else ``None``; never computes.
+
+        Examples
+        --------
+        >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+        >>> stack = SampleLabelStack(dist, range(2), seed=0)
+        >>> stack.cached_sample(1) is None
+        True
+        >>> _ = stack.sample(1)
+        >>> stack.cached_sample(1).shape
+        (16, 16)
+        """
+        entry = check_index(entry, name="entry", size=len(self._indices))
+        with self._lock:
+            found = self._cache.get((entry, None))
+            if found is not None:
+                self._cache.move_to_end((entry, None))
+            return found
+
+    def has_noise(self, entry: int) -> bool:
+        """True when the unscaled noise of the whole sample of ``entry`` is cached (a redraw is fast)."""
+        entry = check_index(entry, name="entry", size=len(self._indices))
+        with self._lock:
+            distribution, sample_index = self._distribution, self._indices[entry]
+        if distribution.spatial_ndim == 2:
+            return True
+        return self._cached_volume_noise(distribution, sample_index) is not None
+
+    def sample(self, entry: int, *, keep_noise: bool = True) -> np.ndarray:
         """Whole label map of one entry, shape ``S`` (read-only, cached).
 
         Parameters
         ----------
         entry : int
             Position in the stack, ``0 <= entry < N``.
+        keep_noise : bool
+            3-D: keep the sample's unscaled noise (``C * prod(S)`` float32, up to
+            ``volume_cache_bytes``) so that the next class-scale or temperature change redraws it
+            without new random numbers.  Pass False when going through many samples once (metrics,
+            export), so they do not push the sample on screen out of the cache.
 
         Returns
         -------
@@ -1334,7 +1508,7 @@ class SampleLabelStack:
         (16, 16)
         """
         entry = check_index(entry, name="entry", size=len(self._indices))
-        return self._cached(entry, None)
+        return self._cached(entry, None, keep_noise=bool(keep_noise))
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = _normalise_key(key, self.ndim)

@@ -37,6 +37,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
+from ..core.geometry import Geometry
 from ..core.ssn import (
     LowRankLogits,
     SampleLabelStack,
@@ -45,12 +46,21 @@ from ..core.ssn import (
     synthetic_distribution,
 )
 from ..core.ssn_metrics import dice_against_reference, generalised_energy_distance, sample_diversity
-from ._common import notify_errors, run_in_thread, show_info, upsert_layer
+from ._case import case_of
+from ._common import logger, notify_errors, run_in_thread, show_info, show_warning, upsert_layer
+from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SSNSamplesWidget", "distribution_from_prediction", "export_samples"]
+__all__ = [
+    "LiveSamples",
+    "SSNSamplesWidget",
+    "checkpoint_kind",
+    "distribution_from_prediction",
+    "export_samples",
+    "place_distribution",
+]
 
 SAMPLES_LAYER = "SSN samples"
 MEAN_LAYER = "SSN mean prediction"
@@ -235,9 +245,250 @@ def _prediction_function() -> Any:
     return getattr(training, "predict_ssn_distribution", None)
 
 
+def _not_a_checkpoint(path: Path) -> ValueError:
+    return ValueError(
+        f"{str(path)!r} is not a checkpoint of this plugin: expected a .pt written by Train/"
+        "`napari-seg-uncertainty train` or a .npz SSN distribution."
+    )
+
+
+def checkpoint_kind(path: str | os.PathLike[str]) -> str:
+    """``"distribution"`` for an ``.npz`` SSN distribution, ``"checkpoint"`` for a torch checkpoint.
+
+    Only the file's header is read. Anything else (a NIfTI, a TIFF, a text file …) raises a
+    ``ValueError`` that names the file and says what is expected, instead of torch's unpickling text.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "image.nii.gz"
+    >>> _ = bad.write_bytes(b"not a checkpoint")
+    >>> try:
+    ...     checkpoint_kind(bad)
+    ... except ValueError as exc:
+    ...     print(str(exc).split(": ")[1])
+    expected a .pt written by Train/`napari-seg-uncertainty train` or a .npz SSN distribution.
+    """
+    import zipfile
+
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"choose an existing SSN checkpoint file (got {str(source)!r}).")
+    try:
+        if not zipfile.is_zipfile(source):  # torch.save and np.savez both write zip archives
+            raise _not_a_checkpoint(source)
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise _not_a_checkpoint(source) from exc
+    if any(name.endswith("data.pkl") for name in names):
+        return "checkpoint"
+    if names and all(name.endswith(".npy") for name in names):
+        return "distribution"
+    raise _not_a_checkpoint(source)
+
+
+def _load_prediction(predict: Any, path: Path, image: np.ndarray) -> dict[str, Any]:
+    """``predict(path, image)`` with the checkpoint checked first and its loading errors made readable."""
+    checkpoint_kind(path)
+    try:
+        return predict(str(path), image)
+    except ValueError as exc:
+        text = str(exc)
+        if "not a napari-seg-uncertainty checkpoint" in text or "could not be read" in text:
+            raise _not_a_checkpoint(path) from None
+        raise
+
+
 def _spatial_scale(layer: Any, ndim: int) -> tuple[float, ...] | None:
     scale = tuple(float(s) for s in layer.scale[-ndim:])
     return None if all(s == 1.0 for s in scale) else scale
+
+
+def _spatial_shape(layer: Any, ndim: int) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.shape(layer.data)[-ndim:])
+
+
+def place_distribution(
+    distribution: LowRankLogits,
+    image_layer: Any = None,
+    *,
+    crop_start: Any = None,
+    origin: Any = None,
+    direction: Any = None,
+) -> tuple[Geometry, str | None]:
+    """Where a distribution's grid lies in the world, and a warning when that is a guess.
+
+    Parameters
+    ----------
+    distribution : LowRankLogits
+        The distribution (its ``spacing``, if any, is used when no image layer gives one).
+    image_layer : napari layer, optional
+        The image the distribution was predicted on.
+    crop_start : sequence of int, optional
+        Voxel of the image where the distribution's grid starts (a prediction on a crop).
+    origin, direction : optional
+        World position of the first voxel and direction cosines, when the file says so.
+
+    Returns
+    -------
+    (Geometry, str or None)
+        The placement and, when the grid does not match the image and nothing says where it lies,
+        a warning for the user.
+
+    Examples
+    --------
+    >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
+    >>> dist = synthetic_distribution((4, 8, 8), 2, rank=1, spacing=(3.0, 0.8, 0.8))
+    >>> place_distribution(dist, origin=(10.0, -40.0, -50.0))[0].origin
+    (10.0, -40.0, -50.0)
+    """
+    ndim = distribution.spatial_ndim
+    own_spacing = distribution.spacing or (1.0,) * ndim
+    if image_layer is None:
+        return Geometry.from_meta(ndim, spacing=own_spacing, origin=origin, direction=direction), None
+    image = Geometry.of(image_layer, ndim=ndim)
+    if crop_start is not None:
+        return image.cropped([int(v) for v in np.ravel(crop_start)]), None
+    if origin is not None:
+        return Geometry.from_meta(ndim, spacing=image.spacing, origin=origin, direction=direction), None
+    if _spatial_shape(image_layer, ndim) == distribution.spatial_shape:
+        return image, None
+    warning = (
+        f"the distribution's grid {distribution.spatial_shape} differs from image layer "
+        f"{image_layer.name!r} {_spatial_shape(image_layer, ndim)} and says nothing of where it lies; "
+        "it is drawn from the image's first voxel."
+    )
+    return Geometry(spacing=distribution.spacing or image.spacing, origin=image.origin,
+                    direction=image.direction), warning
+
+
+def _qt_alive(obj: Any) -> bool:
+    """False once the C++ side of a Qt object is gone (a closed dock, a quitting application)."""
+    if obj is None:
+        return False
+    try:
+        from qtpy import API_NAME
+
+        if API_NAME.startswith("PyQt"):
+            from qtpy import sip
+
+            return not sip.isdeleted(obj)
+        import shiboken6  # pragma: no cover - PySide
+
+        return bool(shiboken6.isValid(obj))  # pragma: no cover
+    except Exception:  # noqa: BLE001 - an object we cannot inspect is treated as gone
+        return False
+
+
+def _whole_entry(key: Any, shape: tuple[int, ...]) -> int | None:
+    """The entry when ``key`` asks for one whole sample (all spatial axes in full), else None."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if Ellipsis in key:
+        position = key.index(Ellipsis)
+        key = key[:position] + (slice(None),) * (len(shape) - len(key) + 1) + key[position + 1:]
+    if not key or len(key) > len(shape):
+        return None
+    first = key[0]
+    if isinstance(first, np.ndarray) and first.ndim == 0:
+        first = first.item()
+    if not isinstance(first, (int, np.integer)) or isinstance(first, (bool, np.bool_)):
+        return None
+    for k, size in zip(key[1:], shape[1:]):
+        if not isinstance(k, slice) or k.indices(size) != (0, size, 1):
+            return None
+    return int(first) % shape[0]
+
+
+class LiveSamples:
+    """What the "SSN samples" layer holds: a :class:`SampleLabelStack` read without stalling the viewer.
+
+    Every read is the stack's (exact) value, except one case: in 3-D display, when the viewer asks on
+    the GUI thread for a whole 3-D sample that is not computed yet (just switched to 3-D, browsed to
+    another sample, moved a slider), it gets the last volume shown for that sample (or the mean
+    prediction) at once, and ``request(entry)`` starts the computation in a worker; the widget
+    refreshes the layer when it is done. Read exact samples from :attr:`stack`.
+    """
+
+    def __init__(self, stack: SampleLabelStack, *, placeholder: Any, request: Any, nonblocking: Any) -> None:
+        import threading
+
+        self.stack = stack
+        self._placeholder = placeholder
+        self._request = request
+        self._nonblocking = nonblocking
+        self._main_thread = threading.main_thread()
+        self._shown: tuple[int, int, np.ndarray] | None = None  # (entry, sample index, volume)
+
+    shape = property(lambda self: self.stack.shape)
+    dtype = property(lambda self: self.stack.dtype)
+    ndim = property(lambda self: self.stack.ndim)
+    size = property(lambda self: self.stack.size)
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.stack.__array__(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        import threading
+
+        stack = self.stack
+        if stack.distribution.spatial_ndim == 3 and threading.current_thread() is self._main_thread:
+            entry = _whole_entry(key, stack.shape)
+            if entry is not None and self._nonblocking():
+                sample_index = stack.sample_indices[entry]
+                volume = stack.cached_sample(entry)
+                if volume is None:
+                    self._request(entry)
+                    shown = self._shown
+                    if shown is not None and shown[:2] == (entry, sample_index):
+                        return shown[2]
+                    volume = self._placeholder()
+                    return volume if volume is not None else np.zeros(stack.shape[1:], stack.dtype)
+                self._shown = (entry, sample_index, volume)
+                return volume
+        return stack[key]
+
+    def __repr__(self) -> str:
+        return f"LiveSamples({self.stack!r})"
+
+
+class _LayerComboBox(ComboBox):
+    """A layer choice whose value is the layer; a layer's name is accepted when setting it (scripts, Guide)."""
+
+    @property
+    def value(self) -> Any:
+        return ComboBox.value.fget(self)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        ComboBox.value.fset(self, _layer_by_name(self, value))
+
+
+class _LayerSelect(Select):
+    """Several layers; names are accepted when setting the value."""
+
+    @property
+    def value(self) -> Any:
+        return Select.value.fget(self)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        if isinstance(value, (str, bytes)) or value is None:
+            value = [] if value is None else [value]
+        Select.value.fset(self, [_layer_by_name(self, v) for v in value])
+
+
+def _layer_by_name(widget: Any, value: Any) -> Any:
+    if isinstance(value, str):
+        for layer in widget.choices:
+            if getattr(layer, "name", None) == value:
+                return layer
+        raise ValueError(f"no layer named {value!r} among {[getattr(c, 'name', c) for c in widget.choices]}.")
+    return value
 
 
 class SSNSamplesWidget(Container):
@@ -246,6 +497,9 @@ class SSNSamplesWidget(Container):
     Load a distribution (saved ``.npz``, SSN checkpoint + image layer, or synthetic demo), then
     browse ``N`` samples with the viewer's slider.  The class sliders scale one class's noise
     (``-3 ... 3``), the temperature slider all noise; the sample on screen is redrawn as they move.
+    Output layers are placed on the image layer's grid (scale, translate, direction) and tagged
+    with its case.  In 3-D display a whole sample's noise is kept, so a slider move only rescales
+    and re-takes the argmax, in a worker (the latest value wins); the viewer never waits for it.
 
     Parameters
     ----------
@@ -263,11 +517,15 @@ class SSNSamplesWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self._viewer = viewer
+        self._closed = False
         self.base_distribution: LowRankLogits | None = None
         self.distribution: LowRankLogits | None = None
         self.stack: SampleLabelStack | None = None
+        self.live: LiveSamples | None = None
+        self.geometry: Geometry | None = None
+        self.case: str | None = None
         self.mean_labels: np.ndarray | None = None
         self.dice: np.ndarray | None = None  # (N, C - 1) Dice of each sample vs the mean prediction
         self.metrics: dict[str, float] | None = None
@@ -277,7 +535,9 @@ class SSNSamplesWidget(Container):
         self._dice_generation = 0
         self._dice_running = False
         self._dice_pending = False
-        self._dice_timer = QTimer()
+        self._volume_running = False
+        self._volume_pending = False
+        self._dice_timer = QTimer(self.native)  # parented: deleted with the dock, never after it
         self._dice_timer.setSingleShot(True)
         self._dice_timer.setInterval(_DICE_DELAY_MS)
         self._dice_timer.timeout.connect(self._start_dice)
@@ -287,12 +547,13 @@ class SSNSamplesWidget(Container):
             label="Source", choices=[SOURCE_SAVED, SOURCE_CHECKPOINT, SOURCE_SYNTHETIC], value=SOURCE_SAVED
         )
         self._distribution_file = FileEdit(label="Distribution", mode="r", filter="*.npz")
-        self._checkpoint_file = FileEdit(label="SSN checkpoint", mode="r")
-        self._image_layer = ComboBox(
+        self._checkpoint_file = FileEdit(label="SSN checkpoint", mode="r", filter="*.pt *.pth *.npz")
+        self._image_layer = _LayerComboBox(
             label="Image layer",
-            choices=self._image_layer_choices,
+            choices=choices_for(viewer, is_image_layer),
             nullable=True,
-            tooltip="Image the checkpoint predicts on; for the demo, gives the grid and spacing.",
+            tooltip="The image the samples belong to: the checkpoint predicts on it, and the samples "
+            "are drawn on its grid (spacing, origin, direction).",
         )
         self._load_button = PushButton(text="Load distribution")
         self._source_info = Label(value="No distribution loaded.")
@@ -314,16 +575,21 @@ class SSNSamplesWidget(Container):
         self._class_sliders: list[FloatSlider] = []
         self._reset_button = PushButton(text="Reset scales and temperature")
         self._keep_button = PushButton(text="Keep this sample (editable copy)")
+        self._status = Label(value="")
         self._dice_label = Label(value="Dice vs mean: –")
         self._dice_table = Table(label="Dice vs mean")
         self._dice_table.read_only = True
+        self._dice_table.native.setMinimumHeight(120)
+        self._dice_table.native.setMaximumHeight(260)
 
         # --- GED² and diversity
-        self._raters = Select(
+        self._raters = _LayerSelect(
             label="Raters",
-            choices=self._rater_layer_choices,
+            choices=choices_for(viewer, self._is_rater_layer),
             tooltip="Labels layers with the raters' maps (one map each, or an (R, *S) stack).",
         )
+        self._raters.native.setMinimumHeight(60)
+        self._raters.native.setMaximumHeight(140)
         self._metrics_button = PushButton(text="GED² and diversity vs raters")
         self._metrics_label = Label(value="")
 
@@ -354,6 +620,7 @@ class SSNSamplesWidget(Container):
                 self._class_scales_box,
                 self._reset_button,
                 self._keep_button,
+                self._status,
                 self._dice_label,
                 self._dice_table,
                 self._raters,
@@ -365,6 +632,11 @@ class SSNSamplesWidget(Container):
                 self._export_button,
             ]
         )
+        for label in (self._source_info, self._status, self._dice_label, self._metrics_label):
+            with contextlib.suppress(AttributeError):
+                label.native.setWordWrap(True)
+        self.native.setMinimumWidth(300)
+        self.native.setMinimumHeight(240)
 
         self._source.changed.connect(self._on_source_changed)
         self._load_button.changed.connect(self._on_load)
@@ -375,37 +647,54 @@ class SSNSamplesWidget(Container):
         self._keep_button.changed.connect(self._on_keep)
         self._metrics_button.changed.connect(self._on_metrics)
         self._export_button.changed.connect(self._on_export)
-        viewer.layers.events.inserted.connect(self._on_layers_changed)
-        viewer.layers.events.removed.connect(self._on_layers_changed)
-        viewer.dims.events.current_step.connect(self._update_dice_label)
-        self._closed = False
+        self._watcher = LayerWatcher(viewer, self._reset_layer_choices, owner=self.native)
+        viewer.dims.events.current_step.connect(self._on_step)
+        viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         self.native.destroyed.connect(self._on_destroyed)
         self._on_source_changed()
         self._update_enabled()
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ lifetime
     def _on_destroyed(self, *_args: Any) -> None:
-        """The dock widget is gone: stop timers, ignore late worker results, let go of the viewer's events."""
-        self._closed = True
-        self._dice_timer.stop()
-        for emitter, callback in (
-            (self._viewer.layers.events.inserted, self._on_layers_changed),
-            (self._viewer.layers.events.removed, self._on_layers_changed),
-            (self._viewer.dims.events.current_step, self._update_dice_label),
-        ):
-            emitter.disconnect(callback)
+        """The dock widget is gone: stop timers, ignore late worker results, let go of the viewer's events.
 
-    def _image_layer_choices(self, _widget: Any = None) -> list[str]:
-        return [layer.name for layer in self._viewer.layers if layer._type_string == "image"]
+        Runs while Qt tears the dock (or the whole application) down, so nothing here may raise:
+        an exception in this slot would abort the process.
+        """
+        try:
+            self._closed = True
+            if _qt_alive(self._dice_timer):
+                self._dice_timer.stop()
+            self._watcher.disconnect()
+            for emitter, callback in (
+                (self._viewer.dims.events.current_step, self._on_step),
+                (self._viewer.dims.events.ndisplay, self._on_ndisplay),
+            ):
+                with contextlib.suppress(Exception):
+                    emitter.disconnect(callback)
+        except Exception:  # noqa: BLE001 - never let teardown abort the application
+            logger.debug("SSN samples teardown", exc_info=True)
 
-    def _rater_layer_choices(self, _widget: Any = None) -> list[str]:
-        return [
-            layer.name
-            for layer in self._viewer.layers
-            if layer._type_string == "labels" and layer.name != SAMPLES_LAYER
-        ]
+    def _alive(self) -> bool:
+        return not self._closed and _qt_alive(self.native)
 
-    def _on_layers_changed(self, _event: Any = None) -> None:
+    @property
+    def busy(self) -> bool:
+        """True while a worker thread of this widget runs (loading, sampling, metrics, export)."""
+        timer_active = _qt_alive(self._dice_timer) and self._dice_timer.isActive()
+        return bool(self._workers) or self._dice_running or self._volume_running or timer_active
+
+    # ------------------------------------------------------------------ helpers
+    def _is_rater_layer(self, layer: Any) -> bool:
+        return (
+            is_labels_layer(layer)
+            and layer.name != SAMPLES_LAYER
+            and not isinstance(layer.data, (LiveSamples, SampleLabelStack))
+        )
+
+    def _reset_layer_choices(self) -> None:
+        if not self._alive():
+            return
         self._image_layer.reset_choices()
         self._raters.reset_choices()
 
@@ -430,7 +719,7 @@ class SSNSamplesWidget(Container):
             self._workers.discard(holder[0])
 
         def _returned(result: Any) -> None:
-            if not self._closed and returned is not None:
+            if self._alive() and returned is not None:
                 returned(result)
 
         worker = run_in_thread(func, *args, action=action, returned=_returned, finished=_done)
@@ -438,15 +727,15 @@ class SSNSamplesWidget(Container):
         self._workers.add(worker)
         return worker
 
-    @property
-    def busy(self) -> bool:
-        """True while a worker thread of this widget runs (loading, sampling, metrics, export)."""
-        return bool(self._workers) or self._dice_running or self._dice_timer.isActive()
+    def _display_3d(self) -> bool:
+        return int(self._viewer.dims.ndisplay) == 3
 
-    def _layer_scale(self, *, with_sample_axis: bool) -> tuple[float, ...]:
-        assert self.distribution is not None
-        spacing = self.distribution.spacing or (1.0,) * self.distribution.spatial_ndim
-        return ((1.0,) if with_sample_axis else ()) + tuple(spacing)
+    def _samples_layer(self) -> Any:
+        if SAMPLES_LAYER in self._viewer.layers:
+            layer = self._viewer.layers[SAMPLES_LAYER]
+            if self.live is not None and layer.data is self.live:
+                return layer
+        return None
 
     def current_entry(self) -> int:
         """Index of the sample on screen in the ``SSN samples`` layer (0 when there is none)."""
@@ -456,19 +745,29 @@ class SSNSamplesWidget(Container):
         point = layer.world_to_data(self._viewer.dims.point)
         return int(np.clip(np.round(point[0]), 0, len(self.stack) - 1))
 
+    def _layer_kwargs(self) -> dict[str, Any]:
+        return {"geometry": self.geometry, "case": self.case}
+
     # ------------------------------------------------------------------ loading
+    def _selected_image_layer(self, *, required: bool) -> Any:
+        layer = self._image_layer.value
+        if layer is None or layer not in self._viewer.layers:
+            if required:
+                raise ValueError("choose the image layer the checkpoint should predict on.")
+            return None
+        return layer
+
     def _on_load(self, _value: Any = None) -> None:
         with notify_errors("Loading the SSN distribution"):
             source = self._source.value
+            layer = self._selected_image_layer(required=False)
             if source == SOURCE_SAVED:
                 path = self._distribution_file.value
                 if path is None or not Path(path).is_file():
                     raise ValueError(f"choose an existing .npz distribution file (got {str(path)!r}).")
                 self._start(
-                    load_distribution,
-                    path,
-                    action="Loading the SSN distribution",
-                    returned=self.set_distribution,
+                    _load_saved, Path(path), action="Loading the SSN distribution",
+                    returned=lambda loaded: self._place_and_show(loaded[0], layer, **loaded[1]),
                 )
             elif source == SOURCE_CHECKPOINT:
                 predict = _prediction_function()
@@ -481,28 +780,32 @@ class SSNSamplesWidget(Container):
                 path = self._checkpoint_file.value
                 if path is None or not Path(path).is_file():
                     raise ValueError(f"choose an existing SSN checkpoint file (got {str(path)!r}).")
+                path = Path(path)
                 layer = self._selected_image_layer(required=True)
                 image = np.asarray(layer.data)
                 layer_scale = tuple(float(s) for s in layer.scale)
 
-                def _predict() -> LowRankLogits:
-                    prediction = predict(str(path), image)
+                def _predict() -> tuple[LowRankLogits, dict[str, Any]]:
+                    if checkpoint_kind(path) == "distribution":
+                        return _load_saved(path)
+                    prediction = _load_prediction(predict, path, image)
                     spatial_ndim = np.ndim(prediction.get("mean")) - 1
                     spacing = layer_scale[-spatial_ndim:] if 0 < spatial_ndim <= len(layer_scale) else None
                     if spacing is not None and all(v == 1.0 for v in spacing):
                         spacing = None
-                    return distribution_from_prediction(prediction, spacing=spacing)
+                    placement = {k: prediction.get(k) for k in ("crop_start", "origin", "direction")}
+                    return distribution_from_prediction(prediction, spacing=spacing), placement
 
                 self._start(
-                    _predict, action="Predicting the SSN distribution", returned=self.set_distribution
+                    _predict, action="Predicting the SSN distribution",
+                    returned=lambda loaded: self._place_and_show(loaded[0], layer, **loaded[1]),
                 )
             else:
-                layer = self._selected_image_layer(required=False)
                 shape: tuple[int, ...] = _SYNTHETIC_SHAPE
                 spacing = None
                 if layer is not None:
                     ndim = 3 if layer.data.ndim >= 3 and not layer.rgb else 2
-                    shape = tuple(int(s) for s in layer.data.shape[-ndim:])
+                    shape = _spatial_shape(layer, ndim)
                     spacing = _spatial_scale(layer, ndim)
                 seed = int(self._seed.value)
                 self._start(
@@ -510,44 +813,82 @@ class SSNSamplesWidget(Container):
                         shape, _SYNTHETIC_CLASSES, rank=10, seed=seed, spacing=spacing
                     ),
                     action="Making the synthetic SSN distribution",
-                    returned=self.set_distribution,
+                    returned=lambda dist: self._place_and_show(dist, layer),
                 )
 
-    def _selected_image_layer(self, *, required: bool) -> Any:
-        name = self._image_layer.value
-        if name is None or name not in self._viewer.layers:
-            if required:
-                raise ValueError("choose the image layer the checkpoint should predict on.")
-            return None
-        return self._viewer.layers[name]
+    def _place_and_show(self, distribution: LowRankLogits, layer: Any, **placement: Any) -> None:
+        with notify_errors("Placing the SSN distribution"):
+            if layer is not None and layer not in self._viewer.layers:
+                layer = None
+            geometry, warning = place_distribution(distribution, layer, **placement)
+            if warning is not None:
+                show_warning(f"SSN samples: {warning}")
+            self.set_distribution(distribution, geometry=geometry, case=case_of(layer))
 
-    def set_distribution(self, distribution: LowRankLogits) -> None:
-        """Show ``distribution``: class sliders, mean prediction and a fresh set of samples."""
+    def _named_classes(self, distribution: LowRankLogits) -> LowRankLogits:
+        """Give a distribution without class names the raters' names (from the layers' metadata)."""
+        defaults = tuple(f"class {c}" for c in range(distribution.num_classes))
+        if distribution.class_names != defaults:
+            return distribution
+        candidates = [*(self._raters.value or []), self._image_layer.value, *self._viewer.layers]
+        for layer in candidates:
+            names = (getattr(layer, "metadata", None) or {}).get("class_names")
+            if names is not None and len(names) == distribution.num_classes:
+                with contextlib.suppress(TypeError, ValueError):
+                    return distribution.with_class_names([str(n) for n in names])
+        return distribution
+
+    def set_distribution(
+        self,
+        distribution: LowRankLogits,
+        *,
+        geometry: Geometry | None = None,
+        case: str | None = None,
+    ) -> None:
+        """Show ``distribution``: class sliders, mean prediction and a fresh set of samples.
+
+        ``geometry`` places the layers (default: the distribution's spacing at the origin); ``case``
+        tags them. The mean prediction is computed in a worker, so this returns at once.
+        """
         with notify_errors("Showing the SSN distribution"):
             if not isinstance(distribution, LowRankLogits):
                 raise TypeError(f"distribution must be a LowRankLogits, got {type(distribution).__name__}.")
+            if geometry is None:
+                geometry, _ = place_distribution(distribution)
+            if geometry.ndim != distribution.spatial_ndim:
+                raise ValueError(
+                    f"geometry has {geometry.ndim} axes; the distribution has {distribution.spatial_ndim}."
+                )
+            distribution = self._named_classes(distribution)
             self.base_distribution = distribution
             self.distribution = distribution
+            self.geometry = geometry
+            self.case = case
             self.stack = None  # the old samples stay on screen until the new ones are drawn
             self.dice = None
             self.metrics = None
             self._build_class_sliders(distribution)
             with self._temperature.changed.blocked():
                 self._temperature.value = float(np.clip(distribution.temperature, *_TEMPERATURE_RANGE))
-            self.mean_labels = distribution.mean_prediction()
-            upsert_layer(
-                self._viewer,
-                self.mean_labels,
-                name=MEAN_LAYER,
-                layer_type="labels",
-                scale=self._layer_scale(with_sample_axis=False),
-            )
+            names = ", ".join(distribution.class_names)
             self._source_info.value = (
-                f"{distribution.num_classes} classes, grid {distribution.spatial_shape}, "
+                f"{distribution.num_classes} classes ({names}), grid {distribution.spatial_shape}, "
                 f"rank {distribution.rank}"
             )
             self._update_enabled()
-            self._on_draw()
+            base = distribution
+
+            def _show_mean(mean_labels: np.ndarray) -> None:
+                with notify_errors("Showing the SSN mean prediction"):
+                    if base is not self.base_distribution:
+                        return
+                    self.mean_labels = mean_labels
+                    upsert_layer(self._viewer, mean_labels, name=MEAN_LAYER, layer_type="labels",
+                                 **self._layer_kwargs())
+                    self._on_draw()
+
+            self._start(distribution.mean_prediction, action="Computing the SSN mean prediction",
+                        returned=_show_mean)
 
     def _build_class_sliders(self, distribution: LowRankLogits) -> None:
         self._class_scales_box.clear()
@@ -572,8 +913,8 @@ class SSNSamplesWidget(Container):
                 raise ValueError("load a distribution first.")
             count = int(self._num_samples.value)
             stack = SampleLabelStack(self.distribution, range(count), seed=int(self._seed.value))
-            scale = self._layer_scale(with_sample_axis=True)
             base = self.base_distribution
+            entry = min(self.current_entry(), count - 1)
 
             def _show(_first: np.ndarray) -> None:
                 with notify_errors("Drawing SSN samples"):
@@ -582,34 +923,48 @@ class SSNSamplesWidget(Container):
                     if stack.distribution is not self.distribution:  # sliders moved meanwhile
                         stack.set_distribution(self.distribution)
                     self.stack = stack
+                    self.live = LiveSamples(
+                        stack,
+                        placeholder=lambda: self.mean_labels,
+                        request=lambda _entry: self._request_volume(),
+                        nonblocking=self._display_3d,
+                    )
                     self._next_sample_index = count
                     upsert_layer(
                         self._viewer,
-                        stack,
+                        self.live,
                         name=SAMPLES_LAYER,
                         layer_type="labels",
-                        scale=scale,
+                        leading_axes=1,
                         metadata={"seed": stack.seed},
+                        **self._layer_kwargs(),
                     )
                     self._update_enabled()
                     self._schedule_dice()
 
-            # napari reads data[0] for the dtype: compute (and cache) the first sample off the GUI thread.
-            self._start(stack.sample, 0, action="Drawing SSN samples", returned=_show)
+            # The sample on screen is computed (and, in 3-D, its noise kept for the sliders) off the GUI thread.
+            self._start(stack.sample, entry, action="Drawing SSN samples", returned=_show)
 
     def class_scale_values(self) -> list[float]:
         """The class sliders' values, one per class."""
         return [float(slider.value) for slider in self._class_sliders]
 
     def _refresh_samples_layer(self, *, thumbnail: bool = True) -> None:
-        """Recompute the plane on screen (the grid is unchanged, so no extent update)."""
-        if SAMPLES_LAYER in self._viewer.layers:
-            layer = self._viewer.layers[SAMPLES_LAYER]
-            if layer.data is self.stack:
-                layer.refresh(extent=False, thumbnail=thumbnail)
+        """Recompute what is on screen (the grid is unchanged, so no extent update)."""
+        layer = self._samples_layer()
+        if layer is not None:
+            layer.refresh(extent=False, thumbnail=thumbnail)
+
+    def _whole_volume_shown(self) -> bool:
+        return (
+            self.stack is not None
+            and self.stack.distribution.spatial_ndim == 3
+            and self._display_3d()
+            and self._samples_layer() is not None
+        )
 
     def _on_manipulation_changed(self, _value: Any = None) -> None:
-        """Apply the sliders: redraw the sample on screen now, the Dice table in the background."""
+        """Apply the sliders: redraw the sample on screen (in 3-D in a worker), the Dice table later."""
         with notify_errors("Updating the SSN samples"):
             if self.base_distribution is None:
                 return
@@ -618,9 +973,58 @@ class SSNSamplesWidget(Container):
             ).with_temperature(float(self._temperature.value))
             if self.stack is not None:
                 self.stack.set_distribution(self.distribution)
-                # live: the thumbnail waits until the sliders rest (see _start_dice)
-                self._refresh_samples_layer(thumbnail=False)
+                if self._whole_volume_shown():
+                    self._request_volume()  # the old volume stays until the new one is ready
+                else:
+                    # one plane: fast enough to redraw now; the thumbnail waits for the sliders to rest
+                    self._refresh_samples_layer(thumbnail=False)
                 self._schedule_dice()
+
+    def _request_volume(self) -> None:
+        """Compute the whole sample on screen in a worker, then show it; requests made meanwhile coalesce."""
+        if not self._alive() or self.stack is None:
+            return
+        if self._volume_running:
+            self._volume_pending = True
+            return
+        stack, entry = self.stack, self.current_entry()
+        if stack.cached_sample(entry) is not None:
+            self._refresh_samples_layer()
+            return
+        distribution = stack.distribution
+        self._volume_running = True
+        self._volume_pending = False
+        if not stack.has_noise(entry):
+            self._status.value = f"Computing sample {entry} in 3-D …"
+
+        def _finished() -> None:
+            self._volume_running = False
+            if not self._alive():
+                return
+            if self._volume_pending:
+                self._volume_pending = False
+                self._request_volume()
+
+        def _returned(_labels: np.ndarray) -> None:
+            if not self._alive():
+                return
+            self._status.value = ""
+            if self.stack is stack and stack.distribution is distribution:
+                self._refresh_samples_layer()
+            else:
+                self._volume_pending = True
+
+        run_in_thread(stack.sample, entry, action="Drawing the SSN sample", returned=_returned,
+                      finished=_finished)
+
+    def _on_ndisplay(self, _event: Any = None) -> None:
+        if self._alive() and self._whole_volume_shown():
+            self._request_volume()
+
+    def _on_step(self, _event: Any = None) -> None:
+        if not self._alive():
+            return
+        self._update_dice_label()
 
     def _on_reset(self, _value: Any = None) -> None:
         for slider in (*self._class_sliders, self._temperature):
@@ -635,7 +1039,10 @@ class SSNSamplesWidget(Container):
             entry = self.current_entry()
             self.stack.set_sample_index(entry, self._next_sample_index)
             self._next_sample_index += 1
-            self._refresh_samples_layer()
+            if self._whole_volume_shown():
+                self._request_volume()
+            else:
+                self._refresh_samples_layer()
             self._schedule_dice()
 
     def _on_keep(self, _value: Any = None) -> None:
@@ -648,8 +1055,8 @@ class SSNSamplesWidget(Container):
                 "sample_index": stack.sample_indices[entry],
                 "class_scales": stack.distribution.class_scales,
                 "temperature": stack.distribution.temperature,
+                "class_names": list(stack.distribution.class_names),
             }
-            scale = self._layer_scale(with_sample_axis=False)
 
             def _add(labels: np.ndarray) -> None:
                 with notify_errors("Keeping the sample"):
@@ -661,8 +1068,8 @@ class SSNSamplesWidget(Container):
                         labels,
                         name=f"{KEPT_LAYER_PREFIX} {number}",
                         layer_type="labels",
-                        scale=scale,
                         metadata=metadata,
+                        **self._layer_kwargs(),
                     )
                     self.kept_layers.append(layer)
                     self._viewer.layers.selection.active = layer
@@ -672,13 +1079,16 @@ class SSNSamplesWidget(Container):
     # ------------------------------------------------------------------ Dice against the mean prediction
     def _schedule_dice(self) -> None:
         """Recompute the Dice table off the GUI thread once the sliders rest (bursts coalesce)."""
+        if not self._alive() or not _qt_alive(self._dice_timer):
+            return
         self._dice_generation += 1
         self._dice_timer.start()  # restarts while a slider is being dragged
 
     def _start_dice(self) -> None:
-        if self._closed:
+        if not self._alive():
             return
-        self._refresh_samples_layer()  # sliders at rest: bring the layer thumbnail up to date
+        if not self._whole_volume_shown():
+            self._refresh_samples_layer()  # sliders at rest: bring the layer thumbnail up to date
         if self._dice_running:
             self._dice_pending = True
             return
@@ -686,14 +1096,19 @@ class SSNSamplesWidget(Container):
             return
         stack, mean_labels, generation = self.stack, self.mean_labels, self._dice_generation
         num_classes = stack.distribution.num_classes
+        current = self.current_entry()
 
-        def _compute() -> tuple[int, np.ndarray]:
-            samples = np.stack([stack.sample(i) for i in range(len(stack))])
+        def _compute() -> tuple[int, np.ndarray] | None:
+            samples = np.empty((len(stack), *stack.shape[1:]), dtype=stack.dtype)
+            for i in [current, *(i for i in range(len(stack)) if i != current)]:
+                if generation != self._dice_generation:
+                    return None  # outdated: the sliders moved again; a new request follows
+                samples[i] = stack.sample(i, keep_noise=i == current)
             return generation, dice_against_reference(samples, mean_labels, num_classes=num_classes)
 
         def _finished() -> None:
             self._dice_running = False
-            if self._dice_pending:
+            if self._dice_pending and self._alive():
                 self._dice_pending = False
                 self._start_dice()
 
@@ -703,9 +1118,11 @@ class SSNSamplesWidget(Container):
             _compute, action="Computing Dice vs the mean", returned=self._show_dice, finished=_finished
         )
 
-    def _show_dice(self, result: tuple[int, np.ndarray]) -> None:
+    def _show_dice(self, result: tuple[int, np.ndarray] | None) -> None:
+        if result is None or not self._alive():
+            return
         generation, dice = result
-        if self._closed or generation != self._dice_generation or self.distribution is None:
+        if generation != self._dice_generation or self.distribution is None:
             return  # a newer request is on its way
         self.dice = dice
         names = list(self.distribution.class_names[1:])
@@ -736,20 +1153,21 @@ class SSNSamplesWidget(Container):
     # ------------------------------------------------------------------ GED² and diversity
     def _rater_stack(self) -> np.ndarray:
         assert self.distribution is not None
-        names = list(self._raters.value or [])
-        if not names:
+        layers = [layer for layer in (self._raters.value or []) if layer in self._viewer.layers]
+        if not layers:
             raise ValueError("select one or more Labels layers with the raters' annotations.")
         shape = self.distribution.spatial_shape
         maps: list[np.ndarray] = []
-        for name in names:
-            data = np.asarray(self._viewer.layers[name].data)
+        for layer in layers:
+            data = np.asarray(layer.data)
             if data.shape == shape:
                 maps.append(data)
             elif data.ndim == len(shape) + 1 and data.shape[1:] == shape:
                 maps.extend(data)
             else:
                 raise ValueError(
-                    f"layer {name!r} has shape {data.shape}; expected {shape} (one rater) or (R, *{shape})."
+                    f"layer {layer.name!r} has shape {data.shape}; expected {shape} (one rater) or "
+                    f"(R, *{shape})."
                 )
         return np.stack(maps)
 
@@ -760,9 +1178,10 @@ class SSNSamplesWidget(Container):
             raters = self._rater_stack()
             stack = self.stack
             num_classes = stack.distribution.num_classes
+            current = self.current_entry()
 
             def _compute() -> dict[str, float]:
-                samples = np.stack([stack.sample(i) for i in range(len(stack))])
+                samples = np.stack([stack.sample(i, keep_noise=i == current) for i in range(len(stack))])
                 return {
                     "ged2": generalised_energy_distance(samples, raters, num_classes=num_classes),
                     "sample_diversity": sample_diversity(samples, num_classes=num_classes),
@@ -796,6 +1215,17 @@ class SSNSamplesWidget(Container):
                 action="Exporting SSN samples",
                 returned=lambda written: show_info(f"Exported {what.lower()} to {written}"),
             )
+
+
+def _load_saved(path: Path) -> tuple[LowRankLogits, dict[str, Any]]:
+    """A saved distribution and, when the file has them, where it lies (``origin``, ``direction``, ``crop_start``)."""
+    distribution = load_distribution(path)
+    placement: dict[str, Any] = {}
+    with contextlib.suppress(Exception), np.load(path, allow_pickle=False) as archive:
+        for key in ("origin", "direction", "crop_start"):
+            if key in archive.files:
+                placement[key] = np.asarray(archive[key], dtype=float)
+    return distribution, placement
 
 
 def _format_score(value: float) -> str:
