@@ -71,7 +71,8 @@ def test_load_folder_adds_layers_scales_and_numbers(make_napari_viewer, qtbot, r
     widget._dice_class.value = 2
     assert widget._dice_table.value["data"][0][2] == pytest.approx(
         _independent_dice(raters[0] == 2, raters[2] == 2), abs=1e-4)
-    assert widget._status.value == "3 raters · 3 classes (background, class 1, class 2) · 3×10×12 voxels of 3 × 0.5 × 0.5 mm"
+    assert widget._status.value == ("3 raters · 3 classes (background, class 1, class 2) · 3×10×12 voxels of "
+                                    "3 × 0.5 × 0.5 mm")
     # volumes from spacing × voxel count: 108 mm³ of class 1 at most, so the column is in mm³
     summary = widget._summary_table.value
     assert list(summary["index"]) == ["background", "class 1", "class 2"]
@@ -106,7 +107,7 @@ def test_use_existing_labels_layers(make_napari_viewer, qtbot, errors):
     assert {layer.name for layer in widget._layers.choices} == {"annot 0", "annot 1"}
     assert all(choice is viewer.layers[choice.name] for choice in widget._layers.choices)
     widget._layers.value = ["annot 0", "annot 1"]  # names are accepted too (the Guide, scripts)
-    assert [layer.name for layer in widget._layers.value] == ["annot 1", "annot 0"]  # top of the list first
+    assert [layer.name for layer in widget._layers.value] == ["annot 0", "annot 1"]  # in layer-list order
     widget._use_layers.native.click()
     qtbot.waitUntil(lambda: widget.statistics is not None, timeout=20000)
     assert errors == []

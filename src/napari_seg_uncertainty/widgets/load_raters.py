@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, Select, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, Table
 
 from .._sample_data import image_contrast_limits, map_layer_specs, rater_layer_specs
 from ..core.geometry import Geometry
 from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
 from ._case import KEPT_KEY, begin_case, case_name_for, case_of, current_case
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
-from ._layer_choices import LayerWatcher, choices_for, is_labels_layer
+from ._layer_choices import LayerWatcher, is_labels_layer
+from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -123,21 +124,6 @@ def volume_unit(raters: RaterSet) -> tuple[str, float]:
     return ("ml", 1e-3) if largest >= 1000.0 else ("mm³", 1.0)
 
 
-class _LayerSelect(Select):
-    """A Select of ``(name, layer)`` choices whose value can also be set by layer names (scripts, Guide)."""
-
-    @property
-    def value(self) -> Any:
-        return Select.value.fget(self)
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        if isinstance(value, (list, tuple)):
-            by_name = {getattr(layer, "name", None): layer for layer in self.choices}
-            value = [by_name.get(v, v) if isinstance(v, str) else v for v in value]
-        Select.value.fset(self, value)
-
-
 class LoadRatersWidget(Container):
     """Load several raters' label maps and show how much they disagree.
 
@@ -160,8 +146,8 @@ class LoadRatersWidget(Container):
         self.busy = False
         self._shown: RaterStatistics | None = None  # what the tables show (kept while another case loads)
         self._request = 0
-        self._steps: list[tuple[str, Callable[[], None]]] = []
         self._tasks: list[int] = []
+        self._failing = ""  # the layer being added, for the message if adding it fails
 
         self._path = LineEdit(label="Files / folder", tooltip=(
             "A folder, a glob pattern (case1/rater_*.nii.gz), a .npz, or several files separated by ';'."))
@@ -180,7 +166,7 @@ class LoadRatersWidget(Container):
             "Off: loading a case from files removes the previous case's layers (image, raters, soft labels, "
             "predictions, maps). On: they stay, hidden, renamed '<case>: <layer>'."))
         self._load_files = PushButton(text="Load files")
-        self._layers = _LayerSelect(label="Labels layers", choices=choices_for(viewer, is_labels_layer), tooltip=(
+        self._layers = LayerSelect(viewer, is_labels_layer, explain=labels_problem, label="Labels layers", tooltip=(
             "Labels layers already open, one per rater (Ctrl/Shift-click to select several)."))
         self._use_layers = PushButton(text="Use selected layers")
         self._progress = ProgressBar(label="", value=0, min=0, max=1, visible=False)
@@ -204,16 +190,10 @@ class LoadRatersWidget(Container):
         self._style()
         self._refresh_tasks()
         self._watcher = LayerWatcher(viewer, self._layers.reset_choices, owner=self.native)
-
-        from qtpy.QtCore import QTimer
-
-        self._step_timer = QTimer(self.native)  # deleted with the widget: no step runs after a close
-        self._step_timer.setSingleShot(True)
-        self._step_timer.setInterval(0)
-        self._step_timer.timeout.connect(self._run_next_step)
+        self._queue = LayerQueue(self.native, failed=self._on_show_failed)  # one layer per event-loop turn
 
     def _style(self) -> None:
-        from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QSizePolicy
+        from qtpy.QtWidgets import QAbstractItemView, QSizePolicy
 
         self.native.setMinimumWidth(_DOCK_WIDTH)
         self.native.setMinimumHeight(260)
@@ -222,12 +202,8 @@ class LoadRatersWidget(Container):
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._layers.native.setMaximumHeight(90)
         for table in (self._dice_table, self._summary_table):
-            view = table.native
-            view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-            view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-            view.horizontalHeader().setMinimumSectionSize(36)
-            view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-            view.setMinimumHeight(60)
+            fit_table(table, min_height=60)
+            table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
 
     # choices ----------------------------------------------------------------------------------------
     def _dice_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
@@ -347,7 +323,7 @@ class LoadRatersWidget(Container):
         request = self._request
         previous = self.statistics if self.statistics is not None else self._shown
         self.statistics = None  # "not loaded yet": callers poll it
-        self._steps.clear()
+        self._queue.cancel()
         self._set_busy(True, message)
 
         def returned(stats: RaterStatistics) -> None:
@@ -399,27 +375,22 @@ class LoadRatersWidget(Container):
         for data, kwargs, kind in specs:
             steps.append((kwargs["name"], lambda d=data, k=kwargs, t=kind: self._add_layer(
                 d, k, t, geometry=geometry, case=case, outline=outline)))
-        steps.append(("tables", lambda: self._finish(stats)))
         self._progress.max = len(steps)
-        self._steps = steps
-        self._run_next_step()
+        self._queue.run([self._step(i, name, job) for i, (name, job) in enumerate(steps)],
+                        done=lambda: self._finish(stats))
 
-    def _run_next_step(self) -> None:
-        if not self._steps or not self._alive():
-            return
-        name, step = self._steps.pop(0)
-        self._progress.value = self._progress.max - len(self._steps)
-        if self._steps:
+    def _step(self, index: int, name: str, job: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self._progress.value = index + 1
             self._status.value = f"Adding layers… ({name})"
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - a failed step becomes a notification, the rest is skipped
-            self._steps.clear()
-            show_error(f"Load raters failed while adding {name!r}: {exc}")
-            self._set_busy(False, f"Failed: {exc}")
-            return
-        if self._steps:
-            self._step_timer.start()  # next step in the next event-loop turn: the window stays responsive
+            self._failing = name
+            job()
+
+        return run
+
+    def _on_show_failed(self, exc: BaseException) -> None:
+        show_error(f"Load raters failed while adding {self._failing!r}: {exc}")
+        self._set_busy(False, f"Failed: {exc}")
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any], kind: str, *, geometry: Geometry, case: str,
                    outline: bool) -> None:
