@@ -147,7 +147,8 @@ def test_soft_target_and_entropy_scatter(make_napari_viewer, qtbot, case, errors
         assert widget._table.value["data"][row][0] == pytest.approx(100 * ece, abs=1e-3)
     assert _is_drawn(_canvas_pixels(widget))
     # switching the plot back redraws the reliability diagram from the same results
-    widget._plot_kind.value = RELIABILITY
+    widget._plot_kind.value = RELIABILITY  # drawn in a worker, then shown
+    qtbot.waitUntil(lambda: not widget.plot.rendering, timeout=30000)
     assert "reliability" in widget.plot.artists
     assert _is_drawn(_canvas_pixels(widget))
 

@@ -222,19 +222,75 @@ def compute_calibration(
     return results
 
 
+def draw_results(figure: Any, results: list[ModelResult], *, kind: str, min_count: int) -> dict[str, Any]:
+    """Draw ``kind`` (reliability diagram or entropy scatter plot) of ``results`` onto ``figure``; the artists."""
+    figure.clear()
+    message = None
+    if not results:
+        message = "Select probability and target layers,\nthen press Compute."
+    elif kind == ENTROPY_SCATTER and all(r.entropy is None for r in results):
+        message = "Select two or more rater Labels layers as the target\nto compare prediction and rater entropy."
+    if message is not None:
+        figure.text(0.5, 0.5, message, ha="center", va="center")
+        return {}
+    if kind == ENTROPY_SCATTER:
+        return draw_entropy_scatter(figure, results)
+    return draw_reliability(figure, results, min_count=min_count)
+
+
+def render_figure(
+    results: list[ModelResult],
+    *,
+    kind: str,
+    min_count: int,
+    size: tuple[float, float],
+    dpi: float,
+    style: Any,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Draw and rasterise the plot on a new Agg figure (runs in a worker: no Qt object is touched).
+
+    Returns the figure, its Agg canvas (holding the rendered pixels) and the artists.
+    """
+    from matplotlib import style as mplstyle
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with mplstyle.context(style):
+        figure = Figure(figsize=size, dpi=dpi, layout="constrained")
+        canvas = FigureCanvasAgg(figure)
+        artists = draw_results(figure, results, kind=kind, min_count=min_count)
+        canvas.draw()
+    return figure, canvas, artists
+
+
 class CalibrationPlot(NapariMPLWidget):
-    """Themed matplotlib canvas that draws the current results (redrawn on theme and slice changes)."""
+    """Themed matplotlib canvas that draws the current results (redrawn on theme changes).
+
+    New results are drawn and rasterised in a worker thread on a fresh figure, which then replaces the
+    canvas's figure with its pixels: a reliability diagram costs a few hundred milliseconds of
+    matplotlib, which would otherwise freeze the window.
+    """
 
     n_layers_input = Interval(None, None)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: Any = None) -> None:
+        from qtpy.QtCore import QTimer
+
         super().__init__(napari_viewer, parent=parent)
         self.results: list[ModelResult] = []
         self.kind = RELIABILITY
         self.min_count = 1
         self.artists: dict[str, Any] = {}
+        self.rendering = False
+        self._generation = 0
+        self._when_rendered: list[Any] = []
         self.setMinimumHeight(360)
-        self._draw()
+        QTimer.singleShot(0, self._first_draw)  # not while the dock opens
+
+    def _first_draw(self) -> None:
+        with contextlib.suppress(RuntimeError):  # closed before the first turn
+            if not self.rendering:
+                self._draw()
 
     def _setup_callbacks(self) -> None:
         """Redraw on theme changes only (connected by the base class), not on slice or layer selection.
@@ -243,44 +299,68 @@ class CalibrationPlot(NapariMPLWidget):
         default redraws on every slider step and layer selection would only cost time.
         """
 
-    def show_results(self, results: list[ModelResult], *, kind: str | None = None) -> None:
-        """Replace the results (and optionally the plot kind) and redraw."""
+    def show_results(self, results: list[ModelResult], *, kind: str | None = None, done: Any = None) -> None:
+        """Replace the results (and optionally the plot kind) and redraw in a worker; ``done()`` when shown."""
         self.results = list(results)
         if kind is not None:
             self.kind = kind
-        self._draw()
+        if done is not None:
+            self._when_rendered.append(done)
+        self._generation += 1
+        generation = self._generation
+        figure = self.canvas.figure
+        self.rendering = True
+        run_in_thread(
+            render_figure,
+            list(self.results),
+            kind=self.kind,
+            min_count=self.min_count,
+            size=tuple(figure.get_size_inches()),
+            dpi=float(figure.dpi),
+            style=self.napari_theme_style_sheet,
+            action="Calibration plot",
+            returned=lambda out: self._adopt(out, generation, getattr(figure, "_original_dpi", figure.dpi)),
+            errored=lambda _exc: self._rendered(generation),
+        )
+
+    def _adopt(self, out: tuple[Any, Any, dict[str, Any]], generation: int, original_dpi: float) -> None:
+        """Put a figure rendered in the worker on the canvas (GUI thread; cheap: no drawing)."""
+        if generation != self._generation:
+            return  # a newer plot is on its way
+        figure, agg, artists = out
+        try:
+            canvas = self.canvas
+            old = canvas.figure
+            figure._original_dpi = original_dpi
+            figure._canvas_callbacks = old._canvas_callbacks  # the toolbar's and the widget's connections
+            canvas.figure = figure
+            figure.set_canvas(canvas)
+            if canvas.get_width_height(physical=True) == agg.get_width_height(physical=True):
+                canvas.renderer = agg.renderer
+                canvas._lastKey = agg._lastKey
+                canvas.update()
+            else:  # resized meanwhile: draw once at the new size
+                canvas.draw_idle()
+        except RuntimeError:  # the dock was closed
+            return
+        self.artists = artists
+        self._rendered(generation)
+
+    def _rendered(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self.rendering = False
+        callbacks, self._when_rendered = self._when_rendered, []
+        for callback in callbacks:
+            callback()
 
     def clear(self) -> None:
         """Remove all axes."""
         self.figure.clear()
 
     def draw(self) -> None:
-        """Draw the reliability diagram or the entropy scatter plot of ``self.results``."""
-        if not self.results:
-            self.artists = {}
-            self.figure.text(
-                0.5,
-                0.5,
-                "Select probability and target layers,\nthen press Compute.",
-                ha="center",
-                va="center",
-            )
-            return
-        if self.kind == ENTROPY_SCATTER:
-            if all(r.entropy is None for r in self.results):
-                self.artists = {}
-                self.figure.text(
-                    0.5,
-                    0.5,
-                    "Select two or more rater Labels layers as the target\n"
-                    "to compare prediction and rater entropy.",
-                    ha="center",
-                    va="center",
-                )
-                return
-            self.artists = draw_entropy_scatter(self.figure, self.results)
-        else:
-            self.artists = draw_reliability(self.figure, self.results, min_count=self.min_count)
+        """Draw the reliability diagram or the entropy scatter plot of ``self.results`` (on the GUI thread)."""
+        self.artists = draw_results(self.figure, self.results, kind=self.kind, min_count=self.min_count)
 
 
 class CalibrationWidget(Container):
@@ -616,6 +696,9 @@ class CalibrationWidget(Container):
         self._status.value = "Failed; see the notification."
 
     def _on_finished(self) -> None:
+        if self.plot.rendering:  # the plot is still being drawn: Compute comes back when it is shown
+            self.plot._when_rendered.append(self._on_finished)
+            return
         self._compute.enabled = True
         if self._pending:
             self._pending = False
