@@ -18,6 +18,7 @@ with the class-noise and temperature sliders → calibration (reliability diagra
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from collections.abc import Callable
@@ -174,18 +175,45 @@ Action = tuple[str, Callable[[], Any], Callable[[], bool]]
 
 
 def _prepare_demo(dataset: str, seed: int) -> tuple[Any, Any, list[Any]]:
-    """Worker-thread part of loading: the heavy imports and the demo data (nothing touches Qt widgets).
+    """Worker-thread part of loading: heavy imports, the demo data and the napari layer objects.
 
-    Imports PyTorch, MONAI and the widget modules and warms up the training kernels, so that creating
-    the widgets and the first training step later cost the GUI thread little.
+    Imports PyTorch, MONAI, pandas (napari's first Labels layer pulls it in) and the widget modules,
+    warms up the training kernels and builds the layers (napari layer models hold no Qt objects), so
+    that the GUI thread only docks widgets and appends ready layers, one per event-loop turn.
+
+    The imports create millions of long-lived objects; the garbage collector's full passes over them
+    hold the interpreter for 0.3–0.7 s each, stalling the GUI thread too. The collector is paused while
+    they are made and then frozen (``gc.freeze``: they leave its view), so later passes take milliseconds.
     """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _prepare_demo_unpaused(dataset, seed)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _prepare_demo_unpaused(dataset: str, seed: int) -> tuple[Any, Any, list[Any]]:
+    import pandas  # noqa: F401
+    from napari.layers import Layer
+
     from .._sample_data import rater_layer_data
     from . import calibration, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
     from . import train as train_module
 
     train_module._preload_training_modules()
     image, raters = load_demo_data(dataset, seed=seed)
-    return image, raters, rater_layer_data(image, raters)
+    layers = []
+    for data, kwargs, kind in rater_layer_data(image, raters):
+        if kind == "labels":
+            kwargs = {**kwargs, "visible": True, "opacity": 0.9}
+        layer = Layer.create(data, kwargs, kind)
+        if kind == "labels":
+            layer.contour = 1  # outlines of every rater
+        layers.append(layer)
+    return image, raters, layers
 
 
 class WorkflowGuide(Container):
@@ -513,6 +541,7 @@ class WorkflowGuide(Container):
         actions.append(("Loading: removing the previous layers", clear, lambda: True))
 
         def add_layers() -> None:  # one layer per event-loop turn: queued in front of what follows
+            gc.freeze()  # the widgets just docked are long-lived too (see _prepare_demo)
             count = len(self._prepared[2])
             self._queue[0:0] = [
                 (f"Loading: layer {i + 1} of {count}", lambda i=i: self._add_layer(i), lambda: True)
@@ -530,10 +559,7 @@ class WorkflowGuide(Container):
         return actions
 
     def _add_layer(self, index: int) -> None:
-        data, kwargs, kind = self._prepared[2][index]
-        layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-        if kind == "labels":
-            layer.visible, layer.contour, layer.opacity = True, 1, 0.9  # outlines of every rater
+        self.viewer.layers.append(self._prepared[2][index])
 
     def _loaded(self) -> str:
         """Loading has finished: fit the image to the canvas once the layout has settled."""
