@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -69,8 +70,9 @@ def ece_against_raters(probs: np.ndarray, raters: np.ndarray, n_bins: int = 10) 
 
 @pytest.fixture(scope="module")
 def headless_run(tmp_path_factory):
-    """One run of the console script: all four data sets, the whole workflow on phantom2d."""
+    """One run of the console script without a display: all four data sets, the whole workflow on phantom2d."""
     out = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     result = subprocess.run(
         [
             sys.executable,
@@ -86,6 +88,7 @@ def headless_run(tmp_path_factory):
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     return out, result
 
