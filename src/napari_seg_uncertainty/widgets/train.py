@@ -91,8 +91,8 @@ LOSS_RANGE = (1e-3, 30.0)
 PREDICT_REGIONS = (("whole image", "image"), ("raters' region (+8 voxels)", "raters"))
 REGION_MARGIN = 8
 #: Least height of the scrolling settings area and of the Training curves plot (pixels).
-MIN_SETTINGS_HEIGHT = 110
-MIN_PLOT_HEIGHT = 160
+MIN_SETTINGS_HEIGHT = 60
+MIN_PLOT_HEIGHT = 120
 CURVES_DOCK = "Training curves"
 
 
@@ -417,6 +417,8 @@ class TrainWidget(Container):
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
         self._status = Label(value="Ready.")
         self._status.native.setWordWrap(True)
+        lines = self._status.native.fontMetrics().lineSpacing()
+        self._status.native.setMinimumHeight(2 * lines + 4)  # two wrapped lines always fit
         self._grid_label = Label(value="")
         self._grid_label.native.setWordWrap(True)
         self._grid_label.native.setStyleSheet("color: #f0a030;")
@@ -892,7 +894,7 @@ class TrainWidget(Container):
                 self.state = "idle"
                 return
             if not pending:
-                self._status.value = f"Done. Prediction added; checkpoint {self.checkpoint_path}"
+                self._status.value = "Done: prediction added (probabilities, labels, entropy); checkpoint below."
                 self._set_state("idle")
                 return
             kwargs = pending.pop(0)
