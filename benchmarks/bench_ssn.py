@@ -8,13 +8,20 @@ from other processes on the (shared, 2-core) machine hits both alike:
    canvas repainted), target ≤ 33 ms; baselines: the same viewer update with a precomputed array
    (napari's own cost) and a full redraw with torch (sample + argmax + ``layer.data =``);
 3. one 2-D slice of a 3-D 155×240×240, 4-class, rank-10 sample, target ≤ 16 ms; baseline: torch's
-   full-volume sample (the only way torch gives a slice).
+   full-volume sample (the only way torch gives a slice);
+4. the *SSN samples* widget in 3-D display on a 155×240×240, 4-class, rank-10 case (spacing 3×0.8×0.8,
+   origin (10, −40, −50)): switching to 3-D (target ≤ 1 s), a class-scale or temperature slider move
+   until the whole new sample is on screen (target ≤ 100 ms), and the longest event-loop stall of each
+   (a 20 ms QTimer probe, target ≤ 100 ms); plus the parts: the cached-noise recomputation alone
+   (scaling + argmax) against a full recomputation plane by plane, and napari's own refresh of a
+   155×240×240 Labels volume.
 
 Run (a display is needed for figure 2; ``xvfb-run`` provides one on a headless machine)::
 
     xvfb-run -a python benchmarks/bench_ssn.py            # full sizes
     xvfb-run -a python benchmarks/bench_ssn.py --quick    # small sizes, smoke test
     python benchmarks/bench_ssn.py --no-viewer            # figures 1 and 3 only
+    xvfb-run -a python benchmarks/bench_ssn.py --only-3d-slider   # figure 4 only
 """
 
 from __future__ import annotations
@@ -186,11 +193,159 @@ def bench_viewer_redraw(shape: tuple[int, int], num_classes: int, rank: int, rep
     viewer.close()
 
 
+def _blob_distribution(shape: tuple[int, int, int], num_classes: int, rank: int) -> LowRankLogits:
+    """Nested shells around the centre with random low-rank noise: made in seconds at full size."""
+    generator = torch.Generator().manual_seed(0)
+    axes = [torch.arange(s, dtype=torch.float32) - (s - 1) / 2 for s in shape]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    radius = torch.sqrt(sum(g**2 for g in grids))
+    outer = 0.4 * min(shape[1:])
+    mean = torch.empty((num_classes, *shape))
+    for k in range(num_classes):
+        centre = outer * (1 - (k + 0.5) / num_classes) if k else outer * 1.3
+        mean[k] = -((radius - centre).abs() / (outer / num_classes))
+    factor = torch.randn((rank, num_classes, *shape), generator=generator) * 0.3
+    diag = torch.full((num_classes, *shape), 0.05)
+    return LowRankLogits(mean, factor, diag, class_names=[f"class {k}" for k in range(num_classes)])
+
+
+class _StallProbe:
+    """A 20 ms QTimer whose ticks show how long the event loop was blocked."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(20)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+
+    def longest(self, start: float, end: float) -> float:
+        inside = [t for t in self.ticks if start <= t <= end]
+        return 1e3 * max(np.diff([start, *inside, end])) if len(inside) else 1e3 * (end - start)
+
+
+def _wait(app: Any, condition: Callable[[], bool], timeout: float = 120.0) -> float:
+    """Run the event loop until ``condition()``; the time it became true."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    found: list[float] = []
+
+    def check() -> None:
+        if condition():
+            found.append(time.perf_counter())
+            loop.quit()
+
+    poll = QTimer()
+    poll.setInterval(2)
+    poll.timeout.connect(check)
+    poll.start()
+    QTimer.singleShot(int(timeout * 1e3), loop.quit)
+    loop.exec()
+    poll.stop()
+    if not found:
+        raise TimeoutError("the viewer did not finish in time")
+    return found[0]
+
+
+def bench_3d_slider(shape: tuple[int, int, int], num_classes: int, rank: int, repeats: int) -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_seg_uncertainty.core.geometry import Geometry
+    from napari_seg_uncertainty.core.ssn import SampleLabelStack
+    from napari_seg_uncertainty.widgets.ssn_samples import SAMPLES_LAYER, SSNSamplesWidget
+
+    size = f"{shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, rank {rank}"
+    dist = _blob_distribution(shape, num_classes, rank)
+
+    # the parts, outside the viewer: cached-noise redraw vs plane-by-plane recomputation
+    stack = SampleLabelStack(dist, range(2), seed=0)
+    stack.sample(0)  # draws and keeps the noise
+    cached, full = [], []
+    for i in range(repeats):
+        moved = dist.with_class_scales([1.0, 1.0 + 0.1 * (i % 7), -1.0, 1.0]).with_temperature(0.9)
+        stack.set_distribution(moved)
+        cached.append(_time_ms(lambda: stack.sample(0)))
+        if i < 3:
+            full.append(_time_ms(lambda moved=moved: moved.sample_labels_at(0, seed=0)))
+    _report(f"3-D slider, whole sample recomputed ({size})", cached, full, 100.0)
+    stack = None
+    gc.collect()
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    probe = _StallProbe()
+    image = viewer.add_image(
+        np.zeros(shape, np.float32), name="image", scale=(3.0, 0.8, 0.8), translate=(10.0, -40.0, -50.0)
+    )
+    widget = SSNSamplesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SSN samples")
+    widget.set_distribution(dist, geometry=Geometry.of(image))
+    _wait(app, lambda: widget.stack is not None and not widget.busy)
+    layer = viewer.layers[SAMPLES_LAYER]
+    shown: list[float] = []
+    layer.events.set_data.connect(lambda _e=None: shown.append(time.perf_counter()))
+
+    def on_screen() -> bool:
+        entry = widget.current_entry()
+        return (
+            not widget._volume_running
+            and widget.stack.cached_sample(entry) is not None
+            and layer.data.stack.cached_sample(entry) is not None
+            and np.shares_memory(np.asarray(layer._slice.image.raw), widget.stack.cached_sample(entry))
+        )
+
+    def timed(action: Callable[[], None]) -> tuple[float, float]:
+        _wait(app, lambda: True)
+        start = time.perf_counter()
+        action()
+        end = _wait(app, on_screen)
+        app.processEvents()
+        end = max([end, *(t for t in shown[-1:] if t >= start)])
+        return (end - start) * 1e3, probe.longest(start, time.perf_counter())
+
+    warm_switch, warm_stall = timed(lambda: setattr(viewer.dims, "ndisplay", 3))
+    viewer.dims.ndisplay = 2
+    _wait(app, lambda: not widget.busy)
+    widget._new_sample_button.changed.emit(True)  # a sample never drawn: its noise is not cached
+    _wait(app, lambda: not widget._volume_running)
+    cold_switch, cold_stall = timed(lambda: setattr(viewer.dims, "ndisplay", 3))
+    _report("  switch to 3-D, sample drawn beforehand (ms)", [warm_switch], None, 1000.0)
+    _report("    longest event-loop stall meanwhile", [warm_stall], None, 100.0)
+    _report("  switch to 3-D, sample never drawn (ms)", [cold_switch], None, 1000.0)
+    _report("    longest event-loop stall meanwhile", [cold_stall], None, 100.0)
+
+    moves, stalls = [], []
+    sliders = [widget._class_sliders[1], widget._temperature, widget._class_sliders[2]]
+    for i in range(repeats):
+        slider = sliders[i % len(sliders)]
+        value = float(np.round(0.5 + (i % 9) * 0.25, 2))
+        latency, stall = timed(lambda slider=slider, value=value: setattr(slider, "value", value))
+        moves.append(latency)
+        stalls.append(stall)
+    _report(f"3-D slider move until the whole sample is on screen ({size})", moves, None, 100.0)
+    print(f"    first move {moves[0]:.1f} ms; all: {', '.join(f'{m:.0f}' for m in moves)}")
+    _report("  longest event-loop stall per move", stalls, None, 100.0)
+    refresh = []
+    for _ in range(min(repeats, 10)):
+        start = time.perf_counter()
+        layer.refresh(extent=False)
+        app.processEvents()
+        refresh.append((time.perf_counter() - start) * 1e3)
+    _report("  napari alone: refresh of the 3-D Labels volume", refresh, None, None)
+    probe.timer.stop()
+    viewer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per figure (default 40, quick 5)")
-    parser.add_argument("--no-viewer", action="store_true", help="skip the napari redraw figure")
+    parser.add_argument("--no-viewer", action="store_true", help="skip the napari figures (2 and 4)")
+    parser.add_argument("--only-3d-slider", action="store_true", help="figure 4 only")
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 40)
     shape_2d = (128, 128) if args.quick else (512, 512)
@@ -200,10 +355,16 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} (other processes share the machine)",
         flush=True,
     )
+    if args.only_3d_slider:
+        bench_3d_slider(shape_3d, 4, 10, min(repeats, 15))
+        return
     bench_2d_sample(shape_2d, 4, 10, repeats)
     if not args.no_viewer:
         bench_viewer_redraw(shape_2d, 4, 10, repeats)
     bench_3d_slice(shape_3d, 4, 10, repeats)
+    gc.collect()
+    if not args.no_viewer:
+        bench_3d_slider(shape_3d, 4, 10, min(repeats, 15))
 
 
 if __name__ == "__main__":

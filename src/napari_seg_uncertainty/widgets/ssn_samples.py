@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ from magicgui.widgets import (
     Table,
 )
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
 
 from ..core.geometry import Geometry
 from ..core.ssn import (
@@ -79,6 +82,9 @@ _TEMPERATURE_RANGE = (0.0, 3.0)
 _SYNTHETIC_SHAPE = (256, 256)
 _SYNTHETIC_CLASSES = 4
 _DICE_DELAY_MS = 250  # Dice table waits for the sliders to rest this long
+_DICE_DELAY_LARGE_MS = 1500  # … this long when every sample is a large volume (each costs ~0.5 s)
+_LARGE_SAMPLE_VOXELS = 2_000_000
+_TEARDOWN_WAIT_S = 5.0  # closing waits this long at most for a running computation to return
 
 
 def distribution_from_prediction(
@@ -186,7 +192,7 @@ def export_samples(
     if what == EXPORT_CURRENT:
         labels = stack.sample(entry)
     elif what == EXPORT_ALL:
-        labels = np.stack([stack.sample(i) for i in range(len(stack))])
+        labels = np.stack([stack.sample(i, keep_noise=i == entry) for i in range(len(stack))])
     else:
         raise ValueError(
             f"what must be one of {[EXPORT_CURRENT, EXPORT_ALL, EXPORT_DISTRIBUTION]}, got {what!r}."
@@ -412,8 +418,6 @@ class LiveSamples:
     """
 
     def __init__(self, stack: SampleLabelStack, *, placeholder: Any, request: Any, nonblocking: Any) -> None:
-        import threading
-
         self.stack = stack
         self._placeholder = placeholder
         self._request = request
@@ -433,8 +437,6 @@ class LiveSamples:
         return self.stack.__array__(dtype)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        import threading
-
         stack = self.stack
         if stack.distribution.spatial_ndim == 3 and threading.current_thread() is self._main_thread:
             entry = _whole_entry(key, stack.shape)
@@ -531,6 +533,7 @@ class SSNSamplesWidget(Container):
         self.metrics: dict[str, float] | None = None
         self.kept_layers: list[Any] = []
         self._workers: set[Any] = set()
+        self._running: set[threading.Event] = set()  # one per computation in a worker thread
         self._next_sample_index = 0
         self._dice_generation = 0
         self._dice_running = False
@@ -651,6 +654,9 @@ class SSNSamplesWidget(Container):
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         self.native.destroyed.connect(self._on_destroyed)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._on_quit)
         self._on_source_changed()
         self._update_enabled()
 
@@ -662,10 +668,14 @@ class SSNSamplesWidget(Container):
         an exception in this slot would abort the process.
         """
         try:
-            self._closed = True
+            self._shut_down()
             if _qt_alive(self._dice_timer):
                 self._dice_timer.stop()
             self._watcher.disconnect()
+            app = QApplication.instance()
+            if app is not None:
+                with contextlib.suppress(Exception):
+                    app.aboutToQuit.disconnect(self._on_quit)
             for emitter, callback in (
                 (self._viewer.dims.events.current_step, self._on_step),
                 (self._viewer.dims.events.ndisplay, self._on_ndisplay),
@@ -674,6 +684,27 @@ class SSNSamplesWidget(Container):
                     emitter.disconnect(callback)
         except Exception:  # noqa: BLE001 - never let teardown abort the application
             logger.debug("SSN samples teardown", exc_info=True)
+
+    def _on_quit(self) -> None:
+        try:
+            self._shut_down()
+            app = QApplication.instance()
+            if app is not None:
+                app.aboutToQuit.disconnect(self._on_quit)
+        except Exception:  # noqa: BLE001 - never let teardown abort the application
+            logger.debug("SSN samples teardown", exc_info=True)
+
+    def _shut_down(self) -> None:
+        """Drop late results, stop the Dice loop early and wait (a few seconds at most) for running workers.
+
+        A worker still inside numpy when Python exits would die emitting into deleted Qt objects, which
+        aborts the process; waiting here (dock closed, application quitting) prevents that.
+        """
+        self._closed = True
+        self._dice_generation += 1  # the Dice loop stops before its next sample
+        deadline = time.monotonic() + _TEARDOWN_WAIT_S
+        for done in list(self._running):
+            done.wait(max(0.0, deadline - time.monotonic()))
 
     def _alive(self) -> bool:
         return not self._closed and _qt_alive(self.native)
@@ -711,6 +742,31 @@ class SSNSamplesWidget(Container):
         for widget in (self._new_sample_button, self._keep_button, self._metrics_button, self._export_button):
             widget.enabled = drawn
 
+    def _run(self, func: Any, *args: Any, action: str, returned: Any = None, finished: Any = None) -> Any:
+        """``run_in_thread`` that closing the dock (or quitting) waits for, so no worker outlives the widget.
+
+        Results and ``finished`` after closing are dropped.
+        """
+        done = threading.Event()
+
+        def _call() -> Any:
+            try:
+                return func(*args)
+            finally:
+                done.set()
+
+        def _returned(result: Any) -> None:
+            if self._alive() and returned is not None:
+                returned(result)
+
+        def _finished() -> None:
+            self._running.discard(done)
+            if finished is not None:
+                finished()
+
+        self._running.add(done)
+        return run_in_thread(_call, action=action, returned=_returned, finished=_finished)
+
     def _start(self, func: Any, *args: Any, action: str, returned: Any = None) -> Any:
         """Run ``func`` in a worker thread; errors become notifications; results after closing are dropped."""
         holder: list[Any] = []
@@ -718,11 +774,7 @@ class SSNSamplesWidget(Container):
         def _done() -> None:
             self._workers.discard(holder[0])
 
-        def _returned(result: Any) -> None:
-            if self._alive() and returned is not None:
-                returned(result)
-
-        worker = run_in_thread(func, *args, action=action, returned=_returned, finished=_done)
+        worker = self._run(func, *args, action=action, returned=returned, finished=_done)
         holder.append(worker)
         self._workers.add(worker)
         return worker
@@ -1014,8 +1066,7 @@ class SSNSamplesWidget(Container):
             else:
                 self._volume_pending = True
 
-        run_in_thread(stack.sample, entry, action="Drawing the SSN sample", returned=_returned,
-                      finished=_finished)
+        self._run(stack.sample, entry, action="Drawing the SSN sample", returned=_returned, finished=_finished)
 
     def _on_ndisplay(self, _event: Any = None) -> None:
         if self._alive() and self._whole_volume_shown():
@@ -1082,6 +1133,8 @@ class SSNSamplesWidget(Container):
         if not self._alive() or not _qt_alive(self._dice_timer):
             return
         self._dice_generation += 1
+        large = self.distribution is not None and np.prod(self.distribution.spatial_shape) > _LARGE_SAMPLE_VOXELS
+        self._dice_timer.setInterval(_DICE_DELAY_LARGE_MS if large else _DICE_DELAY_MS)
         self._dice_timer.start()  # restarts while a slider is being dragged
 
     def _start_dice(self) -> None:
@@ -1114,9 +1167,7 @@ class SSNSamplesWidget(Container):
 
         self._dice_running = True
         self._dice_pending = False
-        run_in_thread(
-            _compute, action="Computing Dice vs the mean", returned=self._show_dice, finished=_finished
-        )
+        self._run(_compute, action="Computing Dice vs the mean", returned=self._show_dice, finished=_finished)
 
     def _show_dice(self, result: tuple[int, np.ndarray] | None) -> None:
         if result is None or not self._alive():
@@ -1180,8 +1231,13 @@ class SSNSamplesWidget(Container):
             num_classes = stack.distribution.num_classes
             current = self.current_entry()
 
-            def _compute() -> dict[str, float]:
-                samples = np.stack([stack.sample(i, keep_noise=i == current) for i in range(len(stack))])
+            def _compute() -> dict[str, float] | None:
+                maps = []
+                for i in range(len(stack)):
+                    if self._closed:
+                        return None
+                    maps.append(stack.sample(i, keep_noise=i == current))
+                samples = np.stack(maps)
                 return {
                     "ged2": generalised_energy_distance(samples, raters, num_classes=num_classes),
                     "sample_diversity": sample_diversity(samples, num_classes=num_classes),
@@ -1192,7 +1248,9 @@ class SSNSamplesWidget(Container):
 
             self._start(_compute, action="Computing GED² and diversity", returned=self._show_metrics)
 
-    def _show_metrics(self, metrics: dict[str, float]) -> None:
+    def _show_metrics(self, metrics: dict[str, float] | None) -> None:
+        if metrics is None:
+            return
         self.metrics = metrics
         self._metrics_label.value = (
             f"GED² {metrics['ged2']:.4f} | sample diversity {metrics['sample_diversity']:.4f} | "
