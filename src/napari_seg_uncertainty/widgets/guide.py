@@ -493,6 +493,7 @@ class WorkflowGuide(Container):
         self.ready = False
         self._prepared, self._load_error = None, None
         self._text.setHtml(_LOADING)
+        self._status.value = f"Loading {DATASETS[dataset]} …"
         with self._dataset.changed.blocked():
             self._dataset.value = dataset
         self._start_queue("load", self._load_actions(dataset))
@@ -898,6 +899,10 @@ class WorkflowGuide(Container):
         self._step_key: str | None = name if name in _STEP_BY_KEY else None
         self._queue = list(queue)
         self._set_buttons(False)
+        if self._step_key is not None:
+            self._status.value = f"{self._step_words(name).capitalize()}: starting…"
+        elif name == "all":
+            self._status.value = "Running all steps…"
         self._done = lambda: True
         self._timer.setInterval(0)
         self._timer.start()
