@@ -23,7 +23,7 @@ from ._layer_choices import choices_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerQueue", "LayerSelect", "fit_table", "labels_problem"]
+__all__ = ["LayerQueue", "LayerSelect", "fit_table", "keep_selection", "labels_problem"]
 
 logger = logging.getLogger("napari_seg_uncertainty")
 
@@ -39,6 +39,25 @@ def labels_problem(layer: Any) -> str | None:
     return (f"layer {getattr(layer, 'name', '?')!r} is a {type(layer).__name__} layer of {dtype} values with "
             f"shape {shape}; expected a Labels layer (or an integer image) of shape (*spatial) holding "
             "0 (background), 1, 2, …")
+
+
+@contextlib.contextmanager
+def keep_selection(viewer: napari.viewer.Viewer) -> Any:
+    """Add layers without making each the active one.
+
+    Activating a new layer switches napari's layer-controls panel and re-lays it out, about as costly as
+    adding the layer itself; for a batch of derived layers the user's selection stays as it was.
+    """
+    layers = viewer.layers
+    previous = getattr(layers, "_activate_on_insert", None)
+    if previous is None:
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = previous
 
 
 class LayerSelect(Select):

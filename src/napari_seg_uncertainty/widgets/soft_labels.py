@@ -37,7 +37,7 @@ from ..core.soft_labels import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, labels_problem
+from ._staged import LayerQueue, LayerSelect, keep_selection, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -415,13 +415,14 @@ class SoftLabelsWidget(Container):
         names = [f"soft {slot}: {class_name}" for class_name in request.class_names]
 
         def add(k: int) -> None:
-            upsert_layer(
-                self._viewer, probabilities[k], name=names[k], layer_type="image", geometry=geometry,
-                case=request.case,
-                colormap="gray" if k == 0 else CLASS_COLORMAPS[(k - 1) % len(CLASS_COLORMAPS)],
-                contrast_limits=(0.0, 1.0), blending="additive", metadata={**meta_common, "class": k},
-                visible=k > 0 and slot == "A",
-            )
+            with keep_selection(self._viewer):
+                upsert_layer(
+                    self._viewer, probabilities[k], name=names[k], layer_type="image", geometry=geometry,
+                    case=request.case,
+                    colormap="gray" if k == 0 else CLASS_COLORMAPS[(k - 1) % len(CLASS_COLORMAPS)],
+                    contrast_limits=(0.0, 1.0), blending="additive", metadata={**meta_common, "class": k},
+                    visible=k > 0 and slot == "A",
+                )
 
         jobs: list[Any] = [lambda k=k: add(k) for k in range(len(names))]
         jobs.append(lambda: self._remove_layers(slot, keep=names))
@@ -450,13 +451,14 @@ class SoftLabelsWidget(Container):
         k = int(self._difference_class.value)
         request = result.request
         geometry = request.geometry if request.geometry is not None else Geometry(request.scale, request.translate)
-        layer = upsert_layer(
-            self._viewer, result.comparison.difference[k], name=DIFFERENCE_LAYER, layer_type="image",
-            geometry=geometry, case=request.case, colormap=difference_colormap(), contrast_limits=(-1.0, 1.0),
-            blending="translucent",
-            metadata={"class": k, "class_names": list(request.class_names), "spacing": list(request.scale),
-                      "first": request.method, "second": request.compare_method},
-        )
+        with keep_selection(self._viewer):
+            layer = upsert_layer(
+                self._viewer, result.comparison.difference[k], name=DIFFERENCE_LAYER, layer_type="image",
+                geometry=geometry, case=request.case, colormap=difference_colormap(), contrast_limits=(-1.0, 1.0),
+                blending="translucent",
+                metadata={"class": k, "class_names": list(request.class_names), "spacing": list(request.scale),
+                          "first": request.method, "second": request.compare_method},
+            )
         layer.blending = "translucent"  # an existing layer keeps its settings otherwise
         if layer.colormap.name != difference_colormap().name:
             layer.colormap = difference_colormap()

@@ -41,7 +41,7 @@ from ..core.uncertainty import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, upsert_layer
 from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem
+from ._staged import LayerQueue, LayerSelect, fit_table, keep_selection, labels_problem
 
 if TYPE_CHECKING:
     import napari
@@ -441,18 +441,19 @@ class UncertaintyWidget(Container):
             source = layers.get(result.source)
             if source is None:
                 raise ValueError(f"the probability layer {result.source!r} was removed.")
-            upsert_layer(
-                self._viewer,
-                result.data,
-                name=result.name,
-                layer_type="image",
-                geometry=source,
-                case=case_of(source),
-                colormap=ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP,
-                contrast_limits=(0.0, 1.0),
-                blending="additive",
-                metadata={"uncertainty_map": True, "kind": result.kind, "source": result.source},
-            )
+            with keep_selection(self._viewer):
+                upsert_layer(
+                    self._viewer,
+                    result.data,
+                    name=result.name,
+                    layer_type="image",
+                    geometry=source,
+                    case=case_of(source),
+                    colormap=ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP,
+                    contrast_limits=(0.0, 1.0),
+                    blending="additive",
+                    metadata={"uncertainty_map": True, "kind": result.kind, "source": result.source},
+                )
             self._status.value = f"Showing {result.name}…"
 
         def done() -> None:
