@@ -46,9 +46,8 @@ def rater_colormap(index: int, num_classes: int) -> dict[int | None, Any]:
     Background (0) is transparent; class 1 has the full hue, later classes blend towards white so
     classes stay distinguishable while the rater keeps one colour.
     """
-    from matplotlib.colors import to_rgb
-
-    base = np.asarray(to_rgb(RATER_COLORS[index % len(RATER_COLORS)]))
+    code = RATER_COLORS[index % len(RATER_COLORS)].lstrip("#")  # "#rrggbb" (no matplotlib on the GUI thread)
+    base = np.array([int(code[i:i + 2], 16) / 255.0 for i in (0, 2, 4)])
     colors: dict[int | None, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
     for k in range(1, max(int(num_classes), 2)):
         mix = 0.55 * (k - 1) / max(num_classes - 2, 1)
