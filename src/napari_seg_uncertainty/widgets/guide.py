@@ -732,7 +732,7 @@ class WorkflowGuide(Container):
             self.prepare_step(key)
 
         actions: list[tuple[str, Callable[[], Any], Callable[[], bool]]] = [
-            (step.title, prepare, lambda: True)
+            ("filling in the settings", prepare, lambda: True)
         ]
         widget = self.widget(step.widget)
         if key == "raters":
@@ -746,8 +746,8 @@ class WorkflowGuide(Container):
         elif key == "soft_labels":
             actions.append(
                 (
-                    "Computing mSVLS and one-hot",
-                    widget._compute.native.click,
+                    "computing mSVLS and one-hot",
+                    widget.compute,
                     lambda: (
                         widget.result is not None
                         and not widget.busy
@@ -760,7 +760,7 @@ class WorkflowGuide(Container):
             prefix = PREDICTION_PREFIX[model]
 
             def start() -> None:
-                widget._start.native.click()
+                widget.start()
                 self.show_tab("curves")
 
             def trained() -> bool:
@@ -773,12 +773,12 @@ class WorkflowGuide(Container):
                     and model in self.checkpoints
                 )
 
-            actions.append((f"Training the {prefix}", start, trained))
-            actions.append(("Showing the Train tab", lambda: self.show_tab("train"), lambda: True))
+            actions.append((f"training the {prefix}", start, trained))
+            actions.append(("showing the Train tab", lambda: self.show_tab("train"), lambda: True))
         elif key == "ssn_samples":
             actions.append(
                 (
-                    "Drawing SSN samples",
+                    "drawing SSN samples",
                     widget._load_button.native.click,
                     lambda: widget.stack is not None and not widget.busy,
                 )
@@ -794,34 +794,30 @@ class WorkflowGuide(Container):
 
             def compute() -> None:
                 widget.results = []
-                widget._compute.native.click()
+                widget.compute()
 
             actions.append(
-                ("Computing calibration", compute, lambda: bool(widget.results) and widget._compute.enabled)
+                (
+                    "computing calibration",
+                    compute,
+                    lambda: bool(widget.results) and _idle(widget) and not widget.plot.rendering,
+                )
             )
         elif key == "uncertainty":
-            actions.append(
-                (
-                    "Computing entropy maps",
-                    widget._compute_maps.native.click,
-                    lambda: bool(widget.maps) and widget._compute_maps.enabled,
+            for description, attribute, method in (
+                ("computing entropy maps", "maps", widget.compute_maps),
+                ("ranking structures by segment entropy", "review_rows", widget.rank),
+                ("Dice vs raters", "agreement_rows", widget.compute_agreement),
+            ):
+
+                def run(attribute: str = attribute, method: Callable[[], Any] = method) -> None:
+                    setattr(widget, attribute, [])  # filled when this run's result is shown
+                    method()
+
+                actions.append(
+                    (description, run, lambda a=attribute: bool(getattr(widget, a)) and _idle(widget))
                 )
-            )
-            actions.append(
-                (
-                    "Ranking structures by segment entropy",
-                    widget._rank.native.click,
-                    lambda: bool(widget.review_rows) and widget._rank.enabled,
-                )
-            )
-            actions.append(
-                (
-                    "Dice vs raters",
-                    widget._agreement.native.click,
-                    lambda: bool(widget.agreement_rows) and widget._agreement.enabled,
-                )
-            )
-        actions.append(("Showing the result", lambda: self.focus(key), lambda: True))
+        actions.append(("showing the result", lambda: self.focus(key), lambda: True))
         return actions
 
     def focus_layers(self, key: str) -> list[str]:
@@ -992,6 +988,12 @@ class WorkflowGuide(Container):
         layer.name = name
         if name.endswith(" labels"):
             layer.visible = False  # keep the image readable; the entropy says more
+
+
+def _idle(widget: Any) -> bool:
+    """Whether a widget's worker (its public ``worker``) has finished."""
+    worker = getattr(widget, "worker", None)
+    return worker is None or not worker.is_running
 
 
 def _alive(qt_object: Any) -> bool:
