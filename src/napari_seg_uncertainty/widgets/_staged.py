@@ -6,6 +6,9 @@
 * :class:`LayerQueue` — runs layer additions and updates one per event-loop turn, so that showing
   many large layers never freezes the window (each turn stays short; paint events run in between).
 * :func:`fit_table` — a table that fits the dock width: stretched columns, no horizontal scroll bar.
+* :func:`scroll_area_for` — the dock's controls in a vertical scroll area. napari docks a magicgui
+  widget's ``native`` (the inner widget, not magicgui's own ``scrollable`` area), so the scroll area
+  has to sit inside the docked widget for a long dock to fit a small screen.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ._layer_choices import choices_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerQueue", "LayerSelect", "fit_table", "keep_selection", "labels_problem"]
+__all__ = ["LayerQueue", "LayerSelect", "fit_table", "keep_selection", "labels_problem", "scroll_area_for"]
 
 logger = logging.getLogger("napari_seg_uncertainty")
 
@@ -211,3 +214,25 @@ def fit_table(table: Any, *, min_height: int = 120, show_index: bool = True) -> 
     header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
     native.verticalHeader().setVisible(show_index)
     native.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+
+def scroll_area_for(owner: Any, content: Any, *, min_width: int = 300, min_height: int = 200) -> Any:
+    """Put magicgui container ``content`` in a vertical scroll area inside ``owner`` (the docked container).
+
+    Returns the ``QScrollArea``. The dock then never asks for more height than ``min_height``: a long
+    dock scrolls instead of growing the main window beyond the screen; there is no horizontal scrolling.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    area.setWidget(content.native)
+    area.setMinimumSize(min_width, min_height)
+    layout = owner.native.layout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(area)
+    return area

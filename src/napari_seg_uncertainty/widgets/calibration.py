@@ -52,7 +52,7 @@ from ._calibration_plots import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerSelect, fit_table, labels_problem
+from ._staged import LayerSelect, fit_table, labels_problem, scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -373,9 +373,10 @@ class CalibrationWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=False)
         from qtpy.QtCore import QTimer
 
+        self._content = Container(labels=True)
         self._viewer = viewer
         self.results: list[ModelResult] = []
         self.temperatures: dict[str, float] = {}
@@ -471,7 +472,7 @@ class CalibrationWidget(Container):
             control.changed.connect(self._schedule_update)
         self._save_figure.changed.connect(self._on_save_figure)
         self._save_csv.changed.connect(self._on_save_csv)
-        self.extend(
+        self._content.extend(
             [
                 self._probabilities,
                 self._target,
@@ -500,8 +501,8 @@ class CalibrationWidget(Container):
         for select in (self._probabilities, self._target):
             select.native.setMinimumHeight(64)
         self.plot = CalibrationPlot(viewer)
-        self.native.layout().addWidget(self.plot)
-        self.root_native_widget.setMinimumSize(300, 240)
+        self._content.native.layout().addWidget(self.plot)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)
 
         self._timer = QTimer(self.native)  # dies with the dock: no timeout reaches a deleted widget
         self._timer.setSingleShot(True)
@@ -510,6 +511,10 @@ class CalibrationWidget(Container):
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
 
     # choices ----------------------------------------------------------------------------------------
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer lists (napari calls this on layer changes; the controls sit in a scroll area)."""
+        self._refresh_layer_choices()
+
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()
         self._target.reset_choices()

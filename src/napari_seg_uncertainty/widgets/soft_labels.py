@@ -37,7 +37,7 @@ from ..core.soft_labels import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, keep_selection, labels_problem
+from ._staged import LayerQueue, LayerSelect, keep_selection, labels_problem, scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -198,7 +198,8 @@ class SoftLabelsWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=False)
+        self._content = Container(labels=True)
         self._viewer = viewer
         self.result: SoftLabelsResult | None = None
         self.worker: Any = None
@@ -233,11 +234,11 @@ class SoftLabelsWidget(Container):
             control.changed.connect(self._on_parameter_changed)
         self._chosen_difference_class: int | None = None
         self._difference_class.changed.connect(self._on_difference_class_changed)
-        self.extend([
+        self._content.extend([
             self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
             self._difference_class, self._live, self._compute, self._status, self._export_path, self._export,
         ])
-        self.root_native_widget.setMinimumSize(300, 200)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=200)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._update_enabled()
         self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)
@@ -256,9 +257,9 @@ class SoftLabelsWidget(Container):
         loop, and a layer removed while the viewer closes would start a computation.
         """
         with contextlib.ExitStack() as stack:
-            for control in self:
+            for control in self._content:
                 stack.enter_context(control.changed.blocked())
-            super().reset_choices()
+            self._content.reset_choices()
 
     def _select_all_raters(self) -> None:
         layers = _prefer_raters(list(self._raters.choices))

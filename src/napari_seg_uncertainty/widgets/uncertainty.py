@@ -41,7 +41,7 @@ from ..core.uncertainty import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, upsert_layer
 from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerQueue, LayerSelect, fit_table, keep_selection, labels_problem
+from ._staged import LayerQueue, LayerSelect, fit_table, keep_selection, labels_problem, scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -270,7 +270,8 @@ class UncertaintyWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=False)
+        self._content = Container(labels=True)
         self._viewer = viewer
         self.maps: list[MapResult] = []
         self.review_rows: list[ReviewRow] = []
@@ -336,7 +337,7 @@ class UncertaintyWidget(Container):
         self._rank.changed.connect(self._on_rank)
         self._agreement.changed.connect(self._on_agreement)
         self._review_table.native.itemSelectionChanged.connect(self._on_row_selected)
-        self.extend(
+        self._content.extend(
             [
                 self._layout,
                 self._probabilities,
@@ -353,7 +354,7 @@ class UncertaintyWidget(Container):
                 self._status,
             ]
         )
-        self.root_native_widget.setMinimumSize(300, 240)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
 
@@ -368,6 +369,10 @@ class UncertaintyWidget(Container):
         if not hasattr(self, "_layout"):
             return is_probability_layer(layer)
         return self._layout_problem(layer) is None
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer lists (napari calls this on layer changes; the controls sit in a scroll area)."""
+        self._refresh_layer_choices()
 
     def _refresh_layer_choices(self, _event: Any = None) -> None:
         self._probabilities.reset_choices()
