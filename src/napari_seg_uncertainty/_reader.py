@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._sample_data import LayerData, map_layer_specs, rater_layer_specs, with_geometry
+from ._sample_data import LayerData, case_layer_specs, with_geometry
 from .core.geometry import Geometry
 from .core.io import SITK_SUFFIXES, file_suffix, read_image
 from .core.raters import RaterSet, load_raters
@@ -83,8 +83,7 @@ def read_path(path: str | list[str]) -> list[LayerData]:
 
 def case_layer_data(raters: RaterSet, *, case: str | None = None) -> list[LayerData]:
     """The layers of one case as *Load raters* shows them: image, raters, agreement and entropy maps."""
-    specs = rater_layer_specs(raters, raters.image)
-    specs += map_layer_specs(raters, raters.agreement_map(), raters.entropy_map())
+    specs = case_layer_specs(raters, raters.agreement_map(), raters.entropy_map())
     return with_geometry(specs, Geometry.of(raters), case=case)
 
 

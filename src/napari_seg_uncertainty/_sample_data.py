@@ -19,6 +19,7 @@ from .widgets._case import CASE_KEY  # Qt-free module: the case tag every plugin
 __all__ = [
     "AGREEMENT_COLORMAPS",
     "RATER_COLORS",
+    "case_layer_specs",
     "image_contrast_limits",
     "make_phantom_raters",
     "map_layer_specs",
@@ -115,6 +116,21 @@ def map_layer_specs(raters: RaterSet, agreement: np.ndarray, entropy: np.ndarray
         "metadata": {**meta, "rater_map": "entropy"},
     }, "image"))
     return out
+
+
+def case_layer_specs(
+    raters: RaterSet,
+    agreement: np.ndarray,
+    entropy: np.ndarray,
+    *,
+    outlines: bool = False,
+    contrast_limits: tuple[float, float] | None = None,
+) -> list[LayerData]:
+    """A whole case, without geometry: the image, the maps, then the raters on top (so that the raters'
+    outlines are drawn over the entropy map). The reader and *Load raters* both draw a case this way."""
+    drawn = rater_layer_specs(raters, raters.image, outlines=outlines, contrast_limits=contrast_limits)
+    split = len(drawn) - raters.num_raters
+    return drawn[:split] + map_layer_specs(raters, agreement, entropy) + drawn[split:]
 
 
 def with_geometry(layers: list[LayerData], geometry: Geometry, *, case: str | None = None,

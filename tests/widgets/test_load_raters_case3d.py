@@ -112,8 +112,9 @@ def loaded(make_napari_viewer, qtbot, case, messages):
 def test_every_layer_lines_up_with_the_image(loaded, case):
     (viewer, _), (_, image, raters) = loaded, case
     names = [layer.name for layer in viewer.layers]
-    assert names == ["image", "rater1", "rater2", "rater3", "rater4", "agreement: organ", "agreement: lesion",
-                     "rater entropy"]
+    # the raters on top, so that their outlines are drawn over the entropy map
+    assert names == ["image", "agreement: organ", "agreement: lesion", "rater entropy", "rater1", "rater2", "rater3",
+                     "rater4"]
     for layer in viewer.layers:
         check_lines_up(layer)
         np.testing.assert_allclose(layer.extent.world, viewer.layers["image"].extent.world)
@@ -184,8 +185,8 @@ def test_second_case_replaces_the_first_or_keeps_it_hidden(make_napari_viewer, q
                  geometry=viewer.layers["image"], leading_axes=1, case="caseA")
     load(qtbot, widget, tmp_path / "caseB")
     names = [layer.name for layer in viewer.layers]
-    assert names == ["my notes", "image", "rater1", "rater2", "rater3", "agreement: class 1",
-                     "agreement: class 2", "rater entropy"]
+    assert names == ["my notes", "image", "agreement: class 1", "agreement: class 2", "rater entropy", "rater1",
+                     "rater2", "rater3"]
     assert viewer.layers["my notes"] is mine and "nsu_case" not in mine.metadata
     np.testing.assert_array_equal(viewer.layers["rater3"].data, raters_b[2])
     assert {layer.metadata["nsu_case"] for layer in viewer.layers if layer is not mine} == {"caseB"}

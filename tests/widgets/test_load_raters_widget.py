@@ -155,3 +155,30 @@ def test_bad_inputs_become_notifications_and_viewer_stays_usable(make_napari_vie
     assert len(viewer.layers) == 2  # nothing half-added
     viewer.add_image(np.ones((3, 3)))  # the viewer is still usable
     assert len(viewer.layers) == 3
+
+
+def test_guide_style_calls_and_a_superseded_request(make_napari_viewer, qtbot, errors):
+    """The Guide adds the raters with rater_layer_data, calls load_from_layers(names), then sets the
+    selection by names and presses the button before the first request has finished: only the last
+    request is shown, once."""
+    from napari_seg_uncertainty._sample_data import rater_layer_data
+    from napari_seg_uncertainty.core.phantom import make_phantom_raters
+
+    viewer = make_napari_viewer()
+    image, raters = make_phantom_raters(2, shape=(48, 48), seed=0)
+    for data, kwargs, kind in rater_layer_data(image, raters):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = LoadRatersWidget(viewer)
+    widget.load_from_layers(raters.rater_names)
+    widget._layers.value = raters.rater_names
+    widget._use_layers.native.click()
+    qtbot.waitUntil(lambda: widget.statistics is not None and not widget.busy, timeout=20000)
+    qtbot.wait(200)  # the first request's result, if any, arrives and is dropped
+    assert errors == []
+    assert widget.raters.rater_names == raters.rater_names
+    names = [layer.name for layer in viewer.layers]
+    assert len(names) == len(set(names)) == 1 + raters.num_raters + raters.num_classes  # image, raters, maps
+    organ = raters.labels == 1
+    assert widget._dice_table.value["data"][0][1] == pytest.approx(_independent_dice(organ[0], organ[1]), abs=1e-4)
+    # the maps lie under the raters, so the raters' outlines are drawn over the entropy map
+    assert names.index("rater entropy") < min(names.index(n) for n in raters.rater_names)

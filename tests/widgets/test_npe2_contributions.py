@@ -63,7 +63,7 @@ def test_reader_opens_rater_folder_and_single_files(make_napari_viewer, tmp_path
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path), plugin=PLUGIN)
     names = [layer.name for layer in viewer.layers]
-    assert names == ["image", "seg0", "seg1", "agreement: class 1", "rater entropy"]  # as Load raters names them
+    assert names == ["image", "agreement: class 1", "rater entropy", "seg0", "seg1"]  # as Load raters shows them
     np.testing.assert_allclose(viewer.layers["seg0"].scale, (0.5, 2.0))
     assert {layer.metadata["nsu_case"] for layer in viewer.layers} == {tmp_path.name}
     viewer.layers.clear()

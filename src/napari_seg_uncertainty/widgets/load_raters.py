@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, Table
+from qtpy.QtWidgets import QStyledItemDelegate
 
-from .._sample_data import image_contrast_limits, map_layer_specs, rater_layer_specs
+from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_specs
 from ..core.geometry import Geometry
 from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
@@ -145,7 +146,7 @@ class LoadRatersWidget(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True, scrollable=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self.raters: RaterSet | None = None
         self.statistics: RaterStatistics | None = None
@@ -189,7 +190,10 @@ class LoadRatersWidget(Container):
         self._load_files.changed.connect(self.load_from_path)
         self._use_layers.changed.connect(self.load_from_layers)
         self._dice_class.changed.connect(self._show_dice)
-        self.extend([
+        #: Every control, in a scroll area: the dock scrolls on a small screen instead of growing the window.
+        #: (napari docks a magicgui widget's ``native``, which for a scrollable container is the widget
+        #: inside its scroll area; so the scroll area itself is placed in this widget's layout.)
+        self.content = Container(labels=True, scrollable=True, widgets=[
             self._path, browse, self._task, self._spacing, self._class_names, self._keep_previous,
             self._load_files, self._layers, self._use_layers, self._progress, self._status, self._legend,
             self._dice_class, self._dice_table, self._summary_table,
@@ -202,8 +206,12 @@ class LoadRatersWidget(Container):
     def _style(self) -> None:
         from qtpy.QtWidgets import QAbstractItemView, QSizePolicy
 
-        self.native.setMinimumWidth(_DOCK_WIDTH)
-        self.native.setMinimumHeight(260)
+        scroll = self.content.root_native_widget
+        scroll.setFrameShape(scroll.Shape.NoFrame)
+        scroll.setMinimumSize(_DOCK_WIDTH, 240)
+        self.native.layout().addWidget(scroll)
+        self.margins = (0, 0, 0, 0)
+        self.content.native.setMinimumWidth(_DOCK_WIDTH - 20)
         for label in (self._status, self._legend):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -211,6 +219,11 @@ class LoadRatersWidget(Container):
         for table in (self._dice_table, self._summary_table):
             fit_table(table, min_height=60)
             table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+            table.native.setItemDelegate(_NumberDelegate(table.native))  # not magicgui's 1.055e+06
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh every dropdown (napari calls this when layers change); the Dice classes stay."""
+        self.content.reset_choices()
 
     # choices ----------------------------------------------------------------------------------------
     def _dice_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
@@ -369,20 +382,24 @@ class LoadRatersWidget(Container):
         geometry = geometry if geometry is not None else Geometry.of(raters)
         if geometry.spacing != raters.scale:  # the spacing field overrides the layers' scale
             geometry = Geometry(spacing=raters.scale, origin=geometry.origin, direction=geometry.direction)
-        specs = map_layer_specs(raters, stats.agreement, stats.entropy)
         steps: list[tuple[str, Callable[[], None]]] = []
         if from_files:
             keep = bool(self._keep_previous.value)
-            specs = rater_layer_specs(raters, raters.image, outlines=True, contrast_limits=stats.image_limits) + specs
+            specs = case_layer_specs(raters, stats.agreement, stats.entropy, outlines=True,
+                                     contrast_limits=stats.image_limits)
             new = {kwargs["name"]: (data, kind) for data, kwargs, kind in specs}
             steps.append(("previous case", lambda: self._begin_case(case, keep=keep, new=new)))
         else:
+            specs = map_layer_specs(raters, stats.agreement, stats.entropy)
             names = {kwargs["name"] for _, kwargs, _ in specs}
             steps.append(("old maps", lambda: self._remove_stale_maps(names)))
         outline = raters.num_raters > 1
         for data, kwargs, kind in specs:
             steps.append((kwargs["name"], lambda d=data, k=kwargs, t=kind: self._add_layer(
                 d, k, t, geometry=geometry, case=case, outline=outline)))
+        if not from_files:
+            maps = [kwargs["name"] for _, kwargs, _ in specs]
+            steps.append(("layer order", lambda: self._maps_below_raters(maps, raters.rater_names)))
         self._progress.max = len(steps)
         self._queue.run([self._step(i, name, job) for i, (name, job) in enumerate(steps)],
                         done=lambda: self._finish(stats))
@@ -440,6 +457,17 @@ class LoadRatersWidget(Container):
             begin_case(self._viewer, case, keep_previous=keep)  # nothing removed: no batch (its end collects)
         for layer in reused:  # tagged again at once; the next steps replace its data
             layer.metadata = {**(layer.metadata or {}), CASE_KEY: case}
+
+    def _maps_below_raters(self, maps: list[str], raters: list[str]) -> None:
+        """Move the new maps just below the lowest rater layer, so the raters' outlines are drawn over them."""
+        layers = self._viewer.layers
+        below = [layers.index(name) for name in raters if name in layers]
+        if not below:
+            return
+        for name in maps:
+            if name in layers and layers.index(name) > min(below):
+                layers.move(layers.index(name), min(below))
+                below = [layers.index(n) for n in raters if n in layers]
 
     def _remove_stale_maps(self, keep: set[str]) -> None:
         """Remove agreement/entropy maps this widget added earlier that the new statistics do not replace."""
@@ -512,6 +540,18 @@ class LoadRatersWidget(Container):
         height = view.horizontalHeader().height() + 2 * view.frameWidth() + 2
         height += sum(view.rowHeight(i) for i in range(view.rowCount()))
         view.setFixedHeight(max(height, 40))
+
+
+class _NumberDelegate(QStyledItemDelegate):
+    """Table cells as written and floats through :func:`format_number` (magicgui's own delegate turns
+    numbers of 100,000 and more, and below 0.1, into ``1.055e+06``)."""
+
+    def displayText(self, value: Any, locale: Any) -> str:  # noqa: N802 - Qt's name
+        try:
+            number = float(value)  # cells are shown from their text ("0.8991")
+        except (TypeError, ValueError):
+            return str(value)  # already formatted ("1,115", "–") or words
+        return format_number(number) if math.isfinite(number) else "–"
 
 
 def _statistics_of_arrays(arrays: list[np.ndarray], *, class_names: Any = None, **kwargs: Any) -> RaterStatistics:
