@@ -22,7 +22,7 @@ import numpy as np
 
 from ._sample_data import LayerData, case_layer_specs, with_geometry
 from .core.geometry import Geometry
-from .core.io import SITK_SUFFIXES, file_suffix, read_image
+from .core.io import SITK_SUFFIXES, file_suffix, is_supported_file, read_image
 from .core.raters import RaterSet, load_raters
 from .widgets._case import case_name_for
 
@@ -50,6 +50,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
     for p in paths:
         p = Path(p)
         if p.is_dir():
+            if not _holds_label_files(p):
+                return None  # nothing this plugin reads (a Zarr store, a folder of JPEGs …)
             continue
         suffix = file_suffix(p)
         if suffix == ".npz" and not _is_rater_npz(p):
@@ -57,6 +59,18 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         if suffix not in SITK_SUFFIXES + (".npz",):
             return None
     return read_path
+
+
+def _holds_label_files(folder: Path) -> bool:
+    """Whether a folder holds files this plugin reads: label maps (directly, or below it in MSSEG-2016's
+    layout) or a LIDC-style ``.npz``."""
+    try:
+        if any(p.is_file() and (is_supported_file(p) or (file_suffix(p) == ".npz" and _is_rater_npz(p)))
+               for p in folder.iterdir()):
+            return True
+        return any(True for _ in folder.rglob("ManualSegmentation_*.nii*"))
+    except OSError:
+        return False
 
 
 def _is_rater_npz(path: Path) -> bool:

@@ -182,3 +182,28 @@ def test_guide_style_calls_and_a_superseded_request(make_napari_viewer, qtbot, e
     assert widget._dice_table.value["data"][0][1] == pytest.approx(_independent_dice(organ[0], organ[1]), abs=1e-4)
     # the maps lie under the raters, so the raters' outlines are drawn over the entropy map
     assert names.index("rater entropy") < min(names.index(n) for n in raters.rater_names)
+
+
+def test_2d_areas_in_mm2_and_the_dock_scrolls(make_napari_viewer, qtbot, tmp_path, errors):
+    from qtpy.QtWidgets import QScrollArea
+
+    base = np.zeros((40, 50), np.uint8)
+    base[5:30, 10:40] = 1
+    raters = np.stack([base, np.roll(base, 2, axis=0)])
+    for i, r in enumerate(raters):
+        write_image(tmp_path / f"r{i}.png", r)
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    # napari docks ``widget.native``: the controls' scroll area must be inside it, not lost around it
+    scroll = widget.content.root_native_widget
+    assert isinstance(scroll, QScrollArea) and scroll.parentWidget() is widget.native
+    widget._spacing.value = "0.5, 0.25"
+    widget.load_from_path(str(tmp_path))
+    qtbot.waitUntil(lambda: widget.statistics is not None and not widget.busy, timeout=20000)
+    assert errors == []
+    summary = widget._summary_table.value
+    assert summary["columns"][0] == "mm²"
+    expected = np.mean([np.count_nonzero(r == 1) for r in raters]) * 0.5 * 0.25  # 750 pixels of 0.125 mm²
+    assert float(summary["data"][1][0]) == pytest.approx(expected, rel=1e-3)  # shown as 93.8
+    assert widget._status.value.endswith("40×50 pixels of 0.5 × 0.25 mm")

@@ -44,6 +44,11 @@ def test_sample_data_opens_in_viewer(make_napari_viewer, key):
         np.testing.assert_allclose(layer.scale, images[0].scale)
     if key == "real_ct_2d":
         np.testing.assert_allclose(images[0].scale, (0.661468, 0.661468), rtol=1e-5)
+    # one case: every layer tagged with it; each rater in its own colour, the first one shown
+    assert len({layer.metadata["nsu_case"] for layer in viewer.layers}) == 1
+    colours = {tuple(np.round(layer.colormap.map(np.array([1]))[0], 3)) for layer in labels}
+    assert len(colours) == 4
+    assert [layer.visible for layer in labels] == [True, False, False, False]
 
 
 def test_reader_opens_rater_folder_and_single_files(make_napari_viewer, tmp_path):
@@ -56,6 +61,9 @@ def test_reader_opens_rater_folder_and_single_files(make_napari_viewer, tmp_path
                 spacing=(0.5, 2.0))
     assert get_reader(str(tmp_path)) is not None
     assert get_reader(str(tmp_path / "x.czi")) is None
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"\xff\xd8")
+    assert get_reader(str(tmp_path / "photos")) is None  # a folder without label files is not ours
     np.savez(tmp_path / "dist.npz", mean=np.zeros((2, 6, 8)), cov_diag=np.ones((2, 6, 8)))
     assert get_reader(str(tmp_path / "dist.npz")) is None  # an SSN distribution, not raters
     np.savez(tmp_path / "lidc.npz", masks=r)

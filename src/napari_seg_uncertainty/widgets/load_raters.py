@@ -569,10 +569,11 @@ def describe_raters(raters: RaterSet) -> str:
     """One line in words, e.g. ``4 raters · 3 classes (background, organ, lesion) · 40×128×128 voxels of
     3 × 0.8 × 0.8 mm``."""
     shape = "×".join(str(s) for s in raters.shape)
+    unit = "voxels" if raters.ndim == 3 else "pixels"
     if raters.spacing is not None:
-        grid = f"{shape} voxels of {' × '.join(f'{s:g}' for s in raters.spacing)} mm"
+        grid = f"{shape} {unit} of {' × '.join(f'{s:g}' for s in raters.spacing)} mm"
     else:
-        grid = f"{shape} voxels (no spacing in the files)"
+        grid = f"{shape} {unit} (no spacing in the files)"
     rater_word = "rater" if raters.num_raters == 1 else "raters"
     return (f"{raters.num_raters} {rater_word} · {raters.num_classes} classes ({', '.join(raters.class_names)}) · "
             f"{grid}")
