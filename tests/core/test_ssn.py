@@ -367,3 +367,78 @@ def test_independent_planes_decorrelate_planes_and_keep_slices_exact(tmp_path):
     # a 2-D map has a single plane: the flag has no effect there
     flat_map = LowRankLogits(mean[:, 0], factor[:, :, 0], diag[:, 0], independent_planes=True)
     assert not flat_map.independent_planes
+
+
+# ---------------------------------------------------------------------------------- whole-sample noise cache
+@pytest.mark.parametrize("kind", ["stacked", "flat", "independent_planes", "rank0"])
+def test_whole_sample_noise_is_the_planes_noise_bit_for_bit(kind):
+    num_classes, spatial, rank = 3, (5, 9, 11), 4
+    mean, factor, diag = _random_parameters(num_classes, spatial, rank, seed=21)
+    given = {"stacked": factor, "flat": _flat_factor(factor), "independent_planes": factor, "rank0": None}[kind]
+    dist = LowRankLogits(mean, given, diag, independent_planes=kind == "independent_planes")
+    volume = dist._volume_noise(7, 3)
+    assert volume.shape == (num_classes, *spatial) and volume.dtype == np.float32
+    for z in range(spatial[0]):
+        np.testing.assert_array_equal(volume[:, z], dist._plane_noise(7, 3, z))
+    # scaled and argmax'd, it is the sample drawn plane by plane, for any scales and temperature
+    manipulated = dist.with_class_scales([0.0, -2.5, 1.3]).with_temperature(0.7)
+    np.testing.assert_array_equal(manipulated._labels_from_noise(volume), manipulated.sample_labels_at(3, seed=7))
+
+
+def test_stack_keeps_the_noise_of_a_whole_sample_and_redraws_exactly():
+    dist = synthetic_distribution((6, 18, 20), 4, rank=5, seed=2)
+    stack = SampleLabelStack(dist, range(3), seed=9)
+    assert stack.cached_sample(1) is None and not stack.has_noise(1)
+    first = stack.sample(1)
+    assert stack.has_noise(1) and stack.cached_sample(1) is first
+    np.testing.assert_array_equal(first, dist.sample_labels_at(1, seed=9))
+    calls = []
+    original = LowRankLogits._plane_noise
+    try:
+        LowRankLogits._plane_noise = lambda *a, **k: calls.append(1) or original(*a, **k)
+        for scales, temperature in (([1, 2, -1, 0.5], 1.0), ([1, 0, 1, 1], 2.5), ([-3, 1, 1, 3], 0.0)):
+            manipulated = dist.with_class_scales(scales).with_temperature(temperature)
+            stack.set_distribution(manipulated)
+            assert stack.cached_sample(1) is None  # the labels follow the new scales
+            redrawn = stack.sample(1)
+            expected_logits = manipulated.sample_at(1, seed=9)
+            np.testing.assert_array_equal(redrawn, np.argmax(expected_logits, axis=0))
+            np.testing.assert_array_equal(stack[1, 4], manipulated.slice_labels(4, seed=9, sample_index=1))
+    finally:
+        LowRankLogits._plane_noise = original
+    # sample_at / slice_labels above draw their own noise; the stack itself drew none
+    assert len(calls) == 3 * (6 + 1)
+    # another entry, without keeping its noise
+    stack.sample(2, keep_noise=False)
+    assert not stack.has_noise(2) and stack.prepare_noise(2) and stack.has_noise(2)
+    # a new sample index has new noise
+    stack.set_sample_index(1, 17)
+    assert not stack.has_noise(1)
+    np.testing.assert_array_equal(stack.sample(1), stack.distribution.sample_labels_at(17, seed=9))
+    # other parameters (not just scales) drop the kept noise
+    stack.set_distribution(synthetic_distribution((6, 18, 20), 4, rank=5, seed=3))
+    assert not stack.has_noise(2)
+
+
+def test_stack_falls_back_to_planes_when_the_noise_does_not_fit():
+    dist = synthetic_distribution((4, 16, 16), 3, rank=2, seed=1)
+    stack = SampleLabelStack(dist, range(2), seed=0, volume_cache_bytes=0)
+    np.testing.assert_array_equal(stack.sample(0), dist.sample_labels_at(0, seed=0))
+    assert not stack.has_noise(0)
+
+
+def test_with_class_names_keeps_the_samples():
+    dist = synthetic_distribution((12, 12), 3, rank=2, seed=1)
+    named = dist.with_class_names(["background", "organ", "lesion"])
+    assert named.class_names == ("background", "organ", "lesion")
+    np.testing.assert_array_equal(named.sample(2, seed=3), dist.sample(2, seed=3))
+    with pytest.raises(ValueError, match="3 strings"):
+        dist.with_class_names(["a", "b"])
+
+
+@pytest.mark.parametrize(("spatial", "rank"), [((3, 7, 5), 1), ((4, 16, 17), 3), ((7, 13, 31), 10), ((2, 64, 65), 7)])
+def test_whole_sample_noise_is_exact_for_odd_sizes_and_ranks(spatial, rank):
+    mean, factor, diag = _random_parameters(2, spatial, rank, seed=rank)
+    dist = LowRankLogits(mean, factor, diag)
+    volume = dist._volume_noise(1, 5)
+    np.testing.assert_array_equal(volume, np.stack([dist._plane_noise(1, 5, z) for z in range(spatial[0])], axis=1))

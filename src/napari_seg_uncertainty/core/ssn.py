@@ -64,6 +64,10 @@ def _stream_generator(seed: int, sample_index: int, stream: int, plane: int | No
     return generator
 
 
+#: Voxels per block when a whole sample is re-scaled and arg-maxed (a few planes: fewer numpy calls, still in cache).
+_ARGMAX_BLOCK_VOXELS = 1 << 17
+
+
 def _label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.int32)
 
@@ -536,26 +540,48 @@ class LowRankLogits:
         block = self._factor[:, class_index] if plane is None else self._factor[:, class_index, plane]
         return block.reshape(self._rank, -1).t()
 
+    def _factor_block(self, rank_index: int, class_index: int, planes: int | slice | None) -> np.ndarray:
+        """Column ``rank_index`` of the factor for one class (and plane or planes), a numpy view."""
+        assert self._factor is not None
+        factor = self._factor.numpy()
+        where = (slice(None),) if planes is None else (planes,)
+        if self._rank_last:
+            return factor[(class_index, *where, Ellipsis, rank_index)]
+        return factor[(rank_index, class_index, *where)]
+
+    def _add_low_rank(
+        self, out: np.ndarray, class_index: int, planes: int | slice | None, weights: np.ndarray, work: np.ndarray
+    ) -> None:
+        """``out += sum_r P[r, class] * e[r]``, one rank at a time in rank order (``work``: scratch like ``out``).
+
+        Element-wise multiply and add, each rounded as IEEE float32, in the same order for every
+        pixel: the result does not depend on how many pixels are processed at once, so a plane of
+        a whole-volume computation is bit for bit the plane computed alone, on any machine's BLAS.
+        """
+        for r in range(self._rank):
+            np.multiply(self._factor_block(r, class_index, planes), weights[r], out=work)
+            np.add(out, work, out=out)
+
     def _plane_noise(self, seed: int, sample_index: int, plane: int | None) -> np.ndarray:
         """Unscaled zero-mean noise ``P e + sqrt(D) n`` of one plane (the whole map when ``plane`` is None).
 
-        Element-wise work runs in numpy (one thread: no waiting on a busy second core) and the
-        low-rank product in torch's BLAS matrix-vector routine, on views of the stored factor.
+        Runs in numpy, in one thread (no waiting on a busy second core), on views of the stored
+        factor: the low-rank part is added one rank at a time (see :meth:`_add_low_rank`).
         """
         shape = self._spatial_shape if plane is None else self._spatial_shape[1:]
         weights = self._low_rank_weights(seed, sample_index, plane)
         generator = _stream_generator(seed, sample_index, _DIAGONAL_STREAM, plane)
-        noise_t = torch.randn((self._num_classes, *shape), generator=generator, dtype=torch.float32)
-        noise = noise_t.numpy()
+        noise = torch.randn((self._num_classes, *shape), generator=generator, dtype=torch.float32).numpy()
+        work = np.empty(shape, dtype=np.float32)
         for c in range(self._num_classes):
             std_c = self._diag_std[c] if plane is None else self._diag_std[c, plane]
             np.multiply(noise[c], std_c, out=noise[c])
             if weights is not None:
-                noise_t[c].view(-1).addmv_(self._factor_matrix(c, plane), weights)
+                self._add_low_rank(noise[c], c, plane, weights.numpy(), work)
         return noise
 
-    def _scaled_logits(self, noise: np.ndarray, plane: int | None, out: np.ndarray) -> np.ndarray:
-        """``mean + T * w[c] * noise[c]`` of one plane, written into ``out`` (may be ``noise``)."""
+    def _scaled_logits(self, noise: np.ndarray, plane: int | slice | None, out: np.ndarray) -> np.ndarray:
+        """``mean + T * w[c] * noise[c]`` of one plane (or planes), written into ``out`` (may be ``noise``)."""
         scales = self.noise_scales
         for c in range(self._num_classes):
             mean_c = self._mean[c] if plane is None else self._mean[c, plane]
@@ -583,10 +609,7 @@ class LowRankLogits:
     def _volume_noise(self, seed: int, sample_index: int) -> np.ndarray:
         """Unscaled noise ``P e + sqrt(D) n`` of a whole sample, shape ``(C, *S)``, float32.
 
-        Bit for bit the planes of :meth:`_plane_noise` stacked (the same random streams and the
-        same element-wise operations), but the low-rank product runs as one matrix-vector
-        product per class over the whole volume instead of one per plane and class: on a busy
-        machine a few large BLAS calls cost a fraction of hundreds of small ones.  Memory:
+        The planes of :meth:`_plane_noise`, stacked (so bit for bit what a slice draws).  Memory:
         ``C * prod(S)`` float32 (the caller caches it; see :class:`SampleLabelStack`).
         """
         if self.spatial_ndim == 2:
@@ -599,19 +622,8 @@ class LowRankLogits:
             advice="compute the sample plane by plane (sample_labels_at) instead",
         )
         noise = np.empty((self._num_classes, *self._spatial_shape), dtype=np.float32)
-        if self._factor is None or self._independent_planes:
-            for z in range(depth):  # per-plane low-rank weights: one product per plane
-                noise[:, z] = self._plane_noise(seed, sample_index, z)
-            return noise
-        plane_shape = (self._num_classes, *self._spatial_shape[1:])
         for z in range(depth):
-            generator = _stream_generator(seed, sample_index, _DIAGONAL_STREAM, z)
-            noise[:, z] = torch.randn(plane_shape, generator=generator, dtype=torch.float32).numpy()
-        noise_t = torch.from_numpy(noise)
-        weights = self._low_rank_weights(seed, sample_index, None)
-        for c in range(self._num_classes):
-            np.multiply(noise[c], self._diag_std[c], out=noise[c])
-            noise_t[c].view(-1).addmv_(self._factor_matrix(c, None), weights)
+            noise[:, z] = self._plane_noise(seed, sample_index, z)
         return noise
 
     def _labels_from_noise(
@@ -631,10 +643,15 @@ class LowRankLogits:
             logits = self._scaled_logits(noise, plane, out=np.empty_like(noise))
             return _argmax_into(logits, out)
         out = np.empty(self._spatial_shape, dtype=dtype) if labels is None else labels
-        work = _ArgmaxWork(self._num_classes, self._spatial_shape[1:], dtype)
-        for z in range(self._spatial_shape[0]):
-            logits = self._scaled_logits(noise[:, z], z, out=work.logits)
-            _argmax_into(logits, out[z], work)
+        depth, plane_shape = self._spatial_shape[0], self._spatial_shape[1:]
+        block = max(1, min(depth, _ARGMAX_BLOCK_VOXELS // max(1, prod(plane_shape))))
+        work = _ArgmaxWork(self._num_classes, (block, *plane_shape), dtype)
+        for z0 in range(0, depth, block):  # a few planes at a time: element-wise, so the same result
+            z1 = min(depth, z0 + block)
+            if z1 - z0 < block:
+                work = _ArgmaxWork(self._num_classes, (z1 - z0, *plane_shape), dtype)
+            logits = self._scaled_logits(noise[:, z0:z1], slice(z0, z1), out=work.logits)
+            _argmax_into(logits, out[z0:z1], work)
         return out
 
     def _shares_parameters(self, other: LowRankLogits) -> bool:
@@ -1482,6 +1499,28 @@ class SampleLabelStack:
         if distribution.spatial_ndim == 2:
             return True
         return self._cached_volume_noise(distribution, sample_index) is not None
+
+    def prepare_noise(self, entry: int) -> bool:
+        """Compute and keep the unscaled noise of the whole sample of ``entry`` (3-D), for fast redraws.
+
+        Returns True when the noise is kept (always for 2-D, where planes are the samples), False
+        when it does not fit ``volume_cache_bytes``.
+
+        Examples
+        --------
+        >>> stack = SampleLabelStack(synthetic_distribution((4, 16, 16), 3, rank=2), range(2), seed=0)
+        >>> stack.has_noise(1), stack.prepare_noise(1), stack.has_noise(1)
+        (False, True, True)
+        """
+        entry = check_index(entry, name="entry", size=len(self._indices))
+        with self._lock:
+            distribution, sample_index = self._distribution, self._indices[entry]
+        if distribution.spatial_ndim == 2:
+            return True
+        if not self._whole_sample_noise_fits(distribution):
+            return False
+        self._volume_noise(distribution, sample_index, keep=True)
+        return self.has_noise(entry)
 
     def sample(self, entry: int, *, keep_noise: bool = True) -> np.ndarray:
         """Whole label map of one entry, shape ``S`` (read-only, cached).

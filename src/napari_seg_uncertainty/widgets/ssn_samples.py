@@ -650,7 +650,7 @@ class SSNSamplesWidget(Container):
         self._keep_button.changed.connect(self._on_keep)
         self._metrics_button.changed.connect(self._on_metrics)
         self._export_button.changed.connect(self._on_export)
-        self._watcher = LayerWatcher(viewer, self._reset_layer_choices, owner=self.native)
+        self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         self.native.destroyed.connect(self._on_destroyed)
@@ -723,11 +723,23 @@ class SSNSamplesWidget(Container):
             and not isinstance(layer.data, (LiveSamples, SampleLabelStack))
         )
 
-    def _reset_layer_choices(self) -> None:
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the layer choices, keeping the chosen layers chosen (also when one was renamed).
+
+        napari calls this on every layer addition, removal, move and rename (so does the widget's
+        own :class:`LayerWatcher`). magicgui matches combo-box items by their text, so a renamed
+        layer would drop out of the selection; the values are the layers themselves, so they are
+        put back.
+        """
         if not self._alive():
             return
-        self._image_layer.reset_choices()
-        self._raters.reset_choices()
+        image, raters = self._image_layer.value, list(self._raters.value or [])
+        super().reset_choices(*args)
+        if image is not None and image in self._image_layer.choices and self._image_layer.value is not image:
+            self._image_layer.value = image
+        kept = [layer for layer in raters if layer in self._raters.choices]
+        if kept != list(self._raters.value or []):
+            self._raters.value = kept
 
     def _on_source_changed(self, _value: Any = None) -> None:
         source = self._source.value
@@ -1033,40 +1045,57 @@ class SSNSamplesWidget(Container):
                 self._schedule_dice()
 
     def _request_volume(self) -> None:
-        """Compute the whole sample on screen in a worker, then show it; requests made meanwhile coalesce."""
+        """Compute the whole sample on screen in a worker, then show it; requests made meanwhile coalesce.
+
+        When the sample is computed already but its noise is not kept (it came from the Dice table),
+        the noise is prepared in the background, so that the first slider move is fast too.
+        """
         if not self._alive() or self.stack is None:
             return
         if self._volume_running:
             self._volume_pending = True
             return
         stack, entry = self.stack, self.current_entry()
-        if stack.cached_sample(entry) is not None:
-            self._refresh_samples_layer()
-            return
         distribution = stack.distribution
+        if stack.cached_sample(entry) is not None:
+            if not self._volume_on_screen(stack, entry):
+                self._refresh_samples_layer()
+            if not stack.has_noise(entry):
+                self._volume_running = True
+                self._volume_pending = False
+                self._run(stack.prepare_noise, entry, action="Preparing the SSN sample for the sliders",
+                          finished=self._volume_finished)
+            return
         self._volume_running = True
         self._volume_pending = False
         if not stack.has_noise(entry):
             self._status.value = f"Computing sample {entry} in 3-D …"
 
-        def _finished() -> None:
-            self._volume_running = False
-            if not self._alive():
-                return
-            if self._volume_pending:
-                self._volume_pending = False
-                self._request_volume()
-
         def _returned(_labels: np.ndarray) -> None:
             if not self._alive():
                 return
             self._status.value = ""
-            if self.stack is stack and stack.distribution is distribution:
+            if self.stack is not stack:
+                return
+            if stack.distribution is not distribution:
+                self._volume_pending = True  # the sliders moved meanwhile: once more with their values
+            elif not self._volume_on_screen(stack, entry):
                 self._refresh_samples_layer()
-            else:
-                self._volume_pending = True
 
-        self._run(stack.sample, entry, action="Drawing the SSN sample", returned=_returned, finished=_finished)
+        self._run(stack.sample, entry, action="Drawing the SSN sample", returned=_returned,
+                  finished=self._volume_finished)
+
+    def _volume_on_screen(self, stack: SampleLabelStack, entry: int) -> bool:
+        """Whether the layer shows the current (cached) whole sample of ``entry``."""
+        shown = None if self.live is None or self.live.stack is not stack else self.live._shown
+        cached = stack.cached_sample(entry)
+        return cached is not None and shown is not None and shown[0] == entry and shown[2] is cached
+
+    def _volume_finished(self) -> None:
+        self._volume_running = False
+        if self._alive() and self._volume_pending:
+            self._volume_pending = False
+            self._request_volume()
 
     def _on_ndisplay(self, _event: Any = None) -> None:
         if self._alive() and self._whole_volume_shown():
@@ -1076,6 +1105,8 @@ class SSNSamplesWidget(Container):
         if not self._alive():
             return
         self._update_dice_label()
+        if self._whole_volume_shown():
+            self._request_volume()  # browsing in 3-D: the new sample (or its noise) in the background
 
     def _on_reset(self, _value: Any = None) -> None:
         for slider in (*self._class_sliders, self._temperature):
