@@ -222,9 +222,12 @@ def scroll_area_for(owner: Any, content: Any, *, min_width: int = 300, min_heigh
     Returns the ``QScrollArea``. The dock then never asks for more height than ``min_height``: a long
     dock scrolls instead of growing the main window beyond the screen; there is no horizontal scrolling.
     """
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QFrame, QScrollArea
+    from qtpy.QtCore import QEvent, QObject, Qt
+    from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea
 
+    for combo in content.native.findChildren(QComboBox):  # long entries elide instead of widening the dock
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(12)
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
@@ -232,6 +235,19 @@ def scroll_area_for(owner: Any, content: Any, *, min_width: int = 300, min_heigh
     area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     area.setWidget(content.native)
     area.setMinimumSize(min_width, min_height)
+
+    class _FitWidth(QObject):
+        """Keep the area at least as wide as the controls (there is no horizontal scrolling)."""
+
+        def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show, QEvent.Type.Polish):
+                needed = watched.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
+                if area.minimumWidth() < needed:
+                    area.setMinimumWidth(max(min_width, needed))
+            return False
+
+    area._fit_width = _FitWidth(area)  # parented: lives and dies with the area
+    content.native.installEventFilter(area._fit_width)
     layout = owner.native.layout()
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(area)

@@ -417,7 +417,7 @@ class CalibrationWidget(Container):
             label="TACE threshold", value=0.001, min=0.0, max=0.5, step=0.0001
         )
         self._restrict = CheckBox(
-            text="Only the dilated foreground box",
+            text="Foreground box only",
             value=False,
             tooltip=(
                 "Evaluate inside the bounding box of the foreground dilated by the margins (calibration "
@@ -427,7 +427,7 @@ class CalibrationWidget(Container):
         self._margin = FloatSpinBox(label="In-plane margin (mm)", value=8.0, min=0.0, max=500.0, step=0.5)
         self._slice_margin = SpinBox(label="Slice margin", value=2, min=0, max=100)
         self._min_count = SpinBox(
-            label="Hide bins below (voxels)",
+            label="Min. voxels per bin",
             value=1,
             min=1,
             max=10**9,
@@ -439,10 +439,11 @@ class CalibrationWidget(Container):
             value="voxel",
             choices=[("voxels (sample)", "voxel"), ("slices", "slice"), ("whole image", "image")],
         )
-        self._live = CheckBox(text="Update when layers change", value=True)
+        self._live = CheckBox(text="Update live", value=True, tooltip="Recompute when the layers or settings change.")
         self._compute = PushButton(text="Compute")
         self._status = Label(value="Select probability and target layers, then press Compute.")
         self._status.native.setWordWrap(True)
+        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
         self._table = Table(value=[[]], label="Metrics")
         self._class_table = Table(value=[[]], label="Per class")
         self._save_figure = PushButton(text="Save figure (PNG/SVG)…")

@@ -225,6 +225,7 @@ class SoftLabelsWidget(Container):
         self._compute = PushButton(text="Compute")
         self._status = Label(value="Select rater layers and a method.")
         self._status.native.setWordWrap(True)
+        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
         self._export_path = FileEdit(label="Export to", mode="w", filter="*.nii.gz *.nrrd *.mha *.tif")
         self._export = PushButton(text="Export soft labels A")
 

@@ -295,7 +295,12 @@ class UncertaintyWidget(Container):
                 "hold: samples or members', stacks of samples / ensemble members (M, C, *spatial)."
             ),
         )
-        self._as_ensemble = CheckBox(text="Selected layers are members of one ensemble", value=False)
+        self._as_ensemble = CheckBox(
+            text="Layers are one ensemble",
+            value=False,
+            tooltip="Treat the selected (C, …) layers as the members of one ensemble: entropy of their mean and "
+            "mutual information.",
+        )
         self._compute_maps = PushButton(text="Compute entropy / MI maps")
         self._rank_by = ComboBox(
             label="Review",
@@ -303,7 +308,7 @@ class UncertaintyWidget(Container):
             choices=[("connected structures", "structures"), ("images (selected layers)", "images")],
         )
         self._min_size = SpinBox(
-            label="Smallest structure (voxels)",
+            label="Min. structure (voxels)",
             value=1,
             min=1,
             max=10**9,
@@ -327,6 +332,7 @@ class UncertaintyWidget(Container):
         self._agreement_table = Table(value=[[]], label="Dice")
         self._status = Label(value="Select probability layers.")
         self._status.native.setWordWrap(True)
+        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
 
         fit_table(self._review_table, min_height=160, show_index=False)
         fit_table(self._agreement_table, min_height=120, show_index=False)
