@@ -207,3 +207,18 @@ def test_2d_areas_in_mm2_and_the_dock_scrolls(make_napari_viewer, qtbot, tmp_pat
     expected = np.mean([np.count_nonzero(r == 1) for r in raters]) * 0.5 * 0.25  # 750 pixels of 0.125 mm²
     assert float(summary["data"][1][0]) == pytest.approx(expected, rel=1e-3)  # shown as 93.8
     assert widget._status.value.endswith("40×50 pixels of 0.5 × 0.25 mm")
+
+
+def test_closing_the_dock_while_loading_is_quiet(make_napari_viewer, qtbot, rater_files, errors):
+    folder, _ = rater_files
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="Load raters")
+    worker = widget.load_from_path(str(folder))
+    viewer.window.remove_dock_widget(dock)
+    widget.native.deleteLater()
+    with qtbot.waitSignal(worker.finished, timeout=20000):
+        pass
+    qtbot.wait(300)  # the result arrives for a closed dock: nothing is added, nothing raises
+    assert errors == []
+    viewer.add_labels(np.zeros((3, 4), np.uint8))  # layer events reach no deleted widget
