@@ -320,3 +320,21 @@ def test_opening_a_folder_offers_this_reader(make_napari_viewer, case):
     finally:
         settings.extension2reader = previous
     assert "rater entropy" in viewer.layers and len(viewer.layers) == 8
+
+
+def test_tables_fit_the_dock_without_horizontal_scrolling(make_napari_viewer, qtbot, case, messages):
+    """Four raters at the dock's default width: every column shows its widest cell in full."""
+    folder, _, _ = case
+    viewer = make_napari_viewer(show=True)
+    widget = LoadRatersWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="Load raters")
+    widget._class_names.value = CLASSES
+    load(qtbot, widget, folder)
+    qtbot.wait(100)
+    scroll = widget.content.root_native_widget
+    assert widget.content.native.width() <= scroll.viewport().width() <= dock.width()  # nothing cut off
+    for table in (widget._dice_table, widget._summary_table):
+        view = table.native
+        assert view.horizontalHeader().length() <= view.viewport().width()
+        for column in range(view.columnCount()):
+            assert view.columnWidth(column) >= view.sizeHintForColumn(column), (table, column)
