@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, Table
-from qtpy.QtWidgets import QStyledItemDelegate
+from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QStyledItemDelegate
 
 from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_specs
 from ..core.geometry import Geometry
@@ -204,8 +204,6 @@ class LoadRatersWidget(Container):
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)  # one layer per event-loop turn
 
     def _style(self) -> None:
-        from qtpy.QtWidgets import QAbstractItemView, QSizePolicy
-
         scroll = self.content.root_native_widget
         scroll.setFrameShape(scroll.Shape.NoFrame)
         scroll.setMinimumSize(_DOCK_WIDTH, 240)
