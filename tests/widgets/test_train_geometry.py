@@ -56,6 +56,7 @@ def case3d(make_napari_viewer):
 
 
 def make_widget(viewer, tmp_path, *, epochs=1, steps=2):
+    train_module._preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
     widget._model_size.value = "tiny (8-16-32)"
@@ -200,3 +201,20 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_with_a_clear_message(case3d,
     text = messages["error"][0]
     assert "'image.nii.gz' is not a training checkpoint" in text and "last.pt" in text
     assert "Weights only load failed" not in text
+
+
+def test_opening_train_does_not_wait_for_pytorch(case3d, qtbot, tmp_path, monkeypatch, messages):
+    """Train opens at once; PyTorch and MONAI load in a worker; Start is enabled when they are in."""
+    import threading
+
+    release = threading.Event()
+    monkeypatch.setattr(train_module, "_PRELOADED", False)
+    monkeypatch.setattr(train_module, "_preload_unlocked", lambda: release.wait(30))
+    viewer, _, _ = case3d
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    assert not widget.ready and not widget._start.enabled
+    assert widget._status.value.startswith("Preparing PyTorch")
+    release.set()
+    qtbot.waitUntil(lambda: widget.ready and widget._start.enabled, timeout=WAIT_MS)
+    assert widget._status.value == "Ready." and "cpu" in widget._device.choices

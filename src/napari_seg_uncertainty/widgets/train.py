@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import tempfile
+import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ from magicgui.widgets import (
 from qtpy.QtCore import QEvent, QObject
 
 from ..core.geometry import Geometry
-from ..core.training import TARGETS, TrainConfig, TrainingData, TrainProgress, TrainResult, predict, train
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
@@ -55,6 +55,8 @@ from ._staged import LayerSelect, labels_problem
 
 if TYPE_CHECKING:
     import napari
+
+    from ..core.training import TrainConfig, TrainingData, TrainProgress, TrainResult
 
 __all__ = ["TrainWidget", "TrainingFailure", "advice_for", "grid_mismatch", "prediction_geometry", "training_job"]
 
@@ -66,6 +68,7 @@ METHODS = (
     ("SoftSeg: normalised ReLU + Adaptive Wing", ("softseg", "adaptive_wing")),
     ("SSN: low-rank logits + Monte-Carlo loss", ("ssn", "ssn")),
 )
+#: Training targets offered, in this order (``core.training.TARGETS``; PyTorch is not imported to list them).
 TARGET_LABELS = {
     "mean": "Raters' mean (mOH)",
     "msvls": "mSVLS (SVLS per rater, averaged)",
@@ -206,6 +209,20 @@ def advice_for(exc: BaseException) -> str:
     return "See the log for details; the viewer is still usable."
 
 
+def train(config: TrainConfig, data: TrainingData, resume: str | None = None) -> Generator[Any, Any, Any]:
+    """:func:`napari_seg_uncertainty.core.training.train`, imported on first use (it imports PyTorch)."""
+    from ..core.training import train as core_train
+
+    return core_train(config, data, resume=resume)
+
+
+def predict(checkpoint: str, image: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`napari_seg_uncertainty.core.training.predict`, imported on first use (it imports PyTorch)."""
+    from ..core.training import predict as core_predict
+
+    return core_predict(checkpoint, image, **kwargs)
+
+
 def training_job(
     config: TrainConfig, data: TrainingData, resume: str | None = None
 ) -> Generator[TrainProgress | TrainingFailure, str | None, TrainResult | None]:
@@ -231,18 +248,27 @@ def training_job(
 
 
 _PRELOADED = False
+_PRELOAD_LOCK = threading.Lock()
 
 
 def _preload_training_modules() -> None:
-    """Do the one-off imports and kernel set-up of a training run now, on the GUI thread, once.
+    """Do the one-off imports (PyTorch, MONAI) and kernel set-up of a training run, once per process.
 
-    Importing ``torch._dynamo`` (pulled in by the first optimiser) and the first convolution
-    forward/backward pass each hold the interpreter for long stretches; done inside the worker
-    they would freeze the event loop for a few hundred milliseconds at the start of every run.
+    Thread-safe; the widget runs it in a worker thread when it opens (Start is enabled once it is
+    done), the Guide in its loading worker. Importing ``torch._dynamo`` (pulled in by the first
+    optimiser) and the first convolution forward/backward pass would otherwise happen at the start
+    of the first run, inside the training worker.
     """
     global _PRELOADED
     if _PRELOADED:
         return
+    with _PRELOAD_LOCK:
+        if not _PRELOADED:
+            _preload_unlocked()
+            _PRELOADED = True
+
+
+def _preload_unlocked() -> None:
     import monai.inferers  # noqa: F401
     import monai.losses  # noqa: F401
     import torch
@@ -264,7 +290,6 @@ def _preload_training_modules() -> None:
         optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
         net(torch.zeros((1, 1, 1) + (4,) * dims)).sum().backward()
         optimiser.step()
-    _PRELOADED = True
 
 
 def _dock_of(widget: Any) -> Any:
@@ -365,7 +390,7 @@ class TrainWidget(Container):
         )
         self._raters.native.setMaximumHeight(110)
         self._target = ComboBox(
-            label="Target", choices=[(TARGET_LABELS[t], t) for t in TARGETS], value="mean"
+            label="Target", choices=[(label, t) for t, label in TARGET_LABELS.items()], value="mean"
         )
         self._method = ComboBox(
             label="Model / loss", choices=[(label, i) for i, (label, _) in enumerate(METHODS)], value=0
@@ -393,7 +418,7 @@ class TrainWidget(Container):
         )
         self._lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self._lr.native.setDecimals(6)
-        self._device = ComboBox(label="Device", choices=self._device_choices(), value="auto")
+        self._device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")  # GPUs once torch is in
         self._seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         self._output = FileEdit(
             label="Output folder", mode="d", value=str(Path(tempfile.gettempdir()) / "napari-seg-uncertainty")
@@ -479,12 +504,39 @@ class TrainWidget(Container):
         self.max_width = 480
         self._on_method_changed()
         self._create_plot()
-        _preload_training_modules()
         self._watcher = LayerWatcher(viewer, self._refresh_choices, owner=self.native)
         self._refresh_choices()
         self.native.destroyed.connect(self._on_destroyed)
         self._undock_watcher = _UndockWatcher(self._on_undocked, self.native)
         self.native.installEventFilter(self._undock_watcher)
+        if _PRELOADED:
+            self._on_preloaded()
+        else:  # PyTorch and MONAI load in a worker thread: the window stays responsive meanwhile
+            self._set_state("idle")
+            self._status.value = "Preparing PyTorch and MONAI (first use; a few seconds)…"
+            self._preload_worker = run_in_thread(
+                _preload_training_modules,
+                action="Preparing PyTorch",
+                returned=lambda _result: self._on_preloaded(),
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Whether PyTorch and MONAI are loaded (Start is enabled only then)."""
+        return _PRELOADED
+
+    def _on_preloaded(self) -> None:
+        if self._closed:
+            return
+        with self._device.changed.blocked():
+            device = self._device.value
+            self._device.choices = self._device_choices()
+            if device in self._device.choices:
+                self._device.value = device
+        if self.state == "idle":
+            self._set_state("idle")
+            if self._status.value.startswith("Preparing"):
+                self._status.value = "Ready."
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh the layer choices (napari calls this on layer events)."""
@@ -585,6 +637,8 @@ class TrainWidget(Container):
 
     def build_config(self, output_dir: str | None = None) -> TrainConfig:
         """The :class:`TrainConfig` the current settings describe."""
+        from ..core.training import TrainConfig
+
         head, loss = METHODS[self._method.value][1]
         channels, strides = MODEL_SIZES[self._model_size.value]
         patch_text = self._patch.value.strip()
@@ -624,6 +678,8 @@ class TrainWidget(Container):
         Also records where a prediction goes: the image's geometry and case, and the crop that
         *Predict on* asks for.
         """
+        from ..core.training import TrainingData
+
         image_layer = self._image.value
         if image_layer is None:
             raise ValueError("no Image layer selected; open an image (e.g. File > Open Sample > phantom).")
@@ -689,6 +745,7 @@ class TrainWidget(Container):
         if self.state != "idle":
             show_info("Training is already running; cancel it first.")
             return None
+        _preload_training_modules()  # at once if done; a script calling start() early waits for it here
         with notify_errors("Start training"):
             data = self.collect_data()
             resume = self._resume_checkpoint()
@@ -764,16 +821,19 @@ class TrainWidget(Container):
             self._status.value = f"Failed: {record.message}"
             return
         self.records.append(record)
+        if record.checkpoint and record.kind in ("epoch", "done", "cancelled"):
+            # bookkeeping first: napari's progress bar below may process events, and with them
+            # the worker's ``finished``, which needs the checkpoint
+            self.checkpoint_path = record.checkpoint
         now = time.monotonic()
         if record.kind == "step" and now - self._last_ui < UI_INTERVAL_S:
             return  # keep the GUI thread (and the GIL) free for training: a few updates a second suffice
         self._last_ui = now
+        if record.checkpoint and record.kind in ("epoch", "done", "cancelled"):
+            self._checkpoint.value = record.checkpoint
         if self._pbar is not None and record.global_step > self._pbar.n:
             self._pbar.update(record.global_step - self._pbar.n)
         self._progress.value = record.global_step
-        if record.checkpoint and record.kind in ("epoch", "done", "cancelled"):
-            self.checkpoint_path = record.checkpoint
-            self._checkpoint.value = record.checkpoint
         if record.kind == "step":
             self._status.value = (
                 f"Epoch {record.epoch}/{record.epochs}, step {record.step}/{record.steps_per_epoch}: "
@@ -800,6 +860,8 @@ class TrainWidget(Container):
             self._pbar.close()
             self._pbar = None
         self._update_plot(force=True)
+        if not self.checkpoint_path and self.result is not None:
+            self.checkpoint_path = self.result.checkpoint
         if self.failure is None and self.checkpoint_path:
             self._run_prediction(self.checkpoint_path)
         else:
@@ -907,7 +969,7 @@ class TrainWidget(Container):
     def _set_state(self, state: str) -> None:
         self.state = state
         running = state in ("training", "paused")
-        self._start.enabled = state == "idle"
+        self._start.enabled = state == "idle" and _PRELOADED
         self._pause.enabled = running
         self._cancel.enabled = running
         self._pause.text = "Resume" if state == "paused" else "Pause"
