@@ -26,7 +26,16 @@ from ._layer_choices import choices_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerQueue", "LayerSelect", "fit_table", "keep_selection", "labels_problem", "scroll_area_for"]
+__all__ = [
+    "LayerQueue",
+    "LayerSelect",
+    "fit_table",
+    "format_cell",
+    "full_width_after",
+    "keep_selection",
+    "labels_problem",
+    "scroll_area_for",
+]
 
 logger = logging.getLogger("napari_seg_uncertainty")
 
@@ -198,12 +207,45 @@ class LayerQueue:
             done()
 
 
+def format_cell(text: Any) -> str:
+    """How a table shows a number: 1,234,567 · 0.1234 · 2.31 · 1.2e-05 (never 1.055e+06 or 2.5e-02)."""
+    if isinstance(text, str):
+        try:
+            value: float | int = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return text
+    elif isinstance(text, (int, float)):
+        value = text
+    else:
+        return str(text)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value:  # NaN
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 1e-3 or value == 0:
+        return f"{value:.4f}"
+    return f"{value:.2e}"
+
+
 def fit_table(table: Any, *, min_height: int = 120, show_index: bool = True) -> None:
-    """Make a magicgui ``Table`` fit its dock: columns share the width, no horizontal scroll bar."""
+    """Make a magicgui ``Table`` fit its dock: columns share the width, no horizontal scroll bar, and
+    numbers formatted by :func:`format_cell` (magicgui's own display turns 0.0258 into 2.580e-02)."""
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QHeaderView
+    from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
+
+    class _NumberDelegate(QStyledItemDelegate):
+        def displayText(self, value: Any, locale: Any) -> str:  # noqa: N802 - Qt's name
+            return format_cell(value)
 
     native = table.native
+    native._number_delegate = _NumberDelegate(native)
+    native.setItemDelegate(native._number_delegate)
     native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     native.setWordWrap(False)
     native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
@@ -252,3 +294,20 @@ def scroll_area_for(owner: Any, content: Any, *, min_width: int = 300, min_heigh
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(area)
     return area
+
+
+def full_width_after(content: Any, anchor: Any, *widgets: Any) -> None:
+    """Put ``widgets`` (tables, status lines) in ``content`` right after ``anchor``, over the whole width.
+
+    A labelled magicgui container would give each its own (empty) label column, squeezing tables into
+    the right-hand half of the dock. ``anchor`` must be an unlabelled widget of ``content`` (a button).
+    """
+    layout = content.native.layout()
+    index = layout.indexOf(anchor.native)
+    if index < 0:
+        raise ValueError(f"{anchor!r} is not an unlabelled widget of the container.")
+    from qtpy.QtWidgets import QSizePolicy
+
+    for offset, widget in enumerate(widgets, start=1):
+        widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, widget.native.sizePolicy().verticalPolicy())
+        layout.insertWidget(index + offset, widget.native)

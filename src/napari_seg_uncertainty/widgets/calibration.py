@@ -52,7 +52,7 @@ from ._calibration_plots import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerSelect, fit_table, labels_problem, scroll_area_for
+from ._staged import LayerSelect, fit_table, full_width_after, labels_problem, scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -444,8 +444,8 @@ class CalibrationWidget(Container):
         self._status = Label(value="Select probability and target layers, then press Compute.")
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
-        self._table = Table(value=[[]], label="Metrics")
-        self._class_table = Table(value=[[]], label="Per class")
+        self._table = Table(value=[[]], tooltip="Calibration metrics per probability layer; ECE in %.")
+        self._class_table = Table(value=[[]], tooltip="TACE and Brier score of each class.")
         self._save_figure = PushButton(text="Save figure (PNG/SVG)…")
         self._save_csv = PushButton(text="Save CSV…")
         self._fit_temperature = PushButton(
@@ -490,17 +490,16 @@ class CalibrationWidget(Container):
                 self._live,
                 self._compute,
                 self._fit_temperature,
-                self._status,
-                self._table,
-                self._class_table,
                 self._save_figure,
                 self._save_csv,
             ]
         )
+        full_width_after(self._content, self._fit_temperature, self._status, self._table, self._class_table)
         fit_table(self._table, min_height=90)
         fit_table(self._class_table, min_height=120, show_index=False)
         for select in (self._probabilities, self._target):
             select.native.setMinimumHeight(64)
+            select.native.setMaximumHeight(110)
         self.plot = CalibrationPlot(viewer)
         self._content.native.layout().addWidget(self.plot)
         self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)

@@ -37,7 +37,14 @@ from ..core.soft_labels import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, keep_selection, labels_problem, scroll_area_for
+from ._staged import (
+    LayerQueue,
+    LayerSelect,
+    full_width_after,
+    keep_selection,
+    labels_problem,
+    scroll_area_for,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -211,6 +218,7 @@ class SoftLabelsWidget(Container):
         self._raters = LayerSelect(viewer, is_labels_layer, explain=labels_problem, label="Rater layers", tooltip=(
             "Labels layers, one per rater (Ctrl/Shift-click to select several)."))
         self._raters.native.setMinimumHeight(72)
+        self._raters.native.setMaximumHeight(130)
         self._method = ComboBox(label="Method", choices=_method_choices(), value="msvls")
         self._alpha = FloatSlider(label="α (LS)", min=0.0, max=1.0, step=0.01, value=0.1)
         self._sigma = FloatSpinBox(label="σ (SVLS)", min=0.05, max=20.0, step=0.1, value=1.0)
@@ -237,8 +245,9 @@ class SoftLabelsWidget(Container):
         self._difference_class.changed.connect(self._on_difference_class_changed)
         self._content.extend([
             self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
-            self._difference_class, self._live, self._compute, self._status, self._export_path, self._export,
+            self._difference_class, self._live, self._compute, self._export_path, self._export,
         ])
+        full_width_after(self._content, self._compute, self._status)
         self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=200)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._update_enabled()

@@ -41,7 +41,15 @@ from ..core.uncertainty import (
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, upsert_layer
 from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerQueue, LayerSelect, fit_table, keep_selection, labels_problem, scroll_area_for
+from ._staged import (
+    LayerQueue,
+    LayerSelect,
+    fit_table,
+    full_width_after,
+    keep_selection,
+    labels_problem,
+    scroll_area_for,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -315,7 +323,7 @@ class UncertaintyWidget(Container):
             tooltip="Connected structures with fewer voxels are left out of the review table.",
         )
         self._rank = PushButton(text="Rank by segment entropy")
-        self._review_table = Table(value=[[]], label="Review")
+        self._review_table = Table(value=[[]], tooltip="Select a row to go to that structure or image.")
         self._raters = LayerSelect(
             viewer,
             is_labels_layer,
@@ -329,7 +337,7 @@ class UncertaintyWidget(Container):
             label="Surface tolerance (mm)", value=2.0, min=0.0, max=100.0, step=0.5
         )
         self._agreement = PushButton(text="Dice vs raters")
-        self._agreement_table = Table(value=[[]], label="Dice")
+        self._agreement_table = Table(value=[[]], tooltip="Dice and surface Dice of the arg-max against each rater.")
         self._status = Label(value="Select probability layers.")
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
@@ -338,6 +346,7 @@ class UncertaintyWidget(Container):
         fit_table(self._agreement_table, min_height=120, show_index=False)
         for select in (self._probabilities, self._raters):
             select.native.setMinimumHeight(64)
+            select.native.setMaximumHeight(110)
         self._layout.changed.connect(self._probabilities.reset_choices)
         self._compute_maps.changed.connect(self._on_compute_maps)
         self._rank.changed.connect(self._on_rank)
@@ -352,14 +361,13 @@ class UncertaintyWidget(Container):
                 self._rank_by,
                 self._min_size,
                 self._rank,
-                self._review_table,
                 self._raters,
                 self._tolerance,
                 self._agreement,
-                self._agreement_table,
-                self._status,
             ]
         )
+        full_width_after(self._content, self._rank, self._review_table)
+        full_width_after(self._content, self._agreement, self._agreement_table, self._status)
         self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
