@@ -419,15 +419,16 @@ class LoadRatersWidget(Container):
                    outline: bool) -> None:
         kwargs = dict(kwargs)
         name = kwargs.pop("name")
-        if name in self._viewer.layers:
-            existing = self._viewer.layers[name]
-            if case_of(existing) is None and not (existing.metadata or {}).get("rater_map"):
-                name = f"{case}: {name}"  # never overwrite a layer the user opened or drew
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        if existing is not None and case_of(existing) is None and not (existing.metadata or {}).get("rater_map"):
+            name, existing = f"{case}: {name}", None  # never overwrite a layer the user opened or drew
+        colour = (existing.metadata or {}).get("rater_color") if existing is not None else None
         layer = upsert_layer(self._viewer, data, name=name, layer_type=kind, geometry=geometry, case=case, **kwargs)
         if kind == "labels":
-            layer.colormap = kwargs["colormap"]
-            layer.opacity = kwargs.get("opacity", layer.opacity)
-            if outline:
+            # each setter redraws the slice: only what an updated-in-place layer does not have yet
+            if layer is existing and colour != kwargs["metadata"]["rater_color"]:
+                layer.colormap = kwargs["colormap"]
+            if outline and layer.contour != 1:
                 layer.contour = 1  # outlines: every rater and the image stay visible at once
 
     def _begin_case(self, case: str, *, keep: bool, new: dict[str, tuple[Any, str]]) -> None:
