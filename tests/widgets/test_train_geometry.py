@@ -215,6 +215,8 @@ def test_opening_train_does_not_wait_for_pytorch(case3d, qtbot, tmp_path, monkey
     viewer.window.add_dock_widget(widget, name="Train")
     assert not widget.ready and not widget._start.enabled
     assert widget._status.value.startswith("Preparing PyTorch")
+    assert "Training curves" not in viewer.window.dock_widgets  # the plot comes with matplotlib, in the worker
     release.set()
     qtbot.waitUntil(lambda: widget.ready and widget._start.enabled, timeout=WAIT_MS)
     assert widget._status.value == "Ready." and "cpu" in widget._device.choices
+    assert "Training curves" in viewer.window.dock_widgets

@@ -271,6 +271,7 @@ def _preload_training_modules() -> None:
 def _preload_unlocked() -> None:
     import monai.inferers  # noqa: F401
     import monai.losses  # noqa: F401
+    import napari_matplotlib.base  # noqa: F401 - matplotlib and its Qt backend (no widget is made here)
     import torch
     import torch._dynamo  # noqa: F401
 
@@ -503,7 +504,8 @@ class TrainWidget(Container):
         self.margins = (4, 4, 4, 4)
         self.max_width = 480
         self._on_method_changed()
-        self._create_plot()
+        self._background = None
+        self._lines: dict[str, Any] = {}
         self._watcher = LayerWatcher(viewer, self._refresh_choices, owner=self.native)
         self._refresh_choices()
         self.native.destroyed.connect(self._on_destroyed)
@@ -528,6 +530,8 @@ class TrainWidget(Container):
     def _on_preloaded(self) -> None:
         if self._closed:
             return
+        if self.plot_widget is None:
+            self._create_plot()  # matplotlib was imported with PyTorch, in the worker
         with self._device.changed.blocked():
             device = self._device.value
             self._device.choices = self._device_choices()
