@@ -196,7 +196,7 @@ def test_2d_areas_in_mm2_and_the_dock_scrolls(make_napari_viewer, qtbot, tmp_pat
     widget = LoadRatersWidget(viewer)
     viewer.window.add_dock_widget(widget)
     # napari docks ``widget.native``: the controls' scroll area must be inside it, not lost around it
-    scroll = widget.content.root_native_widget
+    scroll = widget.scroll
     assert isinstance(scroll, QScrollArea) and scroll.parentWidget() is widget.native
     widget._spacing.value = "0.5, 0.25"
     widget.load_from_path(str(tmp_path))

@@ -18,7 +18,7 @@ from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
 from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem
+from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem, scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -190,10 +190,9 @@ class LoadRatersWidget(Container):
         self._load_files.changed.connect(self.load_from_path)
         self._use_layers.changed.connect(self.load_from_layers)
         self._dice_class.changed.connect(self._show_dice)
-        #: Every control, in a scroll area: the dock scrolls on a small screen instead of growing the window.
-        #: (napari docks a magicgui widget's ``native``, which for a scrollable container is the widget
-        #: inside its scroll area; so the scroll area itself is placed in this widget's layout.)
-        self.content = Container(labels=True, scrollable=True, widgets=[
+        #: Every control, in a scroll area (:attr:`scroll`) inside what napari docks: the dock scrolls on a
+        #: small screen instead of growing the window.
+        self.content = Container(labels=True, widgets=[
             self._path, browse, self._task, self._spacing, self._class_names, self._keep_previous,
             self._load_files, self._layers, self._use_layers, self._progress, self._status, self._legend,
             self._dice_class, self._dice_table, self._summary_table,
@@ -204,12 +203,8 @@ class LoadRatersWidget(Container):
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)  # one layer per event-loop turn
 
     def _style(self) -> None:
-        scroll = self.content.root_native_widget
-        scroll.setFrameShape(scroll.Shape.NoFrame)
-        scroll.setMinimumSize(_DOCK_WIDTH, 240)
-        self.native.layout().addWidget(scroll)
+        self.scroll = scroll_area_for(self, self.content, min_width=_DOCK_WIDTH, min_height=240)
         self.margins = (0, 0, 0, 0)
-        self.content.native.setMinimumWidth(_DOCK_WIDTH - 20)
         for label in (self._status, self._legend):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -217,7 +212,8 @@ class LoadRatersWidget(Container):
         for table in (self._dice_table, self._summary_table):
             fit_table(table, min_height=60)
             table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-            table.native.setItemDelegate(_NumberDelegate(table.native))  # not magicgui's 1.055e+06
+            # volumes and Dice to 3 significant digits ("129", "14.2", "0.899"), not 4 decimals everywhere
+            table.native.setItemDelegate(_NumberDelegate(table.native))
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh every dropdown (napari calls this when layers change); the Dice classes stay."""
