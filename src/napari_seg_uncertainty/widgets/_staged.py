@@ -270,6 +270,7 @@ def scroll_area_for(owner: Any, content: Any, *, min_width: int = 300, min_heigh
     for combo in content.native.findChildren(QComboBox):  # long entries elide instead of widening the dock
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(12)
+    content.native.layout().addStretch(1)  # spare height goes below the controls, not between them
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
