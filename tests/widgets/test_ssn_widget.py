@@ -161,8 +161,9 @@ def test_dice_table_shows_each_sample_against_the_mean(make_napari_viewer, qtbot
             assert widget.dice[i, c - 1] == pytest.approx(expected)
             assert widget._dice_table.data[i][c - 1] == f"{expected:.3f}"
     viewer.dims.set_current_step(0, 2)
-    assert widget._dice_label.value.startswith("Sample 2 Dice vs mean: a ")
-    assert f"{np.mean(widget.dice[2]):.3f}" in widget._dice_label.value
+    assert widget._dice_label.value == f"Sample 2: mean Dice {np.mean(widget.dice[2]):.3f}"
+    assert widget._dice_label.tooltip.startswith(f"a {widget.dice[2, 0]:.3f}, b ")
+    assert widget._dice_table.native.currentRow() == 2  # the sample on screen is the highlighted row
     # after a slider move the table follows the manipulated samples
     widget._class_sliders[1].value = 3.0
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)

@@ -37,7 +37,7 @@ from magicgui.widgets import (
     SpinBox,
     Table,
 )
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QApplication
 
 from ..core.geometry import Geometry
@@ -458,6 +458,20 @@ class LiveSamples:
         return f"LiveSamples({self.stack!r})"
 
 
+class _OnLayoutChange(QObject):
+    """Event filter calling ``callback()`` when the watched widget is shown or its layout changes."""
+
+    def __init__(self, callback: Any, parent: Any) -> None:
+        super().__init__(parent)
+        self._callback = callback
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show, QEvent.Type.Polish):
+            with contextlib.suppress(Exception):
+                self._callback()
+        return False
+
+
 class _LayerComboBox(ComboBox):
     """A layer choice whose value is the layer; a layer's name is accepted when setting it (scripts, Guide)."""
 
@@ -565,7 +579,9 @@ class SSNSamplesWidget(Container):
         self._num_samples = SpinBox(label="Samples", value=10, min=1, max=500)
         self._seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
         self._draw_button = PushButton(text="Draw samples")
-        self._new_sample_button = PushButton(text="New sample (replace current)")
+        self._new_sample_button = PushButton(
+            text="New sample", tooltip="Replace the sample on screen by a sample never shown before."
+        )
         self._temperature = FloatSlider(
             label="Temperature",
             value=1.0,
@@ -574,16 +590,16 @@ class SSNSamplesWidget(Container):
             step=0.05,
             tooltip="Factor on all noise: 0 gives the mean prediction, <1 less diverse, >1 more diverse.",
         )
-        self._class_scales_box = Container(labels=True, label="Class noise scales")
+        self._class_scales_heading = Label(value="Class noise scales (−3 … 3):")
         self._class_sliders: list[FloatSlider] = []
         self._reset_button = PushButton(text="Reset scales and temperature")
-        self._keep_button = PushButton(text="Keep this sample (editable copy)")
+        self._keep_button = PushButton(
+            text="Keep this sample", tooltip="Copy the sample on screen into an editable Labels layer."
+        )
         self._status = Label(value="")
         self._dice_label = Label(value="Dice vs mean: –")
-        self._dice_table = Table(label="Dice vs mean")
+        self._dice_table = Table(label="Dice vs mean")  # rows: sample number; columns: classes
         self._dice_table.read_only = True
-        self._dice_table.native.setMinimumHeight(120)
-        self._dice_table.native.setMaximumHeight(260)
 
         # --- GED² and diversity
         self._raters = _LayerSelect(
@@ -591,8 +607,6 @@ class SSNSamplesWidget(Container):
             choices=choices_for(viewer, self._is_rater_layer),
             tooltip="Labels layers with the raters' maps (one map each, or an (R, *S) stack).",
         )
-        self._raters.native.setMinimumHeight(60)
-        self._raters.native.setMaximumHeight(140)
         self._metrics_button = PushButton(text="GED² and diversity vs raters")
         self._metrics_label = Label(value="")
 
@@ -620,7 +634,7 @@ class SSNSamplesWidget(Container):
                 self._draw_button,
                 self._new_sample_button,
                 self._temperature,
-                self._class_scales_box,
+                self._class_scales_heading,
                 self._reset_button,
                 self._keep_button,
                 self._status,
@@ -635,11 +649,7 @@ class SSNSamplesWidget(Container):
                 self._export_button,
             ]
         )
-        for label in (self._source_info, self._status, self._dice_label, self._metrics_label):
-            with contextlib.suppress(AttributeError):
-                label.native.setWordWrap(True)
-        self.native.setMinimumWidth(300)
-        self.native.setMinimumHeight(240)
+        self._fit_narrow_docks()
 
         self._source.changed.connect(self._on_source_changed)
         self._load_button.changed.connect(self._on_load)
@@ -659,6 +669,56 @@ class SSNSamplesWidget(Container):
             app.aboutToQuit.connect(self._on_quit)
         self._on_source_changed()
         self._update_enabled()
+
+    @property
+    def native(self) -> Any:
+        """The scroll area around the controls: what napari puts in the dock, so that the dock scrolls.
+
+        magicgui's ``native`` of a ``scrollable`` container is the widget *inside* its scroll area, and
+        napari docks ``native``: without this the dock would hold the bare controls, as tall as they
+        are, and grow the main window instead of scrolling.
+        """
+        return self.root_native_widget
+
+    def _fit_narrow_docks(self) -> None:
+        """No horizontal scrolling at napari's default dock width: long texts wrap, combo boxes and the
+        table shrink to the dock instead of widening it; the dock scrolls vertically (``scrollable``)."""
+        from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QSizePolicy
+
+        texts = (self._source_info, self._status, self._dice_label, self._metrics_label, self._class_scales_heading)
+        for label in texts:  # magicgui's labels have a fixed size: let them follow the dock (and wrap)
+            label.native.setWordWrap(label is not self._dice_label)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        for combo in (self._source, self._image_layer, self._export_what):
+            combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(10)
+        table = self._dice_table.native
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        table.setMinimumHeight(120)
+        table.setMaximumHeight(260)
+        self._raters.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._raters.native.setMinimumHeight(60)
+        self._raters.native.setMaximumHeight(140)
+        self.native.setMinimumHeight(160)  # the dock can be short: its controls scroll
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """The dock at least as wide as the controls plus the vertical scroll bar (nothing clipped).
+
+        Done again whenever the controls' layout changes (fonts and styles arrive when the dock shows).
+        """
+        area = self.native
+        inner = area.widget()
+        if inner is None or not _qt_alive(inner):
+            return
+        if getattr(self, "_width_filter", None) is None:
+            self._width_filter = _OnLayoutChange(self._fit_width, parent=inner)
+            inner.installEventFilter(self._width_filter)
+        width = inner.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 2 * area.frameWidth()
+        if area.minimumWidth() != width:
+            area.setMinimumWidth(width)
 
     # ------------------------------------------------------------------ lifetime
     def _on_destroyed(self, *_args: Any) -> None:
@@ -955,7 +1015,8 @@ class SSNSamplesWidget(Container):
                         returned=_show_mean)
 
     def _build_class_sliders(self, distribution: LowRankLogits) -> None:
-        self._class_scales_box.clear()
+        for old in self._class_sliders:  # one row per class, right under the heading
+            self.remove(old)
         self._class_sliders = []
         for name, weight in zip(distribution.class_names, distribution.class_scales):
             slider = FloatSlider(
@@ -968,7 +1029,8 @@ class SSNSamplesWidget(Container):
             )
             slider.changed.connect(self._on_manipulation_changed)
             self._class_sliders.append(slider)
-            self._class_scales_box.append(slider)
+            self.insert(self.index(self._class_scales_heading) + len(self._class_sliders), slider)
+        self._fit_width()
 
     # ------------------------------------------------------------------ sampling
     def _on_draw(self, _value: Any = None) -> None:
@@ -1211,9 +1273,18 @@ class SSNSamplesWidget(Container):
         with np.errstate(all="ignore"):
             means = np.array([np.nan if np.all(np.isnan(row)) else np.nanmean(row) for row in dice])
         rows = [[_format_score(v) for v in (*row, mean)] for row, mean in zip(dice, means)]
+        # wide enough for "0.123" in every column (the dock grows a little rather than eliding numbers)
+        self._dice_table.native.setMinimumWidth(34 + 54 * (len(names) + 1))
+        with contextlib.suppress(Exception):
+            parent = self._dice_table.native.parentWidget()
+            while parent is not None and parent is not self.native:
+                if parent.layout() is not None:
+                    parent.layout().activate()
+                parent = parent.parentWidget()
+            self._fit_width()
         self._dice_table.value = {
             "data": rows,
-            "index": [f"sample {i}" for i in range(len(rows))],
+            "index": [str(i) for i in range(len(rows))],  # the sample's number, as on the viewer's slider
             "columns": [*names, "mean"],
         }
         self._update_dice_label()
@@ -1228,9 +1299,11 @@ class SSNSamplesWidget(Container):
         row = self.dice[entry]
         parts = [f"{name} {_format_score(v)}" for name, v in zip(self.distribution.class_names[1:], row)]
         mean = np.nan if np.all(np.isnan(row)) else float(np.nanmean(row))
-        self._dice_label.value = (
-            f"Sample {entry} Dice vs mean: {', '.join(parts)} (mean {_format_score(mean)})"
-        )
+        # one short line (the per-class values are the table's highlighted row, and the tooltip)
+        self._dice_label.value = f"Sample {entry}: mean Dice {_format_score(mean)}"
+        self._dice_label.tooltip = ", ".join(parts)
+        with contextlib.suppress(Exception):
+            self._dice_table.native.selectRow(entry)
 
     # ------------------------------------------------------------------ GED² and diversity
     def _rater_stack(self) -> np.ndarray:
