@@ -298,3 +298,25 @@ def test_uncertainty_choices_follow_renames_and_layout(make_napari_viewer, qtbot
     np.testing.assert_allclose(mi.translate, ORIGIN)
     np.testing.assert_allclose(mi.data, 0.0, atol=1e-6)  # two identical members: no disagreement
     assert errors == []
+
+
+# ---------------------------------------------------------------------------------------------- docks fit
+def test_the_three_docks_fit_a_1280x800_window_and_the_plot_is_reachable(make_napari_viewer, qtbot, phantom):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    add_case(viewer, phantom, model=True)
+    widgets = [SoftLabelsWidget(viewer), CalibrationWidget(viewer), UncertaintyWidget(viewer)]
+    for widget, name in zip(widgets, ("Soft labels", "Calibration", "Uncertainty maps")):
+        viewer.window.add_dock_widget(widget, name=name)
+    qtbot.wait(300)
+    assert window.height() <= 800 and window.width() <= 1280
+    for widget in widgets:  # a long dock scrolls instead of growing the window; no horizontal scrolling
+        assert widget.scroll_area.minimumSizeHint().height() <= 300
+        assert not widget.scroll_area.horizontalScrollBar().isVisible()
+        assert widget.scroll_area.viewport().width() >= widget._content.native.minimumSizeHint().width()
+    calibration = widgets[1]
+    bar = calibration.scroll_area.verticalScrollBar()
+    bar.setValue(bar.maximum())
+    qtbot.wait(100)
+    assert not calibration.plot.visibleRegion().isEmpty()  # the reliability diagram can be scrolled into view

@@ -502,7 +502,7 @@ class CalibrationWidget(Container):
             select.native.setMaximumHeight(110)
         self.plot = CalibrationPlot(viewer)
         self._content.native.layout().addWidget(self.plot)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
 
         self._timer = QTimer(self.native)  # dies with the dock: no timeout reaches a deleted widget
         self._timer.setSingleShot(True)

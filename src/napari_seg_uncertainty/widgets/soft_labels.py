@@ -248,7 +248,7 @@ class SoftLabelsWidget(Container):
             self._difference_class, self._live, self._compute, self._export_path, self._export,
         ])
         full_width_after(self._content, self._compute, self._status)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=200)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._update_enabled()
         self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)

@@ -368,7 +368,7 @@ class UncertaintyWidget(Container):
         )
         full_width_after(self._content, self._rank, self._review_table)
         full_width_after(self._content, self._agreement, self._agreement_table, self._status)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=240)
+        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
 
