@@ -9,6 +9,8 @@ Numbers are checked against independent numpy code.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -50,6 +52,11 @@ def errors(monkeypatch):
     return messages
 
 
+@pytest.fixture(autouse=True)
+def _errors_everywhere(errors):
+    """Every test here records notifications instead of showing them."""
+
+
 def add_case(viewer, phantom, *, model=False, entropy=False):
     image, labels, probs = phantom
     place = {"scale": SPACING, "translate": ORIGIN}
@@ -86,9 +93,13 @@ def test_soft_labels_line_up_carry_the_case_and_arrive_one_per_turn(make_napari_
     viewer.window.add_dock_widget(widget)
     assert names(widget._raters) == ["rater 1", "rater 2", "rater 3", "rater 4"]  # images are not offered
     assert [layer.name for layer in widget._raters.value] == names(widget._raters)
-    with pytest.raises(ValueError, match=r"'image' is a Image layer of float32.*expected a Labels layer"):
-        widget._raters.value = ["image"]
     widget._live.value = False
+    widget._raters.value = ["image"]  # refused: nothing selected, and Compute says why
+    assert widget._raters.value == []
+    assert widget.compute() is None
+    assert re.search(r"Soft labels failed: layer 'image' is a Image layer of float32.*expected a Labels", errors[-1])
+    widget._raters.value = ["rater 1", "rater 2", "rater 3", "rater 4"]
+    errors.clear()
     widget._compare.value = "one_hot"
     widget.compute()
     qtbot.waitUntil(lambda: widget.result is not None and not widget.busy, timeout=60000)
@@ -160,11 +171,18 @@ def test_calibration_offers_only_probabilities_and_names_classes(make_napari_vie
     viewer.window.add_dock_widget(widget)
     assert names(widget._probabilities) == ["model"]  # not the image, not the entropy map, not a rater
     assert names(widget._target) == ["rater 1", "rater 2", "rater 3", "rater 4"]
-    for wrong in ("image", "rater entropy"):  # a (40, 128, 128) scan could pass for 40 classes: the sums tell
-        with pytest.raises(ValueError, match=rf"'{wrong}' does not sum to 1 .*expected .*\(C, \*spatial\)"):
-            widget._probabilities.value = [wrong]
-    with pytest.raises(ValueError, match=r"'rater 1' is a Labels layer; expected .*\(C, \*spatial\)"):
-        widget._probabilities.value = [viewer.layers["rater 1"]]
+    widget._live.value = False
+    refusals = [
+        ("image", "does not sum to 1"),
+        ("rater entropy", "does not sum to 1"),
+        ("rater 1", "is a Labels layer"),
+    ]
+    for wrong, why in refusals:  # a (40, 128, 128) scan could pass for 40 classes: the sums tell
+        widget._probabilities.value = [viewer.layers[wrong]]
+        assert widget._probabilities.value == []
+        widget.compute()
+        assert re.search(rf"Calibration failed: layer '{wrong}' {why}.*expected .*\(C, \*spatial\)", errors[-1])
+    errors.clear()
     widget._probabilities.value = ["model"]
     widget._target.value = ["rater 1", "rater 2", "rater 3", "rater 4"]
     widget._compute.native.click()
@@ -217,8 +235,10 @@ def test_uncertainty_maps_review_jumps_and_tables_on_3d_case(make_napari_viewer,
     viewer.window.add_dock_widget(widget)
     assert names(widget._probabilities) == ["model"]
     assert names(widget._raters) == ["rater 1", "rater 2", "rater 3", "rater 4"]
-    with pytest.raises(ValueError, match=r"'image' does not sum to 1 .*expected .*\(C, \*spatial\)"):
-        widget._probabilities.value = ["image"]
+    widget._probabilities.value = ["image"]
+    widget._compute_maps.native.click()
+    assert re.search(r"Uncertainty maps failed: layer 'image' does not sum to 1 .*\(C, \*spatial\)", errors[-1])
+    errors.clear()
     widget._probabilities.value = ["model"]
     widget._compute_maps.native.click()
     qtbot.waitUntil(lambda: bool(widget.maps) and widget._compute_maps.enabled, timeout=60000)

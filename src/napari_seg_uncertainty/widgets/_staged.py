@@ -75,8 +75,11 @@ def keep_selection(viewer: napari.viewer.Viewer) -> Any:
 class LayerSelect(Select):
     """A list of the viewer's layers that fit (``accept``), in layer-list order; the value is a list of layers.
 
-    Setting the value accepts layers or layer names. A layer that is not offered raises ``ValueError``
-    with ``explain(layer)`` (what is wrong with it and what is expected). The selection survives
+    Setting the value accepts layers or layer names. A layer that is not offered is refused: the
+    selection is emptied and :attr:`refused` holds ``explain(layer)`` (what is wrong with it and what
+    is expected), which :meth:`check` raises as ``ValueError`` when the widget computes, so the user
+    gets one notification naming the layer instead of a traceback. A selected layer that stops
+    fitting (its data or the widget's layout changed) is refused the same way. The selection survives
     renames and moves of the selected layers; a removed layer leaves it.
     """
 
@@ -90,6 +93,7 @@ class LayerSelect(Select):
     ) -> None:
         self._viewer = viewer
         self._explain = explain
+        self.refused: str | None = None
         top_first = choices_for(viewer, accept)
 
         def in_list_order(widget: Any = None) -> list[tuple[str, Any]]:
@@ -105,7 +109,19 @@ class LayerSelect(Select):
     @value.setter
     def value(self, value: Any) -> None:
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        Select.value.fset(self, [self._resolve(item) for item in items])  # type: ignore[attr-defined]
+        try:
+            layers = [self._resolve(item) for item in items]
+        except ValueError as exc:
+            self.refused = str(exc)
+            Select.value.fset(self, [])  # type: ignore[attr-defined]
+            return
+        self.refused = None
+        Select.value.fset(self, layers)  # type: ignore[attr-defined]
+
+    def check(self) -> None:
+        """Raise ``ValueError`` with the reason a layer was refused, while nothing has been selected since."""
+        if self.refused and not self.value:
+            raise ValueError(self.refused)
 
     def _resolve(self, item: Any) -> Any:
         offered = self.choices
@@ -134,6 +150,9 @@ class LayerSelect(Select):
             super().reset_choices()
             kept = [layer for layer in before if any(layer is c for c in self.choices)]
             Select.value.fset(self, kept)  # type: ignore[attr-defined]
+        unfit = [layer for layer in before if layer not in kept and layer in self._viewer.layers]
+        if unfit and self._explain is not None:  # still there, but no longer fits: say why at the next compute
+            self.refused = self._explain(unfit[0])
         if len(kept) != len(before):
             self.changed.emit(self.value)
 

@@ -619,6 +619,8 @@ class CalibrationWidget(Container):
             self.compute()  # compare the original and the rescaled layers
 
     def _collect_inputs(self) -> tuple[dict[str, np.ndarray], np.ndarray, bool, tuple[float, ...]]:
+        self._probabilities.check()
+        self._target.check()
         prob_layers = list(self._probabilities.value)
         target_layers = list(self._target.value)
         if not prob_layers:

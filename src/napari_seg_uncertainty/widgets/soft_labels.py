@@ -297,6 +297,7 @@ class SoftLabelsWidget(Container):
 
     def build_request(self) -> SoftLabelsRequest:
         """Gather the selected layers and parameters into a request (raises ValueError on bad input)."""
+        self._raters.check()
         layers = list(self._raters.value)
         if not layers:
             raise ValueError("no rater layer selected; select one Labels layer per rater.")
@@ -313,11 +314,14 @@ class SoftLabelsWidget(Container):
                              "same grid.")
         geometry = Geometry.of(layers[0], ndim=arrays[0].ndim)
         for layer, array in zip(layers[1:], arrays[1:]):
-            if not Geometry.of(layer, ndim=array.ndim).same_grid(geometry):
-                raise ValueError(f"the rater layers {names[0]!r} and {layer.name!r} lie on different grids "
-                                 f"(scale {tuple(layers[0].scale)} vs {tuple(layer.scale)}, translate "
+            other = Geometry.of(layer, ndim=array.ndim)
+            if not other.same_grid(geometry):
+                what = ("different scales" if not np.allclose(other.spacing, geometry.spacing, rtol=1e-5)
+                        else "different origins or directions")
+                raise ValueError(f"the rater layers {names[0]!r} and {layer.name!r} have {what} (scale "
+                                 f"{tuple(layers[0].scale)} vs {tuple(layer.scale)}, translate "
                                  f"{tuple(layers[0].translate)} vs {tuple(layer.translate)}); raters must share one "
-                                 "voxel spacing and origin.")
+                                 "grid: voxel spacing, origin and direction.")
         raters = np.stack(arrays)
         if raters.size and np.issubdtype(raters.dtype, np.integer) and raters.min() < 0:
             raise ValueError(f"the rater layers contain negative labels (minimum {int(raters.min())}); labels "

@@ -393,6 +393,7 @@ class UncertaintyWidget(Container):
         self._raters.reset_choices()
 
     def _selected(self) -> list[Any]:
+        self._probabilities.check()
         layers = list(self._probabilities.value)
         if not layers:
             raise ValueError("no probability layer selected; select one or more Image layers.")
@@ -581,6 +582,7 @@ class UncertaintyWidget(Container):
         with notify_errors("Dice vs raters"):
             sources = self._sources()
             name, probs = next(iter(sources.items()))
+            self._raters.check()
             rater_layers = list(self._raters.value)
             for layer in rater_layers:
                 problem = labels_problem(layer)
