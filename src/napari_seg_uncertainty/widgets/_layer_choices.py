@@ -71,8 +71,10 @@ def probability_problem(layer: Any) -> str | None:
     sample = _strided_sample(data)
     if sample is None:
         return None  # lazy data too large to probe: trust the shape and dtype
+    if not np.all(np.isfinite(sample)):
+        return f"layer {name!r} contains NaN or infinite values; expected {expected}."
     sums = sample.sum(axis=0)
-    if not (np.all(np.isfinite(sample)) and sample.min() >= -1e-4 and np.allclose(sums, 1.0, atol=1e-3)):
+    if not (sample.min() >= -1e-4 and np.allclose(sums, 1.0, atol=1e-3)):
         return (f"layer {name!r} does not sum to 1 over its first axis (sums range "
                 f"{float(np.nanmin(sums)):.3g}–{float(np.nanmax(sums)):.3g}); expected {expected}.")
     return None
