@@ -4,13 +4,18 @@ The widget holds a :class:`~napari_seg_uncertainty.core.ssn.LowRankLogits` (from
 from an SSN checkpoint applied to an image layer, or a synthetic demo) and shows:
 
 * ``SSN samples``: a Labels stack ``(N, *S)`` backed by a lazy
-  :class:`~napari_seg_uncertainty.core.ssn.SampleLabelStack` (browse with the first slider; only
-  the plane on screen is computed),
+  :class:`~napari_seg_uncertainty.core.ssn.SampleLabelStack` (browse with the first slider; in 2-D
+  display only the plane on screen is computed; in 3-D display the whole sample is computed in a
+  worker, its noise kept, so that a slider move only rescales it and takes the argmax again — see
+  :class:`LiveSamples`),
 * ``SSN mean prediction``: the argmax of the mean logits,
 * per-class noise-scale sliders (``-3 ... 3``, Fig. 6 of the SSN paper) and a temperature slider
   that redraw the sample on screen as they move, "New sample", "Keep this sample" (an editable
   copy), the Dice of every sample against the mean prediction, GED² and sample diversity against
   rater layers, and export.
+
+Every output layer is placed on the chosen image layer's grid (scale, translate, direction; a
+prediction on a crop at the crop) through ``upsert_layer(geometry=…)`` and tagged with its case.
 """
 
 from __future__ import annotations
