@@ -263,6 +263,7 @@ class WorkflowGuide(Container):
         self.seed = int(seed)
         self.widgets: dict[str, Any] = {}
         self._scroll_areas: dict[str, Any] = {}
+        self._tabs: list[Any] = []  # the tabbed docks, in workflow order
         self.checkpoints: dict[str, str] = {}
         self.run_root: Path | None = None
         self.current_step: str | None = None
@@ -274,6 +275,7 @@ class WorkflowGuide(Container):
         self._prepared: tuple[Any, Any, list[Any]] | None = None
         self._load_error: BaseException | None = None
         self._done: Callable[[], bool] = lambda: True
+        self._polling = False
 
         self._dataset = ComboBox(
             label="Demo data", choices=[(f"{k}: {v}", k) for k, v in DATASETS.items()], value=WORKFLOW_DATASET
@@ -427,17 +429,17 @@ class WorkflowGuide(Container):
             if previous is not None:
                 qt_window.tabifyDockWidget(previous, item)
             previous = item
-        self._tabs = [*getattr(self, "_tabs", []), *docks]
+        self._tabs += docks
 
     def _last_tab(self) -> Any:
-        tabs = [d for d in getattr(self, "_tabs", []) if _alive(d)]
+        tabs = [d for d in self._tabs if _alive(d)]
         return tabs[-1] if tabs else None
 
     def _after_docking(self) -> None:
         """Width of the tab group, whole tab titles, the first tab in front."""
         from qtpy.QtCore import Qt, QTimer
 
-        tabs = [d for d in getattr(self, "_tabs", []) if _alive(d)]
+        tabs = [d for d in self._tabs if _alive(d)]
         if tabs:
             self._main_window().resizeDocks([tabs[0]], [DOCK_WIDTH], Qt.Orientation.Horizontal)
         self._whole_tab_titles()
@@ -909,6 +911,15 @@ class WorkflowGuide(Container):
         An action that is done at once is followed by the next one on the next event-loop turn; while
         a widget works in its worker thread, its result is checked every ``POLL_MS``.
         """
+        if self._polling:  # an action processed events (napari's progress bars do): no nested step
+            return
+        self._polling = True
+        try:
+            self._poll_once()
+        finally:
+            self._polling = False
+
+    def _poll_once(self) -> None:
         try:
             if not self._done():
                 if time.monotonic() > self._deadline:

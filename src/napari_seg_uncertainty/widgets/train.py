@@ -369,6 +369,7 @@ class TrainWidget(Container):
         self.state = "idle"  # idle, training, paused, cancelling, predicting
         self.plot_widget: Any = None
         self._pbar: Any = None
+        self._pbar_busy = False
         self._last_draw = 0.0
         self._last_ui = 0.0
         self._geometry: Geometry | None = None
@@ -835,9 +836,8 @@ class TrainWidget(Container):
         self._last_ui = now
         if record.checkpoint and record.kind in ("epoch", "done", "cancelled"):
             self._checkpoint.value = record.checkpoint
-        if self._pbar is not None and record.global_step > self._pbar.n:
-            self._pbar.update(record.global_step - self._pbar.n)
         self._progress.value = record.global_step
+        self._sync_progress(record.global_step)
         if record.kind == "step":
             self._status.value = (
                 f"Epoch {record.epoch}/{record.epochs}, step {record.step}/{record.steps_per_epoch}: "
@@ -851,6 +851,21 @@ class TrainWidget(Container):
         elif record.kind in ("done", "cancelled", "start"):
             self._status.value = record.message
         self._update_plot(force=record.kind != "step")
+
+    def _sync_progress(self, step: int) -> None:
+        """Move napari's progress bar to ``step``, never re-entrantly.
+
+        napari's progress bar calls ``QApplication.processEvents()`` when its value changes, which
+        delivers the next records (and timers) inside this call; without the guard the calls nest
+        ever deeper while training runs (a RecursionError was seen in a busy demo window).
+        """
+        if self._pbar is None or self._pbar_busy or step <= self._pbar.n:
+            return
+        self._pbar_busy = True
+        try:
+            self._pbar.update(step - self._pbar.n)
+        finally:
+            self._pbar_busy = False
 
     def _on_returned(self, result: Any) -> None:
         self.result = result
