@@ -39,6 +39,10 @@ __all__ = [
 
 logger = logging.getLogger("napari_seg_uncertainty")
 
+#: Pause between two staged layer updates: long enough for the canvas to repaint in between, so the
+#: new layers' first draws (shader builds) are spread over turns instead of piling up in one paint.
+LAYER_INTERVAL_MS = 15
+
 
 def labels_problem(layer: Any) -> str | None:
     """Why ``layer`` is not a label map (integer Labels layer ``(*spatial)``), or ``None`` if it is."""
@@ -158,7 +162,7 @@ class LayerSelect(Select):
 
 
 class LayerQueue:
-    """Run callables one per event-loop turn (a zero-interval single-shot ``QTimer`` chain).
+    """Run callables one per event-loop turn (a short single-shot ``QTimer`` chain).
 
     ``run(jobs, done=...)`` replaces whatever is still queued; ``done`` runs after the last job.
     An exception in a job is logged and reported through ``failed`` (if given) and ends the run.
@@ -173,7 +177,7 @@ class LayerQueue:
         self._failed = failed
         self._timer = QTimer(owner)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(0)
+        self._timer.setInterval(LAYER_INTERVAL_MS)
         self._timer.timeout.connect(self._step)
         self.total = 0
 
