@@ -409,10 +409,12 @@ class WorkflowGuide(Container):
             area.setWidget(widget.native)
             docked = area
         docked.setMinimumWidth(min(int(widget.native.sizeHint().width()) + 24, DOCK_WIDTH - 60))
-        window.add_dock_widget(docked, name=DOCKS[key], area="right", add_vertical_stretch=False)
+        # the magicgui widget itself when napari would dock the right Qt widget (then napari refreshes its
+        # choices on layer events and dock_widgets[name] gives it back); else the Qt widget that scrolls
+        target = widget if docked is widget.native else docked
+        window.add_dock_widget(target, name=DOCKS[key], area="right", add_vertical_stretch=False)
         dock = _dock_of(docked)
-        # napari refreshes the choices of magicgui docks on layer events; so do we for a wrapped one
-        if docked is not widget.native:
+        if target is not widget:  # napari refreshes the choices of magicgui docks only; so do we
             for event in (events.inserted, events.removed, events.reordered, events.renamed):
                 event.connect(widget.reset_choices)
         self.widgets[key] = widget
