@@ -217,7 +217,7 @@ def test_calibration_widget(make_napari_viewer, qtbot, tmp_path, errors):
 
     for models_, target, words in [
         (["nan model"], ["reference"], ("nan model", "NaN")),
-        (["8-bit model"], ["reference"], ("floating-point",)),
+        (["8-bit model"], ["reference"], ("uint8", "float Image layer")),
         (["unnormalised"], ["reference"], ("sum to 1",)),
         (["model"], ["short reference"], ("target",)),
         (["model"], ["reference", "short reference"], ("different shapes",)),
@@ -275,7 +275,7 @@ def test_uncertainty_widget(make_napari_viewer, qtbot, errors):
 
     expect_error(qtbot, errors, compute(["nan model"]), "Uncertainty maps failed", "NaN")
     qtbot.waitUntil(lambda: widget._compute_maps.enabled, timeout=TIMEOUT_MS)
-    expect_error(qtbot, errors, compute(["model"], "members"), "member_probs")
+    expect_error(qtbot, errors, compute(["model"], "members"), "(M, C, *spatial)")
     qtbot.waitUntil(lambda: widget._compute_maps.enabled, timeout=TIMEOUT_MS)
     expect_error(qtbot, errors, compute(["two-class members"], "classes"), "sum to 1")
     qtbot.waitUntil(lambda: widget._compute_maps.enabled, timeout=TIMEOUT_MS)
@@ -381,11 +381,9 @@ def test_train_widget_out_of_memory_and_bad_settings(
     widget._epochs.value, widget._steps.value, widget._batch.value = 1, 2, 1
     widget._device.value = "cpu"
     widget._output.value = str(tmp_path)
-    widget._image.value = "image"
-
-    widget._raters.value = ["rater1", "short"]
+    widget.select_layers("image", ["rater1", "short"])
     expect_error(qtbot, errors, widget.start, "Start training failed", "shape")
-    widget._raters.value = ["rater1", "rater2"]
+    widget.select_layers("image", ["rater1", "rater2"])
     widget._patch.value = "sixteen"
     expect_error(qtbot, errors, widget.start, "Start training failed", "patch")
     widget._patch.value = "8, 8"

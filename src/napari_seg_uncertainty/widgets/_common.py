@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "connect_layer_list_changes",
+    "guarded",
+    "keep_alive",
+    "wait_for_workers",
     "layer_names",
     "notify_errors",
     "run_in_thread",
@@ -23,6 +26,8 @@ __all__ = [
     "show_info",
     "show_warning",
     "upsert_layer",
+    "when_docked",
+    "whole_tab_titles",
 ]
 
 logger = logging.getLogger("napari_seg_uncertainty")
@@ -119,6 +124,72 @@ def upsert_layer(
     return add(data, name=name, **kwargs)
 
 
+#: Workers still running. A worker's Qt signals die with the worker object: a widget closed while its
+#: worker runs would drop the last reference, and the worker's final ``finished``/``errored`` emit from
+#: its thread would then abort the process. Running workers are kept here until they finish.
+_RUNNING: set[Any] = set()
+
+
+#: Longest wait at exit for running workers to end (seconds).
+EXIT_WAIT_S = 30.0
+_EXIT_HOOKED = False
+
+
+def keep_alive(worker: Any) -> Any:
+    """Hold a reference to ``worker`` until it has finished (see ``_RUNNING``); returns it.
+
+    At quit (Qt's ``aboutToQuit``, and ``atexit`` for a script that never runs the event loop) running
+    workers are asked to stop and waited for: a worker thread still running while Python shuts
+    down emits into deleted Qt objects and aborts the process.
+    """
+    global _EXIT_HOOKED
+    _RUNNING.add(worker)
+    worker.finished.connect(lambda: _RUNNING.discard(worker))
+    if not _EXIT_HOOKED:
+        import atexit
+
+        from qtpy.QtWidgets import QApplication
+
+        atexit.register(wait_for_workers)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(wait_for_workers)
+        _EXIT_HOOKED = True
+    return worker
+
+
+def wait_for_workers(timeout_s: float = EXIT_WAIT_S) -> bool:
+    """Ask every running worker to stop and wait until they have ended; ``True`` if all did in time."""
+    from qtpy.QtCore import QThreadPool
+
+    for worker in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            worker.quit()
+    return bool(QThreadPool.globalInstance().waitForDone(int(timeout_s * 1000)))
+
+
+def guarded(callback: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """``callback`` that does nothing once the widget it belongs to has been deleted.
+
+    A worker may finish after its dock was closed; its result then has nowhere to go. PyQt turns an
+    exception escaping a slot into an abort, so "wrapped C/C++ object … has been deleted" is caught
+    here and only logged.
+    """
+    if callback is None:
+        return None
+
+    def _call(*args: Any) -> Any:
+        try:
+            return callback(*args)
+        except RuntimeError as exc:
+            if "has been deleted" not in str(exc):
+                raise
+            logger.debug("result dropped: its widget was closed (%s)", exc)
+            return None
+
+    return _call
+
+
 def run_in_thread(
     func: Callable[..., Any],
     *args: Any,
@@ -132,19 +203,120 @@ def run_in_thread(
 
     ``returned`` receives the result on the GUI thread. An exception becomes one napari error
     notification ``"<action> failed: <message>"`` (then ``errored`` is called, if given); unlike
-    napari's own workers no traceback is relayed. Returns the started worker.
+    napari's own workers no traceback is relayed. The callbacks are dropped quietly when their
+    widget has been closed meanwhile, and the worker is kept alive until it ends. Returns the
+    started worker.
     """
     from superqt.utils import create_worker
+
+    on_errored = guarded(errored)
 
     def _on_error(exc: BaseException) -> None:
         logger.debug("%s failed", action, exc_info=exc)
         show_error(f"{action} failed: {exc}")
-        if errored is not None:
-            errored(exc)
+        if on_errored is not None:
+            on_errored(exc)
 
     connect: dict[str, Any] = {"errored": _on_error}
     if returned is not None:
-        connect["returned"] = returned
+        connect["returned"] = guarded(returned)
     if finished is not None:
-        connect["finished"] = finished
-    return create_worker(func, *args, _connect=connect, _start_thread=True, **kwargs)
+        connect["finished"] = guarded(finished)
+    worker = create_worker(func, *args, _connect=connect, _start_thread=False, **kwargs)
+    keep_alive(worker)
+    worker.start()
+    return worker
+
+
+#: Suffix napari gives the dock title of every widget this plugin contributes.
+PLUGIN_DOCK_SUFFIX = "(napari-seg-uncertainty)"
+
+
+def when_docked(widget: Any, callback: Callable[[], Any]) -> None:
+    """Call ``callback()`` on the next event-loop turn after ``widget`` (a Qt widget) is first shown."""
+    from qtpy.QtCore import QEvent, QObject, QTimer
+
+    class _ShowWatcher(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Show:
+                obj.removeEventFilter(self)
+                QTimer.singleShot(0, guarded(callback))
+            return False
+
+    widget.installEventFilter(_ShowWatcher(widget))
+
+
+def tabify_when_docked(widget: Any) -> None:
+    """Once ``widget`` (a Qt widget) sits in a dock, put that dock in a tab beside this plugin's other docks.
+
+    napari stacks docks opened from the Plugins menu one above the other; with their minimum
+    heights added up, six of them grow the main window far past a 1280×800 screen. Tabbed, any
+    number fit: the newest tab is brought to the front, and the window is shrunk back inside the
+    screen if it had already grown. Qt has no option for this on a dock another program creates,
+    hence a callback once the dock is shown.
+    """
+    when_docked(widget, lambda: _tabify(widget))
+
+
+def _tabify(widget: Any) -> None:
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    try:
+        dock = widget.parentWidget()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        window = dock.parentWidget() if dock is not None else None
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return
+        from qtpy.QtCore import QTimer
+
+        area = window.dockWidgetArea(dock)
+        dock.setProperty(_DOCK_PROPERTY, True)
+        title = dock.windowTitle()
+        if title.endswith(PLUGIN_DOCK_SUFFIX):  # the tab shows "Train", not "Train (napari-seg-uncertainty)"
+            dock.setWindowTitle(title[: -len(PLUGIN_DOCK_SUFFIX)].rstrip())
+        others = [d for d in window.findChildren(QDockWidget)
+                  if d is not dock and d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
+                  and (d.property(_DOCK_PROPERTY) or d.windowTitle().endswith(PLUGIN_DOCK_SUFFIX))]
+        if others and dock not in window.tabifiedDockWidgets(others[-1]):
+            window.tabifyDockWidget(others[-1], dock)
+            dock.show()
+            dock.raise_()
+        fit_to_screen(window)
+        QTimer.singleShot(0, lambda: whole_tab_titles(window))  # Qt makes the tab bars while laying out
+    except RuntimeError:  # the dock was closed before the event loop came back
+        return
+
+
+_DOCK_PROPERTY = "napari_seg_uncertainty_dock"
+
+
+def whole_tab_titles(window: Any) -> None:
+    """Tab titles of tabbed docks in full ("Training curves", not "Tr…"); the tab bar scrolls when they do not fit."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTabBar
+
+    try:
+        bars = [bar for bar in window.findChildren(QTabBar) if bar.parent() is window]
+    except RuntimeError:  # the window is gone
+        return
+    for bar in bars:  # the tab bars of tabbed docks (not those inside widgets)
+        bar.setElideMode(Qt.TextElideMode.ElideNone)
+        bar.setUsesScrollButtons(True)
+        bar.setExpanding(False)
+
+
+def fit_to_screen(window: Any) -> None:
+    """Shrink a top-level window that has grown past its screen's available area back inside it."""
+    screen = window.screen()
+    if screen is None or window.isMaximized() or window.isFullScreen():
+        return
+    available = screen.availableGeometry()
+    frame, inner = window.frameGeometry(), window.geometry()
+    extra_w, extra_h = frame.width() - inner.width(), frame.height() - inner.height()
+    width = min(inner.width(), available.width() - extra_w)
+    height = min(inner.height(), available.height() - extra_h)
+    if (width, height) != (inner.width(), inner.height()):
+        window.resize(width, height)
+        if not available.contains(window.frameGeometry()):
+            window.move(available.topLeft())

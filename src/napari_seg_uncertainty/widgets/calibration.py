@@ -50,7 +50,7 @@ from ._calibration_plots import (
     write_csv,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, tabify_when_docked, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
 from ._staged import LayerSelect, fit_table, full_width_after, labels_problem, scroll_area_for
 
@@ -509,6 +509,7 @@ class CalibrationWidget(Container):
         self._timer.setInterval(300)
         self._timer.timeout.connect(self.compute)
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
+        tabify_when_docked(self.native)
 
     # choices ----------------------------------------------------------------------------------------
     def reset_choices(self, *_args: Any) -> None:

@@ -30,7 +30,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from psygnal import Signal
 
 from ..demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
-from ._common import notify_errors, run_in_thread, show_error
+from ._common import fit_to_screen, notify_errors, run_in_thread, show_error, when_docked, whole_tab_titles
 
 if TYPE_CHECKING:
     import napari
@@ -323,6 +323,18 @@ class WorkflowGuide(Container):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        # opened from the Plugins menu, napari docks the Guide on the right, where its width squeezes the
+        # canvas: it moves itself to the bottom as soon as it is shown
+        when_docked(self.native, self._dock_guide_from_menu)
+
+    def _dock_guide_from_menu(self) -> None:
+        if self.native.parent() is not None:
+            self.dock_guide()
+            from qtpy.QtWidgets import QMainWindow
+
+            window = self._main_window()
+            if isinstance(window, QMainWindow):
+                fit_to_screen(window)
 
     # docking ----------------------------------------------------------------------------------------
     def dock_guide(self) -> None:
@@ -450,17 +462,9 @@ class WorkflowGuide(Container):
 
     def _whole_tab_titles(self) -> None:
         """Tab titles in full ("Training curves", not "Tr…"); the tab bar scrolls when they do not fit."""
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QTabBar
-
         window = self._main_window()
-        if not _alive(window):
-            return
-        for bar in window.findChildren(QTabBar):
-            if bar.parent() is window:  # the tab bars of tabbed docks (not those inside widgets)
-                bar.setElideMode(Qt.TextElideMode.ElideNone)
-                bar.setUsesScrollButtons(True)
-                bar.setExpanding(False)
+        if _alive(window):
+            whole_tab_titles(window)
 
     def show_tab(self, key: str) -> None:
         """Bring the tab of widget ``key`` (or ``"curves"``, the training curves) to the front."""

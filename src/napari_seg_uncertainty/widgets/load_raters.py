@@ -16,7 +16,7 @@ from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_sp
 from ..core.geometry import Geometry
 from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, tabify_when_docked, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
 from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem, scroll_area_for
 
@@ -201,6 +201,7 @@ class LoadRatersWidget(Container):
         self._refresh_tasks()
         self._watcher = LayerWatcher(viewer, self._layers.reset_choices, owner=self.native)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)  # one layer per event-loop turn
+        tabify_when_docked(self.native)
 
     def _style(self) -> None:
         self.scroll = scroll_area_for(self, self.content, min_width=_DOCK_WIDTH, min_height=240)

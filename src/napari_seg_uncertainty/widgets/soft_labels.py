@@ -35,7 +35,7 @@ from ..core.soft_labels import (
     compute_soft_labels,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, show_info, tabify_when_docked, upsert_layer
 from ._layer_choices import LayerWatcher, is_labels_layer
 from ._staged import (
     LayerQueue,
@@ -253,6 +253,7 @@ class SoftLabelsWidget(Container):
         self._update_enabled()
         self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)
         self._select_all_raters()
+        tabify_when_docked(self.native)
 
     # choices ----------------------------------------------------------------------------------------
     def _difference_choices(self, _widget: Any = None) -> list[tuple[str, int]]:

@@ -55,7 +55,7 @@ from ..core.ssn import (
 )
 from ..core.ssn_metrics import dice_against_reference, generalised_energy_distance, sample_diversity
 from ._case import case_of
-from ._common import logger, notify_errors, run_in_thread, show_info, show_warning, upsert_layer
+from ._common import logger, notify_errors, run_in_thread, show_info, show_warning, tabify_when_docked, upsert_layer
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
 
 if TYPE_CHECKING:
@@ -674,6 +674,7 @@ class SSNSamplesWidget(Container):
             app.aboutToQuit.connect(self._on_quit)
         self._on_source_changed()
         self._update_enabled()
+        tabify_when_docked(self.native)
 
     @property
     def native(self) -> Any:

@@ -49,7 +49,18 @@ from qtpy.QtCore import QEvent, QObject
 
 from ..core.geometry import Geometry
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, upsert_layer
+from ._common import (
+    guarded,
+    keep_alive,
+    logger,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    show_warning,
+    tabify_when_docked,
+    upsert_layer,
+)
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
 from ._staged import LayerSelect, labels_problem
 
@@ -264,7 +275,11 @@ def _preload_training_modules() -> None:
         return
     with _PRELOAD_LOCK:
         if not _PRELOADED:
-            _preload_unlocked()
+            try:
+                _preload_unlocked()
+            except Exception:  # noqa: BLE001 - only a warm-up: the run itself imports what it needs
+                # e.g. torch's modules half-initialised when another thread imports them at the same time
+                logger.debug("warming up the training modules failed", exc_info=True)
             _PRELOADED = True
 
 
@@ -522,6 +537,7 @@ class TrainWidget(Container):
                 action="Preparing PyTorch",
                 returned=lambda _result: self._on_preloaded(),
             )
+        tabify_when_docked(self.native)
 
     @property
     def ready(self) -> bool:
@@ -764,9 +780,10 @@ class TrainWidget(Container):
             self.worker = create_worker(
                 training_job, config, data, resume, _start_thread=False, _ignore_errors=True
             )
-            self.worker.yielded.connect(self._on_record)
-            self.worker.finished.connect(self._on_worker_finished)
-            self.worker.returned.connect(self._on_returned)
+            keep_alive(self.worker)
+            self.worker.yielded.connect(guarded(self._on_record))
+            self.worker.finished.connect(guarded(self._on_worker_finished))
+            self.worker.returned.connect(guarded(self._on_returned))
             self.worker.start()
             return self.worker
         self._set_state("idle")

@@ -39,7 +39,7 @@ from ..core.uncertainty import (
     structure_entropy,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, tabify_when_docked, upsert_layer
 from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
 from ._staged import (
     LayerQueue,
@@ -371,6 +371,7 @@ class UncertaintyWidget(Container):
         self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
+        tabify_when_docked(self.native)
 
     # choices ----------------------------------------------------------------------------------------
     def _layout_problem(self, layer: Any) -> str | None:
