@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 WIDGETS = ("Load raters", "Soft labels", "Train", "Calibration", "Uncertainty maps", "SSN samples",
            "Guided workflow (demo)")
@@ -40,20 +41,26 @@ def _unreachable(app, dock, screen_rect) -> list[str]:
             parent = parent.parentWidget()
         if parent is not None:
             parent.ensureWidgetVisible(widget, 0, 0)
-            app.processEvents()
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                app.processEvents()
         top_left = widget.mapToGlobal(widget.rect().topLeft())
         inside = screen_rect.contains(top_left) and not widget.visibleRegion().isEmpty()
         if not inside:
             label = widget.text() if isinstance(widget, QAbstractButton) else type(widget).__name__
-            missing.append(f"{type(widget).__name__}({label!r})")
+            where = widget.mapToGlobal(widget.rect().topLeft())
+            missing.append(f"{type(widget).__name__}({label!r}) at ({where.x()}, {where.y()}) "
+                           f"size {widget.width()}×{widget.height()}")
     return missing
 
 
 def _front(app, dock):
     """Bring a tabbed dock to the front, as a click on its tab does; returns it."""
     dock.raise_()
-    for _ in range(3):
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
         app.processEvents()
+        time.sleep(0.01)
     return dock
 
 
@@ -70,9 +77,14 @@ def main() -> int:
     app.processEvents()
     report: dict[str, object] = {"screen": [screen.width(), screen.height()], "cases": {}}
 
-    def measure(label: str, docks: list) -> None:
-        for _ in range(5):
+    def settle(seconds: float = 0.5) -> None:  # let deferred layout (tabs, resizes) happen
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
             app.processEvents()
+            time.sleep(0.01)
+
+    def measure(label: str, docks: list) -> None:
+        settle()
         frame = window.frameGeometry()
         report["cases"][label] = {
             "window": [frame.width(), frame.height()],

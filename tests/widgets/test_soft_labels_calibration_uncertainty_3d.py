@@ -327,8 +327,8 @@ def test_the_three_docks_fit_a_1280x800_window_and_the_plot_is_reachable(make_na
     window.resize(1280, 800)
     add_case(viewer, phantom, model=True)
     widgets = [SoftLabelsWidget(viewer), CalibrationWidget(viewer), UncertaintyWidget(viewer)]
-    for widget, name in zip(widgets, ("Soft labels", "Calibration", "Uncertainty maps")):
-        viewer.window.add_dock_widget(widget, name=name)
+    docks = [viewer.window.add_dock_widget(widget, name=name)
+             for widget, name in zip(widgets, ("Soft labels", "Calibration", "Uncertainty maps"))]
     qtbot.wait(300)
     assert window.height() <= 800 and window.width() <= 1280
     for widget in widgets:  # a long dock scrolls instead of growing the window; no horizontal scrolling
@@ -336,6 +336,8 @@ def test_the_three_docks_fit_a_1280x800_window_and_the_plot_is_reachable(make_na
         assert not widget.scroll_area.horizontalScrollBar().isVisible()
         assert widget.scroll_area.viewport().width() >= widget._content.native.minimumSizeHint().width()
     calibration = widgets[1]
+    docks[1].raise_()  # the docks are tabbed: bring Calibration's tab to the front, as a click on it does
+    qtbot.wait(100)
     bar = calibration.scroll_area.verticalScrollBar()
     bar.setValue(bar.maximum())
     qtbot.wait(100)

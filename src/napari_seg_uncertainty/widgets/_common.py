@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas  # noqa: F401 - see below
 from napari.utils.notifications import show_error, show_info, show_warning
+
+# pandas is imported here, on the GUI thread, before any worker starts. magicgui's Table looks for
+# ``sys.modules["pandas"]`` on every value it is given; while a worker thread is importing pandas (MONAI,
+# napari's layer set-up and the warm-ups pull it in) that module is half-initialised and the Table raises
+# "partially initialized module 'pandas' has no attribute 'DataFrame'". napari imports pandas for its
+# first Labels layer anyway; this only moves that once-per-session cost to the first dock opened.
 
 if TYPE_CHECKING:
     import napari
@@ -25,6 +32,7 @@ __all__ = [
     "show_error",
     "show_info",
     "show_warning",
+    "unwrap_viewer",
     "upsert_layer",
     "when_docked",
     "whole_tab_titles",
@@ -73,6 +81,17 @@ def _is_layer_type(layer: Any, layer_type: str) -> bool:
 
     cls = getattr(layers, layer_type.capitalize(), None)
     return cls is not None and isinstance(layer, cls)
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer itself, not the proxy napari hands to widgets opened from the Plugins menu.
+
+    napari's ``PublicOnlyProxy`` wraps every object it returns, so ``layer.data is array`` and
+    ``layer in selection`` comparisons against objects a widget holds fail through it (a
+    temperature-scaled layer was refused as "a PublicOnlyProxy layer"; the SSN widget never found its
+    samples layer). The widgets only use napari's public API on the unwrapped viewer.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 def upsert_layer(
@@ -282,7 +301,7 @@ def _tabify(widget: Any) -> None:
             window.tabifyDockWidget(others[-1], dock)
             dock.show()
             dock.raise_()
-        fit_to_screen(window)
+            fit_to_screen(window)  # stacked for a moment before the tab was made, the window may have grown
         QTimer.singleShot(0, lambda: whole_tab_titles(window))  # Qt makes the tab bars while laying out
     except RuntimeError:  # the dock was closed before the event loop came back
         return

@@ -64,7 +64,11 @@ def keep_selection(viewer: napari.viewer.Viewer) -> Any:
     Activating a new layer switches napari's layer-controls panel and re-lays it out, about as costly as
     adding the layer itself; for a batch of derived layers the user's selection stays as it was.
     """
-    layers = viewer.layers
+    # ``_activate_on_insert`` is napari's own switch (no public one exists). Plugin widgets get the viewer
+    # behind a proxy that warns on private names, so the switch is read on the unwrapped layer list;
+    # where a napari version lacks it, layers are added the ordinary way.
+    layers = getattr(viewer, "__wrapped__", viewer).layers
+    layers = getattr(layers, "__wrapped__", layers)
     previous = getattr(layers, "_activate_on_insert", None)
     if previous is None:
         yield

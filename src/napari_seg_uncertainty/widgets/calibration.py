@@ -50,7 +50,16 @@ from ._calibration_plots import (
     write_csv,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, tabify_when_docked, upsert_layer
+from ._common import (
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    show_warning,
+    tabify_when_docked,
+    unwrap_viewer,
+    upsert_layer,
+)
 from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
 from ._staged import LayerSelect, fit_table, full_width_after, labels_problem, scroll_area_for
 
@@ -377,6 +386,7 @@ class CalibrationWidget(Container):
         from qtpy.QtCore import QTimer
 
         self._content = Container(labels=True)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self.results: list[ModelResult] = []
         self.temperatures: dict[str, float] = {}

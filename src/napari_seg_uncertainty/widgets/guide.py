@@ -30,7 +30,15 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from psygnal import Signal
 
 from ..demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
-from ._common import fit_to_screen, notify_errors, run_in_thread, show_error, when_docked, whole_tab_titles
+from ._common import (
+    fit_to_screen,
+    notify_errors,
+    run_in_thread,
+    show_error,
+    unwrap_viewer,
+    when_docked,
+    whole_tab_titles,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -184,29 +192,17 @@ def _prepare_demo(dataset: str, seed: int) -> tuple[Any, Any, list[Any]]:
     The imports create millions of long-lived objects; the garbage collector's full passes over them
     hold the interpreter for 0.3–0.7 s each, stalling the GUI thread too. The collector is paused while
     they are made and then frozen (``gc.freeze``: they leave its view), so later passes take milliseconds.
+    Only the imports are frozen, before any data exists: a frozen object is never collected, so a
+    layer frozen with them would keep its array in memory after it was removed.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _prepare_demo_unpaused(dataset, seed)
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-def _prepare_demo_unpaused(dataset: str, seed: int) -> tuple[Any, Any, list[Any]]:
-    import pandas  # noqa: F401
+    _import_frozen()
     from napari.layers import Layer
 
     from .._sample_data import rater_layer_data
-    from . import calibration, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
-    from . import train as train_module
 
-    train_module._preload_training_modules()
     image, raters = load_demo_data(dataset, seed=seed)
     layers = []
-    for data, kwargs, kind in rater_layer_data(image, raters):
+    for data, kwargs, kind in rater_layer_data(image, raters, case=f"demo {dataset}"):
         if kind == "labels":
             kwargs = {**kwargs, "visible": True, "opacity": 0.9}
         layer = Layer.create(data, kwargs, kind)
@@ -214,6 +210,23 @@ def _prepare_demo_unpaused(dataset: str, seed: int) -> tuple[Any, Any, list[Any]
             layer.contour = 1  # outlines of every rater
         layers.append(layer)
     return image, raters, layers
+
+
+def _import_frozen() -> None:
+    """The heavy imports and the training warm-up with the collector paused, then frozen (see _prepare_demo)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import pandas  # noqa: F401
+
+        from . import calibration, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
+        from . import train as train_module
+
+        train_module._preload_training_modules()
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 class WorkflowGuide(Container):
@@ -258,6 +271,7 @@ class WorkflowGuide(Container):
         from qtpy.QtCore import QTimer
         from qtpy.QtWidgets import QTextBrowser
 
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self.viewer = viewer
         self.training = training if training is not None else DemoTraining()
         self.seed = int(seed)
@@ -550,7 +564,6 @@ class WorkflowGuide(Container):
         actions.append(("Loading: removing the previous layers", clear, lambda: True))
 
         def add_layers() -> None:  # one layer per event-loop turn: queued in front of what follows
-            gc.freeze()  # the widgets just docked are long-lived too (see _prepare_demo)
             count = len(self._prepared[2])
             self._queue[0:0] = [
                 (f"Loading: layer {i + 1} of {count}", lambda i=i: self._add_layer(i), lambda: True)

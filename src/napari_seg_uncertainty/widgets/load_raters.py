@@ -16,7 +16,16 @@ from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_sp
 from ..core.geometry import Geometry
 from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
-from ._common import notify_errors, run_in_thread, show_error, show_info, show_warning, tabify_when_docked, upsert_layer
+from ._common import (
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    show_warning,
+    tabify_when_docked,
+    unwrap_viewer,
+    upsert_layer,
+)
 from ._layer_choices import LayerWatcher, is_labels_layer
 from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem, scroll_area_for
 
@@ -147,6 +156,7 @@ class LoadRatersWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self.raters: RaterSet | None = None
         self.statistics: RaterStatistics | None = None
@@ -543,6 +553,10 @@ class _NumberDelegate(QStyledItemDelegate):
     numbers of 100,000 and more, and below 0.1, into ``1.055e+06``)."""
 
     def displayText(self, value: Any, locale: Any) -> str:  # noqa: N802 - Qt's name
+        try:
+            return f"{int(str(value)):,}"  # counts stay integers ("2", not "2.00")
+        except (TypeError, ValueError):
+            pass
         try:
             number = float(value)  # cells are shown from their text ("0.8991")
         except (TypeError, ValueError):

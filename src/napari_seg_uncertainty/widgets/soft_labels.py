@@ -35,7 +35,15 @@ from ..core.soft_labels import (
     compute_soft_labels,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, tabify_when_docked, upsert_layer
+from ._common import (
+    notify_errors,
+    run_in_thread,
+    show_error,
+    show_info,
+    tabify_when_docked,
+    unwrap_viewer,
+    upsert_layer,
+)
 from ._layer_choices import LayerWatcher, is_labels_layer
 from ._staged import (
     LayerQueue,
@@ -207,6 +215,7 @@ class SoftLabelsWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
         self._content = Container(labels=True)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self.result: SoftLabelsResult | None = None
         self.worker: Any = None

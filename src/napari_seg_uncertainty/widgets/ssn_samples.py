@@ -55,7 +55,16 @@ from ..core.ssn import (
 )
 from ..core.ssn_metrics import dice_against_reference, generalised_energy_distance, sample_diversity
 from ._case import case_of
-from ._common import logger, notify_errors, run_in_thread, show_info, show_warning, tabify_when_docked, upsert_layer
+from ._common import (
+    logger,
+    notify_errors,
+    run_in_thread,
+    show_info,
+    show_warning,
+    tabify_when_docked,
+    unwrap_viewer,
+    upsert_layer,
+)
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
 
 if TYPE_CHECKING:
@@ -539,6 +548,7 @@ class SSNSamplesWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True, scrollable=True)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self._closed = False
         self.base_distribution: LowRankLogits | None = None

@@ -59,6 +59,7 @@ from ._common import (
     show_info,
     show_warning,
     tabify_when_docked,
+    unwrap_viewer,
     upsert_layer,
 )
 from ._layer_choices import LayerWatcher, choices_for, is_image_layer, is_labels_layer
@@ -372,6 +373,7 @@ class TrainWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self.worker: Any = None
         self.predict_worker: Any = None

@@ -39,7 +39,7 @@ from ..core.uncertainty import (
     structure_entropy,
 )
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, tabify_when_docked, upsert_layer
+from ._common import notify_errors, run_in_thread, show_error, tabify_when_docked, unwrap_viewer, upsert_layer
 from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
 from ._staged import (
     LayerQueue,
@@ -280,6 +280,7 @@ class UncertaintyWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=False)
         self._content = Container(labels=True)
+        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self._viewer = viewer
         self.maps: list[MapResult] = []
         self.review_rows: list[ReviewRow] = []
