@@ -45,12 +45,23 @@ def is_image_layer(layer: Any, *, skip_uncertainty_maps: bool = False) -> bool:
     return not (skip_uncertainty_maps and (layer.metadata or {}).get("uncertainty_map", False))
 
 
+#: Largest value range of an integer Image layer that is still offered as a label map.
+_MAX_LABEL_RANGE = 255
+
+
 def is_labels_layer(layer: Any) -> bool:
-    """A Labels layer, or an Image layer of integers (a label map opened as an image)."""
+    """A Labels layer, or an Image layer of small non-negative integers (a label map opened as an image).
+
+    An integer scan (a CT in Hounsfield units, an MR in int16) is not offered: its contrast limits,
+    which napari has already computed, span far more than a label map's few classes.
+    """
     kind = _layer_kind(layer)
     if kind == "labels":
         return True
-    return kind == "image" and np.issubdtype(np.dtype(getattr(layer.data, "dtype", float)), np.integer)
+    if kind != "image" or not np.issubdtype(np.dtype(getattr(layer.data, "dtype", float)), np.integer):
+        return False
+    low, high = getattr(layer, "contrast_limits_range", None) or getattr(layer, "contrast_limits", (0, 0))
+    return low >= 0 and high - low <= _MAX_LABEL_RANGE
 
 
 def probability_problem(layer: Any) -> str | None:
