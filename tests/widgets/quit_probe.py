@@ -41,6 +41,7 @@ def main() -> int:
     QTimer.singleShot(300, viewer.close)
     QTimer.singleShot(5000, app.quit)  # in case closing the viewer does not end the loop
     napari.run()
+    print("viewer closed", flush=True)  # what follows is only the interpreter's own shutdown
     return 0
 
 
