@@ -22,11 +22,9 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 __all__ = [
-    "connect_layer_list_changes",
     "guarded",
     "keep_alive",
     "wait_for_workers",
-    "layer_names",
     "notify_errors",
     "run_in_thread",
     "show_error",
@@ -53,26 +51,6 @@ def notify_errors(action: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
         logger.debug("%s failed", action, exc_info=True)
         show_error(f"{action} failed: {exc}")
-
-
-def layer_names(viewer: napari.viewer.Viewer, layer_type: str, *, skip_uncertainty_maps: bool = False) -> list[str]:
-    """Names of the viewer's layers of kind ``layer_type`` ("image", "labels", ...), in layer-list order.
-
-    With ``skip_uncertainty_maps``, Image layers marked ``metadata["uncertainty_map"]`` (entropy and
-    mutual-information maps this plugin adds) are left out.
-    """
-    return [
-        layer.name
-        for layer in viewer.layers
-        if _is_layer_type(layer, layer_type)
-        and not (skip_uncertainty_maps and (layer.metadata or {}).get("uncertainty_map", False))
-    ]
-
-
-def connect_layer_list_changes(viewer: napari.viewer.Viewer, callback: Callable[..., Any]) -> None:
-    """Call ``callback(event)`` whenever a layer is added, removed or moved."""
-    for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
-        event.connect(callback)
 
 
 def _is_layer_type(layer: Any, layer_type: str) -> bool:
