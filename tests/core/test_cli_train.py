@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from napari_seg_uncertainty.cli import main as cli_main
@@ -18,13 +17,7 @@ from napari_seg_uncertainty.core.checkpoint import load_checkpoint
 from napari_seg_uncertainty.core.io import read_image, write_image
 from napari_seg_uncertainty.core.training import load_trained_model, weights_digest
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def make_files(folder, *, nifti=False):

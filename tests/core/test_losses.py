@@ -265,15 +265,6 @@ def _load_toy():
     return module
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead (much faster on a 2-core CI machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_ssn_toy_problem_low_rank_beats_diagonal(one_thread):
     """Fast version of the SSN paper's toy problem (section 5.1; benchmarks/ssn_toy.py)."""
     toy = _load_toy()

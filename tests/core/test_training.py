@@ -27,13 +27,7 @@ from napari_seg_uncertainty.core.training import (
 TINY = dict(channels=(4, 8), strides=(2,), num_res_units=0, device="cpu", batch_size=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is much faster than two on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def make_case(shape=(24, 24), raters=3, seed=0):

@@ -30,12 +30,7 @@ RATERS[:, 4:12, 4:12] = 1
 RATERS[1, 4:12, 12] = 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def tiny_config(output_dir: Path | None, **overrides) -> TrainConfig:

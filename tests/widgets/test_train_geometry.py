@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_seg_uncertainty.core.geometry import Geometry
 from napari_seg_uncertainty.core.phantom import make_phantom_raters
@@ -24,12 +23,7 @@ ORIGIN = (10.0, -40.0, -50.0)
 PREDICTIONS = ("prediction labels", "prediction entropy", "prediction probabilities")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture
