@@ -63,14 +63,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import as_label_array, check_positive, check_probability, check_spacing, describe
-from ._probabilities import (
+from ._validation import (
     CHUNK_VOXELS,
     Target,
+    as_label_array,
     as_mask,
     as_probability_array,
     as_target,
+    check_positive,
+    check_probability,
     check_probability_chunk,
+    check_spacing,
+    describe,
     iter_chunks,
     to_numpy_array,
 )

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ._checks import describe
+from ._validation import describe
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_spacing, describe
 from ._memory import check_allocation, format_bytes
+from ._validation import check_spacing, describe
 
 __all__ = [
     "ImageMeta",

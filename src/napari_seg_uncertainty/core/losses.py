@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ._checks import check_positive, describe
+from ._validation import check_positive, describe
 
 __all__ = [
     "LOSSES",

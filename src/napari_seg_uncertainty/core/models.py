@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_num_classes, check_positive, check_probability, describe
+from ._validation import check_num_classes, check_positive, check_probability, describe
 
 __all__ = [
     "HEADS",

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._checks import check_num_classes, check_positive, check_probability, check_spacing, describe
 from ._memory import array_bytes, check_allocation
+from ._validation import check_num_classes, check_positive, check_probability, check_spacing, describe
 from .raters import RaterSet
 
 __all__ = ["make_phantom_raters", "make_real_raters", "simulate_raters"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_label_array, as_rater_stack, check_num_classes, check_spacing, describe
 from ._memory import array_bytes, check_allocation
+from ._validation import as_label_array, as_rater_stack, check_num_classes, check_spacing, describe
 from .io import ImageMeta, check_npz_fits, file_suffix, is_supported_file, read_image
 
 __all__ = [

@@ -50,7 +50,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import (
+from ._memory import array_bytes, check_allocation
+from ._validation import (
     as_label_array,
     as_rater_stack,
     check_num_classes,
@@ -59,7 +60,6 @@ from ._checks import (
     check_spacing,
     describe,
 )
-from ._memory import array_bytes, check_allocation
 
 __all__ = [
     "SINGLE_MAP_METHODS",

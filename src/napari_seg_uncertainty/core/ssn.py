@@ -37,9 +37,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_num_classes, check_positive, check_spacing, describe
 from ._memory import array_bytes, check_allocation
-from ._ssn_checks import as_float_tensor, check_index, check_real, check_seed
+from ._validation import (
+    as_float_tensor,
+    check_index,
+    check_num_classes,
+    check_positive,
+    check_real,
+    check_seed,
+    check_spacing,
+    describe,
+)
 
 __all__ = [
     "LowRankLogits",

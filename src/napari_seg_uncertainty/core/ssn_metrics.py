@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_label_array, as_rater_stack, check_num_classes, describe
 from ._memory import array_bytes, check_allocation
+from ._validation import as_label_array, as_rater_stack, check_num_classes, describe
 
 __all__ = [
     "dice_against_reference",

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import as_rater_stack, check_num_classes, check_spacing, describe
+from ._validation import as_rater_stack, check_num_classes, check_spacing, describe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import (
     LOSSES,

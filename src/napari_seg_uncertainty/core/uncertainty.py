@@ -36,15 +36,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import (
+from ._validation import (
     as_label_array,
+    as_mask,
+    as_probability_array,
     as_rater_stack,
     check_num_classes,
     check_positive,
     check_spacing,
     describe,
+    to_numpy_array,
 )
-from ._probabilities import as_mask, as_probability_array, to_numpy_array
 from .soft_labels import majority_vote, rater_mean
 
 __all__ = [
