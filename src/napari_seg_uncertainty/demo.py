@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core._checks import describe
+from .core._validation import describe
 from .core.io import write_image
 from .core.phantom import make_phantom_raters, make_real_raters
 from .core.raters import RaterSet
