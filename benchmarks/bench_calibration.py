@@ -4,7 +4,7 @@ Run ``python benchmarks/bench_calibration.py`` (``--voxels`` / ``--classes`` / `
 Prints the median time of several repeats for :func:`reliability_bins` (+ ECE) and for the baseline
 (``max`` / ``argmax`` over the class axis, ``np.digitize`` and one boolean mask per bin), their ratio
 measured in the same run, and, for information, TACE, NLL and Brier on the same data.
-Target (issue 6): reliability bins + ECE <= 1 s on a 2-core CPU.
+Target: reliability bins + ECE <= 1 s on a 2-core CPU.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ other layers except the image are hidden first (napari would otherwise upload ev
 and its sliders are moved several times: the *3-D slider figure* is the time from a move until the
 updated whole sample is in the layer (and the worker's compute time), with the stall meanwhile.
 
-Target: no stall over 100 ms (issue 11); a row passes when its worst repeat is within it.
+Target: no stall over 100 ms; a row passes when its worst repeat is within it.
 
 Run::
 

@@ -1,4 +1,4 @@
-"""Benchmark: what the hardening (issue 7) costs on everyday calls.
+"""Benchmark: what input validation costs on everyday calls.
 
 Run ``python benchmarks/bench_robustness.py`` (``--repeats`` to change). Each line compares a guarded call
 with the same work without the guard, measured in the same run (median of several repeats):

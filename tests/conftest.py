@@ -23,3 +23,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+#: Fixtures that start Qt or a napari viewer: a test that uses one needs a display.
+_GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp", "viewer_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a display ``gui``, so that ``pytest -m "not gui"`` runs on a headless node.
+
+    A test needs one when it uses a Qt/napari fixture, lives under ``tests/widgets`` or is a docstring
+    example of a widget module; a test that starts napari in a subprocess carries the mark itself.
+    """
+    for item in items:
+        path = str(getattr(item, "path", item.fspath)).replace(os.sep, "/")
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _GUI_FIXTURES or "/tests/widgets/" in path or "/napari_seg_uncertainty/widgets/" in path:
+            item.add_marker(pytest.mark.gui)

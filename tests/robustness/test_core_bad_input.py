@@ -481,7 +481,7 @@ CASES = [
     ),
 ]
 
-# ---------------------------------------------------------------- training modules (issue 4, not edited here)
+# ---------------------------------------------------------------- training modules
 X = torch.zeros(2, 3, 4, 4)
 T = torch.full((2, 3, 4, 4), 1 / 3)
 NAN_X = X.clone()
