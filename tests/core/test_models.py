@@ -64,7 +64,7 @@ def test_heads_shapes_and_probabilities(dims, head):
 def test_ssn_split_layout_and_positive_diagonal():
     torch.manual_seed(0)
     net = SegmentationNet(
-        spatial_dims=2, in_channels=1, num_classes=3, head="ssn", ssn_rank=5, ssn_epsilon=1e-3, **TINY
+        spatial_dims=2, in_channels=1, num_classes=3, head="ssn", ssn_rank=5, ssn_eps=1e-3, **TINY
     )
     raw = net(torch.randn(2, 1, 8, 8)).detach()
     parts = net.split(raw)
