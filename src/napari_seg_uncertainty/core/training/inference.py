@@ -339,8 +339,9 @@ def predict_ssn_distribution(
         mean, diag, factor = parts["mean"][0], parts["cov_diag"][0], parts["cov_factor"][0]
     mask = _covariance_mask(trained, arr)
     if mask is not None:
-        mask_t = torch.from_numpy(mask).to(factor.device)
-        factor, diag = mask_covariance(factor, diag, mask_t, eps=net.ssn_eps)
+        mask_t = torch.from_numpy(mask[None]).to(factor.device)
+        factor, diag = mask_covariance(factor[None], diag[None], mask_t, eps=net.ssn_eps)
+        factor, diag = factor[0], diag[0]
     return LowRankLogits(
         mean=mean.cpu().numpy().astype(np.float32),
         cov_factor=factor.cpu().numpy().astype(np.float32),
