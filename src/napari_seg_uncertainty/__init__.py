@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "build_model": "core.models",
     "SegmentationNet": "core.models",
     "SegmentationEnsemble": "core.models",
+    "SSNParameters": "core.models",
     "normalized_relu": "core.models",
     "enable_mc_dropout": "core.models",
     "mc_dropout": "core.models",

@@ -14,7 +14,7 @@ raw output is read:
     A stochastic segmentation network head (Monteiro et al. 2020): the logits follow
     ``N(μ, P Pᵀ + D)`` with ``μ`` of ``C`` channels, ``D = exp(log_diag) + ε`` of ``C`` channels and
     a covariance factor ``P`` of rank ``K``. The raw output stacks ``[μ | log_diag | P]`` along the
-    channel axis, ``C + C + K·C`` channels; :meth:`SegmentationNet.split` turns it into
+    channel axis, ``C + C + K·C`` channels; :meth:`SegmentationNet.ssn_parameters` turns it into
 
     - ``mean``: ``(B, C, *S)``
     - ``cov_diag``: ``(B, C, *S)`` (already ``exp(·) + ε``, strictly positive)
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,6 +47,7 @@ from ._validation import (
 
 __all__ = [
     "HEADS",
+    "SSNParameters",
     "SegmentationEnsemble",
     "SegmentationNet",
     "build_model",
@@ -102,7 +104,7 @@ def flatten_cov_factor(cov_factor: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     cov_factor : torch.Tensor
-        Covariance factor as returned by :meth:`SegmentationNet.split`.
+        Covariance factor as returned by :meth:`SegmentationNet.ssn_parameters`.
 
     Returns
     -------
@@ -119,6 +121,30 @@ def flatten_cov_factor(cov_factor: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"cov_factor must be a (B, K, C, *spatial) tensor, got {describe(cov_factor)}.")
     batch, rank = cov_factor.shape[:2]
     return cov_factor.reshape(batch, rank, -1).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class SSNParameters:
+    """The low-rank logit distribution ``N(mean, cov_factor cov_factorᵀ + diag(cov_diag))`` of an SSN output.
+
+    Attributes
+    ----------
+    mean : torch.Tensor
+        ``(B, C, *S)`` mean logits ``μ``.
+    cov_factor : torch.Tensor
+        ``(B, K, C, *S)`` covariance factor ``P`` of rank ``K``.
+    cov_diag : torch.Tensor
+        ``(B, C, *S)`` covariance diagonal ``exp(log_diag) + ε``.
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020.
+    """
+
+    mean: torch.Tensor
+    cov_factor: torch.Tensor
+    cov_diag: torch.Tensor
 
 
 class SegmentationNet(nn.Module):
@@ -156,8 +182,9 @@ class SegmentationNet(nn.Module):
     >>> raw = net(torch.zeros(1, 1, 16, 16))
     >>> raw.shape  # 3 + 3 + 5*3 channels
     torch.Size([1, 21, 16, 16])
-    >>> {k: tuple(v.shape) for k, v in net.split(raw).items()}
-    {'mean': (1, 3, 16, 16), 'cov_diag': (1, 3, 16, 16), 'cov_factor': (1, 5, 3, 16, 16)}
+    >>> parts = net.ssn_parameters(raw)
+    >>> tuple(parts.mean.shape), tuple(parts.cov_factor.shape), tuple(parts.cov_diag.shape)
+    ((1, 3, 16, 16), (1, 5, 3, 16, 16), (1, 3, 16, 16))
     """
 
     def __init__(
@@ -249,24 +276,21 @@ class SegmentationNet(nn.Module):
             )
         return self.mean_head(features)
 
-    def split(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Name the parts of a raw output.
-
-        Returns ``{"logits": (B, C, *S)}`` for softmax/SoftSeg heads and
-        ``{"mean", "cov_diag", "cov_factor"}`` (layouts in the module docstring) for the SSN head.
-        """
+    def ssn_parameters(self, raw: torch.Tensor) -> SSNParameters:
+        """The low-rank logit distribution in a raw output of the SSN head (layouts in the module docstring)."""
+        if self.head != "ssn":
+            raise ValueError(f"ssn_parameters needs a network with head='ssn', this one has head={self.head!r}.")
         if raw.ndim != self.spatial_dims + 2 or raw.shape[1] != self.num_outputs:
             raise ValueError(
                 f"raw must be a (B, {self.num_outputs}, *spatial) output of this network, "
                 f"got {describe(raw)}."
             )
-        if self.head != "ssn":
-            return {"logits": raw}
-        c, r = self.num_classes, self.ssn_rank
-        mean = raw[:, :c]
-        cov_diag = torch.exp(raw[:, c : 2 * c].float()).to(raw.dtype) + self.ssn_eps
-        cov_factor = raw[:, 2 * c :].reshape(raw.shape[0], r, c, *raw.shape[2:])
-        return {"mean": mean, "cov_diag": cov_diag, "cov_factor": cov_factor}
+        c, k = self.num_classes, self.ssn_rank
+        return SSNParameters(
+            mean=raw[:, :c],
+            cov_factor=raw[:, 2 * c :].reshape(raw.shape[0], k, c, *raw.shape[2:]),
+            cov_diag=torch.exp(raw[:, c : 2 * c].float()).to(raw.dtype) + self.ssn_eps,
+        )
 
     def probabilities(self, raw: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, C, *S)`` of a raw output (SSN: softmax of the mean logits)."""

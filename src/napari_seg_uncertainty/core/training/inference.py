@@ -9,6 +9,7 @@ inference, slice by slice for a 2-D model on a volume.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .._numeric import entropy_nats, label_dtype
 from .._validation import check_int, check_seed
 from ..checkpoint import load_checkpoint
 from ..losses import mask_covariance, sample_low_rank_logits
-from ..models import SegmentationEnsemble, SegmentationNet, build_model, mc_dropout
+from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build_model, mc_dropout
 from .config import TrainConfig
 from .data import as_image, background_mask
 from .device import resolve_device
@@ -148,6 +149,19 @@ def _covariance_mask(trained: TrainedModel, image: np.ndarray) -> np.ndarray | N
     if trained.config.head != "ssn" or trained.config.background_mask != "covariance":
         return None
     return background_mask(image)
+
+
+def _batch_mask(mask: np.ndarray | None, sliced: bool, device: torch.device) -> torch.Tensor | None:
+    """A ``(*S)`` mask in the network's batch layout: ``(1, *S)``, or ``(Z, Y, X)`` for slices."""
+    return None if mask is None else torch.from_numpy(mask if sliced else mask[None]).to(device)
+
+
+def _masked(parts: SSNParameters, mask: torch.Tensor | None, *, eps: float) -> SSNParameters:
+    """``parts`` with the covariance zeroed where ``mask`` (batch layout) is False; as is without a mask."""
+    if mask is None:
+        return parts
+    factor, diag = mask_covariance(parts.cov_factor, parts.cov_diag, mask, eps=eps)
+    return dataclasses.replace(parts, cov_factor=factor, cov_diag=diag)
 
 
 def _on_device(trained: TrainedModel, device: str | None) -> TrainedModel:
@@ -330,18 +344,14 @@ def predict_ssn_distribution(
     pieces = [
         raw for _, raw in _predict_raw_chunks(net, normed, trained.info, trained.device, trained.config)
     ]
-    parts = net.split(torch.cat(pieces, dim=0))  # (b, K, *s)
+    parts = net.ssn_parameters(torch.cat(pieces, dim=0))  # batch b: 1, or Z planes of a volume
+    parts = _masked(parts, _batch_mask(_covariance_mask(trained, arr), sliced, parts.mean.device), eps=net.ssn_eps)
     if sliced:  # (Z, C, Y, X) → (C, Z, Y, X); factor (Z, K, C, Y, X) → (K, C, Z, Y, X)
-        mean = parts["mean"].movedim(0, 1)
-        diag = parts["cov_diag"].movedim(0, 1)
-        factor = parts["cov_factor"].permute(1, 2, 0, 3, 4)
+        mean = parts.mean.movedim(0, 1)
+        diag = parts.cov_diag.movedim(0, 1)
+        factor = parts.cov_factor.permute(1, 2, 0, 3, 4)
     else:
-        mean, diag, factor = parts["mean"][0], parts["cov_diag"][0], parts["cov_factor"][0]
-    mask = _covariance_mask(trained, arr)
-    if mask is not None:
-        mask_t = torch.from_numpy(mask[None]).to(factor.device)
-        factor, diag = mask_covariance(factor[None], diag[None], mask_t, eps=net.ssn_eps)
-        factor, diag = factor[0], diag[0]
+        mean, diag, factor = parts.mean[0], parts.cov_diag[0], parts.cov_factor[0]
     return LowRankLogits(
         mean=mean.cpu().numpy().astype(np.float32),
         cov_factor=factor.cpu().numpy().astype(np.float32),
@@ -428,9 +438,7 @@ def ensemble_probabilities(
     count = 0
     for net in model.members:
         _, sliced = _spatial_batches(normed, net.spatial_dims)
-        masks = None
-        if covariance_mask is not None:
-            masks = torch.from_numpy(covariance_mask if sliced else covariance_mask[None]).to(device)
+        masks = _batch_mask(covariance_mask, sliced, device)
         passes = num_samples if (net.dropout > 0 and num_samples > 0 and net.head != "ssn") else 1
         context = mc_dropout(net) if passes > 1 else contextlib.nullcontext()
         with context:
@@ -456,20 +464,16 @@ def _ssn_sample_mean(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean softmax over ``num_samples`` logit samples of an SSN output (SSN appendix, eq. 9)."""
-    parts = net.split(raw)
-    if mask is not None:
-        parts["cov_factor"], parts["cov_diag"] = mask_covariance(
-            parts["cov_factor"], parts["cov_diag"], mask, eps=net.ssn_eps
-        )
-    total = torch.zeros_like(parts["mean"])
+    parts = _masked(net.ssn_parameters(raw), mask, eps=net.ssn_eps)
+    total = torch.zeros_like(parts.mean)
     chunk = 4
     drawn = 0
     while drawn < num_samples:
         m = min(chunk, num_samples - drawn)
         samples = sample_low_rank_logits(
-            parts["mean"],
-            parts["cov_factor"],
-            parts["cov_diag"],
+            parts.mean,
+            parts.cov_factor,
+            parts.cov_diag,
             num_samples=m,
             antithetic=False,
             generator=generator,

@@ -530,13 +530,13 @@ def member_loss(
     """
     raw = raw.float()
     if net.head == "ssn":
-        parts = net.split(raw)
-        factor, diag = parts["cov_factor"], parts["cov_diag"]
+        parts = net.ssn_parameters(raw)
+        factor, diag = parts.cov_factor, parts.cov_diag
         if mask is not None and config.background_mask == "covariance":
             factor, diag = mask_covariance(factor, diag, mask, eps=net.ssn_eps)
             mask = None
         return ssn_loss(
-            parts["mean"], factor, diag, target, num_samples=config.ssn_samples, mask=mask, generator=generator
+            parts.mean, factor, diag, target, num_samples=config.ssn_samples, mask=mask, generator=generator
         )
     probabilities = net.probabilities(raw)
     if config.loss == "adaptive_wing":
