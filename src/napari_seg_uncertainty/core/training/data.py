@@ -106,43 +106,8 @@ class TrainingData:
         ndim = stacks[0].ndim - 1
         if any(s.ndim - 1 != ndim for s in stacks):
             raise ValueError("raters must all be 2-D or all be 3-D cases.")
-        largest = max(int(s.max()) for s in stacks)
-        if num_classes is None and class_names:
-            if largest >= len(class_names):
-                raise ValueError(
-                    f"class_names must have at least {largest + 1} entries (one per class, the raters "
-                    f"use labels up to {largest}), got {len(class_names)}."
-                )
-            num_classes = len(class_names)
-        if num_classes is None:
-            num_classes = max(largest + 1, 2)
-        num_classes = check_num_classes(num_classes, minimum=2)
-        if largest >= num_classes:
-            raise ValueError(
-                f"raters contain label {largest}, outside 0..{num_classes - 1} for num_classes={num_classes}."
-            )
-        if class_names is None:
-            class_names = ["background"] + [f"class {k}" for k in range(1, num_classes)]
-        class_names = [str(n) for n in class_names]
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names must have {num_classes} entries (one per class), got {len(class_names)}."
-            )
-        arrays = []
-        for i, (img, stack) in enumerate(zip(images, stacks)):
-            name = "image" if len(images) == 1 else f"image[{i}]"
-            arr = as_image(img, name=name)
-            spatial = stack.shape[1:]
-            if arr.shape == spatial:
-                arr = arr[None]
-            elif arr.ndim != len(spatial) + 1 or arr.shape[1:] != spatial:
-                raise ValueError(
-                    f"{name} must have the raters' spatial shape {spatial} (or (channels, *{spatial})), "
-                    f"got shape {arr.shape}."
-                )
-            arrays.append(np.ascontiguousarray(arr, dtype=np.float32))
-        if any(a.shape[0] != arrays[0].shape[0] for a in arrays):
-            raise ValueError("every image must have the same number of channels.")
+        num_classes, class_names = _classes(stacks, num_classes, class_names)
+        arrays = _channel_first_images(images, stacks)
         spacing = check_spacing(spacing, ndim)
         return cls(
             images=arrays,
@@ -151,6 +116,55 @@ class TrainingData:
             class_names=class_names,
             spacing=spacing,
         )
+
+
+def _classes(
+    stacks: list[np.ndarray], num_classes: int | None, class_names: Sequence[str] | None
+) -> tuple[int, list[str]]:
+    """The number of classes and their names, from what was given and the largest label."""
+    largest = max(int(s.max()) for s in stacks)
+    if num_classes is None and class_names:
+        if largest >= len(class_names):
+            raise ValueError(
+                f"class_names must have at least {largest + 1} entries (one per class, the raters "
+                f"use labels up to {largest}), got {len(class_names)}."
+            )
+        num_classes = len(class_names)
+    if num_classes is None:
+        num_classes = max(largest + 1, 2)
+    num_classes = check_num_classes(num_classes, minimum=2)
+    if largest >= num_classes:
+        raise ValueError(
+            f"raters contain label {largest}, outside 0..{num_classes - 1} for num_classes={num_classes}."
+        )
+    if class_names is None:
+        class_names = ["background"] + [f"class {k}" for k in range(1, num_classes)]
+    class_names = [str(n) for n in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"class_names must have {num_classes} entries (one per class), got {len(class_names)}."
+        )
+    return num_classes, class_names
+
+
+def _channel_first_images(images: list[Any], stacks: list[np.ndarray]) -> list[np.ndarray]:
+    """Every image as float32 ``(in_channels, *S)`` on its raters' grid."""
+    arrays = []
+    for i, (img, stack) in enumerate(zip(images, stacks)):
+        name = "image" if len(images) == 1 else f"image[{i}]"
+        arr = as_image(img, name=name)
+        spatial = stack.shape[1:]
+        if arr.shape == spatial:
+            arr = arr[None]
+        elif arr.ndim != len(spatial) + 1 or arr.shape[1:] != spatial:
+            raise ValueError(
+                f"{name} must have the raters' spatial shape {spatial} (or (channels, *{spatial})), "
+                f"got shape {arr.shape}."
+            )
+        arrays.append(np.ascontiguousarray(arr, dtype=np.float32))
+    if any(a.shape[0] != arrays[0].shape[0] for a in arrays):
+        raise ValueError("every image must have the same number of channels.")
+    return arrays
 
 
 def _is_case_list(raters: Sequence[Any]) -> bool:
