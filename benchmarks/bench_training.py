@@ -67,6 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     from napari_seg_uncertainty.widgets.train import TrainWidget
 
     torch.set_num_threads(args.threads)
+    # MONAI imported here first: the widget's warm-up thread and direct() must not import it at once
+    import monai.inferers  # noqa: F401
+    import monai.losses  # noqa: F401
+    import monai.networks.nets  # noqa: F401
+
     viewer = napari.Viewer(show=False)
     image, raters = make_phantom_raters(2, shape=(args.size, args.size), seed=0)
     for data, kwargs, layer_type in rater_layer_data(image, raters, prefix="phantom "):

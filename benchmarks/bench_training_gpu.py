@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {name:<13} {label:<9} batch {config.batch_size:>2} {statistics.median(later):7.1f} "
                 f"patches/s (median of {len(later)} steps), run {wall:6.1f} s{memory}; "
                 f"val NLL {last_epoch.val_nll:.3f}, val Dice {last_epoch.val_dice:.3f}; "
-                f"predict whole volume {predict_s:.2f} s (shape {out['probabilities'].shape})"
+                f"predict whole volume {predict_s:.2f} s (shape {out.probabilities.shape})"
             )
     return 0
 

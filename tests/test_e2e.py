@@ -198,7 +198,7 @@ def test_gui_demo_walks_through_the_whole_workflow(make_napari_viewer, qtbot, er
     from napari_seg_uncertainty.core.training import predict_ssn_distribution
 
     predicted = predict_ssn_distribution(guide.checkpoints["ssn"], image)
-    mean_labels = np.argmax(predicted["mean"], axis=0)
+    mean_labels = np.argmax(predicted.mean, axis=0)
     np.testing.assert_array_equal(data(viewer, MEAN_LAYER), mean_labels)
     samples_layer = viewer.layers[SAMPLES_LAYER]
     assert samples_layer.data.shape == (10, *image.shape)

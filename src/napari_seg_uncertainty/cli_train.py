@@ -254,11 +254,11 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             suffix = "." + suffix
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        spacing = spacing or result["spacing"]
+        spacing = spacing or result.spacing
         outputs = {
-            "probabilities": (result["probabilities"], 0),
-            "labels": (result["labels"], None),
-            "entropy": (result["entropy"], None),
+            "probabilities": (result.probabilities, 0),
+            "labels": (result.labels, None),
+            "entropy": (result.entropy, None),
         }
         for name, (array, channel_axis) in outputs.items():
             path = out / f"{name}{suffix}"

@@ -748,10 +748,10 @@ def _training_step(
         run.written += [result.checkpoint] + ([result.best_checkpoint] if result.best_checkpoint else [])
         run.rows_file(f"training/{key}/history.csv", result.history)
         prediction = predict(result.checkpoint, run.image, seed=run.seed)
-        probabilities[key] = prediction["probabilities"]
-        run.image_file(f"predictions/{key}_probabilities.nii.gz", prediction["probabilities"], channel_axis=0)
-        run.image_file(f"predictions/{key}_labels.nii.gz", prediction["labels"])
-        run.image_file(f"predictions/{key}_entropy.nii.gz", prediction["entropy"])
+        probabilities[key] = prediction.probabilities
+        run.image_file(f"predictions/{key}_probabilities.nii.gz", prediction.probabilities, channel_axis=0)
+        run.image_file(f"predictions/{key}_labels.nii.gz", prediction.labels)
+        run.image_file(f"predictions/{key}_entropy.nii.gz", prediction.entropy)
         numbers[label] = {
             "checkpoint": os.path.relpath(result.checkpoint, run.folder),
             "target": target,
@@ -773,7 +773,8 @@ def _ssn_step(run: _Run, checkpoint: str) -> tuple[dict[str, Any], Any]:
     raters, names, num_classes = run.raters, run.raters.class_names, run.raters.num_classes
     raw = predict_ssn_distribution(checkpoint, run.image)
     distribution = LowRankLogits(
-        raw["mean"], raw["cov_factor"], raw["cov_diag"], class_names=list(names), spacing=raters.spacing
+        raw.mean, raw.cov_factor, raw.cov_diag, class_names=list(names), spacing=raters.spacing,
+        independent_planes=raw.independent_planes,
     )
     run.written.append(
         str(save_distribution(run.folder / "ssn" / "distribution.npz", distribution, overwrite=run.overwrite))

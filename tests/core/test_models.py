@@ -64,19 +64,19 @@ def test_heads_shapes_and_probabilities(dims, head):
 def test_ssn_split_layout_and_positive_diagonal():
     torch.manual_seed(0)
     net = SegmentationNet(
-        spatial_dims=2, in_channels=1, num_classes=3, head="ssn", ssn_rank=5, ssn_epsilon=1e-3, **TINY
+        spatial_dims=2, in_channels=1, num_classes=3, head="ssn", ssn_rank=5, ssn_eps=1e-3, **TINY
     )
     raw = net(torch.randn(2, 1, 8, 8)).detach()
-    parts = net.split(raw)
+    parts = net.ssn_parameters(raw)
     raw_np = raw.numpy()
-    np.testing.assert_array_equal(parts["mean"].numpy(), raw_np[:, :3])
-    np.testing.assert_allclose(parts["cov_diag"].numpy(), np.exp(raw_np[:, 3:6]) + 1e-3, rtol=1e-6)
-    assert parts["cov_factor"].shape == (2, 5, 3, 8, 8)
+    np.testing.assert_array_equal(parts.mean.numpy(), raw_np[:, :3])
+    np.testing.assert_allclose(parts.cov_diag.numpy(), np.exp(raw_np[:, 3:6]) + 1e-3, rtol=1e-6)
+    assert parts.cov_factor.shape == (2, 5, 3, 8, 8)
     # factor rank r, class c is raw channel 6 + r*3 + c
     for r in range(5):
         for c in range(3):
-            np.testing.assert_array_equal(parts["cov_factor"][:, r, c].numpy(), raw_np[:, 6 + r * 3 + c])
-    assert float(parts["cov_diag"].min()) > 0
+            np.testing.assert_array_equal(parts.cov_factor[:, r, c].numpy(), raw_np[:, 6 + r * 3 + c])
+    assert float(parts.cov_diag.min()) > 0
     np.testing.assert_allclose(
         net.probabilities(raw).numpy(), torch.softmax(raw[:, :3], 1).numpy(), rtol=1e-6
     )
@@ -85,7 +85,7 @@ def test_ssn_split_layout_and_positive_diagonal():
 def test_split_rejects_wrong_shape():
     net = SegmentationNet(spatial_dims=2, in_channels=1, num_classes=2, head="ssn", ssn_rank=2, **TINY)
     with pytest.raises(ValueError, match="raw must be"):
-        net.split(torch.zeros(1, 3, 8, 8))
+        net.ssn_parameters(torch.zeros(1, 3, 8, 8))
 
 
 def test_flatten_cov_factor_row_order_matches_flattened_mean():

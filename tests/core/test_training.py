@@ -171,7 +171,7 @@ def test_validation_metrics_match_an_independent_computation(tmp_path):
     records, result = run(cfg, data)
     epoch = [r for r in records if r.kind == "epoch"][-1]
     val_image, val_raters = cases[-1]  # the last case is held out
-    probs = predict(result.checkpoint, val_image, num_samples=0)["probabilities"]
+    probs = predict(result.checkpoint, val_image, num_samples=0).probabilities
     reference = np.stack([(val_raters == k).mean(0) for k in range(3)])
     nll = -(reference * np.log(np.clip(probs, 1e-7, None))).sum(0).mean()
     majority = reference.argmax(0)
@@ -225,7 +225,7 @@ def test_heads_and_losses_train(head, loss):
         target="random_rater",
         epochs=1,
         steps_per_epoch=2,
-        mask_background=True,
+        background_mask="covariance" if head == "ssn" else "likelihood",
         **TINY,
     )
     records, _ = run(cfg, (image, raters))
@@ -297,7 +297,7 @@ def test_cancel_mid_epoch_leaves_a_loadable_checkpoint(tmp_path):
     state = load_checkpoint(cancelled.checkpoint)
     assert state["reason"] == "cancelled" and state["global_step"] == 2
     out = predict(cancelled.checkpoint, image)
-    assert out["probabilities"].shape == (3, 24, 24)
+    assert out.probabilities.shape == (3, 24, 24)
 
 
 def test_close_saves_a_checkpoint(tmp_path):
@@ -359,21 +359,21 @@ def test_ensemble_prediction_is_the_mean_of_its_members(tmp_path):
             )[0].numpy()
             for m in trained.model.members
         ]
-    np.testing.assert_allclose(out["probabilities"], np.mean(members, axis=0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(out["labels"], out["probabilities"].argmax(0))
-    p = out["probabilities"]
+    np.testing.assert_allclose(out.probabilities, np.mean(members, axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out.labels, out.probabilities.argmax(0))
+    p = out.probabilities
     entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(0) / np.log(3)
-    np.testing.assert_allclose(out["entropy"], entropy, rtol=1e-5, atol=1e-6)
-    assert 0 <= out["entropy"].min() and out["entropy"].max() <= 1 + 1e-6
+    np.testing.assert_allclose(out.entropy, entropy, rtol=1e-5, atol=1e-6)
+    assert 0 <= out.entropy.min() and out.entropy.max() <= 1 + 1e-6
 
 
 def test_mc_dropout_prediction_averages_stochastic_passes(tmp_path):
     image, raters = make_case()
     cfg = TrainConfig(dropout=0.3, epochs=1, steps_per_epoch=2, output_dir=str(tmp_path), **TINY)
     _, result = run(cfg, (image, raters))
-    off = predict(result.checkpoint, image, num_samples=0)["probabilities"]
-    a = predict(result.checkpoint, image, num_samples=4, seed=1)["probabilities"]
-    b = predict(result.checkpoint, image, num_samples=4, seed=1)["probabilities"]
+    off = predict(result.checkpoint, image, num_samples=0).probabilities
+    a = predict(result.checkpoint, image, num_samples=4, seed=1).probabilities
+    b = predict(result.checkpoint, image, num_samples=4, seed=1).probabilities
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, off)
     trained = load_trained_model(result.checkpoint)
@@ -396,14 +396,14 @@ def test_ssn_distribution_and_sampled_prediction(tmp_path):
     )
     _, result = run(cfg, (image, raters))
     dist = predict_ssn_distribution(result.checkpoint, image)
-    assert dist["mean"].shape == (3, 24, 24) and dist["cov_factor"].shape == (4, 3, 24, 24)
-    assert dist["cov_diag"].shape == (3, 24, 24) and dist["cov_diag"].min() > 0
+    assert dist.mean.shape == (3, 24, 24) and dist.cov_factor.shape == (4, 3, 24, 24)
+    assert dist.cov_diag.shape == (3, 24, 24) and dist.cov_diag.min() > 0
     mean_only = predict(result.checkpoint, image, num_samples=0)
-    logits = dist["mean"] - dist["mean"].max(0)
+    logits = dist.mean - dist.mean.max(0)
     softmax = np.exp(logits) / np.exp(logits).sum(0)
-    np.testing.assert_allclose(mean_only["probabilities"], softmax, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(mean_only.probabilities, softmax, rtol=1e-4, atol=1e-6)
     sampled = predict(result.checkpoint, image, num_samples=6, seed=2)
-    np.testing.assert_allclose(sampled["probabilities"].sum(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sampled.probabilities.sum(0), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="needs a model trained with head='ssn'"):
         _, plain = run(
             TrainConfig(epochs=1, steps_per_epoch=1, output_dir=str(tmp_path / "p"), **TINY), (image, raters)
@@ -418,7 +418,7 @@ def test_3d_patch_training_and_2d_slice_training(tmp_path):
     )
     assert load_checkpoint(volume.checkpoint)["model"]["spatial_dims"] == 3
     out = predict(volume.checkpoint, image)
-    assert out["probabilities"].shape == (3, 8, 16, 16)
+    assert out.probabilities.shape == (3, 8, 16, 16)
     _, slices = run(
         TrainConfig(spatial_dims=2, epochs=1, steps_per_epoch=2, output_dir=str(tmp_path / "2d"), **TINY),
         (image, raters),
@@ -426,7 +426,7 @@ def test_3d_patch_training_and_2d_slice_training(tmp_path):
     state = load_checkpoint(slices.checkpoint)
     assert state["model"]["spatial_dims"] == 2 and len(state["model"]["patch_size"]) == 2
     out2 = predict(slices.checkpoint, image)
-    assert out2["labels"].shape == (8, 16, 16)
+    assert out2.labels.shape == (8, 16, 16)
     ssn = run(
         TrainConfig(
             head="ssn",
@@ -442,7 +442,7 @@ def test_3d_patch_training_and_2d_slice_training(tmp_path):
         (image, raters),
     )[1]
     dist = predict_ssn_distribution(ssn.checkpoint, image)
-    assert dist["cov_factor"].shape == (2, 3, 8, 16, 16)
+    assert dist.cov_factor.shape == (2, 3, 8, 16, 16)
 
 
 def test_too_small_data_and_bad_patch_size():

@@ -511,7 +511,7 @@ CASES += [
         ),
     case(lambda: losses.adaptive_wing_loss(X, T, theta=-1.0), "theta", id="aw-theta"),
     case(lambda: losses.adaptive_wing_loss(X, T, omega=float("nan")), "omega", id="aw-omega"),
-    case(lambda: losses.adaptive_wing_loss(X, T, epsilon=0.0), "epsilon", id="aw-epsilon"),
+    case(lambda: losses.adaptive_wing_loss(X, T, eps=0.0), "eps", id="aw-eps"),
     case(lambda: losses.sample_low_rank_logits(X, FACTOR, DIAG, num_samples=0), "num_samples", id="sample-0"),
     case(
         lambda: losses.sample_low_rank_logits(X, FACTOR, DIAG, num_samples=3), "num_samples", id="sample-odd"

@@ -77,7 +77,7 @@ def test_cancel_writes_a_loadable_last_checkpoint(tmp_path):
     assert kinds == ["start", "step"] and record.kind == "cancelled"
     state = load_checkpoint(record.checkpoint)
     assert state["reason"] == "cancelled" and state["global_step"] == 1
-    assert predict(record.checkpoint, IMAGE)["probabilities"].shape == (2, 16, 16)
+    assert predict(record.checkpoint, IMAGE).probabilities.shape == (2, 16, 16)
 
 
 def test_aborting_the_worker_saves_the_last_checkpoint(tmp_path):

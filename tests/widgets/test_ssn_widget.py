@@ -421,8 +421,8 @@ def test_real_ssn_checkpoint_and_image_layer(make_napari_viewer, qtbot, tmp_path
     _wait_idle(qtbot, widget)
     assert errors == []
     assert widget.distribution.rank == 3
-    assert widget.distribution.class_names == tuple(prediction["class_names"])
-    np.testing.assert_array_equal(viewer.layers[MEAN_LAYER].data, np.argmax(prediction["mean"], axis=0))
+    assert widget.distribution.class_names == tuple(prediction.class_names)
+    np.testing.assert_array_equal(viewer.layers[MEAN_LAYER].data, np.argmax(prediction.mean, axis=0))
     assert viewer.layers[SAMPLES_LAYER].data.shape == (3, 16, 16)
 
 

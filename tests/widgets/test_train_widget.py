@@ -244,7 +244,7 @@ def test_settings_become_the_config(phantom_viewer, tmp_path):
     widget._dims.value = 2
     config = widget.build_config(str(tmp_path))
     assert (config.head, config.loss, config.target) == ("softseg", "adaptive_wing", "msvls")
-    assert config.ensemble_size == 3 and config.dropout == 0.25 and config.mask_background
+    assert config.ensemble_size == 3 and config.dropout == 0.25 and config.background_mask == "likelihood"
     assert config.spatial_dims == 2 and config.patch_size == (16, 16) and config.channels == (8, 16, 32)
     assert config.epochs == 2 and config.steps_per_epoch == 3 and config.batch_size == 2
     with pytest.raises(ValueError, match="must be one of"):

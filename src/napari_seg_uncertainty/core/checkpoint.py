@@ -13,7 +13,7 @@ needs pickled classes), so loading it never executes code. The training loop sto
 ``class_names``, ``spacing``
     Carried from the raters so that predictions go back out with the right names and geometry.
 ``state_dict``, ``optimizer``, ``scaler``, ``rng``
-    Weights, optimiser state, AMP scaler state and random-generator states (for exact resume).
+    Weights, optimizer state, AMP scaler state and random-generator states (for exact resume).
 ``epoch``, ``global_step``, ``best_metric``, ``history``, ``reason``
     Progress and why the file was written (``"periodic"``, ``"best"``, ``"final"``, ``"cancelled"``).
 """
@@ -21,12 +21,12 @@ needs pickled classes), so loading it never executes code. The training loop sto
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._atomic import atomic_write
 from ._validation import describe
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
@@ -36,7 +36,7 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
-    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+    """Write ``payload`` to ``path`` atomically (:func:`~napari_seg_uncertainty.core._atomic.atomic_write`).
 
     A reader never sees a half-written file: either the previous checkpoint or the new one.
 
@@ -65,18 +65,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or path-like, got {describe(path)}.")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, overwrite=True) as tmp_path, open(tmp_path, "wb") as handle:
+        torch.save(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return str(path)
 
 

@@ -3,7 +3,8 @@
 All losses take torch tensors with the batch first and the classes second, ``(B, C, *S)``, where
 ``*S`` is any number of spatial axes; targets are soft labels ``(B, C, *S)`` that sum to 1 over
 ``C`` (a one-hot map is a soft label too). An optional ``mask`` ``(B, *S)`` (bool) keeps only the
-voxels where it is ``True`` — the background masking of the SSN paper.
+voxels where it is ``True`` in the loss. The SSN reference code masks the background differently:
+it zeroes the covariance there and keeps every voxel in the likelihood (:func:`mask_covariance`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "LOSSES",
     "adaptive_wing_loss",
     "dice_loss",
+    "mask_covariance",
     "sample_low_rank_logits",
     "soft_cross_entropy",
     "ssn_log_likelihoods",
@@ -86,7 +88,7 @@ def soft_cross_entropy(
     ----------
     prediction : torch.Tensor
         ``(B, C, *S)`` logits, or probabilities with ``from_probabilities=True`` (e.g. the
-        normalised-ReLU output of SoftSeg).
+        normalized-ReLU output of SoftSeg).
     target : torch.Tensor
         ``(B, C, *S)`` soft labels summing to 1 over ``C``.
     from_probabilities : bool
@@ -133,7 +135,7 @@ def dice_loss(
     Parameters
     ----------
     probabilities : torch.Tensor
-        ``(B, C, *S)`` class probabilities (softmax or normalised ReLU).
+        ``(B, C, *S)`` class probabilities (softmax or normalized ReLU).
     target : torch.Tensor
         ``(B, C, *S)`` soft labels.
     mask : torch.Tensor, optional
@@ -173,7 +175,7 @@ def adaptive_wing_loss(
     theta: float = 0.5,
     alpha: float = 2.1,
     omega: float = 14.0,
-    epsilon: float = 1.0,
+    eps: float = 1.0,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Adaptive Wing loss (Wang et al. 2019), the regression loss of SoftSeg.
@@ -187,10 +189,10 @@ def adaptive_wing_loss(
     Parameters
     ----------
     prediction : torch.Tensor
-        ``(B, C, *S)`` predictions in ``[0, 1]`` (SoftSeg's normalised ReLU output).
+        ``(B, C, *S)`` predictions in ``[0, 1]`` (SoftSeg's normalized ReLU output).
     target : torch.Tensor
         ``(B, C, *S)`` soft targets in ``[0, 1]``.
-    theta, alpha, omega, epsilon : float
+    theta, alpha, omega, eps : float
         Loss parameters (defaults θ = 0.5, α = 2.1, ω = 14, ε = 1).
     mask : torch.Tensor, optional
         ``(B, *S)`` bool voxel mask.
@@ -210,7 +212,7 @@ def adaptive_wing_loss(
     prediction = _check_tensor(prediction, name="prediction")
     target = _check_target(target, prediction)
     mask = _check_mask(mask, prediction)
-    for name, value in (("theta", theta), ("omega", omega), ("epsilon", epsilon)):
+    for name, value in (("theta", theta), ("omega", omega), ("eps", eps)):
         check_positive(value, name=name)
     check_positive(alpha, name="alpha")
     if alpha <= 1.0:
@@ -218,10 +220,10 @@ def adaptive_wing_loss(
     t = target.float()
     diff = (t - prediction.float()).abs()
     exponent = alpha - t
-    ratio = theta / epsilon
-    a_coef = omega * exponent * ratio ** (exponent - 1) / (epsilon * (1 + ratio**exponent))
+    ratio = theta / eps
+    a_coef = omega * exponent * ratio ** (exponent - 1) / (eps * (1 + ratio**exponent))
     k_coef = theta * a_coef - omega * torch.log1p(ratio**exponent)
-    small = omega * torch.log1p((diff / epsilon) ** exponent)
+    small = omega * torch.log1p((diff / eps) ** exponent)
     large = a_coef * diff - k_coef
     per_element = torch.where(diff < theta, small, large)
     return _masked_mean(per_element.mean(dim=1), mask)
@@ -238,7 +240,7 @@ def sample_low_rank_logits(
 ) -> torch.Tensor:
     """Reparameterised samples of logits ``η ~ N(μ, P Pᵀ + D)`` with a low-rank covariance.
 
-    ``η = μ ± (P z + √D ⊙ e)`` with ``z ~ N(0, I_R)`` and ``e ~ N(0, I)``; with ``antithetic`` the
+    ``η = μ ± (P z + √D ⊙ e)`` with ``z ~ N(0, I_K)`` and ``e ~ N(0, I)``; with ``antithetic`` the
     ``num_samples`` samples come in pairs sharing ``(z, e)`` with opposite signs, which halves the
     noise draws and lowers the variance of Monte-Carlo estimates.
 
@@ -247,7 +249,7 @@ def sample_low_rank_logits(
     mean : torch.Tensor
         ``(B, C, *S)`` mean logits ``μ``.
     cov_factor : torch.Tensor
-        ``(B, R, C, *S)`` covariance factor ``P`` (rank ``R``); ``R`` may be 0 for a diagonal model.
+        ``(B, K, C, *S)`` covariance factor ``P`` (rank ``K``); ``K`` may be 0 for a diagonal model.
     cov_diag : torch.Tensor
         ``(B, C, *S)`` positive covariance diagonal ``D``.
     num_samples : int
@@ -283,7 +285,7 @@ def sample_low_rank_logits(
         or (cov_factor.shape[2:] != mean.shape[1:])
     ):
         raise ValueError(
-            f"cov_factor must be (B, R, C, *spatial) matching mean {tuple(mean.shape)}, "
+            f"cov_factor must be (B, K, C, *spatial) matching mean {tuple(mean.shape)}, "
             f"got {describe(cov_factor)}."
         )
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -304,6 +306,60 @@ def sample_low_rank_logits(
     if antithetic:
         noise = torch.cat([noise, -noise], dim=0)
     return mean.unsqueeze(0) + noise
+
+
+def mask_covariance(
+    cov_factor: torch.Tensor, cov_diag: torch.Tensor, mask: torch.Tensor, *, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero a low-rank logit covariance outside a mask, as the SSN reference code does.
+
+    Outside ``mask`` the factor becomes 0 and the diagonal ``eps`` (the SSN head's floor, which
+    keeps the covariance positive definite), so logit samples there are the mean up to noise of
+    standard deviation ``sqrt(eps)``; inside, both are unchanged. The likelihood is untouched:
+    pass the masked covariance to :func:`ssn_loss` without ``mask`` to keep every voxel in it.
+
+    Parameters
+    ----------
+    cov_factor : torch.Tensor
+        ``(B, K, C, *S)`` covariance factor (``K`` the rank).
+    cov_diag : torch.Tensor
+        ``(B, C, *S)`` covariance diagonal.
+    mask : torch.Tensor
+        ``(B, *S)`` bool: True where the covariance is kept (e.g. where the image is non-zero).
+    eps : float
+        Diagonal variance left outside the mask.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The masked ``cov_factor`` and ``cov_diag``.
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020; its reference code applies a sampling mask to the
+       covariance and keeps every voxel in the loss.
+
+    Examples
+    --------
+    >>> import torch
+    >>> P, D = torch.ones(1, 2, 3, 4), torch.ones(1, 3, 4)
+    >>> P2, D2 = mask_covariance(P, D, torch.tensor([[True, True, False, False]]), eps=0.5)
+    >>> P2[0, 0, 0].tolist(), D2[0, 0].tolist()
+    ([1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.5, 0.5])
+    """
+    cov_diag = _check_tensor(cov_diag, name="cov_diag")
+    mask = _check_mask(mask, cov_diag)
+    eps = check_positive(eps, name="eps")
+    if not isinstance(cov_factor, torch.Tensor) or cov_factor.shape[:1] + cov_factor.shape[2:] != cov_diag.shape:
+        raise ValueError(
+            f"cov_factor must be (B, K, C, *spatial) matching cov_diag {tuple(cov_diag.shape)}, "
+            f"got {describe(cov_factor)}."
+        )
+    keep = mask.unsqueeze(1)  # (B, 1, *S): every class
+    factor = cov_factor * keep.unsqueeze(1).to(cov_factor.dtype)
+    diag = torch.where(keep, cov_diag, torch.full_like(cov_diag, eps))
+    return factor, diag
 
 
 def ssn_log_likelihoods(
@@ -373,13 +429,14 @@ def ssn_loss(
     Parameters
     ----------
     mean, cov_factor, cov_diag : torch.Tensor
-        The SSN head's distribution: ``(B, C, *S)``, ``(B, R, C, *S)``, ``(B, C, *S)``.
+        The SSN head's distribution: ``(B, C, *S)``, ``(B, K, C, *S)``, ``(B, C, *S)``.
     target : torch.Tensor
         ``(B, C, *S)`` one-hot labels (e.g. a randomly chosen rater) or soft labels.
     num_samples : int
         Monte-Carlo samples ``M`` (default 20; even with antithetic pairs).
     mask : torch.Tensor, optional
-        ``(B, *S)`` bool; background voxels where it is False are ignored (SSN paper, section 5.1).
+        ``(B, *S)`` bool; voxels where it is False are left out of the likelihood. (The SSN
+        reference code keeps them and zeroes the covariance instead: :func:`mask_covariance`.)
     antithetic : bool
         Use antithetic sample pairs.
     per_voxel : bool

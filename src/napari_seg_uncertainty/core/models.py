@@ -8,18 +8,18 @@ raw output is read:
     ``C`` logits; probabilities are ``softmax`` over classes (for one-hot, LS, SVLS, mSVLS or
     rater-mean targets).
 ``"softseg"``
-    ``C`` activations; probabilities are the multi-class normalised ReLU
+    ``C`` activations; probabilities are the multi-class normalized ReLU
     ``relu(x_c) / Σ_c' relu(x_c')`` of SoftSeg (Lemay et al.).
 ``"ssn"``
     A stochastic segmentation network head (Monteiro et al. 2020): the logits follow
     ``N(μ, P Pᵀ + D)`` with ``μ`` of ``C`` channels, ``D = exp(log_diag) + ε`` of ``C`` channels and
-    a covariance factor ``P`` of rank ``R``. The raw output stacks ``[μ | log_diag | P]`` along the
-    channel axis, ``C + C + R·C`` channels; :meth:`SegmentationNet.split` turns it into
+    a covariance factor ``P`` of rank ``K``. The raw output stacks ``[μ | log_diag | P]`` along the
+    channel axis, ``C + C + K·C`` channels; :meth:`SegmentationNet.ssn_parameters` turns it into
 
     - ``mean``: ``(B, C, *S)``
     - ``cov_diag``: ``(B, C, *S)`` (already ``exp(·) + ε``, strictly positive)
-    - ``cov_factor``: ``(B, R, C, *S)``; :func:`flatten_cov_factor` gives the
-      ``(B, C·prod(S), R)`` matrix of the paper, rows ordered class-major (``c·prod(S) + voxel``),
+    - ``cov_factor``: ``(B, K, C, *S)``; :func:`flatten_cov_factor` gives the
+      ``(B, C·prod(S), K)`` matrix of the paper, rows ordered class-major (``c·prod(S) + voxel``),
       the same order as ``mean.reshape(B, -1)``.
 
 Monte-Carlo dropout comes from the U-Net's own dropout layers (``dropout > 0``), switched on at
@@ -31,16 +31,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from numbers import Integral
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ._validation import check_num_classes, check_positive, check_probability, describe
+from ._validation import (
+    check_int,
+    check_int_tuple,
+    check_num_classes,
+    check_positive,
+    check_probability,
+    describe,
+)
 
 __all__ = [
     "HEADS",
+    "SSNParameters",
     "SegmentationEnsemble",
     "SegmentationNet",
     "build_model",
@@ -48,6 +55,7 @@ __all__ = [
     "flatten_cov_factor",
     "mc_dropout",
     "normalized_relu",
+    "weights_digest",
 ]
 
 #: Head kinds understood by :class:`SegmentationNet`.
@@ -55,9 +63,9 @@ HEADS = ("softmax", "softseg", "ssn")
 
 
 def normalized_relu(x: torch.Tensor, *, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
-    """Multi-class normalised ReLU of SoftSeg: ``relu(x_c) / Σ_c' relu(x_c')``.
+    """Multi-class normalized ReLU of SoftSeg: ``relu(x_c) / Σ_c' relu(x_c')``.
 
-    A small ``eps`` is added to every class before normalising so that the output always sums to
+    A small ``eps`` is added to every class before normalizing so that the output always sums to
     one, also where every activation is negative (then it is uniform).
 
     Parameters
@@ -91,17 +99,17 @@ def normalized_relu(x: torch.Tensor, *, dim: int = 1, eps: float = 1e-6) -> torc
 
 
 def flatten_cov_factor(cov_factor: torch.Tensor) -> torch.Tensor:
-    """Reshape an SSN covariance factor ``(B, R, C, *S)`` to the paper's ``(B, C·prod(S), R)``.
+    """Reshape an SSN covariance factor ``(B, K, C, *S)`` to the paper's ``(B, C·prod(S), K)``.
 
     Parameters
     ----------
     cov_factor : torch.Tensor
-        Covariance factor as returned by :meth:`SegmentationNet.split`.
+        Covariance factor as returned by :meth:`SegmentationNet.ssn_parameters`.
 
     Returns
     -------
     torch.Tensor
-        ``(B, C·prod(S), R)``; row ``c·prod(S) + i`` belongs to class ``c`` at flat voxel ``i``.
+        ``(B, C·prod(S), K)``; row ``c·prod(S) + i`` belongs to class ``c`` at flat voxel ``i``.
 
     Examples
     --------
@@ -110,23 +118,33 @@ def flatten_cov_factor(cov_factor: torch.Tensor) -> torch.Tensor:
     torch.Size([2, 60, 10])
     """
     if not isinstance(cov_factor, torch.Tensor) or cov_factor.ndim < 4:
-        raise ValueError(f"cov_factor must be a (B, R, C, *spatial) tensor, got {describe(cov_factor)}.")
+        raise ValueError(f"cov_factor must be a (B, K, C, *spatial) tensor, got {describe(cov_factor)}.")
     batch, rank = cov_factor.shape[:2]
     return cov_factor.reshape(batch, rank, -1).transpose(1, 2)
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {describe(value)}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-    return int(value)
+@dataclass(frozen=True)
+class SSNParameters:
+    """The low-rank logit distribution ``N(mean, cov_factor cov_factorᵀ + diag(cov_diag))`` of an SSN output.
 
+    Attributes
+    ----------
+    mean : torch.Tensor
+        ``(B, C, *S)`` mean logits ``μ``.
+    cov_factor : torch.Tensor
+        ``(B, K, C, *S)`` covariance factor ``P`` of rank ``K``.
+    cov_diag : torch.Tensor
+        ``(B, C, *S)`` covariance diagonal ``exp(log_diag) + ε``.
 
-def _check_int_sequence(value: Any, *, name: str, minimum: int) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise TypeError(f"{name} must be a non-empty sequence of integers, got {describe(value)}.")
-    return tuple(_check_int(v, name=f"{name}[{i}]", minimum=minimum) for i, v in enumerate(value))
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020.
+    """
+
+    mean: torch.Tensor
+    cov_factor: torch.Tensor
+    cov_diag: torch.Tensor
 
 
 class SegmentationNet(nn.Module):
@@ -152,8 +170,8 @@ class SegmentationNet(nn.Module):
     dropout : float
         Dropout probability inside the U-Net blocks; ``> 0`` enables Monte-Carlo dropout.
     ssn_rank : int
-        Rank ``R`` of the SSN covariance factor (default 10, as in the paper).
-    ssn_epsilon : float
+        Rank ``K`` of the SSN covariance factor (default 10, as in the paper).
+    ssn_eps : float
         ``ε`` added to ``exp(log_diag)`` for the SSN covariance diagonal.
 
     Examples
@@ -164,8 +182,9 @@ class SegmentationNet(nn.Module):
     >>> raw = net(torch.zeros(1, 1, 16, 16))
     >>> raw.shape  # 3 + 3 + 5*3 channels
     torch.Size([1, 21, 16, 16])
-    >>> {k: tuple(v.shape) for k, v in net.split(raw).items()}
-    {'mean': (1, 3, 16, 16), 'cov_diag': (1, 3, 16, 16), 'cov_factor': (1, 5, 3, 16, 16)}
+    >>> parts = net.ssn_parameters(raw)
+    >>> tuple(parts.mean.shape), tuple(parts.cov_factor.shape), tuple(parts.cov_diag.shape)
+    ((1, 3, 16, 16), (1, 5, 3, 16, 16), (1, 3, 16, 16))
     """
 
     def __init__(
@@ -180,37 +199,37 @@ class SegmentationNet(nn.Module):
         num_res_units: int = 1,
         dropout: float = 0.0,
         ssn_rank: int = 10,
-        ssn_epsilon: float = 1e-5,
+        ssn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         from monai.networks.nets import UNet
 
         if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
             raise ValueError(f"spatial_dims must be 2 or 3, got {describe(spatial_dims)}.")
-        in_channels = _check_int(in_channels, name="in_channels", minimum=1)
+        in_channels = check_int(in_channels, name="in_channels", minimum=1)
         num_classes = check_num_classes(num_classes, minimum=2)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
-        channels = _check_int_sequence(channels, name="channels", minimum=1)
-        strides = _check_int_sequence(strides, name="strides", minimum=1)
+        channels = check_int_tuple(channels, name="channels", minimum=1)
+        strides = check_int_tuple(strides, name="strides", minimum=1)
         if len(channels) < 2 or len(strides) != len(channels) - 1:
             raise ValueError(
                 f"channels and strides must give at least two levels with len(strides) == len(channels) - 1, "
                 f"got channels={channels} and strides={strides}."
             )
-        num_res_units = _check_int(num_res_units, name="num_res_units", minimum=0)
+        num_res_units = check_int(num_res_units, name="num_res_units", minimum=0)
         dropout = check_probability(dropout, name="dropout")
         if dropout >= 1.0:
             raise ValueError(f"dropout must be < 1, got {dropout}.")
-        ssn_rank = _check_int(ssn_rank, name="ssn_rank", minimum=1)
-        ssn_epsilon = check_positive(ssn_epsilon, name="ssn_epsilon")
+        ssn_rank = check_int(ssn_rank, name="ssn_rank", minimum=1)
+        ssn_eps = check_positive(ssn_eps, name="ssn_eps")
 
         self.spatial_dims = int(spatial_dims)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.head = head
         self.ssn_rank = ssn_rank
-        self.ssn_epsilon = ssn_epsilon
+        self.ssn_eps = ssn_eps
         self.dropout = dropout
         self.size_divisor = 1
         for s in strides:
@@ -243,7 +262,7 @@ class SegmentationNet(nn.Module):
 
     @property
     def num_outputs(self) -> int:
-        """Channels of the raw output: ``C`` (softmax/softseg) or ``C·(2 + R)`` (SSN)."""
+        """Channels of the raw output: ``C`` (softmax/softseg) or ``C·(2 + K)`` (SSN)."""
         if self.head == "ssn":
             return self.num_classes * (2 + self.ssn_rank)
         return self.num_classes
@@ -257,24 +276,21 @@ class SegmentationNet(nn.Module):
             )
         return self.mean_head(features)
 
-    def split(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Name the parts of a raw output.
-
-        Returns ``{"logits": (B, C, *S)}`` for softmax/SoftSeg heads and
-        ``{"mean", "cov_diag", "cov_factor"}`` (layouts in the module docstring) for the SSN head.
-        """
+    def ssn_parameters(self, raw: torch.Tensor) -> SSNParameters:
+        """The low-rank logit distribution in a raw output of the SSN head (layouts in the module docstring)."""
+        if self.head != "ssn":
+            raise ValueError(f"ssn_parameters needs a network with head='ssn', this one has head={self.head!r}.")
         if raw.ndim != self.spatial_dims + 2 or raw.shape[1] != self.num_outputs:
             raise ValueError(
                 f"raw must be a (B, {self.num_outputs}, *spatial) output of this network, "
                 f"got {describe(raw)}."
             )
-        if self.head != "ssn":
-            return {"logits": raw}
-        c, r = self.num_classes, self.ssn_rank
-        mean = raw[:, :c]
-        cov_diag = torch.exp(raw[:, c : 2 * c].float()).to(raw.dtype) + self.ssn_epsilon
-        cov_factor = raw[:, 2 * c :].reshape(raw.shape[0], r, c, *raw.shape[2:])
-        return {"mean": mean, "cov_diag": cov_diag, "cov_factor": cov_factor}
+        c, k = self.num_classes, self.ssn_rank
+        return SSNParameters(
+            mean=raw[:, :c],
+            cov_factor=raw[:, 2 * c :].reshape(raw.shape[0], k, c, *raw.shape[2:]),
+            cov_diag=torch.exp(raw[:, c : 2 * c].float()).to(raw.dtype) + self.ssn_eps,
+        )
 
     def probabilities(self, raw: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, C, *S)`` of a raw output (SSN: softmax of the mean logits)."""
@@ -342,7 +358,7 @@ def build_model(
     num_res_units: int = 1,
     dropout: float = 0.0,
     ssn_rank: int = 10,
-    ssn_epsilon: float = 1e-5,
+    ssn_eps: float = 1e-5,
     seed: int | None = 0,
 ) -> SegmentationEnsemble:
     """Build an ensemble of ``ensemble_size`` independently initialised :class:`SegmentationNet`.
@@ -351,7 +367,7 @@ def build_model(
     ----------
     spatial_dims, in_channels, num_classes, head, channels, strides, num_res_units, dropout
         As for :class:`SegmentationNet`.
-    ssn_rank, ssn_epsilon
+    ssn_rank, ssn_eps
         As for :class:`SegmentationNet`.
     ensemble_size : int
         Number of members ``M`` (1 for a single network).
@@ -370,9 +386,9 @@ def build_model(
     >>> model.size, model.reference.head
     (1, 'softseg')
     """
-    ensemble_size = _check_int(ensemble_size, name="ensemble_size", minimum=1)
+    ensemble_size = check_int(ensemble_size, name="ensemble_size", minimum=1)
     if seed is not None:
-        seed = _check_int(seed, name="seed", minimum=0)
+        seed = check_int(seed, name="seed", minimum=0)
     members = []
     for m in range(ensemble_size):
         context = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -390,7 +406,7 @@ def build_model(
                     num_res_units=num_res_units,
                     dropout=dropout,
                     ssn_rank=ssn_rank,
-                    ssn_epsilon=ssn_epsilon,
+                    ssn_eps=ssn_eps,
                 )
             )
     return SegmentationEnsemble(members)
@@ -449,3 +465,24 @@ def mc_dropout(model: nn.Module) -> Iterator[int]:
     finally:
         for module, mode in modes.items():
             module.train(mode)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (key order), e.g. to check DDP ranks agree.
+
+    Examples
+    --------
+    >>> net = build_model(spatial_dims=2, in_channels=1, num_classes=2, channels=(4, 8), strides=(2,), seed=0)
+    >>> weights_digest(net) == weights_digest(build_model(spatial_dims=2, in_channels=1, num_classes=2,
+    ...                                                   channels=(4, 8), strides=(2,), seed=0))
+    True
+    """
+    import hashlib
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}.")
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -99,6 +99,7 @@ _DICE_DELAY_MS = 250  # Dice table waits for the sliders to rest this long
 _DICE_DELAY_LARGE_MS = 1500  # … this long when every sample is a large volume (each costs ~0.5 s)
 _LARGE_SAMPLE_VOXELS = 2_000_000
 _TEARDOWN_WAIT_S = 5.0  # closing waits this long at most for a running computation to return
+_DISTRIBUTION_FIELDS = ("mean", "cov_factor", "cov_diag", "class_names", "spacing", "independent_planes")
 
 
 def distribution_from_prediction(
@@ -929,6 +930,8 @@ class SSNSamplesWidget(Container):
                     if checkpoint_kind(path) == "distribution":
                         return _load_saved(path)
                     prediction = _load_prediction(predict, path, image)
+                    if isinstance(prediction, LowRankLogits):  # core.training.predict_ssn_distribution
+                        prediction = {k: getattr(prediction, k) for k in _DISTRIBUTION_FIELDS}
                     spatial_ndim = np.ndim(prediction.get("mean")) - 1
                     spacing = layer_scale[-spatial_ndim:] if 0 < spatial_ndim <= len(layer_scale) else None
                     if spacing is not None and all(v == 1.0 for v in spacing):

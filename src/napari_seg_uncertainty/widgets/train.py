@@ -68,7 +68,7 @@ from ._staged import LayerSelect, labels_problem
 if TYPE_CHECKING:
     import napari
 
-    from ..core.training import TrainConfig, TrainingData, TrainProgress, TrainResult
+    from ..core.training import Prediction, TrainConfig, TrainingData, TrainProgress, TrainResult
 
 __all__ = ["TrainWidget", "TrainingFailure", "advice_for", "grid_mismatch", "prediction_geometry", "training_job"]
 
@@ -228,7 +228,7 @@ def train(config: TrainConfig, data: TrainingData, resume: str | None = None) ->
     return core_train(config, data, resume=resume)
 
 
-def predict(checkpoint: str, image: Any, **kwargs: Any) -> dict[str, Any]:
+def predict(checkpoint: str, image: Any, **kwargs: Any) -> Prediction:
     """:func:`napari_seg_uncertainty.core.training.predict`, imported on first use (it imports PyTorch)."""
     from ..core.training import predict as core_predict
 
@@ -380,7 +380,7 @@ class TrainWidget(Container):
         self.records: list[TrainProgress] = []
         self.result: TrainResult | None = None
         self.checkpoint_path: str | None = None
-        self.prediction: dict[str, Any] | None = None
+        self.prediction: Prediction | None = None
         self.failure: TrainingFailure | None = None
         self.grid_warning: str | None = None
         self.state = "idle"  # idle, training, paused, cancelling, predicting
@@ -425,7 +425,7 @@ class TrainWidget(Container):
         self._mask_background = CheckBox(
             text="Mask background (image = 0)",
             value=False,
-            tooltip="Leave voxels whose image is 0 (e.g. air around a skull-stripped brain) out of the loss.",
+            tooltip="Image = 0 (air around a brain): SSN zeroes the covariance, others leave it out of the loss.",
         )
         self._epochs = SpinBox(label="Epochs", value=10, min=1, max=10000)
         self._steps = SpinBox(label="Steps per epoch", value=20, min=1, max=100000)
@@ -691,7 +691,7 @@ class TrainWidget(Container):
             learning_rate=float(self._lr.value),
             device=self._device.value,
             seed=int(self._seed.value),
-            mask_background=bool(self._mask_background.value),
+            background_mask=({"ssn": "covariance"}.get(head, "likelihood") if self._mask_background.value else "none"),
             output_dir=output_dir,
         )
 
@@ -938,28 +938,28 @@ class TrainWidget(Container):
             errored=lambda _exc: self._set_state("idle"),
         )
 
-    def _prediction_geometry(self, result: dict[str, Any]) -> Geometry | None:
+    def _prediction_geometry(self, result: Prediction) -> Geometry | None:
         """The prediction's grid: the image's, moved to the crop, rescaled if predicted on another grid."""
         if self._geometry is None:
             return None
         region = (
             tuple(s.stop - s.start for s in self._crop) if self._crop is not None else self._image_shape
         )
-        return prediction_geometry(self._geometry, region, result["labels"].shape, self._crop_start)
+        return prediction_geometry(self._geometry, region, result.labels.shape, self._crop_start)
 
-    def _show_prediction(self, result: dict[str, Any]) -> None:
+    def _show_prediction(self, result: Prediction) -> None:
         """Add the prediction layers one per event-loop turn (each napari layer costs ~0.1 s to add)."""
         from qtpy.QtCore import QTimer
 
         self.prediction = result
         geometry = self._prediction_geometry(result)
-        meta = {"class_names": result["class_names"], "checkpoint": self.checkpoint_path}
+        meta = {"class_names": result.class_names, "checkpoint": self.checkpoint_path}
         if self._crop_start is not None:
             meta["crop_start"] = list(self._crop_start)
         placed = {"geometry": geometry, "case": self._case}
         pending = [
             dict(
-                data=result["labels"],
+                data=result.labels,
                 name="prediction labels",
                 layer_type="labels",
                 opacity=0.6,
@@ -967,7 +967,7 @@ class TrainWidget(Container):
                 **placed,
             ),
             dict(
-                data=result["entropy"],
+                data=result.entropy,
                 name="prediction entropy",
                 layer_type="image",
                 colormap="magma",
@@ -977,7 +977,7 @@ class TrainWidget(Container):
                 **placed,
             ),
             dict(
-                data=result["probabilities"],
+                data=result.probabilities,
                 name="prediction probabilities",
                 layer_type="image",
                 colormap="viridis",

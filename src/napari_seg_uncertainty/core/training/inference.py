@@ -1,0 +1,485 @@
+"""Running a trained model: loading a checkpoint, class probabilities and the SSN distribution.
+
+:func:`predict` averages ensemble members, Monte-Carlo dropout passes and SSN logit samples into a
+:class:`Prediction`; :func:`predict_ssn_distribution` returns the low-rank logit distribution of an
+SSN model as a :class:`~napari_seg_uncertainty.core.ssn.LowRankLogits`. Both run MONAI sliding-window
+inference, slice by slice for a 2-D model on a volume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .._numeric import entropy_nats, label_dtype
+from .._validation import check_int, check_seed
+from ..checkpoint import load_checkpoint
+from ..losses import mask_covariance, sample_low_rank_logits
+from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build_model, mc_dropout
+from .config import TrainConfig
+from .data import as_image, background_mask
+from .device import resolve_device
+
+if TYPE_CHECKING:
+    from ..ssn import LowRankLogits
+
+__all__ = ["Prediction", "TrainedModel", "load_trained_model", "predict", "predict_ssn_distribution"]
+
+@dataclass
+class TrainedModel:
+    """A trained model with everything needed to run it on new images.
+
+    Attributes
+    ----------
+    model : SegmentationEnsemble
+        The network(s), in eval mode.
+    config : TrainConfig
+        The training settings.
+    class_names : list of str
+    spacing : tuple of float or None
+    info : dict
+        ``spatial_dims``, ``in_channels``, ``num_classes``, ``patch_size``, ``normalization``.
+    device : torch.device
+    checkpoint : str or None
+        The file it came from.
+    """
+
+    model: SegmentationEnsemble
+    config: TrainConfig
+    class_names: list[str]
+    spacing: tuple[float, ...] | None
+    info: dict[str, Any]
+    device: torch.device
+    checkpoint: str | None = None
+
+
+def build_network(config: TrainConfig, info: dict[str, Any], *, seed: int | None) -> SegmentationEnsemble:
+    """The network(s) that ``config`` and the data ``info`` (as stored in a checkpoint) describe.
+
+    ``seed`` seeds the weight initialization (``None``: the global torch RNG).
+    """
+    return build_model(
+        spatial_dims=info["spatial_dims"],
+        in_channels=info["in_channels"],
+        num_classes=info["num_classes"],
+        head=config.head,
+        ensemble_size=config.ensemble_size,
+        channels=config.channels,
+        strides=config.strides,
+        num_res_units=config.num_res_units,
+        dropout=config.dropout,
+        ssn_rank=config.ssn_rank,
+        ssn_eps=config.ssn_eps,
+        seed=seed,
+    )
+
+
+def load_trained_model(checkpoint: str | os.PathLike | TrainedModel, *, device: str = "cpu") -> TrainedModel:
+    """Rebuild the model stored in a checkpoint (``weights_only`` loading).
+
+    Parameters
+    ----------
+    checkpoint : str, path-like or TrainedModel
+        A ``last.pt`` / ``best.pt`` written by :func:`train` (a ``TrainedModel`` is returned as is).
+    device : str
+        Device to put the model on (``"auto"`` allowed).
+
+    Returns
+    -------
+    TrainedModel
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from napari_seg_uncertainty.core.training import TrainConfig, train
+    >>> raters = np.zeros((2, 16, 16), dtype=int); raters[:, 4:12, 4:12] = 1
+    >>> cfg = TrainConfig(target="random_rater", channels=(4, 8), strides=(2,), epochs=1, steps_per_epoch=1,
+    ...                   batch_size=1, val_fraction=0.0, device="cpu", output_dir=tempfile.mkdtemp())
+    >>> *_, last = train(cfg, (np.ones((16, 16)), raters))
+    >>> load_trained_model(last.checkpoint).class_names
+    ['background', 'class 1']
+    """
+    if isinstance(checkpoint, TrainedModel):
+        return checkpoint
+    state = load_checkpoint(checkpoint)
+    config = TrainConfig.from_dict(state["config"])
+    info = state["model"]
+    dev = resolve_device(device)
+    model = build_network(config, info, seed=None)
+    model.load_state_dict(state["state_dict"])
+    model.to(dev).eval()
+    spacing = None if state.get("spacing") is None else tuple(float(s) for s in state["spacing"])
+    return TrainedModel(
+        model=model,
+        config=config,
+        class_names=list(state["class_names"]),
+        spacing=spacing,
+        info=info,
+        device=dev,
+        checkpoint=str(checkpoint),
+    )
+
+
+
+
+def _prediction_image(trained: TrainedModel, image: Any) -> np.ndarray:
+    """The image as the model's ``(in_channels, *S)`` float32 input (not yet normalized)."""
+    arr = as_image(image, name="image")
+    spatial_dims = trained.info["spatial_dims"]
+    in_channels = trained.info["in_channels"]
+    if in_channels == 1 and arr.ndim in (2, 3) and arr.ndim >= spatial_dims:
+        arr = arr[None]
+    if arr.shape[0] != in_channels or arr.ndim - 1 not in (spatial_dims, 3):
+        raise ValueError(
+            f"image must be (*spatial) or ({in_channels}, *spatial) with {spatial_dims}-D (or 3-D for slice "
+            f"models) spatial axes for this model, got shape {arr.shape}."
+        )
+    return arr
+
+
+def _covariance_mask(trained: TrainedModel, image: np.ndarray) -> np.ndarray | None:
+    """The SSN sampling mask ``(*S)`` of a model trained with ``background_mask="covariance"``, else None."""
+    if trained.config.head != "ssn" or trained.config.background_mask != "covariance":
+        return None
+    return background_mask(image)
+
+
+def _batch_mask(mask: np.ndarray | None, sliced: bool, device: torch.device) -> torch.Tensor | None:
+    """A ``(*S)`` mask in the network's batch layout: ``(1, *S)``, or ``(Z, Y, X)`` for slices."""
+    return None if mask is None else torch.from_numpy(mask if sliced else mask[None]).to(device)
+
+
+def _masked(parts: SSNParameters, mask: torch.Tensor | None, *, eps: float) -> SSNParameters:
+    """``parts`` with the covariance zeroed where ``mask`` (batch layout) is False; as is without a mask."""
+    if mask is None:
+        return parts
+    factor, diag = mask_covariance(parts.cov_factor, parts.cov_diag, mask, eps=eps)
+    return dataclasses.replace(parts, cov_factor=factor, cov_diag=diag)
+
+
+def _on_device(trained: TrainedModel, device: str | None) -> TrainedModel:
+    if device is not None:
+        trained.device = resolve_device(device)
+        trained.model.to(trained.device)
+    return trained
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict` returns for one image.
+
+    Attributes
+    ----------
+    probabilities : numpy.ndarray
+        float32 ``(C, *S)`` class probabilities, averaged over ensemble members, Monte-Carlo dropout
+        passes and SSN logit samples; they sum to 1 over ``C``.
+    labels : numpy.ndarray
+        ``(*S)`` argmax of ``probabilities``, in the smallest unsigned dtype that holds ``C - 1``.
+    entropy : numpy.ndarray
+        float32 ``(*S)`` entropy of ``probabilities`` divided by ``log C``, in ``[0, 1]``.
+    class_names : list of str
+        One name per class, from the training data.
+    spacing : tuple of float or None
+        Voxel spacing of the training data.
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    entropy: np.ndarray
+    class_names: list[str]
+    spacing: tuple[float, ...] | None
+
+
+def predict(
+    checkpoint: str | os.PathLike | TrainedModel,
+    image: Any,
+    *,
+    num_samples: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> Prediction:
+    """Run a trained model on an image: probabilities, argmax labels and normalized entropy.
+
+    Parameters
+    ----------
+    checkpoint : str, path-like or TrainedModel
+        The trained model.
+    image : array_like
+        ``(*S)`` or ``(in_channels, *S)``; a 2-D model runs slice by slice on a volume.
+    num_samples : int, optional
+        SSN: logit samples averaged (0 = softmax of the mean); MC dropout: stochastic passes
+        averaged (0 = dropout off). Default ``config.predict_samples``. Ensembles always average
+        their members.
+    device : str, optional
+        Default: the model's device.
+    seed : int
+        Seed of SSN / dropout sampling.
+
+    Returns
+    -------
+    Prediction
+        ``probabilities``, ``labels``, ``entropy``, ``class_names`` and ``spacing``.
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020 (the SSN sample mean, appendix eq. 9).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from napari_seg_uncertainty.core.training import TrainConfig, train
+    >>> raters = np.zeros((2, 16, 16), dtype=int); raters[:, 4:12, 4:12] = 1
+    >>> cfg = TrainConfig(target="random_rater", channels=(4, 8), strides=(2,), epochs=1, steps_per_epoch=1,
+    ...                   batch_size=1, val_fraction=0.0, device="cpu", output_dir=tempfile.mkdtemp())
+    >>> *_, last = train(cfg, (np.ones((16, 16)), raters))
+    >>> out = predict(last.checkpoint, np.ones((16, 16)))
+    >>> out.probabilities.shape, out.labels.shape
+    ((2, 16, 16), (16, 16))
+    """
+    trained = _on_device(load_trained_model(checkpoint), device)
+    if num_samples is None:
+        num_samples = trained.config.predict_samples
+    num_samples = check_int(num_samples, name="num_samples", minimum=0)
+    seed = check_seed(seed)
+    arr = _prediction_image(trained, image)
+    generator = torch.Generator(device=trained.device).manual_seed(seed)
+    fork = torch.random.fork_rng(devices=[]) if trained.device.type == "cpu" else contextlib.nullcontext()
+    with fork:
+        torch.manual_seed(seed)
+        probs = ensemble_probabilities(
+            trained.model,
+            normalize_image(arr, trained.info["normalization"]),
+            trained.info,
+            trained.device,
+            trained.config,
+            num_samples=num_samples,
+            generator=generator,
+            covariance_mask=_covariance_mask(trained, arr),
+        )
+    probs = probs.numpy().astype(np.float32)
+    num_classes = probs.shape[0]
+    entropy = entropy_nats(probs, axis=0) / np.log(num_classes)
+    return Prediction(
+        probabilities=probs,
+        labels=probs.argmax(axis=0).astype(label_dtype(num_classes)),
+        entropy=entropy.astype(np.float32),
+        class_names=list(trained.class_names),
+        spacing=trained.spacing,
+    )
+
+
+@torch.no_grad()
+def predict_ssn_distribution(
+    checkpoint: str | os.PathLike | TrainedModel,
+    image: Any,
+    *,
+    member: int = 0,
+    device: str | None = None,
+) -> LowRankLogits:
+    """The low-rank logit distribution an SSN model predicts for an image.
+
+    Parameters
+    ----------
+    checkpoint : str, path-like or TrainedModel
+        A model trained with ``head="ssn"``.
+    image : array_like
+        ``(*S)`` or ``(in_channels, *S)``.
+    member : int
+        Which ensemble member (0 for a single model).
+    device : str, optional
+        Default: the model's device.
+
+    Returns
+    -------
+    LowRankLogits
+        ``mean (C, *S)``, ``cov_factor (K, C, *S)`` and ``cov_diag (C, *S)`` (``exp(log_diag) + ε``)
+        stitched from sliding windows, with the checkpoint's ``class_names`` and ``spacing``. A 2-D
+        model on a volume predicts every plane separately, so the planes draw independent low-rank
+        noise (``independent_planes=True``). A model trained with ``background_mask="covariance"``
+        has its covariance zeroed where the image is 0 in every channel (factor 0, diagonal ``ε``).
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from napari_seg_uncertainty.core.training import TrainConfig, train
+    >>> raters = np.zeros((2, 16, 16), dtype=int); raters[:, 4:12, 4:12] = 1
+    >>> cfg = TrainConfig(head="ssn", loss="ssn", ssn_rank=3, ssn_samples=4, target="random_rater",
+    ...                   channels=(4, 8), strides=(2,), epochs=1, steps_per_epoch=1, batch_size=1,
+    ...                   val_fraction=0.0, device="cpu", output_dir=tempfile.mkdtemp())
+    >>> *_, last = train(cfg, (np.ones((16, 16)), raters))
+    >>> dist = predict_ssn_distribution(last.checkpoint, np.ones((16, 16)))
+    >>> dist.mean.shape, dist.cov_factor.shape, dist.cov_diag.shape, dist.independent_planes
+    ((2, 16, 16), (3, 2, 16, 16), (2, 16, 16), False)
+    """
+    from ..ssn import LowRankLogits
+
+    trained = load_trained_model(checkpoint)
+    if trained.config.head != "ssn":
+        raise ValueError(
+            f"checkpoint was trained with head={trained.config.head!r}; an SSN distribution "
+            "needs a model trained with head='ssn'."
+        )
+    member = check_int(member, name="member", minimum=0)
+    if member >= trained.model.size:
+        raise ValueError(f"member must be below the ensemble size {trained.model.size}, got {member}.")
+    trained = _on_device(trained, device)
+    arr = _prediction_image(trained, image)
+    normed = normalize_image(arr, trained.info["normalization"])
+    net = trained.model.members[member]
+    net.eval()
+    _, sliced = _spatial_batches(normed, net.spatial_dims)
+    pieces = [
+        raw for _, raw in _predict_raw_chunks(net, normed, trained.info, trained.device, trained.config)
+    ]
+    parts = net.ssn_parameters(torch.cat(pieces, dim=0))  # batch b: 1, or Z planes of a volume
+    parts = _masked(parts, _batch_mask(_covariance_mask(trained, arr), sliced, parts.mean.device), eps=net.ssn_eps)
+    if sliced:  # (Z, C, Y, X) → (C, Z, Y, X); factor (Z, K, C, Y, X) → (K, C, Z, Y, X)
+        mean = parts.mean.movedim(0, 1)
+        diag = parts.cov_diag.movedim(0, 1)
+        factor = parts.cov_factor.permute(1, 2, 0, 3, 4)
+    else:
+        mean, diag, factor = parts.mean[0], parts.cov_diag[0], parts.cov_factor[0]
+    return LowRankLogits(
+        mean=mean.cpu().numpy().astype(np.float32),
+        cov_factor=factor.cpu().numpy().astype(np.float32),
+        cov_diag=diag.cpu().numpy().astype(np.float32),
+        class_names=list(trained.class_names),
+        spacing=trained.spacing,
+        independent_planes=sliced,
+    )
+
+
+def normalize_image(image: np.ndarray, normalization: dict[str, list[float]]) -> np.ndarray:
+    mean = np.asarray(normalization["mean"], dtype=np.float32)
+    std = np.asarray(normalization["std"], dtype=np.float32)
+    shape = (-1, *[1] * (image.ndim - 1))
+    return (image - mean.reshape(shape)) / std.reshape(shape)
+
+
+def _sliding_raw(
+    net: SegmentationNet, image: torch.Tensor, *, roi_size: Sequence[int], overlap: float, sw_batch_size: int
+) -> torch.Tensor:
+    """Raw network output for a normalized ``(B, Cin, *S)`` batch via MONAI sliding windows."""
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(
+        image,
+        roi_size=list(roi_size),
+        sw_batch_size=sw_batch_size,
+        predictor=net,
+        overlap=overlap,
+        mode="gaussian",
+    )
+
+
+def _spatial_batches(image: np.ndarray, spatial_dims: int) -> tuple[np.ndarray, bool]:
+    """``(Cin, *S)`` → a network batch: ``(1, Cin, *S)``, or ``(Z, Cin, Y, X)`` for a 2-D net on a volume."""
+    if image.ndim - 1 == spatial_dims:
+        return image[None], False
+    return np.moveaxis(image, 1, 0), True
+
+
+@torch.no_grad()
+def _predict_raw_chunks(
+    net: SegmentationNet, image: np.ndarray, info: dict[str, Any], device: torch.device, config: TrainConfig
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(index, raw)`` pieces of the network output on a normalized ``(Cin, *S)`` image."""
+    batch, sliced = _spatial_batches(image, net.spatial_dims)
+    step = 8 if sliced else 1
+    for start in range(0, batch.shape[0], step):
+        chunk = torch.from_numpy(np.ascontiguousarray(batch[start : start + step])).to(device)
+        raw = _sliding_raw(
+            net,
+            chunk,
+            roi_size=info["patch_size"],
+            overlap=config.sw_overlap,
+            sw_batch_size=config.sw_batch_size,
+        )
+        yield slice(start, start + step), raw.float()
+
+
+def _assemble(pieces: list[torch.Tensor], sliced: bool) -> torch.Tensor:
+    """Join per-chunk ``(b, K, *s)`` outputs into ``(K, *S)`` (slices go back along Z)."""
+    joined = torch.cat(pieces, dim=0)
+    return joined.movedim(0, 1) if sliced else joined[0]
+
+
+
+
+def ensemble_probabilities(
+    model: SegmentationEnsemble,
+    normed: np.ndarray,
+    info: dict[str, Any],
+    device: torch.device,
+    config: TrainConfig,
+    *,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    covariance_mask: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Mean class probabilities ``(C, *S)`` over ensemble members, MC-dropout passes and SSN samples.
+
+    ``covariance_mask`` ``(*S)`` zeroes the SSN covariance where it is False before sampling.
+    """
+    total = None
+    count = 0
+    for net in model.members:
+        _, sliced = _spatial_batches(normed, net.spatial_dims)
+        masks = _batch_mask(covariance_mask, sliced, device)
+        passes = num_samples if (net.dropout > 0 and num_samples > 0 and net.head != "ssn") else 1
+        context = mc_dropout(net) if passes > 1 else contextlib.nullcontext()
+        with context:
+            for _ in range(passes):
+                pieces = []
+                for index, raw in _predict_raw_chunks(net, normed, info, device, config):
+                    if net.head == "ssn" and num_samples > 0:
+                        mask = None if masks is None else masks[index]
+                        pieces.append(_ssn_sample_mean(net, raw, num_samples, generator, mask))
+                    else:
+                        pieces.append(net.probabilities(raw))
+                probs = _assemble(pieces, sliced)
+                total = probs if total is None else total + probs
+                count += 1
+    return (total / count).cpu()
+
+
+def _ssn_sample_mean(
+    net: SegmentationNet,
+    raw: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean softmax over ``num_samples`` logit samples of an SSN output (SSN appendix, eq. 9)."""
+    parts = _masked(net.ssn_parameters(raw), mask, eps=net.ssn_eps)
+    total = torch.zeros_like(parts.mean)
+    chunk = 4
+    drawn = 0
+    while drawn < num_samples:
+        m = min(chunk, num_samples - drawn)
+        samples = sample_low_rank_logits(
+            parts.mean,
+            parts.cov_factor,
+            parts.cov_diag,
+            num_samples=m,
+            antithetic=False,
+            generator=generator,
+        )
+        total += torch.softmax(samples, dim=2).sum(0)
+        drawn += m
+    return total / num_samples
+
+
