@@ -15,7 +15,7 @@ from napari_seg_uncertainty.core.ssn import (
     save_distribution,
     synthetic_distribution,
 )
-from napari_seg_uncertainty.core.ssn import distribution as distribution_module
+from napari_seg_uncertainty.core.ssn import _parameters as parameter_checks
 
 
 def _parameters(num_classes=3, spatial=(4, 5, 6), rank=2, seed=0):
@@ -72,7 +72,7 @@ def test_replace_validates_new_values_and_keeps_checked_arrays(monkeypatch):
     def no_check(*args, **kwargs):
         raise AssertionError("a stored array was checked again")
 
-    monkeypatch.setattr(distribution_module, "as_float_tensor", no_check)
+    monkeypatch.setattr(parameter_checks, "as_float_tensor", no_check)
     changed = dataclasses.replace(dist, temperature=2.0, class_names=("a", "b", "c"))
     assert changed.mean is dist.mean and changed.cov_factor is dist.cov_factor and changed.cov_diag is dist.cov_diag
     assert dist.temperature == 1.0 and changed.temperature == 2.0

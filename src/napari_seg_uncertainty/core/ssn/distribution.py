@@ -20,7 +20,6 @@ References
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -31,7 +30,6 @@ import torch
 from .._memory import array_bytes, check_allocation
 from .._numeric import label_dtype
 from .._validation import (
-    as_float_tensor,
     check_flag,
     check_index,
     check_num_classes,
@@ -41,124 +39,10 @@ from .._validation import (
     check_spacing,
     describe,
 )
+from . import _parameters
 from .sampling import NoiseModel, argmax_into, labels_from_noise, scaled_logits
 
 __all__ = ["LowRankLogits"]
-
-
-# ---------------------------------------------------------------------------------------- checked arrays
-class _CheckedArrays:
-    """The read-only arrays this module has validated, with the square root of those that are variances.
-
-    :func:`dataclasses.replace` runs the whole ``__post_init__`` again; a slider move must not
-    re-check (and re-take the square root of) a volume's factor, so arrays this module stored
-    are recognised by identity (held weakly) and passed through.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray | None]] = {}
-
-    def get(self, array: Any) -> tuple[bool, np.ndarray | None]:
-        """``(known, sqrt)``: whether ``array`` was validated, and its square root if it is a variance map."""
-        entry = self._entries.get(id(array))
-        if entry is None or entry[0]() is not array:
-            return False, None
-        return True, entry[1]
-
-    def add(self, array: np.ndarray, sqrt: np.ndarray | None = None) -> np.ndarray:
-        key = id(array)
-        if sqrt is None:
-            sqrt = self.get(array)[1]
-        self._entries[key] = (weakref.ref(array, lambda _, key=key: self._entries.pop(key, None)), sqrt)
-        return array
-
-
-_CHECKED = _CheckedArrays()
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _checked_array(value: Any, *, name: str, non_negative: bool = False) -> np.ndarray:
-    """``value`` as a finite float32 read-only array (no copy for float32 input), checked once."""
-    known, sqrt = _CHECKED.get(value)
-    if known and (sqrt is not None or not non_negative):
-        return value
-    array = np.ascontiguousarray(as_float_tensor(value, name=name, non_negative=non_negative).numpy())
-    return _CHECKED.add(_read_only(array))
-
-
-def _stacked_factor(value: Any, mean: np.ndarray) -> np.ndarray | None:
-    """``cov_factor`` as a read-only ``(K, C, *S)`` array: a view of the given one in either layout."""
-    if value is None:
-        return None
-    num_classes, *spatial = mean.shape
-    size = mean.size
-    known, _ = _CHECKED.get(value)
-    array = value if known else as_float_tensor(value, name="cov_factor").numpy()
-    if array.ndim == 2 and array.shape[0] == size:  # torch's layout: rows ordered as mean.reshape(-1)
-        stacked = np.moveaxis(np.ascontiguousarray(array).reshape(num_classes, *spatial, -1), -1, 0)
-    elif array.ndim == mean.ndim + 1 and tuple(array.shape[1:]) == mean.shape:
-        stacked = array if known else np.ascontiguousarray(array)
-    else:
-        raise ValueError(
-            f"cov_factor must be shaped {(size, 'K')} (flattened, as torch's LowRankMultivariateNormal) "
-            f"or {('K', num_classes, *spatial)} for a mean of shape {mean.shape}, got {describe(value)}."
-        )
-    if stacked.shape[0] < 1:
-        raise ValueError(f"cov_factor has rank 0 (shape {array.shape}); pass None for rank 0.")
-    return stacked if stacked is value else _CHECKED.add(_read_only(stacked))
-
-
-def _variances(value: Any, mean: np.ndarray) -> np.ndarray:
-    """``cov_diag`` as a read-only ``(C, *S)`` array of variances (its square root remembered)."""
-    array = _checked_array(value, name="cov_diag", non_negative=True)
-    if array.shape == (mean.size,):
-        array = _read_only(array.reshape(mean.shape))
-    elif array.shape != mean.shape:
-        raise ValueError(
-            f"cov_diag must be shaped {mean.shape} or ({mean.size},) for a mean of shape {mean.shape}, "
-            f"got {describe(value)}."
-        )
-    known, sqrt = _CHECKED.get(array)
-    if not known or sqrt is None:
-        _CHECKED.add(array, np.sqrt(array))
-    return array
-
-
-def _class_scales(value: Any, num_classes: int) -> tuple[float, ...]:
-    if value is None:
-        return (1.0,) * num_classes
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise TypeError(f"class_scales must be a sequence of numbers, got {describe(value)}.")
-    if len(value) != num_classes:
-        raise ValueError(f"class_scales must have one entry per class ({num_classes}), got {len(value)}.")
-    return tuple(check_real(w, name=f"class_scales[{i}]") for i, w in enumerate(value))
-
-
-def _class_names(value: Any, num_classes: int) -> tuple[str, ...]:
-    if value is None:
-        return tuple(f"class {c}" for c in range(num_classes))
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise TypeError(f"class_names must be a sequence of strings, got {describe(value)}.")
-    names = tuple(value)
-    if len(names) != num_classes or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"class_names must be {num_classes} strings (one per class), got {describe(value)}.")
-    return names
-
-
-def _crop_slice(value: Any, size: int, axis: int) -> slice:
-    if not isinstance(value, slice):
-        raise TypeError(f"region[{axis}] must be a slice, got {describe(value)}.")
-    start, stop, step = value.indices(size)
-    if step != 1 or stop <= start:
-        raise ValueError(
-            f"region[{axis}] must select a non-empty contiguous range of 0..{size - 1} (step 1), got {value}."
-        )
-    return slice(start, stop)
 
 
 # ---------------------------------------------------------------------------------------- the distribution
@@ -233,7 +117,7 @@ class LowRankLogits:
     _noise: NoiseModel = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        mean = _checked_array(self.mean, name="mean")
+        mean = _parameters.checked_array(self.mean, name="mean")
         if mean.ndim not in (3, 4):
             raise ValueError(
                 f"mean must be a logit map shaped (C, Y, X) or (C, Z, Y, X), got {describe(self.mean)}."
@@ -241,19 +125,19 @@ class LowRankLogits:
         num_classes = check_num_classes(mean.shape[0], name="mean.shape[0] (number of classes)", minimum=2)
         if min(mean.shape[1:]) < 1:
             raise ValueError(f"mean has an empty spatial axis (shape {mean.shape}).")
-        factor = _stacked_factor(self.cov_factor, mean)
-        diag = _variances(self.cov_diag, mean)
+        factor = _parameters.stacked_factor(self.cov_factor, mean)
+        diag = _parameters.variances(self.cov_diag, mean)
         planes = check_flag(self.independent_planes, name="independent_planes") and mean.ndim == 4
         values = {
             "mean": mean,
             "cov_factor": factor,
             "cov_diag": diag,
-            "class_scales": _class_scales(self.class_scales, num_classes),
+            "class_scales": _parameters.class_scales(self.class_scales, num_classes),
             "temperature": check_positive(self.temperature, name="temperature", allow_zero=True),
-            "class_names": _class_names(self.class_names, num_classes),
+            "class_names": _parameters.class_names(self.class_names, num_classes),
             "spacing": check_spacing(self.spacing, mean.ndim - 1),
             "independent_planes": planes,
-            "_noise": NoiseModel(factor, _CHECKED.get(diag)[1], planes),
+            "_noise": NoiseModel(factor, _parameters.CHECKED.get(diag)[1], planes),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -295,7 +179,7 @@ class LowRankLogits:
         if np.all(scales == 1.0):
             return self.cov_factor
         factors = scales.astype(np.float32).reshape((1, -1) + (1,) * self.spatial_ndim)
-        return _read_only(self.cov_factor * factors)
+        return _parameters.read_only(self.cov_factor * factors)
 
     def effective_cov_diag(self) -> np.ndarray:
         """Diagonal of the covariance with the scales and the temperature applied, shape ``(C, *S)``."""
@@ -404,12 +288,14 @@ class LowRankLogits:
                 f"region must be {self.spatial_ndim} slices (one per spatial axis), got {describe(region)}."
             )
         box = (slice(None),) + tuple(
-            _crop_slice(value, size, axis) for axis, (value, size) in enumerate(zip(region, self.spatial_shape))
+            _parameters.crop_slice(value, size, axis)
+            for axis, (value, size) in enumerate(zip(region, self.spatial_shape, strict=True))
         )
         # views of checked arrays are checked too: registered so that the new object does not copy them
-        factor = None if self.cov_factor is None else _CHECKED.add(self.cov_factor[(slice(None), *box)])
-        mean = _CHECKED.add(self.mean[box])
-        diag = _CHECKED.add(self.cov_diag[box], self._noise.diag_std[box])
+        checked = _parameters.CHECKED
+        factor = None if self.cov_factor is None else checked.add(self.cov_factor[(slice(None), *box)])
+        mean = checked.add(self.mean[box])
+        diag = checked.add(self.cov_diag[box], self._noise.diag_std[box])
         return dataclasses.replace(self, mean=mean, cov_factor=factor, cov_diag=diag)
 
     # ------------------------------------------------------------------ sampling
