@@ -29,13 +29,13 @@ def _random_parameters(num_classes, spatial, rank, seed):
 
 
 def _flat_factor(factor):
-    """(R, C, *S) -> (C*prod(S), R), rows in the order of mean.reshape(-1)."""
+    """(K, C, *S) -> (C*prod(S), K), rows in the order of mean.reshape(-1)."""
     return np.ascontiguousarray(factor.reshape(factor.shape[0], -1).T)
 
 
 def _dense_covariance(factor, diag, noise_scales):
     """Sigma = (W P)(W P)^T + W^2 D with W the per-element noise scale, built from the raw arrays."""
-    flat = factor.reshape(factor.shape[0], -1).T.astype(np.float64)  # (n, R)
+    flat = factor.reshape(factor.shape[0], -1).T.astype(np.float64)  # (n, K)
     per_element = np.repeat(np.asarray(noise_scales, np.float64), diag[0].size)
     scaled = flat * per_element[:, None]
     return scaled @ scaled.T + np.diag(diag.reshape(-1).astype(np.float64) * per_element**2)

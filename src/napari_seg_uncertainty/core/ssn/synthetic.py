@@ -25,6 +25,21 @@ def _smooth_fields(count: int, shape: tuple[int, ...], generator: torch.Generato
     return fields / std.reshape((count,) + (1,) * len(shape))
 
 
+def _nested_shells(radius: torch.Tensor, outer: float, num_classes: int) -> torch.Tensor:
+    """Mean logits ``(C, *S)``: class 0 outside ``outer``, classes ``1 .. C-1`` in shells towards the centre."""
+    # Class k (k >= 1) occupies outer*(1 - k/C') <= radius < outer*(1 - (k-1)/C'), C' = C - 1 shells.
+    edges = [outer * (1.0 - k / (num_classes - 1)) for k in range(num_classes)]  # edges[0] = outer
+    steepness = 8.0 / max(outer / (num_classes - 1), 1.0)  # about 8 logits across one shell
+    mean = torch.empty((num_classes, *radius.shape), dtype=torch.float32)
+    for k in range(num_classes):
+        upper = float("inf") if k == 0 else edges[k - 1]
+        lower = edges[0] if k == 0 else edges[k]
+        below = (lower - radius).clamp_min(0)
+        above = (radius - upper).clamp_min(0)
+        mean[k] = -steepness * (below + above)
+    return mean
+
+
 def synthetic_distribution(
     shape: Sequence[int],
     num_classes: int,
@@ -102,17 +117,7 @@ def synthetic_distribution(
     radius = torch.sqrt(sum(g**2 for g in grids))
     radius = radius * (1.0 + 0.12 * _smooth_fields(1, spatial, generator)[0])
     outer = 0.38 * min(spatial)
-    # Class k (k >= 1) occupies outer*(1 - k/C') <= radius < outer*(1 - (k-1)/C'), C' = C - 1 shells.
-    edges = [outer * (1.0 - k / (num_classes - 1)) for k in range(num_classes)]  # edges[0] = outer
-    steepness = 8.0 / max(outer / (num_classes - 1), 1.0)  # about 8 logits across one shell
-    mean = torch.empty((num_classes, *spatial), dtype=torch.float32)
-    for k in range(num_classes):
-        upper = float("inf") if k == 0 else edges[k - 1]
-        lower = edges[0] if k == 0 else edges[k]
-        below = (lower - radius).clamp_min(0)
-        above = (radius - upper).clamp_min(0)
-        mean[k] = -steepness * (below + above)
-
+    mean = _nested_shells(radius, outer, num_classes)
     envelope = torch.exp(-((radius / (1.4 * outer)) ** 2))
     factor = torch.empty((rank, num_classes, *spatial), dtype=torch.float32)
     amplitude = 3.0 / np.sqrt(rank)
