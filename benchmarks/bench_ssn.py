@@ -117,7 +117,7 @@ def _bench_3d_stacked(
     times = [
         _time_ms(lambda z=z, i=i: dist.slice(int(z), seed=4, sample_index=i)) for i, z in enumerate(planes)
     ]
-    _report(f"3-D slice, (R, C, *S) factor, logits ({size})", times, None, 16.0)
+    _report(f"3-D slice, (K, C, *S) factor, logits ({size})", times, None, 16.0)
 
 
 def bench_3d_slice(shape: tuple[int, int, int], num_classes: int, rank: int, repeats: int) -> None:

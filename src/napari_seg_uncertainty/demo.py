@@ -766,8 +766,7 @@ def _training_step(
 
 def _ssn_step(run: _Run, checkpoint: str) -> tuple[dict[str, Any], Any]:
     """Step 4: the SSN's distribution, samples with changed class scales and temperature, GED²."""
-    from .core.ssn import LowRankLogits, save_distribution
-    from .core.ssn_metrics import generalised_energy_distance, sample_diversity
+    from .core.ssn import LowRankLogits, generalized_energy_distance, sample_diversity, save_distribution
     from .core.training import predict_ssn_distribution
 
     raters, names, num_classes = run.raters, run.raters.class_names, run.raters.num_classes
@@ -797,7 +796,7 @@ def _ssn_step(run: _Run, checkpoint: str) -> tuple[dict[str, Any], Any]:
             "title": title,
             "class_scales": scales,
             "temperature": temperature,
-            "ged2": generalised_energy_distance(samples, raters.labels, num_classes=num_classes),
+            "ged2": generalized_energy_distance(samples, raters.labels, num_classes=num_classes),
             "sample_diversity": sample_diversity(samples, num_classes=num_classes),
         }
     run.figure_file("ssn/samples.png", _samples_figure(figure_rows, raters))

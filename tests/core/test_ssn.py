@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_seg_uncertainty.core import ssn as ssn_module
 from napari_seg_uncertainty.core.ssn import (
     LowRankLogits,
     SampleLabelStack,
@@ -17,6 +16,8 @@ from napari_seg_uncertainty.core.ssn import (
     save_distribution,
     synthetic_distribution,
 )
+from napari_seg_uncertainty.core.ssn import sampling as ssn_sampling
+from napari_seg_uncertainty.core.ssn.sampling import NoiseModel
 
 
 def _random_parameters(num_classes, spatial, rank, seed):
@@ -28,13 +29,13 @@ def _random_parameters(num_classes, spatial, rank, seed):
 
 
 def _flat_factor(factor):
-    """(R, C, *S) -> (C*prod(S), R), rows in the order of mean.reshape(-1)."""
+    """(K, C, *S) -> (C*prod(S), K), rows in the order of mean.reshape(-1)."""
     return np.ascontiguousarray(factor.reshape(factor.shape[0], -1).T)
 
 
 def _dense_covariance(factor, diag, noise_scales):
     """Sigma = (W P)(W P)^T + W^2 D with W the per-element noise scale, built from the raw arrays."""
-    flat = factor.reshape(factor.shape[0], -1).T.astype(np.float64)  # (n, R)
+    flat = factor.reshape(factor.shape[0], -1).T.astype(np.float64)  # (n, K)
     per_element = np.repeat(np.asarray(noise_scales, np.float64), diag[0].size)
     scaled = flat * per_element[:, None]
     return scaled @ scaled.T + np.diag(diag.reshape(-1).astype(np.float64) * per_element**2)
@@ -101,9 +102,12 @@ def test_scaling_a_class_to_zero_removes_its_noise_only(spatial):
         np.testing.assert_array_equal(sample[1], mean[1])
     np.testing.assert_array_equal(scaled[:, [0, 2]], original[:, [0, 2]])
     # both parts of the covariance vanish for that class
-    assert not np.any(quiet.cov_factor[:, 1])
-    assert not np.any(quiet.cov_diag[1])
-    np.testing.assert_array_equal(quiet.cov_factor[:, 0], factor[:, 0])
+    assert not np.any(quiet.effective_cov_factor()[:, 1])
+    assert not np.any(quiet.effective_cov_diag()[1])
+    np.testing.assert_array_equal(quiet.effective_cov_factor()[:, 0], factor[:, 0])
+    # the fields keep the parameters as given
+    np.testing.assert_array_equal(quiet.cov_factor, factor)
+    np.testing.assert_array_equal(quiet.cov_diag, diag)
 
 
 def test_class_weight_scales_the_noise_of_that_class_linearly():
@@ -117,8 +121,8 @@ def test_class_weight_scales_the_noise_of_that_class_linearly():
     # scales compose by multiplication, with_class_scales replaces them
     assert dist.scale_class(2, 2.0).scale_class(2, -1.5).class_scales == (1.0, 1.0, -3.0)
     assert dist.scale_class(2, 2.0).with_class_scales([1, 1, 0.5]).class_scales == (1.0, 1.0, 0.5)
-    np.testing.assert_allclose(dist.scale_class(0, -2.0).cov_factor[:, 0], -2.0 * factor[:, 0], rtol=1e-6)
-    np.testing.assert_allclose(dist.scale_class(0, -2.0).cov_diag[0], 4.0 * diag[0], rtol=1e-6)
+    np.testing.assert_allclose(dist.scale_class(0, -2.0).effective_cov_factor()[:, 0], -2.0 * factor[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(dist.scale_class(0, -2.0).effective_cov_diag()[0], 4.0 * diag[0], rtol=1e-6)
 
 
 def test_temperature_scales_all_noise():
@@ -132,7 +136,8 @@ def test_temperature_scales_all_noise():
     # with_temperature replaces the temperature, it does not multiply
     assert dist.with_temperature(2.0).with_temperature(0.5).temperature == 0.5
     # manipulation shares the large arrays instead of copying them
-    assert dist.with_temperature(2.0)._factor is dist._factor
+    hot = dist.with_temperature(2.0)
+    assert hot.cov_factor is dist.cov_factor and hot.mean is dist.mean and hot.cov_diag is dist.cov_diag
 
 
 # ---------------------------------------------------------------------------------- determinism and slices
@@ -171,7 +176,7 @@ def test_slice_draws_only_one_plane_of_random_numbers(monkeypatch):
         requested.append(tensor.numel())
         return tensor
 
-    monkeypatch.setattr(ssn_module.torch, "randn", recording_randn)
+    monkeypatch.setattr(ssn_sampling.torch, "randn", recording_randn)
     tracemalloc.start()
     logits = dist.slice(17, seed=4, sample_index=2)
     _, peak = tracemalloc.get_traced_memory()
@@ -393,9 +398,9 @@ def test_stack_keeps_the_noise_of_a_whole_sample_and_redraws_exactly():
     assert stack.has_noise(1) and stack.cached_sample(1) is first
     np.testing.assert_array_equal(first, dist.sample_labels_at(1, seed=9))
     calls = []
-    original = LowRankLogits._plane_noise
+    original = NoiseModel.plane
     try:
-        LowRankLogits._plane_noise = lambda *a, **k: calls.append(1) or original(*a, **k)
+        NoiseModel.plane = lambda *a, **k: calls.append(1) or original(*a, **k)
         for scales, temperature in (([1, 2, -1, 0.5], 1.0), ([1, 0, 1, 1], 2.5), ([-3, 1, 1, 3], 0.0)):
             manipulated = dist.with_class_scales(scales).with_temperature(temperature)
             stack.set_distribution(manipulated)
@@ -405,7 +410,7 @@ def test_stack_keeps_the_noise_of_a_whole_sample_and_redraws_exactly():
             np.testing.assert_array_equal(redrawn, np.argmax(expected_logits, axis=0))
             np.testing.assert_array_equal(stack[1, 4], manipulated.slice_labels(4, seed=9, sample_index=1))
     finally:
-        LowRankLogits._plane_noise = original
+        NoiseModel.plane = original
     # sample_at / slice_labels above draw their own noise; the stack itself drew none
     assert len(calls) == 3 * (6 + 1)
     # another entry, without keeping its noise

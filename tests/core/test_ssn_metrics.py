@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from napari_seg_uncertainty.core.ssn_metrics import (
+from napari_seg_uncertainty.core.ssn import (
     dice_against_reference,
-    generalised_energy_distance,
+    generalized_energy_distance,
     pairwise_iou_distance,
     sample_diversity,
 )
@@ -72,10 +72,10 @@ def test_metrics_match_brute_force_on_random_maps():
     raters[0] = 0  # an empty annotation, as in LIDC
     expected = np.array([[_distance(a, b, 4) for b in raters] for a in samples])
     np.testing.assert_allclose(pairwise_iou_distance(samples, raters, num_classes=4), expected, atol=1e-12)
-    assert generalised_energy_distance(samples, raters, num_classes=4) == pytest.approx(
+    assert generalized_energy_distance(samples, raters, num_classes=4) == pytest.approx(
         _ged(samples, raters, 4), abs=1e-12
     )
-    assert generalised_energy_distance(
+    assert generalized_energy_distance(
         samples, raters, num_classes=4, include_self_pairs=False
     ) == pytest.approx(_ged(samples, raters, 4, distinct=True), abs=1e-12)
     assert sample_diversity(samples, num_classes=4) == pytest.approx(
@@ -89,8 +89,8 @@ def test_metrics_match_brute_force_on_random_maps():
 def test_ged_of_a_set_with_itself_is_zero_and_3d_stacks_work():
     rng = np.random.default_rng(1)
     raters = rng.integers(0, 3, size=(4, 3, 6, 5))
-    assert generalised_energy_distance(raters, raters, num_classes=3) == pytest.approx(0.0, abs=1e-12)
-    assert generalised_energy_distance(raters[:2], raters, num_classes=3) == pytest.approx(
+    assert generalized_energy_distance(raters, raters, num_classes=3) == pytest.approx(0.0, abs=1e-12)
+    assert generalized_energy_distance(raters[:2], raters, num_classes=3) == pytest.approx(
         _ged(raters[:2], raters, 3), abs=1e-12
     )
     # all-empty maps: no diversity at all
@@ -134,7 +134,7 @@ def test_properties_against_brute_force(samples, raters):
     distances = pairwise_iou_distance(samples, num_classes=3)
     assert np.all((distances >= 0) & (distances <= 1))
     np.testing.assert_allclose(np.diag(distances), 0.0)
-    ged = generalised_energy_distance(samples, raters, num_classes=3)
+    ged = generalized_energy_distance(samples, raters, num_classes=3)
     assert ged == pytest.approx(_ged(samples, raters, 3), abs=1e-12)
     assert sample_diversity(samples, num_classes=3) == pytest.approx(
         _mean_distance(samples, samples, 3), abs=1e-12
@@ -148,9 +148,9 @@ def test_invalid_inputs_raise_errors_naming_the_argument():
     with pytest.raises(ValueError, match="samples contains label 3"):
         sample_diversity(maps + 3, num_classes=3)
     with pytest.raises(ValueError, match="samples and raters must label the same grid"):
-        generalised_energy_distance(maps, np.zeros((2, 4, 5), int), num_classes=2)
+        generalized_energy_distance(maps, np.zeros((2, 4, 5), int), num_classes=2)
     with pytest.raises(ValueError, match="raters must be stacked"):
-        generalised_energy_distance(maps, np.zeros((4, 4), int), num_classes=2)
+        generalized_energy_distance(maps, np.zeros((4, 4), int), num_classes=2)
     with pytest.raises(ValueError, match="needs at least 2"):
         sample_diversity(maps[:1], num_classes=2, include_self_pairs=False)
     with pytest.raises(TypeError, match="include_self_pairs"):

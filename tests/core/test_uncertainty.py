@@ -345,11 +345,11 @@ def test_agreement_with_raters_rows():
 
 
 def test_ged_and_diversity_are_reexported_from_ssn_metrics():
-    if importlib.util.find_spec("napari_seg_uncertainty.core.ssn_metrics") is None:
+    if importlib.util.find_spec("napari_seg_uncertainty.core.ssn.metrics") is None:
         pytest.skip("core/ssn_metrics.py (SSN engineer) is not in this checkout yet")
-    from napari_seg_uncertainty.core import ssn_metrics
+    from napari_seg_uncertainty.core.ssn import metrics as ssn_metrics
 
-    assert unc.generalised_energy_distance is ssn_metrics.generalised_energy_distance
+    assert unc.generalized_energy_distance is ssn_metrics.generalized_energy_distance
     assert unc.sample_diversity is ssn_metrics.sample_diversity
     with pytest.raises(AttributeError):
         _ = unc.not_a_metric

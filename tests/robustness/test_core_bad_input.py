@@ -18,8 +18,8 @@ from napari_seg_uncertainty.core import io as nio
 from napari_seg_uncertainty.core import losses, models, phantom, ssn, training
 from napari_seg_uncertainty.core import raters as rat
 from napari_seg_uncertainty.core import soft_labels as sl
-from napari_seg_uncertainty.core import ssn_metrics as sm
 from napari_seg_uncertainty.core import uncertainty as unc
+from napari_seg_uncertainty.core.ssn import metrics as sm
 
 # --- small valid inputs; every case below breaks exactly one thing -------------------------------------
 LABELS = np.zeros((6, 7), dtype=np.int64)
@@ -325,17 +325,17 @@ CASES = [
     case(lambda: sm.pairwise_iou_distance(RATERS, num_classes=1), "num_classes", id="iou-C1"),
     case(lambda: sm.pairwise_iou_distance(RATERS, RATERS[:, :3], num_classes=3), "grid", id="iou-mismatch"),
     case(
-        lambda: sm.generalised_energy_distance(RATERS, RATERS[:, :3], num_classes=3),
+        lambda: sm.generalized_energy_distance(RATERS, RATERS[:, :3], num_classes=3),
         "grid",
         id="ged-mismatch",
     ),
     case(
-        lambda: sm.generalised_energy_distance(RATERS, RATERS, num_classes=2),
+        lambda: sm.generalized_energy_distance(RATERS, RATERS, num_classes=2),
         "samples",
         id="ged-out-of-range",
     ),
     case(
-        lambda: sm.generalised_energy_distance(RATERS, RATERS, num_classes=3, include_self_pairs=1),
+        lambda: sm.generalized_energy_distance(RATERS, RATERS, num_classes=3, include_self_pairs=1),
         "include_self_pairs",
         id="ged-flag",
     ),
@@ -626,7 +626,7 @@ def test_good_inputs_of_the_table_are_accepted():
     assert np.isfinite(cal.fit_temperature(LOGITS, LABELS))
     assert unc.entropy(PROBS).shape == LABELS.shape
     assert unc.predictive_uncertainty(MEMBERS).mean_probs.shape == PROBS.shape
-    assert np.isfinite(sm.generalised_energy_distance(RATERS, RATERS, num_classes=3))
+    assert np.isfinite(sm.generalized_energy_distance(RATERS, RATERS, num_classes=3))
     assert len(unc.agreement_with_raters(LABELS, RATERS, num_classes=3, rater_names=["a", "b", "c"])) == 8
     assert DIST3.slice_labels(2).shape == (8, 9)
     assert ssn.argmax_labels(LOGITS).shape == LABELS.shape

@@ -13,8 +13,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from napari_seg_uncertainty.core import _memory, phantom, raters, soft_labels, ssn, ssn_metrics
+from napari_seg_uncertainty.core import _memory, phantom, raters, soft_labels, ssn
 from napari_seg_uncertainty.core._memory import OutputTooLargeError, check_allocation
+from napari_seg_uncertainty.core.ssn import metrics as ssn_metrics
 
 HUGE = 10**12
 LABELS = np.zeros((16, 16), dtype=np.uint8)

@@ -147,7 +147,7 @@ def test_a_prediction_on_a_crop_is_placed_on_the_crop(case_viewer, qtbot, monkey
     reference = synthetic_distribution(crop_shape, 3, rank=2, seed=3)
 
     def fake_predict(checkpoint, data):
-        params = reference.base_parameters()
+        params = {key: getattr(reference, key) for key in ("mean", "cov_factor", "cov_diag")}
         return {"mean": params["mean"], "cov_factor": params["cov_factor"], "cov_diag": params["cov_diag"],
                 "class_names": ["bg", "x", "y"], "spacing": (9.0, 9.0, 9.0), "crop_start": crop_start}
 

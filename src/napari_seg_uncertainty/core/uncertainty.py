@@ -21,8 +21,8 @@ Dice and surface Dice
     rather than 1, so that empty slices do not inflate averages; a class present in only one map
     scores 0. Surface Dice is NaN in the same case (MONAI's convention).
 GED² and sample diversity
-    Provided by :mod:`.ssn_metrics` (SSN engineer) and re-exported here:
-    ``generalised_energy_distance(samples, raters, *, num_classes)`` and
+    Provided by :mod:`.ssn.metrics` (SSN engineer) and re-exported here:
+    ``generalized_energy_distance(samples, raters, *, num_classes)`` and
     ``sample_diversity(samples, *, num_classes)`` with ``d = 1 - mean IoU`` over foreground classes.
 """
 
@@ -59,28 +59,28 @@ __all__ = [
     "entropy",
     "entropy_agreement",
     "expected_entropy",
-    "generalised_energy_distance",  # noqa: F822 - lazy re-export from .ssn_metrics (module __getattr__)
+    "generalized_energy_distance",  # noqa: F822 - lazy re-export from .ssn.metrics (module __getattr__)
     "mutual_information",
     "predictive_uncertainty",
     "rank_cases_for_review",
     "rater_entropy",
-    "sample_diversity",  # noqa: F822 - lazy re-export from .ssn_metrics (module __getattr__)
+    "sample_diversity",  # noqa: F822 - lazy re-export from .ssn.metrics (module __getattr__)
     "segment_entropy",
     "structure_entropy",
     "surface_dice_per_class",
 ]
 
-_SSN_METRICS = ("generalised_energy_distance", "sample_diversity")
+_SSN_METRICS = ("generalized_energy_distance", "sample_diversity")
 
 
 def __getattr__(name: str) -> Any:
     """Lazily re-export GED² and sample diversity from :mod:`.ssn_metrics` (owned by the SSN module)."""
     if name in _SSN_METRICS:
         try:
-            from . import ssn_metrics
+            from .ssn import metrics as ssn_metrics
         except ImportError as exc:  # pragma: no cover - only while ssn_metrics is being written
             raise AttributeError(
-                f"{name} lives in napari_seg_uncertainty.core.ssn_metrics, which could not be imported: {exc}"
+                f"{name} lives in napari_seg_uncertainty.core.ssn.metrics, which could not be imported: {exc}"
             ) from exc
         return getattr(ssn_metrics, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

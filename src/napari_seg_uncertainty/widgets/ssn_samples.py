@@ -49,11 +49,13 @@ from ..core.geometry import Geometry
 from ..core.ssn import (
     LowRankLogits,
     SampleLabelStack,
+    dice_against_reference,
+    generalized_energy_distance,
     load_distribution,
+    sample_diversity,
     save_distribution,
     synthetic_distribution,
 )
-from ..core.ssn_metrics import dice_against_reference, generalised_energy_distance, sample_diversity
 from ._case import case_of
 from ._common import (
     logger,
@@ -1362,7 +1364,7 @@ class SSNSamplesWidget(Container):
                     maps.append(stack.sample(i, keep_noise=i == current))
                 samples = np.stack(maps)
                 return {
-                    "ged2": generalised_energy_distance(samples, raters, num_classes=num_classes),
+                    "ged2": generalized_energy_distance(samples, raters, num_classes=num_classes),
                     "sample_diversity": sample_diversity(samples, num_classes=num_classes),
                     "rater_diversity": sample_diversity(raters, num_classes=num_classes),
                     "num_samples": float(len(samples)),

@@ -11,6 +11,12 @@ The expectations are means over all ordered pairs of the two sets (the exact val
 empirical distributions, self-pairs with ``d = 0`` included); ``include_self_pairs=False`` uses
 only pairs of different members instead.  Intersections of every pair come from one matrix
 product per class, so the cost is linear in the number of pixels and needs no per-pair loop.
+
+References
+----------
+.. [1] Monteiro, M., et al. "Stochastic Segmentation Networks: Modelling Spatially Correlated
+   Aleatoric Uncertainty." NeurIPS 2020.
+.. [2] Kohl, S., et al. "A Probabilistic U-Net for Segmentation of Ambiguous Images." NeurIPS 2018.
 """
 
 from __future__ import annotations
@@ -19,22 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from ._memory import array_bytes, check_allocation
-from ._validation import as_label_array, as_rater_stack, check_num_classes, describe
+from .._memory import array_bytes, check_allocation
+from .._validation import as_label_array, as_rater_stack, check_flag, check_num_classes, describe
 
 __all__ = [
     "dice_against_reference",
-    "generalised_energy_distance",
+    "generalized_energy_distance",
     "pairwise_iou_distance",
     "sample_diversity",
 ]
 
 # Pixels per block of the indicator matrices: float32 sums of 0/1 stay exact below 2**24.
 _MAX_BLOCK_ELEMENTS = 1 << 22
-
-
-def _as_flat_stack(value: Any, *, name: str, num_classes: int) -> np.ndarray:
-    return as_rater_stack(value, name=name, num_classes=num_classes)
 
 
 def _check_same_grid(first: np.ndarray, first_name: str, second: np.ndarray, second_name: str) -> None:
@@ -103,10 +105,10 @@ def pairwise_iou_distance(first: Any, second: Any = None, *, num_classes: int) -
            [1., 0.]])
     """
     num_classes = check_num_classes(num_classes, minimum=2)
-    first_arr = _as_flat_stack(first, name="first", num_classes=num_classes)
+    first_arr = as_rater_stack(first, name="first", num_classes=num_classes)
     second_arr = None
     if second is not None:
-        second_arr = _as_flat_stack(second, name="second", num_classes=num_classes)
+        second_arr = as_rater_stack(second, name="second", num_classes=num_classes)
         _check_same_grid(first_arr, "first", second_arr, "second")
     intersections, areas_first, areas_second = _overlaps(first_arr, second_arr, num_classes)
     unions = areas_first[:, :, None] + areas_second[:, None, :] - intersections
@@ -126,16 +128,10 @@ def _mean_pairs(distances: np.ndarray, *, within: bool, include_self_pairs: bool
     return float(distances.mean())
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {describe(value)}.")
-    return bool(value)
-
-
-def generalised_energy_distance(
+def generalized_energy_distance(
     samples: Any, raters: Any, *, num_classes: int, include_self_pairs: bool = True
 ) -> float:
-    """Squared generalised energy distance between predicted samples and rater annotations.
+    """Squared generalized energy distance between predicted samples and rater annotations.
 
     ``GED² = 2 E[d(s, y)] - E[d(s, s')] - E[d(y, y')]`` with ``d = 1 - mean foreground IoU``
     (empty union of a class counts as IoU 1; eq. 8 of the SSN paper).
@@ -158,19 +154,24 @@ def generalised_energy_distance(
     float
         GED², lower is better; 0 when the two sets are equal.
 
+    References
+    ----------
+    .. [1] Monteiro, M., et al. "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty." NeurIPS 2020, eq. 8.
+
     Examples
     --------
     >>> import numpy as np
     >>> raters = np.array([[[1, 1, 0, 0]], [[0, 1, 1, 0]]])
-    >>> generalised_energy_distance(raters, raters, num_classes=2)
+    >>> generalized_energy_distance(raters, raters, num_classes=2)
     0.0
-    >>> round(generalised_energy_distance(raters[:1], raters, num_classes=2), 4)
+    >>> round(generalized_energy_distance(raters[:1], raters, num_classes=2), 4)
     0.3333
     """
     num_classes = check_num_classes(num_classes, minimum=2)
-    include_self_pairs = _check_flag(include_self_pairs, "include_self_pairs")
-    samples_arr = _as_flat_stack(samples, name="samples", num_classes=num_classes)
-    raters_arr = _as_flat_stack(raters, name="raters", num_classes=num_classes)
+    include_self_pairs = check_flag(include_self_pairs, name="include_self_pairs")
+    samples_arr = as_rater_stack(samples, name="samples", num_classes=num_classes)
+    raters_arr = as_rater_stack(raters, name="raters", num_classes=num_classes)
     _check_same_grid(samples_arr, "samples", raters_arr, "raters")
     count = samples_arr.shape[0]
     # One pass over the joint stack gives the three blocks of pairwise distances.
@@ -214,8 +215,8 @@ def sample_diversity(samples: Any, *, num_classes: int, include_self_pairs: bool
     1.0
     """
     num_classes = check_num_classes(num_classes, minimum=2)
-    include_self_pairs = _check_flag(include_self_pairs, "include_self_pairs")
-    samples_arr = _as_flat_stack(samples, name="samples", num_classes=num_classes)
+    include_self_pairs = check_flag(include_self_pairs, name="include_self_pairs")
+    samples_arr = as_rater_stack(samples, name="samples", num_classes=num_classes)
     distances = pairwise_iou_distance(samples_arr, num_classes=num_classes)
     return _mean_pairs(distances, within=True, include_self_pairs=include_self_pairs, name="samples")
 
@@ -252,7 +253,7 @@ def dice_against_reference(samples: Any, reference: Any, *, num_classes: int) ->
     samples_np = np.asarray(samples) if not hasattr(samples, "shape") else samples
     if getattr(samples_np, "ndim", None) == reference_arr.ndim:
         samples_np = samples_np[None]
-    samples_arr = _as_flat_stack(samples_np, name="samples", num_classes=num_classes)
+    samples_arr = as_rater_stack(samples_np, name="samples", num_classes=num_classes)
     if samples_arr.shape[1:] != reference_arr.shape:
         raise ValueError(
             f"samples and reference must label the same grid, got spatial shapes {samples_arr.shape[1:]} "
