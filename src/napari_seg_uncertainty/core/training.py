@@ -16,7 +16,7 @@ Data handling
 - Validation: the last ``val_fraction`` of the cases (or slices), or with a single 2-D image the
   last rows; metrics are the NLL against the raters' mean one-hot map and the mean foreground Dice
   of the prediction against the raters' majority.
-- Targets: any fused soft label from :mod:`~napari_seg_uncertainty.core.soft_labels`
+- Targets: any fused soft label from :mod:`~napari_seg_uncertainty.core.labels`
   (``"mean"``, ``"msvls"``, ``"svls"``, ``"label_smoothing"``, ``"onehot"``, ``"staple"``), or
   ``"random_rater"``: one randomly chosen rater per patch and step.
 
@@ -71,7 +71,7 @@ __all__ = [
     "weights_digest",
 ]
 
-#: Target strategies: fused soft labels (core.soft_labels) or a random rater per patch.
+#: Target strategies: fused soft labels (core.labels) or a random rater per patch.
 TARGETS = ("mean", "msvls", "svls", "label_smoothing", "onehot", "staple", "random_rater")
 #: Metrics that can select the best checkpoint.
 BEST_METRICS = ("val_dice", "val_nll")
@@ -679,7 +679,7 @@ def _fused_target(
     raters: np.ndarray, num_classes: int, config: TrainConfig, spacing: tuple[float, ...] | None
 ) -> np.ndarray:
     """The fused soft target ``(C, *S)`` of one case (not used for ``random_rater``)."""
-    from . import soft_labels
+    from . import labels as soft_labels
 
     method = config.target
     if method == "mean":
