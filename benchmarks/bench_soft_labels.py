@@ -96,9 +96,9 @@ def reference_msvls(raters: np.ndarray, num_classes: int) -> np.ndarray:
     return total / raters.shape[0]
 
 
-def timed(function, *args) -> tuple[float, np.ndarray]:
+def timed(function, *args, **kwargs) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     return time.perf_counter() - start, result
 
 
@@ -188,7 +188,7 @@ def main() -> None:
         seconds, expected = timed(reference_svls, labels, num_classes)
         reference_times.append(seconds)
         conv_times.append(timed(reference_conv, onehot)[0])
-        seconds, result = timed(svls, labels, num_classes)
+        seconds, result = timed(svls, labels, num_classes=num_classes)
         fast_times.append(seconds)
         max_diff = max(max_diff, float(np.abs(result - expected).max()))
         del expected, result
@@ -229,7 +229,7 @@ def main() -> None:
     for _ in range(max(1, repeats // 2)):
         seconds, expected = timed(reference_msvls, raters, num_classes)
         reference_times.append(seconds)
-        seconds, result = timed(msvls, raters, num_classes)
+        seconds, result = timed(msvls, raters, num_classes=num_classes)
         fast_times.append(seconds)
         max_diff = max(max_diff, float(np.abs(result - expected).max()))
         del expected, result

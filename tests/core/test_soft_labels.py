@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import itertools
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,6 +234,20 @@ def test_svls_matches_reference_grouped_conv3d():
     np.testing.assert_allclose(svls(labels, num_classes=4), expected[0].numpy(), atol=1e-6)
 
 
+def test_benchmark_reference_pipeline_agrees_with_svls():
+    """benchmarks/bench_soft_labels.py times svls against the reference code's pipeline; both must still run."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_soft_labels.py"
+    spec = importlib.util.spec_from_file_location("bench_soft_labels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    labels = bench.make_labels((9, 12, 10), 4, seed=0)
+    _, fast = bench.timed(svls, labels, num_classes=4)
+    np.testing.assert_allclose(fast, bench.reference_svls(labels, 4), atol=1e-6)
+    raters = np.stack([labels, bench.make_labels((9, 12, 10), 4, seed=1)])
+    _, fast_mean = bench.timed(msvls, raters, num_classes=4)
+    np.testing.assert_allclose(fast_mean, bench.reference_msvls(raters, 4), atol=1e-6)
+
+
 def test_svls_across_many_slabs_matches_direct(monkeypatch):
     # force tiny slabs so that the halo planes between slabs are exercised
     monkeypatch.setattr(smoothing, "_SLAB_VOXELS", 40)
@@ -438,6 +455,84 @@ def test_staple_all_raters_foreground_everywhere():
     result = staple(raters)
     np.testing.assert_array_equal(result.probabilities[1], 1.0)
     np.testing.assert_array_equal(result.labels, 1)
+
+
+def sitk_multilabel(raters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SimpleITK's own multi-label output: labels (99 = undecided) and raw confusion matrices (R, L + 1, L)."""
+    fusion_filter = sitk.MultiLabelSTAPLEImageFilter()
+    fusion_filter.SetLabelForUndecidedPixels(99)
+    images = [sitk.GetImageFromArray(r.astype(np.uint8)) for r in raters]
+    fused = sitk.GetArrayFromImage(fusion_filter.Execute(images))
+    present = int(raters.max()) + 1
+    matrices = np.stack(
+        [np.reshape(fusion_filter.GetConfusionMatrix(r), (present + 1, present)) for r in range(len(raters))]
+    )
+    return fused, matrices
+
+
+def test_staple_every_voxel_a_tie_is_reported_as_degenerate():
+    raters = np.array([[[0, 1], [1, 0]], [[1, 0], [0, 1]]])  # two raters who disagree everywhere
+    fused, raw = sitk_multilabel(raters)
+    assert np.all(fused == 99) and np.all(raw == 0)  # SimpleITK: all-zero "confusion matrices"
+    with pytest.warns(RuntimeWarning, match="every voxel is a tie"):
+        result = staple(raters)
+    assert result.degenerate
+    assert not result.confusion_defined.any()
+    assert np.all(np.isnan(result.confusion_matrices))
+    assert result.undecided.all()
+    np.testing.assert_array_equal(result.labels, np.argmax(result.probabilities, axis=0))
+    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-6)  # the soft labels stay valid
+
+
+@pytest.mark.parametrize(
+    ("raters", "num_classes", "defined"),
+    [
+        # all raters agree on one class everywhere: classes 0 and 1 are drawn by nobody
+        (np.full((3, 4, 4), 2), 3, [False, False, True]),
+        # class 1 lies below the largest label but nobody draws it
+        (np.stack([np.tile([0, 2], (4, 2))] * 3), 3, [True, False, True]),
+        # class 2 is drawn, by one rater only, and so never wins the vote
+        (np.stack([np.tile([0, 1], (4, 2)), np.tile([0, 1], (4, 2)), np.tile([0, 2], (4, 2))]), 3,
+         [True, True, False]),
+        # everybody draws class 1 everywhere: class 0 (below it) has no estimate
+        (np.ones((2, 4, 4), dtype=int), 2, [False, True]),
+    ],
+)
+def test_staple_confusion_columns_without_an_estimate_are_nan(raters, num_classes, defined):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty column alone is not degenerate: no warning
+        result = staple(raters, num_classes=num_classes)
+    assert not result.degenerate
+    assert result.confusion_defined.tolist() == defined
+    columns = result.confusion_matrices.sum(axis=1)  # (R, C)
+    np.testing.assert_allclose(columns[:, result.confusion_defined], 1.0, atol=1e-9)
+    assert np.all(np.isnan(result.confusion_matrices[:, :, ~result.confusion_defined]))
+    _, raw = sitk_multilabel(raters)
+    present = raw.shape[2]
+    undefined = ~result.confusion_defined[:present]
+    np.testing.assert_array_equal(raw[:, :, undefined], 0.0)  # what SimpleITK returned there
+    np.testing.assert_allclose(result.confusion_matrices[:, :present, :present][:, :, ~undefined],
+                               raw[:, :present][:, :, ~undefined], rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    num_raters=st.integers(1, 4),
+    num_classes=st.integers(2, 4),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+)
+def test_staple_confusion_columns_sum_to_one_or_are_nan(num_raters, num_classes, shape, seed):
+    raters = np.random.default_rng(seed).integers(0, num_classes, size=(num_raters, *shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = staple(raters, num_classes=num_classes)
+    sums = result.confusion_matrices.sum(axis=1)
+    defined = result.confusion_defined
+    np.testing.assert_allclose(sums[:, defined], 1.0, atol=1e-9)
+    assert np.all(np.isnan(sums[:, ~defined]))
+    assert result.degenerate == (not defined.any())
+    assert result.degenerate == bool(result.undecided.all())
 
 
 # --------------------------------------------------------------------------------------------------------
