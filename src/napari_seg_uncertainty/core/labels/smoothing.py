@@ -32,7 +32,7 @@ interleaved runs, on a shared 2-core Intel Xeon virtual machine with torch using
   pad, grouped ``conv3d``) and 0.63 s for the ``conv3d`` alone, i.e. 6.8x and 4.8x faster;
 * three runs with other jobs keeping the load average at 11-12: 3.0-6.3x faster than the reference pipeline
   and 2.1-4.1x faster than the ``conv3d`` alone;
-* mSVLS of 3 raters against ``conv3d`` SVLS per rater and the mean: 11x idle, 6.2-7.3x under that load.
+* mSVLS of 3 raters against ``conv3d`` SVLS per rater and the mean: 11x idle, 6.0-7.3x under that load.
 
 The ratios move with the load, so re-run the benchmark on the machine in question rather than quoting them.
 The result agrees with the reference to float32 rounding (max abs difference 3e-7). The extra peak memory is
