@@ -24,7 +24,8 @@ from unittest import mock
 
 import numpy as np
 
-from napari_seg_uncertainty.core import _memory, raters, soft_labels
+from napari_seg_uncertainty.core import _memory, raters
+from napari_seg_uncertainty.core import labels as soft_labels
 from napari_seg_uncertainty.core.io import read_image, write_image
 
 
@@ -80,8 +81,8 @@ def main() -> None:
             baseline = median_time(lambda: raters.load_raters(npz), args.repeats)
         report("load_raters case.npz (3 raters)", guarded, baseline)
     for name, call in [
-        ("one_hot (155x240x240, 4 classes)", lambda: soft_labels.one_hot(labels, 4)),
-        ("rater_mean (3 raters, 4 classes)", lambda: soft_labels.rater_mean(raters_stack, 4)),
+        ("one_hot (155x240x240, 4 classes)", lambda: soft_labels.one_hot(labels, num_classes=4)),
+        ("rater_mean (3 raters, 4 classes)", lambda: soft_labels.rater_mean(raters_stack, num_classes=4)),
     ]:
         guarded = median_time(call, args.repeats)
         with no_check:

@@ -2,7 +2,7 @@
 
 The reference implementation of SVLS builds the 3×3×3 kernel, one-hot encodes the labels, pads them with
 'replicate' and runs a grouped ``conv3d`` (one group per class). This script times that approach and
-:func:`napari_seg_uncertainty.core.soft_labels.svls` on the same 4-class 155×240×240 volume (BraTS size),
+:func:`napari_seg_uncertainty.core.labels.svls` on the same 4-class 155×240×240 volume (BraTS size),
 interleaving the two so that load from other processes hits both alike, and prints the median of several
 repeats, the speed ratio, the max abs difference and the peak memory of each (measured in fresh
 subprocesses with ``ru_maxrss``, plus ``tracemalloc`` for the numpy-only fast path).
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_seg_uncertainty.core.soft_labels import msvls, svls
+from napari_seg_uncertainty.core.labels import msvls, svls
 
 
 def make_labels(shape: tuple[int, int, int], num_classes: int, *, seed: int = 0) -> np.ndarray:
@@ -96,9 +96,9 @@ def reference_msvls(raters: np.ndarray, num_classes: int) -> np.ndarray:
     return total / raters.shape[0]
 
 
-def timed(function, *args) -> tuple[float, np.ndarray]:
+def timed(function, *args, **kwargs) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     return time.perf_counter() - start, result
 
 
@@ -136,11 +136,11 @@ def memory_child(method: str, path: str, num_classes: int) -> None:
     if method == "reference":
         out = reference_svls(data, num_classes)
     elif method == "fast":
-        out = svls(data, num_classes)
+        out = svls(data, num_classes=num_classes)
     elif method == "reference_msvls":
         out = reference_msvls(data, num_classes)
     else:
-        out = msvls(data, num_classes)
+        out = msvls(data, num_classes=num_classes)
     after = _peak()
     print(json.dumps({"peak_extra_bytes": (after - before) * 1024, "output_bytes": int(out.nbytes)}))
 
@@ -179,7 +179,7 @@ def main() -> None:
 
     # warm-up (first-touch costs, thread pools)
     reference_svls(labels[:8], num_classes)
-    svls(labels[:8], num_classes)
+    svls(labels[:8], num_classes=num_classes)
 
     reference_times, conv_times, fast_times = [], [], []
     max_diff = 0.0
@@ -188,7 +188,7 @@ def main() -> None:
         seconds, expected = timed(reference_svls, labels, num_classes)
         reference_times.append(seconds)
         conv_times.append(timed(reference_conv, onehot)[0])
-        seconds, result = timed(svls, labels, num_classes)
+        seconds, result = timed(svls, labels, num_classes=num_classes)
         fast_times.append(seconds)
         max_diff = max(max_diff, float(np.abs(result - expected).max()))
         del expected, result
@@ -211,7 +211,7 @@ def main() -> None:
 
     output_bytes = num_classes * int(np.prod(shape)) * 4
     tracemalloc.start()
-    svls(labels, num_classes)
+    svls(labels, num_classes=num_classes)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(f"  output size {output_bytes / 2**20:.1f} MiB; fast svls tracemalloc peak "
@@ -229,7 +229,7 @@ def main() -> None:
     for _ in range(max(1, repeats // 2)):
         seconds, expected = timed(reference_msvls, raters, num_classes)
         reference_times.append(seconds)
-        seconds, result = timed(msvls, raters, num_classes)
+        seconds, result = timed(msvls, raters, num_classes=num_classes)
         fast_times.append(seconds)
         max_diff = max(max_diff, float(np.abs(result - expected).max()))
         del expected, result

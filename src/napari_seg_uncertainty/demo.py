@@ -686,11 +686,11 @@ class _Run:
 
 def _soft_label_step(run: _Run) -> dict[str, Any]:
     """Step 2: every soft-label method, its difference to the one-hot majority vote, a figure."""
-    from .core.soft_labels import SOFT_LABEL_METHODS, compare_soft_labels, compute_soft_labels
+    from .core.labels import SOFT_LABEL_METHODS, compare_soft_labels, compute_soft_labels
 
     raters, names = run.raters, run.raters.class_names
     maps = {
-        method: compute_soft_labels(raters.labels, raters.num_classes, method=method)
+        method: compute_soft_labels(raters.labels, num_classes=raters.num_classes, method=method)
         for method in SOFT_LABEL_OUTPUTS
     }
     for method, probs in maps.items():

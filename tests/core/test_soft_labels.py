@@ -1,10 +1,12 @@
-"""Tests for core.soft_labels against independent computations written here."""
+"""Tests for core.labels (smoothing, fusion, sampler, methods) against independent computations written here."""
 
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from napari_seg_uncertainty.core import soft_labels
-from napari_seg_uncertainty.core.soft_labels import (
+from napari_seg_uncertainty.core.labels import (
     RandomRaterSampler,
-    StapleResult,
+    fusion,
     label_smoothing,
     majority_vote,
+    methods,
     msvls,
     one_hot,
     rater_mean,
+    sampler,
+    smoothing,
     staple,
     svls,
     svls_kernel,
@@ -83,14 +87,14 @@ def random_labels(shape: tuple[int, ...], num_classes: int, seed: int) -> np.nda
 def test_one_hot_matches_identity_matrix_indexing():
     labels = random_labels((7, 9), 4, seed=1)
     expected = np.moveaxis(np.eye(4, dtype=np.float32)[labels], -1, 0)
-    result = one_hot(labels, 4)
+    result = one_hot(labels, num_classes=4)
     assert result.dtype == np.float32
     np.testing.assert_array_equal(result, expected)
 
 
 def test_one_hot_accepts_bool_and_whole_floats():
-    np.testing.assert_array_equal(one_hot(np.array([[True, False]]), 2)[1], [[1.0, 0.0]])
-    np.testing.assert_array_equal(one_hot(np.array([[2.0, 0.0]]), 3)[2], [[1.0, 0.0]])
+    np.testing.assert_array_equal(one_hot(np.array([[True, False]]), num_classes=2)[1], [[1.0, 0.0]])
+    np.testing.assert_array_equal(one_hot(np.array([[2.0, 0.0]]), num_classes=3)[2], [[1.0, 0.0]])
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.3, 1.0])
@@ -98,7 +102,7 @@ def test_label_smoothing_formula(alpha):
     labels = random_labels((4, 5, 6), 3, seed=2)
     onehot = np.moveaxis(np.eye(3)[labels], -1, 0)
     expected = onehot * (1 - alpha) + alpha / 3
-    result = label_smoothing(labels, 3, alpha)
+    result = label_smoothing(labels, num_classes=3, alpha=alpha)
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, expected, atol=1e-7)
     np.testing.assert_allclose(result.sum(axis=0), 1.0, atol=1e-6)
@@ -109,11 +113,11 @@ def test_rater_mean_counts_votes():
     expected = np.zeros((3, 6, 8))
     for r, y, x in itertools.product(range(5), range(6), range(8)):
         expected[raters[r, y, x], y, x] += 1 / 5
-    result = rater_mean(raters, 3)
+    result = rater_mean(raters, num_classes=3)
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, expected, atol=1e-7)
     # a list of label maps works the same
-    np.testing.assert_array_equal(rater_mean(list(raters), 3), result)
+    np.testing.assert_array_equal(rater_mean(list(raters), num_classes=3), result)
 
 
 def test_majority_vote_matches_simpleitk_label_voting_where_no_tie():
@@ -203,7 +207,7 @@ def test_svls_kernel_tiny_sigma_is_finite_and_keeps_face_neighbours():
 def test_svls_matches_direct_convolution(shape, sigma, spacing):
     labels = random_labels(shape, 4, seed=len(shape) + int(sigma * 10))
     expected = direct_svls(labels, 4, paper_kernel(len(shape), sigma, spacing))
-    result = svls(labels, 4, sigma=sigma, spacing=spacing)
+    result = svls(labels, num_classes=4, sigma=sigma, spacing=spacing)
     assert result.dtype == np.float32 and result.shape == (4, *shape)
     np.testing.assert_allclose(result, expected, atol=1e-6)
     np.testing.assert_allclose(result.sum(axis=0), 1.0, atol=1e-6)
@@ -212,7 +216,7 @@ def test_svls_matches_direct_convolution(shape, sigma, spacing):
 def test_svls_matches_scipy_correlate_with_nearest_mode():
     labels = random_labels((8, 9, 10), 3, seed=5)
     kernel = paper_kernel(3)
-    result = svls(labels, 3)
+    result = svls(labels, num_classes=3)
     for class_index in range(3):
         expected = ndimage.correlate((labels == class_index).astype(np.float64), kernel, mode="nearest")
         np.testing.assert_allclose(result[class_index], expected, atol=1e-6)
@@ -225,30 +229,44 @@ def test_svls_matches_reference_grouped_conv3d():
     onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), 4).permute(3, 0, 1, 2)[None].float()
     padded = torch.nn.functional.pad(onehot, (1,) * 6, mode="replicate")
     expected = torch.nn.functional.conv3d(padded, weights.expand(4, 1, 3, 3, 3), groups=4) / weights.sum()
-    np.testing.assert_allclose(svls(labels, 4), expected[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(svls(labels, num_classes=4), expected[0].numpy(), atol=1e-6)
+
+
+def test_benchmark_reference_pipeline_agrees_with_svls():
+    """benchmarks/bench_soft_labels.py times svls against the reference code's pipeline; both must still run."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_soft_labels.py"
+    spec = importlib.util.spec_from_file_location("bench_soft_labels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    labels = bench.make_labels((9, 12, 10), 4, seed=0)
+    _, fast = bench.timed(svls, labels, num_classes=4)
+    np.testing.assert_allclose(fast, bench.reference_svls(labels, 4), atol=1e-6)
+    raters = np.stack([labels, bench.make_labels((9, 12, 10), 4, seed=1)])
+    _, fast_mean = bench.timed(msvls, raters, num_classes=4)
+    np.testing.assert_allclose(fast_mean, bench.reference_msvls(raters, 4), atol=1e-6)
 
 
 def test_svls_across_many_slabs_matches_direct(monkeypatch):
     # force tiny slabs so that the halo planes between slabs are exercised
-    monkeypatch.setattr(soft_labels, "_SLAB_VOXELS", 40)
+    monkeypatch.setattr(smoothing, "_SLAB_VOXELS", 40)
     labels = random_labels((17, 6, 5), 3, seed=7)
     expected = direct_svls(labels, 3, paper_kernel(3))
-    np.testing.assert_allclose(svls(labels, 3), expected, atol=1e-6)
+    np.testing.assert_allclose(svls(labels, num_classes=3), expected, atol=1e-6)
     raters = np.stack([labels, random_labels((17, 6, 5), 3, seed=8)])
     expected_mean = (expected + direct_svls(raters[1], 3, paper_kernel(3))) / 2
-    np.testing.assert_allclose(msvls(raters, 3), expected_mean, atol=1e-6)
+    np.testing.assert_allclose(msvls(raters, num_classes=3), expected_mean, atol=1e-6)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_svls_homogeneous_region_stays_one_hot(ndim):
     labels = np.full((6,) * ndim, 2)
-    result = svls(labels, 3)
+    result = svls(labels, num_classes=3)
     np.testing.assert_allclose(result[2], 1.0, atol=1e-6)
     np.testing.assert_allclose(result[:2], 0.0, atol=0)
     # and the interior of a large region next to another class stays one-hot
     labels = np.zeros((8,) * ndim, dtype=int)
     labels[(slice(None),) * (ndim - 1) + (slice(4, None),)] = 1
-    result = svls(labels, 2)
+    result = svls(labels, num_classes=2)
     interior = (slice(None),) * (ndim - 1) + (slice(0, 3),)
     np.testing.assert_allclose(result[0][interior], 1.0, atol=1e-6)
     boundary = (slice(None),) * (ndim - 1) + (3,)
@@ -260,7 +278,7 @@ def test_svls_homogeneous_region_stays_one_hot(ndim):
 def test_svls_isolated_voxel_gets_equal_probability(ndim, sigma):
     labels = np.full((5,) * ndim, 1)
     labels[(2,) * ndim] = 3
-    result = svls(labels, 4, sigma=sigma)
+    result = svls(labels, num_classes=4, sigma=sigma)
     centre = (slice(None),) + (2,) * ndim
     np.testing.assert_allclose(result[centre], [0.0, 0.5, 0.0, 0.5], atol=1e-6)
 
@@ -268,7 +286,7 @@ def test_svls_isolated_voxel_gets_equal_probability(ndim, sigma):
 def test_svls_of_an_impulse_reproduces_the_kernel():
     labels = np.zeros((7, 7, 7), dtype=int)
     labels[3, 3, 3] = 1
-    result = svls(labels, 2, sigma=1.2, spacing=(2.0, 1.0, 1.0))
+    result = svls(labels, num_classes=2, sigma=1.2, spacing=(2.0, 1.0, 1.0))
     expected = np.zeros((7, 7, 7))
     expected[2:5, 2:5, 2:5] = paper_kernel(3, 1.2, (2.0, 1.0, 1.0))  # symmetric kernel: flip not needed
     np.testing.assert_allclose(result[1], expected, atol=1e-7)
@@ -278,8 +296,8 @@ def test_svls_paper_toy_example_one_more_red_neighbour_more_red():
     # Fig. 2(b): the centre pixel with more red (class 1) neighbours gets higher red probability
     example_1 = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0]])
     example_2 = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]])
-    p1 = svls(example_1, 2)[1, 1, 1]
-    p2 = svls(example_2, 2)[1, 1, 1]
+    p1 = svls(example_1, num_classes=2)[1, 1, 1]
+    p2 = svls(example_2, num_classes=2)[1, 1, 1]
     kernel = paper_kernel(2)
     assert p1 == pytest.approx(float((kernel * (example_1 == 1)).sum()), abs=1e-6)
     assert p1 > p2
@@ -297,7 +315,7 @@ def test_svls_property_matches_direct(shape, num_classes, sigma, anisotropic, se
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, size=shape)
     spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, size=len(shape))) if anisotropic else None
-    result = svls(labels, num_classes, sigma=sigma, spacing=spacing)
+    result = svls(labels, num_classes=num_classes, sigma=sigma, spacing=spacing)
     expected = direct_svls(labels, num_classes, paper_kernel(len(shape), sigma, spacing))
     np.testing.assert_allclose(result, expected, atol=1e-6)
     np.testing.assert_allclose(result.sum(axis=0), 1.0, atol=1e-6)
@@ -313,7 +331,7 @@ def test_msvls_is_mean_of_per_rater_direct_svls(shape):
     raters = np.stack([random_labels(shape, 3, seed=s) for s in range(4)])
     kernel = paper_kernel(len(shape), 1.5)
     expected = np.mean([direct_svls(r, 3, kernel) for r in raters], axis=0)
-    result = msvls(raters, 3, sigma=1.5)
+    result = msvls(raters, num_classes=3, sigma=1.5)
     assert result.dtype == np.float32
     np.testing.assert_allclose(result, expected, atol=1e-6)
 
@@ -323,118 +341,15 @@ def test_msvls_many_raters_uses_wider_counts():
     raters = np.stack([random_labels((4, 5, 6), 2, seed=s) for s in range(30)])
     kernel = paper_kernel(3)
     expected = np.mean([direct_svls(r, 2, kernel) for r in raters], axis=0)
-    np.testing.assert_allclose(msvls(raters, 2), expected, atol=1e-6)
+    np.testing.assert_allclose(msvls(raters, num_classes=2), expected, atol=1e-6)
 
 
 def test_msvls_single_rater_equals_svls_and_differs_from_rater_mean():
     labels = random_labels((6, 7), 3, seed=3)
-    np.testing.assert_allclose(msvls(labels[None], 3), svls(labels, 3), atol=0)
+    np.testing.assert_allclose(msvls(labels[None], num_classes=3), svls(labels, num_classes=3), atol=0)
     raters = np.stack([labels, np.roll(labels, 1, axis=0)])
     # Fig. 3: mOH gives zero probability to a class seen only in the neighbourhood, mSVLS does not
-    assert np.any((rater_mean(raters, 3) == 0) & (msvls(raters, 3) > 0))
-
-
-# --------------------------------------------------------------------------------------------------------
-# STAPLE against SimpleITK's own output
-# --------------------------------------------------------------------------------------------------------
-
-
-def sitk_binary_staple(masks: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
-    f = sitk.STAPLEImageFilter()
-    f.SetForegroundValue(1)
-    image = f.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks])
-    return sitk.GetArrayFromImage(image), f.GetSensitivity(), f.GetSpecificity()
-
-
-def noisy_raters(truth: np.ndarray, num_classes: int, num_raters: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    raters = []
-    for r in range(num_raters):
-        rater = truth.copy()
-        flip = rng.random(truth.shape) < 0.05 * (r + 1)
-        rater[flip] = rng.integers(0, num_classes, size=int(flip.sum()))
-        raters.append(rater)
-    return np.stack(raters)
-
-
-def test_staple_binary_matches_simpleitk():
-    truth = np.zeros((24, 24), dtype=int)
-    truth[6:18, 5:20] = 1
-    raters = noisy_raters(truth, 2, 3, seed=0)
-    result = staple(raters)
-    assert isinstance(result, StapleResult)
-    probability, sensitivity, specificity = sitk_binary_staple(raters == 1)
-    np.testing.assert_allclose(result.probabilities[1], probability, atol=1e-6)
-    np.testing.assert_allclose(result.probabilities[0], 1 - probability, atol=1e-6)
-    np.testing.assert_allclose(result.sensitivities[:, 1], sensitivity, rtol=1e-12)
-    np.testing.assert_allclose(result.specificities[:, 1], specificity, rtol=1e-12)
-    # class 0 as foreground is SimpleITK run on the complement
-    _, sensitivity0, specificity0 = sitk_binary_staple(raters == 0)
-    np.testing.assert_allclose(result.sensitivities[:, 0], sensitivity0, rtol=1e-12)
-    np.testing.assert_allclose(result.specificities[:, 0], specificity0, rtol=1e-12)
-    assert result.probabilities.dtype == np.float32
-    assert result.num_raters == 3 and result.num_classes == 2
-
-
-def test_staple_multilabel_matches_simpleitk():
-    truth = np.zeros((6, 20, 20), dtype=int)
-    truth[:, 4:16, 4:16] = 1
-    truth[:, 8:12, 8:12] = 2
-    truth[2:4, 1:4, 1:4] = 3
-    raters = noisy_raters(truth, 4, 4, seed=1)
-    result = staple(raters, num_classes=4)
-
-    # one-vs-rest probabilities are SimpleITK's binary STAPLE, normalised over classes
-    raw = np.stack([sitk_binary_staple(raters == c)[0] for c in range(4)])
-    np.testing.assert_allclose(result.class_probabilities, raw, atol=1e-6)
-    np.testing.assert_allclose(result.probabilities, raw / raw.sum(axis=0), atol=1e-6)
-    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-6)
-    for c in range(4):
-        _, sensitivity, specificity = sitk_binary_staple(raters == c)
-        np.testing.assert_allclose(result.sensitivities[:, c], sensitivity, rtol=1e-12)
-        np.testing.assert_allclose(result.specificities[:, c], specificity, rtol=1e-12)
-
-    # labels and confusion matrices are MultiLabelSTAPLE's
-    fusion = sitk.MultiLabelSTAPLEImageFilter()
-    fusion.SetLabelForUndecidedPixels(99)
-    expected = sitk.GetArrayFromImage(fusion.Execute([sitk.GetImageFromArray(r.astype(np.uint8)) for r in raters]))
-    decided = expected != 99
-    np.testing.assert_array_equal(result.labels[decided], expected[decided])
-    np.testing.assert_array_equal(result.undecided, ~decided)
-    for r in range(4):
-        matrix = np.array(fusion.GetConfusionMatrix(r)).reshape(5, 4)
-        np.testing.assert_allclose(result.confusion_matrices[r], matrix, rtol=1e-12)
-        np.testing.assert_allclose(result.confusion_matrices[r].sum(axis=0), 1.0, atol=1e-9)
-    # most voxels recover the truth
-    assert np.mean(result.labels == truth) > 0.95
-
-
-def test_staple_undecided_voxels_take_the_most_probable_class():
-    raters = np.array([[[0, 1], [2, 2]], [[0, 2], [2, 1]]])
-    result = staple(raters, num_classes=3)
-    assert result.undecided.any()
-    argmax = np.argmax(result.probabilities, axis=0)
-    np.testing.assert_array_equal(result.labels[result.undecided], argmax[result.undecided])
-
-
-def test_staple_absent_class_and_unused_label_range():
-    truth = np.zeros((10, 10), dtype=int)
-    truth[2:8, 2:8] = 1
-    raters = noisy_raters(truth, 2, 3, seed=4)
-    result = staple(raters, num_classes=4)  # classes 2 and 3 never drawn
-    np.testing.assert_array_equal(result.class_probabilities[2:], 0.0)
-    assert np.all(np.isnan(result.sensitivities[:, 2:]))
-    np.testing.assert_array_equal(result.specificities[:, 2:], 1.0)
-    assert np.all(np.isnan(result.confusion_matrices[:, :, 2:]))
-    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-6)
-    assert result.confusion_matrices.shape == (3, 5, 4)
-
-
-def test_staple_all_raters_foreground_everywhere():
-    raters = np.ones((2, 4, 4), dtype=int)
-    result = staple(raters)
-    np.testing.assert_array_equal(result.probabilities[1], 1.0)
-    np.testing.assert_array_equal(result.labels, 1)
+    assert np.any((rater_mean(raters, num_classes=3) == 0) & (msvls(raters, num_classes=3) > 0))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -444,11 +359,11 @@ def test_staple_all_raters_foreground_everywhere():
 
 def test_sampler_same_seed_same_sequence_and_targets():
     raters = np.stack([random_labels((5, 6), 3, seed=s) for s in range(4)])
-    first = RandomRaterSampler(raters, 3, seed=11)
-    second = RandomRaterSampler(raters, 3, seed=11)
+    first = RandomRaterSampler(raters, num_classes=3, seed=11)
+    second = RandomRaterSampler(raters, num_classes=3, seed=11)
     sequence = [first.sample_index() for _ in range(50)]
     assert sequence == [second.sample_index() for _ in range(50)]
-    assert sequence != [RandomRaterSampler(raters, 3, seed=12).sample_index() for _ in range(50)]
+    assert sequence != [RandomRaterSampler(raters, num_classes=3, seed=12).sample_index() for _ in range(50)]
     index, target = first.sample_with_index()
     np.testing.assert_array_equal(target, np.moveaxis(np.eye(3, dtype=np.float32)[raters[index]], -1, 0))
     first.reset()
@@ -457,7 +372,7 @@ def test_sampler_same_seed_same_sequence_and_targets():
 
 def test_sampler_is_uniform():
     raters = np.zeros((4, 2, 2), dtype=int)
-    sampler = RandomRaterSampler(raters, 2, seed=0)
+    sampler = RandomRaterSampler(raters, num_classes=2, seed=0)
     counts = np.bincount([sampler.sample_index() for _ in range(4000)], minlength=4)
     # binomial(4000, 1/4): sd ~ 27; 6 sd bounds
     assert np.all(np.abs(counts - 1000) < 165)
@@ -465,7 +380,7 @@ def test_sampler_is_uniform():
 
 def test_sampler_without_replacement_cycles_through_permutations():
     raters = np.zeros((5, 2, 2), dtype=int)
-    sampler = RandomRaterSampler(raters, 2, seed=3, replacement=False)
+    sampler = RandomRaterSampler(raters, num_classes=2, seed=3, replacement=False)
     draws = [sampler.sample_index() for _ in range(20)]
     for block in range(4):
         assert sorted(draws[5 * block : 5 * block + 5]) == [0, 1, 2, 3, 4]
@@ -474,7 +389,7 @@ def test_sampler_without_replacement_cycles_through_permutations():
 @pytest.mark.parametrize("target", ["labels", "label_smoothing", "svls"])
 def test_sampler_targets(target):
     raters = np.stack([random_labels((6, 7), 3, seed=s) for s in range(3)])
-    sampler = RandomRaterSampler(raters, 3, seed=0, target=target, alpha=0.2, sigma=1.5)
+    sampler = RandomRaterSampler(raters, num_classes=3, seed=0, target=target, alpha=0.2, sigma=1.5)
     index, result = sampler.sample_with_index()
     labels = raters[index]
     if target == "labels":
@@ -491,26 +406,30 @@ def test_sampler_targets(target):
 # --------------------------------------------------------------------------------------------------------
 
 
+ZEROS = np.zeros((3, 3), dtype=int)
+STACK = np.zeros((2, 3, 3), dtype=int)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "pattern"),
     [
-        (lambda: svls(np.zeros((3, 3)), 0), ValueError, "num_classes must be at least 1, got 0"),
-        (lambda: svls(np.zeros((3, 3)), 2.5), TypeError, "num_classes must be an integer"),
-        (lambda: svls(np.full((3, 3), 0.5), 2), ValueError, "labels contains non-integer"),
-        (lambda: svls(np.full((3, 3), 2), 2), ValueError, "labels contains label 2"),
-        (lambda: svls(np.zeros(4, dtype=int), 2), ValueError, "labels must be 2-D or 3-D, got 1-D"),
-        (lambda: svls(np.zeros((3, 3), dtype=int), 2, sigma=-1), ValueError, "sigma must be a finite number > 0"),
-        (lambda: svls(np.zeros((3, 3), dtype=int), 2, sigma="1"), TypeError, "sigma must be a number"),
-        (lambda: svls(np.zeros((3, 3), dtype=int), 2, spacing=(1, 1, 1)), ValueError, "spacing must have 2"),
-        (lambda: label_smoothing(np.zeros((3, 3), dtype=int), 2, 1.5), ValueError, r"alpha must lie in \[0, 1\]"),
-        (lambda: msvls(np.zeros((3, 3), dtype=int), 2), ValueError, r"raters must be stacked as \(R, Y, X\)"),
-        (lambda: rater_mean([np.zeros((2, 2)), np.zeros((3, 3))], 2), ValueError, "raters have different shapes"),
+        (lambda: svls(np.zeros((3, 3)), num_classes=0), ValueError, "num_classes must be at least 1, got 0"),
+        (lambda: svls(np.zeros((3, 3)), num_classes=2.5), TypeError, "num_classes must be an integer"),
+        (lambda: svls(np.full((3, 3), 0.5), num_classes=2), ValueError, "labels contains non-integer"),
+        (lambda: svls(np.full((3, 3), 2), num_classes=2), ValueError, "labels contains label 2"),
+        (lambda: svls(np.zeros(4, dtype=int), num_classes=2), ValueError, "labels must be 2-D or 3-D, got 1-D"),
+        (lambda: svls(ZEROS, num_classes=2, sigma=-1), ValueError, "sigma must be a finite number > 0"),
+        (lambda: svls(ZEROS, num_classes=2, sigma="1"), TypeError, "sigma must be a number"),
+        (lambda: svls(ZEROS, num_classes=2, spacing=(1, 1, 1)), ValueError, "spacing must have 2"),
+        (lambda: label_smoothing(ZEROS, num_classes=2, alpha=1.5), ValueError, r"alpha must lie in \[0, 1\]"),
+        (lambda: msvls(ZEROS, num_classes=2), ValueError, r"raters must be stacked as \(R, Y, X\)"),
+        (lambda: rater_mean([np.zeros((2, 2)), ZEROS], num_classes=2), ValueError, "raters have different shapes"),
         (lambda: staple(np.zeros((2, 3, 3)), confidence_weight=0), ValueError, "confidence_weight"),
         (lambda: staple(np.zeros((2, 3, 3)), max_iterations=0), ValueError, "max_iterations must be at least 1"),
         (lambda: svls_kernel(4), ValueError, r"ndim must be 2 or 3 .*got 4"),
-        (lambda: RandomRaterSampler(np.zeros((2, 3, 3)), 2, target="mean"), ValueError, "target must be one of"),
-        (lambda: RandomRaterSampler(np.zeros((2, 3, 3)), 2, seed=1.5), TypeError, "seed must be an integer"),
-        (lambda: RandomRaterSampler(np.zeros((2, 3, 3)), 2).target_for(2), ValueError, r"rater_index must lie"),
+        (lambda: RandomRaterSampler(STACK, num_classes=2, target="mean"), ValueError, "target must be one of"),
+        (lambda: RandomRaterSampler(STACK, num_classes=2, seed=1.5), TypeError, "seed must be a non-negative integer"),
+        (lambda: RandomRaterSampler(STACK, num_classes=2).target_for(2), ValueError, r"rater_index must lie"),
     ],
 )
 def test_invalid_input_messages_name_the_argument(call, error, pattern):
@@ -518,7 +437,8 @@ def test_invalid_input_messages_name_the_argument(call, error, pattern):
         call()
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(soft_labels, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10
+@pytest.mark.parametrize("module", [fusion, smoothing, sampler, methods])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 5
     assert result.failed == 0

@@ -197,7 +197,7 @@ def test_same_seed_same_weights_different_seed_different():
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "random_rater"])
 def test_fused_targets_train(target):
-    pytest.importorskip("napari_seg_uncertainty.core.soft_labels")
+    pytest.importorskip("napari_seg_uncertainty.core.labels")
     image, raters = make_case()
     records, _ = run(
         TrainConfig(target=target, epochs=1, steps_per_epoch=1, val_fraction=0.0, **TINY), (image, raters)

@@ -15,9 +15,10 @@ from napari_seg_uncertainty import _writer
 from napari_seg_uncertainty.core import calibration as cal
 from napari_seg_uncertainty.core import checkpoint as ckpt
 from napari_seg_uncertainty.core import io as nio
+from napari_seg_uncertainty.core import labels as sl
 from napari_seg_uncertainty.core import losses, models, phantom, ssn, training
 from napari_seg_uncertainty.core import raters as rat
-from napari_seg_uncertainty.core import soft_labels as sl
+from napari_seg_uncertainty.core import labels as sl
 from napari_seg_uncertainty.core import uncertainty as unc
 from napari_seg_uncertainty.core.ssn import metrics as sm
 
@@ -55,61 +56,61 @@ def case(call, name, *, id, error=ERRORS, defect=None):  # noqa: A002 - pytest's
 
 CASES = [
     # ---------------------------------------------------------------- soft labels
-    case(lambda: sl.one_hot(np.full((3, 3), 0.5), 2), "labels", id="one_hot-fractional"),
-    case(lambda: sl.one_hot(FLOAT_NAN_LABELS, 3), "labels", id="one_hot-nan"),
-    case(lambda: sl.one_hot(LABELS.astype(complex), 3), "labels", id="one_hot-complex"),
-    case(lambda: sl.one_hot("labels.nii", 3), "labels", id="one_hot-string"),
-    case(lambda: sl.one_hot(None, 3), "labels", id="one_hot-none"),
-    case(lambda: sl.one_hot([[0, 1], [2]], 3), "labels", id="one_hot-ragged"),
-    case(lambda: sl.one_hot(np.zeros(5, int), 2), "labels", id="one_hot-1d"),
-    case(lambda: sl.one_hot(np.zeros((2, 2, 2, 2), int), 2), "labels", id="one_hot-4d"),
-    case(lambda: sl.one_hot(np.zeros((0, 4), int), 2), "labels", id="one_hot-empty"),
-    case(lambda: sl.one_hot(-LABELS, 3), "labels", id="one_hot-negative"),
-    case(lambda: sl.one_hot(LABELS, 2), "labels", id="one_hot-label-out-of-range"),
-    case(lambda: sl.one_hot(LABELS, 0), "num_classes", id="one_hot-C0"),
-    case(lambda: sl.one_hot(LABELS, 3.0), "num_classes", id="one_hot-C-float"),
-    case(lambda: sl.one_hot(LABELS, True), "num_classes", id="one_hot-C-bool"),
-    case(lambda: sl.label_smoothing(LABELS, 3, -0.1), "alpha", id="ls-alpha-negative"),
-    case(lambda: sl.label_smoothing(LABELS, 3, 1.5), "alpha", id="ls-alpha-above-1"),
-    case(lambda: sl.label_smoothing(LABELS, 3, float("nan")), "alpha", id="ls-alpha-nan"),
-    case(lambda: sl.label_smoothing(LABELS, 3, "0.1"), "alpha", id="ls-alpha-string"),
-    case(lambda: sl.svls(LABELS, 3, sigma=0.0), "sigma", id="svls-sigma-0"),
-    case(lambda: sl.svls(LABELS, 3, sigma=-1.0), "sigma", id="svls-sigma-negative"),
-    case(lambda: sl.svls(LABELS, 3, sigma=float("inf")), "sigma", id="svls-sigma-inf"),
-    case(lambda: sl.svls(LABELS, 3, sigma=None), "sigma", id="svls-sigma-none"),
-    case(lambda: sl.svls(LABELS, 3, spacing=(1.0,)), "spacing", id="svls-spacing-length"),
-    case(lambda: sl.svls(LABELS, 3, spacing=(0.0, 1.0)), "spacing", id="svls-spacing-zero"),
-    case(lambda: sl.svls(LABELS, 3, spacing=(np.nan, 1.0)), "spacing", id="svls-spacing-nan"),
-    case(lambda: sl.svls(LABELS, 3, spacing="1,1"), "spacing", id="svls-spacing-string"),
-    case(lambda: sl.svls(LABELS, 3, spacing=("a", "b")), "spacing", id="svls-spacing-words"),
+    case(lambda: sl.one_hot(np.full((3, 3), 0.5), num_classes=2), "labels", id="one_hot-fractional"),
+    case(lambda: sl.one_hot(FLOAT_NAN_LABELS, num_classes=3), "labels", id="one_hot-nan"),
+    case(lambda: sl.one_hot(LABELS.astype(complex), num_classes=3), "labels", id="one_hot-complex"),
+    case(lambda: sl.one_hot("labels.nii", num_classes=3), "labels", id="one_hot-string"),
+    case(lambda: sl.one_hot(None, num_classes=3), "labels", id="one_hot-none"),
+    case(lambda: sl.one_hot([[0, 1], [2]], num_classes=3), "labels", id="one_hot-ragged"),
+    case(lambda: sl.one_hot(np.zeros(5, int), num_classes=2), "labels", id="one_hot-1d"),
+    case(lambda: sl.one_hot(np.zeros((2, 2, 2, 2), int), num_classes=2), "labels", id="one_hot-4d"),
+    case(lambda: sl.one_hot(np.zeros((0, 4), int), num_classes=2), "labels", id="one_hot-empty"),
+    case(lambda: sl.one_hot(-LABELS, num_classes=3), "labels", id="one_hot-negative"),
+    case(lambda: sl.one_hot(LABELS, num_classes=2), "labels", id="one_hot-label-out-of-range"),
+    case(lambda: sl.one_hot(LABELS, num_classes=0), "num_classes", id="one_hot-C0"),
+    case(lambda: sl.one_hot(LABELS, num_classes=3.0), "num_classes", id="one_hot-C-float"),
+    case(lambda: sl.one_hot(LABELS, num_classes=True), "num_classes", id="one_hot-C-bool"),
+    case(lambda: sl.label_smoothing(LABELS, num_classes=3, alpha=-0.1), "alpha", id="ls-alpha-negative"),
+    case(lambda: sl.label_smoothing(LABELS, num_classes=3, alpha=1.5), "alpha", id="ls-alpha-above-1"),
+    case(lambda: sl.label_smoothing(LABELS, num_classes=3, alpha=float("nan")), "alpha", id="ls-alpha-nan"),
+    case(lambda: sl.label_smoothing(LABELS, num_classes=3, alpha="0.1"), "alpha", id="ls-alpha-string"),
+    case(lambda: sl.svls(LABELS, num_classes=3, sigma=0.0), "sigma", id="svls-sigma-0"),
+    case(lambda: sl.svls(LABELS, num_classes=3, sigma=-1.0), "sigma", id="svls-sigma-negative"),
+    case(lambda: sl.svls(LABELS, num_classes=3, sigma=float("inf")), "sigma", id="svls-sigma-inf"),
+    case(lambda: sl.svls(LABELS, num_classes=3, sigma=None), "sigma", id="svls-sigma-none"),
+    case(lambda: sl.svls(LABELS, num_classes=3, spacing=(1.0,)), "spacing", id="svls-spacing-length"),
+    case(lambda: sl.svls(LABELS, num_classes=3, spacing=(0.0, 1.0)), "spacing", id="svls-spacing-zero"),
+    case(lambda: sl.svls(LABELS, num_classes=3, spacing=(np.nan, 1.0)), "spacing", id="svls-spacing-nan"),
+    case(lambda: sl.svls(LABELS, num_classes=3, spacing="1,1"), "spacing", id="svls-spacing-string"),
+    case(lambda: sl.svls(LABELS, num_classes=3, spacing=("a", "b")), "spacing", id="svls-spacing-words"),
     case(lambda: sl.svls_kernel(4), "ndim", id="svls_kernel-ndim-4"),
     case(lambda: sl.svls_kernel(2.0), "ndim", id="svls_kernel-ndim-float"),
     case(lambda: sl.svls_kernel(2, sigma=0), "sigma", id="svls_kernel-sigma-0"),
-    case(lambda: sl.msvls([LABELS, SHORT], 3), "raters", id="msvls-mismatched-raters"),
-    case(lambda: sl.msvls([], 3), "raters", id="msvls-no-rater"),
-    case(lambda: sl.msvls(np.zeros((0, 6, 7), int), 3), "raters", id="msvls-zero-raters"),
-    case(lambda: sl.msvls(LABELS, 3), "raters", id="msvls-single-map-not-stack"),
-    case(lambda: sl.msvls(RATERS, 3, sigma=-2), "sigma", id="msvls-sigma-negative"),
-    case(lambda: sl.rater_mean(RATERS, 2), "raters", id="rater_mean-label-out-of-range"),
-    case(lambda: sl.rater_mean(RATERS.astype(float) + 0.5, 3), "raters", id="rater_mean-fractional"),
+    case(lambda: sl.msvls([LABELS, SHORT], num_classes=3), "raters", id="msvls-mismatched-raters"),
+    case(lambda: sl.msvls([], num_classes=3), "raters", id="msvls-no-rater"),
+    case(lambda: sl.msvls(np.zeros((0, 6, 7), int), num_classes=3), "raters", id="msvls-zero-raters"),
+    case(lambda: sl.msvls(LABELS, num_classes=3), "raters", id="msvls-single-map-not-stack"),
+    case(lambda: sl.msvls(RATERS, num_classes=3, sigma=-2), "sigma", id="msvls-sigma-negative"),
+    case(lambda: sl.rater_mean(RATERS, num_classes=2), "raters", id="rater_mean-label-out-of-range"),
+    case(lambda: sl.rater_mean(RATERS.astype(float) + 0.5, num_classes=3), "raters", id="rater_mean-fractional"),
     case(lambda: sl.majority_vote(RATERS, num_classes=-1), "num_classes", id="majority-C-negative"),
     case(lambda: sl.majority_vote([LABELS, LABELS.T], num_classes=3), "raters", id="majority-mismatched"),
     case(lambda: sl.staple(RATERS, max_iterations=0), "max_iterations", id="staple-iterations-0"),
     case(lambda: sl.staple(RATERS, confidence_weight=0.0), "confidence_weight", id="staple-weight-0"),
     case(lambda: sl.staple(RATERS, num_classes=2), "raters", id="staple-label-out-of-range"),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3, seed=-1), "seed", id="sampler-seed-negative"),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3, seed=1.5), "seed", id="sampler-seed-float"),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3, target="argmax"), "target", id="sampler-target"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3, seed=-1), "seed", id="sampler-seed-negative"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3, seed=1.5), "seed", id="sampler-seed-float"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3, target="argmax"), "target", id="sampler-target"),
     case(
-        lambda: sl.RandomRaterSampler(RATERS, 3, replacement="yes"), "replacement", id="sampler-replacement"
+        lambda: sl.RandomRaterSampler(RATERS, num_classes=3, replacement="yes"), "replacement", id="sampler-replacement"
     ),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3, alpha=2.0), "alpha", id="sampler-alpha"),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3).target_for(3), "rater_index", id="sampler-index-range"),
-    case(lambda: sl.RandomRaterSampler(RATERS, 3).reset(seed=-5), "seed", id="sampler-reset-seed"),
-    case(lambda: sl.compute_soft_labels(RATERS, 3, method="gaussian"), "method", id="compute-method"),
-    case(lambda: sl.compute_soft_labels(RATERS, 3, method=["svls"]), "method", id="compute-method-list"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3, alpha=2.0), "alpha", id="sampler-alpha"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3).target_for(3), "rater_index", id="sampler-index-range"),
+    case(lambda: sl.RandomRaterSampler(RATERS, num_classes=3).reset(seed=-5), "seed", id="sampler-reset-seed"),
+    case(lambda: sl.compute_soft_labels(RATERS, num_classes=3, method="gaussian"), "method", id="compute-method"),
+    case(lambda: sl.compute_soft_labels(RATERS, num_classes=3, method=["svls"]), "method", id="compute-method-list"),
     case(
-        lambda: sl.compute_soft_labels(RATERS, 3, method="label_smoothing", alpha=7),
+        lambda: sl.compute_soft_labels(RATERS, num_classes=3, method="label_smoothing", alpha=7),
         "alpha",
         id="compute-alpha",
     ),
@@ -618,8 +619,8 @@ def test_bad_input_raises_clear_error_naming_the_argument(call, error, name, tmp
 
 def test_good_inputs_of_the_table_are_accepted():
     """The valid inputs the cases start from are accepted, so each case fails for its one defect."""
-    assert sl.one_hot(LABELS, 3).shape == (3, *LABELS.shape)
-    assert sl.msvls(RATERS, 3, sigma=0.5, spacing=(2.0, 1.0)).shape == (3, *LABELS.shape)
+    assert sl.one_hot(LABELS, num_classes=3).shape == (3, *LABELS.shape)
+    assert sl.msvls(RATERS, num_classes=3, sigma=0.5, spacing=(2.0, 1.0)).shape == (3, *LABELS.shape)
     assert sl.staple(RATERS).probabilities.shape == (3, *LABELS.shape)
     assert rat.load_raters(RATERS, spacing=(1.0, 2.0), class_names=["a", "b", "c"]).num_raters == 3
     assert np.isfinite(cal.expected_calibration_error(PROBS, LABELS))

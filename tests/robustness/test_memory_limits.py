@@ -13,7 +13,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from napari_seg_uncertainty.core import _memory, phantom, raters, soft_labels, ssn
+from napari_seg_uncertainty.core import _memory, phantom, raters, ssn
+from napari_seg_uncertainty.core import labels as soft_labels
 from napari_seg_uncertainty.core._memory import OutputTooLargeError, check_allocation
 from napari_seg_uncertainty.core.ssn import metrics as ssn_metrics
 
@@ -24,21 +25,25 @@ RATERS = np.stack([LABELS, LABELS.T])
 DIST = ssn.synthetic_distribution((16, 16), 3, rank=2)
 
 ABSURD = [
-    pytest.param(lambda: soft_labels.one_hot(LABELS, HUGE), "num_classes", id="one_hot"),
-    pytest.param(lambda: soft_labels.label_smoothing(LABELS, HUGE, 0.1), "num_classes", id="label_smoothing"),
-    pytest.param(lambda: soft_labels.svls(LABELS, HUGE), "num_classes", id="svls"),
-    pytest.param(lambda: soft_labels.msvls(RATERS, HUGE), "num_classes", id="msvls"),
-    pytest.param(lambda: soft_labels.rater_mean(RATERS, HUGE), "num_classes", id="rater_mean"),
+    pytest.param(lambda: soft_labels.one_hot(LABELS, num_classes=HUGE), "num_classes", id="one_hot"),
+    pytest.param(
+        lambda: soft_labels.label_smoothing(LABELS, num_classes=HUGE, alpha=0.1), "num_classes", id="label_smoothing"
+    ),
+    pytest.param(lambda: soft_labels.svls(LABELS, num_classes=HUGE), "num_classes", id="svls"),
+    pytest.param(lambda: soft_labels.msvls(RATERS, num_classes=HUGE), "num_classes", id="msvls"),
+    pytest.param(lambda: soft_labels.rater_mean(RATERS, num_classes=HUGE), "num_classes", id="rater_mean"),
     pytest.param(
         lambda: soft_labels.majority_vote(RATERS, num_classes=HUGE), "num_classes", id="majority_vote"
     ),
     pytest.param(lambda: soft_labels.staple(RATERS, num_classes=HUGE), "num_classes", id="staple"),
     pytest.param(
-        lambda: soft_labels.compute_soft_labels(RATERS, HUGE, method="svls"),
+        lambda: soft_labels.compute_soft_labels(RATERS, num_classes=HUGE, method="svls"),
         "num_classes",
         id="compute_soft_labels",
     ),
-    pytest.param(lambda: soft_labels.RandomRaterSampler(RATERS, HUGE).sample(), "num_classes", id="sampler"),
+    pytest.param(
+        lambda: soft_labels.RandomRaterSampler(RATERS, num_classes=HUGE).sample(), "num_classes", id="sampler"
+    ),
     pytest.param(lambda: raters.agreement_map(RATERS, HUGE), "num_classes", id="agreement_map"),
     pytest.param(lambda: raters.rater_entropy_map(RATERS, HUGE), "num_classes", id="rater_entropy_map"),
     pytest.param(lambda: raters.pairwise_dice(RATERS, HUGE), "num_classes", id="pairwise_dice"),
@@ -90,9 +95,9 @@ BIG_RATERS = np.broadcast_to(np.uint8(1), (2, 2048, 2048))
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(lambda: soft_labels.one_hot(BIG_LABELS, 2), id="one_hot"),
-        pytest.param(lambda: soft_labels.svls(BIG_LABELS, 2), id="svls"),
-        pytest.param(lambda: soft_labels.rater_mean(BIG_RATERS, 2), id="rater_mean"),
+        pytest.param(lambda: soft_labels.one_hot(BIG_LABELS, num_classes=2), id="one_hot"),
+        pytest.param(lambda: soft_labels.svls(BIG_LABELS, num_classes=2), id="svls"),
+        pytest.param(lambda: soft_labels.rater_mean(BIG_RATERS, num_classes=2), id="rater_mean"),
         pytest.param(lambda: soft_labels.staple(BIG_RATERS), id="staple"),
         pytest.param(lambda: ssn.synthetic_distribution((512, 512), 3, rank=4), id="synthetic"),
         pytest.param(lambda: DIST.sample(20_000), id="ssn-sample"),
@@ -119,7 +124,7 @@ def test_dense_covariance_is_refused_when_memory_is_short(monkeypatch):
 
 
 def test_small_work_still_runs_when_memory_is_short(little_memory):
-    assert soft_labels.svls(LABELS, 2).shape == (2, 16, 16)
+    assert soft_labels.svls(LABELS, num_classes=2).shape == (2, 16, 16)
     assert DIST.sample(3).shape == (3, 3, 16, 16)
     assert phantom.make_phantom_raters(2, shape=(32, 32))[1].num_raters == 4
 

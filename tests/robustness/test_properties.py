@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_seg_uncertainty.core import calibration as cal
-from napari_seg_uncertainty.core import soft_labels as sl
+from napari_seg_uncertainty.core import labels as sl
 from napari_seg_uncertainty.core import ssn
 from napari_seg_uncertainty.core import uncertainty as unc
 
@@ -67,7 +67,7 @@ def check_verdict(call, valid: bool, name: str):
 @given(alpha=ANY_SCALAR)
 def test_label_smoothing_alpha(alpha):
     valid = is_real(alpha) and math.isfinite(float(alpha)) and 0.0 <= float(alpha) <= 1.0
-    out = check_verdict(lambda: sl.label_smoothing(LABELS, 3, alpha), valid, "alpha")
+    out = check_verdict(lambda: sl.label_smoothing(LABELS, num_classes=3, alpha=alpha), valid, "alpha")
     if out is not None:
         expected = np.eye(3)[LABELS].transpose(2, 0, 1) * (1 - float(alpha)) + float(alpha) / 3
         np.testing.assert_allclose(out, expected, atol=1e-6)
@@ -105,7 +105,7 @@ def test_svls_sigma_and_spacing_any_magnitude(sigma, spacing):
         assert np.all(np.isfinite(kernel)) and kernel[1, 1] == 0.5
         np.testing.assert_allclose(kernel.sum(), 1.0, atol=1e-12)
         np.testing.assert_allclose(kernel, decimal_kernel(float(sigma), spacing or (1.0, 1.0)), atol=1e-9)
-        soft = sl.svls(LABELS, 3, sigma=sigma, spacing=spacing)
+        soft = sl.svls(LABELS, num_classes=3, sigma=sigma, spacing=spacing)
         np.testing.assert_allclose(soft.sum(axis=0), 1.0, atol=1e-5)
 
 
@@ -230,11 +230,11 @@ LABEL_DTYPES = st.sampled_from(
 )
 def test_any_label_array(labels, num_classes):
     valid = label_verdict(labels, num_classes)
-    out = check_verdict(lambda: sl.one_hot(labels, num_classes), valid, "labels")
+    out = check_verdict(lambda: sl.one_hot(labels, num_classes=num_classes), valid, "labels")
     if out is not None:
         expected = np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]
         np.testing.assert_array_equal(out, np.moveaxis(expected, -1, 0))
-        soft = sl.svls(labels, num_classes)
+        soft = sl.svls(labels, num_classes=num_classes)
         np.testing.assert_allclose(soft.sum(axis=0), 1.0, atol=1e-5)
 
 
@@ -248,14 +248,14 @@ def test_raters_of_any_shapes(shapes, num_classes, data):
     maps = [data.draw(hnp.arrays(np.int64, s, elements=st.integers(0, num_classes))) for s in shapes]
     same_grid = len(set(shapes)) == 1
     in_range = all(m.max() < num_classes for m in maps)
-    out = check_verdict(lambda: sl.msvls(maps, num_classes), same_grid and in_range, "raters")
+    out = check_verdict(lambda: sl.msvls(maps, num_classes=num_classes), same_grid and in_range, "raters")
     if out is not None:
         stack = np.stack(maps)
-        expected = np.mean([sl.svls(m, num_classes) for m in stack], axis=0)
+        expected = np.mean([sl.svls(m, num_classes=num_classes) for m in stack], axis=0)
         np.testing.assert_allclose(out, expected, atol=1e-5)
     if not same_grid:
         with pytest.raises(ValueError, match="shape"):
-            sl.rater_mean(maps, num_classes + 1)
+            sl.rater_mean(maps, num_classes=num_classes + 1)
 
 
 @st.composite

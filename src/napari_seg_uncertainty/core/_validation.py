@@ -484,10 +484,10 @@ def as_target(target: Any, *, num_classes: int, spatial_shape: tuple[int, ...], 
         return Target(labels=labels, soft=None)
     if arr.ndim == spatial_ndim + 1 and arr.shape[1:] == tuple(spatial_shape):
         if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-            from .soft_labels import rater_mean
+            from .labels import rater_mean
 
             raters = as_rater_stack(arr, name=name, num_classes=num_classes)
-            return Target(labels=None, soft=rater_mean(raters, num_classes))
+            return Target(labels=None, soft=rater_mean(raters, num_classes=num_classes))
         if arr.shape[0] != num_classes:
             raise ValueError(
                 f"{name} holds soft labels with {arr.shape[0]} classes (shape {arr.shape}) but the "

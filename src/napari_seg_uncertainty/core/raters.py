@@ -122,10 +122,10 @@ def agreement_map(raters: Any, num_classes: int | None = None) -> np.ndarray:
     >>> agreement_map(np.array([[[0, 1]], [[1, 1]]]), 2)[1].tolist()
     [[0.5, 1.0]]
     """
-    from .soft_labels import rater_mean
+    from .labels import rater_mean
 
     stack = as_rater_stack(raters)
-    return rater_mean(stack, _infer_num_classes(stack, num_classes))
+    return rater_mean(stack, num_classes=_infer_num_classes(stack, num_classes))
 
 
 def rater_entropy_map(raters: Any, num_classes: int | None = None) -> np.ndarray:

@@ -47,7 +47,7 @@ from ._validation import (
     describe,
     to_numpy_array,
 )
-from .soft_labels import majority_vote, rater_mean
+from .labels import majority_vote, rater_mean
 
 __all__ = [
     "CaseUncertainty",
@@ -214,7 +214,7 @@ def rater_entropy(raters: Any, *, num_classes: int, normalise: bool = True) -> n
     """
     num_classes = check_num_classes(num_classes)
     stack = as_rater_stack(raters, name="raters", num_classes=num_classes)
-    return entropy(rater_mean(stack, num_classes), normalise=normalise)
+    return entropy(rater_mean(stack, num_classes=num_classes), normalise=normalise)
 
 
 @dataclass(frozen=True)
@@ -831,7 +831,7 @@ def agreement_with_raters(
         Number of classes.
     fused : array_like, optional
         A fused reference (e.g. STAPLE or majority vote). Default: the raters' majority vote
-        (:func:`.soft_labels.majority_vote`, ties to the lower class), named ``"majority vote"``.
+        (:func:`.labels.majority_vote`, ties to the lower class), named ``"majority vote"``.
     fused_name : str
         Name of the ``fused`` reference in the table.
     spacing : float or sequence of float, optional

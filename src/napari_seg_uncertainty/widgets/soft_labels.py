@@ -1,7 +1,7 @@
 """Dock widget "Soft labels": preview LS, SVLS, mSVLS, rater mean, STAPLE and majority vote on rater layers.
 
-The widget is a thin front-end to :mod:`napari_seg_uncertainty.core.soft_labels`: it gathers the selected
-Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.core.soft_labels.compute_soft_labels` in a
+The widget is a thin front-end to :mod:`napari_seg_uncertainty.core.labels`: it gathers the selected
+Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.core.labels.compute_soft_labels` in a
 worker thread and shows each class's probability as an Image layer (``soft A: <class>``), updated in place
 whenever a parameter changes. A second method (``soft B: <class>``) can be shown side by side with a
 difference layer ``soft A − B`` and its summary numbers, and method A can be exported with its spacing.
@@ -27,7 +27,7 @@ from magicgui.widgets import (
 )
 
 from ..core.geometry import Geometry
-from ..core.soft_labels import (
+from ..core.labels import (
     SINGLE_MAP_METHODS,
     SOFT_LABEL_METHODS,
     SoftLabelComparison,
@@ -135,14 +135,15 @@ def run_request(request: SoftLabelsRequest) -> SoftLabelsResult:
     ((2, 1, 4, 4), (2,))
     """
     common = {
+        "num_classes": request.num_classes,
         "alpha": request.alpha,
         "sigma": request.sigma,
         "spacing": request.spacing,
     }
-    first = compute_soft_labels(request.raters, request.num_classes, method=request.method, **common)
+    first = compute_soft_labels(request.raters, method=request.method, **common)
     result = SoftLabelsResult(request=request, first=first)
     if request.compare_method is not None:
-        second = compute_soft_labels(request.raters, request.num_classes, method=request.compare_method, **common)
+        second = compute_soft_labels(request.raters, method=request.compare_method, **common)
         result.second = second
         result.comparison = compare_soft_labels(first, second)
     if request.raters.shape[0] > 1:

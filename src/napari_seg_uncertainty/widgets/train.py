@@ -291,7 +291,7 @@ def _preload_unlocked() -> None:
     import torch
     import torch._dynamo  # noqa: F401
 
-    from ..core import soft_labels  # noqa: F401
+    from ..core import labels  # noqa: F401
     from ..core.models import build_model
 
     for dims in (2, 3):

@@ -30,7 +30,7 @@ Data handling
 - Validation: the last ``val_fraction`` of the cases (or slices), or with a single 2-D image the
   last rows; metrics are the NLL against the raters' mean one-hot map and the mean foreground Dice
   of the prediction against the raters' majority.
-- Targets: any fused soft label from :mod:`~napari_seg_uncertainty.core.soft_labels`
+- Targets: any fused soft label from :mod:`~napari_seg_uncertainty.core.labels`
   (``"mean"``, ``"msvls"``, ``"svls"``, ``"label_smoothing"``, ``"onehot"``, ``"staple"``), or
   ``"random_rater"``: one randomly chosen rater per patch and step.
 

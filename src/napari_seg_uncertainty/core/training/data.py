@@ -216,25 +216,25 @@ def fused_target(
     raters: np.ndarray, num_classes: int, config: TrainConfig, spacing: tuple[float, ...] | None
 ) -> np.ndarray:
     """The fused soft target ``(C, *S)`` of one case (not used for ``random_rater``)."""
-    from .. import soft_labels
+    from ..labels import label_smoothing, majority_vote, msvls, one_hot, rater_mean, staple, svls
 
     method = config.target
     if method == "mean":
-        out = soft_labels.rater_mean(raters, num_classes=num_classes)
+        out = rater_mean(raters, num_classes=num_classes)
     elif method == "msvls":
-        out = soft_labels.msvls(raters, num_classes=num_classes, sigma=config.svls_sigma, spacing=spacing)
+        out = msvls(raters, num_classes=num_classes, sigma=config.svls_sigma, spacing=spacing)
     elif method == "staple":
-        out = soft_labels.staple(raters, num_classes=num_classes).probabilities
+        out = staple(raters, num_classes=num_classes).probabilities
     else:
-        majority = soft_labels.majority_vote(raters, num_classes=num_classes)
+        majority = majority_vote(raters, num_classes=num_classes)
         if method == "svls":
-            out = soft_labels.svls(
+            out = svls(
                 majority, num_classes=num_classes, sigma=config.svls_sigma, spacing=spacing
             )
         elif method == "label_smoothing":
-            out = soft_labels.label_smoothing(majority, num_classes=num_classes, alpha=config.label_smoothing)
+            out = label_smoothing(majority, num_classes=num_classes, alpha=config.label_smoothing)
         else:  # onehot
-            out = soft_labels.one_hot(majority, num_classes=num_classes)
+            out = one_hot(majority, num_classes=num_classes)
     out = np.asarray(out, dtype=np.float32)
     if out.shape != (num_classes, *raters.shape[1:]):
         raise ValueError(

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import soft_labels
 from .._validation import describe
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..labels import rater_mean
 from ..losses import adaptive_wing_loss, dice_loss, mask_covariance, soft_cross_entropy, ssn_loss
 from ..models import SegmentationEnsemble, SegmentationNet, weights_digest
 from .config import MODEL_FIELDS, TrainConfig
@@ -568,7 +568,7 @@ def evaluate(
         for case in cases:
             normed = normalize_image(case.image, info["normalization"])
             probs = ensemble_probabilities(model, normed, info, device, config, num_samples=0)
-            reference = torch.from_numpy(soft_labels.rater_mean(case.raters, num_classes=num_classes))
+            reference = torch.from_numpy(rater_mean(case.raters, num_classes=num_classes))
             nll_sum += float(-(reference * torch.log(probs.clamp_min(1e-7))).sum(0).sum())
             voxels += reference[0].numel()
             predicted = probs.argmax(0)
