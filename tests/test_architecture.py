@@ -20,7 +20,9 @@ PACKAGE = "napari_seg_uncertainty"
 SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 #: Third-party roots that belong to the GUI side only.
-GUI_ROOTS = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "napari_matplotlib", "vispy"}
+GUI_ROOTS = {
+    "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "napari_matplotlib", "vispy",
+}
 
 #: Which layer may import which (a module's layer is the first folder under the package).
 ALLOWED = {

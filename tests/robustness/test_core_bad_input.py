@@ -18,7 +18,6 @@ from napari_seg_uncertainty.core import io as nio
 from napari_seg_uncertainty.core import labels as sl
 from napari_seg_uncertainty.core import losses, models, phantom, ssn, training
 from napari_seg_uncertainty.core import raters as rat
-from napari_seg_uncertainty.core import labels as sl
 from napari_seg_uncertainty.core import uncertainty as unc
 from napari_seg_uncertainty.core.ssn import metrics as sm
 

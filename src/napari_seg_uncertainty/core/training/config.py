@@ -16,7 +16,7 @@ from ..models import HEADS
 
 __all__ = ["BACKGROUND_MASKS", "BEST_METRICS", "TARGETS", "TrainConfig", "read_config_file"]
 
-#: Target strategies: fused soft labels (core.soft_labels) or a random rater per patch.
+#: Target strategies: fused soft labels (core.labels) or a random rater per patch.
 TARGETS = ("mean", "msvls", "svls", "label_smoothing", "onehot", "staple", "random_rater")
 #: Metrics that can select the best checkpoint.
 BEST_METRICS = ("val_dice", "val_nll")
