@@ -134,15 +134,7 @@ def fit_temperature(
     spatial = z.shape[1:]
     labels, soft, _ = resolve_target(target, num_classes=num_classes, spatial_shape=spatial, target_kind=target_kind)
     m = as_mask(mask, spatial_shape=spatial, name="mask")
-    try:
-        pair = tuple(bounds) if not isinstance(bounds, (str, bytes)) else ()
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) for b in pair):
-        raise TypeError(f"bounds must be two numbers (T_min, T_max), got {describe(bounds)}.")
-    t_min, t_max = (float(b) for b in pair)
-    if not (0 < t_min < t_max and np.isfinite(t_max)):
-        raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf, got {bounds}.")
+    t_min, t_max = _check_bounds(bounds)
     max_voxels = check_int(max_voxels, name="max_voxels", minimum=1)
     seed = check_seed(seed)
 
@@ -160,6 +152,28 @@ def fit_temperature(
     else:
         assert soft is not None
         ys = soft.reshape(num_classes, -1)[:, index].astype(np.float64)
+    return _minimize_nll(zs, ys, t_min=t_min, t_max=t_max)
+
+
+def _check_bounds(bounds: Any) -> tuple[float, float]:
+    try:
+        pair = tuple(bounds) if not isinstance(bounds, (str, bytes)) else ()
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) for b in pair):
+        raise TypeError(f"bounds must be two numbers (T_min, T_max), got {describe(bounds)}.")
+    t_min, t_max = (float(b) for b in pair)
+    if not (0 < t_min < t_max and np.isfinite(t_max)):
+        raise ValueError(f"bounds must satisfy 0 < T_min < T_max < inf, got {bounds}.")
+    return t_min, t_max
+
+
+def _minimize_nll(zs: np.ndarray, ys: np.ndarray, *, t_min: float, t_max: float) -> float:
+    """The temperature in ``[t_min, t_max]`` minimizing the NLL of ``softmax(zs / T)`` against ``ys``.
+
+    A safeguarded Newton search on ``beta = 1/T``: the NLL is convex in ``beta``, and the bracket
+    shrinks at every step, falling back to bisection when the Newton step leaves it.
+    """
     target_logit = np.mean(np.sum(ys * zs, axis=0))
 
     def gradient_and_curvature(beta: float) -> tuple[float, float]:
