@@ -43,15 +43,15 @@ def make_data(voxels: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.
     return probs, labels
 
 
-def baseline_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+def baseline_ece(probs: np.ndarray, labels: np.ndarray, num_bins: int = 10) -> float:
     """The straightforward version: full-size max/argmax, digitize, a boolean mask per bin."""
     conf = probs.max(axis=0).ravel()
     pred = probs.argmax(axis=0).ravel()
     correct = pred == labels.ravel()
-    edges = np.linspace(0.0, 1.0, n_bins + 1).astype(np.float32)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    edges = np.arange(num_bins + 1, dtype=np.float32) / np.float32(num_bins)  # exact k/M in float32
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, num_bins - 1)
     ece = 0.0
-    for b in range(n_bins):
+    for b in range(num_bins):
         in_bin = idx == b
         n = int(in_bin.sum())
         if n:

@@ -226,7 +226,8 @@ def test_gui_demo_walks_through_the_whole_workflow(make_napari_viewer, qtbot, er
         probs = data(viewer, name)
         assert table["data"][row][0] == pytest.approx(100 * ece_against_raters(probs, labels), abs=2e-3)
         soft_target = counts(labels, num_classes) / 4
-        assert table["data"][row][3] == pytest.approx(np.mean((probs - soft_target) ** 2), abs=1e-5)
+        expected_brier = np.mean((probs - soft_target) ** 2 + soft_target * (1 - soft_target))  # over raters
+        assert table["data"][row][3] == pytest.approx(expected_brier, abs=1e-5)
     assert calibration.plot.artists  # the reliability diagram is drawn
     calibration._plot_kind.value = ENTROPY_SCATTER
     assert calibration.plot.kind == ENTROPY_SCATTER and calibration.plot.artists

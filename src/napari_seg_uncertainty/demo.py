@@ -829,13 +829,13 @@ def _calibration_step(run: _Run, probabilities: dict[str, np.ndarray]) -> dict[s
     temperatures: dict[str, float] = {}
     for label, probs in list(models.items()):
         logits = np.log(np.maximum(probs.astype(np.float64), 1e-12))  # ln p: the logits up to a constant
-        temperatures[label] = fit_temperature(logits, run.raters.labels)
+        temperatures[label] = fit_temperature(logits, run.raters.labels, target_kind="raters")
         scaled = apply_temperature(logits, temperature=temperatures[label]).astype(np.float32)
         models[f"{label} temperature-scaled"] = scaled
     results = [
         ModelResult(
             name,
-            calibration_summary(p, run.raters.labels),
+            calibration_summary(p, run.raters.labels, target_kind="raters"),
             entropy_agreement(p, run.raters.labels, seed=run.seed),
         )
         for name, p in models.items()

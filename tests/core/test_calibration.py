@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from napari_seg_uncertainty.core.calibration import (
     apply_temperature,
     brier_score,
+    brier_score_per_class,
     calibration_summary,
     expected_calibration_error,
     fit_temperature,
@@ -20,6 +21,7 @@ from napari_seg_uncertainty.core.calibration import (
     negative_log_likelihood,
     reliability_bins,
     thresholded_adaptive_ce,
+    thresholded_adaptive_ce_per_class,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -42,32 +44,31 @@ def _argmax_first(v: list[float]) -> int:
     return best
 
 
-def _bin_of(conf: float, n_bins: int, closed: str) -> int:
+def _bin_of(conf: float, num_bins: int, closed: str) -> int:
     """Bin by direct comparison with the float32 edges k/M."""
-    edges = [float(np.float32(k / n_bins)) for k in range(n_bins + 1)]
-    edges[0], edges[-1] = 0.0, 1.0
+    edges = [float(np.float32(k) / np.float32(num_bins)) for k in range(num_bins + 1)]
     conf = min(max(conf, 0.0), 1.0)
     if closed == "right":
-        for m in range(1, n_bins + 1):
+        for m in range(1, num_bins + 1):
             if conf <= edges[m]:
                 return m - 1
-        return n_bins - 1
-    for m in range(n_bins - 1, -1, -1):
+        return num_bins - 1
+    for m in range(num_bins - 1, -1, -1):
         if conf >= edges[m]:
             return m
     return 0
 
 
-def _reference_bins(probs, accuracy_of, n_bins, closed, keep=None):
+def _reference_bins(probs, accuracy_of, num_bins, closed, keep=None):
     """accuracy_of(i, predicted_class) -> accuracy of voxel i."""
-    count = [0] * n_bins
-    conf_sum = [0.0] * n_bins
-    acc_sum = [0.0] * n_bins
+    count = [0] * num_bins
+    conf_sum = [0.0] * num_bins
+    acc_sum = [0.0] * num_bins
     for i, v in enumerate(_voxels(probs)):
         if keep is not None and not keep[i]:
             continue
         k = _argmax_first(v)
-        b = _bin_of(v[k], n_bins, closed)
+        b = _bin_of(v[k], num_bins, closed)
         count[b] += 1
         conf_sum[b] += v[k]
         acc_sum[b] += accuracy_of(i, k)
@@ -91,16 +92,16 @@ def _random_probs(rng, shape, num_classes, sharpness=3.0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("closed", ["right", "left"])
-@pytest.mark.parametrize("n_bins", [1, 7, 10, 50])
-def test_reliability_bins_match_loop_reference_hard_labels(closed, n_bins):
+@pytest.mark.parametrize("num_bins", [1, 7, 10, 50])
+def test_reliability_bins_match_loop_reference_hard_labels(closed, num_bins):
     rng = np.random.default_rng(1)
     probs = _random_probs(rng, (9, 11), 4)
     target = rng.integers(0, 4, size=(9, 11))
     flat_t = target.reshape(-1)
-    count, conf_sum, acc_sum = _reference_bins(probs, lambda i, k: float(k == flat_t[i]), n_bins, closed)
-    bins = reliability_bins(probs, target, n_bins=n_bins, closed=closed)
+    count, conf_sum, acc_sum = _reference_bins(probs, lambda i, k: float(k == flat_t[i]), num_bins, closed)
+    bins = reliability_bins(probs, target, num_bins=num_bins, closed=closed)
     np.testing.assert_array_equal(bins.count, count)
-    for b in range(n_bins):
+    for b in range(num_bins):
         if count[b]:
             assert bins.confidence[b] == pytest.approx(conf_sum[b] / count[b], rel=1e-6)
             assert bins.accuracy[b] == pytest.approx(acc_sum[b] / count[b], rel=1e-12)
@@ -109,7 +110,7 @@ def test_reliability_bins_match_loop_reference_hard_labels(closed, n_bins):
     assert bins.expected_calibration_error == pytest.approx(
         _reference_ece(count, conf_sum, acc_sum), rel=1e-6
     )
-    assert expected_calibration_error(probs, target, n_bins=n_bins, closed=closed) == pytest.approx(
+    assert expected_calibration_error(probs, target, num_bins=num_bins, closed=closed) == pytest.approx(
         _reference_ece(count, conf_sum, acc_sum), rel=1e-6
     )
 
@@ -143,13 +144,13 @@ def test_confidence_exactly_one_and_on_bin_edges():
     target = np.array([[0, 1, 2, 0, 1]])
     # confidences: 1.0 (class 0, correct), 0.5 (tie -> class 0, wrong), 0.4 (class 2, correct),
     # 0.7 (class 0, correct), 0.55 (class 0, wrong)
-    right = reliability_bins(probs, target, n_bins=10, closed="right")
+    right = reliability_bins(probs, target, num_bins=10, closed="right")
     # right-closed: 1.0 -> bin 9, 0.5 -> (0.4, 0.5] bin 4, 0.4 -> bin 3, 0.7 -> bin 6, 0.55 -> bin 5
     expected_right = np.zeros(10, dtype=int)
     expected_right[[9, 4, 3, 6, 5]] = 1
     np.testing.assert_array_equal(right.count, expected_right)
     assert right.accuracy[4] == 0.0 and right.accuracy[3] == 1.0 and right.accuracy[9] == 1.0
-    left = reliability_bins(probs, target, n_bins=10, closed="left")
+    left = reliability_bins(probs, target, num_bins=10, closed="left")
     # left-closed: 1.0 -> last bin 9, 0.5 -> [0.5, 0.6) bin 5 (with 0.55), 0.4 -> bin 4, 0.7 -> bin 7
     expected_left = np.zeros(10, dtype=int)
     expected_left[[9, 4, 7]] = 1
@@ -165,8 +166,8 @@ def test_float32_edge_value_is_on_the_edge():
     probs[:, 0, 1] = [0.3, 0.3, 0.2, 0.2]  # tie, class 0 wins
     probs[3, 0, 0] = 1 - probs[:3, 0, 0].sum()
     target = np.zeros((1, 2), dtype=int)
-    right = reliability_bins(probs, target, n_bins=10, closed="right")
-    left = reliability_bins(probs, target, n_bins=10, closed="left")
+    right = reliability_bins(probs, target, num_bins=10, closed="right")
+    left = reliability_bins(probs, target, num_bins=10, closed="left")
     assert right.count[2] == 2  # (0.2, 0.3]
     assert left.count[3] == 2  # [0.3, 0.4)
 
@@ -174,7 +175,7 @@ def test_float32_edge_value_is_on_the_edge():
 def test_empty_bins_are_nan_and_ignored_by_ece():
     probs = np.array([[[0.95, 0.95, 0.95, 0.95]], [[0.05, 0.05, 0.05, 0.05]]], dtype=np.float32)
     target = np.array([[0, 0, 0, 1]])
-    bins = reliability_bins(probs, target, n_bins=5)
+    bins = reliability_bins(probs, target, num_bins=5)
     assert bins.count.tolist() == [0, 0, 0, 0, 4]
     assert np.isnan(bins.accuracy[:4]).all()
     assert bins.accuracy[4] == 0.75
@@ -200,15 +201,15 @@ def test_soft_target_accuracy_is_mean_over_raters():
     rng = np.random.default_rng(3)
     probs = _random_probs(rng, (8, 8), 3)
     raters = rng.integers(0, 3, size=(4, 8, 8))
-    soft_bins = reliability_bins(probs, raters, n_bins=10)
-    per_rater = [reliability_bins(probs, r, n_bins=10) for r in raters]
+    soft_bins = reliability_bins(probs, raters, num_bins=10)
+    per_rater = [reliability_bins(probs, r, num_bins=10) for r in raters]
     filled = soft_bins.count > 0
     # bins depend on the probabilities only; accuracy is linear in the target
     expected = np.mean([b.accuracy for b in per_rater], axis=0)
     np.testing.assert_allclose(soft_bins.accuracy[filled], expected[filled], rtol=1e-6)
     # explicit soft labels (rater mean written out by hand) give the same result as the rater stack
     soft = np.stack([(raters == c).mean(axis=0) for c in range(3)]).astype(np.float32)
-    explicit = reliability_bins(probs, soft, n_bins=10)
+    explicit = reliability_bins(probs, soft, num_bins=10)
     np.testing.assert_allclose(explicit.accuracy[filled], soft_bins.accuracy[filled], rtol=1e-6)
 
 
@@ -237,10 +238,10 @@ def test_mask_equals_metric_on_selected_voxels():
 @given(
     seed=st.integers(0, 2**32 - 1),
     num_classes=st.integers(1, 5),
-    n_bins=st.integers(1, 40),
+    num_bins=st.integers(1, 40),
     closed=st.sampled_from(["right", "left"]),
 )
-def test_ece_property_matches_reference(seed, num_classes, n_bins, closed):
+def test_ece_property_matches_reference(seed, num_classes, num_bins, closed):
     rng = np.random.default_rng(seed)
     # quantised probabilities put many confidences exactly on bin edges
     raw = rng.integers(0, 5, size=(num_classes, 3, 4)).astype(np.float32) + 1e-3 * (rng.random() < 0.5)
@@ -248,8 +249,8 @@ def test_ece_property_matches_reference(seed, num_classes, n_bins, closed):
     probs = (raw / raw.sum(axis=0)).astype(np.float32)
     target = rng.integers(0, num_classes, size=(3, 4))
     flat_t = target.reshape(-1)
-    count, conf_sum, acc_sum = _reference_bins(probs, lambda i, k: float(k == flat_t[i]), n_bins, closed)
-    bins = reliability_bins(probs, target, n_bins=n_bins, closed=closed)
+    count, conf_sum, acc_sum = _reference_bins(probs, lambda i, k: float(k == flat_t[i]), num_bins, closed)
+    bins = reliability_bins(probs, target, num_bins=num_bins, closed=closed)
     np.testing.assert_array_equal(bins.count, count)
     ece = bins.expected_calibration_error
     assert ece == pytest.approx(_reference_ece(count, conf_sum, acc_sum), abs=1e-7)
@@ -261,10 +262,10 @@ def test_ece_property_matches_reference(seed, num_classes, n_bins, closed):
 # ------------------------------------------------------------------------------------------------
 
 
-def _reference_class_tace(values: list[float], labels: list[float], n_bins: int) -> float:
+def _reference_class_tace(values: list[float], labels: list[float], num_bins: int) -> float:
     """Equal-count bins; bin accuracies averaged over every ordering of tied values (enumerated)."""
     n = len(values)
-    r = min(n_bins, n)
+    r = min(num_bins, n)
     sizes = [n // r + (1 if i < n % r else 0) for i in range(r)]
     groups: dict[float, list[float]] = {}
     for v, y in zip(values, labels):
@@ -301,9 +302,9 @@ def test_tace_matches_reference_with_distinct_values():
         expected.append(
             _reference_class_tace([vals[i] for i in keep], [float(flat_t[i] == k) for i in keep], 4)
         )
-    got = thresholded_adaptive_ce(probs, target, n_bins=4, per_class=True)
+    got = thresholded_adaptive_ce_per_class(probs, target, num_bins=4)
     np.testing.assert_allclose(got, expected, rtol=1e-9)
-    assert thresholded_adaptive_ce(probs, target, n_bins=4) == pytest.approx(np.mean(expected), rel=1e-9)
+    assert thresholded_adaptive_ce(probs, target, num_bins=4) == pytest.approx(np.mean(expected), rel=1e-9)
 
 
 def test_tace_ties_across_bin_boundaries_average_over_orderings():
@@ -311,7 +312,7 @@ def test_tace_ties_across_bin_boundaries_average_over_orderings():
     p1 = np.array([0.2, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.9], dtype=np.float32)
     probs = np.stack([1 - p1, p1])[:, None, :]
     target = np.array([[1, 0, 1, 1, 0, 1, 0, 1, 1]])
-    got = thresholded_adaptive_ce(probs, target, n_bins=4, per_class=True)
+    got = thresholded_adaptive_ce_per_class(probs, target, num_bins=4)
     for k in range(2):
         vals = [float(v) for v in probs[k, 0]]
         keep = [i for i, v in enumerate(vals) if v > 1e-3]
@@ -325,8 +326,8 @@ def test_tace_is_invariant_to_voxel_order():
     probs = np.stack([q[0] * 0.5, 1 - q[0] * 0.5])[:, None, :].astype(np.float32)
     target = rng.integers(0, 2, size=(1, 40))
     perm = rng.permutation(40)
-    a = thresholded_adaptive_ce(probs, target, n_bins=6)
-    b = thresholded_adaptive_ce(probs[:, :, perm], target[:, perm], n_bins=6)
+    a = thresholded_adaptive_ce(probs, target, num_bins=6)
+    b = thresholded_adaptive_ce(probs[:, :, perm], target[:, perm], num_bins=6)
     assert a == pytest.approx(b, rel=1e-12)
 
 
@@ -336,13 +337,13 @@ def test_tace_empty_class_and_threshold():
     probs[0, 0] = [0.9, 0.2, 0.6]
     probs[1, 0] = [0.1, 0.8, 0.4]
     target = np.array([[0, 1, 1]])
-    per_class = thresholded_adaptive_ce(probs, target, n_bins=10, per_class=True)
+    per_class = thresholded_adaptive_ce_per_class(probs, target, num_bins=10)
     assert np.isnan(per_class[2])
     # class 0: values 0.9 (y=1), 0.2 (y=0), 0.6 (y=0) -> one bin each: gaps 0.1, 0.2, 0.6
     assert per_class[0] == pytest.approx((0.1 + 0.2 + 0.6) / 3, abs=1e-6)
     # class 1: 0.1 (y=0), 0.8 (y=1), 0.4 (y=1) -> gaps 0.1, 0.2, 0.6
     assert per_class[1] == pytest.approx((0.1 + 0.2 + 0.6) / 3, abs=1e-6)
-    assert thresholded_adaptive_ce(probs, target, n_bins=10) == pytest.approx(0.3, abs=1e-6)
+    assert thresholded_adaptive_ce(probs, target, num_bins=10) == pytest.approx(0.3, abs=1e-6)
     # a threshold above every probability leaves nothing: NaN
     assert math.isnan(thresholded_adaptive_ce(probs, target, threshold=0.95))
 
@@ -352,7 +353,7 @@ def test_tace_soft_target_uses_soft_indicator():
     probs = np.stack([1 - p1, p1])[:, None, :]
     raters = np.array([[[0, 0, 1, 1]], [[0, 1, 1, 1]], [[1, 0, 0, 1]]])
     soft1 = (raters == 1).mean(axis=0)[0]
-    got = thresholded_adaptive_ce(probs, raters, n_bins=2, per_class=True)
+    got = thresholded_adaptive_ce_per_class(probs, raters, num_bins=2)
     # class 1, two bins of two values: {0.1, 0.3} and {0.6, 0.9}
     gap1 = abs(np.mean(soft1[:2]) - np.mean(p1[:2])) + abs(np.mean(soft1[2:]) - np.mean(p1[2:]))
     assert got[1] == pytest.approx(gap1 / 2, abs=1e-6)
@@ -396,16 +397,44 @@ def test_brier_reductions_match_loops():
         for k in range(4):
             per_class[k] += (v[k] - float(flat_t[i] == k)) ** 2
     per_class = [s / 21 for s in per_class]
-    np.testing.assert_allclose(brier_score(probs, target, reduction="none"), per_class, rtol=1e-6)
+    np.testing.assert_allclose(brier_score_per_class(probs, target), per_class, rtol=1e-6)
     assert brier_score(probs, target) == pytest.approx(sum(per_class) / 4, rel=1e-6)
     assert brier_score(probs, target, reduction="sum") == pytest.approx(sum(per_class), rel=1e-6)
 
 
-def test_brier_soft_target_against_rater_mean():
+def test_brier_against_raters_is_the_expectation_over_raters():
     probs = np.array([[[0.5, 0.9]], [[0.5, 0.1]]], dtype=np.float32)
     raters = np.array([[[0, 0]], [[1, 0]]])  # rater mean: voxel 0 = (0.5, 0.5), voxel 1 = (1, 0)
-    # voxel 0 matches exactly; voxel 1: (0.1^2 + 0.1^2) / 2 = 0.01; averaged over 2 voxels
-    assert brier_score(probs, raters) == pytest.approx(0.005, abs=1e-7)
+    per_rater = [brier_score(probs, r) for r in raters]
+    # voxel 0: 0.25 against either rater; voxel 1: (0.1^2 + 0.1^2) / 2 = 0.01; mean over raters and voxels
+    assert brier_score(probs, raters) == pytest.approx(np.mean(per_rater), abs=1e-7)
+    assert brier_score(probs, raters) == pytest.approx(0.13, abs=1e-7)
+    # the rater-mean variant, by name: voxel 0 matches the mean exactly
+    assert brier_score(probs, raters, rater_average="target") == pytest.approx(0.005, abs=1e-7)
+    per_class_mean = brier_score_per_class(probs, raters, rater_average="target")
+    np.testing.assert_allclose(per_class_mean, [0.005, 0.005], atol=1e-7)
+    np.testing.assert_allclose(
+        brier_score_per_class(probs, raters), np.mean([brier_score_per_class(probs, r) for r in raters], axis=0),
+        atol=1e-7,
+    )
+
+
+def test_brier_issue_example_and_random_raters_match_mean_over_raters():
+    half = np.array([[[0.5]], [[0.5]]], np.float32)
+    raters = np.array([[[0]], [[1]]])
+    assert brier_score(half, raters, target_kind="raters") == pytest.approx(0.25)
+    assert brier_score(half, raters, target_kind="raters", rater_average="target") == 0.0
+    rng = np.random.default_rng(11)
+    probs = _random_probs(rng, (5, 6), 3, sharpness=1.0)
+    stack = rng.integers(0, 3, size=(5, 5, 6))
+    for reduction in ("mean", "sum"):
+        expected = np.mean([brier_score(probs, r, reduction=reduction) for r in stack])
+        assert brier_score(probs, stack, reduction=reduction) == pytest.approx(expected, rel=1e-6)
+    summary = calibration_summary(probs, stack)
+    assert summary.brier == pytest.approx(np.mean([brier_score(probs, r) for r in stack]), rel=1e-6)
+    assert calibration_summary(probs, stack, rater_average="target").brier == pytest.approx(
+        brier_score(probs, stack, rater_average="target"), rel=1e-12
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,9 +446,9 @@ def test_calibration_summary_agrees_with_the_functions():
     rng = np.random.default_rng(9)
     probs = _random_probs(rng, (6, 6), 3)
     target = rng.integers(0, 3, size=(6, 6))
-    s = calibration_summary(probs, target, n_bins=8, tace_bins=5)
-    assert s.ece == pytest.approx(expected_calibration_error(probs, target, n_bins=8))
-    assert s.tace == pytest.approx(thresholded_adaptive_ce(probs, target, n_bins=5))
+    s = calibration_summary(probs, target, num_bins=8, tace_num_bins=5)
+    assert s.ece == pytest.approx(expected_calibration_error(probs, target, num_bins=8))
+    assert s.tace == pytest.approx(thresholded_adaptive_ce(probs, target, num_bins=5))
     assert s.nll == pytest.approx(negative_log_likelihood(probs, target))
     assert s.brier == pytest.approx(brier_score(probs, target))
     assert s.voxels == 36 and set(s.to_dict()) == {"ece", "tace", "nll", "brier", "voxels"}
@@ -436,8 +465,8 @@ def test_calibration_summary_agrees_with_the_functions():
         ({"target": np.zeros((4, 4), int)}, ValueError, ["target", "shape"]),
         ({"mask": np.zeros((3, 3), bool)}, ValueError, ["mask", "no voxel"]),
         ({"mask": np.ones((2, 2), bool)}, ValueError, ["mask", "(3, 3)"]),
-        ({"n_bins": 0}, ValueError, ["n_bins", "0"]),
-        ({"n_bins": 2.5}, TypeError, ["n_bins"]),
+        ({"num_bins": 0}, ValueError, ["num_bins", "0"]),
+        ({"num_bins": 2.5}, TypeError, ["num_bins"]),
         ({"closed": "both"}, ValueError, ["closed", "both"]),
         ({"target": "labels"}, TypeError, ["target"]),
     ],
@@ -566,8 +595,15 @@ def test_apply_temperature_is_softmax_of_scaled_logits():
 
 def test_docstring_examples_run():
     import doctest
+    import importlib
+    import pkgutil
 
     from napari_seg_uncertainty.core import calibration
 
-    result = doctest.testmod(calibration, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10 and result.failed == 0
+    attempted = 0
+    for info in pkgutil.iter_modules(calibration.__path__):
+        module = importlib.import_module(f"{calibration.__name__}.{info.name}")
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, info.name
+        attempted += result.attempted
+    assert attempted > 10

@@ -352,9 +352,9 @@ CASES = [
         lambda: sm.dice_against_reference("samples", LABELS, num_classes=3), "samples", id="dice-ref-string"
     ),
     # ---------------------------------------------------------------- calibration
-    case(lambda: cal.reliability_bins(PROBS, LABELS, n_bins=0), "n_bins", id="bins-0"),
-    case(lambda: cal.reliability_bins(PROBS, LABELS, n_bins=2.5), "n_bins", id="bins-float"),
-    case(lambda: cal.reliability_bins(PROBS, LABELS, n_bins=10**9), "n_bins", id="bins-absurd"),
+    case(lambda: cal.reliability_bins(PROBS, LABELS, num_bins=0), "num_bins", id="bins-0"),
+    case(lambda: cal.reliability_bins(PROBS, LABELS, num_bins=2.5), "num_bins", id="bins-float"),
+    case(lambda: cal.reliability_bins(PROBS, LABELS, num_bins=10**9), "num_bins", id="bins-absurd"),
     case(lambda: cal.reliability_bins(PROBS, LABELS, closed="both"), "closed", id="bins-closed"),
     case(lambda: cal.reliability_bins(NAN_PROBS, LABELS), "probs", id="bins-nan"),
     case(lambda: cal.reliability_bins(UNNORMALISED, LABELS), "probs", id="bins-unnormalised"),
@@ -387,12 +387,12 @@ CASES = [
         id="tace-threshold-neg",
     ),
     case(
-        lambda: cal.thresholded_adaptive_ce(PROBS, LABELS, per_class="yes"), "per_class", id="tace-per-class"
+        lambda: cal.thresholded_adaptive_ce(PROBS, LABELS, target_kind="yes"), "target_kind", id="tace-target-kind"
     ),
     case(lambda: cal.negative_log_likelihood(PROBS, LABELS, eps=0.0), "eps", id="nll-eps-0"),
     case(lambda: cal.negative_log_likelihood(PROBS, LABELS, eps=1.0), "eps", id="nll-eps-1"),
     case(lambda: cal.brier_score(PROBS, LABELS, reduction="median"), "reduction", id="brier-reduction"),
-    case(lambda: cal.calibration_summary(PROBS, LABELS, tace_bins=0), "n_bins", id="summary-tace-bins"),
+    case(lambda: cal.calibration_summary(PROBS, LABELS, tace_num_bins=0), "num_bins", id="summary-tace-bins"),
     case(lambda: cal.foreground_box_mask(np.zeros((5, 5), int)), "labels", id="box-no-foreground"),
     case(lambda: cal.foreground_box_mask(LABELS, in_plane_margin=-1.0), "in_plane_margin", id="box-margin"),
     case(lambda: cal.foreground_box_mask(LABELS, slice_margin=-1), "slice_margin", id="box-slice-margin"),

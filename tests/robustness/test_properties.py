@@ -135,10 +135,10 @@ def test_ssn_class_scale(weight, class_index):
 
 
 @FAST
-@given(n_bins=ANY_SCALAR, threshold=ANY_SCALAR)
-def test_calibration_bins_and_threshold(n_bins, threshold):
-    bins_ok = is_int(n_bins) and 1 <= n_bins <= 10_000
-    check_verdict(lambda: cal.expected_calibration_error(PROBS, LABELS, n_bins=n_bins), bins_ok, "n_bins")
+@given(num_bins=ANY_SCALAR, threshold=ANY_SCALAR)
+def test_calibration_bins_and_threshold(num_bins, threshold):
+    bins_ok = is_int(num_bins) and 1 <= num_bins <= 10_000
+    check_verdict(lambda: cal.expected_calibration_error(PROBS, LABELS, num_bins=num_bins), bins_ok, "num_bins")
     threshold_ok = is_real(threshold) and 0.0 <= float(threshold) < 1.0
     tace = check_verdict(
         lambda: cal.thresholded_adaptive_ce(PROBS, LABELS, threshold=threshold), threshold_ok, "threshold"

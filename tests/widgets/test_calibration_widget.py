@@ -169,7 +169,7 @@ def test_plot_updates_when_layer_data_changes(make_napari_viewer, qtbot, case, e
     before = widget.results
     widget._n_bins.value = 5
     qtbot.waitUntil(lambda: widget.results is not before and widget._compute.enabled, timeout=30000)
-    assert widget.results[1].summary.bins.n_bins == 5
+    assert widget.results[1].summary.bins.num_bins == 5
     _, _, _, ece5 = _independent_bins(case["smooth"], reference, n_bins=5)
     assert widget._table.value["data"][1][0] == pytest.approx(100 * ece5, abs=1e-3)
 

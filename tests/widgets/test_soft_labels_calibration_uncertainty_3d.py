@@ -193,7 +193,8 @@ def test_calibration_offers_only_probabilities_and_names_classes(make_napari_vie
     rows = widget._class_table.value["data"]
     assert [row[1] for row in rows] == CLASS_NAMES and all(row[0] == "model" for row in rows)
     for k, row in enumerate(rows):
-        assert row[3] == pytest.approx(np.mean((probs[k] - share[k]) ** 2), abs=2e-5)  # Brier of class k
+        expected_brier = np.mean((probs[k] - share[k]) ** 2 + share[k] * (1 - share[k]))  # over raters
+        assert row[3] == pytest.approx(expected_brier, abs=2e-5)  # Brier of class k
         assert row[2] == pytest.approx(_independent_tace(probs[k], share[k]), abs=2e-5)  # TACE of class k
     assert f"on {labels[0].size:,} voxels" in widget._status.value
     assert list(widget._table.value["columns"])[0] == "ECE %"

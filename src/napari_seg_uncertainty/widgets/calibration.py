@@ -32,11 +32,11 @@ from napari_matplotlib.util import Interval
 
 from ..core.calibration import (
     apply_temperature,
-    brier_score,
+    brier_score_per_class,
     calibration_summary,
     fit_temperature,
     foreground_box_mask,
-    thresholded_adaptive_ce,
+    thresholded_adaptive_ce_per_class,
 )
 from ..core.geometry import Geometry
 from ..core.uncertainty import entropy_agreement
@@ -140,7 +140,7 @@ def temperature_scale(
             if not np.issubdtype(p.dtype, np.floating):
                 raise TypeError(f"probabilities must be floating point, got dtype {p.dtype}.")
             logits = np.log(np.maximum(p.astype(np.float64), LOG_FLOOR))
-            t = fit_temperature(logits, target, mask=mask)
+            t = fit_temperature(logits, target, mask=mask, target_kind="raters" if target_is_raters else "labels")
             results.append(TemperatureResult(name, t, apply_temperature(logits, temperature=t)))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
@@ -202,8 +202,9 @@ def compute_calibration(
             summary = calibration_summary(
                 probs,
                 target,
-                n_bins=n_bins,
-                tace_bins=tace_bins,
+                num_bins=n_bins,
+                tace_num_bins=tace_bins,
+                target_kind="raters" if target_is_raters else "labels",
                 tace_threshold=tace_threshold,
                 mask=mask,
                 closed=closed,  # type: ignore[arg-type]
@@ -213,10 +214,11 @@ def compute_calibration(
                 if target_is_raters
                 else None
             )
-            class_tace = thresholded_adaptive_ce(
-                probs, target, n_bins=tace_bins, threshold=tace_threshold, mask=mask, per_class=True
+            kind = "raters" if target_is_raters else "labels"
+            class_tace = thresholded_adaptive_ce_per_class(
+                probs, target, num_bins=tace_bins, threshold=tace_threshold, mask=mask, target_kind=kind
             )
-            class_brier = brier_score(probs, target, mask=mask, reduction="none")
+            class_brier = brier_score_per_class(probs, target, mask=mask, target_kind=kind)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
         results.append(
