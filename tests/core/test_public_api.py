@@ -28,5 +28,5 @@ def test_core_never_imports_qt_or_napari():
 
     core = pathlib.Path(nsu.__file__).parent / "core"
     pattern = re.compile(r"^\s*(from|import)\s+(qtpy|napari|magicgui|PyQt\d|PySide\d)\b", re.MULTILINE)
-    offenders = [p.name for p in core.glob("*.py") if pattern.search(p.read_text())]
+    offenders = [p.name for p in core.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import napari_seg_uncertainty as nsu
 from napari_seg_uncertainty.core.raters import rater_entropy
 from napari_seg_uncertainty.core.uncertainty import (
+    RaterAgreement,
     agreement,
     agreement_with_raters,
     dice_per_class,
@@ -334,6 +336,7 @@ def test_agreement_with_raters_rows():
         assert row.surface_dice == pytest.approx(
             _numpy_surface_dice(pred, ref, row.class_index, 1.0, (1.0, 1.0)), rel=1e-6
         )
+    assert all(isinstance(r, RaterAgreement) for r in rows) and nsu.RaterAgreement is RaterAgreement
     fused = agreement_with_raters(pred, raters, num_classes=3, fused=raters[0], fused_name="STAPLE")
     assert fused[-1].reference == "STAPLE" and fused[-1].dice == rows[1].dice
     with pytest.raises(ValueError, match="rater_names"):
@@ -349,3 +352,11 @@ def test_docstring_examples_run():
         assert result.failed == 0, module.__name__
         attempted += result.attempted
     assert attempted > 10
+
+
+def test_one_rater_entropy_and_no_metric_reexports():
+    from napari_seg_uncertainty.core import uncertainty
+
+    assert nsu.rater_entropy is rater_entropy
+    for name in ("rater_entropy", "rater_entropy_map", "generalised_energy_distance", "sample_diversity"):
+        assert not hasattr(uncertainty, name), name
