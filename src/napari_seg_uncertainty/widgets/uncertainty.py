@@ -621,7 +621,7 @@ class UncertaintyWidget(Container):
         }
         self._status.value = (
             f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
-            f"{len({r['reference'] for r in rows})} reference(s)."
+            f"{len({r.reference for r in rows})} reference(s)."
         )
 
 
