@@ -258,7 +258,7 @@ def test_gui_demo_walks_through_the_whole_workflow(make_napari_viewer, qtbot, er
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     np.testing.assert_allclose(camera.center[-2:], top.centroid, atol=1e-6)
     first = uncertainty.agreement_rows[0]
-    assert first["reference"] == "rater 1" and first["class_index"] == 1
+    assert first.reference == "rater 1" and first.class_index == 1
     prediction = data(viewer, "mSVLS U-Net").argmax(axis=0)
-    assert first["dice"] == pytest.approx(dice(prediction == 1, labels[0] == 1), abs=1e-5)
+    assert first.dice == pytest.approx(dice(prediction == 1, labels[0] == 1), abs=1e-5)
     assert errors == []

@@ -5,7 +5,7 @@ The scripting API for the napari console and notebooks::
     import napari_seg_uncertainty as nsu
     raters = nsu.load_raters("case01/")          # folder, glob, files, .npz or an (R, *spatial) array
     print(raters.summary())
-    entropy = nsu.rater_entropy_map(raters.labels)
+    entropy = nsu.rater_entropy(raters.labels)
 
 Names are imported lazily on first use, so ``import napari_seg_uncertainty`` stays fast
 (napari imports it when it discovers the plugin).
@@ -26,8 +26,10 @@ _EXPORTS: dict[str, str] = {
     "load_raters": "core.raters",
     "pairwise_dice": "core.raters",
     "agreement_map": "core.raters",
-    "rater_entropy_map": "core.raters",
+    "rater_entropy": "core.raters",
+    "qubiq_tasks": "core.raters",
     "read_image": "core.io",
+    "ImageMeta": "core.io",
     "write_image": "core.io",
     "make_phantom_raters": "core.phantom",
     "make_real_raters": "core.phantom",
@@ -114,6 +116,12 @@ _EXPORTS: dict[str, str] = {
     "dice_per_class": "core.uncertainty",
     "surface_dice_per_class": "core.uncertainty",
     "agreement_with_raters": "core.uncertainty",
+    "expected_entropy": "core.uncertainty",
+    "PredictiveUncertainty": "core.uncertainty",
+    "StructureUncertainty": "core.uncertainty",
+    "CaseUncertainty": "core.uncertainty",
+    "EntropyAgreement": "core.uncertainty",
+    "RaterAgreement": "core.uncertainty",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -886,7 +886,7 @@ def _uncertainty_step(run: _Run, probabilities: dict[str, np.ndarray], distribut
     review.sort(key=lambda r: (-r["mean_entropy"], -r["voxels"]))
     run.rows_file("uncertainty/review.csv", review)
     dice_rows = [
-        {"model": MODELS[key][0], **row}
+        {"model": MODELS[key][0], **asdict(row)}
         for key, probs in probabilities.items()
         for row in agreement_with_raters(
             np.argmax(probs, axis=0),

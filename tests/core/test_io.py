@@ -141,3 +141,13 @@ def test_file_suffix():
     assert file_suffix("a/b.NII.GZ") == ".nii.gz"
     assert file_suffix("b.nrrd") == ".nrrd"
     assert file_suffix("noext") == ""
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from napari_seg_uncertainty.core import _file_checks, io
+
+    for module in (io, _file_checks):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -15,7 +15,7 @@ from napari_seg_uncertainty.core.raters import (
     agreement_map,
     load_raters,
     pairwise_dice,
-    rater_entropy_map,
+    rater_entropy,
 )
 
 
@@ -41,7 +41,7 @@ def _write_raters(folder, raters, names, spacing=(1.0, 1.0)):
 # statistics against independent computations
 # ---------------------------------------------------------------------------------------------------
 def test_pairwise_dice_matches_set_definition(three_raters):
-    dice = pairwise_dice(three_raters, 3)
+    dice = pairwise_dice(three_raters, num_classes=3)
     assert dice.shape == (3, 3, 3)
     for k, i, j in itertools.product(range(3), range(3), range(3)):
         a = {tuple(p) for p in np.argwhere(three_raters[i] == k)}
@@ -53,26 +53,26 @@ def test_pairwise_dice_matches_set_definition(three_raters):
 def test_pairwise_dice_empty_classes():
     r = np.zeros((2, 4, 4), np.uint8)
     r[0, 0, 0] = 1
-    d = pairwise_dice(r, 3)
+    d = pairwise_dice(r, num_classes=3)
     assert d[2, 0, 1] == 1.0  # both empty: agree the class is absent
     assert d[1, 0, 1] == 0.0  # one empty, one not
-    assert np.isnan(pairwise_dice(r, 3, empty_value=np.nan)[2, 0, 1])
+    assert np.isnan(pairwise_dice(r, num_classes=3, empty_value=np.nan)[2, 0, 1])
 
 
 def test_agreement_and_entropy_against_hand_counts():
     r = np.array([[[0, 1, 2, 1]], [[0, 1, 1, 2]], [[0, 1, 0, 0]]])
-    agree = agreement_map(r, 3)
+    agree = agreement_map(r, num_classes=3)
     assert agree.dtype == np.float32
     np.testing.assert_allclose(agree[:, 0, 0], [1, 0, 0])
     np.testing.assert_allclose(agree[:, 0, 1], [0, 1, 0])
     np.testing.assert_allclose(agree[:, 0, 2], [1 / 3, 1 / 3, 1 / 3])
     np.testing.assert_allclose(agree.sum(0), 1.0)
-    ent = rater_entropy_map(r, 3)
+    ent = rater_entropy(r, num_classes=3)
     # voxel 2: uniform over 3 classes -> 1; voxel 3: p = (1/3, 1/3, 1/3) -> 1; voxel 0/1 -> 0
     np.testing.assert_allclose(ent[0], [0, 0, 1, 1], atol=1e-6)
     r2 = np.array([[[0]], [[1]], [[1]], [[1]]])
     p = np.array([0.25, 0.75])
-    np.testing.assert_allclose(rater_entropy_map(r2, 2)[0, 0], -(p * np.log(p)).sum() / np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(rater_entropy(r2, num_classes=2)[0, 0], -(p * np.log(p)).sum() / np.log(2), rtol=1e-6)
 
 
 def test_summary_table(three_raters):
@@ -82,7 +82,7 @@ def test_summary_table(three_raters):
                              "mean_pairwise_dice", "min_pairwise_dice"]
     counts = np.array([[np.count_nonzero(r == k) for r in three_raters] for k in range(3)])
     np.testing.assert_allclose(table.column("mean_volume"), counts.mean(1) * 1.0)
-    d = pairwise_dice(three_raters, 3)
+    d = pairwise_dice(three_raters, num_classes=3)
     expected = [np.mean([d[k, 0, 1], d[k, 0, 2], d[k, 1, 2]]) for k in range(3)]
     np.testing.assert_allclose(table.column("mean_pairwise_dice"), expected)
     text = str(table)
@@ -300,3 +300,65 @@ def test_raterset_validation():
         RaterSet(labels=np.zeros((2, 4, 4), np.uint8), image=np.zeros((5, 5)))
     with pytest.raises(ValueError, match="spacing must have 2 entries"):
         RaterSet(labels=np.zeros((2, 4, 4), np.uint8), spacing=(1.0, 1.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# rater entropy, the keyword convention, label dtype, CSV writing
+# ---------------------------------------------------------------------------------------------------
+def test_rater_entropy_in_nats_and_normalized():
+    r = np.array([[[0, 1, 2]], [[0, 1, 1]], [[0, 0, 2]], [[0, 1, 1]]])
+    nats = rater_entropy(r, num_classes=3, normalize=False)
+    expected = [0.0, -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)), np.log(2.0)]
+    np.testing.assert_allclose(nats[0], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rater_entropy(r, num_classes=3)[0], np.array(expected) / np.log(3), rtol=1e-6)
+    assert nats.dtype == np.float32
+    np.testing.assert_array_equal(rater_entropy(np.zeros((2, 3, 3), np.uint8), num_classes=1), 0.0)
+    rs = load_raters(r)
+    np.testing.assert_array_equal(rs.entropy_map(), rater_entropy(r, num_classes=3))
+    with pytest.raises(TypeError, match="normalize"):
+        rater_entropy(r, normalize="yes")
+
+
+def test_num_classes_is_keyword_only(three_raters):
+    for function in (pairwise_dice, agreement_map, rater_entropy):
+        with pytest.raises(TypeError):
+            function(three_raters, 3)
+
+
+def test_label_dtype_follows_the_number_of_classes():
+    labels = np.arange(257)[None, None]
+    few = load_raters(np.concatenate([labels[..., :256]] * 2))
+    assert few.labels.dtype == np.uint8 and few.num_classes == 256
+    many = load_raters(np.concatenate([labels] * 2))
+    assert many.labels.dtype == np.uint16 and many.num_classes == 257
+    np.testing.assert_array_equal(many.labels[0, 0], np.arange(257))
+    gapped = load_raters(np.array([[[0, 1000]], [[1000, 4]]]))
+    assert gapped.labels.dtype == np.uint8 and gapped.label_values == [0, 4, 1000]
+    np.testing.assert_array_equal(gapped.labels, [[[0, 2]], [[2, 1]]])
+
+
+def test_summary_csv_is_written_whole_and_respects_overwrite(tmp_path, three_raters):
+    table = load_raters(three_raters).summary()
+    path = tmp_path / "summary.csv"
+    assert table.to_csv(path) == str(path)
+    first = path.read_text()
+    assert first.splitlines()[0] == ",".join(table.columns) and len(first.splitlines()) == 4
+    with pytest.raises(FileExistsError, match="summary.csv"):
+        table.to_csv(path, overwrite=False)
+    table.to_csv(path)  # replaces by default
+    assert path.read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv"]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from napari_seg_uncertainty.core import phantom
+    from napari_seg_uncertainty.core.raters import loading, rater_set, statistics
+
+    attempted = 0
+    for module in (statistics, rater_set, loading, phantom):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 5

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_seg_uncertainty.core import uncertainty as unc
+import napari_seg_uncertainty as nsu
+from napari_seg_uncertainty.core.raters import rater_entropy
 from napari_seg_uncertainty.core.uncertainty import (
+    RaterAgreement,
+    agreement,
     agreement_with_raters,
     dice_per_class,
     entropy,
@@ -19,10 +21,11 @@ from napari_seg_uncertainty.core.uncertainty import (
     mutual_information,
     predictive_uncertainty,
     rank_cases_for_review,
-    rater_entropy,
     segment_entropy,
+    segments,
     structure_entropy,
     surface_dice_per_class,
+    voxelwise,
 )
 
 
@@ -49,7 +52,7 @@ def _hb(p: float) -> float:
 def test_entropy_matches_loop(shape):
     rng = np.random.default_rng(0)
     probs = _random_probs(rng, shape, 3)
-    got_nats = entropy(probs, normalise=False)
+    got_nats = entropy(probs, normalize=False)
     got = entropy(probs)
     for idx in np.ndindex(*shape):
         v = [float(probs[(c, *idx)]) for c in range(3)]
@@ -68,8 +71,8 @@ def test_entropy_edge_cases():
     np.testing.assert_allclose(entropy(uniform), 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="probs"):
         entropy(np.full((2, 2, 2), 0.9, np.float32))
-    with pytest.raises(TypeError, match="normalise"):
-        entropy(uniform, normalise="yes")
+    with pytest.raises(TypeError, match="normalize"):
+        entropy(uniform, normalize="yes")
 
 
 def test_rater_entropy_hand_computed():
@@ -85,7 +88,7 @@ def test_rater_entropy_hand_computed():
 def test_mutual_information_matches_loop():
     rng = np.random.default_rng(1)
     members = np.stack([_random_probs(rng, (3, 4), 3) for _ in range(5)])
-    u = predictive_uncertainty(members, normalise=False)
+    u = predictive_uncertainty(members, normalize=False)
     for idx in np.ndindex(3, 4):
         vs = [[float(members[(m, c, *idx)]) for c in range(3)] for m in range(5)]
         mean = [sum(v[c] for v in vs) / 5 for c in range(3)]
@@ -95,8 +98,8 @@ def test_mutual_information_matches_loop():
         assert u.expected_entropy[idx] == pytest.approx(h_exp, rel=1e-5)
         assert u.mutual_information[idx] == pytest.approx(max(h_mean - h_exp, 0), abs=1e-6)
         assert u.mean_probs[(slice(None), *idx)] == pytest.approx(mean, rel=1e-6)
-    normalised = mutual_information(members)
-    np.testing.assert_allclose(normalised, u.mutual_information / math.log(3), rtol=1e-5, atol=1e-7)
+    normalized = mutual_information(members)
+    np.testing.assert_allclose(normalized, u.mutual_information / math.log(3), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(expected_entropy(members), u.expected_entropy / math.log(3), rtol=1e-5)
 
 
@@ -127,7 +130,7 @@ def test_segment_entropy_eq7_by_loop():
     probs = _random_probs(rng, (6, 7), 4, sharpness=1.0)
     pred = probs.argmax(axis=0)
     got = segment_entropy(probs)
-    got_bits = segment_entropy(probs, normalise=True, include_background=True)
+    got_bits = segment_entropy(probs, normalize=True, include_background=True)
     for k in range(4):
         values = [_hb(float(probs[k][idx])) for idx in np.ndindex(6, 7) if pred[idx] == k]
         expected = sum(values) / len(values) if values else float("nan")
@@ -177,7 +180,7 @@ def test_structure_entropy_components_and_connectivity():
     assert merged[0].centroid == pytest.approx(((0 + 0 + 1 + 1 + 2) / 5, (0 + 1 + 0 + 1 + 2) / 5))
     big_only = structure_entropy(probs, connectivity=1, min_voxels=2)
     assert [r.voxels for r in big_only] == [2, 4]
-    bits = structure_entropy(probs, connectivity=1, normalise=True)
+    bits = structure_entropy(probs, connectivity=1, normalize=True)
     assert bits[0].mean_entropy == pytest.approx(_hb(0.6) / math.log(2), rel=1e-6)
     with pytest.raises(ValueError, match="connectivity"):
         structure_entropy(probs, connectivity=3)
@@ -323,40 +326,37 @@ def test_agreement_with_raters_rows():
         counts = [sum(int(raters[r][idx] == c) for r in range(3)) for c in range(3)]
         vote[idx] = counts.index(max(counts))
     rows = agreement_with_raters(pred, raters, num_classes=3, tolerance=1.0)
-    assert [r["reference"] for r in rows] == ["rater 1"] * 2 + ["rater 2"] * 2 + ["rater 3"] * 2 + [
+    assert [r.reference for r in rows] == ["rater 1"] * 2 + ["rater 2"] * 2 + ["rater 3"] * 2 + [
         "majority vote"
     ] * 2
     refs = [*raters, vote]
     for row in rows:
-        ref = refs[[r["reference"] for r in rows[::2]].index(row["reference"])]
-        assert row["dice"] == pytest.approx(_numpy_dice(pred, ref, row["class_index"]), rel=1e-6)
-        assert row["surface_dice"] == pytest.approx(
-            _numpy_surface_dice(pred, ref, row["class_index"], 1.0, (1.0, 1.0)), rel=1e-6
+        ref = refs[[r.reference for r in rows[::2]].index(row.reference)]
+        assert row.dice == pytest.approx(_numpy_dice(pred, ref, row.class_index), rel=1e-6)
+        assert row.surface_dice == pytest.approx(
+            _numpy_surface_dice(pred, ref, row.class_index, 1.0, (1.0, 1.0)), rel=1e-6
         )
+    assert all(isinstance(r, RaterAgreement) for r in rows) and nsu.RaterAgreement is RaterAgreement
     fused = agreement_with_raters(pred, raters, num_classes=3, fused=raters[0], fused_name="STAPLE")
-    assert fused[-1]["reference"] == "STAPLE" and fused[-1]["dice"] == rows[1]["dice"]
+    assert fused[-1].reference == "STAPLE" and fused[-1].dice == rows[1].dice
     with pytest.raises(ValueError, match="rater_names"):
         agreement_with_raters(pred, raters, num_classes=3, rater_names=["a"])
-
-
-# ------------------------------------------------------------------------------------------------
-# GED² and diversity re-exports
-# ------------------------------------------------------------------------------------------------
-
-
-def test_ged_and_diversity_are_reexported_from_ssn_metrics():
-    if importlib.util.find_spec("napari_seg_uncertainty.core.ssn.metrics") is None:
-        pytest.skip("core/ssn_metrics.py (SSN engineer) is not in this checkout yet")
-    from napari_seg_uncertainty.core.ssn import metrics as ssn_metrics
-
-    assert unc.generalized_energy_distance is ssn_metrics.generalized_energy_distance
-    assert unc.sample_diversity is ssn_metrics.sample_diversity
-    with pytest.raises(AttributeError):
-        _ = unc.not_a_metric
 
 
 def test_docstring_examples_run():
     import doctest
 
-    result = doctest.testmod(unc, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10 and result.failed == 0
+    attempted = 0
+    for module in (voxelwise, segments, agreement):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 10
+
+
+def test_one_rater_entropy_and_no_metric_reexports():
+    from napari_seg_uncertainty.core import uncertainty
+
+    assert nsu.rater_entropy is rater_entropy
+    for name in ("rater_entropy", "rater_entropy_map", "generalised_energy_distance", "sample_diversity"):
+        assert not hasattr(uncertainty, name), name

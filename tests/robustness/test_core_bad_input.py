@@ -120,10 +120,10 @@ CASES = [
     case(lambda: sl.compare_soft_labels("a", PROBS), "first", id="compare-string"),
     # ---------------------------------------------------------------- raters
     case(lambda: rat.pairwise_dice(LABELS), "raters", id="pairwise_dice-2d"),
-    case(lambda: rat.pairwise_dice(RATERS, 2), "raters", id="pairwise_dice-out-of-range"),
-    case(lambda: rat.pairwise_dice(RATERS, 0), "num_classes", id="pairwise_dice-C0"),
+    case(lambda: rat.pairwise_dice(RATERS, num_classes=2), "raters", id="pairwise_dice-out-of-range"),
+    case(lambda: rat.pairwise_dice(RATERS, num_classes=0), "num_classes", id="pairwise_dice-C0"),
     case(lambda: rat.agreement_map(RATERS.astype(float) * np.nan), "raters", id="agreement-nan"),
-    case(lambda: rat.rater_entropy_map(-RATERS), "raters", id="entropy_map-negative"),
+    case(lambda: rat.rater_entropy(-RATERS), "raters", id="entropy_map-negative"),
     case(lambda: rat.load_raters(None), "source", id="load_raters-none"),
     case(lambda: rat.load_raters(42), "source", id="load_raters-int"),
     case(lambda: rat.load_raters([]), "source", id="load_raters-empty-list"),
@@ -413,9 +413,9 @@ CASES = [
     # ---------------------------------------------------------------- uncertainty
     case(lambda: unc.entropy(NAN_PROBS), "probs", id="entropy-nan"),
     case(lambda: unc.entropy(PROBS.astype(np.int64)), "probs", id="entropy-int"),
-    case(lambda: unc.entropy(PROBS, normalise="yes"), "normalise", id="entropy-flag"),
+    case(lambda: unc.entropy(PROBS, normalize="yes"), "normalize", id="entropy-flag"),
     case(lambda: unc.entropy(UNNORMALISED), "probs", id="entropy-unnormalised"),
-    case(lambda: unc.rater_entropy(RATERS, num_classes=2), "raters", id="rater-entropy-range"),
+    case(lambda: rat.rater_entropy(RATERS, num_classes=2), "raters", id="rater-entropy-range"),
     case(lambda: unc.predictive_uncertainty(PROBS), "member_probs", id="predictive-3d"),
     case(lambda: unc.predictive_uncertainty(MEMBERS, from_logits=1), "from_logits", id="predictive-flag"),
     case(

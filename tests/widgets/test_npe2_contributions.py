@@ -11,7 +11,7 @@ from npe2 import PluginManager
 
 from napari_seg_uncertainty._reader import get_reader
 from napari_seg_uncertainty.core.io import read_image, write_image
-from napari_seg_uncertainty.core.raters import rater_entropy_map
+from napari_seg_uncertainty.core.raters import rater_entropy
 
 PLUGIN = "napari-seg-uncertainty"
 
@@ -87,7 +87,7 @@ def test_writers_keep_spacing_and_refuse_overwrite(make_napari_viewer, tmp_path)
     labels[1:3, 1:4, 2:5] = 2
     viewer.add_labels(labels, name="seg", scale=(2.5, 0.7, 0.7))
     probs = np.random.default_rng(1).random((3, 4, 5, 6)).astype(np.float32)
-    entropy = rater_entropy_map(np.stack([labels, labels * 0]), 3)
+    entropy = rater_entropy(np.stack([labels, labels * 0]), num_classes=3)
     viewer.add_image(entropy, name="entropy", scale=(2.5, 0.7, 0.7))
     viewer.add_image(probs, name="probs", scale=(1, 2.5, 0.7, 0.7))
     out = tmp_path / "seg.nii.gz"

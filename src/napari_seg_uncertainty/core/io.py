@@ -7,19 +7,17 @@ shows them, so spacing, origin and direction are reversed from SimpleITK's ``(x,
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import struct
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._memory import check_allocation, format_bytes
+from ._atomic import atomic_write
+from ._file_checks import check_decoded_size, check_nifti_complete, check_npz_fits, sitk_component_bytes
 from ._validation import check_spacing, describe
 
 __all__ = [
@@ -155,84 +153,6 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     return arr, meta
 
 
-def _check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, *, copies: int = 1) -> None:
-    """Refuse, from the header alone, an image whose pixels cannot fit in memory (e.g. a forged header)."""
-    count = 1
-    for s in shape:
-        count *= int(s)
-    check_allocation(
-        count * int(itemsize) * copies,
-        what=f"its pixel data ({' x '.join(str(int(s)) for s in shape)} values of {itemsize} bytes, "
-             f"{format_bytes(count * int(itemsize))})",
-        cause=f"path {str(path)!r}",
-        advice="the header may be corrupt; otherwise crop or downsample the image before loading it",
-    )
-
-
-def _sitk_component_bytes(pixel_type: str) -> int:
-    """Bytes per pixel component from SimpleITK's pixel type name (e.g. '16-bit signed integer')."""
-    text = pixel_type.lower()
-    sizes = {"64-bit": 8, "32-bit": 4, "16-bit": 2, "8-bit": 1}
-    size = next((n for bits, n in sizes.items() if bits in text), 8)
-    return size * (2 if "complex" in text else 1)
-
-
-def _nifti_data_offset(header: bytes) -> int | None:
-    """``vox_offset`` of a NIfTI-1 or NIfTI-2 header (either byte order), or None if not NIfTI."""
-    for order in "<>":
-        if len(header) >= 112 and struct.unpack(f"{order}i", header[:4])[0] == 348:
-            return int(struct.unpack(f"{order}f", header[108:112])[0])
-        if len(header) >= 176 and struct.unpack(f"{order}i", header[:4])[0] == 540:
-            return int(struct.unpack(f"{order}q", header[168:176])[0])
-    return None
-
-
-def _truncated(path: Path, expected: int, found: int | str) -> ValueError:
-    return ValueError(
-        f"could not read {str(path)!r}: the file is truncated (its header announces {expected} bytes of "
-        f"header and pixels, the file holds {found}); copy or download it again."
-    )
-
-
-def _check_nifti_complete(path: Path, data_bytes: int) -> None:
-    """Refuse a truncated NIfTI file, which SimpleITK would read with the missing voxels set to 0.
-
-    ``.nii``: the file must reach ``vox_offset + data_bytes``. ``.nii.gz``: the gzip trailer (uncompressed
-    size modulo 2**32) must match; otherwise the stream is decompressed to check its end and CRC (this also
-    accepts valid multi-member gzip files, whose trailer only counts the last member).
-    """
-    compressed = file_suffix(path) == ".nii.gz"
-    try:
-        if compressed:
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(540)
-        else:
-            with open(path, "rb") as stream:
-                header = stream.read(540)
-        offset = _nifti_data_offset(header)
-        if offset is None:
-            return  # not a NIfTI header after all: SimpleITK decides
-        expected = offset + data_bytes
-        if not compressed:
-            size = path.stat().st_size
-            if size < expected:
-                raise _truncated(path, expected, size)
-            return
-        with open(path, "rb") as raw:
-            raw.seek(-4, os.SEEK_END)
-            trailer = struct.unpack("<I", raw.read(4))[0]
-        if trailer == expected % 2**32:
-            return
-        total = 0
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 22):
-                total += len(chunk)
-        if total < expected:
-            raise _truncated(path, expected, f"{total} once decompressed")
-    except (EOFError, OSError, zlib.error, struct.error) as exc:
-        raise ValueError(f"could not read {str(path)!r}: the file is truncated or corrupt ({exc}).") from exc
-
-
 def _sitk_error(path: Path, exc: Exception) -> ValueError:
     first = str(exc).strip().splitlines()
     detail = first[-1] if first else "unknown error"
@@ -253,13 +173,13 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, ImageMeta]:
     except RuntimeError as exc:
         raise _sitk_error(path, exc) from exc
     shape = (*reader.GetSize(), reader.GetNumberOfComponents())
-    itemsize = _sitk_component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
-    _check_decoded_size(path, shape, itemsize, copies=2)  # SimpleITK's buffer and the numpy copy of it
+    itemsize = sitk_component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    check_decoded_size(path, shape, itemsize, copies=2)  # SimpleITK's buffer and the numpy copy of it
     if file_suffix(path) in (".nii", ".nii.gz"):
         data_bytes = itemsize
         for s in shape:
             data_bytes *= int(s)
-        _check_nifti_complete(path, data_bytes)
+        check_nifti_complete(path, data_bytes, compressed=file_suffix(path) == ".nii.gz")
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -292,7 +212,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageMeta]:
     try:
         with tifffile.TiffFile(str(path)) as tif:
             series = tif.series[0]
-            _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize)
+            check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize)
             arr = tif.asarray()
             spacing = _tiff_spacing(tif, arr.ndim)
         if errors.messages:
@@ -358,7 +278,7 @@ def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
             width, height = header.size
             bands = len(header.getbands())
             bits = 16 if header.mode.startswith("I;16") else 32 if header.mode in ("I", "F") else 8
-        _check_decoded_size(path, (height, width, bands), bits // 8)
+        check_decoded_size(path, (height, width, bands), bits // 8)
         arr = np.asarray(skio.imread(str(path)))
     except MemoryError:
         raise
@@ -374,68 +294,6 @@ def _read_png(path: Path) -> tuple[np.ndarray, ImageMeta]:
                 "(grey) images with one integer label per pixel. Save the mask as an 8- or 16-bit grey PNG."
             )
     return arr, ImageMeta(path=str(path))
-
-
-def check_npz_fits(path: str | os.PathLike) -> None:
-    """Check an ``.npz`` archive from its headers: readable, no pickled objects, arrays that fit in memory.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The archive.
-
-    Raises
-    ------
-    ValueError
-        If the file is not a zip archive of ``.npy`` arrays (truncated or corrupt), or holds object arrays
-        (which only load with pickle, refused for safety).
-    OutputTooLargeError
-        If the arrays together would not fit in the available memory (e.g. a forged header).
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.npz")
-    >>> np.savez(p, masks=np.zeros((2, 4, 4), np.uint8))
-    >>> check_npz_fits(p)
-    """
-    import zipfile
-
-    from numpy.lib import format as npy_format
-
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or path-like), got {describe(path)}.")
-    total = 0
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with archive.open(info) as member:
-                    version = npy_format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = npy_format.read_array_header_1_0(member)
-                    elif version in ((2, 0), (3, 0)):
-                        shape, _, dtype = npy_format.read_array_header_2_0(member)
-                    else:  # pragma: no cover - numpy rejects other versions in read_magic
-                        continue
-                if dtype.hasobject:
-                    raise ValueError(
-                        f"path {str(path)!r}: array {info.filename[:-4]!r} holds Python objects, which load "
-                        "only with pickle (refused for safety); save plain numeric arrays with numpy.savez."
-                    )
-                count = 1
-                for size in shape:
-                    count *= int(size)
-                total += count * dtype.itemsize
-    except Exception as exc:  # noqa: BLE001 - zipfile raises many types on corrupt archives
-        if "refused for safety" in str(exc):
-            raise
-        raise ValueError(
-            f"path {str(path)!r} is not a readable .npz archive (truncated or corrupt?): {exc}"
-        ) from exc
-    check_allocation(total, what=f"its arrays ({format_bytes(total)})", cause=f"path {str(path)!r}",
-                     advice="the archive may be corrupt; otherwise save smaller arrays")
 
 
 def _squeeze_leading(arr: np.ndarray) -> np.ndarray:
@@ -545,14 +403,8 @@ def write_image(
         vector = channel_axis is not None
         _write_with_data_file(path, array, spacing, origin, direction, vector, overwrite=overwrite)
         return str(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp), array, spacing, origin, direction, channel_axis is not None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, overwrite=overwrite, suffix=suffix) as temporary:
+        writer(temporary, array, spacing, origin, direction, channel_axis is not None)
     return str(path)
 
 
@@ -564,6 +416,10 @@ def _write_with_data_file(
     Both files are written into a temporary folder next to ``path`` (the header names its data file
     relative to itself), then moved into place data file first, header last. An existing data file of
     that name (which the header would claim) is never replaced without ``overwrite``.
+
+    This is not :func:`atomic_write`: SimpleITK writes the pair under names it derives from the
+    header's name, and the header records the data file's name, so a temporary name for the header
+    would end up inside it; staging the pair under its final names in a private folder avoids that.
     """
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
         staged = Path(folder) / path.name

@@ -17,18 +17,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._memory import array_bytes, check_allocation
-from ._validation import check_num_classes, check_positive, check_probability, check_spacing, describe
+from ._validation import check_int, check_positive, check_probability, check_seed, check_spacing, describe
 from .raters import RaterSet
 
 __all__ = ["make_phantom_raters", "make_real_raters", "simulate_raters"]
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be a non-negative integer, got {describe(seed)}.")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {int(seed)}.")
-    return int(seed)
 
 
 def _check_ndim(ndim: Any) -> int:
@@ -114,7 +106,7 @@ def simulate_raters(
     shape = structures[0].shape
     if any(s.shape != shape for s in structures):
         raise ValueError(f"structures must share one shape, got {[s.shape for s in structures]}.")
-    num_raters = check_num_classes(num_raters, name="num_raters")
+    num_raters = check_int(num_raters, name="num_raters", minimum=1)
     spacing = check_spacing(spacing, len(shape)) or (1.0,) * len(shape)
     boundary_noise = check_positive(boundary_noise, name="boundary_noise", allow_zero=True)
     rater_bias = check_positive(rater_bias, name="rater_bias", allow_zero=True)
@@ -129,7 +121,7 @@ def simulate_raters(
         miss = [check_probability(m, name=f"miss_probability[{i}]") for i, m in enumerate(miss_probability)]
     if len(miss) != len(structures):
         raise ValueError(f"miss_probability needs one value per structure ({len(structures)}), got {len(miss)}.")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     check_allocation(
         array_bytes((num_raters + 3 * len(structures) + 2, *shape), np.float32),
         what=f"{num_raters} rater maps of shape {shape} with distance and noise fields",
@@ -205,8 +197,8 @@ def make_phantom_raters(
     shape = tuple(int(s) for s in shape)
     if len(shape) != ndim or min(shape) < 8:
         raise ValueError(f"shape must have {ndim} entries of at least 8, got {shape}.")
-    num_raters = check_num_classes(num_raters, name="num_raters")
-    seed = _check_seed(seed)
+    num_raters = check_int(num_raters, name="num_raters", minimum=1)
+    seed = check_seed(seed)
     check_allocation(
         array_bytes(shape, np.float64) * 12 + array_bytes((num_raters, *shape), np.uint8),
         what=f"the phantom of shape {shape} (image, structures, distance and noise fields)",
@@ -273,8 +265,8 @@ def make_real_raters(ndim: int = 2, *, num_raters: int = 4, seed: int = 0) -> tu
     from .io import read_image
 
     ndim = _check_ndim(ndim)
-    num_raters = check_num_classes(num_raters, name="num_raters")
-    seed = _check_seed(seed)
+    num_raters = check_int(num_raters, name="num_raters", minimum=1)
+    seed = check_seed(seed)
     path = (_package_file("pydicom", "data", "test_files", "CT_small.dcm") if ndim == 2
             else _package_file("nibabel", "tests", "data", "anatomical.nii"))
     if path is not None:

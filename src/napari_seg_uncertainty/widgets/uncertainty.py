@@ -31,6 +31,7 @@ from magicgui.widgets import (
 from ..core.geometry import Geometry
 from ..core.uncertainty import (
     CaseUncertainty,
+    RaterAgreement,
     StructureUncertainty,
     agreement_with_raters,
     entropy,
@@ -247,7 +248,7 @@ def compute_agreement(
     layout: str = CLASSES,
     spacing: tuple[float, ...] | None = None,
     tolerance: float = 2.0,
-) -> list[dict[str, Any]]:
+) -> list[RaterAgreement]:
     """Dice and surface Dice of the arg-max prediction against each rater and their majority vote."""
     if not raters:
         raise ValueError("no rater selected; select one or more Labels layers (one per rater).")
@@ -284,7 +285,7 @@ class UncertaintyWidget(Container):
         self._viewer = viewer
         self.maps: list[MapResult] = []
         self.review_rows: list[ReviewRow] = []
-        self.agreement_rows: list[dict[str, Any]] = []
+        self.agreement_rows: list[RaterAgreement] = []
         self.worker: Any = None
         self._review_layers: dict[str, Any] = {}  # layer name at ranking time -> layer
         self._class_names: list[str] = []
@@ -607,12 +608,12 @@ class UncertaintyWidget(Container):
             return self.worker
         return None
 
-    def _show_agreement(self, rows: list[dict[str, Any]]) -> None:
+    def _show_agreement(self, rows: list[RaterAgreement]) -> None:
         self.agreement_rows = rows
         self._agreement_table.value = {
             "data": [
-                [r["reference"], _class_name(self._class_names, r["class_index"]), _cell(r["dice"]),
-                 _cell(r["surface_dice"])]
+                [r.reference, _class_name(self._class_names, r.class_index), _cell(r.dice),
+                 _cell(r.surface_dice)]
                 for r in rows
             ],
             "index": _row_numbers(rows),
@@ -620,7 +621,7 @@ class UncertaintyWidget(Container):
         }
         self._status.value = (
             f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
-            f"{len({r['reference'] for r in rows})} reference(s)."
+            f"{len({r.reference for r in rows})} reference(s)."
         )
 
 
