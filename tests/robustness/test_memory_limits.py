@@ -41,7 +41,9 @@ ABSURD = [
         "num_classes",
         id="compute_soft_labels",
     ),
-    pytest.param(lambda: soft_labels.RandomRaterSampler(RATERS, num_classes=HUGE).sample(), "num_classes", id="sampler"),
+    pytest.param(
+        lambda: soft_labels.RandomRaterSampler(RATERS, num_classes=HUGE).sample(), "num_classes", id="sampler"
+    ),
     pytest.param(lambda: raters.agreement_map(RATERS, num_classes=HUGE), "num_classes", id="agreement_map"),
     pytest.param(lambda: raters.rater_entropy(RATERS, num_classes=HUGE), "num_classes", id="rater_entropy"),
     pytest.param(lambda: raters.pairwise_dice(RATERS, num_classes=HUGE), "num_classes", id="pairwise_dice"),
