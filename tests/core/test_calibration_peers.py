@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import CalibrationErrorMetric
-from napari_seg_uncertainty.core.soft_labels import rater_mean
+from napari_seg_uncertainty.core.labels import rater_mean
 from torchmetrics.classification import MulticlassCalibrationError
 from torchmetrics.functional.classification import multiclass_calibration_error
 
@@ -104,7 +104,7 @@ def test_classwise_error_with_raters_matches_monai_on_the_rater_mean():
     rng = np.random.default_rng(5)
     probs = _random_probs(rng, (20, 22), 3)
     raters = rng.integers(0, 3, size=(5, 20, 22))
-    theirs = _monai(probs, rater_mean(raters, 3), num_bins=8, include_background=True, reduction="expected")
+    theirs = _monai(probs, rater_mean(raters, num_classes=3), num_bins=8, include_background=True, reduction="expected")
     ours = classwise_calibration_error(probs, raters, num_bins=8)
     np.testing.assert_allclose(ours.per_class, theirs, rtol=1e-5, atol=1e-7)
 

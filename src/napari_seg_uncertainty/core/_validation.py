@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
@@ -454,52 +453,6 @@ def _value_check_blocks(arr: np.ndarray, leading_axes: int) -> Iterator[np.ndarr
         index = [slice(None)] * arr.ndim
         index[spatial0] = slice(start, start + step)
         yield arr[tuple(index)]
-
-
-@dataclass(frozen=True)
-class Target:
-    """A validated target: hard labels ``(*spatial)`` or a soft map ``(C, *spatial)`` (float32)."""
-
-    labels: np.ndarray | None
-    soft: np.ndarray | None
-
-    @property
-    def is_soft(self) -> bool:
-        return self.soft is not None
-
-
-def as_target(target: Any, *, num_classes: int, spatial_shape: tuple[int, ...], name: str = "target") -> Target:
-    """Validate a target against probabilities with ``num_classes`` classes on ``spatial_shape``.
-
-    Accepted forms (told apart by shape and dtype):
-
-    * integer labels shaped like the spatial grid -> hard target;
-    * an integer rater stack ``(R, *spatial)`` -> soft target, the mean of the raters' one-hot maps;
-    * floating-point soft labels ``(C, *spatial)`` summing to 1 -> soft target.
-    """
-    arr = to_numpy_array(target, name=name)
-    spatial_ndim = len(spatial_shape)
-    if arr.shape == tuple(spatial_shape):
-        labels = as_label_array(arr, name=name, ndim=(spatial_ndim,), num_classes=num_classes)
-        return Target(labels=labels, soft=None)
-    if arr.ndim == spatial_ndim + 1 and arr.shape[1:] == tuple(spatial_shape):
-        if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-            from .labels import rater_mean
-
-            raters = as_rater_stack(arr, name=name, num_classes=num_classes)
-            return Target(labels=None, soft=rater_mean(raters, num_classes=num_classes))
-        if arr.shape[0] != num_classes:
-            raise ValueError(
-                f"{name} holds soft labels with {arr.shape[0]} classes (shape {arr.shape}) but the "
-                f"probabilities have {num_classes}; expected shape {(num_classes, *spatial_shape)}."
-            )
-        soft = as_probability_array(arr, name=name)
-        return Target(labels=None, soft=soft.astype(np.float32, copy=False))
-    raise ValueError(
-        f"{name} must be integer labels of shape {tuple(spatial_shape)}, a rater stack "
-        f"(R, *{tuple(spatial_shape)}) or soft labels of shape {(num_classes, *spatial_shape)}, "
-        f"got {describe(arr)}."
-    )
 
 
 def as_mask(mask: Any, *, spatial_shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:

@@ -154,7 +154,7 @@ def resolve_target(
             raise ValueError(
                 f"{name} with target_kind='raters' must be stacked as (R, *{spatial}), got {describe(arr)}."
             )
-        from ..soft_labels import rater_mean
+        from ..labels import rater_mean
 
         raters = as_rater_stack(arr, name=name, num_classes=num_classes)
         return None, rater_mean(raters, num_classes=num_classes), kind
