@@ -17,7 +17,7 @@ reported as a notification and leaves the widget idle).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, Label
@@ -26,7 +26,9 @@ from psygnal import Signal
 from . import _common
 from ._common import logger, run_in_thread, tabify_when_docked, unwrap_viewer
 from ._layer_choices import LayerWatcher
-from ._staged import LayerQueue, LayerSelect, scroll_area_for
+from ._layer_queue import LayerQueue
+from ._layer_select import LayerSelect
+from ._layout import scroll_area_for
 
 if TYPE_CHECKING:
     import napari
@@ -75,6 +77,7 @@ class DockWidget(Container):
         self._layer_selects: list[LayerSelect] = []
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._action = "Computation"
+        self._applying = False
 
     # building ---------------------------------------------------------------------------------------
     def layer_select(
@@ -103,6 +106,26 @@ class DockWidget(Container):
         self.scroll_area = scroll_area_for(self, self.content, min_width=min_width, min_height=min_height)
         self._watcher = LayerWatcher(self._viewer, self.reset_choices, owner=self.native)
         tabify_when_docked(self.native)
+
+    # inputs -----------------------------------------------------------------------------------------
+    @property
+    def applying(self) -> bool:
+        """Whether :meth:`apply` is setting inputs (live updates wait until it is done)."""
+        return self._applying
+
+    def apply(self, settings: Iterable[tuple[Any, Any]]) -> None:
+        """Set each ``(control, value)`` in order, skipping ``None`` values; :attr:`applying` meanwhile.
+
+        Public methods that start work take their inputs as keywords and set them here first, so a
+        widget that recomputes on every change (live updates) computes once, with all of them.
+        """
+        self._applying = True
+        try:
+            for control, value in settings:
+                if value is not None:
+                    control.value = value
+        finally:
+            self._applying = False
 
     # choices ----------------------------------------------------------------------------------------
     def reset_choices(self, *_args: Any) -> None:

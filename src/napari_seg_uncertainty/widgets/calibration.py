@@ -40,15 +40,8 @@ from ..core.calibration import (
 )
 from ..core.geometry import Geometry
 from ..core.uncertainty import entropy_agreement
-from ._calibration_plots import (
-    ModelResult,
-    bin_rows,
-    draw_entropy_scatter,
-    draw_reliability,
-    metric_rows,
-    refuse_existing,
-    write_csv,
-)
+from ..workflow.figures import ModelResult, bin_rows, draw_entropy_scatter, draw_reliability, metric_rows
+from ..workflow.tables import refuse_existing, write_csv
 from ._case import case_of
 from ._common import (
     notify_errors,
@@ -60,8 +53,10 @@ from ._common import (
     unwrap_viewer,
     upsert_layer,
 )
-from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerSelect, fit_table, full_width_after, labels_problem, scroll_area_for
+from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, labels_problem, probability_problem
+from ._layer_select import LayerSelect
+from ._layout import full_width_after, scroll_area_for
+from ._tables import fit_table
 
 if TYPE_CHECKING:
     import napari

@@ -26,8 +26,11 @@ from ._common import (
     unwrap_viewer,
     upsert_layer,
 )
-from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem, scroll_area_for
+from ._layer_choices import LayerWatcher, is_labels_layer, labels_problem
+from ._layer_queue import LayerQueue
+from ._layer_select import LayerSelect
+from ._layout import scroll_area_for
+from ._tables import fit_table
 
 if TYPE_CHECKING:
     import napari
