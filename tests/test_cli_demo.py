@@ -16,13 +16,13 @@ import torch
 
 from napari_seg_uncertainty.cli import main
 from napari_seg_uncertainty.core.io import read_image
-from napari_seg_uncertainty.demo import (
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
+from napari_seg_uncertainty.workflow.demo import (
     DATASETS,
     NUM_SSN_SAMPLES,
     DemoTraining,
     load_demo_data,
     planned_outputs,
-    run_gui_demo,
     run_headless_demo,
 )
 

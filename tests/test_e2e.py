@@ -16,11 +16,12 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_seg_uncertainty.demo import DemoTraining, load_demo_data, run_gui_demo
 from napari_seg_uncertainty.widgets import _common
 from napari_seg_uncertainty.widgets import guide as guide_module
 from napari_seg_uncertainty.widgets.calibration import ENTROPY_SCATTER
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.widgets.ssn_samples import MEAN_LAYER, SAMPLES_LAYER
+from napari_seg_uncertainty.workflow.demo import DemoTraining, load_demo_data
 
 STEP_TIMEOUT_MS = 600_000
 RATERS = ["rater 1", "rater 2", "rater 3", "rater 4"]

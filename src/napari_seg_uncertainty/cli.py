@@ -167,7 +167,7 @@ def _demo(args: argparse.Namespace) -> int:
         if problem:
             print(problem, file=sys.stderr)
             return 2
-    from .demo import DATASETS, WORKFLOW_DATASET, run_gui_demo, run_headless_demo
+    from .workflow.demo import DATASETS, WORKFLOW_DATASET, run_headless_demo
 
     if args.headless:
         if not args.out:
@@ -209,6 +209,8 @@ def _demo(args: argparse.Namespace) -> int:
                 )
         return 0
     import napari
+
+    from .widgets.demo_window import run_gui_demo
 
     run_gui_demo(args.data or WORKFLOW_DATASET, seed=args.seed)
     napari.run()

@@ -368,7 +368,7 @@ def test_every_module_imports_and_the_headless_demo_runs_offline(network_attempt
             monkeypatch.delitem(sys.modules, name)
     for name in names:
         importlib.import_module(name)
-    from napari_seg_uncertainty.demo import DATASETS, run_headless_demo
+    from napari_seg_uncertainty.workflow.demo import DATASETS, run_headless_demo
 
     results = run_headless_demo(tmp_path / "demo")
     assert sorted(results) == sorted(DATASETS)

@@ -13,9 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_seg_uncertainty.demo import DATASETS, run_gui_demo
 from napari_seg_uncertainty.widgets import guide as guide_module
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.widgets.guide import STEPS, WorkflowGuide
+from napari_seg_uncertainty.workflow.demo import DATASETS
 
 WAIT_MS = 300_000
 
@@ -104,7 +105,7 @@ def test_tab_titles_are_whole_and_every_dock_scrolls(make_napari_viewer):
 _WINDOW_PROBE = """
 import json, os
 from qtpy.QtCore import QEventLoop, QTimer
-from napari_seg_uncertainty.demo import run_gui_demo
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 
 guide = run_gui_demo("phantom2d", wait=True)  # the demo's own window, as the command opens it
 loop = QEventLoop(); QTimer.singleShot(500, loop.quit); loop.exec()  # the layout settles, the image is fitted

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from psygnal import Signal
 
-from ..demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
+from ..workflow.demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
 from ._common import (
     fit_to_screen,
     notify_errors,
@@ -238,7 +238,7 @@ class WorkflowGuide(Container):
         Injected by napari.
     training : DemoTraining, optional
         Settings filled into the *Train* widget (default: a short run, see
-        :class:`~napari_seg_uncertainty.demo.DemoTraining`).
+        :class:`~napari_seg_uncertainty.workflow.demo.DemoTraining`).
     seed : int
         Seed filled into the widgets.
 
