@@ -167,7 +167,7 @@ def test_plot_updates_when_layer_data_changes(make_napari_viewer, qtbot, case, e
     assert widget._table.value["data"][0][0] == pytest.approx(0.0, abs=1e-9)
     # a settings change recomputes too: 5 bins
     before = widget.results
-    widget._n_bins.value = 5
+    widget._num_bins.value = 5
     qtbot.waitUntil(lambda: widget.results is not before and widget._compute.enabled, timeout=30000)
     assert widget.results[1].summary.bins.n_bins == 5
     _, _, _, ece5 = _independent_bins(case["smooth"], reference, n_bins=5)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SIGNIFICANT_DIGITS", "fit_rows", "fit_table", "format_number"]
+__all__ = ["SIGNIFICANT_DIGITS", "fit_rows", "fit_table", "format_number", "table_cell"]
 
 #: Significant digits of a shown number (Dice 0.8991, ECE 2.317 %, TACE 0.001234, 93.75 mm²).
 SIGNIFICANT_DIGITS = 4
@@ -99,3 +99,16 @@ def fit_rows(table: Any, *, min_height: int = 40) -> None:
     height = view.horizontalHeader().height() + 2 * view.frameWidth() + 2
     height += sum(view.rowHeight(i) for i in range(view.rowCount()))
     view.setFixedHeight(max(height, min_height))
+
+
+def table_cell(value: Any) -> Any:
+    """What a table cell holds for ``value``: a float (shown by :func:`format_number`), ``"n/a"`` for NaN.
+
+    Examples
+    --------
+    >>> table_cell(np.float32(0.25)), table_cell(float("nan")), table_cell("organ"), table_cell(3)
+    (0.25, 'n/a', 'organ', 3)
+    """
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else "n/a"
+    return value

@@ -37,7 +37,7 @@ from ._common import notify_errors, upsert_layer
 from ._layer_choices import is_labels_layer, is_probability_layer, labels_problem, member_problem, probability_problem
 from ._layer_queue import keep_selection
 from ._layout import full_width_after
-from ._tables import fit_table
+from ._tables import fit_table, table_cell
 
 if TYPE_CHECKING:
     import napari
@@ -238,14 +238,14 @@ class UncertaintyWidget(DockWidget):
         shown = rows[:MAX_REVIEW_ROWS]
         if rows and rows[0].case is not None:
             self._review_table.value = {
-                "data": [[r.label, _cell(r.case.score)] + [_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
+                "data": [[r.label, table_cell(r.case.score)] + [table_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
                          for r in shown],
                 "index": _row_numbers(shown),
                 "columns": ["image", "mean H"] + self._class_names[1:len(rows[0].case.per_class)],
             }
         else:
             self._review_table.value = {
-                "data": [[r.label, f"{s.voxels:,}", _cell(s.mean_entropy), r.source]
+                "data": [[r.label, f"{s.voxels:,}", table_cell(s.mean_entropy), r.source]
                          for r in shown for s in [r.structure] if s is not None],
                 "index": _row_numbers(shown),
                 "columns": ["structure", "voxels", "mean H (nats)", "layer"],
@@ -326,8 +326,8 @@ class UncertaintyWidget(DockWidget):
     def _show_agreement(self, rows: list[dict[str, Any]]) -> None:
         self.agreement_rows = rows
         self._agreement_table.value = {
-            "data": [[r["reference"], class_name(self._class_names, r["class_index"]), _cell(r["dice"]),
-                      _cell(r["surface_dice"])] for r in rows],
+            "data": [[r["reference"], class_name(self._class_names, r["class_index"]), table_cell(r["dice"]),
+                      table_cell(r["surface_dice"])] for r in rows],
             "index": _row_numbers(rows),
             "columns": ["reference", "class", "Dice", "surface Dice"],
         }
@@ -344,9 +344,3 @@ def _camera(viewer: napari.viewer.Viewer) -> Any:
 def _row_numbers(rows: Sequence[Any]) -> list[str]:
     return [str(i + 1) for i in range(len(rows))]
 
-
-def _cell(value: Any) -> Any:
-    """A table cell: the number itself (shown by :func:`._tables.format_number`), "n/a" for NaN."""
-    if isinstance(value, (float, np.floating)):
-        return "n/a" if np.isnan(value) else float(value)
-    return value
