@@ -158,7 +158,19 @@ def test_rater_outputs_of_the_headless_demo(tmp_path):
     results = run_headless_demo(tmp_path, datasets=["phantom2d"], workflow=None)
     _, raters = load_demo_data("phantom2d")
     metrics = json.loads((tmp_path / "phantom2d" / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(results["phantom2d"]))
+    assert results["phantom2d"].workflow is None
+    assert metrics == json.loads(json.dumps(results["phantom2d"].to_dict()))
+    assert list(metrics) == [
+        "dataset",
+        "description",
+        "shape",
+        "spacing",
+        "num_raters",
+        "class_names",
+        "summary",
+        "mean_rater_entropy",
+        "files",
+    ]
     assert sorted(metrics["files"]) == sorted(f"phantom2d/{p}" for p in planned_outputs(raters, workflow=False))
     assert sorted(p.name for p in (tmp_path / "phantom2d").iterdir() if p.name.startswith(".")) == []
     with pytest.raises(FileExistsError, match="already exists"):

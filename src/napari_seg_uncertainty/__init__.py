@@ -98,6 +98,13 @@ _EXPORTS: dict[str, str] = {
     "dice_per_class": "core.uncertainty",
     "surface_dice_per_class": "core.uncertainty",
     "agreement_with_raters": "core.uncertainty",
+    # the demo (Qt-free workflow layer)
+    "DemoResult": "workflow.demo",
+    "DemoTraining": "workflow.demo",
+    "WorkflowResult": "workflow.demo",
+    "load_demo_data": "workflow.demo",
+    "run_headless_demo": "workflow.demo",
+    "run_workflow": "workflow.demo",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -184,28 +184,28 @@ def _demo(args: argparse.Namespace) -> int:
             device=args.device,
             log=print,
         )
-        for name, metrics in results.items():
+        for name, result in results.items():
             print(
-                f"{name}: {metrics['num_raters']} raters, shape {tuple(metrics['shape'])}, "
-                f"{len(metrics['files'])} files written to {args.out}/{name}"
+                f"{name}: {result.num_raters} raters, shape {tuple(result.shape)}, "
+                f"{len(result.files)} files written to {args.out}/{name}"
             )
-            for row in metrics["summary"][1:]:
+            for row in result.summary[1:]:
                 print(
                     f"    {row['name']:<14} mean pairwise Dice {row['mean_pairwise_dice']:.3f}, "
                     f"empty for {row['raters_empty']} rater(s)"
                 )
-            flow = metrics.get("workflow")
-            if flow:
-                for model, numbers in flow["calibration"].items():
+            flow = result.workflow
+            if flow is not None:
+                for model, numbers in flow.calibration.items():
                     print(
                         f"    {model:<30} ECE {100 * numbers['ece']:.2f}%, NLL {numbers['nll']:.4f}, "
                         f"Brier {numbers['brier']:.5f}"
                     )
-                trained = flow["ssn"]["settings"]["samples"]
+                trained = flow.ssn["settings"]["samples"]
                 print(
                     f"    SSN samples: GED² {trained['ged2']:.4f}, "
                     f"diversity {trained['sample_diversity']:.4f} "
-                    f"(raters {flow['ssn']['rater_diversity']:.4f})"
+                    f"(raters {flow.ssn['rater_diversity']:.4f})"
                 )
         return 0
     import napari

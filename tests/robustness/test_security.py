@@ -373,6 +373,6 @@ def test_every_module_imports_and_the_headless_demo_runs_offline(network_attempt
     results = run_headless_demo(tmp_path / "demo")
     assert sorted(results) == sorted(DATASETS)
     for name, metrics in results.items():
-        for rel in metrics["files"]:
+        for rel in metrics.files:
             assert (tmp_path / "demo" / rel).is_file(), f"{name}: {rel} missing"
     assert network_attempts == []

@@ -16,8 +16,8 @@ The workflow (the same in both forms):
    Dice of each model against each rater.
 
 Modules: :mod:`.data` (the data sets), :mod:`.training` (the two models and their settings),
-:mod:`.outputs` (the files written), :mod:`.steps` (one function per step) and :mod:`.headless`
-(:func:`run_headless_demo`, :func:`run_workflow`).
+:mod:`.outputs` (the files written), :mod:`.steps` (one function per step), :mod:`.headless`
+(:func:`run_headless_demo`, :func:`run_workflow`) and :mod:`.results` (what they return).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
 from .headless import run_headless_demo, run_workflow
 from .outputs import SOFT_LABEL_OUTPUTS, planned_outputs
+from .results import DemoResult, WorkflowResult
 from .steps import REVIEW_MIN_VOXELS
 from .training import MODELS, NUM_SSN_SAMPLES, SSN_SETTINGS, DemoTraining
 
@@ -36,7 +37,9 @@ __all__ = [
     "SOFT_LABEL_OUTPUTS",
     "SSN_SETTINGS",
     "WORKFLOW_DATASET",
+    "DemoResult",
     "DemoTraining",
+    "WorkflowResult",
     "load_demo_data",
     "planned_outputs",
     "run_headless_demo",

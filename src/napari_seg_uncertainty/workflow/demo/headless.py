@@ -20,6 +20,7 @@ from ...core.raters import RaterSet
 from ..tables import plain
 from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
 from .outputs import DemoRun, planned_outputs, refuse_existing_outputs, workflow_outputs
+from .results import DemoResult, WorkflowResult
 from .steps import calibration_step, rater_step, soft_label_step, ssn_step, training_step, uncertainty_step
 from .training import DemoTraining
 
@@ -36,7 +37,7 @@ def run_headless_demo(
     device: str = "auto",
     training: DemoTraining | None = None,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, DemoResult]:
     """Run the demo without a display and write every output into ``out``.
 
     For each data set in ``datasets`` (folder ``out/<name>/``): the image and each rater as NIfTI
@@ -68,14 +69,14 @@ def run_headless_demo(
 
     Returns
     -------
-    dict
-        Per data set, the metrics written to its ``metrics.json``.
+    dict of str to DemoResult
+        Per data set, what its ``metrics.json`` holds (:meth:`DemoResult.to_dict`).
 
     Examples
     --------
     >>> import tempfile
     >>> results = run_headless_demo(tempfile.mkdtemp(), datasets=["mr3d"], workflow=None)
-    >>> results["mr3d"]["num_raters"]
+    >>> results["mr3d"].num_raters
     4
     """
     if not isinstance(out, (str, os.PathLike)):
@@ -94,7 +95,7 @@ def run_headless_demo(
             out / name, planned_outputs(raters, workflow=name == workflow), overwrite=overwrite
         )
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
+    results: dict[str, DemoResult] = {}
     for name, (image, raters) in loaded.items():
         folder = out / name
         folder.mkdir(exist_ok=True)
@@ -103,15 +104,7 @@ def run_headless_demo(
             f"shape {raters.shape}"
         )
         written, rater_metrics = rater_step(folder, image, raters, overwrite=overwrite)
-        metrics: dict[str, Any] = {
-            "dataset": name,
-            "description": DATASETS[name],
-            "shape": list(raters.shape),
-            "spacing": list(raters.scale),
-            "num_raters": raters.num_raters,
-            "class_names": raters.class_names,
-            **rater_metrics,
-        }
+        flow = None
         if name == workflow:
             flow = run_workflow(
                 image,
@@ -123,11 +116,20 @@ def run_headless_demo(
                 training=training,
                 log=lambda line, n=name: log(f"[{n}] {line}"),
             )
-            written += flow.pop("files")
-            metrics["workflow"] = flow
-        metrics["files"] = [os.path.relpath(w, out) for w in written] + [os.path.join(name, "metrics.json")]
-        _write_metrics(folder / "metrics.json", metrics, overwrite=overwrite)
-        results[name] = metrics
+            written += flow.files
+        results[name] = DemoResult(
+            dataset=name,
+            description=DATASETS[name],
+            shape=list(raters.shape),
+            spacing=list(raters.scale),
+            num_raters=raters.num_raters,
+            class_names=raters.class_names,
+            summary=rater_metrics["summary"],
+            mean_rater_entropy=rater_metrics["mean_rater_entropy"],
+            workflow=flow,
+            files=[os.path.relpath(w, out) for w in written] + [os.path.join(name, "metrics.json")],
+        )
+        _write_metrics(folder / "metrics.json", results[name].to_dict(), overwrite=overwrite)
     return results
 
 
@@ -171,7 +173,7 @@ def run_workflow(
     device: str = "auto",
     training: DemoTraining | None = None,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> WorkflowResult:
     """Soft labels, two short trainings, SSN samples, calibration and uncertainty, written to ``folder``.
 
     Parameters
@@ -196,9 +198,9 @@ def run_workflow(
 
     Returns
     -------
-    dict
-        The numbers (``soft_labels``, ``training``, ``ssn``, ``calibration``, ``uncertainty``) and
-        ``files``, the paths written.
+    WorkflowResult
+        The numbers of each step (``soft_labels``, ``training``, ``ssn``, ``calibration``,
+        ``uncertainty``) and ``files``, the paths written.
 
     Examples
     --------
@@ -206,7 +208,7 @@ def run_workflow(
     >>> image, raters = load_demo_data("phantom2d")
     >>> result = run_workflow(image, raters, tempfile.mkdtemp(), device="cpu",
     ...                       training=DemoTraining(epochs=1, steps_per_epoch=2))  # doctest: +SKIP
-    >>> sorted(result["calibration"])  # doctest: +SKIP
+    >>> sorted(result.calibration)  # doctest: +SKIP
     ['SSN', 'SSN temperature-scaled', 'mSVLS U-Net', 'mSVLS U-Net temperature-scaled']
     """
     if not isinstance(raters, RaterSet):
@@ -222,10 +224,14 @@ def run_workflow(
     for sub in ("soft_labels", "training", "predictions", "ssn", "calibration", "uncertainty"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     run = DemoRun(image, raters, folder, overwrite, seed, log or (lambda _line: None), [])
-    summary: dict[str, Any] = {"soft_labels": soft_label_step(run)}
-    summary["training"], checkpoints, probabilities = training_step(run, training=training, device=device)
-    summary["ssn"], distribution = ssn_step(run, checkpoints["ssn"])
-    summary["calibration"] = calibration_step(run, probabilities)
-    summary["uncertainty"] = uncertainty_step(run, probabilities, distribution)
-    summary["files"] = run.written
-    return summary
+    soft_labels = soft_label_step(run)
+    training_numbers, checkpoints, probabilities = training_step(run, training=training, device=device)
+    ssn_numbers, distribution = ssn_step(run, checkpoints["ssn"])
+    return WorkflowResult(
+        soft_labels=soft_labels,
+        training=training_numbers,
+        ssn=ssn_numbers,
+        calibration=calibration_step(run, probabilities),
+        uncertainty=uncertainty_step(run, probabilities, distribution),
+        files=run.written,
+    )
