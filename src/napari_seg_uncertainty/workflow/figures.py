@@ -49,9 +49,9 @@ __all__ = [
     "soft_labels_figure",
 ]
 
-#: Colour-blind-safe model colours (Okabe-Ito), readable on dark and light themes.
-MODEL_COLOURS = ("#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#F0E442", "#0072B2", "#D55E00", "#999999")
-GAP_COLOUR = "#D55E00"
+#: Colour-blind-safe model colors (Okabe-Ito), readable on dark and light themes.
+MODEL_COLORS = ("#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#F0E442", "#0072B2", "#D55E00", "#999999")
+GAP_COLOR = "#D55E00"
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
     n_models = max(len(results), 1)
     for i, result in enumerate(results):
         bins = result.summary.bins
-        colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+        color = MODEL_COLORS[i % len(MODEL_COLORS)]
         width = np.diff(bins.edges) / n_models
         left = bins.edges[:-1] + i * width
         shown = bins.count >= max(min_count, 1)
@@ -107,9 +107,9 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
             accuracy,
             width=width,
             align="edge",
-            color=colour,
+            color=color,
             alpha=0.85,
-            edgecolor=colour,
+            edgecolor=color,
             label=metric_label(result),
         )
         ax.bar(
@@ -119,12 +119,12 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
             width=width,
             align="edge",
             facecolor="none",
-            edgecolor=GAP_COLOUR,
+            edgecolor=GAP_COLOR,
             hatch="//",
             linewidth=0.8,
             label="gap" if i == 0 else None,
         )
-        hist.bar(left, bins.fraction, width=width, align="edge", color=colour, alpha=0.85)
+        hist.bar(left, bins.fraction, width=width, align="edge", color=color, alpha=0.85)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -149,7 +149,7 @@ def _legend_above(ax: Any) -> Any:
 
 
 def draw_entropy_scatter(figure: Figure, results: Sequence[ModelResult]) -> dict[str, Any]:
-    """Entropy of the prediction against entropy of the raters, one colour per model (SoftSeg Fig. 1).
+    """Entropy of the prediction against entropy of the raters, one color per model (SoftSeg Fig. 1).
 
     Returns
     -------
@@ -163,13 +163,13 @@ def draw_entropy_scatter(figure: Figure, results: Sequence[ModelResult]) -> dict
     for i, result in enumerate(results):
         if result.entropy is None:
             continue
-        colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+        color = MODEL_COLORS[i % len(MODEL_COLORS)]
         agreement = result.entropy
         points[result.name] = ax.scatter(
             agreement.raters,
             agreement.predicted,
             s=6 if agreement.unit == "voxel" else 24,
-            color=colour,
+            color=color,
             alpha=0.5 if agreement.unit == "voxel" else 0.9,
             label=f"{result.name}: MAE {agreement.mae:.4f}",
         )
@@ -252,12 +252,12 @@ def overview_figure(image: np.ndarray, raters: RaterSet, entropy: np.ndarray) ->
     axes[0].imshow(_plane(image, z), cmap="gray", aspect=aspect)
     axes[0].set_title(f"image ({title})")
     axes[1].imshow(_plane(image, z), cmap="gray", aspect=aspect)
-    colours = colormaps["tab10"]
+    colors = colormaps["tab10"]
     for r in range(raters.num_raters):
         for k in range(1, raters.num_classes):
             mask = labels[r] == k
             if mask.any() and not mask.all():
-                axes[1].contour(mask, levels=[0.5], colors=[colours(r)], linewidths=0.8)
+                axes[1].contour(mask, levels=[0.5], colors=[colors(r)], linewidths=0.8)
     axes[1].set_title(f"{raters.num_raters} raters' outlines")
     shown = axes[2].imshow(_plane(entropy, z), cmap="magma", vmin=0, vmax=1, aspect=aspect)
     axes[2].set_title("rater entropy (normalised)")
@@ -314,14 +314,14 @@ def samples_figure(rows: list[tuple[str, np.ndarray]], raters: RaterSet) -> Figu
     figure = new_figure(2.4 * columns, 2.4 * len(rows))
     axes = np.atleast_2d(figure.subplots(len(rows), columns))
     palette = ["#000000", "#56B4E9", "#E69F00", "#CC79A7", "#009E73", "#F0E442", "#0072B2", "#D55E00"]
-    colours = ListedColormap([palette[k % len(palette)] for k in range(max(raters.num_classes, 2))])
+    colors = ListedColormap([palette[k % len(palette)] for k in range(max(raters.num_classes, 2))])
     aspect = _aspect(raters)
     for r, (title, samples) in enumerate(rows):
         for c in range(columns):
             plane = samples[c] if samples.ndim == 3 else samples[c, samples.shape[1] // 2]
             axes[r, c].imshow(
                 plane,
-                cmap=colours,
+                cmap=colors,
                 vmin=0,
                 vmax=max(raters.num_classes - 1, 1),
                 aspect=aspect,
