@@ -204,7 +204,7 @@ def test_gui_demo_walks_through_the_whole_workflow(make_napari_viewer, qtbot, er
     samples_layer = viewer.layers[SAMPLES_LAYER]
     assert samples_layer.data.shape == (10, *image.shape)
     samples = np.stack([np.asarray(samples_layer.data[i]) for i in range(10)])
-    assert ssn.metrics["ged2"] == pytest.approx(ged2(samples, labels, num_classes), abs=1e-9)
+    assert ssn.metrics.ged2 == pytest.approx(ged2(samples, labels, num_classes), abs=1e-9)
     assert f"GED² {ged2(samples, labels, num_classes):.4f}" in ssn._metrics_label.value
     assert [s.label for s in ssn._class_sliders] == raters.class_names
     ssn._temperature.value = 0.0  # no noise: every sample is the mean prediction

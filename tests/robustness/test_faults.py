@@ -24,13 +24,13 @@ from napari_seg_uncertainty.core import io as nio
 from napari_seg_uncertainty.core import ssn
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_seg_uncertainty.core.io import read_image, write_image
-from napari_seg_uncertainty.widgets.ssn_samples import (
+from napari_seg_uncertainty.workflow import tables
+from napari_seg_uncertainty.workflow.ssn import (
     EXPORT_ALL,
     EXPORT_CURRENT,
     EXPORT_DISTRIBUTION,
     export_samples,
 )
-from napari_seg_uncertainty.workflow import tables
 
 OLD = np.zeros((4, 6, 7), dtype=np.uint8)
 NEW = np.ones((4, 6, 7), dtype=np.uint8)

@@ -12,8 +12,7 @@ import pytest
 
 from napari_seg_uncertainty.core.geometry import Geometry
 from napari_seg_uncertainty.core.phantom import make_phantom_raters
-from napari_seg_uncertainty.widgets import _common
-from napari_seg_uncertainty.widgets import _train_form
+from napari_seg_uncertainty.widgets import _common, _train_form
 from napari_seg_uncertainty.widgets import train as train_module
 from napari_seg_uncertainty.widgets._case import CASE_KEY
 from napari_seg_uncertainty.widgets.train import TrainWidget
