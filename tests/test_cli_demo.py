@@ -264,10 +264,10 @@ def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
 def test_guide_runs_a_step_from_its_button_and_reports_missing_prerequisites(
     make_napari_viewer, qtbot, monkeypatch
 ):
-    from napari_seg_uncertainty.widgets import guide as guide_module
+    from napari_seg_uncertainty.widgets import _guide_queue
 
     errors: list[str] = []
-    monkeypatch.setattr(guide_module, "show_error", errors.append)
+    monkeypatch.setattr(_guide_queue, "show_error", errors.append)
     viewer = make_napari_viewer()
     guide = run_gui_demo("ct2d", viewer=viewer)
     assert guide._dataset.value == "ct2d"
