@@ -16,8 +16,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_seg_uncertainty.widgets import _common
-from napari_seg_uncertainty.widgets import guide as guide_module
+from napari_seg_uncertainty.widgets import _common, _guide_queue
 from napari_seg_uncertainty.widgets.calibration import ENTROPY_SCATTER
 from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.widgets.ssn_samples import MEAN_LAYER, SAMPLES_LAYER
@@ -97,7 +96,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def errors(monkeypatch):
     messages: list[str] = []
     monkeypatch.setattr(_common, "show_error", messages.append)
-    monkeypatch.setattr(guide_module, "show_error", messages.append)
+    monkeypatch.setattr(_guide_queue, "show_error", messages.append)
     return messages
 
 

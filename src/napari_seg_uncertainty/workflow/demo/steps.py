@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from ..figures import (
 from ..tables import plain, write_rows
 from .outputs import SOFT_LABEL_OUTPUTS, DemoRun, safe_name
 from .training import MODELS, NUM_SSN_SAMPLES, SSN_SETTINGS, DemoTraining, train_demo_model
+
+if TYPE_CHECKING:
+    from ...core.ssn import LowRankLogits
 
 __all__ = [
     "REVIEW_MIN_VOXELS",
@@ -185,17 +188,16 @@ def training_step(
     return numbers, checkpoints, probabilities
 
 
-def ssn_step(run: DemoRun, checkpoint: str) -> tuple[dict[str, Any], Any]:
+def ssn_step(run: DemoRun, checkpoint: str) -> tuple[dict[str, Any], LowRankLogits]:
     """Step 4: the SSN's distribution, samples with changed class scales and temperature, GED²."""
-    from ...core.ssn import LowRankLogits, save_distribution
+    from ...core.ssn import save_distribution
     from ...core.ssn_metrics import generalised_energy_distance, sample_diversity
     from ...core.training import predict_ssn_distribution
+    from ..ssn import distribution_from_prediction
 
     raters, names, num_classes = run.raters, run.raters.class_names, run.raters.num_classes
-    raw = predict_ssn_distribution(checkpoint, run.image)
-    distribution = LowRankLogits(
-        raw["mean"], raw["cov_factor"], raw["cov_diag"], class_names=list(names), spacing=raters.spacing
-    )
+    prediction = predict_ssn_distribution(checkpoint, run.image)
+    distribution = distribution_from_prediction(prediction, spacing=raters.spacing)
     run.written.append(
         str(save_distribution(run.folder / "ssn" / "distribution.npz", distribution, overwrite=run.overwrite))
     )
@@ -274,7 +276,9 @@ def calibration_step(run: DemoRun, probabilities: dict[str, np.ndarray]) -> dict
     }
 
 
-def uncertainty_step(run: DemoRun, probabilities: dict[str, np.ndarray], distribution: Any) -> dict[str, Any]:
+def uncertainty_step(
+    run: DemoRun, probabilities: dict[str, np.ndarray], distribution: LowRankLogits
+) -> dict[str, Any]:
     """Step 5b: mutual information of the SSN samples, review table, Dice vs raters, a figure."""
     from ...core.uncertainty import agreement_with_raters, predictive_uncertainty, structure_entropy
 
