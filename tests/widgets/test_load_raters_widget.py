@@ -196,7 +196,7 @@ def test_2d_areas_in_mm2_and_the_dock_scrolls(make_napari_viewer, qtbot, tmp_pat
     widget = LoadRatersWidget(viewer)
     viewer.window.add_dock_widget(widget)
     # napari docks ``widget.native``: the controls' scroll area must be inside it, not lost around it
-    scroll = widget.scroll
+    scroll = widget.scroll_area
     assert isinstance(scroll, QScrollArea) and scroll.parentWidget() is widget.native
     widget._spacing.value = "0.5, 0.25"
     widget.load_from_path(str(tmp_path))
@@ -217,8 +217,7 @@ def test_closing_the_dock_while_loading_is_quiet(make_napari_viewer, qtbot, rate
     worker = widget.load_from_path(str(folder))
     viewer.window.remove_dock_widget(dock)
     widget.native.deleteLater()
-    with qtbot.waitSignal(worker.finished, timeout=20000):
-        pass
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=20000)  # (it may end before a waitSignal connects)
     qtbot.wait(300)  # the result arrives for a closed dock: nothing is added, nothing raises
     assert errors == []
     viewer.add_labels(np.zeros((3, 4), np.uint8))  # layer events reach no deleted widget

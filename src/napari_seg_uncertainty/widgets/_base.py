@@ -78,6 +78,7 @@ class DockWidget(Container):
         self._queue = LayerQueue(self.native, failed=self._on_show_failed)
         self._action = "Computation"
         self._applying = False
+        self._generation = 0  # of the latest run(): older workers' results are dropped
 
     # building ---------------------------------------------------------------------------------------
     def layer_select(
@@ -183,19 +184,29 @@ class DockWidget(Container):
         ``returned`` receives the result on the GUI thread and must end in :meth:`done` (or
         :meth:`fail`) once it is shown; without ``returned``, :meth:`done` is called with the result.
         A failure is notified as ``"<action> failed: <message>"``, then ``errored`` (if given) runs
-        and :meth:`fail` ends the busy state. Callbacks are dropped once the dock has been closed.
+        and :meth:`fail` ends the busy state. A worker overtaken by a newer :meth:`run` is dropped: its
+        result is not shown and its failure only notified. Callbacks are dropped once the dock has been
+        closed.
         """
         self._action = action
+        self._generation += 1
+        generation = self._generation
         self.set_busy(True, message if message is not None else f"{action}…")
+        show = returned if returned is not None else self.done
+
+        def on_returned(result: Any) -> None:
+            if generation == self._generation:
+                show(result)
 
         def on_errored(exc: BaseException) -> None:
+            if generation != self._generation:
+                return
             if errored is not None:
                 errored(exc)
             self.fail(str(exc), notify=False)
 
         self.worker = run_in_thread(
-            func, *args, action=action, returned=returned if returned is not None else self.done,
-            errored=on_errored, finished=finished, **kwargs,
+            func, *args, action=action, returned=on_returned, errored=on_errored, finished=finished, **kwargs,
         )
         return self.worker
 

@@ -98,14 +98,8 @@ def temperature_scale(
     :func:`~napari_seg_uncertainty.core.calibration.apply_temperature` are applied.
     """
     target = np.asarray(target)
-    mask = _evaluation_mask(
-        target,
-        target_is_raters=target_is_raters,
-        restrict_to_box=restrict_to_box,
-        spacing=spacing,
-        in_plane_margin=in_plane_margin,
-        slice_margin=slice_margin,
-    )
+    mask = _evaluation_mask(target, target_is_raters=target_is_raters, restrict_to_box=restrict_to_box,
+                            spacing=spacing, in_plane_margin=in_plane_margin, slice_margin=slice_margin)
     results = []
     for name, probs in models.items():
         try:
@@ -161,14 +155,8 @@ def compute_calibration(
         One per model, in the order given, with the per-class TACE and Brier score.
     """
     target = np.asarray(target)
-    mask = _evaluation_mask(
-        target,
-        target_is_raters=target_is_raters,
-        restrict_to_box=restrict_to_box,
-        spacing=spacing,
-        in_plane_margin=in_plane_margin,
-        slice_margin=slice_margin,
-    )
+    mask = _evaluation_mask(target, target_is_raters=target_is_raters, restrict_to_box=restrict_to_box,
+                            spacing=spacing, in_plane_margin=in_plane_margin, slice_margin=slice_margin)
     results = []
     for name, probs in models.items():
         try:
