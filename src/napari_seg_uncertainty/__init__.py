@@ -105,6 +105,15 @@ _EXPORTS: dict[str, str] = {
     "load_demo_data": "workflow.demo",
     "run_headless_demo": "workflow.demo",
     "run_workflow": "workflow.demo",
+    # training and SSN samples outside the viewer (Qt-free workflow layer)
+    "training_job": "workflow.training",
+    "TrainingFailure": "workflow.training",
+    "TrainOutcome": "workflow.training",
+    "sample_metrics": "workflow.ssn",
+    "SampleMetrics": "workflow.ssn",
+    "export_samples": "workflow.ssn",
+    "distribution_from_checkpoint": "workflow.ssn",
+    "place_distribution": "workflow.ssn",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -51,7 +51,7 @@ def case3d(make_napari_viewer):
 
 
 def make_widget(viewer, tmp_path, *, epochs=1, steps=2):
-    train_module._preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
+    train_module.preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
     widget._model_size.value = "tiny (8-16-32)"

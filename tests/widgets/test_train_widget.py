@@ -40,7 +40,7 @@ def phantom_viewer(make_napari_viewer):
 
 
 def make_widget(viewer, tmp_path, *, epochs=2, steps=3):
-    train_module._preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
+    train_module.preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget._model_size.value = "tiny (8-16-32)"

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from ..core.training import TrainConfig, TrainProgress, TrainResult
 
-__all__ = ["TrainWidget"]
+__all__ = ["TrainWidget", "preload_training_modules"]
 
 #: Least time between two updates of the status line and progress bars for step records.
 UI_INTERVAL_S = 0.2
@@ -76,7 +76,7 @@ _PRELOADED = False
 _PRELOAD_LOCK = threading.Lock()
 
 
-def _preload_training_modules() -> None:
+def preload_training_modules() -> None:
     """Do the one-off imports (PyTorch, MONAI, matplotlib's Qt canvas) and kernel set-up, once per process.
 
     Thread-safe; the widget runs it in a worker thread when it opens (Start is enabled once it is
@@ -191,7 +191,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             self._set_state("idle")
             self._status.value = "Preparing PyTorch and MONAI (first use; a few seconds)…"
             self._preload_worker = run_in_thread(
-                _preload_training_modules,
+                preload_training_modules,
                 action="Preparing PyTorch",
                 returned=lambda _result: self._on_preloaded(),
             )
@@ -285,7 +285,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         if self.state != "idle":
             show_info("Training is already running; cancel it first.")
             return None
-        _preload_training_modules()  # at once if done; a script calling start() early waits for it here
+        preload_training_modules()  # at once if done; a script calling start() early waits for it here
         with notify_errors("Start training"):
             self.configure(**settings)
             data = self.collect_data()
