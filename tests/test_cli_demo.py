@@ -238,6 +238,15 @@ def test_headless_demo_rejects_bad_arguments(tmp_path):
         load_demo_data("x")
 
 
+def test_gui_demo_rejects_bad_arguments_before_opening_a_window(make_napari_viewer):
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match="demo data 'phantom9d' is unknown"):
+        run_gui_demo("phantom9d", viewer=viewer)
+    with pytest.raises(TypeError, match="wait must be True, False or None"):
+        run_gui_demo("phantom2d", viewer=viewer, wait="yes")
+    assert len(viewer.layers) == 0 and not viewer.window.dock_widgets
+
+
 def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     guide = run_gui_demo("phantom2d", viewer=viewer)
