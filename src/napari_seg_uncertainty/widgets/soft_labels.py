@@ -1,7 +1,7 @@
 """Dock widget "Soft labels": preview LS, SVLS, mSVLS, rater mean, STAPLE and majority vote on rater layers.
 
-The widget is a thin front-end to :mod:`napari_seg_uncertainty.core.soft_labels`: it gathers the selected
-Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.core.soft_labels.compute_soft_labels` in a
+The widget is a thin front-end to :mod:`napari_seg_uncertainty.workflow.soft_labels`: it gathers the selected
+Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.workflow.soft_labels.run_request` in a
 worker thread and shows each class's probability as an Image layer (``soft A: <class>``), updated in place
 whenever a parameter changes. A second method (``soft B: <class>``) can be shown side by side with a
 difference layer ``soft A − B`` and its summary numbers, and method A can be exported with its spacing.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +18,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton
 
 from ..core.geometry import Geometry
-from ..core.soft_labels import (
-    SINGLE_MAP_METHODS,
-    SOFT_LABEL_METHODS,
-    SoftLabelComparison,
-    compare_soft_labels,
-    compute_soft_labels,
-)
+from ..core.soft_labels import SOFT_LABEL_METHODS
+from ..workflow.soft_labels import SoftLabelsRequest, SoftLabelsResult, run_request
 from ._base import DockWidget
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
@@ -36,7 +30,7 @@ from ._layout import full_width_after
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SoftLabelsRequest", "SoftLabelsResult", "SoftLabelsWidget", "run_request"]
+__all__ = ["SoftLabelsWidget"]
 
 #: Colormaps of the foreground classes (background is grey and hidden at first).
 CLASS_COLORMAPS = ("red", "green", "blue", "magenta", "yellow", "cyan", "bop orange", "bop purple")
@@ -44,90 +38,6 @@ NO_COMPARISON = "(none)"
 DIFFERENCE_LAYER = "soft A − B"
 #: Most classes the preview shows (one Image layer per class).
 MAX_CLASSES = 64
-
-
-@dataclass(frozen=True)
-class SoftLabelsRequest:
-    """Everything one computation needs, gathered on the GUI thread."""
-
-    raters: np.ndarray
-    num_classes: int
-    class_names: tuple[str, ...]
-    rater_names: tuple[str, ...]
-    method: str
-    compare_method: str | None
-    alpha: float
-    sigma: float
-    spacing: tuple[float, ...] | None
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    #: Placement of the raters' grid (scale, origin, direction); every output layer gets it.
-    geometry: Geometry | None = None
-    #: Case the rater layers belong to; the output layers are tagged with it.
-    case: str | None = None
-
-    def parameters(self, method: str) -> dict[str, Any]:
-        """The parameters that matter for ``method`` (shown in layer metadata and the status line)."""
-        params: dict[str, Any] = {}
-        if method == "label_smoothing":
-            params["alpha"] = self.alpha
-        if method in ("svls", "msvls"):
-            params["sigma"] = self.sigma
-            params["sigma_unit"] = "mm" if self.spacing is not None else "voxel"
-        return params
-
-
-@dataclass
-class SoftLabelsResult:
-    """Soft labels of method A (and B with their comparison), computed off the GUI thread."""
-
-    request: SoftLabelsRequest
-    first: np.ndarray
-    second: np.ndarray | None = None
-    comparison: SoftLabelComparison | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def run_request(request: SoftLabelsRequest) -> SoftLabelsResult:
-    """Compute the soft labels of a request (runs in the worker thread).
-
-    Parameters
-    ----------
-    request : SoftLabelsRequest
-        Raters, classes, methods and parameters gathered by :meth:`SoftLabelsWidget.build_request`.
-
-    Returns
-    -------
-    SoftLabelsResult
-        Method A's soft labels, and method B's with the comparison when one was asked for.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> raters = np.zeros((2, 1, 4, 4), dtype=np.uint8)
-    >>> raters[0, 0, 1:3, 1:3] = 1
-    >>> request = SoftLabelsRequest(raters=raters, num_classes=2, class_names=("bg", "fg"),
-    ...     rater_names=("a", "b"), method="msvls", compare_method="rater_mean", alpha=0.1, sigma=1.0,
-    ...     spacing=None, scale=(1.0, 1.0, 1.0), translate=(0.0, 0.0, 0.0))
-    >>> result = run_request(request)
-    >>> result.first.shape, result.comparison.max_abs.shape
-    ((2, 1, 4, 4), (2,))
-    """
-    common = {
-        "alpha": request.alpha,
-        "sigma": request.sigma,
-        "spacing": request.spacing,
-    }
-    first = compute_soft_labels(request.raters, request.num_classes, method=request.method, **common)
-    result = SoftLabelsResult(request=request, first=first)
-    if request.compare_method is not None:
-        second = compute_soft_labels(request.raters, request.num_classes, method=request.compare_method, **common)
-        result.second = second
-        result.comparison = compare_soft_labels(first, second)
-    if request.raters.shape[0] > 1:
-        for method in {request.method, request.compare_method} & set(SINGLE_MAP_METHODS):
-            result.notes.append(f"{SOFT_LABEL_METHODS[method]} uses the majority vote of the raters")
-    return result
 
 
 def _method_choices() -> list[tuple[str, str]]:
