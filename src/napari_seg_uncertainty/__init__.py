@@ -114,6 +114,20 @@ _EXPORTS: dict[str, str] = {
     "export_samples": "workflow.ssn",
     "distribution_from_checkpoint": "workflow.ssn",
     "place_distribution": "workflow.ssn",
+    # rater statistics, soft labels, calibration and uncertainty outside the viewer (Qt-free workflow layer)
+    "RaterStatistics": "workflow.rater_statistics",
+    "compute_statistics": "workflow.rater_statistics",
+    "SoftLabelsRequest": "workflow.soft_labels",
+    "SoftLabelsResult": "workflow.soft_labels",
+    "run_request": "workflow.soft_labels",
+    "TemperatureResult": "workflow.calibration",
+    "temperature_scale": "workflow.calibration",
+    "compute_calibration": "workflow.calibration",
+    "MapResult": "workflow.uncertainty",
+    "ReviewRow": "workflow.uncertainty",
+    "compute_uncertainty_maps": "workflow.uncertainty",
+    "rank_for_review": "workflow.uncertainty",
+    "compute_agreement": "workflow.uncertainty",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
