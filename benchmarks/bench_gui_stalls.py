@@ -136,7 +136,7 @@ def _write_case(folder: Path, image: np.ndarray, labels: np.ndarray, spacing: An
 def make_cases(data: str, root: Path, *, big_shape: tuple[int, ...] = BIG_SHAPE) -> dict[str, Any]:
     """Write case A, case B (another case of the same size) to NIfTI folders under ``root``."""
     from napari_seg_uncertainty.core.phantom import make_phantom_raters
-    from napari_seg_uncertainty.demo import load_demo_data
+    from napari_seg_uncertainty.workflow.demo import load_demo_data
 
     start = time.perf_counter()
     if data == "demo":

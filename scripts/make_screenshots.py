@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from napari.settings import get_settings
 
-    from napari_seg_uncertainty.demo import run_gui_demo
+    from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 
     get_settings().application.gui_notification_level = "none"
     viewer = napari.Viewer(show=True, title="napari-seg-uncertainty demo")

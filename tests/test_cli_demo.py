@@ -16,13 +16,13 @@ import torch
 
 from napari_seg_uncertainty.cli import main
 from napari_seg_uncertainty.core.io import read_image
-from napari_seg_uncertainty.demo import (
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
+from napari_seg_uncertainty.workflow.demo import (
     DATASETS,
     NUM_SSN_SAMPLES,
     DemoTraining,
     load_demo_data,
     planned_outputs,
-    run_gui_demo,
     run_headless_demo,
 )
 
@@ -238,6 +238,15 @@ def test_headless_demo_rejects_bad_arguments(tmp_path):
         load_demo_data("x")
 
 
+def test_gui_demo_rejects_bad_arguments_before_opening_a_window(make_napari_viewer):
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match="demo data 'phantom9d' is unknown"):
+        run_gui_demo("phantom9d", viewer=viewer)
+    with pytest.raises(TypeError, match="wait must be True, False or None"):
+        run_gui_demo("phantom2d", viewer=viewer, wait="yes")
+    assert len(viewer.layers) == 0 and not viewer.window.dock_widgets
+
+
 def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     guide = run_gui_demo("phantom2d", viewer=viewer)
@@ -264,10 +273,10 @@ def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
 def test_guide_runs_a_step_from_its_button_and_reports_missing_prerequisites(
     make_napari_viewer, qtbot, monkeypatch
 ):
-    from napari_seg_uncertainty.widgets import guide as guide_module
+    from napari_seg_uncertainty.widgets import _guide_queue
 
     errors: list[str] = []
-    monkeypatch.setattr(guide_module, "show_error", errors.append)
+    monkeypatch.setattr(_guide_queue, "show_error", errors.append)
     viewer = make_napari_viewer()
     guide = run_gui_demo("ct2d", viewer=viewer)
     assert guide._dataset.value == "ct2d"

@@ -83,7 +83,7 @@ def test_demo_with_a_display_that_does_not_answer_says_so():
 
 
 def test_missing_libraries_found_by_the_probe_stop_the_demo_before_napari(monkeypatch, capsys):
-    import napari_seg_uncertainty.demo as demo
+    import napari_seg_uncertainty.widgets.demo_window as demo
 
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(

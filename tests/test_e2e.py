@@ -16,11 +16,11 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_seg_uncertainty.demo import DemoTraining, load_demo_data, run_gui_demo
-from napari_seg_uncertainty.widgets import _common
-from napari_seg_uncertainty.widgets import guide as guide_module
+from napari_seg_uncertainty.widgets import _common, _guide_queue
 from napari_seg_uncertainty.widgets.calibration import ENTROPY_SCATTER
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.widgets.ssn_samples import MEAN_LAYER, SAMPLES_LAYER
+from napari_seg_uncertainty.workflow.demo import DemoTraining, load_demo_data
 
 STEP_TIMEOUT_MS = 600_000
 RATERS = ["rater 1", "rater 2", "rater 3", "rater 4"]
@@ -96,7 +96,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def errors(monkeypatch):
     messages: list[str] = []
     monkeypatch.setattr(_common, "show_error", messages.append)
-    monkeypatch.setattr(guide_module, "show_error", messages.append)
+    monkeypatch.setattr(_guide_queue, "show_error", messages.append)
     return messages
 
 
@@ -203,7 +203,7 @@ def test_gui_demo_walks_through_the_whole_workflow(make_napari_viewer, qtbot, er
     samples_layer = viewer.layers[SAMPLES_LAYER]
     assert samples_layer.data.shape == (10, *image.shape)
     samples = np.stack([np.asarray(samples_layer.data[i]) for i in range(10)])
-    assert ssn.metrics["ged2"] == pytest.approx(ged2(samples, labels, num_classes), abs=1e-9)
+    assert ssn.metrics.ged2 == pytest.approx(ged2(samples, labels, num_classes), abs=1e-9)
     assert f"GED² {ged2(samples, labels, num_classes):.4f}" in ssn._metrics_label.value
     assert [s.label for s in ssn._class_sliders] == raters.class_names
     ssn._temperature.value = 0.0  # no noise: every sample is the mean prediction

@@ -122,6 +122,36 @@ _EXPORTS: dict[str, str] = {
     "CaseUncertainty": "core.uncertainty",
     "EntropyAgreement": "core.uncertainty",
     "RaterAgreement": "core.uncertainty",
+    # the demo (Qt-free workflow layer)
+    "DemoResult": "workflow.demo",
+    "DemoTraining": "workflow.demo",
+    "WorkflowResult": "workflow.demo",
+    "load_demo_data": "workflow.demo",
+    "run_headless_demo": "workflow.demo",
+    "run_workflow": "workflow.demo",
+    # training and SSN samples outside the viewer (Qt-free workflow layer)
+    "training_job": "workflow.training",
+    "TrainingFailure": "workflow.training",
+    "TrainOutcome": "workflow.training",
+    "sample_metrics": "workflow.ssn",
+    "SampleMetrics": "workflow.ssn",
+    "export_samples": "workflow.ssn",
+    "distribution_from_checkpoint": "workflow.ssn",
+    "place_distribution": "workflow.ssn",
+    # rater statistics, soft labels, calibration and uncertainty outside the viewer (Qt-free workflow layer)
+    "RaterStatistics": "workflow.rater_statistics",
+    "compute_statistics": "workflow.rater_statistics",
+    "SoftLabelsRequest": "workflow.soft_labels",
+    "SoftLabelsResult": "workflow.soft_labels",
+    "run_request": "workflow.soft_labels",
+    "TemperatureResult": "workflow.calibration",
+    "temperature_scale": "workflow.calibration",
+    "compute_calibration": "workflow.calibration",
+    "MapResult": "workflow.uncertainty",
+    "ReviewRow": "workflow.uncertainty",
+    "compute_uncertainty_maps": "workflow.uncertainty",
+    "rank_for_review": "workflow.uncertainty",
+    "compute_agreement": "workflow.uncertainty",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

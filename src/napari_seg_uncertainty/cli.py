@@ -167,7 +167,7 @@ def _demo(args: argparse.Namespace) -> int:
         if problem:
             print(problem, file=sys.stderr)
             return 2
-    from .demo import DATASETS, WORKFLOW_DATASET, run_gui_demo, run_headless_demo
+    from .workflow.demo import DATASETS, WORKFLOW_DATASET, run_headless_demo
 
     if args.headless:
         if not args.out:
@@ -184,31 +184,33 @@ def _demo(args: argparse.Namespace) -> int:
             device=args.device,
             log=print,
         )
-        for name, metrics in results.items():
+        for name, result in results.items():
             print(
-                f"{name}: {metrics['num_raters']} raters, shape {tuple(metrics['shape'])}, "
-                f"{len(metrics['files'])} files written to {args.out}/{name}"
+                f"{name}: {result.num_raters} raters, shape {tuple(result.shape)}, "
+                f"{len(result.files)} files written to {args.out}/{name}"
             )
-            for row in metrics["summary"][1:]:
+            for row in result.summary[1:]:
                 print(
                     f"    {row['name']:<14} mean pairwise Dice {row['mean_pairwise_dice']:.3f}, "
                     f"empty for {row['raters_empty']} rater(s)"
                 )
-            flow = metrics.get("workflow")
-            if flow:
-                for model, numbers in flow["calibration"].items():
+            flow = result.workflow
+            if flow is not None:
+                for model, numbers in flow.calibration.items():
                     print(
                         f"    {model:<30} ECE {100 * numbers['ece']:.2f}%, NLL {numbers['nll']:.4f}, "
                         f"Brier {numbers['brier']:.5f}"
                     )
-                trained = flow["ssn"]["settings"]["samples"]
+                trained = flow.ssn["settings"]["samples"]
                 print(
                     f"    SSN samples: GED² {trained['ged2']:.4f}, "
                     f"diversity {trained['sample_diversity']:.4f} "
-                    f"(raters {flow['ssn']['rater_diversity']:.4f})"
+                    f"(raters {flow.ssn['rater_diversity']:.4f})"
                 )
         return 0
     import napari
+
+    from .widgets.demo_window import run_gui_demo
 
     run_gui_demo(args.data or WORKFLOW_DATASET, seed=args.seed)
     napari.run()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import CalibrationErrorMetric
-from napari_seg_uncertainty.core.labels import rater_mean
 from torchmetrics.classification import MulticlassCalibrationError
 from torchmetrics.functional.classification import multiclass_calibration_error
 
@@ -18,6 +17,7 @@ from napari_seg_uncertainty.core.calibration import (
     l2_calibration_error,
     reliability_bins,
 )
+from napari_seg_uncertainty.core.labels import rater_mean
 
 
 def _random_probs(rng, shape, num_classes, sharpness=2.0) -> np.ndarray:

@@ -24,8 +24,8 @@ from napari_seg_uncertainty.core import io as nio
 from napari_seg_uncertainty.core import ssn
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_seg_uncertainty.core.io import read_image, write_image
-from napari_seg_uncertainty.widgets import _calibration_plots
-from napari_seg_uncertainty.widgets.ssn_samples import (
+from napari_seg_uncertainty.workflow import tables
+from napari_seg_uncertainty.workflow.ssn import (
     EXPORT_ALL,
     EXPORT_CURRENT,
     EXPORT_DISTRIBUTION,
@@ -194,7 +194,7 @@ def _exporters(tmp_path: Path):
         "samples_all.npz": lambda p, **kw: export_samples(p, stack, what=EXPORT_ALL, **kw),
         "samples_all.nii.gz": lambda p, **kw: export_samples(p, stack, what=EXPORT_ALL, **kw),
         "samples_dist.npz": lambda p, **kw: export_samples(p, stack, what=EXPORT_DISTRIBUTION, **kw),
-        "calibration.csv": lambda p, **kw: _calibration_plots.write_csv(p, rows, **kw),
+        "calibration.csv": lambda p, **kw: tables.write_csv(p, rows, **kw),
     }
 
 

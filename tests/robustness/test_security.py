@@ -368,11 +368,11 @@ def test_every_module_imports_and_the_headless_demo_runs_offline(network_attempt
             monkeypatch.delitem(sys.modules, name)
     for name in names:
         importlib.import_module(name)
-    from napari_seg_uncertainty.demo import DATASETS, run_headless_demo
+    from napari_seg_uncertainty.workflow.demo import DATASETS, run_headless_demo
 
     results = run_headless_demo(tmp_path / "demo")
     assert sorted(results) == sorted(DATASETS)
     for name, metrics in results.items():
-        for rel in metrics["files"]:
+        for rel in metrics.files:
             assert (tmp_path / "demo" / rel).is_file(), f"{name}: {rel} missing"
     assert network_attempts == []

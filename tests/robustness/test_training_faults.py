@@ -22,7 +22,7 @@ from napari_seg_uncertainty.core import models
 from napari_seg_uncertainty.core._memory import OutputTooLargeError
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint
 from napari_seg_uncertainty.core.training import TrainConfig, predict, train
-from napari_seg_uncertainty.widgets.train import TrainingFailure, advice_for, training_job
+from napari_seg_uncertainty.workflow.training import TrainingFailure, advice_for, training_job
 
 IMAGE = np.random.default_rng(0).random((16, 16)).astype(np.float32)
 RATERS = np.zeros((2, 16, 16), dtype=np.uint8)

@@ -25,13 +25,13 @@ from napari_seg_uncertainty.widgets.calibration import CalibrationWidget
 from napari_seg_uncertainty.widgets.load_raters import LoadRatersWidget
 from napari_seg_uncertainty.widgets.soft_labels import SoftLabelsWidget
 from napari_seg_uncertainty.widgets.ssn_samples import (
-    EXPORT_ALL,
     SAMPLES_LAYER,
     SOURCE_SAVED,
     SOURCE_SYNTHETIC,
     SSNSamplesWidget,
 )
 from napari_seg_uncertainty.widgets.uncertainty import UncertaintyWidget
+from napari_seg_uncertainty.workflow.ssn import EXPORT_ALL
 
 TIMEOUT_MS = 60_000
 BASE = np.zeros((12, 14), dtype=np.uint8)

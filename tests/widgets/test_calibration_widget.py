@@ -167,7 +167,7 @@ def test_plot_updates_when_layer_data_changes(make_napari_viewer, qtbot, case, e
     assert widget._table.value["data"][0][0] == pytest.approx(0.0, abs=1e-9)
     # a settings change recomputes too: 5 bins
     before = widget.results
-    widget._n_bins.value = 5
+    widget._num_bins.value = 5
     qtbot.waitUntil(lambda: widget.results is not before and widget._compute.enabled, timeout=30000)
     assert widget.results[1].summary.bins.num_bins == 5
     _, _, _, ece5 = _independent_bins(case["smooth"], reference, n_bins=5)
@@ -282,3 +282,30 @@ def test_fit_temperature_adds_rescaled_layers_and_compares(make_napari_viewer, q
     # in-sample, the fitted temperature can only lower the NLL (T = 1 is one of the candidates)
     assert table["data"][2][2] <= table["data"][0][2] + 1e-4
     assert table["data"][3][2] <= table["data"][1][2] + 1e-4
+
+
+def test_public_compute_and_fit_temperatures_emit_computed(make_napari_viewer, qtbot, case, errors):
+    """The public methods set their inputs, compute once and emit ``computed`` when tables and plot are shown."""
+    viewer = make_napari_viewer()
+    widget = _setup(viewer, case)
+    emitted: list = []
+    widget.computed.connect(emitted.append)
+    with qtbot.waitSignal(widget.computed, timeout=30000):
+        worker = widget.compute(probabilities=["smooth"], target=["rater 2"], num_bins=5, plot=RELIABILITY)
+        assert worker is not None and widget.busy and not widget._compute.enabled
+    results = emitted[-1]
+    assert results is widget.results and [r.name for r in results] == ["smooth"]
+    assert not widget.busy and widget._compute.enabled and not widget.plot.rendering
+    *_, ece = _independent_bins(case["smooth"], case["raters"][1], n_bins=5)
+    assert results[0].summary.ece == pytest.approx(ece, abs=1e-6)
+    qtbot.wait(400)  # a live recomputation would come 300 ms after a change: none, the settings came at once
+    assert len(emitted) == 1 and errors == []
+
+    with qtbot.waitSignals([widget.computed, widget.computed], timeout=60000):
+        assert widget.fit_temperatures(probabilities=["sharp"]) is not None
+    temperatures, compared = emitted[1], emitted[2]
+    assert [t.source for t in temperatures] == ["sharp"] and temperatures[0].temperature > 0
+    assert [r.name for r in compared] == ["sharp", "sharp temperature-scaled"]
+
+    assert widget.compute(probabilities=["no such layer"]) is None
+    assert "no layer named 'no such layer'" in errors[-1]

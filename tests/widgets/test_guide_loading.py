@@ -13,9 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from napari_seg_uncertainty.demo import DATASETS, run_gui_demo
+from napari_seg_uncertainty.widgets import _guide_queue
 from napari_seg_uncertainty.widgets import guide as guide_module
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.widgets.guide import STEPS, WorkflowGuide
+from napari_seg_uncertainty.workflow.demo import DATASETS
 
 WAIT_MS = 300_000
 
@@ -23,7 +25,7 @@ WAIT_MS = 300_000
 @pytest.fixture
 def errors(monkeypatch):
     messages: list[str] = []
-    monkeypatch.setattr(guide_module, "show_error", messages.append)
+    monkeypatch.setattr(_guide_queue, "show_error", messages.append)
     return messages
 
 
@@ -104,7 +106,7 @@ def test_tab_titles_are_whole_and_every_dock_scrolls(make_napari_viewer):
 _WINDOW_PROBE = """
 import json, os
 from qtpy.QtCore import QEventLoop, QTimer
-from napari_seg_uncertainty.demo import run_gui_demo
+from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 
 guide = run_gui_demo("phantom2d", wait=True)  # the demo's own window, as the command opens it
 loop = QEventLoop(); QTimer.singleShot(500, loop.quit); loop.exec()  # the layout settles, the image is fitted
@@ -135,3 +137,21 @@ def test_the_demo_window_fills_a_1280x800_screen_and_the_image_fits_the_canvas(t
     canvas_h, canvas_w = report["canvas"][1], report["canvas"][0]
     shown_h, shown_w = report["shown"]
     assert max(shown_w / canvas_w, shown_h / canvas_h) > 0.85  # the image fills the canvas (not 150 px)
+
+
+def test_the_guide_drives_the_widgets_through_their_public_api_only():
+    """No ``widget._member`` (only the Guide's own ``self._…``), no polling timer: the steps wait for signals."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(guide_module.__file__).parent
+    offending = []
+    for path in [folder / "guide.py", *sorted(folder.glob("_guide_*.py"))]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            if private and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                if node.attr != "_magic_widget":  # napari's own key on the docked Qt widget
+                    offending.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+        assert "POLL_MS" not in path.read_text() and "setInterval(100)" not in path.read_text(), path.name
+    assert offending == []

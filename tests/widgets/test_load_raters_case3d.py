@@ -331,7 +331,7 @@ def test_tables_fit_the_dock_without_horizontal_scrolling(make_napari_viewer, qt
     widget._class_names.value = CLASSES
     load(qtbot, widget, folder)
     qtbot.wait(100)
-    scroll = widget.scroll
+    scroll = widget.scroll_area
     assert widget.content.native.width() <= scroll.viewport().width() <= dock.width()  # nothing cut off
     for table in (widget._dice_table, widget._summary_table):
         view = table.native

@@ -196,7 +196,7 @@ def test_2d_areas_in_mm2_and_the_dock_scrolls(make_napari_viewer, qtbot, tmp_pat
     widget = LoadRatersWidget(viewer)
     viewer.window.add_dock_widget(widget)
     # napari docks ``widget.native``: the controls' scroll area must be inside it, not lost around it
-    scroll = widget.scroll
+    scroll = widget.scroll_area
     assert isinstance(scroll, QScrollArea) and scroll.parentWidget() is widget.native
     widget._spacing.value = "0.5, 0.25"
     widget.load_from_path(str(tmp_path))
@@ -217,8 +217,30 @@ def test_closing_the_dock_while_loading_is_quiet(make_napari_viewer, qtbot, rate
     worker = widget.load_from_path(str(folder))
     viewer.window.remove_dock_widget(dock)
     widget.native.deleteLater()
-    with qtbot.waitSignal(worker.finished, timeout=20000):
-        pass
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=20000)  # (it may end before a waitSignal connects)
     qtbot.wait(300)  # the result arrives for a closed dock: nothing is added, nothing raises
     assert errors == []
     viewer.add_labels(np.zeros((3, 4), np.uint8))  # layer events reach no deleted widget
+
+
+def test_public_load_methods_take_keywords_and_emit_computed(make_napari_viewer, qtbot, rater_files, errors):
+    folder, raters = rater_files
+    viewer = make_napari_viewer()
+    widget = LoadRatersWidget(viewer)
+    with qtbot.waitSignal(widget.computed, timeout=20000) as blocker:
+        worker = widget.load_from_path(folder, spacing=(2.0, 1.0, 1.0), class_names=["bg", "organ", "lesion"])
+        assert worker is not None and widget.busy and not widget._load_files.enabled
+    stats = blocker.args[0]
+    assert stats is widget.statistics and not widget.busy and widget._load_files.enabled
+    assert stats.raters.class_names == ["bg", "organ", "lesion"] and stats.raters.spacing == (2.0, 1.0, 1.0)
+    np.testing.assert_allclose(viewer.layers["rater1"].scale, (2.0, 1.0, 1.0))
+    assert widget._spacing.value == "2.0, 1.0, 1.0"
+    with qtbot.waitSignal(widget.computed, timeout=20000) as blocker:
+        widget.load_from_layers(["rater1", "rater3"], spacing="")
+    stats_of_layers = blocker.args[0]
+    assert stats_of_layers.raters.rater_names == ["rater1", "rater3"]
+    np.testing.assert_allclose(blocker.args[0].dice[1, 0, 1], _independent_dice(raters[0] == 1, raters[2] == 1))
+    assert errors == []
+    with qtbot.waitSignal(widget.failed, timeout=20000):  # a load failing in the worker: notified, `failed`
+        assert widget.load_from_path(folder / "missing") is not None
+    assert len(errors) == 1 and widget.statistics is stats_of_layers  # the case on show stays

@@ -335,7 +335,7 @@ def test_the_three_docks_fit_a_1280x800_window_and_the_plot_is_reachable(make_na
     for widget in widgets:  # a long dock scrolls instead of growing the window; no horizontal scrolling
         assert widget.scroll_area.minimumSizeHint().height() <= 300
         assert not widget.scroll_area.horizontalScrollBar().isVisible()
-        assert widget.scroll_area.viewport().width() >= widget._content.native.minimumSizeHint().width()
+        assert widget.scroll_area.viewport().width() >= widget.content.native.minimumSizeHint().width()
     calibration = widgets[1]
     docks[1].raise_()  # the docks are tabbed: bring Calibration's tab to the front, as a click on it does
     qtbot.wait(100)

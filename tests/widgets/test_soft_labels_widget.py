@@ -286,8 +286,33 @@ def test_bad_input_becomes_notifications(make_napari_viewer, qtbot, raters, erro
     assert widget._status.value.startswith("Failed:")
 
 
-def test_widget_module_docstring_examples_run():
+def test_soft_labels_step_docstring_examples_run():
     import doctest
 
-    result = doctest.testmod(widget_module)
+    from napari_seg_uncertainty.workflow import soft_labels as step_module
+
+    result = doctest.testmod(step_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_public_compute_sets_inputs_and_computes_once(make_napari_viewer, qtbot, raters, errors):
+    """compute(...) with keywords: the settings are applied together (live updates on), one result, ``computed``."""
+    viewer, widget = make_widget(make_napari_viewer, raters)
+    assert widget._live.value
+    emitted: list = []
+    widget.computed.connect(emitted.append)
+    with qtbot.waitSignal(widget.computed, timeout=30000):
+        worker = widget.compute(raters=["rater1", "rater2"], method="msvls", compare_method="rater_mean", sigma=1.5)
+        assert worker is not None
+    result = emitted[-1]
+    assert result is widget.result and not widget.busy
+    assert result.request.rater_names == ("rater1", "rater2") and result.request.sigma == 1.5
+    assert (result.request.method, result.request.compare_method) == ("msvls", "rater_mean")
+    expected = np.mean([direct_svls(r, 3, paper_kernel(3, 1.5)) for r in raters[:2]], axis=0)
+    np.testing.assert_allclose(viewer.layers["soft A: organ"].data, expected[1], atol=1e-6)
+    qtbot.wait(300)
+    assert len(emitted) == 1 and errors == []
+    with qtbot.waitSignal(widget.computed, timeout=30000):
+        widget.compute(compare_method="none")
+    assert widget.result.request.compare_method is None and DIFFERENCE_LAYER not in viewer.layers
+    assert widget.compute(raters=["no such layer"]) is None and "no layer named 'no such layer'" in errors[-1]

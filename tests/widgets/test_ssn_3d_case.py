@@ -16,7 +16,6 @@ import torch
 from napari_seg_uncertainty.core.geometry import Geometry
 from napari_seg_uncertainty.core.ssn import save_distribution, synthetic_distribution
 from napari_seg_uncertainty.widgets import _common
-from napari_seg_uncertainty.widgets import ssn_samples as ssn_widget_module
 from napari_seg_uncertainty.widgets.ssn_samples import (
     KEPT_LAYER_PREFIX,
     MEAN_LAYER,
@@ -25,6 +24,7 @@ from napari_seg_uncertainty.widgets.ssn_samples import (
     SOURCE_SAVED,
     SSNSamplesWidget,
 )
+from napari_seg_uncertainty.workflow import ssn as ssn_workflow
 
 TIMEOUT_MS = 60000
 SPACING = (3.0, 0.8, 0.8)
@@ -151,7 +151,7 @@ def test_a_prediction_on_a_crop_is_placed_on_the_crop(case_viewer, qtbot, monkey
         return {"mean": params["mean"], "cov_factor": params["cov_factor"], "cov_diag": params["cov_diag"],
                 "class_names": ["bg", "x", "y"], "spacing": (9.0, 9.0, 9.0), "crop_start": crop_start}
 
-    monkeypatch.setattr(ssn_widget_module, "_prediction_function", lambda: fake_predict)
+    monkeypatch.setattr(ssn_workflow, "prediction_function", lambda: fake_predict)
     checkpoint = tmp_path / "model.pt"
     torch.save({"stub": 1}, checkpoint)
     widget = _widget(viewer, qtbot, source=SOURCE_CHECKPOINT, _checkpoint_file=checkpoint, _image_layer="CT",

@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from napari_seg_uncertainty.core.ssn import SampleLabelStack, save_distribution, synthetic_distribution
-from napari_seg_uncertainty.widgets import _common
-from napari_seg_uncertainty.widgets import ssn_samples as ssn_widget_module
+from napari_seg_uncertainty.widgets import _common, _ssn_live
 from napari_seg_uncertainty.widgets.ssn_samples import (
-    EXPORT_ALL,
-    EXPORT_CURRENT,
-    EXPORT_DISTRIBUTION,
     MEAN_LAYER,
     SAMPLES_LAYER,
     SOURCE_CHECKPOINT,
@@ -23,6 +19,8 @@ from napari_seg_uncertainty.widgets.ssn_samples import (
     LiveSamples,
     SSNSamplesWidget,
 )
+from napari_seg_uncertainty.workflow import ssn as ssn_workflow
+from napari_seg_uncertainty.workflow.ssn import EXPORT_ALL, EXPORT_CURRENT, EXPORT_DISTRIBUTION
 
 TIMEOUT_MS = 30000
 
@@ -227,9 +225,9 @@ def test_ged_and_diversity_against_rater_layers(make_napari_viewer, qtbot, saved
         - _mean_distance(samples, samples, 4)
         - _mean_distance(raters, raters, 4)
     )
-    assert widget.metrics["ged2"] == pytest.approx(expected_ged, abs=1e-9)
-    assert widget.metrics["sample_diversity"] == pytest.approx(_mean_distance(samples, samples, 4), abs=1e-9)
-    assert widget.metrics["rater_diversity"] == pytest.approx(_mean_distance(raters, raters, 4), abs=1e-9)
+    assert widget.metrics.ged2 == pytest.approx(expected_ged, abs=1e-9)
+    assert widget.metrics.sample_diversity == pytest.approx(_mean_distance(samples, samples, 4), abs=1e-9)
+    assert widget.metrics.rater_diversity == pytest.approx(_mean_distance(raters, raters, 4), abs=1e-9)
     assert f"GED² {expected_ged:.4f}" in widget._metrics_label.value
     assert "(5 samples, 3 raters)" in widget._metrics_label.value
     _wait_idle(qtbot, widget)
@@ -320,7 +318,7 @@ def test_checkpoint_source_uses_the_prediction_function(
             "spacing": None,
         }
 
-    monkeypatch.setattr(ssn_widget_module, "_prediction_function", lambda: fake_predict)
+    monkeypatch.setattr(ssn_workflow, "prediction_function", lambda: fake_predict)
     checkpoint = tmp_path / "model.pt"
     torch.save({"stub": 1}, checkpoint)  # a torch file (the widget checks the header before predicting)
     widget = SSNSamplesWidget(viewer)
@@ -355,7 +353,7 @@ def test_problems_become_notifications(
     qtbot.waitUntil(lambda: len(errors) == 2, timeout=TIMEOUT_MS)
     assert "lacks ['cov_factor', 'cov_diag']" in errors[-1]
 
-    monkeypatch.setattr(ssn_widget_module, "_prediction_function", lambda: None)
+    monkeypatch.setattr(ssn_workflow, "prediction_function", lambda: None)
     widget._source.value = SOURCE_CHECKPOINT
     widget._load_button.changed.emit(True)
     assert "predict_ssn_distribution" in errors[-1]
@@ -389,7 +387,7 @@ def test_closing_the_viewer_with_work_pending_is_quiet(make_napari_viewer, qtbot
     widget._class_sliders[1].value = 2.0  # starts the Dice timer; the viewer closes before it fires
     assert widget.busy
     viewer.close()
-    qtbot.wait(2 * ssn_widget_module._DICE_DELAY_MS)
+    qtbot.wait(2 * _ssn_live._DICE_DELAY_MS)
     assert widget._closed and errors == []
 
 

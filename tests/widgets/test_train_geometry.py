@@ -12,10 +12,11 @@ import pytest
 
 from napari_seg_uncertainty.core.geometry import Geometry
 from napari_seg_uncertainty.core.phantom import make_phantom_raters
-from napari_seg_uncertainty.widgets import _common
+from napari_seg_uncertainty.widgets import _common, _train_form
 from napari_seg_uncertainty.widgets import train as train_module
 from napari_seg_uncertainty.widgets._case import CASE_KEY
-from napari_seg_uncertainty.widgets.train import TrainWidget, prediction_geometry
+from napari_seg_uncertainty.widgets.train import TrainWidget
+from napari_seg_uncertainty.workflow.training import prediction_geometry
 
 WAIT_MS = 120_000
 SPACING = (3.0, 0.8, 0.8)
@@ -31,7 +32,7 @@ def messages(monkeypatch):
     found: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
     monkeypatch.setattr(_common, "show_error", found["error"].append)
     monkeypatch.setattr(train_module, "show_error", found["error"].append)
-    monkeypatch.setattr(train_module, "show_warning", found["warning"].append)
+    monkeypatch.setattr(_train_form, "show_warning", found["warning"].append)
     monkeypatch.setattr(train_module, "show_info", found["info"].append)
     return found
 
@@ -50,7 +51,7 @@ def case3d(make_napari_viewer):
 
 
 def make_widget(viewer, tmp_path, *, epochs=1, steps=2):
-    train_module._preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
+    train_module.preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
     widget._model_size.value = "tiny (8-16-32)"
@@ -92,7 +93,7 @@ def test_a_prediction_on_the_raters_region_is_placed_where_the_crop_lies(
     case3d, qtbot, tmp_path, messages, monkeypatch
 ):
     viewer, image, raters = case3d
-    monkeypatch.setattr(train_module, "REGION_MARGIN", 2)
+    monkeypatch.setattr(_train_form, "REGION_MARGIN", 2)
     for i in range(1, 5):  # raters who outlined one small box: the crop is well inside the image
         labels = np.zeros(image.shape, dtype=np.uint8)
         labels[4:8, 10 + i : 20, 12:22] = 1

@@ -14,6 +14,7 @@ from napari_seg_uncertainty.core.phantom import make_phantom_raters
 from napari_seg_uncertainty.widgets import _common
 from napari_seg_uncertainty.widgets import train as train_module
 from napari_seg_uncertainty.widgets.train import TrainWidget
+from napari_seg_uncertainty.workflow import training as training_workflow
 
 WAIT_MS = 120_000
 
@@ -39,7 +40,7 @@ def phantom_viewer(make_napari_viewer):
 
 
 def make_widget(viewer, tmp_path, *, epochs=2, steps=3):
-    train_module._preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
+    train_module.preload_training_modules()  # PyTorch in (a fresh widget loads it in a worker first)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget._model_size.value = "tiny (8-16-32)"
@@ -197,14 +198,14 @@ def test_worker_error_becomes_a_notification_with_advice(
 ):
     viewer, _, _ = phantom_viewer
     widget = make_widget(viewer, tmp_path)
-    real_train = train_module.train
+    real_train = training_workflow.train
 
     def out_of_memory(config, data, resume=None):
         gen = real_train(config, data, resume=resume)
         yield next(gen)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train_module, "train", out_of_memory)
+    monkeypatch.setattr(training_workflow, "train", out_of_memory)
     widget.start()
     qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
     assert len(errors) == 1
@@ -227,10 +228,10 @@ def test_invalid_input_is_reported(phantom_viewer, tmp_path, errors):
 
 
 def test_advice_names_the_remedy():
-    assert "lower the batch size" in train_module.advice_for(torch.OutOfMemoryError("CUDA out of memory"))
-    assert "lower the learning rate" in train_module.advice_for(FloatingPointError("loss became nan"))
-    assert "settings" in train_module.advice_for(ValueError("image contains NaN or infinite values"))
-    assert "writable" in train_module.advice_for(PermissionError("denied"))
+    assert "lower the batch size" in training_workflow.advice_for(torch.OutOfMemoryError("CUDA out of memory"))
+    assert "lower the learning rate" in training_workflow.advice_for(FloatingPointError("loss became nan"))
+    assert "settings" in training_workflow.advice_for(ValueError("image contains NaN or infinite values"))
+    assert "writable" in training_workflow.advice_for(PermissionError("denied"))
 
 
 def test_settings_become_the_config(phantom_viewer, tmp_path):
@@ -249,3 +250,25 @@ def test_settings_become_the_config(phantom_viewer, tmp_path):
     assert config.epochs == 2 and config.steps_per_epoch == 3 and config.batch_size == 2
     with pytest.raises(ValueError, match="must be one of"):
         widget.set_method("ssn", "ce")
+
+
+def test_start_with_settings_emits_computed_with_the_outcome(phantom_viewer, qtbot, tmp_path, errors):
+    from napari_seg_uncertainty.workflow.training import TrainOutcome
+
+    viewer, _, _ = phantom_viewer
+    widget = make_widget(viewer, tmp_path)
+    outcomes: list = []
+    widget.computed.connect(outcomes.append)
+    worker = widget.start(head="softmax", loss="dice", target="msvls", channels=(8, 16, 32), spatial_dims=2,
+                          epochs=1, steps_per_epoch=2, patch_size=(16, 16), seed=3)
+    assert worker is widget.worker and widget.busy
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=WAIT_MS)
+    outcome = outcomes[0]
+    assert isinstance(outcome, TrainOutcome) and not outcome.cancelled and outcome.failure is None
+    assert set(outcome.layers) == {"prediction labels", "prediction entropy", "prediction probabilities"}
+    assert outcome.checkpoint == widget.checkpoint_path and not widget.busy and errors == []
+    state = load_checkpoint(outcome.checkpoint)
+    assert (state["config"]["loss"], state["config"]["target"], state["config"]["seed"]) == ("dice", "msvls", 3)
+    with pytest.raises(ValueError, match="channels must be one of"):
+        widget.configure(channels=(3, 5))
+    assert widget.start(target="nonsense") is None and "target must be one of" in errors[-1]

@@ -233,3 +233,34 @@ def test_errors_become_notifications(make_napari_viewer, qtbot, errors):
     assert "no rater selected" in errors[-1]
     with pytest.raises(ValueError, match="row"):
         widget.jump_to(3)
+
+
+def test_public_methods_emit_computed(make_napari_viewer, qtbot, errors):
+    """compute_maps, rank and compute_agreement take their inputs as keywords and emit ``computed``."""
+    rng = np.random.default_rng(1)
+    viewer = make_napari_viewer()
+    probs = _softmax(rng.normal(scale=2, size=(3, 12, 14)))
+    viewer.add_image(probs, name="model")
+    rater = probs.argmax(axis=0).astype(np.uint8)
+    rater[:2] = 0
+    viewer.add_labels(rater, name="rater A")
+    widget = UncertaintyWidget(viewer)
+    with qtbot.waitSignal(widget.computed, timeout=30000) as blocker:
+        assert widget.compute_maps(probabilities=["model"], layout="classes", as_ensemble=False) is not None
+    assert [m.name for m in blocker.args[0]] == ["model entropy"] and widget.maps == blocker.args[0]
+    assert not widget.busy and widget._rank.enabled
+    np.testing.assert_allclose(viewer.layers["model entropy"].data, _entropy(probs) / np.log(3), rtol=1e-5)
+
+    with qtbot.waitSignal(widget.computed, timeout=30000) as blocker:
+        widget.rank(by="images")
+    assert [row.label for row in blocker.args[0]] == ["model"] and widget.review_rows == blocker.args[0]
+
+    with qtbot.waitSignal(widget.computed, timeout=30000) as blocker:
+        widget.compute_agreement(raters=["rater A"], tolerance=1.0)
+    rows = [r for r in blocker.args[0] if r["reference"] == "rater A" and r["class_index"] == 1]
+    prediction = probs.argmax(axis=0) == 1
+    truth = rater == 1
+    dice = 2 * np.count_nonzero(prediction & truth) / (np.count_nonzero(prediction) + np.count_nonzero(truth))
+    assert rows[0]["dice"] == pytest.approx(dice)
+    assert errors == []
+    assert widget.compute_maps(probabilities=["rater A"]) is None and "rater A" in errors[-1]

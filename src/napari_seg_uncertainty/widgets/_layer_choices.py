@@ -4,8 +4,8 @@ A choice is a ``(name, layer)`` pair, so a widget's value is the layer itself: r
 renames its entry and keeps it selected, and a removed layer disappears. :class:`LayerWatcher`
 calls a widget's ``reset_choices`` on every addition, removal, move and rename, and disconnects
 itself when the widget is destroyed (no callback reaches a deleted Qt object). The predicates say
-which layers fit a role (``probabilities``: float ``(C, *S)`` summing to 1 over C; ``labels``:
-integer layers) and, for the error message, why a layer does not.
+which layers fit a role (``probabilities``: float ``(C, *S)`` summing to 1 over C; ``members``: float
+``(M, C, *S)``; ``labels``: integer layers) and, for the error message, why a layer does not.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ __all__ = [
     "is_image_layer",
     "is_labels_layer",
     "is_probability_layer",
+    "labels_problem",
+    "member_problem",
     "probability_problem",
 ]
 
@@ -88,6 +90,36 @@ def probability_problem(layer: Any) -> str | None:
     if not (sample.min() >= -1e-4 and np.allclose(sums, 1.0, atol=1e-3)):
         return (f"layer {name!r} does not sum to 1 over its first axis (sums range "
                 f"{float(np.nanmin(sums)):.3g}–{float(np.nanmax(sums)):.3g}); expected {expected}.")
+    return None
+
+
+def labels_problem(layer: Any) -> str | None:
+    """Why ``layer`` is not a label map (integer Labels layer ``(*spatial)``), or ``None`` if it is."""
+    if is_labels_layer(layer):
+        return None
+    dtype = getattr(getattr(layer, "data", None), "dtype", "?")
+    shape = tuple(getattr(getattr(layer, "data", None), "shape", ()))
+    return (f"layer {getattr(layer, 'name', '?')!r} is a {type(layer).__name__} layer of {dtype} values with "
+            f"shape {shape}; expected a Labels layer (or an integer image) of shape (*spatial) holding "
+            "0 (background), 1, 2, …")
+
+
+def member_problem(layer: Any) -> str | None:
+    """Why ``layer`` is not a stack of member probabilities ``(M, C, *spatial)``, or ``None`` if it is."""
+    name = getattr(layer, "name", "?")
+    expected = ("a float Image layer of shape (M, C, *spatial) — samples or ensemble members, C ≥ 2 — whose "
+                "values sum to 1 over C (the second axis)")
+    if _layer_kind(layer) != "image" or getattr(layer, "rgb", False):
+        return f"layer {name!r} is a {type(layer).__name__} layer; expected {expected}."
+    data = layer.data
+    shape = tuple(getattr(data, "shape", ()))
+    if not np.issubdtype(np.dtype(getattr(data, "dtype", float)), np.floating):
+        return f"layer {name!r} holds {data.dtype} values; expected {expected}."
+    if len(shape) < 4 or shape[1] < 2 or shape[1] > 64:
+        return f"layer {name!r} has shape {shape}; expected {expected}."
+    sample = _strided_sample(data[0])
+    if sample is not None and not (np.all(np.isfinite(sample)) and np.allclose(sample.sum(0), 1.0, atol=1e-3)):
+        return f"layer {name!r} does not sum to 1 over its second axis; expected {expected}."
     return None
 
 

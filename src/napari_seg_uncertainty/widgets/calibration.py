@@ -3,403 +3,97 @@
 Pick one or more probability layers (Image layers ``(C, *spatial)``, one per model or method, e.g.
 one-hot vs SVLS vs mSVLS) and a target: one Labels layer (hard reference) or several Labels layers
 (raters; the target becomes their mean, and the entropy scatter plot becomes available). The metrics
-run in a worker thread; the themed plot and the table update when the layers' data change.
+(:mod:`napari_seg_uncertainty.workflow.calibration`) run in a worker thread; the themed plot and the
+table update when the layers' data change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    SpinBox,
-    Table,
-)
-from napari_matplotlib.base import NapariMPLWidget
-from napari_matplotlib.util import Interval
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox, Table
 
-from ..core.calibration import (
-    apply_temperature,
-    brier_score_per_class,
-    calibration_summary,
-    fit_temperature,
-    foreground_box_mask,
-    thresholded_adaptive_ce_per_class,
-)
+from ..core._atomic import atomic_write
 from ..core.geometry import Geometry
-from ..core.uncertainty import entropy_agreement
-from ._calibration_plots import (
-    ModelResult,
-    bin_rows,
-    draw_entropy_scatter,
-    draw_reliability,
-    metric_rows,
-    refuse_existing,
-    write_csv,
+from ..workflow.calibration import (
+    ENTROPY_SCATTER,
+    RELIABILITY,
+    TemperatureResult,
+    compute_calibration,
+    temperature_scale,
 )
+from ..workflow.figures import ModelResult, bin_rows, metric_rows
+from ..workflow.tables import refuse_existing, write_csv
+from ._base import DockWidget
+from ._calibration_plot import CalibrationPlot
 from ._case import case_of
-from ._common import (
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    show_warning,
-    tabify_when_docked,
-    unwrap_viewer,
-    upsert_layer,
-)
-from ._layer_choices import LayerWatcher, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import LayerSelect, fit_table, full_width_after, labels_problem, scroll_area_for
+from ._common import notify_errors, show_error, show_info, show_warning, upsert_layer
+from ._layer_choices import is_labels_layer, is_probability_layer, labels_problem, probability_problem
+from ._layout import full_width_after
+from ._tables import fit_table, table_cell
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "CalibrationPlot",
-    "CalibrationWidget",
-    "TemperatureResult",
-    "compute_calibration",
-    "temperature_scale",
-]
+__all__ = ["ENTROPY_SCATTER", "RELIABILITY", "CalibrationWidget"]
 
-RELIABILITY = "Reliability diagram"
 METRIC_COLUMNS = ["ECE %", "TACE", "NLL", "Brier", "ent. MAE"]
 CLASS_COLUMNS = ["model", "class", "TACE", "Brier"]
-ENTROPY_SCATTER = "Entropy: prediction vs raters"
 SCALED_SUFFIX = " temperature-scaled"
-#: Probabilities are clipped below at this value before taking logs to recover logits.
-LOG_FLOOR = 1e-12
+#: Delay of a live recomputation after the last change (ms).
+LIVE_DELAY_MS = 300
 
 
-def _box_mask(
-    target: np.ndarray,
-    *,
-    target_is_raters: bool,
-    spacing: tuple[float, ...] | None,
-    in_plane_margin: float,
-    slice_margin: int,
-) -> np.ndarray:
-    foreground = target.max(axis=0) if target_is_raters else target
-    return foreground_box_mask(
-        foreground, spacing=spacing, in_plane_margin=in_plane_margin, slice_margin=slice_margin
-    )
-
-
-@dataclass(frozen=True)
-class TemperatureResult:
-    """A fitted temperature and the probabilities rescaled with it."""
-
-    source: str
-    temperature: float
-    probs: np.ndarray
-
-
-def temperature_scale(
-    models: Mapping[str, Any],
-    target: Any,
-    *,
-    target_is_raters: bool,
-    restrict_to_box: bool = False,
-    spacing: tuple[float, ...] | None = None,
-    in_plane_margin: float = 8.0,
-    slice_margin: int = 2,
-) -> list[TemperatureResult]:
-    """Fit one temperature per model on the target and rescale its probabilities; runs off the GUI thread.
-
-    The logits are recovered as ``ln p`` (exact up to a per-voxel constant, which the softmax ignores;
-    probabilities are clipped at 1e-12 first), then
-    :func:`~napari_seg_uncertainty.core.calibration.fit_temperature` and
-    :func:`~napari_seg_uncertainty.core.calibration.apply_temperature` are applied.
-    """
-    target = np.asarray(target)
-    mask = None
-    if restrict_to_box:
-        mask = _box_mask(
-            target,
-            target_is_raters=target_is_raters,
-            spacing=spacing,
-            in_plane_margin=in_plane_margin,
-            slice_margin=slice_margin,
-        )
-    results = []
-    for name, probs in models.items():
-        try:
-            p = np.asarray(probs)
-            if not np.issubdtype(p.dtype, np.floating):
-                raise TypeError(f"probabilities must be floating point, got dtype {p.dtype}.")
-            logits = np.log(np.maximum(p.astype(np.float64), LOG_FLOOR))
-            t = fit_temperature(logits, target, mask=mask, target_kind="raters" if target_is_raters else "labels")
-            results.append(TemperatureResult(name, t, apply_temperature(logits, temperature=t)))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"layer {name!r}: {exc}") from exc
-    return results
-
-
-def compute_calibration(
-    models: Mapping[str, Any],
-    target: Any,
-    *,
-    target_is_raters: bool,
-    n_bins: int = 10,
-    closed: str = "right",
-    tace_bins: int = 10,
-    tace_threshold: float = 1e-3,
-    restrict_to_box: bool = False,
-    spacing: tuple[float, ...] | None = None,
-    in_plane_margin: float = 8.0,
-    slice_margin: int = 2,
-    entropy_unit: str = "voxel",
-) -> list[ModelResult]:
-    """Calibration summary (and entropy agreement for raters) of every model; runs off the GUI thread.
-
-    Parameters
-    ----------
-    models : mapping of str to array_like
-        Layer name -> probabilities ``(C, *spatial)``.
-    target : array_like
-        Labels ``(*spatial)`` or, with ``target_is_raters``, a rater stack ``(R, *spatial)``.
-    target_is_raters : bool
-        Whether ``target`` is a rater stack (soft target = rater mean; entropy agreement computed).
-    n_bins, closed, tace_bins, tace_threshold
-        See :func:`~napari_seg_uncertainty.core.calibration.calibration_summary`.
-    restrict_to_box : bool
-        Evaluate inside the dilated bounding box of the foreground (of any rater).
-    spacing, in_plane_margin, slice_margin
-        See :func:`~napari_seg_uncertainty.core.calibration.foreground_box_mask`.
-    entropy_unit : {"voxel", "slice", "image"}
-        Points of the entropy scatter plot.
-
-    Returns
-    -------
-    list of ModelResult
-        One per model, in the order given, with the per-class TACE and Brier score.
-    """
-    target = np.asarray(target)
-    mask = None
-    if restrict_to_box:
-        mask = _box_mask(
-            target,
-            target_is_raters=target_is_raters,
-            spacing=spacing,
-            in_plane_margin=in_plane_margin,
-            slice_margin=slice_margin,
-        )
-    results = []
-    for name, probs in models.items():
-        try:
-            summary = calibration_summary(
-                probs,
-                target,
-                num_bins=n_bins,
-                tace_num_bins=tace_bins,
-                target_kind="raters" if target_is_raters else "labels",
-                tace_threshold=tace_threshold,
-                mask=mask,
-                closed=closed,  # type: ignore[arg-type]
-            )
-            agreement = (
-                entropy_agreement(probs, target, unit=entropy_unit, mask=mask)  # type: ignore[arg-type]
-                if target_is_raters
-                else None
-            )
-            kind = "raters" if target_is_raters else "labels"
-            class_tace = thresholded_adaptive_ce_per_class(
-                probs, target, num_bins=tace_bins, threshold=tace_threshold, mask=mask, target_kind=kind
-            )
-            class_brier = brier_score_per_class(probs, target, mask=mask, target_kind=kind)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"layer {name!r}: {exc}") from exc
-        results.append(
-            ModelResult(
-                name=name,
-                summary=summary,
-                entropy=agreement,
-                class_tace=np.asarray(class_tace, dtype=np.float64),
-                class_brier=np.asarray(class_brier, dtype=np.float64),
-            )
-        )
-    return results
-
-
-def draw_results(figure: Any, results: list[ModelResult], *, kind: str, min_count: int) -> dict[str, Any]:
-    """Draw ``kind`` (reliability diagram or entropy scatter plot) of ``results`` onto ``figure``; the artists."""
-    figure.clear()
-    message = None
-    if not results:
-        message = "Select probability and target layers,\nthen press Compute."
-    elif kind == ENTROPY_SCATTER and all(r.entropy is None for r in results):
-        message = "Select two or more rater Labels layers as the target\nto compare prediction and rater entropy."
-    if message is not None:
-        figure.text(0.5, 0.5, message, ha="center", va="center")
-        return {}
-    if kind == ENTROPY_SCATTER:
-        return draw_entropy_scatter(figure, results)
-    return draw_reliability(figure, results, min_count=min_count)
-
-
-def render_figure(
-    results: list[ModelResult],
-    *,
-    kind: str,
-    min_count: int,
-    size: tuple[float, float],
-    dpi: float,
-    style: Any,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Draw and rasterise the plot on a new Agg figure (runs in a worker: no Qt object is touched).
-
-    Returns the figure, its Agg canvas (holding the rendered pixels) and the artists.
-    """
-    from matplotlib import style as mplstyle
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    with mplstyle.context(style):
-        figure = Figure(figsize=size, dpi=dpi, layout="constrained")
-        canvas = FigureCanvasAgg(figure)
-        artists = draw_results(figure, results, kind=kind, min_count=min_count)
-        canvas.draw()
-    return figure, canvas, artists
-
-
-class CalibrationPlot(NapariMPLWidget):
-    """Themed matplotlib canvas that draws the current results (redrawn on theme changes).
-
-    New results are drawn and rasterised in a worker thread on a fresh figure, which then replaces the
-    canvas's figure with its pixels: a reliability diagram costs a few hundred milliseconds of
-    matplotlib, which would otherwise freeze the window.
-    """
-
-    n_layers_input = Interval(None, None)
-
-    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: Any = None) -> None:
-        from qtpy.QtCore import QTimer
-
-        super().__init__(napari_viewer, parent=parent)
-        self.results: list[ModelResult] = []
-        self.kind = RELIABILITY
-        self.min_count = 1
-        self.artists: dict[str, Any] = {}
-        self.rendering = False
-        self._generation = 0
-        self._when_rendered: list[Any] = []
-        self.setMinimumHeight(360)
-        QTimer.singleShot(0, self._first_draw)  # not while the dock opens
-
-    def _first_draw(self) -> None:
-        with contextlib.suppress(RuntimeError):  # closed before the first turn
-            if not self.rendering:
-                self._draw()
-
-    def _setup_callbacks(self) -> None:
-        """Redraw on theme changes only (connected by the base class), not on slice or layer selection.
-
-        The plots summarise whole volumes and the selected layers of the dock, so napari-matplotlib's
-        default redraws on every slider step and layer selection would only cost time.
-        """
-
-    def show_results(self, results: list[ModelResult], *, kind: str | None = None, done: Any = None) -> None:
-        """Replace the results (and optionally the plot kind) and redraw in a worker; ``done()`` when shown."""
-        self.results = list(results)
-        if kind is not None:
-            self.kind = kind
-        if done is not None:
-            self._when_rendered.append(done)
-        self._generation += 1
-        generation = self._generation
-        figure = self.canvas.figure
-        self.rendering = True
-        run_in_thread(
-            render_figure,
-            list(self.results),
-            kind=self.kind,
-            min_count=self.min_count,
-            size=tuple(figure.get_size_inches()),
-            dpi=float(figure.dpi),
-            style=self.napari_theme_style_sheet,
-            action="Calibration plot",
-            returned=lambda out: self._adopt(out, generation, getattr(figure, "_original_dpi", figure.dpi)),
-            errored=lambda _exc: self._rendered(generation),
-        )
-
-    def _adopt(self, out: tuple[Any, Any, dict[str, Any]], generation: int, original_dpi: float) -> None:
-        """Put a figure rendered in the worker on the canvas (GUI thread; cheap: no drawing)."""
-        if generation != self._generation:
-            return  # a newer plot is on its way
-        figure, agg, artists = out
-        try:
-            canvas = self.canvas
-            old = canvas.figure
-            figure._original_dpi = original_dpi
-            figure._canvas_callbacks = old._canvas_callbacks  # the toolbar's and the widget's connections
-            canvas.figure = figure
-            figure.set_canvas(canvas)
-            if canvas.get_width_height(physical=True) == agg.get_width_height(physical=True):
-                canvas.renderer = agg.renderer
-                canvas._lastKey = agg._lastKey
-                canvas.update()
-            else:  # resized meanwhile: draw once at the new size
-                canvas.draw_idle()
-        except RuntimeError:  # the dock was closed
-            return
-        self.artists = artists
-        self._rendered(generation)
-
-    def _rendered(self, generation: int) -> None:
-        if generation != self._generation:
-            return
-        self.rendering = False
-        callbacks, self._when_rendered = self._when_rendered, []
-        for callback in callbacks:
-            callback()
-
-    def clear(self) -> None:
-        """Remove all axes."""
-        self.figure.clear()
-
-    def draw(self) -> None:
-        """Draw the reliability diagram or the entropy scatter plot of ``self.results`` (on the GUI thread)."""
-        self.artists = draw_results(self.figure, self.results, kind=self.kind, min_count=self.min_count)
-
-
-class CalibrationWidget(Container):
+class CalibrationWidget(DockWidget):
     """Reliability diagram, calibration metrics and rater-entropy comparison for probability layers.
 
     Select one probability layer per model (``(C, *spatial)`` Image layers) and one Labels layer as
     the reference, or several Labels layers (one per rater) for a soft target. ``Compute`` fills the
-    table (ECE in %, TACE, NLL, Brier, entropy MAE) and draws the plot; with "Update when layers
-    change" ticked, edits of the selected layers or of the settings recompute it.
+    table (ECE in %, TACE, NLL, Brier, entropy MAE) and draws the plot; with "Update live" ticked,
+    edits of the selected layers or of the settings recompute it. :meth:`compute` and
+    :meth:`fit_temperatures` return their worker (``None`` on bad input) and emit :attr:`computed`
+    with their results once shown.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose probability and Labels layers are compared (napari passes it in).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
         from qtpy.QtCore import QTimer
 
-        self._content = Container(labels=True)
-        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
-        self._viewer = viewer
+        super().__init__(viewer, status="Select probability and target layers, then press Compute.")
         self.results: list[ModelResult] = []
         self.temperatures: dict[str, float] = {}
-        self._compute_after_fit = False
-        self.worker: Any = None
         self._pending = False
         self._watched: list[Any] = []
         self._class_names: list[str] = []
+        self._build_inputs()
+        self._build_settings()
+        self._build_outputs()
+        self.content.extend([
+            self._probabilities, self._target, self._num_bins, self._closed, self._tace_num_bins,
+            self._tace_threshold, self._restrict, self._margin, self._slice_margin, self._plot_kind,
+            self._entropy_unit, self._min_count, self._live, self._compute, self._fit_temperature,
+            self._save_figure, self._save_csv,
+        ])
+        full_width_after(self.content, self._fit_temperature, self._status, self._table, self._class_table)
+        self.plot = CalibrationPlot(self._viewer)
+        self.content.native.layout().addWidget(self.plot)
+        self.disable_while_busy(self._compute, self._fit_temperature)
+        self.finish_layout()
+        self._timer = QTimer(self.native)  # dies with the dock: no timeout reaches a deleted widget
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(LIVE_DELAY_MS)
+        self._timer.timeout.connect(lambda: self.compute())
 
-        self._probabilities = LayerSelect(
-            viewer,
+    def _build_inputs(self) -> None:
+        self._probabilities = self.layer_select(
             is_probability_layer,
             explain=probability_problem,
             label="Probabilities",
@@ -408,8 +102,7 @@ class CalibrationWidget(Container):
                 "method; select several (Ctrl/Shift-click) to overlay them."
             ),
         )
-        self._target = LayerSelect(
-            viewer,
+        self._target = self.layer_select(
             is_labels_layer,
             explain=labels_problem,
             label="Target",
@@ -418,33 +111,23 @@ class CalibrationWidget(Container):
                 "mean (soft target) and the entropy plot compares prediction and rater entropy."
             ),
         )
-        self._n_bins = SpinBox(label="Bins", value=10, min=2, max=100, tooltip="Equal-width confidence bins.")
+
+    def _build_settings(self) -> None:
+        self._num_bins = SpinBox(label="Bins", value=10, min=2, max=100, tooltip="Equal-width confidence bins.")
         self._closed = ComboBox(
             label="Bin intervals",
             value="right",
             choices=[("(lo, hi]  (Mehrtash et al.)", "right"), ("[lo, hi)  (Guo et al.)", "left")],
         )
-        self._tace_bins = SpinBox(label="TACE bins", value=10, min=1, max=100)
-        self._tace_threshold = FloatSpinBox(
-            label="TACE threshold", value=0.001, min=0.0, max=0.5, step=0.0001
-        )
-        self._restrict = CheckBox(
-            text="Foreground box only",
-            value=False,
-            tooltip=(
-                "Evaluate inside the bounding box of the foreground dilated by the margins (calibration "
-                "paper), so easy background far from the structures does not dominate."
-            ),
-        )
+        self._tace_num_bins = SpinBox(label="TACE bins", value=10, min=1, max=100)
+        self._tace_threshold = FloatSpinBox(label="TACE threshold", value=0.001, min=0.0, max=0.5, step=0.0001)
+        self._restrict = CheckBox(text="Foreground box only", value=False, tooltip=(
+            "Evaluate inside the bounding box of the foreground dilated by the margins (calibration paper), so "
+            "easy background far from the structures does not dominate."))
         self._margin = FloatSpinBox(label="In-plane margin (mm)", value=8.0, min=0.0, max=500.0, step=0.5)
         self._slice_margin = SpinBox(label="Slice margin", value=2, min=0, max=100)
-        self._min_count = SpinBox(
-            label="Min. voxels per bin",
-            value=1,
-            min=1,
-            max=10**9,
-            tooltip=("Bins with fewer voxels are not drawn (they still count in the metrics)."),
-        )
+        self._min_count = SpinBox(label="Min. voxels per bin", value=1, min=1, max=10**9,
+                                  tooltip="Bins with fewer voxels are not drawn (they still count in the metrics).")
         self._plot_kind = ComboBox(label="Plot", value=RELIABILITY, choices=[RELIABILITY, ENTROPY_SCATTER])
         self._entropy_unit = ComboBox(
             label="Entropy points",
@@ -452,149 +135,98 @@ class CalibrationWidget(Container):
             choices=[("voxels (sample)", "voxel"), ("slices", "slice"), ("whole image", "image")],
         )
         self._live = CheckBox(text="Update live", value=True, tooltip="Recompute when the layers or settings change.")
+        self._plot_kind.changed.connect(self._redraw)
+        self._min_count.changed.connect(self._redraw)
+        for control in (self._num_bins, self._closed, self._tace_num_bins, self._tace_threshold, self._restrict,
+                        self._margin, self._slice_margin, self._entropy_unit):
+            control.changed.connect(self._schedule_update)
+
+    def _build_outputs(self) -> None:
         self._compute = PushButton(text="Compute")
-        self._status = Label(value="Select probability and target layers, then press Compute.")
-        self._status.native.setWordWrap(True)
-        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
+        self._fit_temperature = PushButton(text="Fit temperature scaling", tooltip=(
+            "Fit one temperature per selected probability layer on the target (post-hoc calibration), add the "
+            "rescaled probabilities as '<name> temperature-scaled' and compare them."))
         self._table = Table(value=[[]], tooltip="Calibration metrics per probability layer; ECE in %.")
         self._class_table = Table(value=[[]], tooltip="TACE and Brier score of each class.")
         self._save_figure = PushButton(text="Save figure (PNG/SVG)…")
         self._save_csv = PushButton(text="Save CSV…")
-        self._fit_temperature = PushButton(
-            text="Fit temperature scaling",
-            tooltip=(
-                "Fit one temperature per selected probability layer on the target (post-hoc calibration), "
-                "add the rescaled probabilities as '<name> temperature-scaled' and compare them."
-            ),
-        )
-
-        self._compute.changed.connect(self._on_compute_clicked)
-        self._fit_temperature.changed.connect(self._on_fit_temperature)
-        self._plot_kind.changed.connect(self._redraw)
-        self._min_count.changed.connect(self._redraw)
-        for control in (
-            self._n_bins,
-            self._closed,
-            self._tace_bins,
-            self._tace_threshold,
-            self._restrict,
-            self._margin,
-            self._slice_margin,
-            self._entropy_unit,
-        ):
-            control.changed.connect(self._schedule_update)
-        self._save_figure.changed.connect(self._on_save_figure)
-        self._save_csv.changed.connect(self._on_save_csv)
-        self._content.extend(
-            [
-                self._probabilities,
-                self._target,
-                self._n_bins,
-                self._closed,
-                self._tace_bins,
-                self._tace_threshold,
-                self._restrict,
-                self._margin,
-                self._slice_margin,
-                self._plot_kind,
-                self._entropy_unit,
-                self._min_count,
-                self._live,
-                self._compute,
-                self._fit_temperature,
-                self._save_figure,
-                self._save_csv,
-            ]
-        )
-        full_width_after(self._content, self._fit_temperature, self._status, self._table, self._class_table)
         fit_table(self._table, min_height=90)
         fit_table(self._class_table, min_height=120, show_index=False)
-        for select in (self._probabilities, self._target):
-            select.native.setMinimumHeight(64)
-            select.native.setMaximumHeight(110)
-        self.plot = CalibrationPlot(viewer)
-        self._content.native.layout().addWidget(self.plot)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
-
-        self._timer = QTimer(self.native)  # dies with the dock: no timeout reaches a deleted widget
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(300)
-        self._timer.timeout.connect(self.compute)
-        self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
-        tabify_when_docked(self.native)
-
-    # choices ----------------------------------------------------------------------------------------
-    def reset_choices(self, *_args: Any) -> None:
-        """Refresh the layer lists (napari calls this on layer changes; the controls sit in a scroll area)."""
-        self._refresh_layer_choices()
-
-    def _refresh_layer_choices(self, _event: Any = None) -> None:
-        self._probabilities.reset_choices()
-        self._target.reset_choices()
+        self._compute.changed.connect(lambda _value=None: self.compute())
+        self._fit_temperature.changed.connect(lambda _value=None: self.fit_temperatures())
+        self._save_figure.changed.connect(self._on_save_figure)
+        self._save_csv.changed.connect(self._on_save_csv)
 
     # compute ----------------------------------------------------------------------------------------
-    def _on_compute_clicked(self, _value: Any = None) -> None:
-        self.compute()
+    def compute(
+        self,
+        *,
+        probabilities: Sequence[Any] | None = None,
+        target: Sequence[Any] | None = None,
+        num_bins: int | None = None,
+        closed: str | None = None,
+        tace_num_bins: int | None = None,
+        tace_threshold: float | None = None,
+        restrict_to_box: bool | None = None,
+        in_plane_margin: float | None = None,
+        slice_margin: int | None = None,
+        entropy_unit: str | None = None,
+        plot: str | None = None,
+    ) -> Any:
+        """Compute the metrics of the selected layers in a worker; returns the worker (or None on bad input).
 
-    def compute(self) -> Any:
-        """Start computing the metrics of the selected layers in a worker; returns the worker (or None)."""
-        if self.worker is not None and self.worker.is_running:
+        Keywords given set the inputs first: ``probabilities`` (one layer or name per model), ``target``
+        (one Labels layer, or several raters), the settings of
+        :func:`~napari_seg_uncertainty.workflow.calibration.compute_calibration` and ``plot``
+        (:data:`RELIABILITY` or :data:`ENTROPY_SCATTER`). :attr:`computed` is emitted with the list of
+        :class:`~napari_seg_uncertainty.workflow.figures.ModelResult` once the tables and the plot are
+        shown. A request while a computation runs is computed after it.
+        """
+        self.apply([
+            (self._probabilities, probabilities), (self._target, target), (self._num_bins, num_bins),
+            (self._closed, closed), (self._tace_num_bins, tace_num_bins), (self._tace_threshold, tace_threshold),
+            (self._restrict, restrict_to_box), (self._margin, in_plane_margin), (self._slice_margin, slice_margin),
+            (self._entropy_unit, entropy_unit), (self._plot_kind, plot),
+        ])
+        if self.busy:
             self._pending = True
             return self.worker
         with notify_errors("Calibration"):
-            models, target, is_raters, spacing = self._collect_inputs()
+            models, target_data, is_raters, spacing = self._collect_inputs()
             self._watch([*self._probabilities.value, *self._target.value])
-            self._status.value = f"Computing the calibration of {len(models)} layer(s)…"
-            self._compute.enabled = False
-            self.worker = run_in_thread(
-                compute_calibration,
-                models,
-                target,
-                target_is_raters=is_raters,
-                n_bins=int(self._n_bins.value),
-                closed=str(self._closed.value),
-                tace_bins=int(self._tace_bins.value),
-                tace_threshold=float(self._tace_threshold.value),
-                restrict_to_box=bool(self._restrict.value),
-                spacing=spacing,
-                in_plane_margin=float(self._margin.value),
-                slice_margin=int(self._slice_margin.value),
-                entropy_unit=str(self._entropy_unit.value),
-                action="Calibration",
-                returned=self._show,
-                errored=self._on_error,
-                finished=self._on_finished,
+            return self.run(
+                compute_calibration, models, target_data, target_is_raters=is_raters,
+                num_bins=int(self._num_bins.value), closed=str(self._closed.value),
+                tace_num_bins=int(self._tace_num_bins.value), tace_threshold=float(self._tace_threshold.value),
+                restrict_to_box=bool(self._restrict.value), spacing=spacing,
+                in_plane_margin=float(self._margin.value), slice_margin=int(self._slice_margin.value),
+                entropy_unit=str(self._entropy_unit.value), action="Calibration",
+                message=f"Computing the calibration of {len(models)} layer(s)…", returned=self._show,
+                errored=lambda _exc: self._recompute_if_pending(),
             )
-            return self.worker
         return None
 
-    def _on_fit_temperature(self, _value: Any = None) -> None:
-        self.fit_temperatures()
+    def fit_temperatures(
+        self, *, probabilities: Sequence[Any] | None = None, target: Sequence[Any] | None = None
+    ) -> Any:
+        """Fit temperature scaling for the selected layers in a worker; returns the worker (or None).
 
-    def fit_temperatures(self) -> Any:
-        """Fit temperature scaling for the selected layers in a worker; returns the worker (or None)."""
+        The rescaled probabilities are added as ``"<name> temperature-scaled"``; :attr:`computed` is
+        emitted with the list of :class:`~napari_seg_uncertainty.workflow.calibration.TemperatureResult`,
+        then the original and rescaled layers are compared (:meth:`compute`, a second :attr:`computed`).
+        """
+        self.apply([(self._probabilities, probabilities), (self._target, target)])
         with notify_errors("Temperature scaling"):
-            models, target, is_raters, spacing = self._collect_inputs()
+            models, target_data, is_raters, spacing = self._collect_inputs()
             models = {n: p for n, p in models.items() if not n.endswith(SCALED_SUFFIX)}
             if not models:
                 raise ValueError("select the original probability layers, not temperature-scaled ones.")
-            self._status.value = "Fitting temperatures…"
-            self._fit_temperature.enabled = False
-            self.worker = run_in_thread(
-                temperature_scale,
-                models,
-                target,
-                target_is_raters=is_raters,
-                restrict_to_box=bool(self._restrict.value),
-                spacing=spacing,
-                in_plane_margin=float(self._margin.value),
-                slice_margin=int(self._slice_margin.value),
-                action="Temperature scaling",
-                returned=self._show_temperatures,
-                errored=self._on_error,
-                finished=self._on_fit_finished,
+            return self.run(
+                temperature_scale, models, target_data, target_is_raters=is_raters,
+                restrict_to_box=bool(self._restrict.value), spacing=spacing,
+                in_plane_margin=float(self._margin.value), slice_margin=int(self._slice_margin.value),
+                action="Temperature scaling", message="Fitting temperatures…", returned=self._show_temperatures,
             )
-            return self.worker
         return None
 
     def _show_temperatures(self, results: list[TemperatureResult]) -> None:
@@ -618,18 +250,10 @@ class CalibrationWidget(Container):
                     visible=False,
                 )
             )
-        self._status.value = "Temperatures: " + ", ".join(
-            f"{n} T = {t:.3f}" for n, t in self.temperatures.items()
-        )
         self._probabilities.reset_choices()
         self._probabilities.value = [*(sources[n] for n in self.temperatures if n in sources), *added]
-        self._compute_after_fit = True
-
-    def _on_fit_finished(self) -> None:
-        self._fit_temperature.enabled = True
-        if self._compute_after_fit:
-            self._compute_after_fit = False
-            self.compute()  # compare the original and the rescaled layers
+        self.done(results, "Temperatures: " + ", ".join(f"{n} T = {t:.3f}" for n, t in self.temperatures.items()))
+        self.compute()  # compare the original and the rescaled layers
 
     def _collect_inputs(self) -> tuple[dict[str, np.ndarray], np.ndarray, bool, tuple[float, ...]]:
         self._probabilities.check()
@@ -682,13 +306,8 @@ class CalibrationWidget(Container):
         self.results = results
         self._table.value = {
             "data": [
-                [
-                    _number(100 * r.summary.ece, 3),
-                    _number(r.summary.tace, 5),
-                    _number(r.summary.nll, 4),
-                    _number(r.summary.brier, 5),
-                    _number(r.entropy.mae, 4) if r.entropy is not None else "–",
-                ]
+                [table_cell(100 * r.summary.ece), table_cell(r.summary.tace), table_cell(r.summary.nll),
+                 table_cell(r.summary.brier), table_cell(r.entropy.mae) if r.entropy is not None else "–"]
                 for r in results
             ],
             "index": [r.name for r in results],
@@ -696,7 +315,7 @@ class CalibrationWidget(Container):
         }
         names = self._class_names
         class_rows = [
-            [r.name, names[k] if k < len(names) else f"class {k}", _number(tace, 5), _number(brier, 5)]
+            [r.name, names[k] if k < len(names) else f"class {k}", table_cell(tace), table_cell(brier)]
             for r in results
             if r.class_tace is not None and r.class_brier is not None
             for k, (tace, brier) in enumerate(zip(r.class_tace, r.class_brier))
@@ -706,23 +325,23 @@ class CalibrationWidget(Container):
             "index": [str(i + 1) for i in range(len(class_rows))],
             "columns": CLASS_COLUMNS,
         }
-        self._status.value = (
-            f"{len(results)} model(s) on {results[0].summary.voxels:,} voxels. ECE in %; TACE and Brier per "
-            "class below." if results else ""
-        )
-        self._redraw()
+        status = (f"{len(results)} model(s) on {results[0].summary.voxels:,} voxels. ECE in %; TACE and Brier per "
+                  "class below." if results else "")
+        self.set_status(status)
+        self.plot.min_count = int(self._min_count.value)
+        self.plot.show_results(self.results, kind=str(self._plot_kind.value),
+                               done=lambda: self._shown(results, status))
 
-    def _on_error(self, _exc: BaseException) -> None:
-        self._status.value = "Failed; see the notification."
+    def _shown(self, results: list[ModelResult], status: str) -> None:
+        """Tables and plot are on show: leave the busy state, then run a recomputation asked for meanwhile."""
+        self.done(results, status)
+        self._recompute_if_pending()
 
-    def _on_finished(self) -> None:
-        if self.plot.rendering:  # the plot is still being drawn: Compute comes back when it is shown
-            self.plot._when_rendered.append(self._on_finished)
-            return
-        self._compute.enabled = True
+    def _recompute_if_pending(self) -> None:
         if self._pending:
             self._pending = False
-            self._timer.start()
+            with contextlib.suppress(RuntimeError):  # the dock is being deleted
+                self._timer.start()
 
     def _redraw(self, _value: Any = None) -> None:
         self.plot.min_count = int(self._min_count.value)
@@ -756,14 +375,8 @@ class CalibrationWidget(Container):
             raise ValueError(f"figure path must end in .png, .svg or .pdf, got {path.name!r}.")
         refuse_existing(path, overwrite=overwrite)
         background = get_theme(self._viewer.theme).background.as_hex()
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                figure_format = path.suffix[1:].lower()
-                self.plot.figure.savefig(stream, dpi=150, facecolor=background, format=figure_format)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        with atomic_write(path, overwrite=overwrite) as temporary:
+            self.plot.figure.savefig(temporary, dpi=150, facecolor=background, format=path.suffix[1:].lower())
         return path
 
     def export_csv(self, path: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
@@ -814,9 +427,3 @@ def _class_names(prob_layers: list[Any], target_layers: list[Any], num_classes: 
         if names is not None and len(names) >= num_classes:
             return [str(n) for n in list(names)[:num_classes]]
     return [f"class {k}" for k in range(num_classes)]
-
-
-def _number(value: Any, digits: int) -> Any:
-    """A rounded float for a table cell ("n/a" for NaN)."""
-    value = float(value)
-    return "n/a" if not np.isfinite(value) else round(value, digits)

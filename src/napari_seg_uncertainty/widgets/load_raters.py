@@ -1,71 +1,58 @@
-"""Dock widget "Load raters": multi-rater annotations from files or Labels layers, with agreement statistics."""
+"""Dock widget "Load raters": multi-rater annotations from files or Labels layers, with agreement statistics.
+
+The loading and the statistics are :mod:`napari_seg_uncertainty.workflow.rater_statistics`; this module
+shows them: the image, each rater as a Labels layer in its own colour, the agreement and entropy maps,
+the pairwise Dice and per-class volume tables.
+"""
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, Table
-from qtpy.QtWidgets import QAbstractItemView, QSizePolicy, QStyledItemDelegate
+from qtpy.QtWidgets import QSizePolicy
 
 from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_specs
 from ..core.geometry import Geometry
-from ..core.raters import RaterSet, SummaryTable, load_raters, qubiq_tasks
-from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
-from ._common import (
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    show_warning,
-    tabify_when_docked,
-    unwrap_viewer,
-    upsert_layer,
+from ..core.raters import RaterSet, qubiq_tasks
+from ..workflow.rater_statistics import (
+    RaterStatistics,
+    compute_statistics,
+    describe_raters,
+    parse_class_names,
+    parse_spacing,
+    statistics_of_arrays,
+    volume_unit,
 )
-from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import LayerQueue, LayerSelect, fit_table, labels_problem, scroll_area_for
+from ._base import DockWidget
+from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
+from ._common import notify_errors, show_error, show_info, show_warning, upsert_layer
+from ._layer_choices import is_labels_layer, labels_problem
+from ._tables import fit_rows, fit_table, format_number, table_cell
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LoadRatersWidget", "RaterStatistics", "compute_statistics", "format_number", "volume_unit"]
+__all__ = ["LoadRatersWidget"]
 
 #: Width of the dock's content (px): the tables fit it without horizontal scrolling for up to 4 raters.
 _DOCK_WIDTH = 330
 
 
-@dataclass
-class RaterStatistics:
-    """Everything the widget shows for one :class:`RaterSet`, computed off the GUI thread."""
+def _warmed(compute: Callable[..., RaterStatistics]) -> Callable[..., RaterStatistics]:
+    """``compute`` as the dock runs it in its worker: the image's display range, then the warm-up below."""
 
-    raters: RaterSet
-    agreement: np.ndarray  # (C, *spatial)
-    entropy: np.ndarray  # (*spatial)
-    dice: np.ndarray  # (C, R, R)
-    summary: SummaryTable
-    warnings: list[str]
-    image_limits: tuple[float, float] | None = None  # contrast limits of raters.image
+    def run(*args: Any, **kwargs: Any) -> RaterStatistics:
+        stats = compute(*args, **kwargs)
+        image = stats.raters.image
+        stats.image_limits = image_contrast_limits(image) if image is not None else None
+        _prepare_layer_modules()
+        return stats
 
-
-def compute_statistics(source: Any, *, spacing: tuple[float, ...] | None = None, **kwargs: Any) -> RaterStatistics:
-    """Load ``source`` with :func:`load_raters` and compute the agreement statistics."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        raters = load_raters(source, spacing=spacing, **kwargs)
-    _prepare_layer_modules()
-    return RaterStatistics(
-        raters=raters,
-        agreement=raters.agreement_map(),
-        entropy=raters.entropy_map(),
-        dice=raters.pairwise_dice(),
-        summary=raters.summary(),
-        warnings=[str(w.message) for w in caught if issubclass(w.category, UserWarning)],
-        image_limits=image_contrast_limits(raters.image) if raters.image is not None else None,
-    )
+    return run
 
 
 def _prepare_layer_modules() -> None:
@@ -87,61 +74,7 @@ def _prepare_layer_modules() -> None:
         pass
 
 
-def parse_spacing(text: str) -> tuple[float, ...] | None:
-    """Parse ``"2.5, 1, 1"`` into a tuple; blank means "from the files"."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace(";", ",").replace(" ", ",").split(",") if v)
-    except ValueError as exc:
-        raise ValueError(f"spacing {text!r} is not a list of numbers; write e.g. '2.5, 1, 1' (Z, Y, X) "
-                         "or leave it blank to use the files' spacing.") from exc
-
-
-def parse_class_names(text: str) -> list[str] | None:
-    """Parse ``"background, organ, lesion"``; blank means "class 1, class 2 …"."""
-    names = [n.strip() for n in text.split(",")]
-    if not any(names):
-        return None
-    if not all(names):
-        raise ValueError(f"class names {text!r} has an empty name; write one name per class, background first, "
-                         "separated by commas, e.g. 'background, organ, lesion'.")
-    return names
-
-
-def format_number(value: float) -> str:
-    """A number for a table cell or status line: at most 3 decimals, never an exponent (``1,055,000``)."""
-    value = float(value)
-    if not math.isfinite(value):
-        return "–"
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 100:
-        return f"{value:.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude == 0:
-        return "0"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}" if magnitude >= 0.001 else f"{value:.1g}"
-
-
-def volume_unit(raters: RaterSet) -> tuple[str, float]:
-    """Unit of the volume column and the factor from spacing units (mm³ or mm²): ml for 3-D volumes
-    of a millilitre and more, mm³ for smaller ones, mm² for 2-D areas, voxels without a spacing."""
-    if raters.spacing is None:
-        return "voxels", 1.0 / raters.voxel_volume
-    if raters.ndim == 2:
-        return "mm²", 1.0
-    counts = [np.count_nonzero(raters.labels == k) / raters.num_raters for k in range(1, raters.num_classes)]
-    largest = max(counts, default=0.0) * raters.voxel_volume
-    return ("ml", 1e-3) if largest >= 1000.0 else ("mm³", 1.0)
-
-
-class LoadRatersWidget(Container):
+class LoadRatersWidget(DockWidget):
     """Load several raters' label maps and show how much they disagree.
 
     Sources: files, a folder (generic, QUBIQ or MSSEG-2016 layout), a glob pattern, a LIDC-style
@@ -152,21 +85,36 @@ class LoadRatersWidget(Container):
     One case at a time: loading another case from files removes the previous case's layers (or,
     with *Keep previous case*, hides them under that case's name). Everything is computed in a
     worker thread and the layers are added one per event-loop turn, so the window never freezes.
+    :meth:`load_from_path` and :meth:`load_from_layers` return their worker (``None`` on bad input)
+    and emit :attr:`computed` with the :class:`RaterStatistics` once everything is shown.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer to load into (napari passes it in).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
-        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
-        self._viewer = viewer
+        super().__init__(viewer, status="No raters loaded.")
         self.raters: RaterSet | None = None
         self.statistics: RaterStatistics | None = None
-        self.worker: Any = None
-        self.busy = False
         self._shown: RaterStatistics | None = None  # what the tables show (kept while another case loads)
-        self._request = 0
         self._tasks: list[int] = []
         self._failing = ""  # the layer being added, for the message if adding it fails
+        browse = self._build_controls()
+        # built with its widgets: magicgui then leaves each row's label its own width (it evens them out
+        # for widgets added later), so the unlabelled tables keep the dock's full width
+        self.content = Container(labels=True, widgets=[
+            self._path, browse, self._task, self._spacing, self._class_names, self._keep_previous,
+            self._load_files, self._layers, self._use_layers, self._progress, self._status, self._legend,
+            self._dice_class, self._dice_table, self._summary_table,
+        ])
+        self.disable_while_busy(self._load_files, self._use_layers)
+        self.finish_layout(min_width=_DOCK_WIDTH, min_height=240)
+        self._style()
+        self._refresh_tasks()
 
+    def _build_controls(self) -> Container:
         self._path = LineEdit(label="Files / folder", tooltip=(
             "A folder, a glob pattern (case1/rater_*.nii.gz), a .npz, or several files separated by ';'."))
         self._browse_files = PushButton(text="Files…", tooltip="Choose the raters' label files.")
@@ -184,51 +132,40 @@ class LoadRatersWidget(Container):
             "Off: loading a case from files removes the previous case's layers (image, raters, soft labels, "
             "predictions, maps). On: they stay, hidden, renamed '<case>: <layer>'."))
         self._load_files = PushButton(text="Load files")
-        self._layers = LayerSelect(viewer, is_labels_layer, explain=labels_problem, label="Labels layers", tooltip=(
-            "Labels layers already open, one per rater (Ctrl/Shift-click to select several)."))
+        self._layers = self.layer_select(is_labels_layer, explain=labels_problem, label="Labels layers", tooltip=(
+            "Labels layers already open, one per rater (Ctrl/Shift-click to select several)."), max_height=90)
         self._use_layers = PushButton(text="Use selected layers")
         self._progress = ProgressBar(label="", value=0, min=0, max=1, visible=False)
-        self._status = Label(value="No raters loaded.")
         self._legend = Label(value="")
         self._dice_class = ComboBox(label="Pairwise Dice of", choices=self._dice_choices)
         self._dice_table = Table(value=[[]])
         self._summary_table = Table(value=[[]])
-
         self._browse_files.changed.connect(self._on_browse_files)
         self._browse_folder.changed.connect(self._on_browse_folder)
         self._path.changed.connect(self._refresh_tasks)
-        self._load_files.changed.connect(self.load_from_path)
-        self._use_layers.changed.connect(self.load_from_layers)
+        self._load_files.changed.connect(lambda _value=None: self.load_from_path())
+        self._use_layers.changed.connect(lambda _value=None: self.load_from_layers())
         self._dice_class.changed.connect(self._show_dice)
-        #: Every control, in a scroll area (:attr:`scroll`) inside what napari docks: the dock scrolls on a
-        #: small screen instead of growing the window.
-        self.content = Container(labels=True, widgets=[
-            self._path, browse, self._task, self._spacing, self._class_names, self._keep_previous,
-            self._load_files, self._layers, self._use_layers, self._progress, self._status, self._legend,
-            self._dice_class, self._dice_table, self._summary_table,
-        ])
-        self._style()
-        self._refresh_tasks()
-        self._watcher = LayerWatcher(viewer, self._layers.reset_choices, owner=self.native)
-        self._queue = LayerQueue(self.native, failed=self._on_show_failed)  # one layer per event-loop turn
-        tabify_when_docked(self.native)
+        return browse
 
     def _style(self) -> None:
-        self.scroll = scroll_area_for(self, self.content, min_width=_DOCK_WIDTH, min_height=240)
         self.margins = (0, 0, 0, 0)
         for label in (self._status, self._legend):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self._layers.native.setMaximumHeight(90)
         for table in (self._dice_table, self._summary_table):
             fit_table(table, min_height=60)
-            table.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-            # volumes and Dice to 3 significant digits ("129", "14.2", "0.899"), not 4 decimals everywhere
-            table.native.setItemDelegate(_NumberDelegate(table.native))
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh every dropdown (napari calls this when layers change); the Dice classes stay."""
         self.content.reset_choices()
+
+    def set_busy(self, busy: bool, message: str | None = None) -> None:
+        """Enter or leave the busy state; the progress bar shows while busy."""
+        super().set_busy(busy, message)
+        self._progress.visible = busy
+        if busy:
+            self._progress.value = 0
 
     # choices ----------------------------------------------------------------------------------------
     def _dice_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
@@ -268,14 +205,25 @@ class LoadRatersWidget(Container):
             self._path.value = folder
 
     # loading ----------------------------------------------------------------------------------------
-    def load_from_path(self, path: str | None = None, *, task: int | None = None) -> Any:
-        """Load raters from the path field (or ``path``) in a background thread; returns the worker.
+    def load_from_path(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        task: int | None = None,
+        spacing: Sequence[float] | str | None = None,
+        class_names: Sequence[str] | str | None = None,
+        keep_previous: bool | None = None,
+    ) -> Any:
+        """Load raters from the path field (or ``path``) in a background thread; returns the worker (or None).
 
-        The previous case's layers are replaced (or kept hidden, see *Keep previous case*) once the
-        new case has loaded; a failed load leaves everything as it was.
+        ``path``: a folder, a glob pattern, a ``.npz`` or several files separated by ``;``. ``task``
+        picks the QUBIQ task; ``spacing`` (Z, Y, X in mm) and ``class_names`` (background first)
+        override the files'. The previous case's layers are replaced (or kept hidden with
+        ``keep_previous``) once the new case has loaded; a failed load leaves everything as it was.
+        :attr:`computed` is emitted with the :class:`RaterStatistics` once the case is shown.
         """
-        if isinstance(path, str) and path:
-            self._path.value = path
+        self.apply([(self._path, str(path) if path else None), (self._spacing, _as_text(spacing)),
+                    (self._class_names, _as_text(class_names)), (self._keep_previous, keep_previous)])
         if task is not None:
             self._refresh_tasks()
             self._task.value = task
@@ -284,27 +232,34 @@ class LoadRatersWidget(Container):
             show_error("Load raters failed: no file or folder given. Type a path or use Browse.")
             return None
         with notify_errors("Load raters"):
-            spacing = parse_spacing(self._spacing.value)
-            class_names = parse_class_names(self._class_names.value)
+            kwargs: dict[str, Any] = {"spacing": parse_spacing(self._spacing.value),
+                                      "class_names": parse_class_names(self._class_names.value)}
             source: Any = [p.strip() for p in text.split(";") if p.strip()] if ";" in text else text
-            kwargs: dict[str, Any] = {"spacing": spacing, "class_names": class_names}
             case = case_name_for(source)
             if self._tasks and self._task.value is not None:
                 kwargs["task"] = int(self._task.value)
                 if len(self._tasks) > 1:
                     case = f"{case} task {int(self._task.value):02d}"
-            return self._start(compute_statistics, source, action="Load raters",
+            return self._start(_warmed(compute_statistics), source, action="Load raters",
                                message=f"Loading {case}: reading the files…",
                                present=lambda stats: self._present(stats, case=case, from_files=True), **kwargs)
         return None
 
-    def load_from_layers(self, names: list[Any] | None = None) -> Any:
-        """Use the selected Labels layers (or ``names``: layer names or layers) as raters.
+    def load_from_layers(
+        self,
+        layers: Sequence[Any] | None = None,
+        *,
+        spacing: Sequence[float] | str | None = None,
+        class_names: Sequence[str] | str | None = None,
+    ) -> Any:
+        """Use the selected Labels layers (or ``layers``: layers or layer names) as raters; returns the worker.
 
-        The statistics are computed in a background thread (returns the worker); the selected layers
-        are neither changed nor removed — only the agreement and entropy maps are added.
+        The statistics are computed in a background thread; the layers are neither changed nor removed —
+        only the agreement and entropy maps are added. ``spacing`` and ``class_names`` as in
+        :meth:`load_from_path`. :attr:`computed` is emitted with the :class:`RaterStatistics` once shown.
         """
-        chosen = list(names) if names else list(self._layers.value)
+        self.apply([(self._spacing, _as_text(spacing)), (self._class_names, _as_text(class_names))])
+        chosen = list(layers) if layers else list(self._layers.value)
         if not chosen:
             show_error("Load raters failed: no Labels layer selected. Select one layer per rater.")
             return None
@@ -317,16 +272,16 @@ class LoadRatersWidget(Container):
                 raise ValueError(f"the selected layers have different scales {sorted(scales)}; raters must share "
                                  "one voxel spacing.")
             geometry = Geometry.of(layers[0])
-            spacing = parse_spacing(self._spacing.value) or geometry.spacing
-            class_names = parse_class_names(self._class_names.value)
-            if class_names is None:
-                class_names = (layers[0].metadata or {}).get("class_names")
+            spacing_ = parse_spacing(self._spacing.value) or geometry.spacing
+            names = parse_class_names(self._class_names.value)
+            if names is None:
+                names = (layers[0].metadata or {}).get("class_names")
             case = next((case_of(layer) for layer in layers if case_of(layer)), None) \
                 or current_case(self._viewer) or "layers"
             names_ = [layer.name for layer in layers]
             arrays = [np.asarray(layer.data) for layer in layers]
-            return self._start(_statistics_of_arrays, arrays, spacing=spacing, rater_names=names_,
-                               class_names=class_names, action="Load raters from layers",
+            return self._start(_warmed(statistics_of_arrays), arrays, spacing=spacing_, rater_names=names_,
+                               class_names=names, action="Load raters from layers",
                                message=f"Computing the statistics of {len(layers)} layers…",
                                present=lambda stats: self._present(stats, case=case, from_files=False,
                                                                    geometry=geometry))
@@ -343,42 +298,16 @@ class LoadRatersWidget(Container):
 
     def _start(self, func: Callable[..., RaterStatistics], *args: Any, action: str, message: str,
                present: Callable[[RaterStatistics], None], **kwargs: Any) -> Any:
-        """Compute ``func(*args, **kwargs)`` in a worker; ``present`` receives the result if still current."""
-        self._request += 1
-        request = self._request
+        """Compute ``func(*args, **kwargs)`` in a worker; ``present`` gets the result (an older load's is dropped)."""
         previous = self.statistics if self.statistics is not None else self._shown
-        self.statistics = None  # "not loaded yet": callers poll it
+        self.statistics = None  # "not loaded yet"
         self._queue.cancel()
-        self._set_busy(True, message)
 
-        def returned(stats: RaterStatistics) -> None:
-            if request == self._request and self._alive():
-                present(stats)
+        def restore(_exc: BaseException) -> None:
+            self.statistics = previous
 
-        def errored(exc: BaseException) -> None:
-            if request == self._request and self._alive():
-                self.statistics = previous
-                self._set_busy(False, f"Failed: {exc}")
-
-        self.worker = run_in_thread(func, *args, action=action, returned=returned, errored=errored, **kwargs)
-        return self.worker
-
-    def _alive(self) -> bool:
-        try:
-            self.native.objectName()
-        except RuntimeError:  # the dock was closed: its Qt objects are gone
-            return False
-        return True
-
-    def _set_busy(self, busy: bool, message: str | None = None) -> None:
-        self.busy = busy
-        self._load_files.enabled = not busy
-        self._use_layers.enabled = not busy
-        self._progress.visible = busy
-        if busy:
-            self._progress.value = 0
-        if message is not None:
-            self._status.value = message
+        return self.run(func, *args, action=action, message=message,
+                        returned=lambda stats: present(stats) if self.alive() else None, errored=restore, **kwargs)
 
     # display: one layer per event-loop turn ------------------------------------------------------------
     def _present(self, stats: RaterStatistics, *, case: str, from_files: bool,
@@ -419,8 +348,7 @@ class LoadRatersWidget(Container):
         return run
 
     def _on_show_failed(self, exc: BaseException) -> None:
-        show_error(f"Load raters failed while adding {self._failing!r}: {exc}")
-        self._set_busy(False, f"Failed: {exc}")
+        self.fail(f"could not add the layer {self._failing!r}: {exc}")
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any], kind: str, *, geometry: Geometry, case: str,
                    outline: bool) -> None:
@@ -492,7 +420,7 @@ class LoadRatersWidget(Container):
         self._show_summary(stats)
         self._legend.value = self._legend_html(raters)
         self.statistics = stats
-        self._set_busy(False, describe_raters(raters))
+        self.done(stats, describe_raters(raters))
         for message in stats.warnings:
             show_warning(message)
         show_info(f"Loaded {raters.num_raters} raters ({', '.join(raters.rater_names)}).")
@@ -514,11 +442,11 @@ class LoadRatersWidget(Container):
         k = int(self._dice_class.value)
         names = stats.raters.rater_names
         self._dice_table.value = {
-            "data": [[round(float(v), 4) for v in row] for row in stats.dice[k]],
+            "data": [[table_cell(v) for v in row] for row in stats.dice[k]],
             "index": names,
             "columns": [f"R{i + 1}" for i in range(len(names))],
         }
-        self._fit_table(self._dice_table)
+        fit_rows(self._dice_table)
 
     def _show_summary(self, stats: RaterStatistics) -> None:
         raters = stats.raters
@@ -536,57 +464,14 @@ class LoadRatersWidget(Container):
         self._summary_table.native.setToolTip(
             f"Per class: mean rater volume ({unit}) and its standard deviation over raters, how many raters "
             "left the class empty, mean and lowest pairwise Dice.")
-        self._fit_table(self._summary_table)
-
-    @staticmethod
-    def _fit_table(table: Table) -> None:
-        """Height to fit every row, so the dock scrolls and not the table."""
-        view = table.native
-        view.resizeRowsToContents()
-        height = view.horizontalHeader().height() + 2 * view.frameWidth() + 2
-        height += sum(view.rowHeight(i) for i in range(view.rowCount()))
-        view.setFixedHeight(max(height, 40))
+        fit_rows(self._summary_table)
 
 
-class _NumberDelegate(QStyledItemDelegate):
-    """Table cells as written and floats through :func:`format_number` (magicgui's own delegate turns
-    numbers of 100,000 and more, and below 0.1, into ``1.055e+06``)."""
-
-    def displayText(self, value: Any, locale: Any) -> str:  # noqa: N802 - Qt's name
-        try:
-            return f"{int(str(value)):,}"  # counts stay integers ("2", not "2.00")
-        except (TypeError, ValueError):
-            pass
-        try:
-            number = float(value)  # cells are shown from their text ("0.8991")
-        except (TypeError, ValueError):
-            return str(value)  # already formatted ("1,115", "–") or words
-        return format_number(number) if math.isfinite(number) else "–"
-
-
-def _statistics_of_arrays(arrays: list[np.ndarray], *, class_names: Any = None, **kwargs: Any) -> RaterStatistics:
-    """:func:`compute_statistics` of layer data; class names from the layers' metadata are dropped if they do
-    not fit (a layer drawn with more classes)."""
-    try:
-        return compute_statistics(arrays, class_names=class_names, **kwargs)
-    except ValueError as exc:
-        if class_names is None or "class_names" not in str(exc):
-            raise
-        return compute_statistics(arrays, **kwargs)
-
-
-def describe_raters(raters: RaterSet) -> str:
-    """One line in words, e.g. ``4 raters · 3 classes (background, organ, lesion) · 40×128×128 voxels of
-    3 × 0.8 × 0.8 mm``."""
-    shape = "×".join(str(s) for s in raters.shape)
-    unit = "voxels" if raters.ndim == 3 else "pixels"
-    if raters.spacing is not None:
-        grid = f"{shape} {unit} of {' × '.join(f'{s:g}' for s in raters.spacing)} mm"
-    else:
-        grid = f"{shape} {unit} (no spacing in the files)"
-    rater_word = "rater" if raters.num_raters == 1 else "raters"
-    return (f"{raters.num_raters} {rater_word} · {raters.num_classes} classes ({', '.join(raters.class_names)}) · "
-            f"{grid}")
+def _as_text(value: Sequence[Any] | str | None) -> str | None:
+    """What a text field holds for ``value``: the text itself, or the items separated by ", "."""
+    if value is None or isinstance(value, str):
+        return value
+    return ", ".join(str(v) for v in value)
 
 
 def _html(text: str) -> str:

@@ -1,7 +1,7 @@
 """Dock widget "Soft labels": preview LS, SVLS, mSVLS, rater mean, STAPLE and majority vote on rater layers.
 
-The widget is a thin front-end to :mod:`napari_seg_uncertainty.core.labels`: it gathers the selected
-Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.core.labels.compute_soft_labels` in a
+The widget is a thin front-end to :mod:`napari_seg_uncertainty.workflow.soft_labels`: it gathers the selected
+Labels layers (one per rater), runs :func:`~napari_seg_uncertainty.workflow.soft_labels.run_request` in a
 worker thread and shows each class's probability as an Image layer (``soft A: <class>``), updated in place
 whenever a parameter changes. A second method (``soft B: <class>``) can be shown side by side with a
 difference layer ``soft A − B`` and its summary numbers, and method A can be exported with its spacing.
@@ -10,54 +10,27 @@ difference layer ``soft A − B`` and its summary numbers, and method A can be e
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSlider,
-    FloatSpinBox,
-    Label,
-    PushButton,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton
 
 from ..core.geometry import Geometry
-from ..core.labels import (
-    SINGLE_MAP_METHODS,
-    SOFT_LABEL_METHODS,
-    SoftLabelComparison,
-    compare_soft_labels,
-    compute_soft_labels,
-)
+from ..core.labels import SOFT_LABEL_METHODS
+from ..workflow.soft_labels import SoftLabelsRequest, SoftLabelsResult, run_request
+from ._base import DockWidget
 from ._case import case_of
-from ._common import (
-    notify_errors,
-    run_in_thread,
-    show_error,
-    show_info,
-    tabify_when_docked,
-    unwrap_viewer,
-    upsert_layer,
-)
-from ._layer_choices import LayerWatcher, is_labels_layer
-from ._staged import (
-    LayerQueue,
-    LayerSelect,
-    full_width_after,
-    keep_selection,
-    labels_problem,
-    scroll_area_for,
-)
+from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._layer_choices import is_labels_layer, labels_problem
+from ._layer_queue import keep_selection
+from ._layout import full_width_after
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SoftLabelsRequest", "SoftLabelsResult", "SoftLabelsWidget", "run_request"]
+__all__ = ["SoftLabelsWidget"]
 
 #: Colormaps of the foreground classes (background is grey and hidden at first).
 CLASS_COLORMAPS = ("red", "green", "blue", "magenta", "yellow", "cyan", "bop orange", "bop purple")
@@ -65,91 +38,6 @@ NO_COMPARISON = "(none)"
 DIFFERENCE_LAYER = "soft A − B"
 #: Most classes the preview shows (one Image layer per class).
 MAX_CLASSES = 64
-
-
-@dataclass(frozen=True)
-class SoftLabelsRequest:
-    """Everything one computation needs, gathered on the GUI thread."""
-
-    raters: np.ndarray
-    num_classes: int
-    class_names: tuple[str, ...]
-    rater_names: tuple[str, ...]
-    method: str
-    compare_method: str | None
-    alpha: float
-    sigma: float
-    spacing: tuple[float, ...] | None
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    #: Placement of the raters' grid (scale, origin, direction); every output layer gets it.
-    geometry: Geometry | None = None
-    #: Case the rater layers belong to; the output layers are tagged with it.
-    case: str | None = None
-
-    def parameters(self, method: str) -> dict[str, Any]:
-        """The parameters that matter for ``method`` (shown in layer metadata and the status line)."""
-        params: dict[str, Any] = {}
-        if method == "label_smoothing":
-            params["alpha"] = self.alpha
-        if method in ("svls", "msvls"):
-            params["sigma"] = self.sigma
-            params["sigma_unit"] = "mm" if self.spacing is not None else "voxel"
-        return params
-
-
-@dataclass
-class SoftLabelsResult:
-    """Soft labels of method A (and B with their comparison), computed off the GUI thread."""
-
-    request: SoftLabelsRequest
-    first: np.ndarray
-    second: np.ndarray | None = None
-    comparison: SoftLabelComparison | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def run_request(request: SoftLabelsRequest) -> SoftLabelsResult:
-    """Compute the soft labels of a request (runs in the worker thread).
-
-    Parameters
-    ----------
-    request : SoftLabelsRequest
-        Raters, classes, methods and parameters gathered by :meth:`SoftLabelsWidget.build_request`.
-
-    Returns
-    -------
-    SoftLabelsResult
-        Method A's soft labels, and method B's with the comparison when one was asked for.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> raters = np.zeros((2, 1, 4, 4), dtype=np.uint8)
-    >>> raters[0, 0, 1:3, 1:3] = 1
-    >>> request = SoftLabelsRequest(raters=raters, num_classes=2, class_names=("bg", "fg"),
-    ...     rater_names=("a", "b"), method="msvls", compare_method="rater_mean", alpha=0.1, sigma=1.0,
-    ...     spacing=None, scale=(1.0, 1.0, 1.0), translate=(0.0, 0.0, 0.0))
-    >>> result = run_request(request)
-    >>> result.first.shape, result.comparison.max_abs.shape
-    ((2, 1, 4, 4), (2,))
-    """
-    common = {
-        "num_classes": request.num_classes,
-        "alpha": request.alpha,
-        "sigma": request.sigma,
-        "spacing": request.spacing,
-    }
-    first = compute_soft_labels(request.raters, method=request.method, **common)
-    result = SoftLabelsResult(request=request, first=first)
-    if request.compare_method is not None:
-        second = compute_soft_labels(request.raters, method=request.compare_method, **common)
-        result.second = second
-        result.comparison = compare_soft_labels(first, second)
-    if request.raters.shape[0] > 1:
-        for method in {request.method, request.compare_method} & set(SINGLE_MAP_METHODS):
-            result.notes.append(f"{SOFT_LABEL_METHODS[method]} uses the majority vote of the raters")
-    return result
 
 
 def _method_choices() -> list[tuple[str, str]]:
@@ -186,7 +74,7 @@ def _prefer_raters(layers: list[Any]) -> list[Any]:
     return [layer for layer in raters if case_of(layer) == newest]
 
 
-class SoftLabelsWidget(Container):
+class SoftLabelsWidget(DockWidget):
     """Preview soft labels of the selected rater layers live, compare two methods and export.
 
     Choose the rater Labels layers (one per rater), a method and its parameters (α for LS, σ for SVLS and
@@ -210,25 +98,30 @@ class SoftLabelsWidget(Container):
     >>> from napari_seg_uncertainty.widgets.soft_labels import SoftLabelsWidget
     >>> widget = SoftLabelsWidget(viewer)  # doctest: +SKIP
     >>> viewer.window.add_dock_widget(widget, name="Soft labels")  # doctest: +SKIP
-    >>> widget._method.value = "svls"  # doctest: +SKIP
+    >>> widget.compute(method="svls", sigma=1.5)  # doctest: +SKIP
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
-        self._content = Container(labels=True)
-        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
-        self._viewer = viewer
+        super().__init__(viewer, status="Select rater layers and a method.")
         self.result: SoftLabelsResult | None = None
-        self.worker: Any = None
         self._pending: SoftLabelsRequest | None = None
-        self._running = False  # from start until the worker's `finished` reached the GUI thread
+        self._computing = False  # from start until the worker's `finished` reached the GUI thread
         self.exporting = False  # likewise for an export
         self._layer_names: dict[str, list[str]] = {"A": [], "B": []}
+        self._chosen_difference_class: int | None = None
+        self._build_controls()
+        self.content.extend([
+            self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
+            self._difference_class, self._live, self._compute, self._export_path, self._export,
+        ])
+        full_width_after(self.content, self._compute, self._status)
+        self._update_enabled()
+        self.finish_layout()
+        self._select_all_raters()
 
-        self._raters = LayerSelect(viewer, is_labels_layer, explain=labels_problem, label="Rater layers", tooltip=(
-            "Labels layers, one per rater (Ctrl/Shift-click to select several)."))
-        self._raters.native.setMinimumHeight(72)
-        self._raters.native.setMaximumHeight(130)
+    def _build_controls(self) -> None:
+        self._raters = self.layer_select(is_labels_layer, explain=labels_problem, label="Rater layers", tooltip=(
+            "Labels layers, one per rater (Ctrl/Shift-click to select several)."), min_height=72, max_height=130)
         self._method = ComboBox(label="Method", choices=_method_choices(), value="msvls")
         self._alpha = FloatSlider(label="α (LS)", min=0.0, max=1.0, step=0.01, value=0.1)
         self._sigma = FloatSpinBox(label="σ (SVLS)", min=0.05, max=20.0, step=0.1, value=1.0)
@@ -241,29 +134,13 @@ class SoftLabelsWidget(Container):
             "Class shown in the 'soft A − B' layer: green where A gives it more probability, pink where B does."))
         self._live = CheckBox(text="Update live", value=True)
         self._compute = PushButton(text="Compute")
-        self._status = Label(value="Select rater layers and a method.")
-        self._status.native.setWordWrap(True)
-        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
         self._export_path = FileEdit(label="Export to", mode="w", filter="*.nii.gz *.nrrd *.mha *.tif")
         self._export = PushButton(text="Export soft labels A")
-
-        self._compute.changed.connect(self.compute)
-        self._export.changed.connect(self.export)
+        self._compute.changed.connect(lambda _value=None: self.compute())
+        self._export.changed.connect(lambda _value=None: self.export())
         for control in (self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare):
             control.changed.connect(self._on_parameter_changed)
-        self._chosen_difference_class: int | None = None
         self._difference_class.changed.connect(self._on_difference_class_changed)
-        self._content.extend([
-            self._raters, self._method, self._alpha, self._sigma, self._physical, self._compare,
-            self._difference_class, self._live, self._compute, self._export_path, self._export,
-        ])
-        full_width_after(self._content, self._compute, self._status)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
-        self._queue = LayerQueue(self.native, failed=self._on_show_failed)
-        self._update_enabled()
-        self._watcher = LayerWatcher(viewer, self.reset_choices, owner=self.native)
-        self._select_all_raters()
-        tabify_when_docked(self.native)
 
     # choices ----------------------------------------------------------------------------------------
     def _difference_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
@@ -278,9 +155,9 @@ class SoftLabelsWidget(Container):
         loop, and a layer removed while the viewer closes would start a computation.
         """
         with contextlib.ExitStack() as stack:
-            for control in self._content:
+            for control in self.content:
                 stack.enter_context(control.changed.blocked())
-            self._content.reset_choices()
+            self.content.reset_choices()
 
     def _select_all_raters(self) -> None:
         layers = _prefer_raters(list(self._raters.choices))
@@ -292,7 +169,7 @@ class SoftLabelsWidget(Container):
     @property
     def busy(self) -> bool:
         """Whether a computation is running or waiting, or its layers are still being shown."""
-        return self._pending is not None or self._running or self._queue.busy
+        return self._pending is not None or self._computing or super().busy
 
     def _update_enabled(self) -> None:
         methods = {self._method.value, self._compare.value}
@@ -303,7 +180,7 @@ class SoftLabelsWidget(Container):
 
     def _on_parameter_changed(self, _value: Any = None) -> None:
         self._update_enabled()
-        if self._live.value and self._raters.value:
+        if self._live.value and self._raters.value and not self.applying:
             self.compute()
 
     def build_request(self) -> SoftLabelsRequest:
@@ -363,34 +240,43 @@ class SoftLabelsWidget(Container):
         )
 
     # computing --------------------------------------------------------------------------------------
-    def compute(self, _value: Any = None) -> Any:
+    def compute(
+        self, *, raters: Sequence[Any] | None = None, method: str | None = None, compare_method: str | None = None,
+        alpha: float | None = None, sigma: float | None = None, sigma_in_mm: bool | None = None,
+    ) -> Any:
         """Compute with the current settings in a worker thread; returns the worker (None on bad input).
 
-        A request made while a computation runs waits and replaces any older waiting request, so only the
-        latest settings are computed next and results are shown in order.
+        Keywords given set the inputs first: ``raters`` (Labels layers or names, one per rater),
+        ``method`` and ``compare_method`` (keys of
+        :data:`~napari_seg_uncertainty.core.labels.SOFT_LABEL_METHODS`; ``compare_method="none"``
+        switches the comparison off), ``alpha``, ``sigma`` and ``sigma_in_mm``. :attr:`computed` is
+        emitted with each :class:`SoftLabelsResult` once its layers are shown. A request made while a
+        computation runs waits and replaces any older waiting request, so only the latest settings are
+        computed next and results are shown in order.
         """
+        if compare_method == "none":
+            compare_method = NO_COMPARISON
+        self.apply([(self._raters, raters), (self._method, method), (self._compare, compare_method),
+                    (self._alpha, alpha), (self._sigma, sigma), (self._physical, sigma_in_mm)])
+        self._update_enabled()
         request = None
         with notify_errors("Soft labels"):
             request = self.build_request()
         if request is None:
             return None
-        if self._running:
+        if self._computing:
             self._pending = request
             return self.worker
         return self._start(request)
 
     def _start(self, request: SoftLabelsRequest) -> Any:
         self._pending = None
-        self._running = True
-        self._status.value = f"Computing {SOFT_LABEL_METHODS[request.method]}…"
-        self.worker = run_in_thread(
-            run_request, request, action="Soft labels", returned=self._show, finished=self._on_finished,
-            errored=lambda exc: setattr(self._status, "value", f"Failed: {exc}"),
-        )
-        return self.worker
+        self._computing = True
+        return self.run(run_request, request, action="Soft labels", returned=self._show, finished=self._on_finished,
+                        message=f"Computing {SOFT_LABEL_METHODS[request.method]}…")
 
     def _on_finished(self) -> None:
-        self._running = False
+        self._computing = False
         if self._pending is not None:
             self._start(self._pending)
 
@@ -415,18 +301,19 @@ class SoftLabelsWidget(Container):
 
         def progress(job: Any, index: int) -> Any:
             def run() -> None:
-                self._status.value = f"Showing the layers… {index + 1}/{total}"
+                self.set_status(f"Showing the layers… {index + 1}/{total}")
                 job()
             return run
 
         self._queue.run([progress(job, i) for i, job in enumerate(jobs)], done=self._on_shown)
 
     def _on_shown(self) -> None:
-        self._status.value = self.summary()
-
-    def _on_show_failed(self, exc: BaseException) -> None:
-        show_error(f"Soft labels failed: {exc}")
-        self._status.value = f"Failed: {exc}"
+        result = self.result
+        if self._computing or self._pending is not None:  # a newer request is on its way: stay busy
+            self.set_status(self.summary())
+            self.computed.emit(result)
+        else:
+            self.done(result, self.summary())
 
     def _method_jobs(self, slot: str, probabilities: np.ndarray, request: SoftLabelsRequest,
                      method: str) -> list[Any]:
@@ -468,7 +355,7 @@ class SoftLabelsWidget(Container):
         self._chosen_difference_class = None if value is None else int(value)
         self._show_difference()
         if not self.busy:
-            self._status.value = self.summary()
+            self.set_status(self.summary())
 
     def _show_difference(self, _value: Any = None) -> None:
         result = self.result
@@ -518,7 +405,7 @@ class SoftLabelsWidget(Container):
         return "\n".join(lines)
 
     # export -----------------------------------------------------------------------------------------
-    def export(self, _value: Any = None, *, path: str | Path | None = None) -> Any:
+    def export(self, path: str | Path | None = None) -> Any:
         """Write method A's probabilities ``(C, *spatial)`` with the rater layers' spacing; returns the worker."""
         if path is not None:
             self._export_path.value = path

@@ -1,6 +1,6 @@
 """Dock widget "Uncertainty maps": entropy / mutual-information layers, a review table, Dice vs raters.
 
-* Entropy (normalised by ``ln C``) of each selected probability layer, and the mutual information of
+* Entropy (normalized by ``ln C``) of each selected probability layer, and the mutual information of
   ensembles, MC-dropout passes or SSN samples (a layer holding ``(M, C, *spatial)``, or several
   ``(C, *spatial)`` layers treated as members), as Image layers with perceptual colormaps and 0-1
   contrast, updated in place.
@@ -8,295 +8,86 @@
   segment-level entropy (Mehrtash et al. eq. 7); selecting a row moves the viewer to that structure
   (slice and camera centre) or shows that image.
 * Dice and surface Dice (MONAI) of the arg-max prediction against each rater and their majority vote.
+
+The computations are :mod:`napari_seg_uncertainty.workflow.uncertainty`; this module shows them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    SpinBox,
-    Table,
-)
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox, Table
 
 from ..core.geometry import Geometry
-from ..core.uncertainty import (
-    CaseUncertainty,
-    RaterAgreement,
-    StructureUncertainty,
-    agreement_with_raters,
-    entropy,
-    predictive_uncertainty,
-    rank_cases_for_review,
-    structure_entropy,
+from ..workflow.uncertainty import (
+    CLASSES,
+    MEMBERS,
+    MapResult,
+    ReviewRow,
+    class_name,
+    compute_agreement,
+    compute_uncertainty_maps,
+    rank_for_review,
 )
+from ._base import DockWidget
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, tabify_when_docked, unwrap_viewer, upsert_layer
-from ._layer_choices import LayerWatcher, _strided_sample, is_labels_layer, is_probability_layer, probability_problem
-from ._staged import (
-    LayerQueue,
-    LayerSelect,
-    fit_table,
-    full_width_after,
-    keep_selection,
-    labels_problem,
-    scroll_area_for,
-)
+from ._common import notify_errors, upsert_layer
+from ._layer_choices import is_labels_layer, is_probability_layer, labels_problem, member_problem, probability_problem
+from ._layer_queue import keep_selection
+from ._layout import full_width_after
+from ._tables import fit_table, table_cell
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "MapResult",
-    "ReviewRow",
-    "UncertaintyWidget",
-    "compute_agreement",
-    "compute_uncertainty_maps",
-    "rank_for_review",
-]
+__all__ = ["CLASSES", "MEMBERS", "UncertaintyWidget"]
 
-CLASSES = "classes"
-MEMBERS = "members"
 ENTROPY_COLORMAP = "magma"
 MI_COLORMAP = "viridis"
 #: Most rows the review table shows (all rows stay in ``review_rows``).
 MAX_REVIEW_ROWS = 500
 
 
-@dataclass(frozen=True)
-class MapResult:
-    """One uncertainty map to show: layer name, data ``(*spatial)``, kind and the source layer."""
-
-    name: str
-    data: np.ndarray
-    kind: str  # "entropy" or "mutual information"
-    source: str
-
-
-@dataclass(frozen=True)
-class ReviewRow:
-    """One row of the review table: a structure or an image, and the layer it comes from."""
-
-    source: str
-    structure: StructureUncertainty | None = None
-    case: CaseUncertainty | None = None
-    #: What the table calls the row: "lesion 3" (class name and the structure's number within its class,
-    #: largest first) or the image's layer name.
-    label: str = ""
-
-
-def _class_probabilities(data: Any, layout: str) -> np.ndarray:
-    """``(C, *spatial)`` probabilities of a layer: the data itself, or the mean over its members."""
-    if layout == MEMBERS:
-        return predictive_uncertainty(data).mean_probs
-    return np.asarray(data)
-
-
-def compute_uncertainty_maps(
-    sources: Mapping[str, Any], *, layout: str = CLASSES, as_ensemble: bool = False
-) -> list[MapResult]:
-    """Entropy and mutual-information maps of probability layers; runs off the GUI thread.
-
-    Parameters
-    ----------
-    sources : mapping of str to array_like
-        Layer name -> ``(C, *spatial)`` probabilities (``layout="classes"``) or ``(M, C, *spatial)``
-        member probabilities (``layout="members"``).
-    layout : {"classes", "members"}
-        What each layer holds.
-    as_ensemble : bool
-        With ``layout="classes"``: treat the layers as the members of one ensemble and return the
-        entropy of their mean and their mutual information (names ``"ensemble ..."``).
-
-    Returns
-    -------
-    list of MapResult
-    """
-    if layout not in (CLASSES, MEMBERS):
-        raise ValueError(f"layout must be {CLASSES!r} or {MEMBERS!r}, got {layout!r}.")
-    if not sources:
-        raise ValueError("no probability layer selected.")
-    results: list[MapResult] = []
-    if layout == CLASSES and as_ensemble:
-        if len(sources) < 2:
-            raise ValueError(
-                "an ensemble needs at least two probability layers (members); select more layers."
-            )
-        arrays = [np.asarray(v) for v in sources.values()]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            detail = ", ".join(f"{n}: {a.shape}" for n, a in zip(sources, arrays))
-            raise ValueError(f"ensemble members must have the same shape, got {detail}.")
-        u = predictive_uncertainty(np.stack(arrays))
-        first = next(iter(sources))
-        results.append(MapResult("ensemble entropy", u.predictive_entropy, "entropy", first))
-        results.append(
-            MapResult("ensemble mutual information", u.mutual_information, "mutual information", first)
-        )
-        return results
-    for name, data in sources.items():
-        try:
-            if layout == MEMBERS:
-                u = predictive_uncertainty(data)
-                results.append(MapResult(f"{name} entropy", u.predictive_entropy, "entropy", name))
-                results.append(
-                    MapResult(f"{name} mutual information", u.mutual_information, "mutual information", name)
-                )
-            else:
-                results.append(MapResult(f"{name} entropy", entropy(data), "entropy", name))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"layer {name!r}: {exc}") from exc
-    return results
-
-
-def rank_for_review(
-    sources: Mapping[str, Any],
-    *,
-    by: str = "structures",
-    layout: str = CLASSES,
-    min_voxels: int = 1,
-    class_names: Sequence[str] | None = None,
-) -> list[ReviewRow]:
-    """Rows of the review table, most uncertain first; runs off the GUI thread.
-
-    Parameters
-    ----------
-    sources : mapping of str to array_like
-        Layer name -> probabilities (see :func:`compute_uncertainty_maps` for ``layout``).
-    by : {"structures", "images"}
-        Rank connected predicted structures of all layers together, or the layers (images) themselves.
-    layout : {"classes", "members"}
-        What each layer holds; member stacks are averaged first.
-    min_voxels : int
-        Leave out structures smaller than this.
-    class_names : sequence of str, optional
-        Names of the classes, for the row labels ("lesion 3"); default "class k".
-
-    Returns
-    -------
-    list of ReviewRow
-        Structures are labelled "<class name> <n>", n numbering the structures of one class of one
-        layer from the largest (1) down.
-    """
-    if by not in ("structures", "images"):
-        raise ValueError(f"by must be 'structures' or 'images', got {by!r}.")
-    if not sources:
-        raise ValueError("no probability layer selected.")
-    probs: dict[str, np.ndarray] = {}
-    for name, data in sources.items():
-        try:
-            probs[name] = _class_probabilities(data, layout)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"layer {name!r}: {exc}") from exc
-    if by == "images":
-        return [ReviewRow(source=row.name, case=row, label=row.name) for row in rank_cases_for_review(probs)]
-    rows: list[ReviewRow] = []
-    for name, p in probs.items():
-        try:
-            structures = structure_entropy(p, min_voxels=min_voxels)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"layer {name!r}: {exc}") from exc
-        by_class: dict[int, list[StructureUncertainty]] = {}
-        for s in structures:
-            by_class.setdefault(s.class_index, []).append(s)
-        for k, members in by_class.items():
-            members.sort(key=lambda s: (-s.voxels, s.bbox_start))
-            title = _class_name(class_names, k)
-            rows.extend(
-                ReviewRow(source=name, structure=s, label=f"{title} {i}") for i, s in enumerate(members, 1)
-            )
-    rows.sort(key=lambda r: (-r.structure.mean_entropy, -r.structure.voxels))  # type: ignore[union-attr]
-    return rows
-
-
-def _class_name(class_names: Sequence[str] | None, k: int) -> str:
-    return str(class_names[k]) if class_names is not None and k < len(class_names) else f"class {k}"
-
-
-def member_problem(layer: Any) -> str | None:
-    """Why ``layer`` is not a stack of member probabilities ``(M, C, *spatial)``, or ``None`` if it is."""
-    name = getattr(layer, "name", "?")
-    expected = ("a float Image layer of shape (M, C, *spatial) — samples or ensemble members, C ≥ 2 — whose "
-                "values sum to 1 over C (the second axis)")
-    if type(layer).__name__.lower() != "image" or getattr(layer, "rgb", False):
-        return f"layer {name!r} is a {type(layer).__name__} layer; expected {expected}."
-    data = layer.data
-    shape = tuple(getattr(data, "shape", ()))
-    if not np.issubdtype(np.dtype(getattr(data, "dtype", float)), np.floating):
-        return f"layer {name!r} holds {data.dtype} values; expected {expected}."
-    if len(shape) < 4 or shape[1] < 2 or shape[1] > 64:
-        return f"layer {name!r} has shape {shape}; expected {expected}."
-    sample = _strided_sample(data[0])
-    if sample is not None and not (np.all(np.isfinite(sample)) and np.allclose(sample.sum(0), 1.0, atol=1e-3)):
-        return f"layer {name!r} does not sum to 1 over its second axis; expected {expected}."
-    return None
-
-
-def compute_agreement(
-    probs: Any,
-    raters: Mapping[str, Any],
-    *,
-    layout: str = CLASSES,
-    spacing: tuple[float, ...] | None = None,
-    tolerance: float = 2.0,
-) -> list[RaterAgreement]:
-    """Dice and surface Dice of the arg-max prediction against each rater and their majority vote."""
-    if not raters:
-        raise ValueError("no rater selected; select one or more Labels layers (one per rater).")
-    p = _class_probabilities(probs, layout)
-    if p.ndim < 3:
-        raise ValueError(f"the probabilities must be (C, *spatial), got shape {p.shape}.")
-    stack = [np.asarray(r) for r in raters.values()]
-    shapes = {r.shape for r in stack}
-    if len(shapes) > 1 or stack[0].shape != p.shape[1:]:
-        raise ValueError(
-            f"raters must all have the probabilities' spatial shape {p.shape[1:]}, got {sorted(shapes)}."
-        )
-    return agreement_with_raters(
-        np.argmax(p, axis=0),
-        np.stack(stack),
-        num_classes=max(int(p.shape[0]), 2),
-        spacing=spacing,
-        tolerance=tolerance,
-        rater_names=list(raters),
-    )
-
-
-class UncertaintyWidget(Container):
+class UncertaintyWidget(DockWidget):
     """Entropy and mutual-information maps, a review table ranked by segment entropy, Dice vs raters.
 
     The maps get the probability layer's placement (scale, origin, direction) and case; selecting a
-    review row moves the slider and the camera to the structure's world position.
+    review row moves the slider and the camera to the structure's world position. Each of
+    :meth:`compute_maps`, :meth:`rank` and :meth:`compute_agreement` returns its worker (``None`` on
+    bad input) and emits :attr:`computed` with its result once it is shown.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose probability and Labels layers are used (napari passes it in).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
-        self._content = Container(labels=True)
-        viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
-        self._viewer = viewer
+        super().__init__(viewer, status="Select probability layers.")
         self.maps: list[MapResult] = []
         self.review_rows: list[ReviewRow] = []
-        self.agreement_rows: list[RaterAgreement] = []
-        self.worker: Any = None
+        self.agreement_rows: list[dict[str, Any]] = []
         self._review_layers: dict[str, Any] = {}  # layer name at ranking time -> layer
         self._class_names: list[str] = []
+        self._build_controls()
+        self.content.extend([
+            self._layout, self._probabilities, self._as_ensemble, self._compute_maps, self._rank_by,
+            self._min_size, self._rank, self._raters, self._tolerance, self._agreement,
+        ])
+        full_width_after(self.content, self._rank, self._review_table)
+        full_width_after(self.content, self._agreement, self._agreement_table, self._status)
+        self.disable_while_busy(self._compute_maps, self._rank, self._agreement)
+        self.finish_layout()
 
+    def _build_controls(self) -> None:
         self._layout = ComboBox(
             label="Layers hold",
             value=CLASSES,
             choices=[("class probabilities (C, …)", CLASSES), ("samples or members (M, C, …)", MEMBERS)],
         )
-        self._probabilities = LayerSelect(
-            viewer,
+        self._probabilities = self.layer_select(
             self._fits_layout,
             explain=self._layout_problem,
             label="Probabilities",
@@ -318,62 +109,27 @@ class UncertaintyWidget(Container):
             choices=[("connected structures", "structures"), ("images (selected layers)", "images")],
         )
         self._min_size = SpinBox(
-            label="Min. structure (voxels)",
-            value=1,
-            min=1,
-            max=10**9,
+            label="Min. structure (voxels)", value=1, min=1, max=10**9,
             tooltip="Connected structures with fewer voxels are left out of the review table.",
         )
         self._rank = PushButton(text="Rank by segment entropy")
         self._review_table = Table(value=[[]], tooltip="Select a row to go to that structure or image.")
-        self._raters = LayerSelect(
-            viewer,
+        self._raters = self.layer_select(
             is_labels_layer,
             explain=labels_problem,
             label="Raters",
-            tooltip=(
-                "Labels layers, one per rater, to score the arg-max of the first probability layer against."
-            ),
+            tooltip="Labels layers, one per rater, to score the arg-max of the first probability layer against.",
         )
-        self._tolerance = FloatSpinBox(
-            label="Surface tolerance (mm)", value=2.0, min=0.0, max=100.0, step=0.5
-        )
+        self._tolerance = FloatSpinBox(label="Surface tolerance (mm)", value=2.0, min=0.0, max=100.0, step=0.5)
         self._agreement = PushButton(text="Dice vs raters")
         self._agreement_table = Table(value=[[]], tooltip="Dice and surface Dice of the arg-max against each rater.")
-        self._status = Label(value="Select probability layers.")
-        self._status.native.setWordWrap(True)
-        self._status.native.setMinimumWidth(120)  # wraps instead of widening the dock
-
         fit_table(self._review_table, min_height=160, show_index=False)
         fit_table(self._agreement_table, min_height=120, show_index=False)
-        for select in (self._probabilities, self._raters):
-            select.native.setMinimumHeight(64)
-            select.native.setMaximumHeight(110)
         self._layout.changed.connect(self._probabilities.reset_choices)
-        self._compute_maps.changed.connect(self._on_compute_maps)
-        self._rank.changed.connect(self._on_rank)
-        self._agreement.changed.connect(self._on_agreement)
+        self._compute_maps.changed.connect(lambda _value=None: self.compute_maps())
+        self._rank.changed.connect(lambda _value=None: self.rank())
+        self._agreement.changed.connect(lambda _value=None: self.compute_agreement())
         self._review_table.native.itemSelectionChanged.connect(self._on_row_selected)
-        self._content.extend(
-            [
-                self._layout,
-                self._probabilities,
-                self._as_ensemble,
-                self._compute_maps,
-                self._rank_by,
-                self._min_size,
-                self._rank,
-                self._raters,
-                self._tolerance,
-                self._agreement,
-            ]
-        )
-        full_width_after(self._content, self._rank, self._review_table)
-        full_width_after(self._content, self._agreement, self._agreement_table, self._status)
-        self.scroll_area = scroll_area_for(self, self._content, min_width=300, min_height=150)
-        self._queue = LayerQueue(self.native, failed=self._on_show_failed)
-        self._watcher = LayerWatcher(viewer, self._refresh_layer_choices, owner=self.native)
-        tabify_when_docked(self.native)
 
     # choices ----------------------------------------------------------------------------------------
     def _layout_problem(self, layer: Any) -> str | None:
@@ -386,14 +142,6 @@ class UncertaintyWidget(Container):
         if not hasattr(self, "_layout"):
             return is_probability_layer(layer)
         return self._layout_problem(layer) is None
-
-    def reset_choices(self, *_args: Any) -> None:
-        """Refresh the layer lists (napari calls this on layer changes; the controls sit in a scroll area)."""
-        self._refresh_layer_choices()
-
-    def _refresh_layer_choices(self, _event: Any = None) -> None:
-        self._probabilities.reset_choices()
-        self._raters.reset_choices()
 
     def _selected(self) -> list[Any]:
         self._probabilities.check()
@@ -421,43 +169,28 @@ class UncertaintyWidget(Container):
                 return [str(n) for n in list(names)[:num_classes]]
         return [f"class {k}" for k in range(num_classes)]
 
-    def _set_busy(self, busy: bool, message: str = "") -> None:
-        for button in (self._compute_maps, self._rank, self._agreement):
-            button.enabled = not busy
-        if message:
-            self._status.value = message
-
-    def _on_failed(self, _exc: BaseException) -> None:
-        self._queue.cancel()
-        self._set_busy(False, "Failed; see the notification.")
-
-    def _on_show_failed(self, exc: BaseException) -> None:
-        show_error(f"Uncertainty maps failed: {exc}")
-        self._set_busy(False, f"Failed: {exc}")
-
     # maps -------------------------------------------------------------------------------------------
-    def _on_compute_maps(self, _value: Any = None) -> Any:
-        return self.compute_maps()
+    def compute_maps(
+        self, *, probabilities: Sequence[Any] | None = None, layout: str | None = None,
+        as_ensemble: bool | None = None,
+    ) -> Any:
+        """Compute the entropy / MI maps of the selected layers in a worker; returns the worker (or None).
 
-    def compute_maps(self) -> Any:
-        """Compute the entropy / MI maps of the selected layers in a worker; returns the worker."""
+        Keywords given set the inputs first (layers or layer names; ``layout`` "classes" or "members").
+        :attr:`computed` is emitted with the list of :class:`MapResult` once every map is shown.
+        """
+        self.apply([(self._layout, layout), (self._probabilities, probabilities), (self._as_ensemble, as_ensemble)])
         with notify_errors("Uncertainty maps"):
             sources = self._sources()
-            self._set_busy(True, "Computing the entropy maps…")
-            self.worker = run_in_thread(
-                compute_uncertainty_maps,
-                sources,
-                layout=str(self._layout.value),
-                as_ensemble=bool(self._as_ensemble.value),
-                action="Uncertainty maps",
-                returned=self._show_maps,
-                errored=self._on_failed,
+            return self.run(
+                compute_uncertainty_maps, sources, layout=str(self._layout.value),
+                as_ensemble=bool(self._as_ensemble.value), action="Uncertainty maps",
+                message="Computing the entropy maps…", returned=self._show_maps,
             )
-            return self.worker
         return None
 
     def _show_maps(self, maps: list[MapResult]) -> None:
-        """Add or update the maps, one layer per event-loop turn; then re-enable the buttons."""
+        """Add or update the maps, one layer per event-loop turn; then leave the busy state."""
         layers = dict(self._review_layers)
 
         def add(result: MapResult) -> None:
@@ -466,46 +199,38 @@ class UncertaintyWidget(Container):
                 raise ValueError(f"the probability layer {result.source!r} was removed.")
             with keep_selection(self._viewer):
                 upsert_layer(
-                    self._viewer,
-                    result.data,
-                    name=result.name,
-                    layer_type="image",
-                    geometry=source,
-                    case=case_of(source),
-                    colormap=ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP,
-                    contrast_limits=(0.0, 1.0),
-                    blending="additive",
+                    self._viewer, result.data, name=result.name, layer_type="image", geometry=source,
+                    case=case_of(source), colormap=ENTROPY_COLORMAP if result.kind == "entropy" else MI_COLORMAP,
+                    contrast_limits=(0.0, 1.0), blending="additive",
                     metadata={"uncertainty_map": True, "kind": result.kind, "source": result.source},
                 )
-            self._status.value = f"Showing {result.name}…"
+            self.set_status(f"Showing {result.name}…")
 
-        def done() -> None:
+        def shown() -> None:
             self.maps = maps
-            self._set_busy(False, f"Updated {len(maps)} map(s): " + ", ".join(m.name for m in maps))
+            self.done(maps, f"Updated {len(maps)} map(s): " + ", ".join(m.name for m in maps))
 
-        self._queue.run([lambda r=r: add(r) for r in maps], done=done)
+        self._queue.run([lambda r=r: add(r) for r in maps], done=shown)
 
     # review table -----------------------------------------------------------------------------------
-    def _on_rank(self, _value: Any = None) -> Any:
-        return self.rank()
+    def rank(
+        self, *, probabilities: Sequence[Any] | None = None, by: str | None = None, min_voxels: int | None = None,
+        layout: str | None = None,
+    ) -> Any:
+        """Rank structures or images by segment-level entropy in a worker; returns the worker (or None).
 
-    def rank(self) -> Any:
-        """Rank structures or images by segment-level entropy in a worker; returns the worker."""
+        ``by`` is "structures" or "images"; :attr:`computed` is emitted with the list of
+        :class:`ReviewRow` once the table is filled.
+        """
+        self.apply([(self._layout, layout), (self._probabilities, probabilities), (self._rank_by, by),
+                    (self._min_size, min_voxels)])
         with notify_errors("Review ranking"):
             sources = self._sources()
-            self._set_busy(True, "Ranking…")
-            self.worker = run_in_thread(
-                rank_for_review,
-                sources,
-                by=str(self._rank_by.value),
-                min_voxels=int(self._min_size.value),
-                layout=str(self._layout.value),
-                class_names=list(self._class_names),
-                action="Review ranking",
-                returned=self._show_review,
-                finished=lambda: self._set_busy(False),
+            return self.run(
+                rank_for_review, sources, by=str(self._rank_by.value), min_voxels=int(self._min_size.value),
+                layout=str(self._layout.value), class_names=list(self._class_names), action="Review ranking",
+                message="Ranking…", returned=self._show_review,
             )
-            return self.worker
         return None
 
     def _show_review(self, rows: list[ReviewRow]) -> None:
@@ -513,26 +238,20 @@ class UncertaintyWidget(Container):
         shown = rows[:MAX_REVIEW_ROWS]
         if rows and rows[0].case is not None:
             self._review_table.value = {
-                "data": [
-                    [r.label, _cell(r.case.score)] + [_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
-                    for r in shown
-                ],
+                "data": [[r.label, table_cell(r.case.score)] + [table_cell(v) for v in r.case.per_class[1:]]  # type: ignore[union-attr]
+                         for r in shown],
                 "index": _row_numbers(shown),
                 "columns": ["image", "mean H"] + self._class_names[1:len(rows[0].case.per_class)],
             }
         else:
             self._review_table.value = {
-                "data": [
-                    [r.label, f"{s.voxels:,}", _cell(s.mean_entropy), r.source]
-                    for r in shown
-                    for s in [r.structure]
-                    if s is not None
-                ],
+                "data": [[r.label, f"{s.voxels:,}", table_cell(s.mean_entropy), r.source]
+                         for r in shown for s in [r.structure] if s is not None],
                 "index": _row_numbers(shown),
                 "columns": ["structure", "voxels", "mean H (nats)", "layer"],
             }
         more = f" (the first {MAX_REVIEW_ROWS} shown)" if len(rows) > MAX_REVIEW_ROWS else ""
-        self._status.value = f"{len(rows)} row(s){more}, most uncertain first. Select a row to go there."
+        self.done(rows, f"{len(rows)} row(s){more}, most uncertain first. Select a row to go there.")
 
     def _on_row_selected(self) -> None:
         rows = sorted({index.row() for index in self._review_table.native.selectedIndexes()})
@@ -577,11 +296,15 @@ class UncertaintyWidget(Container):
         self._status.value = f"{entry.label}: centre at " + ", ".join(f"{v:.1f}" for v in world) + " mm"
 
     # Dice vs raters ---------------------------------------------------------------------------------
-    def _on_agreement(self, _value: Any = None) -> Any:
-        return self.compute_agreement()
+    def compute_agreement(
+        self, *, probabilities: Sequence[Any] | None = None, raters: Sequence[Any] | None = None,
+        tolerance: float | None = None,
+    ) -> Any:
+        """Dice / surface Dice of the first selected probability layer against the raters; returns the worker.
 
-    def compute_agreement(self) -> Any:
-        """Dice / surface Dice of the first selected probability layer against the raters (worker)."""
+        :attr:`computed` is emitted with the rows (one dict per reference and class) once the table is filled.
+        """
+        self.apply([(self._probabilities, probabilities), (self._raters, raters), (self._tolerance, tolerance)])
         with notify_errors("Dice vs raters"):
             sources = self._sources()
             name, probs = next(iter(sources.items()))
@@ -591,38 +314,25 @@ class UncertaintyWidget(Container):
                 problem = labels_problem(layer)
                 if problem:
                     raise ValueError(problem)
-            raters = {layer.name: np.asarray(layer.data) for layer in rater_layers}
+            raters_data = {layer.name: np.asarray(layer.data) for layer in rater_layers}
             spacing = Geometry.of(rater_layers[0]).spacing if rater_layers else None
-            self._set_busy(True, f"Scoring {name} against {len(raters)} rater(s)…")
-            self.worker = run_in_thread(
-                compute_agreement,
-                probs,
-                raters,
-                layout=str(self._layout.value),
-                spacing=spacing,
-                tolerance=float(self._tolerance.value),
-                action="Dice vs raters",
-                returned=self._show_agreement,
-                finished=lambda: self._set_busy(False),
+            return self.run(
+                compute_agreement, probs, raters_data, layout=str(self._layout.value), spacing=spacing,
+                tolerance=float(self._tolerance.value), action="Dice vs raters",
+                message=f"Scoring {name} against {len(raters_data)} rater(s)…", returned=self._show_agreement,
             )
-            return self.worker
         return None
 
-    def _show_agreement(self, rows: list[RaterAgreement]) -> None:
+    def _show_agreement(self, rows: list[dict[str, Any]]) -> None:
         self.agreement_rows = rows
         self._agreement_table.value = {
-            "data": [
-                [r.reference, _class_name(self._class_names, r.class_index), _cell(r.dice),
-                 _cell(r.surface_dice)]
-                for r in rows
-            ],
+            "data": [[r.reference, class_name(self._class_names, r.class_index), table_cell(r.dice),
+                      table_cell(r.surface_dice)] for r in rows],
             "index": _row_numbers(rows),
             "columns": ["reference", "class", "Dice", "surface Dice"],
         }
-        self._status.value = (
-            f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
-            f"{len({r.reference for r in rows})} reference(s)."
-        )
+        self.done(rows, f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
+                        f"{len({r['reference'] for r in rows})} reference(s).")
 
 
 def _camera(viewer: napari.viewer.Viewer) -> Any:
@@ -634,8 +344,3 @@ def _camera(viewer: napari.viewer.Viewer) -> Any:
 def _row_numbers(rows: Sequence[Any]) -> list[str]:
     return [str(i + 1) for i in range(len(rows))]
 
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        return "n/a" if np.isnan(value) else round(float(value), 4)
-    return value

@@ -1,0 +1,236 @@
+"""The controls of the *SSN samples* dock and their layout (mixed into ``SSNSamplesWidget``).
+
+:class:`SSNControls` builds the source, sampling and output controls, the per-class noise sliders
+(rebuilt for each distribution), keeps the dock narrow (texts wrap, combo boxes and the Dice table
+shrink) and enables the buttons that apply. Layer choices hold the layer objects and take layer
+names when set (scripts and the Guide set them that way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Select, SpinBox, Table
+
+from ..core.ssn import LowRankLogits, SampleLabelStack
+from ..workflow.ssn import EXPORT_ALL, EXPORT_CURRENT, EXPORT_DISTRIBUTION
+from ._layer_choices import choices_for, is_image_layer, is_labels_layer
+from ._ssn_live import SAMPLES_LAYER, LiveSamples, qt_alive
+
+__all__ = [
+    "SCALE_RANGE",
+    "SOURCES",
+    "SOURCE_CHECKPOINT",
+    "SOURCE_SAVED",
+    "SOURCE_SYNTHETIC",
+    "SSNControls",
+    "TEMPERATURE_RANGE",
+]
+
+SOURCE_SAVED = "Saved distribution (.npz)"
+SOURCE_CHECKPOINT = "SSN checkpoint + image"
+SOURCE_SYNTHETIC = "Synthetic demo"
+#: load(source=…) keys -> the Source box's entries.
+SOURCES = {"saved": SOURCE_SAVED, "checkpoint": SOURCE_CHECKPOINT, "synthetic": SOURCE_SYNTHETIC}
+
+SCALE_RANGE = (-3.0, 3.0)
+TEMPERATURE_RANGE = (0.0, 3.0)
+
+class _LayerComboBox(ComboBox):
+    """A layer choice whose value is the layer; a layer's name is accepted when setting it (scripts, Guide)."""
+
+    @property
+    def value(self) -> Any:
+        return ComboBox.value.fget(self)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        ComboBox.value.fset(self, _layer_by_name(self, value))
+
+
+class _LayerSelect(Select):
+    """Several layers; names are accepted when setting the value."""
+
+    @property
+    def value(self) -> Any:
+        return Select.value.fget(self)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        if isinstance(value, (str, bytes)) or value is None:
+            value = [] if value is None else [value]
+        Select.value.fset(self, [_layer_by_name(self, v) for v in value])
+
+
+def _layer_by_name(widget: Any, value: Any) -> Any:
+    if isinstance(value, str):
+        for layer in widget.choices:
+            if getattr(layer, "name", None) == value:
+                return layer
+        raise ValueError(f"no layer named {value!r} among {[getattr(c, 'name', c) for c in widget.choices]}.")
+    return value
+
+
+
+class SSNControls:
+    """The controls of the *SSN samples* dock (mixed into ``SSNSamplesWidget``)."""
+
+    content: Any
+    scroll_area: Any
+    _status: Any
+    _class_sliders: list[Any]
+    base_distribution: LowRankLogits | None
+    stack: SampleLabelStack | None
+
+    def _build_source_controls(self, viewer: Any) -> list[Any]:
+        self._source = ComboBox(
+            label="Source", choices=[SOURCE_SAVED, SOURCE_CHECKPOINT, SOURCE_SYNTHETIC], value=SOURCE_SAVED
+        )
+        self._distribution_file = FileEdit(label="Distribution", mode="r", filter="*.npz")
+        self._checkpoint_file = FileEdit(label="SSN checkpoint", mode="r", filter="*.pt *.pth *.npz")
+        self._image_layer = _LayerComboBox(
+            label="Image layer",
+            choices=choices_for(viewer, is_image_layer),
+            nullable=True,
+            tooltip="The image the samples belong to: the checkpoint predicts on it, and the samples "
+            "are drawn on its grid (spacing, origin, direction).",
+        )
+        self._load_button = PushButton(text="Load distribution")
+        self._source_info = Label(value="No distribution loaded.")
+        return [self._source, self._distribution_file, self._checkpoint_file, self._image_layer,
+                self._load_button, self._source_info]
+
+    def _build_sampling_controls(self) -> list[Any]:
+        self._num_samples = SpinBox(label="Samples", value=10, min=1, max=500)
+        self._seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self._draw_button = PushButton(text="Draw samples")
+        self._new_sample_button = PushButton(
+            text="New sample", tooltip="Replace the sample on screen by a sample never shown before."
+        )
+        self._temperature = FloatSlider(
+            label="Temperature",
+            value=1.0,
+            min=TEMPERATURE_RANGE[0],
+            max=TEMPERATURE_RANGE[1],
+            step=0.05,
+            tooltip="Factor on all noise: 0 gives the mean prediction, <1 less diverse, >1 more diverse.",
+        )
+        self._class_scales_heading = Label(value="Class noise scales (−3 … 3):")
+        self._class_sliders: list[FloatSlider] = []
+        self._reset_button = PushButton(text="Reset scales and temperature")
+        self._keep_button = PushButton(
+            text="Keep this sample", tooltip="Copy the sample on screen into an editable Labels layer."
+        )
+        self._status.value = ""
+        self._dice_label = Label(value="Dice vs mean: –")
+        self._dice_table = Table(label="Dice vs mean")  # rows: sample number; columns: classes
+        self._dice_table.read_only = True
+        return [self._num_samples, self._seed, self._draw_button, self._new_sample_button, self._temperature,
+                self._class_scales_heading, self._reset_button, self._keep_button, self._status,
+                self._dice_label, self._dice_table]
+
+    def _build_output_controls(self, viewer: Any) -> list[Any]:
+        self._raters = _LayerSelect(
+            label="Raters",
+            choices=choices_for(viewer, self._is_rater_layer),
+            tooltip="Labels layers with the raters' maps (one map each, or an (R, *S) stack).",
+        )
+        self._metrics_button = PushButton(text="GED² and diversity vs raters")
+        self._metrics_label = Label(value="")
+        self._export_what = ComboBox(
+            label="Export", choices=[EXPORT_CURRENT, EXPORT_ALL, EXPORT_DISTRIBUTION], value=EXPORT_CURRENT
+        )
+        self._export_file = FileEdit(label="Export to", mode="w")
+        self._export_overwrite = CheckBox(
+            text="Overwrite existing file", value=False,
+            tooltip="Off: exporting to a file that exists is refused and the file is left as it is.",
+        )
+        self._export_button = PushButton(text="Export")
+        return [self._raters, self._metrics_button, self._metrics_label, self._export_what, self._export_file,
+                self._export_overwrite, self._export_button]
+
+    def _connect_controls(self) -> None:
+        self._source.changed.connect(self._on_source_changed)
+        self._load_button.changed.connect(lambda _value=None: self.load())
+        self._draw_button.changed.connect(lambda _value=None: self.draw())
+        self._new_sample_button.changed.connect(self._on_new_sample)
+        self._temperature.changed.connect(self._on_manipulation_changed)
+        self._reset_button.changed.connect(self._on_reset)
+        self._keep_button.changed.connect(lambda _value=None: self.keep_sample())
+        self._metrics_button.changed.connect(lambda _value=None: self.compute_metrics())
+        self._export_button.changed.connect(lambda _value=None: self.export())
+
+    def _fit_narrow_docks(self) -> None:
+        """No horizontal scrolling at napari's default dock width: long texts wrap, combo boxes and the
+        table shrink to the dock instead of widening it; the dock scrolls vertically."""
+        from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QSizePolicy
+
+        texts = (self._source_info, self._status, self._dice_label, self._metrics_label, self._class_scales_heading)
+        for label in texts:  # magicgui's labels have a fixed size: let them follow the dock (and wrap)
+            label.native.setWordWrap(label is not self._dice_label)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        for combo in (self._source, self._image_layer, self._export_what):
+            combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(10)
+        table = self._dice_table.native
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        table.setMinimumHeight(120)
+        table.setMaximumHeight(260)
+        self._raters.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._raters.native.setMinimumHeight(60)
+        self._raters.native.setMaximumHeight(140)
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """The dock at least as wide as the controls plus the vertical scroll bar (nothing clipped)."""
+        area = getattr(self, "scroll_area", None)
+        if area is None or not qt_alive(area):
+            return
+        inner = self.content.native
+        width = inner.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 2 * area.frameWidth()
+        if area.minimumWidth() < width:
+            area.setMinimumWidth(width)
+
+    # ------------------------------------------------------------------ lifetime
+    def _is_rater_layer(self, layer: Any) -> bool:
+        return (
+            is_labels_layer(layer)
+            and layer.name != SAMPLES_LAYER
+            and not isinstance(layer.data, (LiveSamples, SampleLabelStack))
+        )
+
+    def _on_source_changed(self, _value: Any = None) -> None:
+        source = self._source.value
+        self._distribution_file.visible = source == SOURCE_SAVED
+        self._checkpoint_file.visible = source == SOURCE_CHECKPOINT
+
+    def _update_enabled(self) -> None:
+        loaded = self.base_distribution is not None
+        drawn = self.stack is not None
+        for widget in (self._draw_button, self._temperature, self._reset_button):
+            widget.enabled = loaded
+        for widget in (self._new_sample_button, self._keep_button, self._metrics_button, self._export_button):
+            widget.enabled = drawn
+
+    def _build_class_sliders(self, distribution: LowRankLogits) -> None:
+        for old in self._class_sliders:  # one row per class, right under the heading
+            self.content.remove(old)
+        self._class_sliders = []
+        for name, weight in zip(distribution.class_names, distribution.class_scales):
+            slider = FloatSlider(
+                label=name,
+                value=float(np.clip(weight, *SCALE_RANGE)),
+                min=SCALE_RANGE[0],
+                max=SCALE_RANGE[1],
+                step=0.1,
+                tooltip=f"Factor on the noise of {name}: 0 removes it, negative mirrors it.",
+            )
+            slider.changed.connect(self._on_manipulation_changed)
+            self._class_sliders.append(slider)
+            self.content.insert(self.content.index(self._class_scales_heading) + len(self._class_sliders), slider)
+        self._fit_width()
+
+    # ------------------------------------------------------------------ sampling

@@ -1,0 +1,445 @@
+"""The settings of the *Train* dock: the form, its mapping to a ``TrainConfig``, and the data it selects.
+
+:class:`TrainForm` is mixed into :class:`~napari_seg_uncertainty.widgets.train.TrainWidget`: it builds
+the settings controls (layers, model, loss, schedule, output), sets them from keywords
+(:meth:`TrainForm.configure`), turns them into a :class:`~napari_seg_uncertainty.core.training.TrainConfig`
+and reads the image and rater layers into a ``TrainingData`` (:meth:`TrainForm.collect_data`).
+:func:`grid_mismatch` says when the raters do not label the image's voxels.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+
+from ..core.geometry import Geometry
+from ..workflow.training import foreground_box, parse_patch_size
+from ._case import case_of
+from ._common import show_warning
+from ._layer_choices import choices_for, is_image_layer, is_labels_layer, labels_problem
+from ._layer_select import LayerSelect
+
+if TYPE_CHECKING:
+    from ..core.training import TrainConfig, TrainingData
+
+__all__ = ["METHODS", "MODEL_SIZES", "PREDICT_REGIONS", "TARGET_LABELS", "TrainForm", "grid_mismatch"]
+
+#: (label, (head, loss)) choices of the "Model / loss" box.
+METHODS = (
+    ("Softmax + soft-target cross-entropy", ("softmax", "ce")),
+    ("Softmax + soft Dice", ("softmax", "dice")),
+    ("Softmax + cross-entropy + Dice", ("softmax", "ce_dice")),
+    ("SoftSeg: normalised ReLU + Adaptive Wing", ("softseg", "adaptive_wing")),
+    ("SSN: low-rank logits + Monte-Carlo loss", ("ssn", "ssn")),
+)
+#: Training targets offered, in this order (``core.training.TARGETS``; PyTorch is not imported to list them).
+TARGET_LABELS = {
+    "mean": "Raters' mean (mOH)",
+    "msvls": "mSVLS (SVLS per rater, averaged)",
+    "svls": "SVLS of the majority vote",
+    "label_smoothing": "Label smoothing of the majority vote",
+    "onehot": "One-hot majority vote",
+    "staple": "STAPLE",
+    "random_rater": "Random rater per iteration",
+}
+#: U-Net sizes offered in the widget: (channels, strides).
+MODEL_SIZES = {
+    "tiny (8-16-32)": ((8, 16, 32), (2, 2)),
+    "small (16-32-64)": ((16, 32, 64), (2, 2)),
+    "medium (16-32-64-128)": ((16, 32, 64, 128), (2, 2, 2)),
+    "large (32-64-128-256)": ((32, 64, 128, 256), (2, 2, 2)),
+}
+#: "Predict on" choices: the whole image, or the raters' region (foreground bounding box + margin).
+PREDICT_REGIONS = (("whole image", "image"), ("raters' region (+8 voxels)", "raters"))
+REGION_MARGIN = 8
+#: "Dimensions" choices: 0 trains as the data are (2-D image: 2-D, volume: 3-D).
+DIMENSIONS = (("as the data", 0), ("2-D slices", 2), ("3-D patches", 3))
+#: configure() keyword -> (form control attribute, converter of the given value).
+_PLAIN_SETTINGS = {
+    "ensemble_size": ("_ensemble", int),
+    "dropout": ("_dropout", float),
+    "ssn_rank": ("_ssn_rank", int),
+    "ssn_samples": ("_ssn_samples", int),
+    "mask_background": ("_mask_background", bool),
+    "epochs": ("_epochs", int),
+    "steps_per_epoch": ("_steps", int),
+    "batch_size": ("_batch", int),
+    "learning_rate": ("_lr", float),
+    "seed": ("_seed", int),
+    "output_dir": ("_output", str),
+    "resume": ("_resume", str),
+}
+
+
+def _fmt(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def grid_mismatch(image_layer: Any, rater_layers: list[Any]) -> str | None:
+    """Why the raters do not label the image's voxels (shape, spacing, origin, direction), or ``None``.
+
+    A single rater layer with one more axis than the image is an ``(R, *spatial)`` stack.
+    """
+    if image_layer is None or not rater_layers:
+        return None
+    image_shape = tuple(np.shape(image_layer.data))
+    for layer in rater_layers:
+        shape = tuple(np.shape(layer.data))
+        n = len(image_shape)
+        if len(rater_layers) == 1 and len(shape) == n + 1:
+            shape = shape[1:]
+        if len(shape) != n:
+            return (f"rater {layer.name!r} has {len(shape)} axes {shape} but image {image_layer.name!r} has "
+                    f"{n} {image_shape}; every rater must label the image's grid.")
+        if shape != image_shape:
+            return (f"rater {layer.name!r} has shape {shape} but image {image_layer.name!r} has {image_shape}; "
+                    "every rater must label the image's grid.")
+        try:
+            mine, theirs = Geometry.of(image_layer, ndim=n), Geometry.of(layer, ndim=n)
+        except (TypeError, ValueError):
+            continue
+        if not mine.same_grid(theirs):
+            differences = []
+            if not np.allclose(mine.spacing, theirs.spacing, rtol=1e-5, atol=1e-4):
+                differences.append(f"spacing {_fmt(theirs.spacing)} vs {_fmt(mine.spacing)}")
+            if not np.allclose(mine.origin, theirs.origin, rtol=1e-5, atol=1e-4):
+                differences.append(f"origin {_fmt(theirs.origin)} vs {_fmt(mine.origin)}")
+            if not differences:
+                differences.append("direction")
+            return (f"rater {layer.name!r} lies on another grid than image {image_layer.name!r}: "
+                    f"{', '.join(differences)}. Training pairs voxels by index, so the model would learn "
+                    "misplaced labels; load the raters with the image's geometry.")
+    return None
+
+
+def _is_train_image(layer: Any) -> bool:
+    """A grey-level image to train on: not RGB, not a map or probability stack this plugin added."""
+    meta = layer.metadata or {}
+    return is_image_layer(layer, skip_uncertainty_maps=True) and "class_names" not in meta and "rater" not in meta
+
+
+def _choice_value(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+class TrainForm:
+    """The settings controls of the *Train* dock and what they describe (mixed into ``TrainWidget``)."""
+
+    _viewer: Any
+    _geometry: Geometry | None
+    _image_shape: tuple[int, ...]
+    _crop_start: tuple[int, ...] | None
+    _crop: tuple[slice, ...] | None
+    _image_layer: Any
+    _case: str | None
+    grid_warning: str | None
+
+    def _build_layer_settings(self, viewer: Any) -> list[Any]:
+        """The data and model controls (image, raters, target, model, loss, size, dimensions, SSN)."""
+        self._image = ComboBox(
+            label="Image", choices=choices_for(viewer, _is_train_image), tooltip="The image the raters annotated."
+        )
+        self._raters = LayerSelect(  # layer objects in layer-list order (rater 1 first); takes names too
+            viewer,
+            is_labels_layer,
+            explain=labels_problem,
+            label="Raters",
+            tooltip="One Labels layer per rater (or one (R, *spatial) stack).",
+        )
+        self._raters.native.setMaximumHeight(110)
+        self._target = ComboBox(
+            label="Target", choices=[(label, t) for t, label in TARGET_LABELS.items()], value="mean"
+        )
+        self._method = ComboBox(
+            label="Model / loss", choices=[(label, i) for i, (label, _) in enumerate(METHODS)], value=0
+        )
+        self._model_size = ComboBox(label="U-Net size", choices=list(MODEL_SIZES), value="small (16-32-64)")
+        self._dims = ComboBox(label="Dimensions", choices=list(DIMENSIONS), value=0)
+        self._ensemble = SpinBox(label="Ensemble members", value=1, min=1, max=20)
+        self._dropout = FloatSpinBox(label="MC dropout", value=0.0, min=0.0, max=0.9, step=0.05)
+        self._ssn_rank = SpinBox(label="SSN rank", value=10, min=1, max=100)
+        self._ssn_samples = SpinBox(label="SSN MC samples", value=20, min=2, max=200, step=2)
+        self._mask_background = CheckBox(
+            text="Mask background (image = 0)",
+            value=False,
+            tooltip="Image = 0 (air around a brain): SSN zeroes the covariance, others leave it out of the loss.",
+        )
+        return [self._image, self._raters, self._target, self._method, self._model_size, self._dims,
+                self._ensemble, self._dropout, self._ssn_rank, self._ssn_samples, self._mask_background]
+
+    def _build_run_settings(self) -> list[Any]:
+        """The schedule and output controls (epochs … device, seed, output folder, resume, predict on)."""
+        self._epochs = SpinBox(label="Epochs", value=10, min=1, max=10000)
+        self._steps = SpinBox(label="Steps per epoch", value=20, min=1, max=100000)
+        self._batch = SpinBox(label="Batch size", value=4, min=1, max=512)
+        self._patch = LineEdit(
+            label="Patch size",
+            value="",
+            tooltip="e.g. '64, 64' or '32, 64, 64'; blank picks one that fits the data.",
+        )
+        self._lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self._lr.native.setDecimals(6)
+        self._device = ComboBox(label="Device", choices=["auto", "cpu"], value="auto")  # GPUs once torch is in
+        self._seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self._output = FileEdit(
+            label="Output folder", mode="d", value=str(Path(tempfile.gettempdir()) / "napari-seg-uncertainty")
+        )
+        self._resume = FileEdit(
+            label="Resume from",
+            mode="r",
+            filter="*.pt",
+            value="",
+            tooltip="Optional: a last.pt written by an earlier run, to continue it (same settings).",
+        )
+        self._predict_on = ComboBox(
+            label="Predict on",
+            choices=list(PREDICT_REGIONS),
+            value="image",
+            tooltip="The whole image, or only the region the raters labelled (faster on a large volume).",
+        )
+        return [self._epochs, self._steps, self._batch, self._patch, self._lr, self._device, self._seed,
+                self._output, self._resume, self._predict_on]
+
+    # settings --------------------------------------------------------------------------------------
+    def configure(
+        self,
+        *,
+        image: Any = None,
+        raters: Any = None,
+        head: str | None = None,
+        loss: str | None = None,
+        target: str | None = None,
+        channels: Sequence[int] | None = None,
+        spatial_dims: int | None = None,
+        patch_size: Sequence[int] | None = None,
+        device: str | None = None,
+        predict_on: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """Set the form; a keyword left ``None`` keeps that setting.
+
+        Parameters
+        ----------
+        image, raters : layer or str, list of layers or str, optional
+            The image and the rater Labels layers (objects or names).
+        head, loss : str, optional
+            Given together: one of the Model / loss pairs (:data:`METHODS`).
+        target : str, optional
+            A key of :data:`TARGET_LABELS`.
+        channels : sequence of int, optional
+            A U-Net size offered (:data:`MODEL_SIZES`), e.g. ``(8, 16, 32)``.
+        spatial_dims : int, optional
+            0 (as the data), 2 or 3.
+        patch_size : sequence of int, optional
+            ``()`` for automatic.
+        device : str, optional
+            One of the Device choices ("auto", "cpu", "cuda:0" …).
+        predict_on : str, optional
+            "image" or "raters".
+        **settings
+            ``ensemble_size``, ``dropout``, ``ssn_rank``, ``ssn_samples``, ``mask_background``,
+            ``epochs``, ``steps_per_epoch``, ``batch_size``, ``learning_rate``, ``seed``,
+            ``output_dir``, ``resume``.
+
+        Raises
+        ------
+        ValueError
+            A value the form cannot take (the message names it).
+        """
+        unknown = sorted(set(settings) - set(_PLAIN_SETTINGS))
+        if unknown:
+            raise TypeError(f"configure() got unexpected keywords {unknown}; expected some of "
+                            f"{sorted(_PLAIN_SETTINGS)} besides the layer and model settings.")
+        if image is not None or raters is not None:
+            self.select_layers(image if image is not None else self._image.value,
+                               raters if raters is not None else list(self._raters.value))
+        if (head is None) != (loss is None):
+            raise ValueError(f"head and loss go together; got head={head!r}, loss={loss!r}.")
+        if head is not None:
+            self.set_method(head, loss)
+        if target is not None:
+            self._target.value = _choice_value("target", target, list(TARGET_LABELS))
+        if channels is not None:
+            self._model_size.value = self._size_for(tuple(int(c) for c in channels))
+        if spatial_dims is not None:
+            self._dims.value = _choice_value("spatial_dims", spatial_dims, [v for _, v in DIMENSIONS])
+        if patch_size is not None:
+            self._patch.value = ", ".join(str(int(v)) for v in patch_size)
+        if device is not None:
+            self._device.value = _choice_value("device", device, list(self._device.choices))
+        if predict_on is not None:
+            self._predict_on.value = _choice_value("predict_on", predict_on, [v for _, v in PREDICT_REGIONS])
+        for key, value in settings.items():
+            if value is not None:
+                attribute, convert = _PLAIN_SETTINGS[key]
+                getattr(self, attribute).value = convert(value)
+
+    @staticmethod
+    def _size_for(channels: tuple[int, ...]) -> str:
+        for name, (offered, _) in MODEL_SIZES.items():
+            if offered == channels:
+                return name
+        raise ValueError(f"channels must be one of {[c for c, _ in MODEL_SIZES.values()]} "
+                         f"(the U-Net sizes offered), got {channels}.")
+
+    def set_method(self, head: str, loss: str) -> None:
+        """Select the Model / loss entry for ``(head, loss)``."""
+        for i, (_, pair) in enumerate(METHODS):
+            if pair == (head, loss):
+                self._method.value = i
+                return
+        raise ValueError(
+            f"(head, loss) must be one of {[pair for _, pair in METHODS]}, got {(head, loss)!r}."
+        )
+
+    def build_config(self, output_dir: str | None = None) -> TrainConfig:
+        """The :class:`TrainConfig` the current settings describe."""
+        from ..core.training import TrainConfig
+
+        head, loss = METHODS[self._method.value][1]
+        channels, strides = MODEL_SIZES[self._model_size.value]
+        return TrainConfig(
+            head=head,
+            loss=loss,
+            target=self._target.value,
+            spatial_dims=self._dims.value or None,
+            channels=channels,
+            strides=strides,
+            dropout=float(self._dropout.value),
+            ensemble_size=int(self._ensemble.value),
+            ssn_rank=int(self._ssn_rank.value),
+            ssn_samples=int(self._ssn_samples.value),
+            epochs=int(self._epochs.value),
+            steps_per_epoch=int(self._steps.value),
+            batch_size=int(self._batch.value),
+            patch_size=parse_patch_size(self._patch.value),
+            learning_rate=float(self._lr.value),
+            device=self._device.value,
+            seed=int(self._seed.value),
+            background_mask=({"ssn": "covariance"}.get(head, "likelihood") if self._mask_background.value else "none"),
+            output_dir=output_dir,
+        )
+
+    def _selected_arrays(self) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
+        """The image layer, its array, the ``(R, *S)`` rater stack and the rater layers; checked."""
+        image_layer = self._image.value
+        if image_layer is None:
+            raise ValueError("no Image layer selected; open an image (e.g. File > Open Sample > phantom).")
+        layers = list(self._raters.value)
+        if not layers:
+            raise ValueError("no rater Labels layer selected; select one Labels layer per rater.")
+        if image_layer.rgb:
+            raise ValueError(
+                f"image layer {image_layer.name!r} is RGB; convert it to a grey-level image first."
+            )
+        image = np.asarray(image_layer.data)
+        arrays = [np.asarray(layer.data) for layer in layers]
+        if len(arrays) == 1 and arrays[0].ndim == image.ndim + 1:
+            return image_layer, image, arrays[0], layers  # one (R, *S) stack
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"the rater layers have different shapes {sorted(shapes)}; every rater must "
+                "label the image's grid."
+            )
+        return image_layer, image, np.stack(arrays), layers
+
+    def collect_data(self) -> TrainingData:
+        """Image and raters from the selected layers, with class names (metadata) and spacing (scale).
+
+        Also records where a prediction goes: the image's geometry and case, and the crop that
+        *Predict on* asks for.
+        """
+        from ..core.training import TrainingData
+
+        image_layer, image, raters, layers = self._selected_arrays()
+        class_names = (layers[0].metadata or {}).get("class_names")
+        spatial = raters.ndim - 1
+        geometry = Geometry.of(image_layer, ndim=spatial)
+        self._geometry = geometry
+        self._image_layer = image_layer
+        self._image_shape = tuple(image.shape[-spatial:])
+        self._case = case_of(image_layer)
+        self._crop_start, self._crop = None, None
+        if self._predict_on.value == "raters":
+            self._crop_start, self._crop = foreground_box(raters, REGION_MARGIN)
+        largest = int(raters.max()) if raters.size else 0
+        if class_names is not None and len(class_names) <= largest:
+            class_names = None
+        return TrainingData.from_arrays(image, raters, class_names=class_names, spacing=geometry.spacing)
+
+    def _resume_checkpoint(self) -> str | None:
+        """The *Resume from* file, checked; ``None`` when empty. A file that is not a checkpoint is refused."""
+        value = str(self._resume.value or "").strip()
+        if value in ("", "."):
+            return None
+        path = Path(value).expanduser()
+        if path.is_dir():
+            return None  # FileEdit's empty value
+        from ..core.checkpoint import load_checkpoint
+
+        try:
+            load_checkpoint(path)
+        except FileNotFoundError:
+            raise ValueError(f"resume file {str(path)!r} does not exist; choose a last.pt written by Train.") from None
+        except ValueError:
+            raise ValueError(
+                f"{path.name!r} is not a training checkpoint of this plugin; choose the last.pt (or best.pt) that "
+                "Train wrote into its output folder, or clear 'Resume from' to start afresh."
+            ) from None
+        return str(path)
+
+    # choices ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _device_choices() -> list[str]:
+        import torch
+
+        choices = ["auto", "cpu"]
+        if torch.cuda.is_available():
+            choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            choices.append("mps")
+        return choices
+
+    def _refresh_choices(self, _event: Any = None) -> None:
+        """Follow additions, removals and renames; keep the selected layers (they are layer objects)."""
+        with self._image.changed.blocked(), self._raters.changed.blocked():
+            self._image.reset_choices()
+            self._raters.reset_choices()  # keeps the selected layers still present
+            present = list(self._raters.choices)
+            kept = list(self._raters.value)
+            if not kept:  # default: every rater layer (metadata from the Load raters widget / sample data)
+                kept = [layer for layer in present if "rater" in (layer.metadata or {})]
+            self._raters.value = kept
+        self._check_grid()
+
+    def select_layers(self, image: Any, raters: Any) -> None:
+        """Select the image and the rater layers (layer objects or names)."""
+        self._image.value = self._viewer.layers[image] if isinstance(image, str) else image
+        self._raters.value = list(raters)
+
+    def _check_grid(self, _value: Any = None) -> None:
+        """Warn (napari notification once, and a line in the dock) when raters and image differ in grid."""
+        try:
+            message = grid_mismatch(self._image.value, list(self._raters.value))
+        except RuntimeError:  # a layer went away mid-update
+            message = None
+        if message != self.grid_warning and message is not None:
+            show_warning(f"Train: {message}")
+        self.grid_warning = message
+        self._grid_label.value = f"⚠ {message}" if message else ""
+        self._grid_label.visible = message is not None
+
+    def _on_method_changed(self, _value: Any = None) -> None:
+        is_ssn = METHODS[self._method.value][1][0] == "ssn"
+        self._ssn_rank.visible = is_ssn
+        self._ssn_samples.visible = is_ssn

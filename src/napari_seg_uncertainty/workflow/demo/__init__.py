@@ -1,0 +1,47 @@
+"""The demo: the plugin's whole workflow on shipped data, headless into a folder (the GUI demo is
+:func:`napari_seg_uncertainty.widgets.demo_window.run_gui_demo`).
+
+The workflow (the same in both forms):
+
+1. **Raters**: load the raters of a demo data set and measure how much they disagree
+   (pairwise Dice, agreement maps, rater entropy).
+2. **Soft labels**: one-hot (majority vote), label smoothing, SVLS, mSVLS, the raters' mean and
+   STAPLE, compared with each other.
+3. **Training**: a short run of a U-Net on the mSVLS target (softmax + soft cross-entropy) and of a
+   stochastic segmentation network (SSN, low-rank logits, random rater per step).
+4. **SSN samples**: samples of the SSN, with the per-class noise scales and the temperature
+   changed (the sliders of the *SSN samples* widget), GED² and diversity against the raters.
+5. **Calibration and uncertainty**: reliability diagrams, ECE/TACE/NLL/Brier (also after temperature
+   scaling), entropy and mutual-information maps, a review table ranked by segment entropy and the
+   Dice of each model against each rater.
+
+Modules: :mod:`.data` (the data sets), :mod:`.training` (the two models and their settings),
+:mod:`.outputs` (the files written), :mod:`.steps` (one function per step), :mod:`.headless`
+(:func:`run_headless_demo`, :func:`run_workflow`) and :mod:`.results` (what they return).
+"""
+
+from __future__ import annotations
+
+from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
+from .headless import run_headless_demo, run_workflow
+from .outputs import SOFT_LABEL_OUTPUTS, planned_outputs
+from .results import DemoResult, WorkflowResult
+from .steps import REVIEW_MIN_VOXELS
+from .training import MODELS, NUM_SSN_SAMPLES, SSN_SETTINGS, DemoTraining
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "NUM_SSN_SAMPLES",
+    "REVIEW_MIN_VOXELS",
+    "SOFT_LABEL_OUTPUTS",
+    "SSN_SETTINGS",
+    "WORKFLOW_DATASET",
+    "DemoResult",
+    "DemoTraining",
+    "WorkflowResult",
+    "load_demo_data",
+    "planned_outputs",
+    "run_headless_demo",
+    "run_workflow",
+]
