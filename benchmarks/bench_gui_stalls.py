@@ -532,7 +532,7 @@ def ssn_actions(bench: Bench, viewer: Any, ssn: Any, image: Any, geometry: Any, 
     holder: dict[str, Any] = {}
     t0 = time.perf_counter()
     shape = tuple(image.data.shape)
-    dist = synthetic_distribution(shape, 4, rank=10, seed=0, spacing=geometry.spacing)
+    dist = synthetic_distribution(shape, num_classes=4, rank=10, seed=0, spacing=geometry.spacing)
     print(f"[{data}] synthetic_distribution{shape}, 4 classes, rank 10: {time.perf_counter() - t0:.1f} s "
           "(setup, not measured)", flush=True)
     if big:

@@ -73,7 +73,7 @@ def _random_distribution(
 
 
 def bench_2d_sample(shape: tuple[int, int], num_classes: int, rank: int, repeats: int) -> None:
-    dist = synthetic_distribution(shape, num_classes, rank=rank, seed=0)
+    dist = synthetic_distribution(shape, num_classes=num_classes, rank=rank, seed=0)
     baseline = dist.to_torch_distribution()
     dist.sample_at(0, seed=0), baseline.sample()  # warm-up
     ours_logits, ours_labels, torch_logits, torch_labels = [], [], [], []
@@ -140,7 +140,7 @@ def bench_viewer_redraw(shape: tuple[int, int], num_classes: int, rank: int, rep
     widget = SSNSamplesWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget._num_samples.value = 10
-    dist = synthetic_distribution(shape, num_classes, rank=rank, seed=0)
+    dist = synthetic_distribution(shape, num_classes=num_classes, rank=rank, seed=0)
     widget.set_distribution(dist)
 
     def settle() -> None:

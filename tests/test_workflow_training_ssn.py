@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from napari_seg_uncertainty.core.ssn_metrics import generalised_energy_distance, sample_diversity
 
 from napari_seg_uncertainty.core.geometry import Geometry
-from napari_seg_uncertainty.core.ssn import LowRankLogits, SampleLabelStack, synthetic_distribution
+from napari_seg_uncertainty.core.ssn import (
+    LowRankLogits,
+    SampleLabelStack,
+    generalized_energy_distance,
+    sample_diversity,
+    synthetic_distribution,
+)
 from napari_seg_uncertainty.workflow import ssn as ssn_workflow
 from napari_seg_uncertainty.workflow.ssn import (
     EXPORT_ALL,
@@ -28,7 +33,7 @@ def _prediction(reference: LowRankLogits, **extra):
 
 @pytest.mark.parametrize("planes", [True, False])
 def test_a_checkpoint_prediction_keeps_independent_planes(tmp_path, planes):
-    reference = synthetic_distribution((3, 8, 9), 2, rank=2, seed=1)
+    reference = synthetic_distribution((3, 8, 9), num_classes=2, rank=2, seed=1)
     checkpoint = tmp_path / "model.pt"
     torch.save({"stub": 1}, checkpoint)
     seen = []
@@ -44,8 +49,8 @@ def test_a_checkpoint_prediction_keeps_independent_planes(tmp_path, planes):
 
 
 def test_a_typed_prediction_is_used_as_it_is(tmp_path):
-    typed = LowRankLogits(**{k: v for k, v in synthetic_distribution((3, 8, 9), 2, rank=2).base_parameters().items()
-                             if k in ("mean", "cov_factor", "cov_diag")}, independent_planes=True)
+    base = synthetic_distribution((3, 8, 9), num_classes=2, rank=2)
+    typed = LowRankLogits(base.mean, base.cov_factor, base.cov_diag, independent_planes=True)
     checkpoint = tmp_path / "model.pt"
     torch.save({"stub": 1}, checkpoint)
     dist, placement = distribution_from_checkpoint(checkpoint, np.zeros((3, 8, 9)), predict=lambda p, i: typed)
@@ -70,13 +75,14 @@ def test_sample_metrics_are_the_core_measures():
     samples, raters = rng.integers(0, 3, (5, 6, 7)), rng.integers(0, 3, (4, 6, 7))
     metrics = sample_metrics(samples, raters, num_classes=3)
     assert isinstance(metrics, SampleMetrics) and (metrics.num_samples, metrics.num_raters) == (5, 4)
-    assert metrics.ged2 == pytest.approx(generalised_energy_distance(samples, raters, num_classes=3), abs=1e-12)
+    assert metrics.ged2 == pytest.approx(generalized_energy_distance(samples, raters, num_classes=3), abs=1e-12)
     assert metrics.sample_diversity == pytest.approx(sample_diversity(samples, num_classes=3), abs=1e-12)
     assert metrics.rater_diversity == pytest.approx(sample_diversity(raters, num_classes=3), abs=1e-12)
 
 
 def test_export_keeps_seed_indices_and_scales_and_refuses_to_overwrite(tmp_path):
-    dist = synthetic_distribution((6, 7), 3, rank=2, seed=2, spacing=(0.5, 0.5)).with_class_scales([1, 2, 0])
+    dist = synthetic_distribution((6, 7), num_classes=3, rank=2, seed=2, spacing=(0.5, 0.5))
+    dist = dist.with_class_scales([1, 2, 0])
     stack = SampleLabelStack(dist, [4, 5, 6], seed=3)
     out = export_samples(tmp_path / "s.npz", stack, what=EXPORT_CURRENT, entry=1)
     with np.load(out) as archive:

@@ -142,7 +142,7 @@ def test_temperature_scales_all_noise():
 
 # ---------------------------------------------------------------------------------- determinism and slices
 def test_samples_are_deterministic_for_a_seed_and_independent_of_n():
-    dist = synthetic_distribution((24, 20), 3, rank=4, seed=2)
+    dist = synthetic_distribution((24, 20), num_classes=3, rank=4, seed=2)
     first = dist.sample(3, seed=11)
     np.testing.assert_array_equal(first, dist.sample(3, seed=11))
     np.testing.assert_array_equal(first[:2], dist.sample(2, seed=11))
@@ -166,7 +166,7 @@ def test_slice_equals_the_slice_of_the_full_sample(layout):
 
 
 def test_slice_draws_only_one_plane_of_random_numbers(monkeypatch):
-    dist = synthetic_distribution((40, 48, 48), 3, rank=4, seed=0)
+    dist = synthetic_distribution((40, 48, 48), num_classes=3, rank=4, seed=0)
     plane_elements = 3 * 48 * 48
     requested: list[int] = []
     real_randn = torch.randn
@@ -191,7 +191,7 @@ def test_slice_draws_only_one_plane_of_random_numbers(monkeypatch):
 
 
 def test_labels_are_the_argmax_of_the_logits():
-    dist = synthetic_distribution((4, 16, 18), 4, rank=3, seed=1)
+    dist = synthetic_distribution((4, 16, 18), num_classes=4, rank=3, seed=1)
     logits = dist.sample(2, seed=6)
     np.testing.assert_array_equal(dist.sample_labels(2, seed=6), np.argmax(logits, axis=1))
     assert dist.sample_labels(2, seed=6).dtype == np.uint8
@@ -241,7 +241,7 @@ def test_invalid_inputs_raise_errors_naming_the_argument():
         dist.scale_class(2, 1.0)
     with pytest.raises(ValueError, match="weight"):
         dist.scale_class(0, float("nan"))
-    volume = synthetic_distribution((3, 8, 8), 2, rank=1)
+    volume = synthetic_distribution((3, 8, 8), num_classes=2, rank=1)
     with pytest.raises(ValueError, match="z must lie in 0..2"):
         volume.slice(3)
     with pytest.raises(ValueError, match="to_torch_distribution needs"):
@@ -298,10 +298,10 @@ def test_load_distribution_accepts_the_documented_minimal_file(tmp_path):
 
 # ---------------------------------------------------------------------------------- synthetic data
 def test_synthetic_distribution_is_deterministic_and_plausible():
-    first = synthetic_distribution((48, 48), 4, rank=10, seed=3)
-    again = synthetic_distribution((48, 48), 4, rank=10, seed=3)
+    first = synthetic_distribution((48, 48), num_classes=4, rank=10, seed=3)
+    again = synthetic_distribution((48, 48), num_classes=4, rank=10, seed=3)
     np.testing.assert_array_equal(first.cov_factor, again.cov_factor)
-    assert not np.array_equal(first.mean, synthetic_distribution((48, 48), 4, rank=10, seed=4).mean)
+    assert not np.array_equal(first.mean, synthetic_distribution((48, 48), num_classes=4, rank=10, seed=4).mean)
     mean_labels = first.mean_prediction()
     assert set(np.unique(mean_labels)) == {0, 1, 2, 3}
     samples = first.sample_labels(8, seed=0)
@@ -309,14 +309,14 @@ def test_synthetic_distribution_is_deterministic_and_plausible():
     # samples vary around the mean prediction without being noise
     assert np.all(agreement > 0.6) and np.all(agreement < 1.0)
     with pytest.raises(ValueError, match="shape\\[1\\]"):
-        synthetic_distribution((48, 1), 3)
+        synthetic_distribution((48, 1), num_classes=3)
     with pytest.raises(ValueError, match="num_classes"):
-        synthetic_distribution((16, 16), 1)
+        synthetic_distribution((16, 16), num_classes=1)
 
 
 # ---------------------------------------------------------------------------------- lazy stack
 def test_sample_label_stack_indexing_matches_eager_samples():
-    dist = synthetic_distribution((5, 12, 14), 3, rank=3, seed=5).scale_class(1, 2.0)
+    dist = synthetic_distribution((5, 12, 14), num_classes=3, rank=3, seed=5).scale_class(1, 2.0)
     stack = SampleLabelStack(dist, [0, 1, 7], seed=4)
     eager = np.stack([dist.sample_labels_at(i, seed=4) for i in (0, 1, 7)])
     assert stack.shape == eager.shape and stack.dtype == eager.dtype and stack.ndim == 4
@@ -331,7 +331,7 @@ def test_sample_label_stack_indexing_matches_eager_samples():
 
 
 def test_sample_label_stack_follows_new_scales_and_sample_indices():
-    dist = synthetic_distribution((20, 22), 3, rank=4, seed=6)
+    dist = synthetic_distribution((20, 22), num_classes=3, rank=4, seed=6)
     stack = SampleLabelStack(dist, range(3), seed=8)
     before = stack[1]
     manipulated = dist.with_class_scales([1.0, -3.0, 0.5]).with_temperature(1.7)
@@ -342,7 +342,7 @@ def test_sample_label_stack_follows_new_scales_and_sample_indices():
     np.testing.assert_array_equal(stack[1], manipulated.sample_labels_at(42, seed=8))
     assert stack.sample_indices == (0, 42, 2)
     with pytest.raises(ValueError, match="classes on the grid"):
-        stack.set_distribution(synthetic_distribution((20, 23), 3, rank=4))
+        stack.set_distribution(synthetic_distribution((20, 23), num_classes=3, rank=4))
     with pytest.raises(ValueError, match="sample_indices is empty"):
         SampleLabelStack(dist, [], seed=0)
 
@@ -391,7 +391,7 @@ def test_whole_sample_noise_is_the_planes_noise_bit_for_bit(kind):
 
 
 def test_stack_keeps_the_noise_of_a_whole_sample_and_redraws_exactly():
-    dist = synthetic_distribution((6, 18, 20), 4, rank=5, seed=2)
+    dist = synthetic_distribution((6, 18, 20), num_classes=4, rank=5, seed=2)
     stack = SampleLabelStack(dist, range(3), seed=9)
     assert stack.cached_sample(1) is None and not stack.has_noise(1)
     first = stack.sample(1)
@@ -421,19 +421,19 @@ def test_stack_keeps_the_noise_of_a_whole_sample_and_redraws_exactly():
     assert not stack.has_noise(1)
     np.testing.assert_array_equal(stack.sample(1), stack.distribution.sample_labels_at(17, seed=9))
     # other parameters (not just scales) drop the kept noise
-    stack.set_distribution(synthetic_distribution((6, 18, 20), 4, rank=5, seed=3))
+    stack.set_distribution(synthetic_distribution((6, 18, 20), num_classes=4, rank=5, seed=3))
     assert not stack.has_noise(2)
 
 
 def test_stack_falls_back_to_planes_when_the_noise_does_not_fit():
-    dist = synthetic_distribution((4, 16, 16), 3, rank=2, seed=1)
+    dist = synthetic_distribution((4, 16, 16), num_classes=3, rank=2, seed=1)
     stack = SampleLabelStack(dist, range(2), seed=0, volume_cache_bytes=0)
     np.testing.assert_array_equal(stack.sample(0), dist.sample_labels_at(0, seed=0))
     assert not stack.has_noise(0)
 
 
 def test_with_class_names_keeps_the_samples():
-    dist = synthetic_distribution((12, 12), 3, rank=2, seed=1)
+    dist = synthetic_distribution((12, 12), num_classes=3, rank=2, seed=1)
     named = dist.with_class_names(["background", "organ", "lesion"])
     assert named.class_names == ("background", "organ", "lesion")
     np.testing.assert_array_equal(named.sample(2, seed=3), dist.sample(2, seed=3))

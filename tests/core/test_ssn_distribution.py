@@ -43,7 +43,7 @@ def _ones_distribution(independent_planes, spatial=(5, 3, 4)):
 
 # ---------------------------------------------------------------------------------- frozen dataclass
 def test_distribution_is_frozen_and_its_arrays_read_only():
-    dist = synthetic_distribution((8, 9), 3, rank=2)
+    dist = synthetic_distribution((8, 9), num_classes=3, rank=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         dist.temperature = 2.0  # type: ignore[misc]
     for array in (dist.mean, dist.cov_factor, dist.cov_diag):
@@ -133,7 +133,7 @@ def test_independent_planes_survive_every_change(tmp_path, change):
 def test_a_2d_map_has_no_independent_planes_and_a_stack_draws_them_exactly():
     mean, factor, diag = _parameters(spatial=(5, 6))
     assert not LowRankLogits(mean, factor, diag, independent_planes=True).independent_planes
-    volume = synthetic_distribution((4, 10, 12), 3, rank=3, seed=2)
+    volume = synthetic_distribution((4, 10, 12), num_classes=3, rank=3, seed=2)
     planes = dataclasses.replace(volume, independent_planes=True)
     stack = SampleLabelStack(planes, range(2), seed=1)
     np.testing.assert_array_equal(stack.sample(1), planes.sample_labels_at(1, seed=1))
@@ -172,6 +172,6 @@ def test_crop_is_the_marginal_distribution_of_the_box(independent_planes):
     ],
 )
 def test_crop_rejects_bad_regions(region, error, match):
-    dist = synthetic_distribution((4, 6, 6), 2, rank=1)
+    dist = synthetic_distribution((4, 6, 6), num_classes=2, rank=1)
     with pytest.raises(error, match=match):
         dist.crop(region)

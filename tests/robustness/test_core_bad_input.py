@@ -37,8 +37,8 @@ INF_LOGITS[1, 2, 3] = np.inf
 UNNORMALISED = PROBS * 1.5
 NEGATIVE = PROBS.copy()
 NEGATIVE[:, 0, 0] = (-0.5, 1.0, 0.5)
-DIST = ssn.synthetic_distribution((8, 9), 3, rank=2, seed=0)
-DIST3 = ssn.synthetic_distribution((3, 8, 9), 3, rank=2, seed=0)
+DIST = ssn.synthetic_distribution((8, 9), num_classes=3, rank=2, seed=0)
+DIST3 = ssn.synthetic_distribution((3, 8, 9), num_classes=3, rank=2, seed=0)
 STACK = ssn.SampleLabelStack(DIST, [0, 1], seed=0)
 FLOAT_NAN_LABELS = LABELS.astype(float)
 FLOAT_NAN_LABELS[0, 0] = np.nan
@@ -301,13 +301,13 @@ CASES = [
     case(lambda: ssn.argmax_labels(np.zeros((0, 4, 4))), "logits", id="argmax-empty-classes"),
     case(lambda: ssn.argmax_labels(np.zeros(4)), "logits", id="argmax-1d"),
     case(lambda: ssn.argmax_labels(INF_LOGITS), "logits", id="argmax-inf"),
-    case(lambda: ssn.synthetic_distribution((8,), 3), "shape", id="synthetic-shape-1d"),
-    case(lambda: ssn.synthetic_distribution((8, 1), 3), "shape", id="synthetic-shape-1"),
-    case(lambda: ssn.synthetic_distribution("8x8", 3), "shape", id="synthetic-shape-string"),
-    case(lambda: ssn.synthetic_distribution((8, 8), 1), "num_classes", id="synthetic-one-class"),
-    case(lambda: ssn.synthetic_distribution((8, 8), 3, rank=0), "rank", id="synthetic-rank-0"),
+    case(lambda: ssn.synthetic_distribution((8,), num_classes=3), "shape", id="synthetic-shape-1d"),
+    case(lambda: ssn.synthetic_distribution((8, 1), num_classes=3), "shape", id="synthetic-shape-1"),
+    case(lambda: ssn.synthetic_distribution("8x8", num_classes=3), "shape", id="synthetic-shape-string"),
+    case(lambda: ssn.synthetic_distribution((8, 8), num_classes=1), "num_classes", id="synthetic-one-class"),
+    case(lambda: ssn.synthetic_distribution((8, 8), num_classes=3, rank=0), "rank", id="synthetic-rank-0"),
     case(
-        lambda: ssn.synthetic_distribution((8, 8), 3, diagonal_variance=0),
+        lambda: ssn.synthetic_distribution((8, 8), num_classes=3, diagonal_variance=0),
         "diagonal_variance",
         id="synthetic-variance-0",
     ),

@@ -89,7 +89,7 @@ def test_interrupted_first_write_leaves_no_file(tmp_path, monkeypatch, interrupt
 
 @pytest.mark.parametrize("interruption", INTERRUPTIONS)
 def test_interrupted_distribution_save_keeps_the_previous_file(tmp_path, monkeypatch, interruption):
-    first = ssn.synthetic_distribution((6, 7), 3, rank=2, seed=1)
+    first = ssn.synthetic_distribution((6, 7), num_classes=3, rank=2, seed=1)
     path = ssn.save_distribution(tmp_path / "dist.npz", first)
     before = path.read_bytes()
 
@@ -99,7 +99,7 @@ def test_interrupted_distribution_save_keeps_the_previous_file(tmp_path, monkeyp
 
     monkeypatch.setattr(np, "savez", half_savez)
     with pytest.raises(BaseException):  # noqa: B017
-        ssn.save_distribution(path, ssn.synthetic_distribution((6, 7), 3, rank=2, seed=2), overwrite=True)
+        ssn.save_distribution(path, ssn.synthetic_distribution((6, 7), num_classes=3, rank=2, seed=2), overwrite=True)
     monkeypatch.undo()
     assert path.read_bytes() == before and _leftovers(tmp_path, {"dist.npz"}) == []
     np.testing.assert_array_equal(ssn.load_distribution(path).mean, first.mean)
@@ -124,7 +124,7 @@ def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, mon
 
 @pytest.mark.parametrize("interruption", INTERRUPTIONS)
 def test_interrupted_sample_export_keeps_the_previous_file(tmp_path, monkeypatch, interruption):
-    stack = ssn.SampleLabelStack(ssn.synthetic_distribution((6, 7), 3, rank=2), [0, 1, 2])
+    stack = ssn.SampleLabelStack(ssn.synthetic_distribution((6, 7), num_classes=3, rank=2), [0, 1, 2])
     path = export_samples(tmp_path / "samples.npy", stack, what=EXPORT_ALL)
     before = path.read_bytes()
 
@@ -180,7 +180,7 @@ def test_kill_during_repeated_writes_leaves_loadable_files(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- no overwrite
 def _exporters(tmp_path: Path):
-    stack = ssn.SampleLabelStack(ssn.synthetic_distribution((6, 7), 3, rank=2), [0, 1])
+    stack = ssn.SampleLabelStack(ssn.synthetic_distribution((6, 7), num_classes=3, rank=2), [0, 1])
     rows = [{"bin": 1, "count": 3}]
     meta = {"scale": (1.0, 1.0, 1.0), "translate": (0.0, 0.0, 0.0)}
     return {

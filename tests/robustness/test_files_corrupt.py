@@ -140,7 +140,7 @@ def test_npz_damage(tmp_path):
 
 
 def test_saved_distribution_damage(tmp_path):
-    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution((6, 7), 3, rank=2))
+    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution((6, 7), num_classes=3, rank=2))
     assert load_distribution(path).rank == 2
     data = path.read_bytes()
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) * 2 // 3])

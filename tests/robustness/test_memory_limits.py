@@ -22,7 +22,7 @@ HUGE = 10**12
 LABELS = np.zeros((16, 16), dtype=np.uint8)
 LABELS[4:12, 4:12] = 1
 RATERS = np.stack([LABELS, LABELS.T])
-DIST = ssn.synthetic_distribution((16, 16), 3, rank=2)
+DIST = ssn.synthetic_distribution((16, 16), num_classes=3, rank=2)
 
 ABSURD = [
     pytest.param(lambda: soft_labels.one_hot(LABELS, num_classes=HUGE), "num_classes", id="one_hot"),
@@ -57,9 +57,11 @@ ABSURD = [
     ),
     pytest.param(lambda: DIST.sample(HUGE), "n=", id="ssn-sample"),
     pytest.param(lambda: DIST.sample_labels(HUGE), "n=", id="ssn-sample_labels"),
-    pytest.param(lambda: ssn.synthetic_distribution((10**6, 10**6), 3), "shape", id="synthetic-shape"),
-    pytest.param(lambda: ssn.synthetic_distribution((16, 16), 3, rank=HUGE), "rank", id="synthetic-rank"),
-    pytest.param(lambda: ssn.synthetic_distribution((16, 16), 10**9), "num_classes", id="synthetic-classes"),
+    pytest.param(lambda: ssn.synthetic_distribution((10**6, 10**6), num_classes=3), "shape", id="synthetic-shape"),
+    pytest.param(lambda: ssn.synthetic_distribution((16, 16), num_classes=3, rank=HUGE), "rank", id="synthetic-rank"),
+    pytest.param(
+        lambda: ssn.synthetic_distribution((16, 16), num_classes=10**9), "num_classes", id="synthetic-classes"
+    ),
     pytest.param(lambda: phantom.make_phantom_raters(2, shape=(10**6, 10**6)), "shape", id="phantom"),
     pytest.param(
         lambda: phantom.simulate_raters([LABELS > 0], num_raters=HUGE), "num_raters", id="simulate_raters"
@@ -99,7 +101,7 @@ BIG_RATERS = np.broadcast_to(np.uint8(1), (2, 2048, 2048))
         pytest.param(lambda: soft_labels.svls(BIG_LABELS, num_classes=2), id="svls"),
         pytest.param(lambda: soft_labels.rater_mean(BIG_RATERS, num_classes=2), id="rater_mean"),
         pytest.param(lambda: soft_labels.staple(BIG_RATERS), id="staple"),
-        pytest.param(lambda: ssn.synthetic_distribution((512, 512), 3, rank=4), id="synthetic"),
+        pytest.param(lambda: ssn.synthetic_distribution((512, 512), num_classes=3, rank=4), id="synthetic"),
         pytest.param(lambda: DIST.sample(20_000), id="ssn-sample"),
         pytest.param(lambda: phantom.make_phantom_raters(2, shape=(1024, 1024)), id="phantom"),
         pytest.param(lambda: ssn.SampleLabelStack(DIST, range(100_000))[:], id="sample-stack-all"),
@@ -117,7 +119,7 @@ def test_realistic_sizes_are_refused_when_memory_is_short(little_memory, call):
 
 
 def test_dense_covariance_is_refused_when_memory_is_short(monkeypatch):
-    distribution = ssn.synthetic_distribution((128, 128), 3, rank=4)
+    distribution = ssn.synthetic_distribution((128, 128), num_classes=3, rank=4)
     monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 2**20)
     with pytest.raises(MemoryError, match="to_torch_distribution is meant for small maps"):
         distribution.to_torch_distribution()

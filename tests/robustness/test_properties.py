@@ -30,7 +30,7 @@ LABELS[2, 3] = 2
 PROBS = np.stack([(LABELS == k) * 0.7 + 0.1 for k in range(3)]).astype(np.float32)
 PROBS /= PROBS.sum(axis=0)
 LOGITS = np.log(PROBS)
-DIST = ssn.synthetic_distribution((6, 6), 3, rank=2)
+DIST = ssn.synthetic_distribution((6, 6), num_classes=3, rank=2)
 
 #: Anything a user (or a widget bug) might pass as a scalar parameter.
 ANY_SCALAR = st.one_of(
@@ -175,7 +175,7 @@ def test_ssn_rank_and_sample_count(rank, n):
     if rank_ok and rank > 64:
         rank_ok = False  # absurd ranks are refused by the memory check, which names 'rank' as well
         assume(rank >= 10**9)
-    dist = check_verdict(lambda: ssn.synthetic_distribution((6, 6), 2, rank=rank), rank_ok, "rank")
+    dist = check_verdict(lambda: ssn.synthetic_distribution((6, 6), num_classes=2, rank=rank), rank_ok, "rank")
     if dist is not None:
         assert dist.rank == rank
     n_ok = is_int(n) and n >= 1

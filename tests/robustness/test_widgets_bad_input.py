@@ -293,7 +293,7 @@ def test_ssn_samples_widget(make_napari_viewer, qtbot, tmp_path, errors, monkeyp
     viewer = make_napari_viewer()
     widget = SSNSamplesWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    distribution = synthetic_distribution((20, 24), 3, rank=3, seed=4)
+    distribution = synthetic_distribution((20, 24), num_classes=3, rank=3, seed=4)
     good = save_distribution(tmp_path / "good.npz", distribution)
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[:300])

@@ -32,7 +32,7 @@ def main() -> int:
     ssn = widgets["SSN samples"]
     from napari_seg_uncertainty.core.ssn import synthetic_distribution
 
-    ssn.set_distribution(synthetic_distribution((64, 64), 3, rank=4, seed=0))
+    ssn.set_distribution(synthetic_distribution((64, 64), num_classes=3, rank=4, seed=0))
     for _ in range(50):
         app.processEvents()
     for dock in docks:

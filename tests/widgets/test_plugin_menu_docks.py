@@ -29,7 +29,7 @@ def test_ssn_samples_from_the_plugins_menu_redraw_on_a_slider_move(make_napari_v
                              scale=(0.8, 0.7), translate=(-40.0, -50.0))
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "SSN samples")
     assert type(widget.__dict__.get("_viewer", viewer)).__name__ != "PublicOnlyProxy"
-    dist = synthetic_distribution((32, 32), 3, rank=4, seed=3)
+    dist = synthetic_distribution((32, 32), num_classes=3, rank=4, seed=3)
     widget.set_distribution(dist, geometry=image)
     qtbot.waitUntil(lambda: "SSN samples" in viewer.layers and widget._samples_layer() is not None
                     and not widget.busy, timeout=TIMEOUT_MS)

@@ -84,7 +84,7 @@ def _assert_on_image(layer, image, *, leading=()):
 
 def test_samples_mean_and_kept_samples_line_up_with_the_image(case_viewer, qtbot, tmp_path, errors):
     viewer, image = case_viewer
-    dist = synthetic_distribution(SHAPE, 3, rank=3, seed=2, class_names=["background", "organ", "lesion"])
+    dist = synthetic_distribution(SHAPE, num_classes=3, rank=3, seed=2, class_names=["background", "organ", "lesion"])
     path = save_distribution(tmp_path / "dist.npz", dist)
     widget = _widget(viewer, qtbot, source=SOURCE_SAVED, _distribution_file=path, _image_layer="CT",
                      _num_samples=4)
@@ -113,7 +113,7 @@ def test_a_distribution_without_names_takes_the_raters_class_names(case_viewer, 
     viewer, _ = case_viewer
     viewer.add_labels(np.zeros(SHAPE, np.uint8), name="rater 1", scale=SPACING, translate=ORIGIN,
                       metadata={"class_names": ["background", "liver", "tumour"]})
-    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution(SHAPE, 3, rank=2, seed=1))
+    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution(SHAPE, num_classes=3, rank=2, seed=1))
     widget = _widget(viewer, qtbot, source=SOURCE_SAVED, _distribution_file=path, _image_layer="CT",
                      _num_samples=2)
     assert widget.distribution.class_names == ("background", "liver", "tumour")
@@ -144,7 +144,7 @@ def test_choices_hold_layers_and_follow_renames(case_viewer, qtbot, errors):
 def test_a_prediction_on_a_crop_is_placed_on_the_crop(case_viewer, qtbot, monkeypatch, tmp_path, errors):
     viewer, image = case_viewer
     crop_start, crop_shape = (1, 4, 6), (4, 12, 14)
-    reference = synthetic_distribution(crop_shape, 3, rank=2, seed=3)
+    reference = synthetic_distribution(crop_shape, num_classes=3, rank=2, seed=3)
 
     def fake_predict(checkpoint, data):
         params = {key: getattr(reference, key) for key in ("mean", "cov_factor", "cov_diag")}
@@ -174,7 +174,7 @@ def test_samples_follow_an_image_with_a_direction(make_napari_viewer, qtbot, tmp
     direction = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
     geometry = Geometry(spacing=SPACING, origin=ORIGIN, direction=direction)
     image = viewer.add_image(np.zeros(SHAPE, np.float32), name="MR", **geometry.layer_kwargs())
-    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution(SHAPE, 2, rank=2, seed=4))
+    path = save_distribution(tmp_path / "dist.npz", synthetic_distribution(SHAPE, num_classes=2, rank=2, seed=4))
     _widget(viewer, qtbot, source=SOURCE_SAVED, _distribution_file=path, _image_layer="MR", _num_samples=2)
     samples = viewer.layers[SAMPLES_LAYER]
     np.testing.assert_allclose(
@@ -186,7 +186,7 @@ def test_samples_follow_an_image_with_a_direction(make_napari_viewer, qtbot, tmp
 
 def test_3d_slider_path_equals_a_direct_sample(case_viewer, qtbot, tmp_path, errors):
     viewer, _ = case_viewer
-    dist = synthetic_distribution(SHAPE, 4, rank=5, seed=6)
+    dist = synthetic_distribution(SHAPE, num_classes=4, rank=5, seed=6)
     path = save_distribution(tmp_path / "dist.npz", dist)
     widget = _widget(viewer, qtbot, source=SOURCE_SAVED, _distribution_file=path, _image_layer="CT",
                      _num_samples=3, _seed=11)
@@ -245,7 +245,7 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_clear_message(case_viewer, qtbot
         assert "`napari-seg-uncertainty train` or a .npz SSN distribution" in message, message
         assert "Weights only" not in message and "file an issue" not in message, message
     # an .npz distribution chosen as the checkpoint is simply loaded
-    dist = synthetic_distribution(SHAPE, 2, rank=2, seed=8)
+    dist = synthetic_distribution(SHAPE, num_classes=2, rank=2, seed=8)
     widget._checkpoint_file.value = save_distribution(tmp_path / "dist.npz", dist)
     widget._load_button.changed.emit(True)
     _wait_idle(qtbot, widget)

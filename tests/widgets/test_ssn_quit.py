@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     app = QApplication.instance()
     viewer.add_image(np.zeros((6, 24, 28), np.float32), name="image", scale=(3.0, 0.8, 0.8),
                      translate=(10.0, -40.0, -50.0))
-    path = save_distribution(f"{folder}/dist.npz", synthetic_distribution((6, 24, 28), 3, rank=2, seed=1),
+    path = save_distribution(f"{folder}/dist.npz", synthetic_distribution((6, 24, 28), num_classes=3, rank=2, seed=1),
                              overwrite=True)
 
 

@@ -65,7 +65,7 @@ def _wait_idle(qtbot, widget):
 
 @pytest.fixture
 def saved_distribution(tmp_path):
-    dist = synthetic_distribution((40, 48), 4, rank=6, seed=5, class_names=["bg", "a", "b", "c"])
+    dist = synthetic_distribution((40, 48), num_classes=4, rank=6, seed=5, class_names=["bg", "a", "b", "c"])
     path = save_distribution(tmp_path / "dist.npz", dist)
     return path, dist
 
@@ -287,7 +287,7 @@ def test_synthetic_3d_demo_shows_lazy_slices(make_napari_viewer, qtbot, errors):
     assert isinstance(layer.data, LiveSamples) and isinstance(layer.data.stack, SampleLabelStack)
     assert layer.data.shape == (4, 6, 20, 24)
     np.testing.assert_allclose(layer.scale, (1.0, 3.0, 1.0, 1.0))
-    dist = synthetic_distribution((6, 20, 24), 4, rank=10, seed=1, spacing=(3.0, 1.0, 1.0))
+    dist = synthetic_distribution((6, 20, 24), num_classes=4, rank=10, seed=1, spacing=(3.0, 1.0, 1.0))
     viewer.dims.set_point(0, 3)
     viewer.dims.set_point(1, 4 * 3.0)  # world coordinate of plane 4 (spacing 3)
     assert widget.current_entry() == 3
@@ -304,7 +304,7 @@ def test_checkpoint_source_uses_the_prediction_function(
 ):
     viewer = make_napari_viewer()
     viewer.add_image(np.ones((16, 18), np.float32), name="image", scale=(0.5, 0.5))
-    reference = synthetic_distribution((16, 18), 3, rank=2, seed=9)
+    reference = synthetic_distribution((16, 18), num_classes=3, rank=2, seed=9)
     calls = []
 
     def fake_predict(checkpoint, image):
@@ -431,7 +431,7 @@ def test_loading_another_distribution_replaces_samples_and_sliders(
     viewer = make_napari_viewer()
     widget = _load_saved(qtbot, viewer, path, num_samples=3)
     widget._class_sliders[1].value = 2.0
-    other = synthetic_distribution((20, 22), 3, rank=2, seed=1)
+    other = synthetic_distribution((20, 22), num_classes=3, rank=2, seed=1)
     widget._distribution_file.value = save_distribution(tmp_path / "other.npz", other)
     widget._load_button.changed.emit(True)
     qtbot.waitUntil(

@@ -106,7 +106,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
     >>> viewer = napari.Viewer()  # doctest: +SKIP
     >>> widget = SSNSamplesWidget(viewer)  # doctest: +SKIP
     >>> viewer.window.add_dock_widget(widget)  # doctest: +SKIP
-    >>> widget.set_distribution(synthetic_distribution((256, 256), 4))  # doctest: +SKIP
+    >>> widget.set_distribution(synthetic_distribution((256, 256), num_classes=4))  # doctest: +SKIP
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -364,7 +364,9 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             shape, spacing = spatial_shape(layer, ndim), spatial_scale(layer, ndim)
         seed = int(self._seed.value)
         return self._start(
-            lambda: synthetic_distribution(shape, _SYNTHETIC_CLASSES, rank=10, seed=seed, spacing=spacing),
+            lambda: synthetic_distribution(
+                shape, num_classes=_SYNTHETIC_CLASSES, rank=10, seed=seed, spacing=spacing
+            ),
             action="Making the synthetic SSN distribution",
             returned=lambda dist: self._place_and_show(dist, layer),
         )

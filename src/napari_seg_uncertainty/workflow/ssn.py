@@ -189,7 +189,7 @@ def export_samples(
     --------
     >>> import tempfile, pathlib
     >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-    >>> stack = SampleLabelStack(synthetic_distribution((16, 16), 3, rank=2), range(3), seed=0)
+    >>> stack = SampleLabelStack(synthetic_distribution((16, 16), num_classes=3, rank=2), range(3), seed=0)
     >>> out = export_samples(pathlib.Path(tempfile.mkdtemp()) / "s.npy", stack, what="All samples")
     >>> np.load(out).shape
     (3, 16, 16)
@@ -425,7 +425,7 @@ def place_distribution(
     Examples
     --------
     >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-    >>> dist = synthetic_distribution((4, 8, 8), 2, rank=1, spacing=(3.0, 0.8, 0.8))
+    >>> dist = synthetic_distribution((4, 8, 8), num_classes=2, rank=1, spacing=(3.0, 0.8, 0.8))
     >>> place_distribution(dist, origin=(10.0, -40.0, -50.0))[0].origin
     (10.0, -40.0, -50.0)
     """

@@ -213,7 +213,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((32, 32), 3, rank=4, seed=1)
+        >>> dist = synthetic_distribution((32, 32), num_classes=3, rank=4, seed=1)
         >>> quiet = dist.scale_class(2, 0.0)
         >>> bool(np.array_equal(quiet.sample(1, seed=5)[0, 2], dist.mean[2]))
         True
@@ -230,7 +230,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((16, 16), 3, rank=2).with_class_scales([1.0, -2.0, 0.5]).class_scales
+        >>> synthetic_distribution((16, 16), num_classes=3, rank=2).with_class_scales([1.0, -2.0, 0.5]).class_scales
         (1.0, -2.0, 0.5)
         """
         return dataclasses.replace(self, class_scales=class_scales)
@@ -244,7 +244,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((16, 16), 2, rank=2)
+        >>> dist = synthetic_distribution((16, 16), num_classes=2, rank=2)
         >>> bool(np.array_equal(dist.with_temperature(0).sample(1, seed=0)[0], dist.mean))
         True
         """
@@ -256,7 +256,8 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((16, 16), 2, rank=2).with_class_names(["background", "organ"]).class_names
+        >>> dist = synthetic_distribution((16, 16), num_classes=2, rank=2)
+        >>> dist.with_class_names(["background", "organ"]).class_names
         ('background', 'organ')
         """
         return dataclasses.replace(self, class_names=class_names)
@@ -279,7 +280,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((6, 16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((6, 16, 16), num_classes=3, rank=2)
         >>> dist.crop((slice(1, 3), slice(None), slice(4, 12))).spatial_shape
         (2, 16, 8)
         """
@@ -355,7 +356,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((32, 32), 3, rank=4)
+        >>> dist = synthetic_distribution((32, 32), num_classes=3, rank=4)
         >>> logits = dist.sample(4, seed=7)
         >>> logits.shape, bool(np.array_equal(logits[2], dist.sample_at(2, seed=7)))
         ((4, 3, 32, 32), True)
@@ -374,7 +375,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((32, 32), 3, rank=4).sample_at(5, seed=1).shape
+        >>> synthetic_distribution((32, 32), num_classes=3, rank=4).sample_at(5, seed=1).shape
         (3, 32, 32)
         """
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
@@ -389,7 +390,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((32, 32), 3, rank=4).sample_labels(3, seed=0).shape
+        >>> synthetic_distribution((32, 32), num_classes=3, rank=4).sample_labels(3, seed=0).shape
         (3, 32, 32)
         """
         n = check_index(n, name="n", minimum=1)
@@ -407,7 +408,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((8, 32, 32), 3, rank=4).sample_labels_at(0, seed=2).shape
+        >>> synthetic_distribution((8, 32, 32), num_classes=3, rank=4).sample_labels_at(0, seed=2).shape
         (8, 32, 32)
         """
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
@@ -428,7 +429,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((6, 16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((6, 16, 16), num_classes=3, rank=2)
         >>> bool(np.array_equal(dist.slice(4, seed=9), dist.sample_at(0, seed=9)[:, 4]))
         True
         """
@@ -447,7 +448,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((6, 16, 16), 3, rank=2).slice_labels(2, seed=1).shape
+        >>> synthetic_distribution((6, 16, 16), num_classes=3, rank=2).slice_labels(2, seed=1).shape
         (16, 16)
         """
         logits = self.slice(z, seed=seed, sample_index=sample_index)
@@ -462,7 +463,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((32, 32), 3, rank=4).mean_prediction().shape
+        >>> synthetic_distribution((32, 32), num_classes=3, rank=4).mean_prediction().shape
         (32, 32)
         """
         labels = np.empty(self.spatial_shape, dtype=label_dtype(self.num_classes))
@@ -479,7 +480,7 @@ class LowRankLogits:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> synthetic_distribution((8, 8), 2, rank=3).to_torch_distribution().event_shape
+        >>> synthetic_distribution((8, 8), num_classes=2, rank=3).to_torch_distribution().event_shape
         torch.Size([128])
         """
         size, rank = self.mean.size, self.rank

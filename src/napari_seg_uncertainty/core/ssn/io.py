@@ -43,7 +43,7 @@ def save_distribution(
     --------
     >>> import tempfile, pathlib
     >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-    >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+    >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2)
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "dist.npz"
     >>> save_distribution(target, dist).name
     'dist.npz'
@@ -97,7 +97,7 @@ def load_distribution(path: str | os.PathLike[str]) -> LowRankLogits:
     --------
     >>> import tempfile, pathlib
     >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-    >>> dist = synthetic_distribution((16, 16), 3, rank=2, seed=4)
+    >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2, seed=4)
     >>> target = save_distribution(pathlib.Path(tempfile.mkdtemp()) / "d.npz", dist)
     >>> bool(np.array_equal(load_distribution(target).mean, dist.mean))
     True

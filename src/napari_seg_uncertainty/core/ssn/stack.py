@@ -76,7 +76,7 @@ class SampleLabelStack:
     Examples
     --------
     >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-    >>> dist = synthetic_distribution((4, 32, 32), 3, rank=2)
+    >>> dist = synthetic_distribution((4, 32, 32), num_classes=3, rank=2)
     >>> stack = SampleLabelStack(dist, range(5), seed=1)
     >>> stack.shape, stack.dtype
     ((5, 4, 32, 32), dtype('uint8'))
@@ -172,7 +172,7 @@ class SampleLabelStack:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2)
         >>> stack = SampleLabelStack(dist, range(2), seed=0)
         >>> stack.set_distribution(dist.with_temperature(0.0))
         >>> bool(np.array_equal(stack[1], dist.mean_prediction()))
@@ -207,7 +207,7 @@ class SampleLabelStack:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2)
         >>> stack = SampleLabelStack(dist, range(2), seed=0)
         >>> stack.set_sample_index(0, 9)
         >>> stack.sample_indices
@@ -318,7 +318,7 @@ class SampleLabelStack:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2)
         >>> stack = SampleLabelStack(dist, range(2), seed=0)
         >>> stack.cached_sample(1) is None
         True
@@ -351,7 +351,7 @@ class SampleLabelStack:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> stack = SampleLabelStack(synthetic_distribution((4, 16, 16), 3, rank=2), range(2), seed=0)
+        >>> stack = SampleLabelStack(synthetic_distribution((4, 16, 16), num_classes=3, rank=2), range(2), seed=0)
         >>> stack.has_noise(1), stack.prepare_noise(1), stack.has_noise(1)
         (False, True, True)
         """
@@ -386,7 +386,7 @@ class SampleLabelStack:
         Examples
         --------
         >>> from napari_seg_uncertainty.core.ssn import synthetic_distribution
-        >>> dist = synthetic_distribution((16, 16), 3, rank=2)
+        >>> dist = synthetic_distribution((16, 16), num_classes=3, rank=2)
         >>> SampleLabelStack(dist, range(2), seed=0).sample(1).shape
         (16, 16)
         """

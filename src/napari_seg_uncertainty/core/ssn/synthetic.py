@@ -42,8 +42,8 @@ def _nested_shells(radius: torch.Tensor, outer: float, num_classes: int) -> torc
 
 def synthetic_distribution(
     shape: Sequence[int],
-    num_classes: int,
     *,
+    num_classes: int,
     rank: int = 10,
     seed: int = 0,
     diagonal_variance: float = 0.05,
@@ -87,7 +87,7 @@ def synthetic_distribution(
     Examples
     --------
     >>> import numpy as np
-    >>> dist = synthetic_distribution((64, 64), 4, rank=10, seed=0)
+    >>> dist = synthetic_distribution((64, 64), num_classes=4, rank=10, seed=0)
     >>> dist.num_classes, dist.rank, dist.spatial_shape
     (4, 10, (64, 64))
     >>> sorted(np.unique(dist.mean_prediction()).tolist())

@@ -14,7 +14,7 @@ from .config import TrainConfig
 
 __all__ = ["TrainingData", "as_training_data"]
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingData:
     """Images and their raters' label maps, as the training loop reads them.
 
