@@ -129,8 +129,7 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """``napari-seg-uncertainty train CONFIG [options]``; returns the exit status."""
+def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty train",
         description="Train a segmentation model (soft targets, SoftSeg, SSN, ensembles, MC dropout) from a "
@@ -147,35 +146,56 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", help="continue from this checkpoint")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
     parser.add_argument("--jsonl", action="store_true", help="print every progress record as a JSON line")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
 
+
+def _config_and_data(args: argparse.Namespace) -> tuple[Any, Any, int, int]:
+    """The TrainConfig (file + command-line overrides), the training data, and the rank and world size."""
     import torch
 
-    from .core.training import TrainConfig, read_config_file, train
+    from .core.training import TrainConfig, read_config_file
+
+    values = read_config_file(args.config)
+    base = Path(args.config).resolve().parent
+    data_section = values.pop("data", None)
+    if data_section is None:
+        raise ValueError(f"config file {args.config!r} has no 'data' section (image and raters).")
+    overrides = {
+        "output_dir": args.output_dir,
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("output_dir") and args.output_dir is None:
+        values["output_dir"] = _resolve(base, values["output_dir"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world, device = _init_distributed(str(values.get("device", "auto")))
+    if world > 1:
+        values["device"] = device
+    return TrainConfig.from_dict(values), load_training_data(data_section, base=base), rank, world
+
+
+def _print_record(record: Any, *, jsonl: bool) -> None:
+    if jsonl:
+        print(json.dumps(record.to_dict()), flush=True)
+    elif record.kind == "start":
+        print(record.message, flush=True)
+    elif record.kind == "epoch":
+        print(_format(record), flush=True)
+    elif record.kind in ("done", "cancelled"):
+        print(f"{record.message} after {record.global_step} steps ({record.elapsed:.1f} s)", flush=True)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``napari-seg-uncertainty train CONFIG [options]``; returns the exit status."""
+    args = _train_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from .core.training import train
 
     try:
-        values = read_config_file(args.config)
-        base = Path(args.config).resolve().parent
-        data_section = values.pop("data", None)
-        if data_section is None:
-            raise ValueError(f"config file {args.config!r} has no 'data' section (image and raters).")
-        overrides = {
-            "output_dir": args.output_dir,
-            "epochs": args.epochs,
-            "steps_per_epoch": args.steps_per_epoch,
-            "device": args.device,
-            "seed": args.seed,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if values.get("output_dir") and args.output_dir is None:
-            values["output_dir"] = _resolve(base, values["output_dir"])
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        rank, world, device = _init_distributed(str(values.get("device", "auto")))
-        if world > 1:
-            values["device"] = device
-        config = TrainConfig.from_dict(values)
-        data = load_training_data(data_section, base=base)
+        config, data, rank, world = _config_and_data(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -186,18 +206,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         while True:
             record = next(gen)
-            if args.jsonl and is_main:
-                print(json.dumps(record.to_dict()), flush=True)
-            elif is_main and record.kind in ("start", "epoch", "done", "cancelled"):
-                if record.kind == "start":
-                    print(record.message, flush=True)
-                elif record.kind == "epoch":
-                    print(_format(record), flush=True)
-                else:
-                    print(
-                        f"{record.message} after {record.global_step} steps ({record.elapsed:.1f} s)",
-                        flush=True,
-                    )
+            if is_main:
+                _print_record(record, jsonl=args.jsonl)
     except StopIteration as stop:
         result = stop.value
     except KeyboardInterrupt:
