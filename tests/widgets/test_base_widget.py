@@ -62,3 +62,18 @@ def test_failure_notifies_once_and_emits_failed(make_napari_viewer, qtbot, error
     assert blocker.args == ["zero"]
     assert errors == ["Doubling failed: zero"]
     assert not widget.busy and widget.button.enabled and widget.status == "Failed: zero"
+
+
+def test_a_result_that_cannot_be_shown_fails_the_work_instead_of_leaving_the_dock_busy(
+    make_napari_viewer, qtbot, errors
+):
+    widget = _Doubler(make_napari_viewer())
+
+    def broken_show(result):
+        raise TypeError(f"cannot show {result}")
+
+    with qtbot.waitSignal(widget.failed, timeout=10000) as blocker:
+        widget.run(_double, 2.0, action="Doubling", returned=broken_show)
+    assert blocker.args == ["cannot show 4.0"]
+    assert not widget.busy and widget.button.enabled
+    assert errors == ["Doubling failed: cannot show 4.0"]

@@ -257,10 +257,10 @@ def test_public_methods_emit_computed(make_napari_viewer, qtbot, errors):
 
     with qtbot.waitSignal(widget.computed, timeout=30000) as blocker:
         widget.compute_agreement(raters=["rater A"], tolerance=1.0)
-    rows = [r for r in blocker.args[0] if r["reference"] == "rater A" and r["class_index"] == 1]
+    rows = [r for r in blocker.args[0] if r.reference == "rater A" and r.class_index == 1]
     prediction = probs.argmax(axis=0) == 1
     truth = rater == 1
     dice = 2 * np.count_nonzero(prediction & truth) / (np.count_nonzero(prediction) + np.count_nonzero(truth))
-    assert rows[0]["dice"] == pytest.approx(dice)
+    assert rows[0].dice == pytest.approx(dice)
     assert errors == []
     assert widget.compute_maps(probabilities=["rater A"]) is None and "rater A" in errors[-1]

@@ -195,8 +195,16 @@ class DockWidget(Container):
         show = returned if returned is not None else self.done
 
         def on_returned(result: Any) -> None:
-            if generation == self._generation:
+            if generation != self._generation:
+                return
+            try:
                 show(result)
+            except RuntimeError as exc:
+                if "has been deleted" in str(exc):  # the dock was closed meanwhile: see _common.guarded
+                    raise
+                self._on_show_failed(exc)
+            except Exception as exc:  # a result that cannot be shown must not leave the dock busy for good
+                self._on_show_failed(exc)
 
         def on_errored(exc: BaseException) -> None:
             if generation != self._generation:
@@ -225,5 +233,5 @@ class DockWidget(Container):
 
     def _on_show_failed(self, exc: BaseException) -> None:
         """A step of showing a result (see :class:`LayerQueue`) raised."""
-        logger.debug("%s: showing the result failed", self._action, exc_info=exc)
+        logger.warning("%s: showing the result failed", self._action, exc_info=exc)
         self.fail(str(exc))

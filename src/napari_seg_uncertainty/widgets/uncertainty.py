@@ -332,7 +332,7 @@ class UncertaintyWidget(DockWidget):
             "columns": ["reference", "class", "Dice", "surface Dice"],
         }
         self.done(rows, f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
-                        f"{len({r['reference'] for r in rows})} reference(s).")
+                        f"{len({r.reference for r in rows})} reference(s).")
 
 
 def _camera(viewer: napari.viewer.Viewer) -> Any:
