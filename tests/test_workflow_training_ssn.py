@@ -27,8 +27,7 @@ from napari_seg_uncertainty.workflow.training import foreground_box, parse_patch
 
 
 def _prediction(reference: LowRankLogits, **extra):
-    params = reference.base_parameters()
-    return {"mean": params["mean"], "cov_factor": params["cov_factor"], "cov_diag": params["cov_diag"], **extra}
+    return {"mean": reference.mean, "cov_factor": reference.cov_factor, "cov_diag": reference.cov_diag, **extra}
 
 
 @pytest.mark.parametrize("planes", [True, False])

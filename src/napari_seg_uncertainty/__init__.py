@@ -139,6 +139,8 @@ _EXPORTS: dict[str, str] = {
     "distribution_from_checkpoint": "workflow.ssn",
     "place_distribution": "workflow.ssn",
     # rater statistics, soft labels, calibration and uncertainty outside the viewer (Qt-free workflow layer)
+    "Geometry": "core.geometry",
+    "ModelResult": "workflow.figures",
     "RaterStatistics": "workflow.rater_statistics",
     "compute_statistics": "workflow.rater_statistics",
     "SoftLabelsRequest": "workflow.soft_labels",

@@ -31,7 +31,7 @@ from ..core.labels import (
 __all__ = ["SoftLabelsRequest", "SoftLabelsResult", "run_request"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SoftLabelsRequest:
     """Everything one computation needs, gathered on the GUI thread."""
 
