@@ -14,7 +14,7 @@ from .._validation import check_choice, check_flag, check_int, check_int_tuple, 
 from ..losses import LOSSES
 from ..models import HEADS
 
-__all__ = ["BACKGROUND_MASKS", "BEST_METRICS", "TARGETS", "TrainConfig", "read_config_file"]
+__all__ = ["BACKGROUND_MASKS", "BEST_METRICS", "NORMALIZATIONS", "TARGETS", "TrainConfig", "read_config_file"]
 
 #: Target strategies: fused soft labels (core.labels) or a random rater per patch.
 TARGETS = ("mean", "msvls", "svls", "label_smoothing", "onehot", "staple", "random_rater")
@@ -22,6 +22,9 @@ TARGETS = ("mean", "msvls", "svls", "label_smoothing", "onehot", "staple", "rand
 BEST_METRICS = ("val_dice", "val_nll")
 #: What ``background_mask`` does with the voxels whose image is 0 in every channel.
 BACKGROUND_MASKS = ("none", "covariance", "likelihood")
+#: How images are normalized: the training data's per-channel mean/std, a z-score per case and
+#: channel over the body mask, or a per-case percentile clip followed by a z-score.
+NORMALIZATIONS = ("dataset", "zscore", "percentile")
 #: Config fields that define the network; a resumed run must not change them.
 MODEL_FIELDS = (
     "head",
@@ -47,6 +50,8 @@ _REAL_FIELDS = {
     "foreground_fraction": (0.0, 1.0, False, False),
     "val_fraction": (0.0, 0.9, False, False),
     "sw_overlap": (0.0, 1.0, False, True),
+    "test_fraction": (0.0, 0.9, False, False),
+    "cache_mb": (0.0, _INF, False, True),
 }
 # field: minimum
 _INT_FIELDS = {
@@ -62,6 +67,8 @@ _INT_FIELDS = {
     "checkpoint_every": 1,
     "sw_batch_size": 1,
     "predict_samples": 0,
+    "patches_per_case": 1,
+    "num_workers": 0,
 }
 _CHOICE_FIELDS = {
     "head": HEADS,
@@ -69,8 +76,9 @@ _CHOICE_FIELDS = {
     "target": TARGETS,
     "background_mask": BACKGROUND_MASKS,
     "best_metric": BEST_METRICS,
+    "normalization": NORMALIZATIONS,
 }
-_FLAG_FIELDS = ("augment", "amp")
+_FLAG_FIELDS = ("augment", "amp", "augment_spatial", "augment_intensity", "overwrite")
 
 
 @dataclass
@@ -123,8 +131,35 @@ class TrainConfig:
         Probability that a patch is centred on a voxel some rater labelled foreground.
     augment : bool
         Random flips along every spatial axis.
+    augment_spatial : bool
+        Small random rotations (±10°) and scaling (0.9–1.1) of the patches (MONAI ``RandAffined``;
+        cohort training).
+    augment_intensity : bool
+        Random intensity scaling and shifts (±0.1, MONAI ``RandScaleIntensityd`` /
+        ``RandShiftIntensityd``; cohort training).
+    normalization : {"dataset", "zscore", "percentile"}
+        ``"dataset"``: the training data's per-channel mean and standard deviation (stored in the
+        checkpoint); ``"zscore"``: per case and channel over the body mask (voxels whose image is
+        non-zero in some channel; all voxels when there are none); ``"percentile"``: per case, clip
+        to ``clip_percentiles`` and z-score (CT).
+    clip_percentiles : tuple of float
+        Lower and upper percentile of ``normalization="percentile"``.
     val_fraction : float
         Share of the data held out for validation (0 disables validation).
+    test_fraction : float
+        Share of a cohort's cases held out for testing (never read during training).
+    patches_per_case : int
+        Patches drawn from a cohort case each time it is read.
+    num_workers : int
+        DataLoader worker processes reading cohort cases (0: in the training process).
+    cache_mb : float
+        Memory budget, in MiB, of prepared cohort cases kept in memory (split across the workers);
+        the others are read from disk again when needed.
+    target_cache_dir : str or None
+        Folder of the soft targets cached on disk for cohort training; ``None``:
+        ``<output_dir>/cache``, or a temporary folder without ``output_dir``.
+    overwrite : bool
+        Allow training into an ``output_dir`` that holds an earlier run's ``last.pt`` / ``best.pt``.
     val_every : int
         Validate every this many epochs (and after the last).
     best_metric : {"val_dice", "val_nll"}
@@ -194,6 +229,16 @@ class TrainConfig:
     sw_overlap: float = 0.25
     sw_batch_size: int = 4
     predict_samples: int = 20
+    normalization: str = "dataset"
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    test_fraction: float = 0.2
+    patches_per_case: int = 4
+    num_workers: int = 2
+    cache_mb: float = 1024.0
+    augment_spatial: bool = False
+    augment_intensity: bool = False
+    overwrite: bool = False
+    target_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICE_FIELDS.items():
@@ -211,6 +256,7 @@ class TrainConfig:
         self.strides = check_int_tuple(self.strides, name="strides", minimum=1)
         if self.patch_size is not None:
             self.patch_size = check_int_tuple(self.patch_size, name="patch_size", minimum=1)
+        self.clip_percentiles = _check_percentiles(self.clip_percentiles)
         self._check_combinations()
         if not isinstance(self.device, str) or not self.device:
             raise TypeError(
@@ -220,6 +266,12 @@ class TrainConfig:
             if not isinstance(self.output_dir, (str, os.PathLike)):
                 raise TypeError(f"output_dir must be a folder path or None, got {describe(self.output_dir)}.")
             self.output_dir = str(self.output_dir)
+        if self.target_cache_dir is not None:
+            if not isinstance(self.target_cache_dir, (str, os.PathLike)):
+                raise TypeError(
+                    f"target_cache_dir must be a folder path or None, got {describe(self.target_cache_dir)}."
+                )
+            self.target_cache_dir = str(self.target_cache_dir)
 
     def _check_combinations(self) -> None:
         """Rules that tie several settings together."""
@@ -293,6 +345,19 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         """Read a config written by :meth:`save` (or by hand) from YAML or JSON."""
         return cls.from_dict(read_config_file(path))
+
+
+def _check_percentiles(value: Any) -> tuple[float, float]:
+    """``clip_percentiles`` as ``(low, high)`` with ``0 <= low < high <= 100``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(
+            f"clip_percentiles must be two numbers (low, high) such as (0.5, 99.5), got {describe(value)}."
+        )
+    low = check_real_in(value[0], name="clip_percentiles[0]", low=0.0, high=100.0)
+    high = check_real_in(value[1], name="clip_percentiles[1]", low=0.0, high=100.0)
+    if not low < high:
+        raise ValueError(f"clip_percentiles must have low < high, got {(low, high)}.")
+    return (float(low), float(high))
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
