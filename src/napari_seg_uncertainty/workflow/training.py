@@ -2,25 +2,35 @@
 
 The *Train* dock runs :func:`training_job` in a thread worker: every progress record of
 :func:`napari_seg_uncertainty.core.training.train` is passed on, and a failure (bad settings, CUDA
-out of memory, a diverging loss) comes back as a :class:`TrainingFailure` record with advice instead of
-an exception. :func:`prediction_geometry` and :func:`foreground_box` say where a prediction on a crop or
-on a resampled grid lies in the image. PyTorch is imported on first use only.
+out of memory, a diverging loss, a case file that went missing) comes back as a
+:class:`TrainingFailure` record with advice instead of an exception. The data is the open layers
+(:class:`~napari_seg_uncertainty.core.training.TrainingData`) or a cohort of cases on disk
+(:class:`~napari_seg_uncertainty.core.cohort.Cohort`, with a case-level ``split``):
+:func:`preview_cohort` loads one for the dock without raising for bad cases (its table, its problems,
+the resolved split), :func:`progress_text` words a progress record (cases seen, loader throughput).
+:func:`prediction_geometry` and :func:`foreground_box` say where a prediction on a crop or on a
+resampled grid lies in the image. PyTorch is imported on first use only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+import os
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core._validation import check_seed, describe
 from ..core.geometry import Geometry
 
 if TYPE_CHECKING:
+    from ..core.cohort import Cohort, CohortProblem
     from ..core.training import TrainConfig, TrainingData, TrainProgress, TrainResult
 
 __all__ = [
+    "SPLIT_NAMES",
+    "CohortPreview",
     "TrainOutcome",
     "TrainingFailure",
     "advice_for",
@@ -28,10 +38,16 @@ __all__ = [
     "parse_patch_size",
     "predict",
     "prediction_geometry",
+    "preview_cohort",
+    "progress_text",
+    "split_counts",
     "train",
     "training_job",
     "warm_up_training",
 ]
+
+#: The keys of every split dict, in display order.
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass
@@ -86,18 +102,37 @@ def advice_for(exc: BaseException) -> str:
         )
     if isinstance(exc, FloatingPointError):
         return "The loss diverged: lower the learning rate (or, for SSN, enable background masking)."
+    if isinstance(exc, FileExistsError):
+        return (
+            "The output folder holds an earlier run: choose another folder, resume from its last.pt, "
+            "or allow overwriting it."
+        )
+    if isinstance(exc, FileNotFoundError):
+        return "A file of the data went missing or moved: reload the cohort (its table names each case's files)."
     if isinstance(exc, (ValueError, TypeError)):
-        return "Check the settings and the selected layers."
+        return "Check the settings and the selected layers (or the cohort's cases and split)."
     if isinstance(exc, (OSError, PermissionError)):
         return "Check that the output folder exists and is writable."
     return "See the log for details; the viewer is still usable."
 
 
-def train(config: TrainConfig, data: TrainingData, resume: str | None = None) -> Generator[Any, Any, Any]:
-    """:func:`napari_seg_uncertainty.core.training.train`, imported on first use (it imports PyTorch)."""
+def train(
+    config: TrainConfig,
+    data: TrainingData | Cohort,
+    resume: str | None = None,
+    *,
+    split: Mapping[str, Sequence[str]] | str | None = None,
+) -> Generator[Any, Any, Any]:
+    """:func:`napari_seg_uncertainty.core.training.train`, imported on first use (it imports PyTorch).
+
+    ``split`` (a cohort's case-level split, see :meth:`Cohort.resolve_split`) is passed on only when
+    given, so array data trains exactly as before.
+    """
     from ..core.training import train as core_train
 
-    return core_train(config, data, resume=resume)
+    if split is None:
+        return core_train(config, data, resume=resume)
+    return core_train(config, data, resume=resume, split=split)
 
 
 def predict(checkpoint: str, image: Any, **kwargs: Any) -> dict[str, Any]:
@@ -108,14 +143,36 @@ def predict(checkpoint: str, image: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def training_job(
-    config: TrainConfig, data: TrainingData, resume: str | None = None
+    config: TrainConfig,
+    data: TrainingData | Cohort,
+    resume: str | None = None,
+    *,
+    split: Mapping[str, Sequence[str]] | str | None = None,
 ) -> Generator[TrainProgress | TrainingFailure, str | None, TrainResult | None]:
     """Run :func:`train` for a worker, turning any exception into a yielded :class:`TrainingFailure`.
 
     Thread workers swallow ``RuntimeError`` (CUDA out-of-memory is one), so the job never raises;
     values sent in (``"cancel"``) are passed on to the training generator.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings.
+    data : TrainingData or Cohort
+        The open layers' data, or a cohort (streamed from disk, cases of ``split["train"]`` only).
+    resume : str, optional
+        A checkpoint to continue from.
+    split : dict or str, optional
+        For a cohort: ``{"train": [...], "val": [...], "test": [...]}`` (e.g.
+        :attr:`CohortPreview.split`), ``"manifest"``, fractions or folds (see
+        :meth:`~napari_seg_uncertainty.core.cohort.Cohort.resolve_split`); None: the config's
+        ``val_fraction``/``test_fraction`` with its seed.
     """
-    gen = train(config, data, resume=resume)
+    try:
+        gen = train(config, data, resume=resume, split=split)
+    except Exception as exc:  # noqa: BLE001 - a bad argument is a failure record too
+        yield TrainingFailure(message=f"{type(exc).__name__}: {exc}", advice=advice_for(exc), exception=exc)
+        return None
     try:
         command: str | None = None
         while True:
@@ -129,6 +186,188 @@ def training_job(
         return None
     finally:
         gen.close()  # a worker aborted from outside still saves its checkpoint
+
+
+def split_counts(split: Mapping[str, Sequence[str]] | None) -> str:
+    """``"train 8, val 2, test 2"`` for a split dict (``""`` for None).
+
+    Examples
+    --------
+    >>> split_counts({"train": ["a", "b"], "val": ["c"], "test": []})
+    'train 2, val 1, test 0'
+    """
+    if split is None:
+        return ""
+    return ", ".join(f"{name} {len(split.get(name, ()))}" for name in SPLIT_NAMES)
+
+
+def progress_text(record: Any) -> str:
+    """One line for a progress record: epoch, step, loss, validation, cases seen and loader throughput.
+
+    Reads the fields of :class:`~napari_seg_uncertainty.core.training.TrainProgress` that are set
+    (``cases_seen`` and ``data_wait`` only for cohort training).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> progress_text(R(epoch=2, epochs=8, global_step=40, total_steps=160, loss=0.51234, val_nll=None,
+    ...                 val_dice=0.8, cases_seen=24, throughput=150.0, data_wait=0.04))
+    'epoch 2/8  step 40/160  loss 0.5123  val_dice 0.8000  cases seen 24  150.0 patches/s  data wait 4%'
+    """
+    parts = [f"epoch {record.epoch}/{record.epochs}", f"step {record.global_step}/{record.total_steps}"]
+    for name in ("loss", "val_nll", "val_dice"):
+        value = getattr(record, name, None)
+        if value is not None:
+            parts.append(f"{name} {value:.4f}")
+    cases_seen = getattr(record, "cases_seen", None)
+    if cases_seen is not None:
+        parts.append(f"cases seen {cases_seen}")
+    throughput = getattr(record, "throughput", None)
+    if throughput is not None:
+        parts.append(f"{throughput:.1f} patches/s")
+    data_wait = getattr(record, "data_wait", None)
+    if data_wait is not None:
+        parts.append(f"data wait {100 * data_wait:.0f}%")
+    return "  ".join(parts)
+
+
+@dataclass(frozen=True)
+class CohortPreview:
+    """A cohort as the *Train* dock shows it: :func:`preview_cohort`'s answer, never an exception.
+
+    Attributes
+    ----------
+    source : str
+        What was asked for (a folder, an ``.npz`` or a manifest).
+    cohort : Cohort or None
+        The good cases (None when nothing could be loaded; :attr:`error` says why).
+    rows : list of dict
+        One row per case for a table: ``case_id``, ``shape``, ``spacing``, ``channels``, ``raters``,
+        ``split`` (from the resolved split) and ``problem`` (empty for a good case); the skipped cases
+        follow with their problem and no geometry.
+    problems : tuple of CohortProblem
+        The skipped cases (each names the case, the file and what is wrong).
+    split : dict or None
+        The resolved case-level split (``train``/``val``/``test`` lists of case ids), None when it
+        could not be resolved.
+    error : str or None
+        Why there is no cohort or no split (a missing source, no good case, a bad split setting).
+    """
+
+    source: str
+    cohort: Cohort | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: tuple[CohortProblem, ...] = ()
+    split: dict[str, list[str]] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether training can start: a cohort and a split."""
+        return self.cohort is not None and self.split is not None and self.error is None
+
+    @property
+    def summary(self) -> str:
+        """One line: cases, split sizes and skipped cases (or the error)."""
+        if self.cohort is None:
+            return f"No cohort: {self.error}"
+        text = f"{len(self.cohort)} cases"
+        if self.split is not None:
+            text += f" ({split_counts(self.split)})"
+        if self.problems:
+            text += f"; {len(self.problems)} skipped"
+        if self.error:
+            text += f"; {self.error}"
+        return text
+
+
+def preview_cohort(
+    source: str | os.PathLike,
+    *,
+    split: Mapping[str, Any] | str | None = None,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    task: int | None = None,
+    target_spacing: Sequence[float] | None = None,
+) -> CohortPreview:
+    """Load a cohort for the *Train* dock: bad cases are skipped and listed, nothing raises for the data.
+
+    Parameters
+    ----------
+    source : str or path-like
+        A folder of case folders, a LIDC-style ``.npz`` or a manifest (``.csv``/``.yaml``/``.yml``).
+    split : dict or str, optional
+        The split setting (see :meth:`~napari_seg_uncertainty.core.cohort.Cohort.resolve_split`):
+        None (20 % validation, 20 % test), ``"manifest"``, ``{"val": .., "test": ..}``,
+        ``{"folds": 5, "fold": 0, "test": ..}`` or explicit lists.
+    seed : int
+        Seed of a random split.
+    class_names, task, target_spacing
+        Passed to :func:`~napari_seg_uncertainty.core.cohort.load_cohort`.
+
+    Returns
+    -------
+    CohortPreview
+        The cohort, its table rows, the skipped cases and the split; ``error`` when the source cannot
+        be read, holds no good case, or the split setting does not fit it.
+
+    Raises
+    ------
+    TypeError
+        ``source`` is not a path, or ``seed`` not an integer (programming errors, not data problems).
+
+    Examples
+    --------
+    >>> preview = preview_cohort("/no/such/folder")
+    >>> preview.ok, preview.error is not None
+    (False, True)
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a folder, .npz or manifest path, got {describe(source)}.")
+    seed = check_seed(seed)
+    source = os.fspath(source)
+    from ..core.cohort import load_cohort
+
+    try:
+        cohort = load_cohort(
+            source, on_error="skip", class_names=class_names, task=task, target_spacing=target_spacing
+        )
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return CohortPreview(source=source, cohort=None, error=_message(exc))
+    problems = tuple(cohort.problems)
+    resolved: dict[str, list[str]] | None = None
+    error = None
+    try:
+        resolved = {k: list(v) for k, v in cohort.resolve_split(split, seed=seed).items()}
+    except (ValueError, TypeError, KeyError) as exc:
+        error = f"the split does not fit this cohort: {_message(exc)}"
+    where = {case_id: name for name, ids in (resolved or {}).items() for case_id in ids}
+    rows = []
+    for row in cohort.table():
+        row = dict(row)
+        row["split"] = where.get(row.get("case_id"), row.get("split") or "")
+        row["problem"] = ""
+        rows.append(row)
+    for problem in problems:
+        rows.append(
+            {
+                "case_id": problem.case_id,
+                "shape": "",
+                "spacing": "",
+                "channels": "",
+                "raters": "",
+                "split": "skipped",
+                "problem": f"{problem.file}: {problem.message}" if problem.file else problem.message,
+            }
+        )
+    return CohortPreview(source=source, cohort=cohort, rows=rows, problems=problems, split=resolved, error=error)
+
+
+def _message(exc: BaseException) -> str:
+    """The text of an exception (a KeyError's without its quotes)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
 
 
 def warm_up_training() -> None:
