@@ -101,15 +101,6 @@ def test_exception_after_a_checkpoint_keeps_it_loadable(tmp_path, monkeypatch):
     assert resumed[-1].kind == "done" and load_checkpoint(tmp_path / "last.pt")["global_step"] == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/training.py train(): an exception inside the training loop (CUDA out of memory, a "
-        "diverging loss) is not caught, so no last.pt is written when it happens before the first "
-        "periodic checkpoint; only GeneratorExit/KeyboardInterrupt save one. Save last.pt (reason "
-        "'error') in an 'except Exception' before re-raising."
-    ),
-)
 def test_exception_before_the_first_checkpoint_still_leaves_one(tmp_path, monkeypatch):
     fail_forward_at(monkeypatch, 2, cuda_oom())
     with pytest.raises(torch.OutOfMemoryError):
@@ -169,14 +160,6 @@ def test_bad_device_is_refused_before_anything_is_written(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/models.py build_model(): absurd channel counts (e.g. channels=(10**6, 10**6)) are not checked "
-        "against memory; torch's allocator fails with a RuntimeError that names no argument. Check the "
-        "parameter count against available memory (core/_memory.check_allocation) and name 'channels'."
-    ),
-)
 def test_absurd_model_size_is_refused_naming_channels():
     with pytest.raises((ValueError, MemoryError), match="channels"):
         models.build_model(
@@ -184,14 +167,6 @@ def test_absurd_model_size_is_refused_naming_channels():
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/training.py train(): batch_size (times ensemble_size and patch size) is never checked against "
-        "memory; batch_size=10**9 starts training and the patch sampler then appends patches until the "
-        "machine runs out of memory. Refuse it before the 'start' record (core/_memory.check_allocation)."
-    ),
-)
 def test_absurd_batch_is_refused_before_training_starts(tmp_path):
     gen = train(tiny_config(tmp_path, batch_size=10**9), (IMAGE, RATERS))
     try:
@@ -201,14 +176,6 @@ def test_absurd_batch_is_refused_before_training_starts(tmp_path):
         gen.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/training.py train(): training into an output_dir that already holds last.pt/best.pt of "
-        "an earlier run (without resume=) silently replaces them, losing that run's model. Refuse "
-        "(FileExistsError naming the file) unless resuming or an explicit overwrite option is set."
-    ),
-)
 def test_training_does_not_replace_an_earlier_runs_checkpoints(tmp_path):
     list(train(tiny_config(tmp_path, epochs=1), (IMAGE, RATERS)))
     before = (tmp_path / "last.pt").read_bytes()

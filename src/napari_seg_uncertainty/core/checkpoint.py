@@ -15,7 +15,7 @@ needs pickled classes), so loading it never executes code. The training loop sto
 ``state_dict``, ``optimizer``, ``scaler``, ``rng``
     Weights, optimizer state, AMP scaler state and random-generator states (for exact resume).
 ``epoch``, ``global_step``, ``best_metric``, ``history``, ``reason``
-    Progress and why the file was written (``"periodic"``, ``"best"``, ``"final"``, ``"cancelled"``).
+    Progress and why the file was written (``"periodic"``, ``"best"``, ``"final"``, ``"cancelled"``, ``"error"``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ __all__ = [
     "SegmentationNet",
     "build_model",
     "enable_mc_dropout",
+    "estimate_parameters",
     "flatten_cov_factor",
     "mc_dropout",
     "normalized_relu",
@@ -389,6 +390,10 @@ def build_model(
     ensemble_size = check_int(ensemble_size, name="ensemble_size", minimum=1)
     if seed is not None:
         seed = check_int(seed, name="seed", minimum=0)
+    _check_model_size(
+        spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, head=head,
+        ensemble_size=ensemble_size, channels=channels, num_res_units=num_res_units, ssn_rank=ssn_rank,
+    )  # fmt: skip
     members = []
     for m in range(ensemble_size):
         context = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -410,6 +415,74 @@ def build_model(
                 )
             )
     return SegmentationEnsemble(members)
+
+
+def estimate_parameters(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    channels: Sequence[int],
+    num_res_units: int = 1,
+    head: str = "softmax",
+    ssn_rank: int = 10,
+) -> int:
+    """Approximate number of weights of one :class:`SegmentationNet`, without building it.
+
+    Every U-Net level joins ``a`` to ``b`` channels with 3×3(×3) convolutions in the encoder, the
+    residual units and the decoder, about ``3^d · a · b · (num_res_units + 2)`` weights; the head adds
+    ``features × outputs``. The estimate is within a factor of 1.5 of the real count for the usual
+    shapes (tested), which is what a memory check needs before an absurd ``channels`` allocates.
+
+    Parameters
+    ----------
+    spatial_dims, in_channels, num_classes, channels, num_res_units, head, ssn_rank
+        As for :class:`SegmentationNet`.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> estimate_parameters(spatial_dims=2, in_channels=1, num_classes=2, channels=(16, 32, 64))
+    69584
+    """
+    kernel = 3 ** int(spatial_dims)
+    widths = [int(in_channels), *(int(c) for c in channels)]
+    joins = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    outputs = 2 * num_classes + ssn_rank * num_classes if head == "ssn" else num_classes
+    return kernel * joins * (int(num_res_units) + 2) + int(channels[0]) * outputs
+
+
+def _check_model_size(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    head: str,
+    ensemble_size: int,
+    channels: Sequence[int],
+    num_res_units: int,
+    ssn_rank: int,
+) -> None:
+    """Refuse a network whose weights alone would not fit in memory, naming ``channels``."""
+    from ._memory import check_allocation
+
+    try:
+        widths = [int(c) for c in channels]
+        params = estimate_parameters(
+            spatial_dims=int(spatial_dims), in_channels=int(in_channels), num_classes=int(num_classes),
+            channels=widths, num_res_units=int(num_res_units), head=head, ssn_rank=int(ssn_rank),
+        )  # fmt: skip
+    except (TypeError, ValueError):
+        return  # malformed arguments: SegmentationNet's own checks name them
+    check_allocation(
+        4 * params * ensemble_size,
+        what=f"the weights of {ensemble_size} U-Net(s) (about {params:,} parameters each, float32)",
+        cause=f"channels={tuple(widths)}",
+        advice="use fewer channels per level (the default is (16, 32, 64))",
+    )
 
 
 def enable_mc_dropout(model: nn.Module, *, enabled: bool = True) -> int:

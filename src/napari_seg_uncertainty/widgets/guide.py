@@ -390,7 +390,11 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
     def _run_folder(self, model: str) -> Path:
         if self.run_root is None:
             self.run_root = Path(tempfile.mkdtemp(prefix="napari-seg-uncertainty-demo-"))
-        folder = self.run_root / model
+        # a step run again trains into a new folder: training never replaces an earlier run's checkpoints
+        folder, attempt = self.run_root / model, 1
+        while (folder / "last.pt").exists() or (folder / "best.pt").exists():
+            attempt += 1
+            folder = self.run_root / f"{model}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
