@@ -26,6 +26,7 @@ from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build
 from .config import TrainConfig
 from .data import as_image, background_mask
 from .device import resolve_device
+from .normalization import normalize_image  # moved there; still importable from here
 
 if TYPE_CHECKING:
     from ..ssn import LowRankLogits
@@ -360,13 +361,6 @@ def predict_ssn_distribution(
         spacing=trained.spacing,
         independent_planes=sliced,
     )
-
-
-def normalize_image(image: np.ndarray, normalization: dict[str, list[float]]) -> np.ndarray:
-    mean = np.asarray(normalization["mean"], dtype=np.float32)
-    std = np.asarray(normalization["std"], dtype=np.float32)
-    shape = (-1, *[1] * (image.ndim - 1))
-    return (image - mean.reshape(shape)) / std.reshape(shape)
 
 
 def _sliding_raw(
