@@ -41,7 +41,7 @@ def estimate_batch_bytes(
         Image channels and classes.
     channels, strides, num_res_units : sequences of int, int
         U-Net shape; level ``i`` holds ``channels[i]`` features at the patch size divided by the
-        product of the first ``i + 1`` strides per axis.
+        product of the first ``i`` strides per axis.
     head, ssn_rank, ssn_samples : str, int, int
         The SSN head adds its ``C·(K + 2)`` outputs and ``ssn_samples`` logit samples per voxel.
 
@@ -54,17 +54,18 @@ def estimate_batch_bytes(
     --------
     >>> estimate_batch_bytes(batch_size=4, ensemble_size=1, patch_size=(64, 64), in_channels=1,
     ...                      num_classes=2, channels=(16, 32, 64), strides=(2, 2), num_res_units=1)
-    5832704
+    15269888
     """
     voxels = math.prod(int(p) for p in patch_size)
     dims = len(patch_size)
     features = 0.0
     scale = 1
     for level, width in enumerate(channels):
+        # encoder and decoder units at this level's resolution (level 0 at the patch's own, where the
+        # decoder ends), one kept tensor per convolution of a unit
+        features += 2 * (int(num_res_units) + 1) * int(width) * voxels / scale
         if level < len(strides):
             scale *= int(strides[level]) ** dims
-        # encoder and decoder, each residual unit keeping its convolution and normalisation outputs
-        features += 2 * (int(num_res_units) + 1) * int(width) * voxels / scale
     outputs = num_classes * (ssn_rank + 2 + ssn_samples) if head == "ssn" else num_classes
     per_patch = in_channels * voxels + 2 * num_classes * voxels + 2 * (features + outputs * voxels)
     return int(4 * per_patch * int(batch_size) * int(ensemble_size))
