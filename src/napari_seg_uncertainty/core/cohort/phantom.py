@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ _BASE_SPACING = {2: (0.9, 0.7), 3: (2.5, 0.8, 0.8)}
 #: The archive the "npz" layout writes and the manifest the "manifest" layout writes.
 _NPZ_NAME = "cohort.npz"
 _CSV_NAME = "cohort.csv"
+_SINGLE_FILE = {"npz": _NPZ_NAME, "manifest": _CSV_NAME}
 #: Names of the files this module writes into a case folder (stale ones are removed with overwrite=True).
 _OWN_FILE = re.compile(
     r"^(image(_\d{4})?|rater_\d+|task\d+_seg\d+|ManualSegmentation_\d+|FLAIR_preprocessed)\.nii\.gz$"
@@ -177,24 +178,51 @@ def make_phantom_cohort(
     width = max(3, len(str(n_cases - 1)))
     case_ids = [f"case_{i:0{width}d}" for i in range(n_cases)]
     shared_spacing = _case_spacing(np.random.default_rng([seed, 0]), ndim) if layout == "npz" else None
+
+    def make(i: int) -> dict[str, Any]:
+        return _make_case(np.random.default_rng([seed, i]), shape=shape, num_classes=num_classes,
+                          num_raters=num_raters, channels=channels, spacing=shared_spacing)
+
+    return _write_cases(root, layout, case_ids, make, num_raters=num_raters, channels=channels,
+                       overwrite=overwrite, splits=_manifest_split(n_cases, seed) if split else None,
+                       npz_spacing=shared_spacing, remove_stale=True)
+
+
+def _write_cases(
+    root: Path,
+    layout: str,
+    case_ids: list[str],
+    make: Callable[[int], dict[str, Any]],
+    *,
+    num_raters: int,
+    channels: int,
+    overwrite: bool,
+    splits: list[str] | None,
+    npz_spacing: tuple[float, ...] | None = None,
+    remove_stale: bool = False,
+) -> str:
+    """Write cases in ``layout`` under ``root``; ``make(i)`` gives case ``i`` (image, raters, spacing, origin).
+
+    Shared by :func:`make_phantom_cohort` and :func:`~napari_seg_uncertainty.core.cohort.real_cases.real_image_cases`.
+    Checks every target before writing anything (``FileExistsError`` without ``overwrite``); one case
+    in memory at a time except for the stacked ``"npz"`` archive. Returns the source to load.
+    """
     plan = _plan(root, layout, case_ids, num_raters, channels)
     if not overwrite:
         existing = [p for files in plan.values() for p in files if p.exists()]
-        extra = [root / name for name in (_NPZ_NAME, _CSV_NAME)
-                 if name == {"npz": _NPZ_NAME, "manifest": _CSV_NAME}.get(layout) and (root / name).exists()]
-        existing += extra
+        existing += [root / name for name in (_NPZ_NAME, _CSV_NAME)
+                     if name == _SINGLE_FILE.get(layout) and (root / name).exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise FileExistsError(
-                f"{str(existing[0])!r}{more} already exists; make_phantom_cohort does not replace files. "
+                f"{str(existing[0])!r}{more} already exists; existing files are not replaced. "
                 "Choose an empty out_dir or pass overwrite=True."
             )
     root.mkdir(parents=True, exist_ok=True)
 
     stacked_images, stacked_masks = [], []
     for i, case_id in enumerate(case_ids):
-        case = _make_case(np.random.default_rng([seed, i]), shape=shape, num_classes=num_classes,
-                          num_raters=num_raters, channels=channels, spacing=shared_spacing)
+        case = make(i)
         if layout == "npz":
             stacked_images.append(case["image"][0])
             stacked_masks.append(case["raters"])
@@ -202,13 +230,14 @@ def make_phantom_cohort(
         files = plan[case_id]
         for folder in {p.parent for p in files}:
             folder.mkdir(parents=True, exist_ok=True)
-        geometry = {"spacing": case["spacing"], "origin": case["origin"], "overwrite": overwrite}
+        geometry = {"spacing": case["spacing"], "origin": case["origin"], "direction": case.get("direction"),
+                    "overwrite": overwrite}
         for c in range(channels):
             write_image(files[c], case["image"][c], **geometry)
         for r in range(num_raters):
             write_image(files[channels + r], case["raters"][r], **geometry)
 
-    if overwrite:
+    if overwrite and remove_stale:
         _remove_stale(root, layout, plan)
     if layout == "npz":
         target = root / _NPZ_NAME
@@ -218,16 +247,15 @@ def make_phantom_cohort(
                 images=np.stack(stacked_images).astype(np.float32, copy=False),
                 masks=np.stack(stacked_masks).astype(np.uint8, copy=False),
                 case_ids=np.array(case_ids),
-                spacing=np.asarray(shared_spacing, dtype=np.float64),
+                spacing=np.asarray(npz_spacing, dtype=np.float64),
             )
         return str(target)
     if layout == "manifest":
         target = root / _CSV_NAME
-        splits = _manifest_split(n_cases, seed) if split else None
         with atomic_write(target, overwrite=overwrite) as temporary:
             with open(temporary, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["case_id", "image", "raters"] + (["split"] if split else []))
+                writer.writerow(["case_id", "image", "raters"] + (["split"] if splits is not None else []))
                 for i, case_id in enumerate(case_ids):
                     rel = [p.relative_to(root).as_posix() for p in plan[case_id]]
                     row = [case_id, ";".join(rel[:channels]), ";".join(rel[channels:])]
@@ -291,7 +319,7 @@ def _remove_stale(root: Path, layout: str, plan: dict[str, list[Path]]) -> None:
     """With overwrite: remove files of ours that this run did not write (a larger earlier cohort)."""
     written = {p for files in plan.values() for p in files}
     for name in (_NPZ_NAME, _CSV_NAME):
-        if name != {"npz": _NPZ_NAME, "manifest": _CSV_NAME}.get(layout) and (root / name).is_file():
+        if name != _SINGLE_FILE.get(layout) and (root / name).is_file():
             (root / name).unlink()
     for folder in root.iterdir():
         if not folder.is_dir() or not re.fullmatch(r"case_\d{3,}", folder.name):
@@ -414,7 +442,7 @@ def _simulate_habits(
         habit = RATER_HABITS[r % len(RATER_HABITS)]
         rater_rng = np.random.default_rng([int(rng.integers(2**31)), r])
         bias = {"over-segments": 1.4, "under-segments": -1.1, "misses small structures": 0.0}[habit] * step
-        for (mask, label, nested), dist, size in zip(structures, distances, sizes):
+        for (_mask, label, nested), dist, size in zip(structures, distances, sizes):
             if size == 0:
                 continue
             is_small = size <= 2 * small_voxels
