@@ -241,8 +241,8 @@ def test_never_overwrites_without_permission(tmp_path):
         ({"shape": (4, 16, 16)}, ValueError, "shape"),
         ({"shape": "big"}, TypeError, "shape"),
         ({"channels": 0}, ValueError, "channels"),
-        ({"channels": 2}, ValueError, "channels=2 needs layout='manifest'"),
-        ({"channels": 2, "layout": "npz"}, ValueError, "channels"),
+        ({"channels": 2, "layout": "qubiq"}, ValueError, "channels=2 needs layout"),
+        ({"channels": 2, "layout": "msseg"}, ValueError, "channels"),
         ({"seed": -1}, ValueError, "seed"),
         ({"overwrite": "yes"}, TypeError, "overwrite"),
         ({"split": 1}, TypeError, "split"),
@@ -262,3 +262,59 @@ def test_out_dir_is_checked(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="out_dir"):
         make_phantom_cohort(1, tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------------------------
+# with load_cohort
+# ----------------------------------------------------------------------------------------------
+
+
+def _expected_geometry(seed: int, index: int, ndim: int, layout: str):
+    from napari_seg_uncertainty.core.cohort.phantom import _case_geometry, _case_spacing
+
+    shared = _case_spacing(np.random.default_rng([seed, 0]), ndim) if layout == "npz" else None
+    spacing, origin = _case_geometry(np.random.default_rng([seed, index]), ndim, shared)
+    return spacing, ((0.0,) * ndim if layout == "npz" else origin)  # the archive holds no origin
+
+
+@pytest.mark.parametrize("layout", ["generic", "qubiq", "msseg", "npz", "manifest"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_every_layout_loads_with_load_cohort(tmp_path, layout, ndim):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+
+    shape = (20, 24) if ndim == 2 else (8, 16, 20)
+    source = make_phantom_cohort(5, tmp_path, ndim=ndim, layout=layout, num_raters=3, num_classes=3,
+                                 shape=shape, seed=6)
+    cohort = load_cohort(source)
+    assert len(cohort) == 5 and cohort.problems == ()
+    assert cohort.case_ids == [f"case_{i:03d}" for i in range(5)]
+    assert cohort.ndim == ndim and cohort.channels == 1 and cohort.num_raters == 3
+    assert cohort.num_classes() == 3
+    for i, info in enumerate(cohort):
+        assert info.layout == layout
+        assert info.shape == shape
+        spacing, origin = _expected_geometry(6, i, ndim, layout)
+        assert info.spacing == pytest.approx(spacing, abs=1e-9)
+        assert info.origin == pytest.approx(origin, abs=1e-9)
+        assert np.allclose(np.reshape(info.direction, (ndim, ndim)), np.eye(ndim))
+        assert info.split in (("train", "val", "test") if layout == "manifest" else (None,))
+        case = cohort.load_case(info.case_id)
+        assert case.image.shape == (1, *shape) and case.raters.shape == (3, *shape)
+        assert case.spacing == pytest.approx(spacing) and case.origin == pytest.approx(origin)
+    if layout == "manifest":
+        split = cohort.manifest_split()
+        assert sorted(map(len, split.values())) == [1, 1, 3]
+    if layout != "npz":
+        assert len({info.spacing for info in cohort}) == 5 and len({info.origin for info in cohort}) == 5
+
+
+@pytest.mark.parametrize("layout", ["generic", "npz", "manifest"])
+def test_several_channels_load_with_load_cohort(tmp_path, layout):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+
+    source = make_phantom_cohort(2, tmp_path, ndim=2, layout=layout, channels=4, shape=(16, 16), seed=1)
+    cohort = load_cohort(source)
+    assert cohort.channels == 4 and all(info.channels == 4 for info in cohort)
+    image = cohort.load_case(0).image
+    assert image.shape == (4, 16, 16)
+    assert len({round(float(c.mean()), 3) for c in image}) == 4  # four contrasts

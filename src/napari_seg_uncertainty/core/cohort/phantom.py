@@ -90,17 +90,19 @@ def make_phantom_cohort(
     layout : {"generic", "qubiq", "msseg", "npz", "manifest"}
         How the cases are stored:
 
-        * ``"generic"``: ``<out_dir>/<case>/image.nii.gz`` and ``rater_1.nii.gz`` … per case folder;
+        * ``"generic"``: ``<out_dir>/<case>/image.nii.gz`` (``image_0000.nii.gz``, ``image_0001.nii.gz`` …
+          with ``channels > 1``) and ``rater_1.nii.gz`` … per case folder;
         * ``"qubiq"``: ``<out_dir>/<case>/image.nii.gz`` and ``task01_seg01.nii.gz`` …;
         * ``"msseg"``: ``<out_dir>/<case>/Masks/ManualSegmentation_1.nii.gz`` … and
           ``<out_dir>/<case>/Preprocessed_Data/FLAIR_preprocessed.nii.gz`` (MSSEG-2016);
         * ``"npz"``: one LIDC-style archive ``<out_dir>/cohort.npz`` with stacked ``images (N, *S)``
-          float32, ``masks (N, R, *S)`` uint8, ``case_ids (N,)`` and ``spacing (ndim,)``. Stacking needs
+          float32 (``(N, C, *S)`` with ``channels > 1``), ``masks (N, R, *S)`` uint8, ``case_ids (N,)`` and
+          ``spacing (ndim,)``. Stacking needs
           every case on one grid, so in this layout all cases share ``shape`` and one spacing, and
           the archive has no origin;
-        * ``"manifest"``: the generic case folders (with ``image_0000.nii.gz``, ``image_0001.nii.gz`` …
-          when ``channels > 1``) plus ``<out_dir>/cohort.csv`` with the columns ``case_id``, ``image``,
-          ``raters`` (paths relative to the manifest, ``;``-separated) and, with ``split=True``, ``split``.
+        * ``"manifest"``: the generic case folders plus ``<out_dir>/cohort.csv`` with the columns
+          ``case_id``, ``image``, ``raters`` (paths relative to the manifest, ``;``-separated) and, with
+          ``split=True``, ``split``.
     num_raters : int
         Raters per case. Rater ``r`` has the habit ``RATER_HABITS[r % 3]`` (over-segments,
         under-segments, misses small structures).
@@ -111,8 +113,8 @@ def make_phantom_cohort(
         Spatial shape of every case (each entry at least 8). Default ``(48, 48)`` in 2-D and
         ``(16, 40, 40)`` in 3-D: small enough for tests and documentation examples.
     channels : int
-        Image channels (e.g. MR sequences with different contrasts). More than one needs
-        ``layout="manifest"``, the only layout that lists several image files per case.
+        Image channels (e.g. MR sequences with different contrasts). More than one needs the layout
+        ``"generic"``, ``"npz"`` or ``"manifest"``; QUBIQ and MSSEG-2016 cases hold one image.
     seed : int
         Random seed; the same arguments give the same files. Case ``i`` depends only on ``seed`` and
         ``i``, so its anatomy is the same in every layout (except the shared spacing of ``"npz"``).
@@ -158,10 +160,10 @@ def make_phantom_cohort(
     num_classes = _check_num_classes(num_classes)
     shape = _check_shape(shape, ndim)
     channels = check_int(channels, name="channels", minimum=1)
-    if channels > 1 and layout != "manifest":
+    if channels > 1 and layout in ("qubiq", "msseg"):
         raise ValueError(
-            f"channels={channels} needs layout='manifest' (it lists one image file per channel); the {layout!r} "
-            "layout holds one image per case. Use channels=1 or layout='manifest'."
+            f"channels={channels} needs layout 'generic', 'npz' or 'manifest' (they hold one image per channel); "
+            f"the {layout!r} layout holds one image per case. Use channels=1 or another layout."
         )
     seed = check_seed(seed)
     overwrite = check_flag(overwrite, name="overwrite")
@@ -224,7 +226,7 @@ def _write_cases(
     for i, case_id in enumerate(case_ids):
         case = make(i)
         if layout == "npz":
-            stacked_images.append(case["image"][0])
+            stacked_images.append(case["image"][0] if channels == 1 else case["image"])
             stacked_masks.append(case["raters"])
             continue
         files = plan[case_id]
@@ -361,6 +363,15 @@ def _case_spacing(rng: np.random.Generator, ndim: int) -> tuple[float, ...]:
     return tuple(float(np.round(v * 128.0) / 128.0) for v in base * factors)  # exact in a float32 header
 
 
+def _case_geometry(
+    rng: np.random.Generator, ndim: int, shared_spacing: tuple[float, ...] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Spacing and origin of a case: the first draws of its generator (origins are multiples of 0.5 mm)."""
+    case_spacing = _case_spacing(rng, ndim)  # drawn even when shared, so the rest of the case does not shift
+    origin = tuple(float(v) for v in np.round(rng.uniform(-60.0, 60.0, size=ndim) * 2.0) / 2.0)
+    return (case_spacing if shared_spacing is None else tuple(shared_spacing)), origin
+
+
 def _ellipsoid_mm(grids: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
     return sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii)) <= 1.0
 
@@ -376,10 +387,8 @@ def _make_case(
 ) -> dict[str, Any]:
     """Image ``(C, *S)`` float32, raters ``(R, *S)`` uint8, spacing and origin of one case."""
     ndim = len(shape)
-    case_spacing = _case_spacing(rng, ndim)  # drawn even when shared, so the rest of the case does not shift
-    spacing = case_spacing if spacing is None else spacing
+    spacing, origin = _case_geometry(rng, ndim, spacing)
     sp = np.asarray(spacing, dtype=float)
-    origin = tuple(float(v) for v in np.round(rng.uniform(-60.0, 60.0, size=ndim) * 2.0) / 2.0)
     extent = np.asarray(shape, dtype=float) * sp
     grids = [np.arange(n, dtype=np.float32).reshape([-1 if a == k else 1 for a in range(ndim)]) * float(s)
              for k, (n, s) in enumerate(zip(shape, sp))]
