@@ -36,11 +36,11 @@ at the end every rank prints a digest of its weights, which agree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,7 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
+@dataclasses.dataclass
 class _Run:
     """What ``train`` runs: the config, the data, a cohort's split (None for one case), rank and world."""
 
@@ -359,12 +359,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     else:
         gen = train(config, run.data, resume=args.resume, split=run.split)
     result = None
+    throughput = None
     try:
         while True:
             record = next(gen)
             if split_path is not None and record.kind == "start":  # train() accepted the folder
                 write_split(config.output_dir, run.split, replace=True)
                 print(f"split written to {split_path}", flush=True)
+            if record.kind == "step" and record.throughput is not None:
+                throughput = record.throughput
+            elif record.kind == "epoch" and record.throughput is None and throughput is not None:
+                record = dataclasses.replace(record, throughput=throughput)  # the loader's last rate
             if is_main:
                 _print_record(record, jsonl=args.jsonl)
     except StopIteration as stop:

@@ -143,3 +143,157 @@ def test_torchrun_two_cpu_processes_agree_on_weights(tmp_path):
     trained = load_trained_model(tmp_path / "ddp" / "last.pt")
     assert weights_digest(trained.model) == digests["0"]
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["global_step"] == 4
+
+
+# --- cohorts -------------------------------------------------------------------------------------------------
+
+
+def cohort_config(folder, *, layout="manifest", split=None, n_cases=5, extra=None, **data):
+    """A tiny cohort (2-D, 24 x 24, two raters) written by make_phantom_cohort and a config training on it."""
+    from napari_seg_uncertainty.core.cohort import make_phantom_cohort
+
+    source = make_phantom_cohort(
+        n_cases, folder / "cohort", ndim=2, layout=layout, num_raters=2, shape=(24, 24), seed=1
+    )
+    section = {"cohort": os.path.relpath(source, folder), **data}
+    if split is not None:
+        section["split"] = split
+    config = {
+        "data": section,
+        "target": "random_rater",
+        "channels": [4, 8],
+        "strides": [2],
+        "num_res_units": 0,
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "patch_size": [16, 16],
+        "num_workers": 0,
+        "device": "cpu",
+        "output_dir": "run",
+        **(extra or {}),
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, source
+
+
+def read_split(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    ("layout", "split"),
+    [("generic", {"val": 0.2, "test": 0.2}), ("manifest", "manifest"), ("npz", {"folds": 4, "fold": 1, "test": 0.2})],
+)
+def test_train_on_a_cohort_writes_its_split(tmp_path, capsys, layout, split):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+
+    config, source = cohort_config(tmp_path, layout=layout, split=split)
+    assert train_main([str(config)]) == 0
+    out = capsys.readouterr().out
+    cohort = load_cohort(source)
+    expected = cohort.resolve_split(split, seed=0)
+    assert f"{len(cohort)} cases" in out
+    assert f"split: train {len(expected['train'])}, val {len(expected['val'])}, test {len(expected['test'])}" in out
+    assert "cases seen" in out and "patches/s" in out and "checkpoint:" in out
+    written = read_split(tmp_path / "run" / "split.json")
+    assert written == {k: list(v) for k, v in expected.items()}
+    ids = [i for name in ("train", "val", "test") for i in written[name]]
+    assert sorted(ids) == sorted(cohort.case_ids) and len(ids) == len(set(ids))  # no case in two splits
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["cohort"]["split"] == written
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # atomic: no temporaries
+    if layout == "manifest":
+        assert written == cohort.manifest_split()
+
+
+def test_train_on_a_cohort_with_an_explicit_split_and_a_skipped_case(tmp_path, capsys):
+    config, source = cohort_config(tmp_path, layout="generic", on_error="skip")
+    bad = tmp_path / "cohort" / "case_zz_bad"
+    bad.mkdir()
+    write_image(bad / "image.nii.gz", np.zeros((24, 24), np.float32))
+    write_image(bad / "rater_1.nii.gz", np.zeros((20, 24), np.uint8))  # not on the image's grid
+    values = yaml.safe_load(config.read_text())
+    values["data"]["split"] = {"train": ["case_000", "case_001", "case_002"], "val": ["case_003"], "test": ["case_004"]}
+    config.write_text(yaml.safe_dump(values))
+    assert train_main([str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "5 cases" in out and "skipped 1 case(s)" in out and "case_zz_bad" in out
+    assert read_split(tmp_path / "run" / "split.json")["val"] == ["case_003"]
+    # the same cohort without on_error: skip stops before training, naming the case
+    del values["data"]["on_error"]
+    values["output_dir"] = "run2"
+    config.write_text(yaml.safe_dump(values))
+    assert train_main([str(config)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error:") and "case_zz_bad" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "run2").exists()
+
+
+def test_an_earlier_run_is_refused_unless_overwrite_or_resume(tmp_path, capsys):
+    config, _ = cohort_config(tmp_path, split={"val": 0.2, "test": 0.2})
+    assert train_main([str(config)]) == 0
+    first = read_split(tmp_path / "run" / "split.json")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert train_main([str(config)]) == 2  # the same run again: last.pt exists
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "last.pt" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    # a different split into the same folder is refused before anything is trained
+    assert train_main([str(config), "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "split.json" in err and "--overwrite" in err
+    assert read_split(tmp_path / "run" / "split.json") == first
+    # resuming continues with the split; --overwrite replaces the run and its split
+    assert train_main([str(config), "--epochs", "2", "--resume", str(tmp_path / "run" / "last.pt")]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 4
+    assert train_main([str(config), "--seed", "3", "--overwrite"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 2
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert read_split(tmp_path / "run" / "split.json") == state["cohort"]["split"] != first
+
+
+def test_cohort_config_errors_are_messages(tmp_path, capsys):
+    config, _ = cohort_config(tmp_path)
+    values = yaml.safe_load(config.read_text())
+
+    def run(data, name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**values, "data": data, "output_dir": name}))
+        status = train_main([str(path)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("error:") and "Traceback" not in err, err
+        assert not (tmp_path / name).exists()
+        return err
+
+    assert "nowhere" in run({"cohort": "nowhere/cohort.csv"}, "missing")
+    assert "data.split" in run({**values["data"], "split": {"validation": 0.2}}, "badkey")
+    assert "data.split" in run({**values["data"], "split": 0.2}, "badtype")
+    assert "image" in run({**values["data"], "image": "x.npy"}, "mixed")
+    assert "case_999" in run({**values["data"], "split": {"train": ["case_999"], "val": [], "test": []}}, "unknown")
+
+
+def test_predict_with_a_cohort_checkpoint(tmp_path, capsys):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+    from napari_seg_uncertainty.core.training import predict
+
+    config, source = cohort_config(tmp_path, split="manifest", extra={"normalization": "zscore"})
+    assert train_main([str(config)]) == 0
+    cohort = load_cohort(source)
+    case = cohort[cohort.manifest_split()["test"][0]]
+    image_file = case.image_files[0]
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert predict_main([str(checkpoint), image_file, "--out", str(tmp_path / "pred")]) == 0
+    probs, meta = read_image(tmp_path / "pred" / "probabilities.nii.gz")
+    assert probs.shape == (2, 24, 24) and meta.spacing == pytest.approx(case.spacing)
+    # the same numbers as predict() on the case read by the cohort: normalization from the checkpoint
+    expected = predict(checkpoint, cohort.load_case(case.case_id).image[0]).probabilities
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert load_checkpoint(checkpoint)["model"]["normalization"]["mode"] == "zscore"
+    # several image files are channels: a one-channel model says it cannot take two
+    status = predict_main([str(checkpoint), image_file, image_file, "--out", str(tmp_path / "pred2")])
+    assert status == 2 and capsys.readouterr().err.startswith("error:")
