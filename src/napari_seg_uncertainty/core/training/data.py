@@ -293,7 +293,17 @@ def prepare_cases(
 def resolve_patch_size(
     config: TrainConfig, cases: list[Case], spatial_dims: int, divisor: int
 ) -> tuple[int, ...]:
-    smallest = tuple(min(c.raters.shape[1 + a] for c in cases) for a in range(spatial_dims))
+    """The training patch size: ``config.patch_size`` (checked) or a default that fits the smallest case."""
+    return resolve_patch_size_for_shapes(
+        config, [c.raters.shape[1 : 1 + spatial_dims] for c in cases], spatial_dims, divisor
+    )
+
+
+def resolve_patch_size_for_shapes(
+    config: TrainConfig, shapes: Sequence[Sequence[int]], spatial_dims: int, divisor: int
+) -> tuple[int, ...]:
+    """:func:`resolve_patch_size` from the cases' spatial shapes (a cohort's headers; ``spatial_dims`` axes each)."""
+    smallest = tuple(min(int(shape[a]) for shape in shapes) for a in range(spatial_dims))
     if config.patch_size is not None:
         patch = tuple(config.patch_size)
         if len(patch) != spatial_dims:
@@ -330,18 +340,24 @@ class PatchSampler:
         std: np.ndarray,
         config: TrainConfig,
         generator: torch.Generator,
+        normalization: dict[str, Any] | None = None,
     ) -> None:
         self.patch_size = patch_size
         self.num_classes = num_classes
         self.config = config
         self.generator = generator
-        self.images = [
-            torch.from_numpy(
-                (c.image - mean.reshape(-1, *[1] * (c.image.ndim - 1)))
-                / std.reshape(-1, *[1] * (c.image.ndim - 1))
-            ).float()
-            for c in cases
-        ]
+        if normalization is not None and normalization.get("mode", "dataset") != "dataset":
+            from .normalization import normalize_image  # per-case modes ("zscore", "percentile")
+
+            self.images = [torch.from_numpy(normalize_image(c.image, normalization)).float() for c in cases]
+        else:
+            self.images = [
+                torch.from_numpy(
+                    (c.image - mean.reshape(-1, *[1] * (c.image.ndim - 1)))
+                    / std.reshape(-1, *[1] * (c.image.ndim - 1))
+                ).float()
+                for c in cases
+            ]
         self.raters = [torch.from_numpy(c.raters) for c in cases]
         self.targets = [None if c.target is None else torch.from_numpy(c.target) for c in cases]
         self.masks = [

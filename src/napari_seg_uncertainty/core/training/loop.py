@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,18 @@ from ..labels import rater_mean
 from ..losses import adaptive_wing_loss, dice_loss, mask_covariance, soft_cross_entropy, ssn_loss
 from ..models import SegmentationEnsemble, SegmentationNet, weights_digest
 from .config import MODEL_FIELDS, TrainConfig
-from .data import Case, PatchSampler, TrainingData, as_training_data, prepare_cases, resolve_patch_size
+from .data import (
+    Case,
+    PatchSampler,
+    TrainingData,
+    as_training_data,
+    prepare_cases,
+    resolve_patch_size,
+    resolve_patch_size_for_shapes,
+)
 from .device import distributed_rank_world, resolve_device
-from .inference import build_network, ensemble_probabilities, normalize_image
+from .inference import build_network, ensemble_probabilities
+from .normalization import normalization_parameters, normalize_image
 
 __all__ = ["Checkpointer", "TrainProgress", "TrainResult", "train"]
 
@@ -43,6 +52,8 @@ class TrainProgress:
     ``kind`` is ``"start"``, ``"step"`` (after every optimization step), ``"epoch"`` (after the
     last step of an epoch, with validation metrics when validated), ``"done"`` or ``"cancelled"``.
     ``epoch`` and ``step`` count from 1; ``throughput`` is in patches per second (all members).
+    Cohort training adds ``cases_seen`` (training cases read so far, all ranks) and ``data_wait``
+    (share of the last step's time spent waiting for the loader, 0…1); both are None otherwise.
     """
 
     kind: str
@@ -60,6 +71,8 @@ class TrainProgress:
     checkpoint: str | None = None
     device: str = "cpu"
     message: str = ""
+    cases_seen: int | None = None
+    data_wait: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain ``dict`` (for JSON lines)."""
@@ -126,13 +139,26 @@ class _Session:
     amp_dtype: torch.dtype | None
     sampler_gen: torch.Generator
     loss_gen: torch.Generator
-    sampler: PatchSampler
-    val_cases: list[Case]
+    sampler: PatchSampler | Any  # a CohortPatchLoader for cohort training
+    val_cases: list[Case] | Iterable[Case]
     state: _RunState
+    cohort: dict[str, Any] | None = None  # {"source", "class_names", "target_spacing", "split"}
+    data_wait: float | None = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def cases_per_step(self) -> int:
+        """Training cases one step reads on one rank (0 without a cohort)."""
+        return int(getattr(self.sampler, "cases_per_step", 0)) if self.cohort is not None else 0
+
+    def close(self) -> None:
+        """Shut the cohort loader's worker processes down (nothing to do for array data)."""
+        close = getattr(self.sampler, "close", None)
+        if close is not None:
+            close()
 
     def rng_state(self) -> dict[str, Any]:
         state = {
@@ -171,6 +197,14 @@ class Checkpointer:
         out_dir = Path(config.output_dir) if (config.output_dir and session.is_main) else None
         self.last_path = str(out_dir / "last.pt") if out_dir else None
         self.best_path = str(out_dir / "best.pt") if out_dir else None
+        if not resumed and not config.overwrite:
+            for path in (self.last_path, self.best_path):
+                if path and os.path.exists(path):
+                    raise FileExistsError(
+                        f"{path!r} holds the checkpoint of an earlier run; training into {str(out_dir)!r} "
+                        "would replace it. Choose another output_dir, resume from it, or set overwrite=True "
+                        "(--overwrite on the command line) to replace it."
+                    )
         self.best_written = bool(self.best_path and os.path.exists(self.best_path) and resumed)
 
     @property
@@ -196,10 +230,11 @@ class Checkpointer:
             "history": state.history,
             "epoch_losses": list(state.epoch_losses),
             "reason": reason,
+            "cohort": s.cohort,
         }
 
     def save_last(self, reason: str) -> str | None:
-        """Write ``last.pt`` (``reason``: ``"periodic"``, ``"final"`` or ``"cancelled"``); its path or None."""
+        """Write ``last.pt`` (``reason``: ``"periodic"``, ``"final"``, ``"cancelled"`` or ``"error"``); its path or None."""
         if self.last_path is None:
             return None
         return save_checkpoint(self.last_path, self._payload(reason))
@@ -231,6 +266,10 @@ class _Recorder:
         steps = self._session.config.steps_per_epoch
         global_step = self._session.state.global_step
         epoch = max(1, math.ceil(global_step / steps)) if global_step else 1
+        if self._session.cohort is not None:
+            kwargs.setdefault("cases_seen", global_step * self._session.cases_per_step * self._session.world)
+            if kind == "step":
+                kwargs.setdefault("data_wait", self._session.data_wait)
         return TrainProgress(
             kind=kind,
             epoch=epoch,
@@ -253,6 +292,7 @@ def train(
     data: TrainingData | tuple[Any, Any] | Any,
     *,
     resume: str | os.PathLike | None = None,
+    split: dict[str, list[str]] | str | None = None,
 ) -> Generator[TrainProgress, str | None, TrainResult]:
     """Train a model, yielding a :class:`TrainProgress` record after every step and epoch.
 
@@ -260,11 +300,20 @@ def train(
     ----------
     config : TrainConfig
         All settings (validated on construction).
-    data : TrainingData, (image, raters) or RaterSet with an image
-        The training data; see :meth:`TrainingData.from_arrays`.
+    data : TrainingData, (image, raters), RaterSet with an image, or Cohort
+        The training data; see :meth:`TrainingData.from_arrays`. A
+        :class:`~napari_seg_uncertainty.core.cohort.Cohort` is streamed from disk
+        (:mod:`~napari_seg_uncertainty.core.training.streaming`): patches from the ``"train"``
+        cases only, validation on the ``"val"`` cases, read one at a time.
     resume : str or path-like, optional
         A checkpoint to continue from (weights, optimizer, random states, step); its model
-        settings must match ``config``. ``config.epochs`` may be larger than before.
+        settings must match ``config``. ``config.epochs`` may be larger than before. A cohort run
+        resumes mid-epoch with exactly the patches an uninterrupted run would draw, and needs the
+        same split.
+    split : dict, str or None
+        Cohort only: the case-level split, resolved with ``cohort.resolve_split(split,
+        seed=config.seed)``; None: ``cohort.split(val=config.val_fraction,
+        test=config.test_fraction, seed=config.seed)``.
 
     Yields
     ------
@@ -293,8 +342,9 @@ def train(
     >>> [r.kind for r in records]
     ['start', 'step', 'step', 'epoch', 'done']
     """
-    session = _set_up(config, data, resume)
+    session = _set_up(config, data, resume, split)
     state = session.state
+    _check_step_memory(session)
     checkpointer = Checkpointer(session, resumed=resume is not None)
     record = _Recorder(session)
     if state.global_step >= record.total_steps:
@@ -327,14 +377,36 @@ def train(
     except (GeneratorExit, KeyboardInterrupt):
         checkpointer.save_last("cancelled")
         raise
+    except Exception:
+        # CUDA out of memory, a diverging loss, a failing loader: keep what was trained so far
+        # (reason "error"), also before the first periodic checkpoint, then let the error through.
+        with contextlib.suppress(Exception):
+            checkpointer.save_last("error")
+        raise
+    finally:
+        session.close()  # a cohort loader's worker processes: at the end, on cancel, on errors
     path = checkpointer.save_last("final")
     yield record("done", checkpoint=path, message="training finished")
     return checkpointer.result(path, cancelled=False)
 
 
+def _check_step_memory(session: _Session) -> None:
+    """Refuse a batch that cannot fit in memory before the first step (names ``batch_size``)."""
+    from .budget import check_batch_memory
+
+    config, info = session.config, session.info
+    check_batch_memory(
+        batch_size=config.batch_size, ensemble_size=config.ensemble_size, patch_size=info["patch_size"],
+        in_channels=info["in_channels"], num_classes=info["num_classes"], channels=config.channels,
+        strides=config.strides, num_res_units=config.num_res_units, head=config.head, ssn_rank=config.ssn_rank,
+        ssn_samples=config.ssn_samples,
+    )  # fmt: skip
+
+
 def _step(session: _Session) -> float:
     """One optimization step of every ensemble member; the mean loss per member (over ranks)."""
     config, device, state = session.config, session.device, session.state
+    t_start = time.perf_counter()
     x, t, m = session.sampler.sample(config.ensemble_size * config.batch_size)
     shape = (config.ensemble_size, config.batch_size)
     x = x.reshape(*shape, *x.shape[1:]).to(device, non_blocking=True)
@@ -368,6 +440,9 @@ def _step(session: _Session) -> float:
         value = float(reduced) / session.world
     state.global_step += 1
     state.epoch_losses.append(value)
+    if session.cohort is not None:
+        elapsed = time.perf_counter() - t_start
+        session.data_wait = min(1.0, session.sampler.last_wait / elapsed) if elapsed > 0 else 0.0
     return value
 
 
@@ -407,10 +482,19 @@ def _end_epoch(session: _Session, checkpointer: Checkpointer, *, last: bool) -> 
 # ----------------------------------------------------------------------------------------------
 # set-up
 # ----------------------------------------------------------------------------------------------
-def _set_up(config: TrainConfig, data: Any, resume: str | os.PathLike | None) -> _Session:
+def _set_up(
+    config: TrainConfig, data: Any, resume: str | os.PathLike | None, split: Any = None
+) -> _Session:
     """Check the inputs, build the model, optimizer and sampler, and restore a resumed run."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {describe(config)}.")
+    if _is_cohort(data):
+        return _set_up_cohort(config, data, resume, split)
+    if split is not None:
+        raise ValueError(
+            f"split applies to cohort training only (a Cohort as data), got split={describe(split)} with "
+            f"{describe(data)}."
+        )
     data = as_training_data(data)
     spatial_dims = config.spatial_dims or data.ndim
     if spatial_dims > data.ndim:
@@ -425,8 +509,10 @@ def _set_up(config: TrainConfig, data: Any, resume: str | os.PathLike | None) ->
     if saved is not None:
         normalization = saved["model"]["normalization"]
         patch_size = tuple(saved["model"]["patch_size"])
+    elif config.normalization == "dataset":
+        normalization = {"mode": "dataset", **_normalization(train_cases)}
     else:
-        normalization = _normalization(train_cases)
+        normalization = normalization_parameters(config.normalization, clip_percentiles=config.clip_percentiles)
     info = {
         "spatial_dims": spatial_dims,
         "in_channels": data.in_channels,
@@ -434,6 +520,27 @@ def _set_up(config: TrainConfig, data: Any, resume: str | os.PathLike | None) ->
         "patch_size": list(patch_size),
         "normalization": normalization,
     }
+    model, optimizer, amp_dtype, scaler, sampler_gen, loss_gen = _build(config, info, device, rank)
+    dataset_mode = normalization.get("mode", "dataset") == "dataset"
+    sampler = PatchSampler(
+        train_cases,
+        num_classes=data.num_classes,
+        patch_size=patch_size,
+        mean=np.asarray(normalization["mean"] if dataset_mode else [0.0], dtype=np.float32),
+        std=np.asarray(normalization["std"] if dataset_mode else [1.0], dtype=np.float32),
+        config=config,
+        generator=sampler_gen,
+        normalization=normalization,
+    )
+    session = _Session(
+        config, data, device, rank, world, info, model, model, optimizer, scaler, amp_dtype,
+        sampler_gen, loss_gen, sampler, val_cases, _RunState(),
+    )  # fmt: skip
+    return _finish_set_up(session, saved)
+
+
+def _build(config: TrainConfig, info: dict[str, Any], device: torch.device, rank: int) -> tuple[Any, ...]:
+    """Model, optimizer, AMP dtype, grad scaler and the sampler / loss generators (in this order of seeding)."""
     torch.manual_seed(config.seed)
     model = build_network(config, info, seed=config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -443,28 +550,142 @@ def _set_up(config: TrainConfig, data: Any, resume: str | os.PathLike | None) ->
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     sampler_gen = torch.Generator().manual_seed(config.seed * 1000 + 7919 * rank + 1)
     loss_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + 7919 * rank + 2)
-    sampler = PatchSampler(
-        train_cases,
-        num_classes=data.num_classes,
-        patch_size=patch_size,
-        mean=np.asarray(normalization["mean"], dtype=np.float32),
-        std=np.asarray(normalization["std"], dtype=np.float32),
-        config=config,
-        generator=sampler_gen,
-    )
-    session = _Session(
-        config, data, device, rank, world, info, model, model, optimizer, scaler, amp_dtype,
-        sampler_gen, loss_gen, sampler, val_cases, _RunState(),
-    )  # fmt: skip
+    return model, optimizer, amp_dtype, scaler, sampler_gen, loss_gen
+
+
+def _finish_set_up(session: _Session, saved: dict[str, Any] | None) -> _Session:
+    """Restore a resumed run and wrap the model for DDP."""
     if saved is not None:
         _restore(session, saved)
-    if world > 1:
+    if session.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        device = session.device
         session.train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            session.model, device_ids=[device.index] if device.type == "cuda" else None
         )
     return session
+
+
+def _is_cohort(data: Any) -> bool:
+    from ..cohort import Cohort
+
+    return isinstance(data, Cohort)
+
+
+@dataclass
+class _CohortData:
+    """What the checkpoints need of a cohort (in place of a TrainingData)."""
+
+    class_names: list[str]
+    spacing: tuple[float, ...] | None
+    num_classes: int
+    in_channels: int
+    ndim: int
+
+
+def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike | None, split: Any) -> _Session:
+    """The session of a cohort run: split by case, streamed training patches, validation case by case."""
+    from .streaming import CohortPatchLoader, StreamedCases, cohort_normalization
+    from .target_cache import TargetCache
+
+    if split is None:
+        split = cohort.split(val=config.val_fraction, test=config.test_fraction, seed=config.seed)
+    else:
+        split = cohort.resolve_split(split, seed=config.seed)
+    split = {k: list(split.get(k, [])) for k in ("train", "val", "test")}
+    if not split["train"]:
+        raise ValueError("the split has no training case; give the cohort more cases or smaller val/test shares.")
+    spatial_dims = config.spatial_dims or cohort.ndim
+    if spatial_dims > cohort.ndim:
+        raise ValueError(f"spatial_dims={spatial_dims} needs {spatial_dims}-D data, got a {cohort.ndim}-D cohort.")
+    device = resolve_device(config.device)
+    rank, world = distributed_rank_world()
+    saved = None if resume is None else _load_resume(config, resume)
+    if saved is not None:
+        previous = (saved.get("cohort") or {}).get("split")
+        if previous is None:
+            raise ValueError(
+                f"resume checkpoint {str(resume)!r} was not trained on a cohort; resume it with the data it "
+                "was trained on."
+            )
+        if {k: list(previous.get(k, [])) for k in split} != split:
+            raise ValueError(
+                f"resume checkpoint {str(resume)!r} was trained with a different split of the cohort "
+                f"(train {len(previous.get('train', []))} / val {len(previous.get('val', []))} / test "
+                f"{len(previous.get('test', []))} cases); resume with the same split (and seed)."
+            )
+    class_names = list(cohort.class_names) if cohort.class_names else None
+    num_classes = len(class_names) if class_names else cohort.num_classes()
+    if class_names is None:
+        class_names = ["background"] + [f"class {k}" for k in range(1, num_classes)]
+    if saved is not None:
+        normalization = saved["model"]["normalization"]
+        patch_size = tuple(saved["model"]["patch_size"])
+    else:
+        normalization = cohort_normalization(cohort, split["train"], config)
+        patch_size = resolve_patch_size_for_shapes(
+            config, [_case_shape(cohort, c)[-spatial_dims:] for c in split["train"]], spatial_dims,
+            math.prod(config.strides),
+        )  # fmt: skip
+    target_spacing = None if cohort.target_spacing is None else tuple(float(s) for s in cohort.target_spacing)
+    data = _CohortData(class_names, target_spacing, num_classes, cohort.channels, cohort.ndim)
+    info = {
+        "spatial_dims": spatial_dims,
+        "in_channels": cohort.channels,
+        "num_classes": num_classes,
+        "patch_size": list(patch_size),
+        "normalization": normalization,
+    }
+    model, optimizer, amp_dtype, scaler, sampler_gen, loss_gen = _build(config, info, device, rank)
+    cache = None
+    if config.target != "random_rater":
+        cache = TargetCache(_target_cache_dir(config), config, num_classes=num_classes, target_spacing=target_spacing)
+    loader = CohortPatchLoader(
+        cohort,
+        split["train"],
+        config=config,
+        num_classes=num_classes,
+        patch_size=patch_size,
+        normalization=normalization,
+        target_cache=cache,
+        patches_per_step=config.ensemble_size * config.batch_size,
+        rank=rank,
+        world=world,
+        start_step=0 if saved is None else int(saved["global_step"]),
+        pin_memory=device.type == "cuda",
+    )
+    val_cases = StreamedCases(cohort, split["val"])
+    session = _Session(
+        config, data, device, rank, world, info, model, model, optimizer, scaler, amp_dtype,
+        sampler_gen, loss_gen, loader, val_cases, _RunState(), {**cohort.to_dict(), "split": split},
+    )  # fmt: skip
+    try:
+        return _finish_set_up(session, saved)
+    except BaseException:
+        loader.close()
+        raise
+
+
+def _case_shape(cohort: Any, case_id: str) -> tuple[int, ...]:
+    """A case's spatial shape from its header, after resampling to ``cohort.target_spacing`` when set."""
+    info = cohort[case_id]
+    if cohort.target_spacing is None:
+        return tuple(info.shape)
+    from ..cohort.resample import resampled_shape
+
+    return resampled_shape(info.shape, info.spacing, cohort.target_spacing)
+
+
+def _target_cache_dir(config: TrainConfig) -> str:
+    """``target_cache_dir``, else ``<output_dir>/cache``, else a new temporary folder."""
+    if config.target_cache_dir is not None:
+        return config.target_cache_dir
+    if config.output_dir is not None:
+        return str(Path(config.output_dir) / "cache")
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="napari-seg-uncertainty-targets-")
 
 
 def _load_resume(config: TrainConfig, resume: str | os.PathLike) -> dict[str, Any]:
@@ -554,12 +775,15 @@ def member_loss(
 
 def evaluate(
     model: SegmentationEnsemble,
-    cases: list[Case],
+    cases: Iterable[Case],
     info: dict[str, Any],
     device: torch.device,
     config: TrainConfig,
 ) -> dict[str, float]:
-    """Validation NLL (against the raters' mean) and mean foreground Dice (against their majority)."""
+    """Validation NLL (against the raters' mean) and mean foreground Dice (against their majority).
+
+    ``cases`` may be any iterable (a cohort's validation cases are read one at a time).
+    """
     num_classes = info["num_classes"]
     was_training = model.training
     model.eval()
