@@ -200,8 +200,8 @@ def test_worker_error_becomes_a_notification_with_advice(
     widget = make_widget(viewer, tmp_path)
     real_train = training_workflow.train
 
-    def out_of_memory(config, data, resume=None):
-        gen = real_train(config, data, resume=resume)
+    def out_of_memory(config, data, resume=None, *, split=None):
+        gen = real_train(config, data, resume=resume, split=split)
         yield next(gen)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

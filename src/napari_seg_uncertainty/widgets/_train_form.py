@@ -15,19 +15,64 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Table,
+)
 
 from ..core.geometry import Geometry
 from ..workflow.training import foreground_box, parse_patch_size
 from ._case import case_of
-from ._common import show_warning
+from ._common import run_in_thread, show_info, show_warning
 from ._layer_choices import choices_for, is_image_layer, is_labels_layer, labels_problem
 from ._layer_select import LayerSelect
+from ._tables import fit_table
+from ._train_cohort import (
+    COHORT_SUFFIXES,
+    CohortScan,
+    scan_cohort,
+    split_cases,
+    split_summary,
+    table_rows,
+)
 
 if TYPE_CHECKING:
+    from ..core.cohort import Cohort
     from ..core.training import TrainConfig, TrainingData
 
-__all__ = ["METHODS", "MODEL_SIZES", "PREDICT_REGIONS", "TARGET_LABELS", "TrainForm", "grid_mismatch"]
+__all__ = [
+    "DATA_SOURCES",
+    "METHODS",
+    "MODEL_SIZES",
+    "PREDICT_REGIONS",
+    "SPLIT_CHOICES",
+    "TARGET_LABELS",
+    "TrainForm",
+    "grid_mismatch",
+]
+
+#: "Train on" choices: the image and rater layers open in the viewer, or a cohort on disk.
+DATA_SOURCES = (("open layers", "layers"), ("cohort (folder or manifest)", "cohort"))
+#: "Split" choices for a cohort (see :func:`~napari_seg_uncertainty.widgets._train_cohort.split_cases`).
+SPLIT_CHOICES = (("val/test fractions", "fractions"), ("manifest split", "manifest"), ("k-fold", "kfold"))
+#: Columns of the cohort's case table.
+CASE_COLUMNS = ("case", "shape", "spacing (mm)", "channels", "raters", "split")
+#: Most pixels the case table takes before it scrolls on its own.
+MAX_TABLE_HEIGHT = 220
+#: Colour of problems and errors in the dock.
+ERROR_COLOR = "#ff6060"
+ONE_CASE_NOTE = (
+    "ℹ one-case training: validation on the last strip of the image ({share} % along its last axis); "
+    "use a cohort for held-out cases."
+)
 
 #: (label, (head, loss)) choices of the "Model / loss" box.
 METHODS = (
@@ -73,6 +118,12 @@ _PLAIN_SETTINGS = {
     "seed": ("_seed", int),
     "output_dir": ("_output", str),
     "resume": ("_resume", str),
+    "val_fraction": ("_val", float),
+    "test_fraction": ("_test", float),
+    "folds": ("_folds", int),
+    "fold": ("_fold", int),
+    "num_workers": ("_workers", int),
+    "cohort_source": ("_cohort_path", str),
 }
 
 
@@ -141,6 +192,248 @@ class TrainForm:
     _image_layer: Any
     _case: str | None
     grid_warning: str | None
+
+    state: str
+    _status: Any
+
+    # data source -----------------------------------------------------------------------------------
+    def _build_source_settings(self) -> list[Any]:
+        """The data source (open layers or a cohort) and the cohort's path and split controls."""
+        self.cohort_scan: CohortScan | None = None
+        self.cohort_error: str | None = None
+        self._load_generation = 0
+        self._load_worker: Any = None
+        self._split: dict[str, list[str]] | None = None
+        self._source = ComboBox(
+            label="Train on", choices=list(DATA_SOURCES), value="layers",
+            tooltip="The image and rater layers open in the viewer (one case), or a cohort of cases on disk.",
+        )
+        self._cohort_path = LineEdit(
+            value="", tooltip="A folder of case folders, a LIDC-style .npz, or a .csv/.yaml manifest; Enter loads it."
+        )
+        self._cohort_path.native.setPlaceholderText("folder, .csv, .yaml or .npz")
+        self._browse = PushButton(text="Browse…", tooltip="Choose a folder of cases, or a manifest or .npz file.")
+        self._load = PushButton(text="Load", tooltip="Scan the cohort (headers only) and list its cases.")
+        self._cohort_row = Container(
+            layout="horizontal", labels=False, label="Cohort",
+            widgets=[self._cohort_path, self._browse, self._load],
+        )
+        self._cohort_row.margins = (0, 0, 0, 0)
+        self._split_mode = ComboBox(
+            label="Split", choices=list(SPLIT_CHOICES), value="fractions",
+            tooltip="Random validation/test fractions (the seed below), the manifest's split column, or k-fold.",
+        )
+        self._val = FloatSpinBox(label="Validation share", value=0.2, min=0.0, max=0.9, step=0.05)
+        self._test = FloatSpinBox(label="Test share", value=0.2, min=0.0, max=0.9, step=0.05)
+        self._folds = SpinBox(label="Folds", value=5, min=2, max=50)
+        self._fold = SpinBox(label="Fold", value=0, min=0, max=4, tooltip="The fold validated on (from 0).")
+        self._workers = SpinBox(
+            label="Loader workers", value=2, min=0, max=32,
+            tooltip="Processes reading and preparing cases; 0 reads them in the training thread.",
+        )
+        # full width below the split settings (placed by _place_source_widgets)
+        self._cohort_message = Label(value="")
+        self._cohort_message.native.setWordWrap(True)
+        self._split_sizes = Label(value="")
+        self._cases_table = Table(value=[[]], tooltip="The cohort's cases and the split each is in.")
+        fit_table(self._cases_table, min_height=60, show_index=False)
+        self._problems = Label(value="")
+        self._problems.native.setWordWrap(True)
+        self._problems.native.setStyleSheet(f"color: {ERROR_COLOR};")
+        self._one_case_note = Label(value=ONE_CASE_NOTE.format(share=20))
+        self._one_case_note.native.setWordWrap(True)
+        self._one_case_note.native.setStyleSheet("color: #9aa4b0;")
+        self._source.changed.connect(self._on_source_changed)
+        self._split_mode.changed.connect(self._on_split_mode_changed)
+        for control in (self._val, self._test, self._folds, self._fold):
+            control.changed.connect(self._refresh_split)
+        self._folds.changed.connect(self._on_folds_changed)
+        self._browse.changed.connect(self._on_browse)
+        self._load.changed.connect(lambda _value=None: self.load_cohort())
+        self._cohort_path.native.returnPressed.connect(lambda: self.load_cohort())
+        return [self._source, self._cohort_row, self._split_mode, self._val, self._test, self._folds, self._fold,
+                self._workers]
+
+    def _place_source_widgets(self, settings: Any) -> None:
+        """Put the cohort's table, split sizes and problems, and the one-case note, over the settings' width."""
+        from qtpy.QtWidgets import QSizePolicy
+
+        layout = settings.native.layout()
+
+        def insert_after(control: Any, *widgets: Any) -> None:
+            index = layout.indexOf(control.native.parentWidget())  # the control's labelled row
+            for offset, widget in enumerate(widgets, start=1):
+                widget.native.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                            widget.native.sizePolicy().verticalPolicy())
+                layout.insertWidget(index + offset, widget.native)
+
+        insert_after(self._workers, self._cohort_message, self._split_sizes, self._cases_table, self._problems)
+        insert_after(self._raters, self._one_case_note)
+
+    @property
+    def data_source(self) -> str:
+        """``"layers"`` (the open image and rater layers) or ``"cohort"``."""
+        return str(self._source.value)
+
+    @property
+    def cohort(self) -> Cohort | None:
+        """The cohort loaded (``None`` before one was)."""
+        return self.cohort_scan.cohort if self.cohort_scan is not None else None
+
+    @property
+    def split(self) -> dict[str, list[str]] | None:
+        """The cohort's case split the split settings describe (``None`` without a cohort or when invalid)."""
+        return self._split
+
+    def _on_source_changed(self, _value: Any = None) -> None:
+        cohort = self.data_source == "cohort"
+        for control in (self._cohort_row, self._split_mode, self._workers, self._cohort_message):
+            control.visible = cohort
+        for control in (self._image, self._raters, self._predict_on, self._one_case_note):
+            control.visible = not cohort
+        if hasattr(self, "_grid_label"):
+            self._grid_label.visible = not cohort and self.grid_warning is not None
+        self._on_split_mode_changed()
+
+    def _on_split_mode_changed(self, _value: Any = None) -> None:
+        cohort = self.data_source == "cohort"
+        mode = self._split_mode.value
+        self._val.visible = cohort and mode == "fractions"
+        self._test.visible = cohort and mode in ("fractions", "kfold")
+        self._folds.visible = self._fold.visible = cohort and mode == "kfold"
+        loaded = cohort and self.cohort_scan is not None
+        self._split_sizes.visible = self._cases_table.visible = loaded
+        self._problems.visible = loaded and bool(self.cohort_scan.problems)  # type: ignore[union-attr]
+        self._refresh_split()
+
+    def _on_folds_changed(self, value: int) -> None:
+        self._fold.max = max(0, int(value) - 1)
+
+    def _on_browse(self, _value: Any = None) -> None:
+        """A menu: a folder of case folders, or a manifest / .npz file."""
+        from qtpy.QtGui import QCursor
+        from qtpy.QtWidgets import QMenu
+
+        menu = QMenu(self._browse.native)
+        menu.addAction("Folder of cases…", self._browse_folder)
+        menu.addAction("Manifest (.csv, .yaml) or .npz…", self._browse_file)
+        menu.exec_(QCursor.pos())
+
+    def _browse_folder(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self._browse.native, "Folder of case folders")
+        if folder:
+            self.load_cohort(folder)
+
+    def _browse_file(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        patterns = " ".join(f"*{suffix}" for suffix in COHORT_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self._browse.native, "Cohort manifest or .npz", "", f"Cohorts ({patterns});;All files (*)"
+        )
+        if path:
+            self.load_cohort(path)
+
+    def _say_cohort(self, message: str, *, error: bool = False) -> None:
+        self._cohort_message.value = message
+        self._cohort_message.native.setStyleSheet(f"color: {ERROR_COLOR};" if error else "")
+        self._cohort_message.visible = bool(message) and self.data_source == "cohort"
+
+    def load_cohort(self, source: Any = None) -> Any:
+        """Load the cohort at ``source`` (default: the Cohort field) in a worker; returns the worker.
+
+        The header scan runs in a worker thread; meanwhile the dock says "Loading …" and Start is
+        disabled. Bad cases are skipped and listed in red below the case table; a source that cannot
+        be loaded gives a notification and a message in the dock. ``None`` when nothing started (a
+        run is going).
+        """
+        if self.state not in ("idle", "loading"):
+            show_info("Training is running; load the cohort once it has ended.")
+            return None
+        if source is not None:
+            self._cohort_path.value = str(source)
+        if self.data_source != "cohort":
+            self._source.value = "cohort"
+        path = str(self._cohort_path.value).strip()
+        self._load_generation += 1
+        generation = self._load_generation
+        self.cohort_error = None
+        self._set_state("loading")
+        self._say_cohort(f"Loading {path or '…'} …")
+        self._status.value = "Loading the cohort (reading headers)…"
+
+        def returned(scan: CohortScan) -> None:
+            if generation != self._load_generation:
+                return
+            self._set_state("idle")
+            self._show_scan(scan)
+
+        def errored(exc: BaseException) -> None:
+            if generation != self._load_generation:
+                return
+            self.cohort_error = str(exc)
+            self._set_state("idle")
+            self._say_cohort(f"⚠ Could not load the cohort: {exc}", error=True)
+            self._status.value = f"Failed: {exc}"
+
+        self._load_worker = run_in_thread(scan_cohort, path, action="Load cohort", returned=returned,
+                                          errored=errored)
+        return self._load_worker
+
+    def _show_scan(self, scan: CohortScan) -> None:
+        self.cohort_scan = scan
+        cohort = scan.cohort
+        skipped = len(scan.problems)
+        text = f"{len(cohort)} cases ({cohort.ndim}-D, {cohort.channels} channel(s), up to {cohort.num_raters} raters)"
+        if skipped:
+            text += f"; {skipped} skipped (see below)"
+        self._say_cohort(text + f" from {Path(scan.source).name}.")
+        self._problems.value = (
+            f"Skipped {skipped} case(s):\n" + "\n".join(f"• {p}" for p in scan.problems) if skipped else ""
+        )
+        with self._split_mode.changed.blocked():
+            if scan.has_manifest_split:
+                self._split_mode.value = "manifest"
+            elif self._split_mode.value == "manifest":
+                self._split_mode.value = "fractions"
+        self._on_split_mode_changed()
+        self._status.value = f"Cohort loaded: {len(cohort)} cases" + (f", {skipped} skipped." if skipped else ".")
+        if skipped:
+            show_warning(f"Train: {skipped} case(s) of the cohort skipped; the dock lists why.")
+
+    def cohort_split(self) -> dict[str, list[str]]:
+        """The split the settings describe, checked (ValueError saying what to change)."""
+        if self.cohort is None:
+            raise ValueError("no cohort loaded; choose a folder or manifest and press Load.")
+        return split_cases(
+            self.cohort, self._split_mode.value, val=float(self._val.value), test=float(self._test.value),
+            seed=int(self._seed.value), folds=int(self._folds.value), fold=int(self._fold.value),
+        )
+
+    def _refresh_split(self, _value: Any = None) -> None:
+        """Recompute the split (cheap: case ids only) and show it in the table and the sizes line."""
+        if self.cohort is None or self.data_source != "cohort":
+            return
+        try:
+            self._split = self.cohort_split()
+        except (TypeError, ValueError) as exc:
+            self._split = None
+            self._split_sizes.value = f"⚠ {exc}"
+            self._split_sizes.native.setStyleSheet(f"color: {ERROR_COLOR};")
+        else:
+            self._split_sizes.value = "Split: " + split_summary(self._split)
+            self._split_sizes.native.setStyleSheet("")
+        rows = table_rows(self.cohort, self._split)
+        self._cases_table.value = {
+            "data": rows, "index": [str(i + 1) for i in range(len(rows))], "columns": list(CASE_COLUMNS),
+        }
+        view = self._cases_table.native
+        view.resizeRowsToContents()
+        height = view.horizontalHeader().sizeHint().height() + 2 * view.frameWidth() + 2
+        height += sum(view.rowHeight(i) for i in range(view.rowCount()))
+        view.setFixedHeight(min(max(height, 60), MAX_TABLE_HEIGHT))
 
     def _build_layer_settings(self, viewer: Any) -> list[Any]:
         """The data and model controls (image, raters, target, model, loss, size, dimensions, SSN)."""
@@ -222,6 +515,8 @@ class TrainForm:
         patch_size: Sequence[int] | None = None,
         device: str | None = None,
         predict_on: str | None = None,
+        data_source: str | None = None,
+        split_mode: str | None = None,
         **settings: Any,
     ) -> None:
         """Set the form; a keyword left ``None`` keeps that setting.
@@ -244,10 +539,15 @@ class TrainForm:
             One of the Device choices ("auto", "cpu", "cuda:0" …).
         predict_on : str, optional
             "image" or "raters".
+        data_source : str, optional
+            "layers" (the open layers) or "cohort" (load one with :meth:`load_cohort`).
+        split_mode : str, optional
+            A cohort's split: "fractions", "manifest" or "kfold".
         **settings
             ``ensemble_size``, ``dropout``, ``ssn_rank``, ``ssn_samples``, ``mask_background``,
             ``epochs``, ``steps_per_epoch``, ``batch_size``, ``learning_rate``, ``seed``,
-            ``output_dir``, ``resume``.
+            ``output_dir``, ``resume``; for a cohort ``val_fraction``, ``test_fraction``, ``folds``,
+            ``fold``, ``num_workers`` and ``cohort_source`` (the path field; :meth:`load_cohort` loads it).
 
         Raises
         ------
@@ -277,6 +577,10 @@ class TrainForm:
             self._device.value = _choice_value("device", device, list(self._device.choices))
         if predict_on is not None:
             self._predict_on.value = _choice_value("predict_on", predict_on, [v for _, v in PREDICT_REGIONS])
+        if data_source is not None:
+            self._source.value = _choice_value("data_source", data_source, [v for _, v in DATA_SOURCES])
+        if split_mode is not None:
+            self._split_mode.value = _choice_value("split_mode", split_mode, [v for _, v in SPLIT_CHOICES])
         for key, value in settings.items():
             if value is not None:
                 attribute, convert = _PLAIN_SETTINGS[key]
@@ -326,7 +630,19 @@ class TrainForm:
             seed=int(self._seed.value),
             background_mask=({"ssn": "covariance"}.get(head, "likelihood") if self._mask_background.value else "none"),
             output_dir=output_dir,
+            **self._cohort_config(),
         )
+
+    def _cohort_config(self) -> dict[str, Any]:
+        """The TrainConfig settings only a cohort run takes (none for the open layers)."""
+        if self.data_source != "cohort":
+            return {}
+        settings: dict[str, Any] = {"num_workers": int(self._workers.value)}
+        if self._split_mode.value in ("fractions", "kfold"):
+            settings["test_fraction"] = float(self._test.value)
+        if self._split_mode.value == "fractions":
+            settings["val_fraction"] = float(self._val.value)
+        return settings
 
     def _selected_arrays(self) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """The image layer, its array, the ``(R, *S)`` rater stack and the rater layers; checked."""
@@ -437,7 +753,7 @@ class TrainForm:
             show_warning(f"Train: {message}")
         self.grid_warning = message
         self._grid_label.value = f"⚠ {message}" if message else ""
-        self._grid_label.visible = message is not None
+        self._grid_label.visible = message is not None and self.data_source != "cohort"
 
     def _on_method_changed(self, _value: Any = None) -> None:
         is_ssn = METHODS[self._method.value][1][0] == "ssn"

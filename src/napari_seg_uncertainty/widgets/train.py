@@ -55,6 +55,7 @@ from ._common import (
     upsert_layer,
 )
 from ._layer_choices import LayerWatcher
+from ._train_cohort import CasePrediction, predict_case, prediction_case
 from ._train_curves import TrainingCurves
 from ._train_form import TrainForm
 
@@ -71,6 +72,8 @@ UI_INTERVAL_S = 0.2
 MIN_SETTINGS_HEIGHT = 60
 #: The layers a run adds, in the order they are added.
 PREDICTION_LAYERS = ("prediction labels", "prediction entropy", "prediction probabilities")
+#: The layer showing the cohort case a cohort run predicts at its end (added before the prediction).
+CASE_IMAGE_LAYER = "cohort case image"
 
 _PRELOADED = False
 _PRELOAD_LOCK = threading.Lock()
@@ -161,18 +164,23 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self._crop: tuple[slice, ...] | None = None
         self._image_layer: Any = None
         self._case: str | None = None
+        self._cohort_run: tuple[Any, str] | None = None  # (cohort, case shown at the end) of a cohort run
+        self.case_prediction: CasePrediction | None = None
         self._closed = False
         self._init_curves()
         #: The settings, in a scroll area (scrolls when the dock is short).
         self.settings = Container(
             labels=True, scrollable=True,
-            widgets=[*self._build_layer_settings(viewer), *self._build_run_settings()],
+            widgets=[*self._build_source_settings(), *self._build_layer_settings(viewer),
+                     *self._build_run_settings()],
         )
+        self._place_source_widgets(self.settings)
         self._build_actions()
         self._method.changed.connect(self._on_method_changed)
         self._epochs.changed.connect(self._on_epochs_changed)
         self._image.changed.connect(self._check_grid)
         self._raters.changed.connect(self._check_grid)
+        self._seed.changed.connect(self._refresh_split)
         scroll = self.settings.root_native_widget
         scroll.setFrameShape(scroll.Shape.NoFrame)
         scroll.setMinimumHeight(MIN_SETTINGS_HEIGHT)
@@ -180,6 +188,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self.margins = (4, 4, 4, 4)
         self.max_width = 480
         self._on_method_changed()
+        self._on_source_changed()
         self._watcher = LayerWatcher(viewer, self._refresh_choices, owner=self.native)
         self._refresh_choices()
         self.native.destroyed.connect(self._on_destroyed)
@@ -282,13 +291,22 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         (one notification says why). :attr:`computed` is emitted with a ``TrainOutcome`` once the
         prediction layers are added; :attr:`failed` when training or the prediction fails.
         """
+        if self.state == "loading":
+            show_info("The cohort is still loading; start once its cases are listed.")
+            return None
         if self.state != "idle":
             show_info("Training is already running; cancel it first.")
             return None
         preload_training_modules()  # at once if done; a script calling start() early waits for it here
         with notify_errors("Start training"):
             self.configure(**settings)
-            data = self.collect_data()
+            if self.data_source == "cohort":
+                cohort, split = self.cohort, self.cohort_split()  # ValueError: no cohort / a bad split
+                data: Any = cohort
+                self._cohort_run = (cohort, prediction_case(split))
+            else:
+                data, split = self.collect_data(), None
+                self._cohort_run = None
             resume = self._resume_checkpoint()
             run_dir = Path(str(self._output.value)).expanduser() / _dt.datetime.now().strftime(
                 "run-%Y%m%d-%H%M%S-%f"
@@ -298,7 +316,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             from superqt.utils import create_worker
 
             self.worker = create_worker(
-                training_job, config, data, resume, _start_thread=False, _ignore_errors=True
+                training_job, config, data, resume, split=split, _start_thread=False, _ignore_errors=True
             )
             keep_alive(self.worker)
             self.worker.yielded.connect(guarded(self._on_record))
@@ -336,6 +354,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         from napari.utils import progress
 
         self.records, self.result, self.failure, self.prediction = [], None, None, None
+        self.case_prediction = None
         self.checkpoint_path = None
         self._checkpoint.value = ""
         total = config.epochs * config.steps_per_epoch
@@ -382,10 +401,20 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
     def _describe(record: Any) -> str:
         """The status line for a progress record."""
         if record.kind == "step":
-            return (
+            text = (
                 f"Epoch {record.epoch}/{record.epochs}, step {record.step}/{record.steps_per_epoch}: "
-                f"loss {record.loss:.4f} ({record.throughput:.1f} patches/s)"
+                f"loss {record.loss:.4f}"
             )
+            details = []
+            cases_seen = getattr(record, "cases_seen", None)
+            if cases_seen is not None:
+                details.append(f"{cases_seen:,} cases seen")
+            if record.throughput is not None:
+                details.append(f"{record.throughput:.1f} patches/s")
+            data_wait = getattr(record, "data_wait", None)
+            if data_wait is not None:
+                details.append(f"data wait {100 * data_wait:.0f} %")
+            return text + (f" ({', '.join(details)})" if details else "")
         if record.kind == "epoch":
             text = f"Epoch {record.epoch}/{record.epochs}: loss {record.loss:.4f}"
             if record.val_dice is not None:
@@ -451,6 +480,9 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             show_info("Training cancelled: the Train dock was closed before a checkpoint was written.")
 
     def _run_prediction(self, checkpoint: str) -> None:
+        if self._cohort_run is not None:
+            self._run_case_prediction(checkpoint, *self._cohort_run)
+            return
         self._set_state("predicting")
         self._status.value = "Predicting on the image…"
         layer = self._image_layer
@@ -470,6 +502,33 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             predict, checkpoint, image, action="Prediction", returned=self._show_prediction, errored=errored,
         )
 
+    def _run_case_prediction(self, checkpoint: str, cohort: Any, case_id: str) -> None:
+        """Read a held-out case of the cohort and predict it, both in a worker."""
+        self._set_state("predicting")
+        self._status.value = f"Predicting held-out case {case_id!r}…"
+
+        def errored(exc: BaseException) -> None:
+            self._set_state("idle")
+            self.fail(f"Prediction failed: {exc}", notify=False)
+
+        self.predict_worker = run_in_thread(
+            predict_case, checkpoint, cohort, case_id, action="Prediction", returned=self._show_case_prediction,
+            errored=errored,
+        )
+
+    def _show_case_prediction(self, result: CasePrediction) -> None:
+        """The case's image, then the prediction layers, on the case's grid and tagged with its id."""
+        self.case_prediction = result
+        image_layer = None
+        if result.image is not None:
+            leading = result.image.ndim - result.image_geometry.ndim
+            image_layer = dict(
+                data=result.image, name=CASE_IMAGE_LAYER, layer_type="image", colormap="gray",
+                geometry=result.image_geometry, case=result.case_id, leading_axes=leading,
+                metadata={"cohort_case": result.case_id},
+            )
+        self._show_prediction(result.prediction, geometry=result.geometry, case=result.case_id, before=image_layer)
+
     def _prediction_geometry(self, result: dict[str, Any]) -> Geometry | None:
         """The prediction's grid: the image's, moved to the crop, rescaled if predicted on another grid."""
         if self._geometry is None:
@@ -479,12 +538,22 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         )
         return prediction_geometry(self._geometry, region, result.labels.shape, self._crop_start)
 
-    def _prediction_layers(self, result: dict[str, Any]) -> list[dict[str, Any]]:
-        """Keywords of :func:`upsert_layer` for each prediction layer, in :data:`PREDICTION_LAYERS` order."""
+    def _prediction_layers(
+        self, result: Any, *, geometry: Geometry | None = None, case: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Keywords of :func:`upsert_layer` for each prediction layer, in :data:`PREDICTION_LAYERS` order.
+
+        Placed on ``geometry`` and tagged with ``case`` when given (a cohort's case), else on the
+        image layer's grid (moved to the crop).
+        """
         meta = {"class_names": result.class_names, "checkpoint": self.checkpoint_path}
-        if self._crop_start is not None:
-            meta["crop_start"] = list(self._crop_start)
-        placed = {"geometry": self._prediction_geometry(result), "case": self._case, "metadata": meta}
+        if geometry is None:
+            geometry, case = self._prediction_geometry(result), self._case
+            if self._crop_start is not None:
+                meta["crop_start"] = list(self._crop_start)
+        else:
+            meta["cohort_case"] = case
+        placed = {"geometry": geometry, "case": case, "metadata": meta}
         labels, entropy, probabilities = PREDICTION_LAYERS
         return [
             dict(data=result.labels, name=labels, layer_type="labels", opacity=0.6, **placed),
@@ -494,12 +563,24 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
                  contrast_limits=(0.0, 1.0), visible=False, leading_axes=1, **placed),
         ]
 
-    def _show_prediction(self, result: dict[str, Any]) -> None:
-        """Add the prediction layers one per event-loop turn (each napari layer costs ~0.1 s to add)."""
+    def _show_prediction(
+        self,
+        result: Any,
+        *,
+        geometry: Geometry | None = None,
+        case: str | None = None,
+        before: dict[str, Any] | None = None,
+    ) -> None:
+        """Add the prediction layers one per event-loop turn (each napari layer costs ~0.1 s to add).
+
+        ``before``: keywords of a layer added first (a cohort case's image).
+        """
         from qtpy.QtCore import QTimer
 
         self.prediction = result
-        pending = self._prediction_layers(result)
+        pending = ([before] if before is not None else []) + self._prediction_layers(
+            result, geometry=geometry, case=case
+        )
         added: list[str] = []
 
         def add_next() -> None:
@@ -508,8 +589,9 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
                 return
             if not pending:
                 self._set_state("idle")
+                where = f" of held-out case {case!r}" if case is not None else ""
                 self.done(self._outcome(tuple(added)),
-                          "Done: prediction added (probabilities, labels, entropy); checkpoint below.")
+                          f"Done: prediction{where} added (probabilities, labels, entropy); checkpoint below.")
                 return
             kwargs = pending.pop(0)
             with notify_errors("Show the prediction"):
@@ -523,6 +605,8 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self.state = state
         running = state in ("training", "paused")
         self._start.enabled = state == "idle" and _PRELOADED
+        for control in (self._source, self._load, self._browse, self._cohort_path):
+            control.enabled = state in ("idle", "loading")
         self._pause.enabled = running
         self._cancel.enabled = running
         self._pause.text = "Resume" if state == "paused" else "Pause"

@@ -1,0 +1,199 @@
+"""The "Train" dock on a cohort, in a real viewer: load a generated cohort, split it, train, predict a test case."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_seg_uncertainty.core.checkpoint import load_checkpoint
+from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+from napari_seg_uncertainty.widgets import _common
+from napari_seg_uncertainty.widgets import train as train_module
+from napari_seg_uncertainty.widgets._train_cohort import split_cases, split_summary
+from napari_seg_uncertainty.widgets.train import CASE_IMAGE_LAYER, TrainWidget
+
+WAIT_MS = 120_000
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    messages: list[str] = []
+    monkeypatch.setattr(_common, "show_error", messages.append)
+    monkeypatch.setattr(train_module, "show_error", messages.append)
+    return messages
+
+
+@pytest.fixture
+def cohort_source(tmp_path):
+    """A 2-D manifest cohort of 6 cases with a split column; one training case broken (a rater file gone)."""
+    source = make_phantom_cohort(6, tmp_path / "cohort", ndim=2, layout="manifest", num_raters=2,
+                                 shape=(32, 32), seed=0)
+    with open(source, newline="") as f:
+        rows = list(csv.DictReader(f))
+    broken = next(row for row in rows if row["split"] == "train")
+    missing = Path(source).parent / broken["raters"].split(";")[0]
+    missing.unlink()
+    good = [row for row in rows if row is not broken]
+    return source, broken["case_id"], {row["case_id"]: row["split"] for row in good}
+
+
+def make_widget(viewer, tmp_path, *, epochs=2, steps=2):
+    train_module.preload_training_modules()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._model_size.value = "tiny (8-16-32)"
+    widget._epochs.value = epochs
+    widget._steps.value = steps
+    widget._batch.value = 2
+    widget._patch.value = "16, 16"
+    widget._device.value = "cpu"
+    widget._workers.value = 0
+    widget._output.value = str(tmp_path / "runs")
+    return widget
+
+
+def load(widget, qtbot, source):
+    """Choose cohort mode, type the source and click Load; wait for the cases (or the failure)."""
+    widget._source.value = "cohort"
+    widget._cohort_path.value = str(source)
+    widget._load.native.click()
+    assert widget.state == "loading" and not widget._start.enabled
+    assert "Loading" in widget._cohort_message.value
+    qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
+
+
+def table(widget):
+    value = widget._cases_table.value
+    return [dict(zip(value["columns"], row)) for row in value["data"]]
+
+
+def test_modes_show_their_own_settings(make_napari_viewer, tmp_path):
+    widget = make_widget(make_napari_viewer(), tmp_path)
+    assert widget.data_source == "layers"
+    assert not widget._one_case_note.native.isHidden()
+    assert "validation on the last strip of the image" in widget._one_case_note.value
+    assert "use a cohort for held-out cases" in widget._one_case_note.value
+    assert widget._cohort_row.native.isHidden() and not widget._image.native.isHidden()
+    widget._source.value = "cohort"
+    assert widget._one_case_note.native.isHidden() and widget._image.native.isHidden()
+    assert not widget._cohort_row.native.isHidden() and not widget._split_mode.native.isHidden()
+    widget._split_mode.value = "kfold"
+    assert not widget._folds.native.isHidden() and widget._val.native.isHidden()
+    widget._folds.value = 3
+    assert widget._fold.max == 2
+
+
+def test_cohort_table_lists_cases_splits_and_problems(make_napari_viewer, qtbot, tmp_path, errors,
+                                                       cohort_source):
+    source, broken, manifest_split = cohort_source
+    widget = make_widget(make_napari_viewer(), tmp_path)
+    load(widget, qtbot, source)
+    assert errors == []
+    rows = table(widget)
+    assert [row["case"] for row in rows] == sorted(manifest_split)  # the good cases, in order
+    assert {row["case"]: row["split"] for row in rows} == manifest_split  # the manifest's split column
+    assert widget._split_mode.value == "manifest"
+    assert all(row["shape"] == "32×32" and row["raters"] == 2 and row["channels"] == 1 for row in rows)
+    cohort = widget.cohort
+    assert rows[0]["spacing (mm)"] == " × ".join(f"{s:.3g}" for s in cohort[rows[0]["case"]].spacing)
+    # the broken case is listed, red, with its file
+    assert broken in widget._problems.value and "Skipped 1 case" in widget._problems.value
+    assert not widget._problems.native.isHidden() and "color" in widget._problems.native.styleSheet()
+    counts = {name: list(manifest_split.values()).count(name) for name in ("train", "val", "test")}
+    assert widget._split_sizes.value == "Split: " + split_summary({k: [0] * n for k, n in counts.items()})
+
+    # fractions: rows follow the seed; no case in two splits
+    widget._split_mode.value = "fractions"
+    widget._val.value, widget._test.value = 0.2, 0.2
+    widget._seed.value = 3
+    expected = split_cases(load_cohort(source, on_error="skip"), "fractions", val=0.2, test=0.2, seed=3)
+    assert widget.split == expected
+    assert {row["case"]: row["split"] for row in table(widget)} == {
+        case: name for name, cases in expected.items() for case in cases
+    }
+    # k-fold: the validation fold moves with "Fold"
+    widget._split_mode.value = "kfold"
+    widget._test.value = 0.0
+    widget._folds.value = 2
+    folds = []
+    for fold in (0, 1):
+        widget._fold.value = fold
+        folds.append(set(widget.split["val"]))
+        assert len({row["case"] for row in table(widget)}) == len(rows)
+    assert folds[0].isdisjoint(folds[1]) and folds[0] | folds[1] == set(manifest_split)
+
+
+def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot, tmp_path, errors,
+                                                        cohort_source, record_property):
+    from qtpy.QtCore import QTimer
+
+    source, _, manifest_split = cohort_source
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tmp_path)
+    load(widget, qtbot, source)
+    test_case = next(case for case, split in sorted(manifest_split.items()) if split == "test")
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(50)
+    clicked = time.perf_counter()
+    statuses: list[str] = []
+    widget._start.native.click()
+    assert widget.state == "training"
+    widget.worker.yielded.connect(lambda r: statuses.append(widget._status.value))
+    qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
+    timer.stop()
+    assert errors == []
+    stall = 1000 * float(np.diff(np.array([t for t in ticks if t >= clicked])).max())
+    record_property("max_event_loop_stall_cohort_ms", round(stall, 1))
+    print(f"event loop during cohort training and prediction: longest gap {stall:.1f} ms")
+
+    kinds = [r.kind for r in widget.records]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 4
+    steps = [r for r in widget.records if r.kind == "step"]
+    assert all(r.cases_seen is not None and r.cases_seen > 0 for r in steps)
+    described = TrainWidget._describe(steps[-1])
+    assert f"{steps[-1].cases_seen:,} cases seen" in described and "patches/s" in described
+    assert any("cases seen" in text for text in statuses)
+    # the curves keep working
+    np.testing.assert_allclose(widget._lines["epoch"].get_data()[0], [1, 2])
+
+    state = load_checkpoint(widget.checkpoint_path)
+    assert state["cohort"]["split"]["test"] == [test_case]
+    # the prediction is of the first test case, on that case's grid
+    case = widget.cohort[test_case]
+    assert widget.case_prediction.case_id == test_case
+    for name in ("prediction labels", "prediction entropy", CASE_IMAGE_LAYER):
+        layer = viewer.layers[name]
+        np.testing.assert_allclose(layer.scale, case.spacing)
+        np.testing.assert_allclose(layer.translate, case.origin)
+        assert layer.data.shape == case.shape
+        assert layer.metadata["nsu_case"] == test_case
+    probabilities = viewer.layers["prediction probabilities"]
+    np.testing.assert_allclose(probabilities.scale[1:], case.spacing)
+    np.testing.assert_allclose(probabilities.translate[1:], case.origin)
+    assert not np.allclose(case.origin, 0)  # the phantom's origins are not zero: the translate was checked
+    assert f"held-out case {test_case!r}" in widget._status.value
+
+
+def test_bad_cohort_source_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path, errors):
+    widget = make_widget(make_napari_viewer(), tmp_path)
+    load(widget, qtbot, tmp_path / "no such folder")
+    assert len(errors) == 1 and "does not exist" in errors[0]
+    assert "does not exist" in widget._cohort_message.value and widget.cohort is None
+    assert widget._start.enabled  # the dock stays usable
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    load(widget, qtbot, empty)
+    assert len(errors) == 2 and errors[1].startswith("Load cohort failed")
+    assert widget.state == "idle" and widget.cohort is None
+    assert widget.start() is None and "no cohort loaded" in errors[-1]
