@@ -157,7 +157,11 @@ def test_npz_stacked_form(tmp_path):
     np.testing.assert_allclose(case.image[0], images[1])
     # without case_ids: case000…
     np.savez(tmp_path / "plain.npz", images=images, masks=masks)
-    assert load_cohort(tmp_path / "plain.npz").case_ids == ["case000", "case001", "case002", "case003"]
+    plain = load_cohort(tmp_path / "plain.npz")
+    assert plain.case_ids == ["case000", "case001", "case002", "case003"]
+    # uncompressed members are memory-mapped: the case's slice only
+    np.testing.assert_array_equal(plain.load_case(2).raters, masks[2])
+    np.testing.assert_allclose(plain.load_case(2).image[0], images[2])
 
 
 def test_npz_per_case_form_3d(tmp_path):
@@ -528,6 +532,15 @@ def test_subset_and_to_dict(tmp_path):
     assert again.case_ids == cohort.case_ids and again.target_spacing == cohort.target_spacing
     assert load_cohort(cohort) is cohort
     assert "cases=3" in repr(cohort)
+
+
+def test_cohort_pickles_for_loader_workers(tmp_path):
+    import pickle
+
+    cohort = load_cohort(generic_cohort(tmp_path / "c", n=2), target_spacing=(2.0, 2.0, 2.0))
+    again = pickle.loads(pickle.dumps(cohort))
+    assert again.case_ids == cohort.case_ids and again.target_spacing == cohort.target_spacing
+    np.testing.assert_array_equal(again.load_case(1).raters, cohort.load_case(1).raters)
 
 
 def test_load_cohort_validates_arguments(tmp_path):

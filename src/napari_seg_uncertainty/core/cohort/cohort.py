@@ -26,7 +26,7 @@ from ..raters.loading import load_raters, qubiq_tasks
 from .manifest import MANIFEST_SUFFIXES, read_manifest
 from .resample import resample_case
 from .scan import LAYOUTS, CaseInfo, CohortProblem, ScanError, case_files_from_folder, case_folders, check_across, \
-    is_case_folder, natural_key, npz_mask_key, scan_case, scan_npz
+    is_case_folder, natural_key, npz_headers, npz_mask_key, npz_member, scan_case, scan_npz
 from .splits import SPLIT_KEYS, check_split, fraction_split, is_fraction, kfold_split
 
 __all__ = ["CaseData", "CaseInfo", "Cohort", "CohortProblem", "LAYOUTS", "load_cohort"]
@@ -431,23 +431,21 @@ def _read_array(path: str) -> np.ndarray:
 
 def _npz_masks(info: CaseInfo) -> np.ndarray:
     path, key = info.rater_files[0], info.npz_key or ""
-    with np.load(path, allow_pickle=False) as data:
-        if key.endswith("/"):
-            return np.asarray(data[npz_mask_key(data.files, key)])
-        mask_key = npz_mask_key(data.files)
-        if key == "":
-            return np.asarray(data[mask_key])
-        return np.asarray(data[mask_key][int(key)])
+    keys = list(npz_headers(path))
+    if key.endswith("/"):
+        return np.asarray(npz_member(path, npz_mask_key(keys, key)))
+    stack = npz_member(path, npz_mask_key(keys))
+    return np.array(stack if key == "" else stack[int(key)])
 
 
 def _npz_image(info: CaseInfo) -> np.ndarray | None:
     path, key = info.rater_files[0], info.npz_key or ""
-    with np.load(path, allow_pickle=False) as data:
-        if key.endswith("/"):
-            return np.asarray(data[key + "image"]) if key + "image" in data.files else None
-        if key == "":
-            return np.asarray(data["image"]) if "image" in data.files else None
-        return np.asarray(data["images"][int(key)]) if "images" in data.files else None
+    keys = set(npz_headers(path))
+    name = key + "image" if key.endswith("/") or key == "" else "images"
+    if name not in keys:
+        return None
+    arr = npz_member(path, name)
+    return np.array(arr if name != "images" else arr[int(key)])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ does (reversed from SimpleITK's ``(x, y, z)``; leading singleton axes of a one-s
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
 import zipfile
@@ -214,8 +216,8 @@ def _sitk_header(path: Path) -> Header:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     image_io = _SITK_IMAGE_IO.get(file_suffix(path))
-    if image_io in reader.GetRegisteredImageIOs():
-        reader.SetImageIO(image_io)
+    if image_io in _registered_image_ios():
+        reader.SetImageIO(image_io)  # skips ITK's probing of every format
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -234,6 +236,14 @@ def _sitk_header(path: Path) -> Header:
         direction = direction[1:, 1:]
     return Header(str(path), shape, spacing, origin, tuple(float(v) for v in direction.ravel()),
                   int(reader.GetNumberOfComponents()))
+
+
+@functools.lru_cache(maxsize=1)
+def _registered_image_ios() -> tuple[str, ...]:
+    """SimpleITK's image IOs (asked once: the query costs about as much as reading a header)."""
+    import SimpleITK as sitk
+
+    return tuple(sitk.ImageFileReader().GetRegisteredImageIOs())
 
 
 def _tiff_header(path: Path) -> Header:
@@ -277,15 +287,20 @@ def grid_mismatch(ref: Header, other: Header) -> str | None:
     if other.shape != ref.shape:
         return f"shape {other.shape} differs from {ref.shape} of {Path(ref.path).name!r}"
     if ref.spacing is not None and other.spacing is not None \
-            and not np.allclose(other.spacing, ref.spacing, rtol=SPACING_RTOL, atol=0.0):
+            and not _close(other.spacing, ref.spacing, rtol=SPACING_RTOL, atol=0.0):
         return f"spacing {other.spacing} differs from {ref.spacing} of {Path(ref.path).name!r}"
     if ref.origin is not None and other.origin is not None \
-            and not np.allclose(other.origin, ref.origin, rtol=0.0, atol=ORIGIN_ATOL):
+            and not _close(other.origin, ref.origin, rtol=0.0, atol=ORIGIN_ATOL):
         return f"origin {other.origin} differs from {ref.origin} of {Path(ref.path).name!r}"
     if ref.direction is not None and other.direction is not None \
-            and not np.allclose(other.direction, ref.direction, rtol=0.0, atol=DIRECTION_ATOL):
+            and not _close(other.direction, ref.direction, rtol=0.0, atol=DIRECTION_ATOL):
         return f"direction {other.direction} differs from {ref.direction} of {Path(ref.path).name!r}"
     return None
+
+
+def _close(a: Sequence[float], b: Sequence[float], *, rtol: float, atol: float) -> bool:
+    """``numpy.allclose`` for short tuples (in pure Python: a scan compares thousands of them)."""
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=rtol, abs_tol=atol) for x, y in zip(a, b))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,6 +456,50 @@ def npz_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.
     except Exception as exc:  # noqa: BLE001 - zip and header errors of a damaged archive
         raise ValueError(f"could not read {str(path)!r}: not a valid .npz archive ({exc}).") from exc
     return out
+
+
+def npz_member(path: str | os.PathLike, key: str) -> np.ndarray:
+    """One array of an ``.npz`` archive; memory-mapped when the member is stored uncompressed (``numpy.savez``).
+
+    A case of a stacked archive then reads only its own slice (``npz_member(p, "masks")[i]``), not the
+    whole stack; compressed members (``numpy.savez_compressed``) are read in full.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.npz")
+    >>> np.savez(p, masks=np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    >>> m = npz_member(p, "masks")
+    >>> type(m).__name__, m[1, 2].tolist()
+    ('memmap', [20, 21, 22, 23])
+    """
+    import struct
+
+    from numpy.lib import format as npy_format
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(key + ".npy")
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            with open(path, "rb") as fh:
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                if local[:4] == b"PK\x03\x04":
+                    name_len, extra_len = struct.unpack("<HH", local[26:30])
+                    fh.seek(info.header_offset + 30 + name_len + extra_len)
+                    version = npy_format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+                    else:
+                        shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+                    offset = fh.tell()
+                    if not dtype.hasobject and int(np.prod(shape, dtype=np.int64)) > 0:
+                        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
+                                         order="F" if fortran else "C")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, struct.error):
+        pass  # anything unusual: numpy's own reader below says what is wrong
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data[key])
 
 
 def npz_mask_key(keys: Sequence[str], prefix: str = "") -> str | None:
