@@ -318,3 +318,114 @@ def test_several_channels_load_with_load_cohort(tmp_path, layout):
     image = cohort.load_case(0).image
     assert image.shape == (4, 16, 16)
     assert len({round(float(c.mean()), 3) for c in image}) == 4  # four contrasts
+
+
+# ----------------------------------------------------------------------------------------------
+# real-image cases (scans shipped inside installed packages)
+# ----------------------------------------------------------------------------------------------
+
+
+def _installed(package: str, *parts: str) -> bool:
+    from napari_seg_uncertainty.core.cohort.real_cases import _package_dir
+
+    base = _package_dir(package)
+    return base is not None and base.joinpath(*parts).is_file()
+
+
+_HAS_NIBABEL = _installed("nibabel", "tests", "data", "anatomical.nii")
+_HAS_PYDICOM = _installed("pydicom", "data", "test_files", "CT_small.dcm")
+_HAS_NILEARN = _installed("nilearn", "datasets", "data", "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")
+
+
+def _real(out_dir, **kwargs):
+    from napari_seg_uncertainty.core.cohort.real_cases import real_image_cases
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = real_image_cases(out_dir, **kwargs)
+    return source, [str(w.message) for w in caught]
+
+
+@pytest.mark.skipif(not (_HAS_NIBABEL or _HAS_PYDICOM), reason="neither nibabel's nor pydicom's test scans")
+@pytest.mark.parametrize("layout", ["generic", "qubiq", "msseg", "manifest"])
+def test_real_cases_2d_load_as_a_cohort(tmp_path, layout):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+
+    source, messages = _real(tmp_path, ndim=2, layout=layout)
+    cohort = load_cohort(source)
+    expected = (["nibabel_anatomical", "nibabel_reoriented"] if _HAS_NIBABEL else []) + (
+        ["pydicom_ct_small", "pydicom_mr_small"] if _HAS_PYDICOM else [])
+    assert [i for i in cohort.case_ids if not i.startswith("mni152")] == expected
+    assert cohort.ndim == 2 and cohort.num_raters == 3 and cohort.num_classes() == 3
+    if not _HAS_NILEARN:
+        assert any("nilearn (not installed)" in m for m in messages)
+    for info in cohort:
+        case = cohort.load_case(info.case_id)
+        volumes = [(case.raters[r] > 0).sum() for r in range(3)]
+        assert min(volumes) > 0 and len(set(volumes)) > 1  # the raters disagree
+    if _HAS_PYDICOM:  # the scan's geometry is kept
+        original = read_image(Path(__import__("pydicom").__file__).parent / "data" / "test_files" / "CT_small.dcm")[1]
+        ct = cohort["pydicom_ct_small"]
+        assert ct.spacing == pytest.approx(original.spacing, rel=1e-5)
+        assert ct.origin == pytest.approx(original.origin, abs=1e-3)
+        body = cohort.load_case("pydicom_ct_small").raters > 0
+        assert body[0].sum() >= body[1].sum() >= body[2].sum()  # lenient to strict
+
+
+@pytest.mark.skipif(not _HAS_NIBABEL, reason="nibabel's test scans are not installed")
+def test_real_cases_3d_keep_each_scans_geometry(tmp_path):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+    from napari_seg_uncertainty.core.cohort.real_cases import _package_dir
+
+    source, _ = _real(tmp_path, ndim=3, num_raters=2)
+    cohort = load_cohort(source)
+    assert cohort.ndim == 3 and cohort.num_raters == 2
+    info = cohort["nibabel_reoriented"]
+    original = read_image(_package_dir("nibabel") / "tests" / "data" / "reoriented_anat_moved.nii")[1]
+    assert info.shape == (22, 26, 21)
+    assert info.spacing == pytest.approx(original.spacing)
+    assert info.origin == pytest.approx(original.origin, abs=1e-3)
+    assert np.allclose(np.reshape(info.direction, (3, 3)), original.direction, atol=1e-4)
+    assert not np.allclose(np.reshape(info.direction, (3, 3)), np.eye(3))  # a reoriented scan
+    with pytest.raises(FileExistsError, match="already exists"):
+        _real(tmp_path, ndim=3, num_raters=2)
+    _real(tmp_path, ndim=3, num_raters=2, overwrite=True)
+
+
+@pytest.mark.skipif(not _HAS_NILEARN, reason="nilearn (MNI152 template) is not installed")
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_real_cases_mni152_tissue_raters(tmp_path, ndim):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+
+    source, _ = _real(tmp_path, ndim=ndim)
+    cohort = load_cohort(source)
+    mni = [i for i in cohort.case_ids if i.startswith("mni152")]
+    assert len(mni) == 3
+    for case_id in mni:
+        info = cohort[case_id]
+        assert max(info.shape) <= 120 and min(info.spacing) >= 2.0
+        raters = cohort.load_case(case_id).raters
+        grey = [(raters[r] == 1).sum() for r in range(3)]
+        assert grey[0] > grey[2] > 0  # thresholds from lenient (0.3) to strict (0.7)
+    assert len({cohort[i].spacing for i in mni}) == (1 if ndim == 2 else 3)
+
+
+def test_real_cases_arguments_and_nothing_installed(tmp_path, monkeypatch):
+    from napari_seg_uncertainty.core.cohort import real_cases
+
+    with pytest.raises(ValueError, match="layout='npz'"):
+        real_cases.real_image_cases(tmp_path, layout="npz")
+    with pytest.raises(ValueError, match="layout"):
+        real_cases.real_image_cases(tmp_path, layout="folders")
+    with pytest.raises(ValueError, match="ndim"):
+        real_cases.real_image_cases(tmp_path, ndim=4)
+    with pytest.raises(ValueError, match="num_raters"):
+        real_cases.real_image_cases(tmp_path, num_raters=0)
+    with pytest.raises(TypeError, match="overwrite"):
+        real_cases.real_image_cases(tmp_path, overwrite=None)
+    with pytest.raises(TypeError, match="out_dir"):
+        real_cases.real_image_cases(None)
+    monkeypatch.setattr(real_cases, "_package_dir", lambda package: None)
+    with pytest.raises(FileNotFoundError, match="no real 3-D scan.*nilearn \\(not installed\\).*nibabel"):
+        real_cases.real_image_cases(tmp_path / "none", ndim=3)
+    assert not (tmp_path / "none").exists()
