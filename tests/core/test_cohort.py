@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from napari_seg_uncertainty.core.cohort import CaseData, CaseInfo, Cohort, CohortProblem, LAYOUTS, load_cohort
+from napari_seg_uncertainty.core.cohort import LAYOUTS, CaseData, CaseInfo, Cohort, CohortProblem, load_cohort
 from napari_seg_uncertainty.core.cohort.resample import resample_array, resample_case
 from napari_seg_uncertainty.core.cohort.scan import read_header
 from napari_seg_uncertainty.core.io import read_image, write_image
@@ -254,8 +254,8 @@ def test_manifest_missing_columns_refused(tmp_path):
 def test_header_scan_equals_read_image_3d(tmp_path, suffix):
     angle = 0.3
     direction = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
-    path = write_image(tmp_path / f"a{suffix}", np.zeros(SHAPE3, np.int16), spacing=SPACING3, origin=(-40.0, 12.5, -7.0),
-                       direction=direction)
+    path = write_image(tmp_path / f"a{suffix}", np.zeros(SHAPE3, np.int16), spacing=SPACING3,
+                       origin=(-40.0, 12.5, -7.0), direction=direction)
     header = read_header(path)
     arr, meta = read_image(path)
     assert header.shape == arr.shape

@@ -25,8 +25,22 @@ from ..io import file_suffix, is_supported_file, read_image
 from ..raters.loading import load_raters, qubiq_tasks
 from .manifest import MANIFEST_SUFFIXES, read_manifest
 from .resample import resample_case
-from .scan import LAYOUTS, CaseInfo, CohortProblem, ScanError, case_files_from_folder, case_folders, check_across, \
-    is_case_folder, natural_key, npz_headers, npz_mask_key, npz_member, scan_case, scan_npz
+from .scan import (
+    LAYOUTS,
+    CaseInfo,
+    CohortProblem,
+    ScanError,
+    case_files_from_folder,
+    case_folders,
+    check_across,
+    is_case_folder,
+    natural_key,
+    npz_headers,
+    npz_mask_key,
+    npz_member,
+    scan_case,
+    scan_npz,
+)
 from .splits import SPLIT_KEYS, check_split, fraction_split, is_fraction, kfold_split
 
 __all__ = ["CaseData", "CaseInfo", "Cohort", "CohortProblem", "LAYOUTS", "load_cohort"]
@@ -364,7 +378,8 @@ class Cohort:
         ----------
         spec : None, str or dict
             ``None``: ``split(val=0.2, test=0.2, seed=seed)``; ``"manifest"``: the split column;
-            ``{"val": .., "test": ..}``: fractions; ``{"folds": 5, "fold": 0, "test": ..}``: k-fold;
+            ``{"val": .., "test": ..}``: fractions (a missing one is 0.2, as in :meth:`split`);
+            ``{"folds": 5, "fold": 0, "test": ..}``: k-fold;
             ``{"train": [...], "val": [...], "test": [...]}``: explicit case ids (checked).
         seed : int
             Seed of the random splits (a ``"seed"`` key in ``spec`` takes precedence).
@@ -404,7 +419,8 @@ class Cohort:
 
     # summaries ----------------------------------------------------------------------------------
     def table(self) -> list[dict[str, Any]]:
-        """One row per case for a GUI table: ``case_id``, ``shape``, ``spacing``, ``channels``, ``raters``, ``split``."""
+        """One row per case for a GUI table: ``case_id``, ``shape``, ``spacing``, ``channels``, ``raters``,
+        ``split``."""
         return [{"case_id": c.case_id, "shape": c.shape, "spacing": c.spacing, "channels": c.channels,
                  "raters": c.num_raters, "split": c.split} for c in self.cases]
 
@@ -539,8 +555,7 @@ def load_cohort(
                          f"({', '.join(MANIFEST_SUFFIXES)}).")
     good, across = check_across(scanned)
     problems += across
-    order = {cid: i for i, cid in enumerate(sorted((c.case_id for c in scanned), key=natural_key))}
-    problems.sort(key=lambda p: order.get(p.case_id, -1))
+    problems.sort(key=lambda p: natural_key(p.case_id))
     if problems and on_error == "raise":
         more = f" ({len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ValueError(f"{problems[0]}{more}. Fix the case, or pass on_error='skip' to leave bad cases out.")

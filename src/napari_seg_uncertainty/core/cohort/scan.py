@@ -22,8 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..io import _SITK_IMAGE_IO, PNG_SUFFIXES, SITK_SUFFIXES, TIFF_SUFFIXES, _tiff_spacing, file_suffix, \
-    is_supported_file
+from ..io import (
+    _SITK_IMAGE_IO,
+    PNG_SUFFIXES,
+    SITK_SUFFIXES,
+    TIFF_SUFFIXES,
+    _tiff_spacing,
+    file_suffix,
+    is_supported_file,
+)
 from ..raters.loading import _IMAGE_NAME, _MSSEG_SEG, _QUBIQ_SEG, _natural_key
 
 __all__ = ["CaseInfo", "CohortProblem", "Header", "LAYOUTS", "read_header"]
