@@ -486,6 +486,9 @@ class CohortPatchLoader:
             persistent_workers=workers > 0,
             prefetch_factor=2 if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None,
+            # its own generator: starting the loader must not draw from the global torch RNG
+            # (dropout), or a resumed run would differ from an uninterrupted one
+            generator=torch.Generator().manual_seed(config.seed),
         )
         self._iterator: Iterator[dict[str, Any]] | None = None
         self.cases_seen = start
