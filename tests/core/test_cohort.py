@@ -360,6 +360,13 @@ def test_problem_unreadable_file(tmp_path):
     _problem_check(root, "case1", "rater1.nii.gz", "cannot be read", good=2)
 
 
+def test_problem_truncated_file_found_by_the_scan(tmp_path):
+    root = generic_cohort(tmp_path / "c", n=2)
+    data = (root / "case2" / "image.nii.gz").read_bytes()
+    (root / "case2" / "image.nii.gz").write_bytes(data[: len(data) // 2])
+    _problem_check(root, "case2", "image.nii.gz", "truncated", good=1)
+
+
 def test_problem_duplicate_case_id(tmp_path):
     rows = _manifest_cases(tmp_path, 3)
     rows[2]["case_id"] = "p0"

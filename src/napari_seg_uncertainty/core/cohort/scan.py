@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._file_checks import check_nifti_complete, sitk_component_bytes
 from ..io import (
     _SITK_IMAGE_IO,
     PNG_SUFFIXES,
@@ -233,6 +234,10 @@ def _sitk_header(path: Path) -> Header:
         raise ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a "
                          f"{file_suffix(path)} image ({detail}).") from exc
     ndim = len(reader.GetSize())
+    if file_suffix(path) in (".nii", ".nii.gz"):  # a truncated download: caught here, not at the first epoch
+        itemsize = sitk_component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+        voxels = math.prod(int(s) for s in reader.GetSize()) * int(reader.GetNumberOfComponents())
+        check_nifti_complete(path, voxels * itemsize, compressed=file_suffix(path) == ".nii.gz")
     # the same conversion as core.io._read_sitk: reverse (x, y, z) to numpy order
     shape = tuple(int(s) for s in reversed(reader.GetSize()))
     spacing = tuple(float(s) for s in reversed(reader.GetSpacing()))
