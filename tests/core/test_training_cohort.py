@@ -15,8 +15,15 @@ import torch
 
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint
 from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
-from napari_seg_uncertainty.core.training import TrainConfig, load_trained_model, predict, train
-from napari_seg_uncertainty.core.training import loop, streaming, target_cache
+from napari_seg_uncertainty.core.training import (
+    TrainConfig,
+    load_trained_model,
+    loop,
+    predict,
+    streaming,
+    target_cache,
+    train,
+)
 from napari_seg_uncertainty.core.training.inference import ensemble_probabilities
 from napari_seg_uncertainty.core.training.normalization import (
     RunningMoments,

@@ -1,6 +1,7 @@
 """Training and inference: one generator used by the Train widget, the command line and the tests.
 
-:func:`train` takes a :class:`TrainConfig` and the data (an image and its raters) and yields a
+:func:`train` takes a :class:`TrainConfig` and the data (an image and its raters, or a
+:class:`~napari_seg_uncertainty.core.cohort.Cohort` streamed from disk) and yields a
 :class:`TrainProgress` record after every optimization step and every epoch. The caller decides
 what to do with them (update a progress bar, print a line, collect a history). Sending
 ``"cancel"`` into the generator (``gen.send("cancel")``, or ``worker.send("cancel")`` for a napari
@@ -20,6 +21,15 @@ Modules
     :func:`predict_ssn_distribution` (a ``LowRankLogits``).
 ``device``
     The torch device and the rank and world size of a ``torchrun`` job.
+``normalization``
+    The three image normalizations (``"dataset"``, ``"zscore"``, ``"percentile"``), stored in
+    every checkpoint so that :func:`predict` normalizes a new case as in training.
+``target_cache``
+    Soft targets of cohort cases cached on disk (``.npy``, keyed by a SHA-256 of the settings and
+    the case's files).
+``streaming``
+    Cohort training: MONAI transform chains, a byte-bounded memory cache of prepared cases, a
+    torch ``Sampler`` of ``(case, seed)`` keys and :class:`CohortPatchLoader` (a ``DataLoader``).
 
 Data handling
 -------------
@@ -27,9 +37,14 @@ Data handling
   rater labelled foreground, by default) with sliding-window inference (MONAI) for validation and
   prediction.
 - 2-D images, or ``spatial_dims=2`` on a volume: a 2-D U-Net on (patches of) 2-D slices.
+- Cohorts: split by case (``split``, or ``val_fraction`` / ``test_fraction``); training patches
+  come from the training cases only, read by DataLoader workers (``num_workers``) and kept in a
+  memory cache of ``cache_mb``; a patch depends only on its ``(case, seed)`` key, so the weights
+  do not depend on the number of workers and a resumed run continues mid-epoch exactly.
 - Validation: the last ``val_fraction`` of the cases (or slices), or with a single 2-D image the
-  last rows; metrics are the NLL against the raters' mean one-hot map and the mean foreground Dice
-  of the prediction against the raters' majority.
+  last rows (a cohort: its ``"val"`` cases, read one at a time); metrics are the NLL against the
+  raters' mean one-hot map and the mean foreground Dice of the prediction against the raters'
+  majority.
 - Targets: any fused soft label from :mod:`~napari_seg_uncertainty.core.labels`
   (``"mean"``, ``"msvls"``, ``"svls"``, ``"label_smoothing"``, ``"onehot"``, ``"staple"``), or
   ``"random_rater"``: one randomly chosen rater per patch and step.
@@ -42,17 +57,23 @@ reproducible, also across an interruption and ``resume``.
 """
 
 from ..models import weights_digest
-from .config import BACKGROUND_MASKS, BEST_METRICS, TARGETS, TrainConfig, read_config_file
+from .config import BACKGROUND_MASKS, BEST_METRICS, NORMALIZATIONS, TARGETS, TrainConfig, read_config_file
 from .data import TrainingData, as_training_data
 from .device import distributed_rank_world, resolve_device
 from .inference import Prediction, TrainedModel, load_trained_model, predict, predict_ssn_distribution
 from .loop import Checkpointer, TrainProgress, TrainResult, train
+from .normalization import normalization_parameters, normalize_image
+from .streaming import CohortPatchLoader
+from .target_cache import TargetCache
 
 __all__ = [
     "BACKGROUND_MASKS",
     "BEST_METRICS",
+    "NORMALIZATIONS",
     "TARGETS",
+    "TargetCache",
     "Checkpointer",
+    "CohortPatchLoader",
     "Prediction",
     "TrainConfig",
     "TrainProgress",
@@ -62,6 +83,8 @@ __all__ = [
     "as_training_data",
     "distributed_rank_world",
     "load_trained_model",
+    "normalization_parameters",
+    "normalize_image",
     "predict",
     "predict_ssn_distribution",
     "read_config_file",

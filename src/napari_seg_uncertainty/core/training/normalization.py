@@ -76,9 +76,7 @@ def normalization_parameters(
         mean_list = [float(v) for v in np.asarray(mean, dtype=np.float64).reshape(-1)]
         std_list = [float(v) if v > _TINY else 1.0 for v in np.asarray(std, dtype=np.float64).reshape(-1)]
         if len(mean_list) != len(std_list) or not mean_list:
-            raise ValueError(
-                f"mean and std must have one entry per channel, got {len(mean_list)} and {len(std_list)}."
-            )
+            raise ValueError(f"mean and std must have one entry per channel, got {len(mean_list)} and {len(std_list)}.")
         return {"mode": "dataset", "mean": mean_list, "std": std_list}
     if mode == "zscore":
         return {"mode": "zscore"}

@@ -77,8 +77,7 @@ def target_cache_key(
         raise TypeError(f"config must be a TrainConfig, got {describe(config)}.")
     if config.target not in _METHOD_PARAMETERS:
         raise ValueError(
-            f"target {config.target!r} has no fused soft target to cache; "
-            f"expected one of {sorted(_METHOD_PARAMETERS)}."
+            f"target {config.target!r} has no fused soft target to cache; expected one of {sorted(_METHOD_PARAMETERS)}."
         )
     if not isinstance(content_digest, str) or not content_digest:
         raise TypeError(f"content_digest must be a non-empty string, got {describe(content_digest)}.")
@@ -139,9 +138,7 @@ class TargetCache:
         )
         return self.folder / f"{key}.npy"
 
-    def get(
-        self, content_digest: str, raters: np.ndarray, spacing: Sequence[float] | None
-    ) -> np.ndarray:
+    def get(self, content_digest: str, raters: np.ndarray, spacing: Sequence[float] | None) -> np.ndarray:
         """The float32 ``(C, *S)`` soft target: memory-mapped from the cache, computed and written if absent.
 
         Parameters
