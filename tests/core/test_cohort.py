@@ -179,6 +179,23 @@ def test_npz_per_case_form_3d(tmp_path):
     np.testing.assert_allclose(case.image[0], arrays["b/image"])
 
 
+def test_folder_of_single_case_npz_folders(tmp_path):
+    rng = np.random.default_rng(2)
+    for cid in ("n2", "n1"):
+        (tmp_path / cid).mkdir()
+        masks = (rng.random((4, 8, 8)) < 0.3).astype(np.uint8)
+        np.savez(tmp_path / cid / "nodule.npz", image=rng.normal(size=(8, 8)), masks=masks, spacing=[0.5, 0.5])
+    cohort = load_cohort(tmp_path)
+    assert cohort.case_ids == ["n1", "n2"] and cohort[0].layout == "npz" and cohort.num_raters == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rs = load_raters(tmp_path / "n2")
+    case = cohort.load_case("n2")
+    np.testing.assert_array_equal(case.raters, rs.labels)
+    np.testing.assert_allclose(case.image[0], rs.image)
+    assert case.spacing == rs.spacing == (0.5, 0.5)
+
+
 def _manifest_cases(root: Path, n: int, channels=("t1", "t2")) -> list[dict]:
     rows = []
     for i in range(n):

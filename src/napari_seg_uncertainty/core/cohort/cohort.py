@@ -13,7 +13,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -482,8 +482,8 @@ def load_cohort(
     source : str or path-like
         - a folder of case folders, each in a layout :func:`load_raters` reads (generic: label files plus
           ``image*``/``flair*``/``t1*``/``ct*``… image files, one per channel; QUBIQ: ``image.nii.gz`` +
-          ``taskXX_segYY.nii.gz``; MSSEG-2016: ``ManualSegmentation_N.nii.gz`` + a FLAIR); a folder that
-          itself holds label files is a one-case cohort;
+          ``taskXX_segYY.nii.gz``; MSSEG-2016: ``ManualSegmentation_N.nii.gz`` + a FLAIR; or one LIDC-style
+          ``.npz`` with ``masks`` and ``image``); a folder that itself holds label files is a one-case cohort;
         - a LIDC-style ``.npz``: stacked ``images (N, *S)`` / ``masks (N, R, *S)`` with optional
           ``case_ids (N,)`` and ``spacing (ndim,)``, or per-case ``<case>/image`` and ``<case>/masks``;
         - a manifest ``.csv`` / ``.yaml`` / ``.yml`` (see :mod:`.manifest`).
@@ -585,8 +585,27 @@ def _scan_folder(folder: Path, *, task: int | None) -> tuple[list[CaseInfo], lis
                 many_tasks.append(sub.name)
             cases.append(scan_case(files))
         except ScanError as exc:
-            problems.append(CohortProblem(sub.name, exc.file, exc.message))
+            single = _single_npz_case(sub)
+            if single is None:
+                problems.append(CohortProblem(sub.name, exc.file, exc.message))
+            else:
+                cases.append(single)
     if many_tasks:
         warnings.warn(f"QUBIQ case(s) {many_tasks[:3]} hold several tasks; each case's lowest task is loaded. "
                       "Pass task=N to choose one.", UserWarning, stacklevel=3)
     return cases, problems
+
+
+def _single_npz_case(folder: Path) -> CaseInfo | None:
+    """A case folder holding one LIDC-style ``.npz`` case (``masks`` + ``image``) and no label file, as
+    :func:`load_raters` reads it; None otherwise."""
+    archives = [p for p in folder.iterdir() if p.is_file() and file_suffix(p) == ".npz"]
+    if len(archives) != 1:
+        return None
+    try:
+        cases, _ = scan_npz(archives[0])
+    except ValueError:
+        return None
+    if len(cases) != 1 or cases[0].npz_key != "":
+        return None
+    return replace(cases[0], case_id=folder.name)
