@@ -531,8 +531,8 @@ def scan_npz(path: str | os.PathLike) -> tuple[list[CaseInfo], list[CohortProble
     headers = npz_headers(path)
     keys = list(headers)
     mask_key = npz_mask_key(keys)
-    per_case = sorted({k.rsplit("/", 1)[0] for k in keys if "/" in k and npz_mask_key(keys, k.rsplit("/", 1)[0]
-                                                                                        + "/")}, key=_natural_key)
+    prefixes = {k.rsplit("/", 1)[0] for k in keys if "/" in k}
+    per_case = sorted((p for p in prefixes if npz_mask_key(keys, p + "/")), key=natural_key)
     cases: list[CaseInfo] = []
     problems: list[CohortProblem] = []
     spacing = _npz_small(path, "spacing") if "spacing" in headers else None
