@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from napari_seg_uncertainty.cli import main
+from napari_seg_uncertainty.core.cohort import load_cohort
 from napari_seg_uncertainty.core.io import read_image
 from napari_seg_uncertainty.widgets.demo_window import run_gui_demo
 from napari_seg_uncertainty.workflow.demo import (
     DATASETS,
+    DEMO_COHORT_CASES,
     NUM_SSN_SAMPLES,
+    SHOWN_CASE,
     DemoTraining,
     load_demo_data,
     planned_outputs,
@@ -121,6 +124,34 @@ def test_headless_demo_console_script_writes_every_output(headless_run):
         assert float(row["dice"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=1e-6)
     assert "mean pairwise Dice" in result.stdout
     assert "mSVLS U-Net" in result.stdout and "ECE" in result.stdout and "GED²" in result.stdout
+    assert f"trained on a cohort of {DEMO_COHORT_CASES + 1} cases" in result.stdout
+    assert "cases seen" in result.stdout  # the epoch lines of cohort training
+
+
+def test_headless_workflow_trains_on_a_cohort_and_holds_the_shown_case_out(headless_run):
+    out, result = headless_run
+    assert result.returncode == 0, result.stderr
+    folder = out / "phantom2d"
+    image, raters = load_demo_data("phantom2d")
+    flow = json.loads((folder / "metrics.json").read_text())["workflow"]
+    split = flow["cohort"]["split"]
+    assert flow["cohort"]["cases"] == DEMO_COHORT_CASES + 1 and flow["cohort"]["shown_case"] == SHOWN_CASE
+    assert json.loads((folder / "training" / "split.json").read_text()) == split
+    ids = [i for name in ("train", "val", "test") for i in split[name]]
+    assert len(ids) == len(set(ids)) == DEMO_COHORT_CASES + 1  # no case in two splits
+    assert SHOWN_CASE in split["test"] and split["train"] and split["val"]
+    # the manifest: the generated cases with their split column, the shown case's files as written
+    cohort = load_cohort(folder / "cohort" / "cohort.yaml")
+    assert cohort.manifest_split() == split and cohort.class_names == raters.class_names
+    shown = cohort.load_case(SHOWN_CASE)
+    np.testing.assert_array_equal(shown.raters, raters.labels)
+    np.testing.assert_allclose(shown.image[0], image, atol=1e-6)
+    for key in ("svls", "ssn"):
+        state = torch.load(folder / "training" / key / "last.pt", map_location="cpu", weights_only=True)
+        assert state["cohort"]["split"] == split  # trained on the train cases, validated on the val cases
+        with open(folder / "training" / key / "history.csv") as fh:
+            history = list(csv.DictReader(fh))
+        assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in history)  # validated on held-out cases
 
 
 def test_headless_workflow_numbers_match_independent_computations(headless_run):

@@ -6,6 +6,7 @@ import ast
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,22 @@ def test_run_workflow_checks_its_inputs_before_writing(tmp_path):
     with pytest.raises(TypeError, match="training must be a DemoTraining"):
         run_workflow(image, raters, tmp_path, training={"epochs": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_cohort_holds_generated_cases_and_the_shown_case_as_a_test_case(tmp_path):
+    from napari_seg_uncertainty.core.cohort import load_cohort
+    from napari_seg_uncertainty.workflow.demo import SHOWN_CASE, make_demo_cohort
+    from napari_seg_uncertainty.workflow.demo.cohort import cohort_outputs
+
+    image, raters = load_demo_data("phantom2d")
+    demo = make_demo_cohort(tmp_path, image, raters, n_cases=4, seed=1)
+    assert len(demo.cohort) == 5 and demo.cohort.class_names == raters.class_names
+    assert SHOWN_CASE in demo.split["test"] and SHOWN_CASE not in demo.split["train"] + demo.split["val"]
+    assert demo.split == load_cohort(demo.manifest).manifest_split()
+    assert sorted(os.path.relpath(f, tmp_path) for f in demo.files) == sorted(cohort_outputs(raters))
+    assert all(os.path.exists(f) for f in demo.files)
+    assert demo.to_dict()["generated_cases"] == 4
+    np.testing.assert_array_equal(demo.cohort.load_case(SHOWN_CASE).raters, raters.labels)
+    with pytest.raises(FileExistsError):
+        make_demo_cohort(tmp_path, image, raters, n_cases=4, seed=1)
+    assert len(make_demo_cohort(tmp_path, image, raters, n_cases=4, seed=1, overwrite=True).cohort) == 5

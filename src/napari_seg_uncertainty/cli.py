@@ -195,6 +195,13 @@ def _demo(args: argparse.Namespace) -> int:
                     f"empty for {row['raters_empty']} rater(s)"
                 )
             flow = result.workflow
+            if flow is not None and flow.cohort is not None:
+                split = flow.cohort["split"]
+                print(
+                    f"    trained on a cohort of {flow.cohort['cases']} cases (train {len(split['train'])}, "
+                    f"val {len(split['val'])}, test {len(split['test'])}); the numbers below are on the "
+                    f"held-out test case {flow.cohort['shown_case']!r}"
+                )
             if flow is not None:
                 for model, numbers in flow.calibration.items():
                     print(

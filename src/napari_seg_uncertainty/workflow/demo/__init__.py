@@ -8,20 +8,25 @@ The workflow (the same in both forms):
 2. **Soft labels**: one-hot (majority vote), label smoothing, SVLS, mSVLS, the raters' mean and
    STAPLE, compared with each other.
 3. **Training**: a short run of a U-Net on the mSVLS target (softmax + soft cross-entropy) and of a
-   stochastic segmentation network (SSN, low-rank logits, random rater per step).
+   stochastic segmentation network (SSN, low-rank logits, random rater per step). Headless, both
+   train on a cohort (12 generated phantom cases split by case, validated on the held-out ``val``
+   cases); the shown case is one of its ``test`` cases, never trained on. The Guide trains on the
+   open layers.
 4. **SSN samples**: samples of the SSN, with the per-class noise scales and the temperature
    changed (the sliders of the *SSN samples* widget), GED² and diversity against the raters.
 5. **Calibration and uncertainty**: reliability diagrams, ECE/TACE/NLL/Brier (also after temperature
    scaling), entropy and mutual-information maps, a review table ranked by segment entropy and the
    Dice of each model against each rater.
 
-Modules: :mod:`.data` (the data sets), :mod:`.training` (the two models and their settings),
+Modules: :mod:`.data` (the data sets), :mod:`.cohort` (the training cohort),
+:mod:`.training` (the two models and their settings),
 :mod:`.outputs` (the files written), :mod:`.steps` (one function per step), :mod:`.headless`
 (:func:`run_headless_demo`, :func:`run_workflow`) and :mod:`.results` (what they return).
 """
 
 from __future__ import annotations
 
+from .cohort import DEMO_COHORT_CASES, SHOWN_CASE, DemoCohort, make_demo_cohort
 from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
 from .headless import run_headless_demo, run_workflow
 from .outputs import SOFT_LABEL_OUTPUTS, planned_outputs
@@ -31,16 +36,20 @@ from .training import MODELS, NUM_SSN_SAMPLES, SSN_SETTINGS, DemoTraining
 
 __all__ = [
     "DATASETS",
+    "DEMO_COHORT_CASES",
     "MODELS",
     "NUM_SSN_SAMPLES",
     "REVIEW_MIN_VOXELS",
     "SOFT_LABEL_OUTPUTS",
+    "SHOWN_CASE",
     "SSN_SETTINGS",
     "WORKFLOW_DATASET",
+    "DemoCohort",
     "DemoResult",
     "DemoTraining",
     "WorkflowResult",
     "load_demo_data",
+    "make_demo_cohort",
     "planned_outputs",
     "run_headless_demo",
     "run_workflow",

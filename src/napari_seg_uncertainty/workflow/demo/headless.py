@@ -18,6 +18,7 @@ from ...core._atomic import atomic_write
 from ...core._validation import describe
 from ...core.raters import RaterSet
 from ..tables import plain
+from .cohort import make_demo_cohort
 from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
 from .outputs import DemoRun, planned_outputs, refuse_existing_outputs, workflow_outputs
 from .results import DemoResult, WorkflowResult
@@ -174,7 +175,12 @@ def run_workflow(
     training: DemoTraining | None = None,
     log: Callable[[str], None] | None = None,
 ) -> WorkflowResult:
-    """Soft labels, two short trainings, SSN samples, calibration and uncertainty, written to ``folder``.
+    """Soft labels, two short trainings on a cohort, SSN samples, calibration and uncertainty, into ``folder``.
+
+    The two models train on a generated cohort (:func:`~.cohort.make_demo_cohort`: 12 phantom cases
+    split by case, validation on the held-out ``val`` cases) that holds the shown case (``image`` and
+    ``raters``) as a test case; the soft labels, predictions, SSN samples, calibration and
+    uncertainty are computed on the shown case.
 
     Parameters
     ----------
@@ -183,12 +189,12 @@ def run_workflow(
     raters : RaterSet
         Their label maps (``(R, *spatial)``), class names and spacing.
     folder : path
-        Output folder; subfolders ``soft_labels``, ``training``, ``predictions``, ``ssn``,
+        Output folder; subfolders ``cohort``, ``soft_labels``, ``training``, ``predictions``, ``ssn``,
         ``calibration`` and ``uncertainty`` are created (see :func:`planned_outputs`).
     overwrite : bool
         Replace files of an earlier run (checked before anything is computed).
     seed : int
-        Seed of training and sampling.
+        Seed of the generated cases, training and sampling.
     device : str
         Training device (``"auto"``, ``"cpu"``, ``"cuda:0"`` ...).
     training : DemoTraining, optional
@@ -199,8 +205,8 @@ def run_workflow(
     Returns
     -------
     WorkflowResult
-        The numbers of each step (``soft_labels``, ``training``, ``ssn``, ``calibration``,
-        ``uncertainty``) and ``files``, the paths written.
+        The numbers of each step (``soft_labels``, ``cohort``, ``training``, ``ssn``,
+        ``calibration``, ``uncertainty``) and ``files``, the paths written.
 
     Examples
     --------
@@ -224,6 +230,8 @@ def run_workflow(
     for sub in ("soft_labels", "training", "predictions", "ssn", "calibration", "uncertainty"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     run = DemoRun(image, raters, folder, overwrite, seed, log or (lambda _line: None), [])
+    run.cohort = make_demo_cohort(folder, image, raters, seed=seed, overwrite=overwrite)
+    run.written += run.cohort.files
     soft_labels = soft_label_step(run)
     training_numbers, checkpoints, probabilities = training_step(run, training=training, device=device)
     ssn_numbers, distribution = ssn_step(run, checkpoints["ssn"])
@@ -234,4 +242,5 @@ def run_workflow(
         calibration=calibration_step(run, probabilities),
         uncertainty=uncertainty_step(run, probabilities, distribution),
         files=run.written,
+        cohort=run.cohort.to_dict(),
     )

@@ -14,10 +14,13 @@ from ...core.io import write_image
 from ...core.raters import RaterSet
 from ..figures import middle_slice, save_figure
 from ..tables import write_rows
+from .cohort import cohort_outputs
 from .training import MODELS, SSN_SETTINGS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from .cohort import DemoCohort
 
 __all__ = ["SOFT_LABEL_OUTPUTS", "DemoRun", "planned_outputs", "refuse_existing_outputs", "workflow_outputs"]
 
@@ -43,7 +46,8 @@ def planned_outputs(raters: RaterSet, *, workflow: bool) -> list[str]:
     Returns
     -------
     list of str
-        Paths relative to the data set's folder, ``metrics.json`` last.
+        Paths relative to the data set's folder, ``metrics.json`` last. The training cohort's
+        generated cases are one entry, the folder ``cohort/phantoms``.
 
     Examples
     --------
@@ -66,6 +70,7 @@ def planned_outputs(raters: RaterSet, *, workflow: bool) -> list[str]:
     if workflow:
         files += [f"soft_labels/{m}.nii.gz" for m in SOFT_LABEL_OUTPUTS]
         files += ["soft_labels/comparison.csv", "soft_labels/soft_labels.png"]
+        files += [*cohort_outputs(raters), "training/split.json"]
         for key in MODELS:
             files += [
                 f"training/{key}/last.pt",
@@ -123,6 +128,7 @@ class DemoRun:
     seed: int
     log: Callable[[str], None]
     written: list[str]
+    cohort: DemoCohort | None = None
 
     @property
     def geometry(self) -> dict[str, Any]:

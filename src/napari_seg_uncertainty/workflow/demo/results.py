@@ -29,6 +29,9 @@ class WorkflowResult:
         Mean entropy per model, mean SSN mutual information, the most uncertain structure.
     files : list of str
         The paths written.
+    cohort : dict or None
+        The training cohort: ``cases``, ``generated_cases``, ``shown_case`` and the case-level
+        ``split`` (the shown case is a test case).
     """
 
     soft_labels: dict[str, Any]
@@ -37,11 +40,13 @@ class WorkflowResult:
     calibration: dict[str, Any]
     uncertainty: dict[str, Any]
     files: list[str]
+    cohort: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as written to ``metrics.json`` under ``"workflow"`` (without the files)."""
         return {
             "soft_labels": self.soft_labels,
+            **({"cohort": self.cohort} if self.cohort is not None else {}),
             "training": self.training,
             "ssn": self.ssn,
             "calibration": self.calibration,

@@ -151,13 +151,27 @@ def soft_label_step(run: DemoRun) -> dict[str, Any]:
 def training_step(
     run: DemoRun, *, training: DemoTraining, device: str
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndarray]]:
-    """Step 3: train both models, write checkpoints, histories, predictions and the curves."""
+    """Step 3: train both models on the cohort (``run.cohort``; the shown case when None), write the
+    split, checkpoints, histories, predictions on the shown case and the curves."""
+    import json
+
+    from ...core._atomic import atomic_write
     from ...core.training import predict
 
     numbers: dict[str, Any] = {}
     checkpoints: dict[str, str] = {}
     probabilities: dict[str, np.ndarray] = {}
     histories: dict[str, list[dict[str, float]]] = {}
+    cohort = run.cohort
+    if cohort is not None:
+        path = run.folder / "training" / "split.json"
+        with atomic_write(path, overwrite=run.overwrite) as temporary:
+            temporary.write_text(json.dumps(cohort.split, indent=2) + "\n")
+        run.written.append(str(path))
+        run.log(
+            f"cohort: {len(cohort.cohort)} cases, train {len(cohort.split['train'])}, "
+            f"val {len(cohort.split['val'])}, test {len(cohort.split['test'])} (the shown case is a test case)"
+        )
     for key, (label, _head, _loss, target) in MODELS.items():
         result = train_demo_model(
             key,
@@ -168,6 +182,8 @@ def training_step(
             device=device,
             seed=run.seed,
             log=run.log,
+            cohort=None if cohort is None else cohort.cohort,
+            split=None if cohort is None else cohort.split,
         )
         checkpoints[key], histories[key] = result.checkpoint, result.history
         run.written += [result.checkpoint] + ([result.best_checkpoint] if result.best_checkpoint else [])

@@ -1,5 +1,8 @@
 """The demo's two short trainings: an mSVLS U-Net and an SSN, and the SSN sample settings shown after.
 
+The headless demo trains both on a cohort (:mod:`.cohort`: generated cases split by case, the shown
+case held out for testing); the Guide trains them on the open layers.
+
 References
 ----------
 .. [1] M. Islam, B. Glocker, "Spatially varying label smoothing: capturing uncertainty from expert
@@ -20,6 +23,7 @@ import numpy as np
 from ...core.raters import RaterSet
 
 if TYPE_CHECKING:
+    from ...core.cohort import Cohort
     from ...core.training import TrainConfig, TrainResult
 
 __all__ = ["MODELS", "NUM_SSN_SAMPLES", "SSN_SETTINGS", "DemoTraining", "train_demo_model"]
@@ -47,7 +51,10 @@ class DemoTraining:
     """Settings of the demo's two short training runs (shared by the headless demo and the Guide).
 
     The defaults train each model in about 10 to 30 seconds on two CPU cores: a tiny U-Net
-    (8-16-32 channels) on 2-D patches, 8 epochs of 20 steps of 8 patches.
+    (8-16-32 channels) on 2-D patches, 8 epochs of 20 steps of 8 patches. On a cohort (the headless
+    demo) the patches come from the training cases, ``patches_per_case`` each time a case is read,
+    in the main process (``num_workers`` 0: the cases are small and a worker's start would cost
+    more than it saves).
 
     Attributes
     ----------
@@ -61,6 +68,8 @@ class DemoTraining:
         Rank of the SSN covariance factor and Monte-Carlo samples per step (even).
     predict_samples : int
         SSN logit samples averaged for the SSN's probabilities.
+    patches_per_case, num_workers : int
+        Cohort training: patches drawn from a case each time it is read, DataLoader worker processes.
 
     Examples
     --------
@@ -78,6 +87,8 @@ class DemoTraining:
     ssn_rank: int = 4
     ssn_samples: int = 8
     predict_samples: int = 20
+    patches_per_case: int = 4
+    num_workers: int = 0
 
     def config(
         self, model: str, *, output_dir: str | os.PathLike | None, device: str = "auto", seed: int = 0
@@ -124,6 +135,8 @@ class DemoTraining:
             ssn_rank=self.ssn_rank,
             ssn_samples=self.ssn_samples,
             predict_samples=self.predict_samples,
+            patches_per_case=self.patches_per_case,
+            num_workers=self.num_workers,
             device=device,
             seed=seed,
             output_dir=None if output_dir is None else str(output_dir),
@@ -140,8 +153,10 @@ def train_demo_model(
     device: str,
     seed: int,
     log: Callable[[str], None],
+    cohort: Cohort | None = None,
+    split: dict[str, list[str]] | None = None,
 ) -> TrainResult:
-    """Train demo model ``key`` (a key of :data:`MODELS`) on ``image`` and its raters.
+    """Train demo model ``key`` (a key of :data:`MODELS`) on ``image`` and its raters, or on a cohort.
 
     Parameters
     ----------
@@ -161,6 +176,11 @@ def train_demo_model(
         Seed of weights, patches and SSN noise.
     log : callable
         Receives one line per epoch.
+    cohort : Cohort, optional
+        Train on these cases instead of ``image`` (patches from ``split["train"]``, validation on
+        ``split["val"]``).
+    split : dict, optional
+        The cohort's case-level split.
 
     Returns
     -------
@@ -171,8 +191,13 @@ def train_demo_model(
 
     label = MODELS[key][0]
     config = training.config(key, output_dir=output_dir, device=device, seed=seed)
-    data = TrainingData.from_arrays(image, raters.labels, class_names=raters.class_names, spacing=raters.spacing)
-    generator = train(config, data)
+    if cohort is not None:
+        generator = train(config, cohort, split=split)
+    else:
+        data = TrainingData.from_arrays(
+            image, raters.labels, class_names=raters.class_names, spacing=raters.spacing
+        )
+        generator = train(config, data)
     while True:
         try:
             record = next(generator)
@@ -184,4 +209,9 @@ def train_demo_model(
                 if record.val_dice is None
                 else (f", val NLL {record.val_nll:.3f}, val Dice {record.val_dice:.3f}")
             )
+            cases = getattr(record, "cases_seen", None)
+            if cases is not None:
+                extra += f", {cases} cases seen"
+            if cases is not None and record.throughput is not None:
+                extra += f", {record.throughput:.0f} patches/s"
             log(f"train {label}: epoch {record.epoch}/{record.epochs} loss {record.loss:.4f}{extra}")
