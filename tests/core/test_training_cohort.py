@@ -374,3 +374,60 @@ def test_torchrun_two_cpu_processes_on_a_cohort_agree_on_weights(tmp_path):
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
     assert re.search(r"rank 0/2 cases 4 ", output), output  # 2 steps × 1 case × 2 ranks
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["cohort"]["split"]["train"]
+
+
+def test_cases_on_different_grids_train_as_patches_and_resample_when_asked(tmp_path):
+    import shutil
+
+    source = make_phantom_cohort(3, tmp_path / "a", ndim=2, shape=(24, 24), seed=6)
+    other = make_phantom_cohort(2, tmp_path / "b", ndim=2, shape=(20, 32), seed=7)
+    for i, case in enumerate(sorted(p for p in os.listdir(other) if os.path.isdir(os.path.join(other, p)))):
+        shutil.copytree(os.path.join(other, case), os.path.join(source, f"case_9{i}"))
+    cohort = load_cohort(source)
+    assert len({c.shape for c in cohort.cases}) == 2
+    _, result = run(train(config(tmp_path / "grids", target="mean", epochs=1, val_fraction=0.2), cohort))
+    saved = load_checkpoint(result.checkpoint)
+    train_shapes = [cohort[c].shape for c in saved["cohort"]["split"]["train"]]
+    assert all(p <= min(s[a] for s in train_shapes) for a, p in enumerate(saved["model"]["patch_size"]))
+    assert saved["spacing"] is None  # every case on its own grid
+    resampled = load_cohort(source, target_spacing=(1.0, 1.0))
+    _, result = run(train(config(tmp_path / "resampled", target="mean", epochs=1), resampled))
+    saved = load_checkpoint(result.checkpoint)
+    assert saved["spacing"] == [1.0, 1.0] and saved["cohort"]["target_spacing"] == [1.0, 1.0]
+
+
+def test_slice_training_on_a_3d_cohort(cohort3d, tmp_path):
+    records, result = run(train(config(tmp_path, target="random_rater", epochs=1, spatial_dims=2), cohort3d))
+    assert load_trained_model(result.checkpoint).info["spatial_dims"] == 2
+    assert len(load_trained_model(result.checkpoint).info["patch_size"]) == 2
+    epoch = [r for r in records if r.kind == "epoch"][-1]
+    assert np.isfinite(epoch.loss) and np.isfinite(epoch.val_nll)
+
+
+def test_cancel_shuts_the_loader_workers_down(cohort2d, tmp_path):
+    gen = train(config(tmp_path, target="random_rater", num_workers=2, epochs=3), cohort2d)
+    next(gen)
+    record = gen.send(None)
+    assert record.kind == "step" and multiprocessing.active_children()
+    assert gen.send("cancel").kind == "cancelled"
+    gen.close()
+    assert not multiprocessing.active_children()
+    gen = train(config(tmp_path / "closed", target="random_rater", num_workers=2, epochs=3), cohort2d)
+    next(gen)
+    gen.send(None)
+    gen.close()  # GeneratorExit
+    assert not multiprocessing.active_children()
+
+
+def test_array_slice_training_normalizes_whole_volumes():
+    from napari_seg_uncertainty.core.training.data import TrainingData, prepare_cases
+
+    rng = np.random.default_rng(2)
+    raters = np.zeros((2, 6, 16, 16), dtype=int)
+    raters[:, 1:5, 4:12, 4:12] = 1
+    image = rng.normal(5.0, 1.0, size=(6, 16, 16)) * np.arange(1, 7)[:, None, None]
+    data = TrainingData.from_arrays(image, raters)
+    params = {"mode": "zscore"}
+    train_cases, val_cases = prepare_cases(data, TrainConfig(val_fraction=0.2), 2, params)
+    whole = normalize_image(data.images[0], params)
+    np.testing.assert_array_equal(np.stack([c.normed for c in train_cases + val_cases], axis=1), whole)

@@ -255,22 +255,42 @@ class Case:
     image: np.ndarray  # (Cin, *S) raw float32
     raters: np.ndarray  # (R, *S)
     target: np.ndarray | None  # (C, *S) fused target, None for random_rater
+    # (Cin, *S) the image normalized as a whole before slicing / splitting, for the per-case
+    # normalizations ("zscore", "percentile"); None: normalize ``image`` when needed
+    normed: np.ndarray | None = None
 
 
 def prepare_cases(
-    data: TrainingData, config: TrainConfig, spatial_dims: int
+    data: TrainingData, config: TrainConfig, spatial_dims: int, normalization: dict[str, Any] | None = None
 ) -> tuple[list[Case], list[Case]]:
-    """Fused targets, slicing of volumes for 2-D training, and the train/validation split."""
+    """Fused targets, slicing of volumes for 2-D training, and the train/validation split.
+
+    A per-case ``normalization`` (``"zscore"``, ``"percentile"``) is applied to every whole image
+    before it is sliced or split (``Case.normed``), as :func:`predict` does on a whole image.
+    """
+    per_case = normalization is not None and normalization.get("mode", "dataset") != "dataset"
     cases = []
     for image, raters in zip(data.images, data.raters):
         target = None
         if config.target != "random_rater":
             target = fused_target(raters, data.num_classes, config, data.spacing)
+        normed = None
+        if per_case:
+            from .normalization import normalize_image
+
+            normed = normalize_image(image, normalization)
         if spatial_dims == 2 and raters.ndim == 4:  # slice training on a volume
             for z in range(raters.shape[1]):
-                cases.append(Case(image[:, z], raters[:, z], None if target is None else target[:, z]))
+                cases.append(
+                    Case(
+                        image[:, z],
+                        raters[:, z],
+                        None if target is None else target[:, z],
+                        None if normed is None else normed[:, z],
+                    )
+                )
         else:
-            cases.append(Case(image, raters, target))
+            cases.append(Case(image, raters, target, normed))
     if config.val_fraction == 0:
         return cases, []
     if len(cases) >= 2:
@@ -284,7 +304,10 @@ def prepare_cases(
 
     def part(sl: slice) -> Case:
         return Case(
-            case.image[:, sl], case.raters[:, sl], None if case.target is None else case.target[:, sl]
+            case.image[:, sl],
+            case.raters[:, sl],
+            None if case.target is None else case.target[:, sl],
+            None if case.normed is None else case.normed[:, sl],
         )
 
     return [part(slice(0, extent - n_val))], [part(slice(extent - n_val, extent))]
@@ -349,7 +372,10 @@ class PatchSampler:
         if normalization is not None and normalization.get("mode", "dataset") != "dataset":
             from .normalization import normalize_image  # per-case modes ("zscore", "percentile")
 
-            self.images = [torch.from_numpy(normalize_image(c.image, normalization)).float() for c in cases]
+            self.images = [
+                torch.from_numpy(normalize_image(c.image, normalization) if c.normed is None else c.normed).float()
+                for c in cases
+            ]
         else:
             self.images = [
                 torch.from_numpy(

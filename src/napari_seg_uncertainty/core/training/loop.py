@@ -504,15 +504,18 @@ def _set_up(
     device = resolve_device(config.device)
     rank, world = distributed_rank_world()
     saved = None if resume is None else _load_resume(config, resume)
-    train_cases, val_cases = prepare_cases(data, config, spatial_dims)
-    patch_size = resolve_patch_size(config, train_cases, spatial_dims, math.prod(config.strides))
     if saved is not None:
         normalization = saved["model"]["normalization"]
-        patch_size = tuple(saved["model"]["patch_size"])
     elif config.normalization == "dataset":
-        normalization = {"mode": "dataset", **_normalization(train_cases)}
+        normalization = None  # from the training cases, below
     else:
         normalization = normalization_parameters(config.normalization, clip_percentiles=config.clip_percentiles)
+    train_cases, val_cases = prepare_cases(data, config, spatial_dims, normalization)
+    patch_size = resolve_patch_size(config, train_cases, spatial_dims, math.prod(config.strides))
+    if saved is not None:
+        patch_size = tuple(saved["model"]["patch_size"])
+    elif normalization is None:
+        normalization = {"mode": "dataset", **_normalization(train_cases)}
     info = {
         "spatial_dims": spatial_dims,
         "in_channels": data.in_channels,
@@ -790,7 +793,9 @@ def evaluate(
     nll_sum, voxels, dices = 0.0, 0, []
     try:
         for case in cases:
-            normed = normalize_image(case.image, info["normalization"])
+            normed = case.normed if getattr(case, "normed", None) is not None else None
+            if normed is None:
+                normed = normalize_image(case.image, info["normalization"])
             probs = ensemble_probabilities(model, normed, info, device, config, num_samples=0)
             reference = torch.from_numpy(rater_mean(case.raters, num_classes=num_classes))
             nll_sum += float(-(reference * torch.log(probs.clamp_min(1e-7))).sum(0).sum())
