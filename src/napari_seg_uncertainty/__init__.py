@@ -6,6 +6,8 @@ The scripting API for the napari console and notebooks::
     raters = nsu.load_raters("case01/")          # folder, glob, files, .npz or an (R, *spatial) array
     print(raters.summary())
     entropy = nsu.rater_entropy(raters.labels)
+    cohort = nsu.load_cohort("cases/")           # many cases: case folders, a multi-case .npz or a manifest
+    split = cohort.split(val=0.2, test=0.2, seed=0)
 
 Names are imported lazily on first use, so ``import napari_seg_uncertainty`` stays fast
 (napari imports it when it discovers the plugin).
@@ -50,6 +52,14 @@ _EXPORTS: dict[str, str] = {
     "compare_soft_labels": "core.labels",
     "SoftLabelComparison": "core.labels",
     "SOFT_LABEL_METHODS": "core.labels",
+    # cohorts: many cases on disk, split by case
+    "Cohort": "core.cohort",
+    "CaseInfo": "core.cohort",
+    "CaseData": "core.cohort",
+    "CohortProblem": "core.cohort",
+    "load_cohort": "core.cohort",
+    "make_phantom_cohort": "core.cohort",
+    "real_image_cases": "core.cohort.real_cases",
     # training
     "TrainConfig": "core.training",
     "TrainingData": "core.training",
