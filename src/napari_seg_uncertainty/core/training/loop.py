@@ -599,6 +599,11 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
     split = {k: list(split.get(k, [])) for k in ("train", "val", "test")}
     if not split["train"]:
         raise ValueError("the split has no training case; give the cohort more cases or smaller val/test shares.")
+    if cohort.channels < 1:
+        raise ValueError(
+            f"the cohort from {cohort.source!r} has no image channels; training needs an image for every case "
+            "(give each case an image file, or an 'image' column in the manifest)."
+        )
     spatial_dims = config.spatial_dims or cohort.ndim
     if spatial_dims > cohort.ndim:
         raise ValueError(f"spatial_dims={spatial_dims} needs {spatial_dims}-D data, got a {cohort.ndim}-D cohort.")
