@@ -99,9 +99,9 @@ def test_cohort_table_lists_cases_splits_and_problems(make_napari_viewer, qtbot,
     assert [row["case"] for row in rows] == sorted(manifest_split)  # the good cases, in order
     assert {row["case"]: row["split"] for row in rows} == manifest_split  # the manifest's split column
     assert widget._split_mode.value == "manifest"
-    assert all(row["shape"] == "32×32" and row["raters"] == 2 and row["channels"] == 1 for row in rows)
+    assert all(row["shape"] == "32×32" and row["raters"] == 2 and row["ch."] == 1 for row in rows)
     cohort = widget.cohort
-    assert rows[0]["spacing (mm)"] == " × ".join(f"{s:.3g}" for s in cohort[rows[0]["case"]].spacing)
+    assert rows[0]["spacing (mm)"] == "×".join(f"{s:.3g}" for s in cohort[rows[0]["case"]].spacing)
     # the broken case is listed, red, with its file
     assert broken in widget._problems.value and "Skipped 1 case" in widget._problems.value
     assert not widget._problems.native.isHidden() and "color" in widget._problems.native.styleSheet()
@@ -149,13 +149,22 @@ def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot
     statuses: list[str] = []
     widget._start.native.click()
     assert widget.state == "training"
+    done_at: list[float] = []
     widget.worker.yielded.connect(lambda r: statuses.append(widget._status.value))
+    widget.worker.yielded.connect(lambda r: done_at.append(time.perf_counter()) if r.kind == "done" else None)
     qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
     timer.stop()
     assert errors == []
-    stall = 1000 * float(np.diff(np.array([t for t in ticks if t >= clicked])).max())
-    record_property("max_event_loop_stall_cohort_ms", round(stall, 1))
-    print(f"event loop during cohort training and prediction: longest gap {stall:.1f} ms")
+    gaps = np.diff(np.array([t for t in ticks if t >= clicked]))
+    starts = np.array([t for t in ticks if t >= clicked])[:-1]
+    training = gaps[starts < done_at[0]]
+    stall_training = 1000 * float(training.max())
+    stall_overall = 1000 * float(gaps.max())
+    record_property("max_event_loop_stall_cohort_training_ms", round(stall_training, 1))
+    record_property("max_event_loop_stall_cohort_with_result_layers_ms", round(stall_overall, 1))
+    print(f"event loop during cohort training: longest gap {stall_training:.1f} ms; with the prediction "
+          f"and its layers: {stall_overall:.1f} ms; top gaps {sorted(1000 * gaps)[-5:]}")
+    assert stall_training < 100  # loading, the header scan and torch all run in workers
 
     kinds = [r.kind for r in widget.records]
     assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 4

@@ -60,7 +60,8 @@ class CohortScan:
     cohort : Cohort
         The good cases (bad ones skipped).
     problems : tuple of str
-        One readable line per skipped case (case, file, what is wrong and how to fix it).
+        One readable line per skipped case (case, file, what is wrong and how to fix it); paths
+        inside the cohort's folder are shown relative to it.
     has_manifest_split : bool
         Whether every case has a split from the manifest's split column.
     """
@@ -123,7 +124,8 @@ def scan_cohort(source: str | os.PathLike, **kwargs: Any) -> CohortScan:
     if preview.cohort is None:
         raise ValueError(preview.error or f"no case could be loaded from {str(path)!r}.")
     cohort = preview.cohort
-    problems = tuple(str(problem) for problem in preview.problems)
+    root = str(path if path.is_dir() else path.parent) + os.sep  # paths shown relative to the cohort
+    problems = tuple(str(problem).replace(root, "") for problem in preview.problems)
     has_split = len(cohort) > 0 and all(getattr(case, "split", None) for case in cohort.cases)
     return CohortScan(cohort=cohort, problems=problems, has_manifest_split=has_split)
 
@@ -207,7 +209,8 @@ def _fmt_tuple(values: Any, sep: str) -> str:
 
 
 def table_rows(cohort: Cohort, split: dict[str, Sequence[str]] | None = None) -> list[list[Any]]:
-    """Rows ``[case, shape, spacing, channels, raters, split]`` for the dock's case table.
+    """Rows ``[case, split, shape, spacing, channels, raters]`` for the dock's case table (the split
+    second, so that a narrow dock still shows it).
 
     ``split`` (see :func:`split_cases`) gives the split column; without it, a row shows the split
     its manifest gave the case (or nothing).
@@ -218,11 +221,11 @@ def table_rows(cohort: Cohort, split: dict[str, Sequence[str]] | None = None) ->
         case = str(row["case_id"])
         rows.append([
             case,
+            where.get(case, "") if split is not None else (row.get("split") or ""),
             _fmt_tuple(row.get("shape"), "×"),
-            _fmt_tuple(row.get("spacing"), " × "),
+            _fmt_tuple(row.get("spacing"), "×"),
             int(row.get("channels", 0)),
             int(row.get("raters", 0)),
-            where.get(case, row.get("split") or "") if split is not None else (row.get("split") or ""),
         ])
     return rows
 

@@ -19,6 +19,8 @@ LOSS_RANGE = (1e-3, 30.0)
 #: Least height of the Training curves plot (pixels).
 MIN_PLOT_HEIGHT = 120
 CURVES_DOCK = "Training curves"
+#: Share of the height the Train dock gets when the Training curves dock sits below it (the rest: curves).
+TRAIN_DOCK_SHARE = 0.66
 
 
 def dock_of(widget: Any) -> Any:
@@ -38,6 +40,7 @@ class TrainingCurves:
     _epochs: Any
     records: list[Any]
     state: str
+    native: Any
 
     def _init_curves(self) -> None:
         self.plot_widget: Any = None
@@ -82,6 +85,35 @@ class TrainingCurves:
         window = getattr(self._viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
             window.add_dock_widget(self.plot_widget, name=CURVES_DOCK, area="right")
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._balance_docks)
+
+    def _balance_docks(self) -> None:
+        """Give the Train dock most of the height when the Training curves dock is stacked below it.
+
+        Qt splits the height by the docks' size hints, which leaves the Train dock's settings a
+        sliver on a 1280×800 screen; the plot reads well in a third of it.
+        """
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QMainWindow
+
+        try:
+            train, curves = dock_of(self.native), dock_of(self.plot_widget) if self.plot_widget else None
+            if train is None or curves is None or train.isFloating() or curves.isFloating():
+                return
+            window = train.parentWidget()
+            if not isinstance(window, QMainWindow) or window.dockWidgetArea(train) != window.dockWidgetArea(curves):
+                return
+            if curves in window.tabifiedDockWidgets(train):
+                return
+            total = train.height() + curves.height()
+            if total <= 0:
+                return
+            share = int(TRAIN_DOCK_SHARE * total)
+            window.resizeDocks([train, curves], [share, total - share], Qt.Orientation.Vertical)
+        except RuntimeError:  # a dock went away meanwhile
+            return
 
     def _close_curves(self) -> None:
         """Remove the *Training curves* dock this widget added (it would be left orphaned)."""

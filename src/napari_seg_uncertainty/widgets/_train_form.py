@@ -64,9 +64,9 @@ DATA_SOURCES = (("open layers", "layers"), ("cohort (folder or manifest)", "coho
 #: "Split" choices for a cohort (see :func:`~napari_seg_uncertainty.widgets._train_cohort.split_cases`).
 SPLIT_CHOICES = (("val/test fractions", "fractions"), ("manifest split", "manifest"), ("k-fold", "kfold"))
 #: Columns of the cohort's case table.
-CASE_COLUMNS = ("case", "shape", "spacing (mm)", "channels", "raters", "split")
+CASE_COLUMNS = ("case", "split", "shape", "spacing (mm)", "ch.", "raters")
 #: Most pixels the case table takes before it scrolls on its own.
-MAX_TABLE_HEIGHT = 220
+MAX_TABLE_HEIGHT = 250
 #: Colour of problems and errors in the dock.
 ERROR_COLOR = "#ff6060"
 ONE_CASE_NOTE = (
@@ -212,6 +212,7 @@ class TrainForm:
             value="", tooltip="A folder of case folders, a LIDC-style .npz, or a .csv/.yaml manifest; Enter loads it."
         )
         self._cohort_path.native.setPlaceholderText("folder, .csv, .yaml or .npz")
+        self._cohort_path.native.setMinimumWidth(60)  # the path scrolls in its field; the dock does not widen
         self._browse = PushButton(text="Browse…", tooltip="Choose a folder of cases, or a manifest or .npz file.")
         self._load = PushButton(text="Load", tooltip="Scan the cohort (headers only) and list its cases.")
         self._cohort_row = Container(
@@ -237,12 +238,21 @@ class TrainForm:
         self._split_sizes = Label(value="")
         self._cases_table = Table(value=[[]], tooltip="The cohort's cases and the split each is in.")
         fit_table(self._cases_table, min_height=60, show_index=False)
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QHeaderView
+
+        header = self._cases_table.native.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # "16×40×40" whole, not "16…40"
+        header.setStretchLastSection(True)
+        self._cases_table.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self._problems = Label(value="")
         self._problems.native.setWordWrap(True)
         self._problems.native.setStyleSheet(f"color: {ERROR_COLOR};")
         self._one_case_note = Label(value=ONE_CASE_NOTE.format(share=20))
         self._one_case_note.native.setWordWrap(True)
         self._one_case_note.native.setStyleSheet("color: #9aa4b0;")
+        for label in (self._cohort_message, self._split_sizes, self._problems, self._one_case_note):
+            label.native.setMinimumWidth(120)  # wraps (a long path is clipped) instead of widening the dock
         self._source.changed.connect(self._on_source_changed)
         self._split_mode.changed.connect(self._on_split_mode_changed)
         for control in (self._val, self._test, self._folds, self._fold):

@@ -53,6 +53,7 @@ from ._common import (
     show_info,
     tabify_when_docked,
     upsert_layer,
+    when_docked,
 )
 from ._layer_choices import LayerWatcher
 from ._train_cohort import CasePrediction, predict_case, prediction_case
@@ -100,7 +101,11 @@ def preload_training_modules() -> None:
 
 def _preload_unlocked() -> None:
     import napari_matplotlib.base  # noqa: F401 - matplotlib and its Qt backend (no widget is made here)
+    import pint
 
+    # napari's first layer builds pint's unit registry (~0.8 s): here, not on the event loop when a run's
+    # prediction is added to an empty viewer (a cohort run)
+    pint.get_application_registry().pixel  # noqa: B018 - the attribute access builds the registry
     warm_up_training()
 
 
@@ -181,6 +186,12 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self._image.changed.connect(self._check_grid)
         self._raters.changed.connect(self._check_grid)
         self._seed.changed.connect(self._refresh_split)
+        from qtpy.QtWidgets import QComboBox, QSizePolicy
+
+        for combo in self.settings.native.findChildren(QComboBox):  # long entries elide instead of widening
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        self._status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         scroll = self.settings.root_native_widget
         scroll.setFrameShape(scroll.Shape.NoFrame)
         scroll.setMinimumHeight(MIN_SETTINGS_HEIGHT)
@@ -205,6 +216,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
                 returned=lambda _result: self._on_preloaded(),
             )
         tabify_when_docked(self.native)
+        when_docked(self.native, self._balance_docks)  # once docked, if the curves are docked already
 
     def _build_actions(self) -> None:
         """Below the settings, always in view: the grid warning, the buttons, progress, status, checkpoint."""
@@ -399,28 +411,28 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
 
     @staticmethod
     def _describe(record: Any) -> str:
-        """The status line for a progress record."""
+        """The status line for a progress record (a cohort run's also says cases seen and data wait)."""
         if record.kind == "step":
             text = (
                 f"Epoch {record.epoch}/{record.epochs}, step {record.step}/{record.steps_per_epoch}: "
                 f"loss {record.loss:.4f}"
             )
-            details = []
-            cases_seen = getattr(record, "cases_seen", None)
-            if cases_seen is not None:
-                details.append(f"{cases_seen:,} cases seen")
-            if record.throughput is not None:
-                details.append(f"{record.throughput:.1f} patches/s")
-            data_wait = getattr(record, "data_wait", None)
-            if data_wait is not None:
-                details.append(f"data wait {100 * data_wait:.0f} %")
-            return text + (f" ({', '.join(details)})" if details else "")
-        if record.kind == "epoch":
+        elif record.kind == "epoch":
             text = f"Epoch {record.epoch}/{record.epochs}: loss {record.loss:.4f}"
             if record.val_dice is not None:
                 text += f", val NLL {record.val_nll:.4f}, val Dice {record.val_dice:.3f}"
-            return text
-        return str(record.message)
+        else:
+            return str(record.message)
+        details = []
+        cases_seen = getattr(record, "cases_seen", None)
+        if cases_seen is not None:
+            details.append(f"{cases_seen:,} cases seen")
+        if record.throughput is not None:
+            details.append(f"{record.throughput:.1f} patches/s")
+        data_wait = getattr(record, "data_wait", None)
+        if data_wait is not None:
+            details.append(f"data wait {100 * data_wait:.0f} %")
+        return text + (f" ({', '.join(details)})" if details else "")
 
     def _sync_progress(self, step: int) -> None:
         """Move napari's progress bar to ``step``, never re-entrantly.
