@@ -242,8 +242,9 @@ def memory_child(source: str, cache_mb: float, steps: int, num_workers: int, fol
 
     torch.set_num_threads(1)
     cohort = load_cohort(source)
+    # one patch per case: each step reads batch_size cases, so a pass over the cohort takes few steps
     config = _config(epochs=1, steps_per_epoch=steps, val_fraction=0.0, test_fraction=0.0, cache_mb=cache_mb,
-                     num_workers=num_workers, target_cache_dir=str(Path(folder) / "targets"))
+                     num_workers=num_workers, patches_per_case=1, target_cache_dir=str(Path(folder) / "targets"))
     start_pss, start_rss = _tree_memory()
     peak = {"pss": start_pss, "rss": start_rss}
     running = threading.Event()
@@ -277,7 +278,7 @@ def memory_child(source: str, cache_mb: float, steps: int, num_workers: int, fol
 
 
 def bench_memory(*, cache_mb: float = 64.0, factor: float = 4.0, shape: tuple[int, ...] = (48, 128, 128),
-                 num_workers: int = 2, passes: float = 1.5, out: str | None = None) -> dict[str, Any]:
+                 num_workers: int = 2, passes: float = 1.2, out: str | None = None) -> dict[str, Any]:
     """Write a cohort of ``factor × cache_mb`` on disk, train over it ``passes`` times in a subprocess."""
     from napari_seg_uncertainty.core.cohort.phantom import make_phantom_cohort
 
@@ -287,7 +288,7 @@ def bench_memory(*, cache_mb: float = 64.0, factor: float = 4.0, shape: tuple[in
         n_cases = max(2, int(factor * cache_mb * MIB / per_case) + 1)
         source = make_phantom_cohort(n_cases, Path(root) / "cohort", shape=shape, layout="manifest", split=False)
         disk = _folder_bytes(Path(root) / "cohort")
-        steps = max(1, int(passes * n_cases))  # one case per step (batch 4, 4 patches per case)
+        steps = max(1, math.ceil(passes * n_cases / 4))  # four cases per step (batch 4, 1 patch per case)
         command = [sys.executable, os.path.abspath(__file__), "--memory-child", source, str(cache_mb), str(steps),
                    str(num_workers), root]
         t0 = time.perf_counter()

@@ -429,3 +429,22 @@ def test_real_cases_arguments_and_nothing_installed(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no real 3-D scan.*nilearn \\(not installed\\).*nibabel"):
         real_cases.real_image_cases(tmp_path / "none", ndim=3)
     assert not (tmp_path / "none").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/bench_cohort.py
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bench_cohort_scan_smoke(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cohort.py"
+    spec = importlib.util.spec_from_file_location("bench_cohort", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.bench_scan(6, repeats=1, folder=str(tmp_path), shape=(8, 8))
+    assert result["cases"] == 6 and result["files"] == 6 * 4
+    assert len(result["scan_s"]) == 1 and result["scan_median_s"] > 0 and result["full_read_s"] > 0
+    assert list(tmp_path.iterdir()) == []  # the temporary cohort is gone
+    bench._print_scan(result)
