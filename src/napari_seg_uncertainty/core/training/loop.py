@@ -234,7 +234,10 @@ class Checkpointer:
         }
 
     def save_last(self, reason: str) -> str | None:
-        """Write ``last.pt`` (``reason``: ``"periodic"``, ``"final"``, ``"cancelled"`` or ``"error"``); its path or None."""
+        """Write ``last.pt``; its path or None.
+
+        ``reason`` is ``"periodic"``, ``"final"``, ``"cancelled"`` or ``"error"``.
+        """
         if self.last_path is None:
             return None
         return save_checkpoint(self.last_path, self._payload(reason))
