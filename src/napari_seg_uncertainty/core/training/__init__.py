@@ -15,7 +15,16 @@ Modules
 ``data``
     :class:`TrainingData`, fused targets, the train/validation split and the patch sampler.
 ``loop``
-    :func:`train`, the :class:`Checkpointer`, progress records and validation.
+    :func:`train`: the optimization step, the end of an epoch, the losses and validation.
+``session``
+    Setting a run up: model, optimizer, the data (arrays or a streamed cohort), a resumed state.
+``checkpointer``
+    :class:`Checkpointer`, which writes ``last.pt`` (also on cancel and on an error) and ``best.pt``,
+    and refuses to replace an earlier run's checkpoints unless resuming or ``overwrite``.
+``records``
+    :class:`TrainProgress` and :class:`TrainResult`.
+``budget``
+    Memory checks made before the first step (absurd ``batch_size``).
 ``inference``
     :class:`TrainedModel`, :func:`predict` (a :class:`Prediction`) and
     :func:`predict_ssn_distribution` (a ``LowRankLogits``).
