@@ -5,8 +5,9 @@ holding many cases, or a CSV/YAML manifest into a :class:`Cohort`; :func:`make_p
 synthetic cohort for tests, docs and the demo.
 
 Modules: :mod:`.cohort` (:class:`Cohort`, :func:`load_cohort`), :mod:`.scan` (header scan and checks),
-:mod:`.manifest` (CSV/YAML manifests), :mod:`.splits` (case-level splits), :mod:`.resample`
-(resampling to a target spacing), :mod:`.phantom` (synthetic cohorts).
+:mod:`.npz` (multi-case archives), :mod:`.manifest` (CSV/YAML manifests), :mod:`.splits` (case-level
+splits), :mod:`.resample` (resampling to a target spacing), :mod:`.phantom` (synthetic cohorts),
+:mod:`.real_cases` (cases from scans shipped inside installed packages).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from .._validation import check_choice, check_int, check_seed, check_spacing, de
 from ..io import file_suffix, is_supported_file, read_image
 from ..raters.loading import load_raters, qubiq_tasks
 from .manifest import MANIFEST_SUFFIXES, read_manifest
+from .npz import npz_image, npz_masks, scan_npz
 from .resample import resample_case
 from .scan import (
     LAYOUTS,
@@ -35,11 +36,7 @@ from .scan import (
     check_across,
     is_case_folder,
     natural_key,
-    npz_headers,
-    npz_mask_key,
-    npz_member,
     scan_case,
-    scan_npz,
 )
 from .splits import SPLIT_KEYS, check_split, fraction_split, is_fraction, kfold_split
 
@@ -231,7 +228,7 @@ class Cohort:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="only one rater was loaded", category=UserWarning)
                 if info.layout == "npz":
-                    source: Any = _npz_masks(info)
+                    source: Any = npz_masks(info)
                 elif all(is_supported_file(f) for f in info.rater_files):
                     source = list(info.rater_files)
                 else:
@@ -250,7 +247,7 @@ class Cohort:
 
     def _read_image(self, info: CaseInfo) -> np.ndarray | None:
         if info.layout == "npz":
-            image = _npz_image(info)
+            image = npz_image(info)
             if image is None:
                 return None
             image = image[None] if image.ndim == info.ndim else image
@@ -434,7 +431,7 @@ class Cohort:
 
 
 # ----------------------------------------------------------------------------------------------
-# npz and .npy readers
+# .npy reader
 # ----------------------------------------------------------------------------------------------
 def _read_array(path: str) -> np.ndarray:
     if file_suffix(path) == ".npy":
@@ -443,25 +440,6 @@ def _read_array(path: str) -> np.ndarray:
             arr = arr[0]
         return arr
     return read_image(path)[0]
-
-
-def _npz_masks(info: CaseInfo) -> np.ndarray:
-    path, key = info.rater_files[0], info.npz_key or ""
-    keys = list(npz_headers(path))
-    if key.endswith("/"):
-        return np.asarray(npz_member(path, npz_mask_key(keys, key)))
-    stack = npz_member(path, npz_mask_key(keys))
-    return np.array(stack if key == "" else stack[int(key)])
-
-
-def _npz_image(info: CaseInfo) -> np.ndarray | None:
-    path, key = info.rater_files[0], info.npz_key or ""
-    keys = set(npz_headers(path))
-    name = key + "image" if key.endswith("/") or key == "" else "images"
-    if name not in keys:
-        return None
-    arr = npz_member(path, name)
-    return np.array(arr if name != "images" else arr[int(key)])
 
 
 # ----------------------------------------------------------------------------------------------
