@@ -127,6 +127,12 @@ def test_cohort_table_lists_cases_splits_and_problems(make_napari_viewer, qtbot,
         folds.append(set(widget.split["val"]))
         assert len({row["case"] for row in table(widget)}) == len(rows)
     assert folds[0].isdisjoint(folds[1]) and folds[0] | folds[1] == set(manifest_split)
+    # a split that leaves no training case: said in red in the dock; Start refuses with a notification
+    widget._split_mode.value = "fractions"
+    widget._val.value, widget._test.value = 0.6, 0.6
+    assert widget.split is None and "val + test must be below 1" in widget._split_sizes.value
+    assert "color" in widget._split_sizes.native.styleSheet()
+    assert widget.start() is None and "val + test must be below 1" in errors[-1] and widget.state == "idle"
 
 
 def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot, tmp_path, errors,
@@ -206,3 +212,4 @@ def test_bad_cohort_source_is_a_notification_not_a_traceback(make_napari_viewer,
     assert len(errors) == 2 and errors[1].startswith("Load cohort failed")
     assert widget.state == "idle" and widget.cohort is None
     assert widget.start() is None and "no cohort loaded" in errors[-1]
+    assert "no cohort loaded" in widget._status.value and widget.state == "idle"

@@ -123,7 +123,6 @@ _PLAIN_SETTINGS = {
     "folds": ("_folds", int),
     "fold": ("_fold", int),
     "num_workers": ("_workers", int),
-    "cohort_source": ("_cohort_path", str),
 }
 
 
@@ -557,7 +556,7 @@ class TrainForm:
             ``ensemble_size``, ``dropout``, ``ssn_rank``, ``ssn_samples``, ``mask_background``,
             ``epochs``, ``steps_per_epoch``, ``batch_size``, ``learning_rate``, ``seed``,
             ``output_dir``, ``resume``; for a cohort ``val_fraction``, ``test_fraction``, ``folds``,
-            ``fold``, ``num_workers`` and ``cohort_source`` (the path field; :meth:`load_cohort` loads it).
+            ``fold`` and ``num_workers`` (the cohort itself is loaded by :meth:`load_cohort`).
 
         Raises
         ------

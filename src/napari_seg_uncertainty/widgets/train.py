@@ -310,7 +310,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             show_info("Training is already running; cancel it first.")
             return None
         preload_training_modules()  # at once if done; a script calling start() early waits for it here
-        with notify_errors("Start training"):
+        try:
             self.configure(**settings)
             if self.data_source == "cohort":
                 cohort, split = self.cohort, self.cohort_split()  # ValueError: no cohort / a bad split
@@ -336,6 +336,10 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
             self.worker.returned.connect(guarded(self._on_returned))
             self.worker.start()
             return self.worker
+        except Exception as exc:  # noqa: BLE001 - bad settings, layers or cohort: a notification, never a traceback
+            logger.debug("Start training failed", exc_info=True)
+            show_error(f"Start training failed: {exc}")
+            self._status.value = f"Not started: {exc}"
         self._set_state("idle")
         return None
 
