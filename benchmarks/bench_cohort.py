@@ -141,8 +141,11 @@ def bench_loader(source: str, *, workers: tuple[int, ...] = (0, 1, 2), steps: in
                                                patch_size=patch, normalization=normalization, target_cache=cache,
                                                patches_per_step=batch_size)
                     try:
-                        # warm-up: workers started, soft targets on disk, (with a budget) every case cached
-                        for _ in range(len(case_ids) if repeat == 0 else 2):
+                        # warm-up: workers started, soft targets on disk (first run), and with a budget every
+                        # case in each worker's cache (each worker caches the cases it is handed: a new
+                        # loader's workers start empty)
+                        warm = len(case_ids) * max(1, n_workers) if budget > 0 else len(case_ids) if repeat == 0 else 2
+                        for _ in range(warm):
                             loader.sample(batch_size)
                         t0 = time.perf_counter()
                         for _ in range(steps):
