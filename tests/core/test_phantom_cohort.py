@@ -215,6 +215,11 @@ def test_never_overwrites_without_permission(tmp_path):
     (tmp_path / "case_000" / "notes.txt").write_text("keep")
     make_phantom_cohort(1, tmp_path, ndim=2, num_raters=2, overwrite=True)
     assert (tmp_path / "case_000" / "notes.txt").read_text() == "keep"
+    # overwrite never deletes outside the case folders, nor for the archive layout
+    make_phantom_cohort(1, tmp_path, ndim=2, num_raters=2, layout="manifest", overwrite=True)
+    make_phantom_cohort(1, tmp_path, ndim=2, num_raters=2, layout="npz", overwrite=True)
+    assert (tmp_path / "cohort.csv").is_file() and (tmp_path / "cohort.npz").is_file()
+    assert (tmp_path / "case_000" / "rater_2.nii.gz").is_file()
     # the manifest and the archive are protected as well
     make_phantom_cohort(1, tmp_path / "m", ndim=2, layout="manifest")
     (tmp_path / "n").mkdir()

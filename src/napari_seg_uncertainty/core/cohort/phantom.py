@@ -120,8 +120,9 @@ def make_phantom_cohort(
         ``i``, so its anatomy is the same in every layout (except the shared spacing of ``"npz"``).
     overwrite : bool
         Replace files that exist. Without it nothing is written when any target file exists
-        (:class:`FileExistsError` naming it). With it, files this function would have written for a
-        case or rater that is not part of this cohort (left over from a larger earlier run) are removed.
+        (:class:`FileExistsError` naming it). With it, in the ``case_NNN`` folders, files named as this
+        function names them that belong to no case or rater of this cohort (left over from a larger
+        earlier run, which a folder scan would pick up) are removed; nothing else is deleted.
     split : bool
         Only for ``layout="manifest"``: write a ``split`` column (``train``/``val``/``test``, about
         60/20/20 %, deterministic for ``seed``, at least one training case). Ignored by the other layouts.
@@ -318,11 +319,15 @@ def _plan(root: Path, layout: str, case_ids: list[str], num_raters: int, channel
 
 
 def _remove_stale(root: Path, layout: str, plan: dict[str, list[Path]]) -> None:
-    """With overwrite: remove files of ours that this run did not write (a larger earlier cohort)."""
+    """With overwrite: in ``case_NNN`` folders, remove files named as this module names them that this
+    run did not write (a larger earlier cohort, more raters), which a folder scan would pick up.
+
+    Nothing outside ``case_NNN`` folders is touched, and nothing for the ``"npz"`` layout (its archive
+    is the whole source, so files beside it do no harm).
+    """
+    if layout == "npz":
+        return
     written = {p for files in plan.values() for p in files}
-    for name in (_NPZ_NAME, _CSV_NAME):
-        if name != _SINGLE_FILE.get(layout) and (root / name).is_file():
-            (root / name).unlink()
     for folder in root.iterdir():
         if not folder.is_dir() or not re.fullmatch(r"case_\d{3,}", folder.name):
             continue
