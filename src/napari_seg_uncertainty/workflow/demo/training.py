@@ -70,6 +70,10 @@ class DemoTraining:
         SSN logit samples averaged for the SSN's probabilities.
     patches_per_case, num_workers : int
         Cohort training: patches drawn from a case each time it is read, DataLoader worker processes.
+    normalization : str
+        Image normalization (``TrainConfig.normalization``): ``"zscore"``, per case over the body,
+        so that the shown case, whose intensities lie on another scale than the generated cases',
+        is prepared like them.
 
     Examples
     --------
@@ -89,6 +93,7 @@ class DemoTraining:
     predict_samples: int = 20
     patches_per_case: int = 4
     num_workers: int = 0
+    normalization: str = "zscore"
 
     def config(
         self, model: str, *, output_dir: str | os.PathLike | None, device: str = "auto", seed: int = 0
@@ -137,6 +142,7 @@ class DemoTraining:
             predict_samples=self.predict_samples,
             patches_per_case=self.patches_per_case,
             num_workers=self.num_workers,
+            normalization=self.normalization,
             device=device,
             seed=seed,
             output_dir=None if output_dir is None else str(output_dir),
