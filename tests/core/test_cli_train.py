@@ -297,3 +297,20 @@ def test_predict_with_a_cohort_checkpoint(tmp_path, capsys):
     # several image files are channels: a one-channel model says it cannot take two
     status = predict_main([str(checkpoint), image_file, image_file, "--out", str(tmp_path / "pred2")])
     assert status == 2 and capsys.readouterr().err.startswith("error:")
+
+
+def test_torchrun_on_a_cohort_prints_and_writes_the_split_once(tmp_path):
+    config, _ = cohort_config(tmp_path, split={"val": 0.2, "test": 0.2}, n_cases=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "napari_seg_uncertainty.cli_train", "train", str(config), "--threads", "1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    digests = dict(re.findall(r"rank (\d)/2 weights sha256 ([0-9a-f]{64})", output))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
+    assert output.count("split: train") == 1 and output.count("split written to") == 1  # rank 0 only
+    split = read_split(tmp_path / "run" / "split.json")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["cohort"]["split"] == split
