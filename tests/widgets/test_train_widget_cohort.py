@@ -69,8 +69,7 @@ def load(widget, qtbot, source):
 
 
 def table(widget):
-    value = widget._cases_table.value
-    return [dict(zip(value["columns"], row)) for row in value["data"]]
+    return widget.case_rows
 
 
 def test_modes_show_their_own_settings(make_napari_viewer, tmp_path):
@@ -87,6 +86,12 @@ def test_modes_show_their_own_settings(make_napari_viewer, tmp_path):
     assert not widget._folds.native.isHidden() and widget._val.native.isHidden()
     widget._folds.value = 3
     assert widget._fold.max == 2
+    # a thousand cases fill the table at once (magicgui's Table took 37 s)
+    rows = [[f"case_{i:04d}", "train", "16×40×40", "2.5×0.875×0.875", 1, 3] for i in range(1000)]
+    started = time.perf_counter()
+    widget._cases_table.set_rows(rows)
+    assert time.perf_counter() - started < 0.25
+    assert widget._cases_table.model.rowCount() == 1000 and widget._cases_table.native.height() <= 250
 
 
 def test_cohort_table_lists_cases_splits_and_problems(make_napari_viewer, qtbot, tmp_path, errors,
