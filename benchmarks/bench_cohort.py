@@ -8,7 +8,7 @@ Three parts, each on synthetic cohorts written by ``make_phantom_cohort`` into a
   ``num_workers`` 0, 1 and 2 on 3-D cases on disk, every case read from disk (``cache_mb=0``) and
   with the cases cached; ratios against 0 workers. Then the share of each training step spent
   waiting for data (``TrainProgress.data_wait``) while ``train(config, cohort)`` trains the default
-  2-D and 3-D U-Nets on the CPU (target ≤ 10 %).
+  2-D and 3-D U-Nets on the CPU (target ≤ 10 %; ``--device cuda`` for a GPU, busy ≈ 1 − data wait).
 * **memory** — peak memory of a fresh process (and its loader workers) training on a cohort whose
   files on disk are 4× ``cache_mb`` (target: peak ≤ budget + 1 GiB). The process tree is sampled
   every 50 ms (PSS, so pages shared by the forked workers count once; RSS summed as well).
@@ -177,8 +177,8 @@ def _print_loader(r: dict[str, Any]) -> None:
 
 
 def bench_data_wait(source: str, *, steps: int = 30, warmup: int = 5, num_workers: int = 2,
-                    out: str | None = None) -> dict[str, Any]:
-    """``TrainProgress.data_wait`` while ``train`` trains the default U-Net for this cohort's ndim on the CPU."""
+                    out: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """``TrainProgress.data_wait`` while ``train`` trains the default U-Net for this cohort's ndim on ``device``."""
     import numpy as np
 
     from napari_seg_uncertainty.core.cohort import load_cohort
@@ -186,8 +186,9 @@ def bench_data_wait(source: str, *, steps: int = 30, warmup: int = 5, num_worker
 
     cohort = load_cohort(source)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-train-", dir=out) as folder:
-        config = _config(epochs=1, steps_per_epoch=steps, val_fraction=0.0, test_fraction=0.0,
-                         num_workers=num_workers, target_cache_dir=str(Path(folder) / "targets"))
+        config = _config(epochs=1, steps_per_epoch=steps, val_fraction=0.0, test_fraction=0.0, device=device,
+                         amp=device != "cpu", num_workers=num_workers,
+                         target_cache_dir=str(Path(folder) / "targets"))
         waits, durations = [], []
         last = None
         t0 = time.perf_counter()
@@ -201,7 +202,8 @@ def bench_data_wait(source: str, *, steps: int = 30, warmup: int = 5, num_worker
             last = now
         total = time.perf_counter() - t0
     weighted = float(np.dot(waits, durations) / np.sum(durations)) if durations else float("nan")
-    return {"ndim": cohort.ndim, "cases": len(cohort), "shape": list(cohort[0].shape), "steps": steps,
+    return {"ndim": cohort.ndim, "device": device, "cases": len(cohort), "shape": list(cohort[0].shape),
+            "steps": steps,
             "warmup_steps": warmup, "num_workers": num_workers, "data_wait": waits,
             "median_data_wait": _median(waits), "time_weighted_data_wait": weighted,
             "median_step_s": _median(durations), "total_s": total, "target": 0.10}
@@ -209,7 +211,7 @@ def bench_data_wait(source: str, *, steps: int = 30, warmup: int = 5, num_worker
 
 def _print_data_wait(r: dict[str, Any]) -> None:
     ok = "OK" if r["time_weighted_data_wait"] <= r["target"] else "OVER"
-    print(f"    {r['ndim']}-D default U-Net on CPU, {r['cases']} cases of {tuple(r['shape'])}, num_workers="
+    print(f"    {r['ndim']}-D default U-Net on {r['device']}, {r['cases']} cases of {tuple(r['shape'])}, num_workers="
           f"{r['num_workers']}: waiting for data {100 * r['time_weighted_data_wait']:.1f} % of step time "
           f"(median per step {100 * r['median_data_wait']:.1f} %, step {1000 * r['median_step_s']:.0f} ms, "
           f"steps {r['warmup_steps'] + 1}-{r['steps']}; target <= {100 * r['target']:.0f} %) {ok}")
@@ -330,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="loader batches / training steps per run")
     parser.add_argument("--cache-mb", type=float, default=None, help="budget of the memory part (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the training process")
+    parser.add_argument("--device", default="cpu", help="device of the data-wait part (e.g. cuda; default cpu)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                                     (3, (32, 64, 64) if quick else (48, 128, 128))):
                     source = make_phantom_cohort(8 if quick else 16, Path(root) / f"wait{ndim}", ndim=ndim,
                                                  shape=shape)
-                    result = bench_data_wait(source, steps=steps, warmup=min(5, steps // 3))
+                    result = bench_data_wait(source, steps=steps, warmup=min(5, steps // 3), device=args.device)
                     report["data_wait"].append(result)
                     _print_data_wait(result)
     if "memory" in parts:
