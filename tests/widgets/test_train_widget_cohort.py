@@ -13,7 +13,13 @@ from napari_seg_uncertainty.core.checkpoint import load_checkpoint
 from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
 from napari_seg_uncertainty.widgets import _common
 from napari_seg_uncertainty.widgets import train as train_module
-from napari_seg_uncertainty.widgets._train_cohort import split_cases, split_summary
+from napari_seg_uncertainty.widgets._train_cohort import (
+    prediction_case,
+    scan_cohort,
+    split_cases,
+    split_summary,
+    table_rows,
+)
 from napari_seg_uncertainty.widgets.train import CASE_IMAGE_LAYER, TrainWidget
 
 WAIT_MS = 120_000
@@ -218,3 +224,28 @@ def test_bad_cohort_source_is_a_notification_not_a_traceback(make_napari_viewer,
     assert widget.state == "idle" and widget.cohort is None
     assert widget.start() is None and "no cohort loaded" in errors[-1]
     assert "no cohort loaded" in widget._status.value and widget.state == "idle"
+
+
+def test_scan_cohort_reads_folders_archives_and_manifests(tmp_path):
+    for layout in ("generic", "npz", "manifest"):
+        source = make_phantom_cohort(3, tmp_path / layout, ndim=2, layout=layout, num_raters=2, shape=(16, 16))
+        scan = scan_cohort(source)
+        assert len(scan.cohort) == 3 and scan.problems == () and scan.source.endswith(Path(source).name)
+        assert scan.has_manifest_split == (layout == "manifest")
+        split = split_cases(scan.cohort, "fractions", val=0.34, test=0.0, seed=0)
+        rows = table_rows(scan.cohort, split)
+        assert [row[0] for row in rows] == scan.cohort.case_ids
+        assert sorted(row[1] for row in rows) == ["train", "train", "val"]
+        assert prediction_case(split) == split["val"][0]
+    text = tmp_path / "cases.txt"
+    text.write_text("case_000\n")
+    with pytest.raises(ValueError, match=r"is a \.txt file"):
+        scan_cohort(text)
+    with pytest.raises(ValueError, match="source is empty"):
+        scan_cohort("  ")
+    with pytest.raises(TypeError, match="source must be a path"):
+        scan_cohort(3)
+    with pytest.raises(ValueError, match="fold must be below folds"):
+        split_cases(scan.cohort, "kfold", folds=2, fold=2)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        split_cases(scan.cohort, "random")

@@ -69,9 +69,10 @@ MAX_TABLE_HEIGHT = 250
 MAX_TABLE_WIDTH = 440
 #: Colour of problems and errors in the dock.
 ERROR_COLOR = "#ff6060"
+#: Shown under the layers: one image trains on its first 80 % and validates on the rest (``core.training.data``).
 ONE_CASE_NOTE = (
-    "ℹ one-case training: validation on the last strip of the image ({share} % along its last axis); "
-    "use a cohort for held-out cases."
+    "ℹ one-case training: validation on the last strip of the image (its last {share} % of rows, or of "
+    "slices in a volume); use a cohort for held-out cases."
 )
 
 #: (label, (head, loss)) choices of the "Model / loss" box.

@@ -1,15 +1,20 @@
-"""Dock widget "Train": train a segmentation model on the loaded raters without freezing napari.
+"""Dock widget "Train": train a segmentation model on the loaded raters or on a cohort, without freezing napari.
 
-The widget is thin: it reads the image and rater layers, builds a
-:class:`~napari_seg_uncertainty.core.training.TrainConfig`, and runs the core training generator
-:func:`~napari_seg_uncertainty.core.training.train` in a napari thread worker. Every progress record
+The widget is thin: it reads the image and rater layers (*Train on: open layers*, one case, validated
+on its last strip) or loads a cohort of cases on disk (*Train on: cohort*: a folder of case folders,
+a ``.csv``/``.yaml`` manifest or an ``.npz``; the header scan runs in a worker, the cases are listed
+with their split, skipped cases with their problems), builds a
+:class:`~napari_seg_uncertainty.core.training.TrainConfig`, and runs
+:func:`~napari_seg_uncertainty.workflow.training.training_job` (the core training generator; a
+cohort streams from disk with its case-level split) in a napari thread worker. Every progress record
 updates a napari progress bar, a status line and (at most once a second) a themed matplotlib plot
 of the training loss and validation metrics docked next to it. Pause/Resume pauses the worker at
 the next step; Cancel sends ``"cancel"`` into the generator, which writes a checkpoint first. When
 the run ends (or is cancelled) the checkpoint is run on the image in a second worker and the
 prediction is added as layers: class probabilities, argmax labels and normalised entropy, placed
 on the image's grid (scale, translate, direction; a crop or a resampled grid is placed where it lies)
-and tagged with the image's case.
+and tagged with the image's case. After a cohort run the first test case (else the first validation
+case) is read and predicted in the worker, and added with its image on that case's grid.
 
 The settings scroll; Start, Pause, Cancel, the progress bar and the status line sit below them and
 stay in view however small the dock. Layer choices hold the layer objects (they follow renames), and
@@ -132,7 +137,7 @@ class _UndockWatcher(QObject):
 
 
 class TrainWidget(TrainForm, TrainingCurves, DockWidget):
-    """Train a softmax, SoftSeg, SSN, ensemble or MC-dropout model on the loaded raters.
+    """Train a softmax, SoftSeg, SSN, ensemble or MC-dropout model on the loaded raters or a cohort.
 
     Parameters
     ----------
@@ -143,7 +148,9 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
     -----
     :meth:`start` (the Start button) trains in a worker and returns it; :attr:`computed` is emitted
     with a :class:`~napari_seg_uncertainty.workflow.training.TrainOutcome` once the prediction layers
-    are added, :attr:`failed` when the run failed. The settings sit in a scroll area
+    are added, :attr:`failed` when the run failed. For a cohort, :meth:`load_cohort` loads one in a
+    worker (returns it; :attr:`cohort`, :attr:`split` and :attr:`case_rows` once done), and
+    ``start(data_source="cohort", split_mode=…)`` trains on it. The settings sit in a scroll area
     (:attr:`settings`, a ``Container(scrollable=True)``) whose scrolling part is embedded here
     directly: napari docks a magicgui widget's ``native``, which for a scrollable container is the
     widget *inside* the scroll area, so the scroll area would be lost.
