@@ -211,6 +211,23 @@ def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot
     assert f"held-out case {test_case!r}" in widget._status.value
 
 
+def test_cancelling_a_cohort_run_keeps_a_checkpoint_and_predicts_the_test_case(
+    make_napari_viewer, qtbot, tmp_path, errors, cohort_source
+):
+    source, _, manifest_split = cohort_source
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tmp_path, epochs=3, steps=500)
+    load(widget, qtbot, source)
+    widget.start()
+    qtbot.waitUntil(lambda: sum(r.kind == "step" for r in widget.records) >= 2, timeout=WAIT_MS)
+    widget._cancel.native.click()
+    qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
+    assert errors == [] and widget.records[-1].kind == "cancelled"
+    assert load_checkpoint(widget.checkpoint_path)["reason"] == "cancelled"
+    test_case = next(case for case, split in sorted(manifest_split.items()) if split == "test")
+    assert viewer.layers["prediction labels"].metadata["nsu_case"] == test_case
+
+
 def test_bad_cohort_source_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path, errors):
     widget = make_widget(make_napari_viewer(), tmp_path)
     load(widget, qtbot, tmp_path / "no such folder")
