@@ -4,7 +4,10 @@
 the settings controls (layers, model, loss, schedule, output), sets them from keywords
 (:meth:`TrainForm.configure`), turns them into a :class:`~napari_seg_uncertainty.core.training.TrainConfig`
 and reads the image and rater layers into a ``TrainingData`` (:meth:`TrainForm.collect_data`).
-:func:`grid_mismatch` says when the raters do not label the image's voxels.
+The cohort's controls (path, Browse/Load, split settings, case table, skipped cases) are a
+:class:`~napari_seg_uncertainty.widgets._train_cohort_controls.CohortControls` composed into the form
+(its controls also under the form's names, ``_split_mode``, ``_cases_table`` …); the open layers'
+checks (:func:`grid_mismatch`: the raters do not label the image's voxels) live in ``_train_layers``.
 """
 
 from __future__ import annotations
@@ -15,32 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, LineEdit, SpinBox
 
 from ..core.geometry import Geometry
 from ..workflow.training import foreground_box, parse_patch_size
 from ._case import case_of
-from ._common import run_in_thread, show_info, show_warning
-from ._layer_choices import choices_for, is_image_layer, is_labels_layer, labels_problem
+from ._common import show_warning
+from ._layer_choices import choices_for, is_labels_layer, labels_problem
 from ._layer_select import LayerSelect
-from ._train_cohort import (
-    COHORT_SUFFIXES,
-    CohortScan,
-    scan_cohort,
-    split_cases,
-    split_summary,
-    table_rows,
-)
+from ._train_cohort import CohortScan
+from ._train_cohort_controls import SPLIT_CHOICES, CohortControls
+from ._train_layers import grid_mismatch, is_train_image, layer_arrays
 
 if TYPE_CHECKING:
     from ..core.cohort import Cohort
@@ -59,16 +47,6 @@ __all__ = [
 
 #: "Train on" choices: the image and rater layers open in the viewer, or a cohort on disk.
 DATA_SOURCES = (("open layers", "layers"), ("cohort (folder or manifest)", "cohort"))
-#: "Split" choices for a cohort (see :func:`~napari_seg_uncertainty.widgets._train_cohort.split_cases`).
-SPLIT_CHOICES = (("val/test fractions", "fractions"), ("manifest split", "manifest"), ("k-fold", "kfold"))
-#: Columns of the cohort's case table.
-CASE_COLUMNS = ("case", "split", "shape", "spacing (mm)", "ch.", "raters")
-#: Most pixels the case table takes before it scrolls on its own.
-MAX_TABLE_HEIGHT = 250
-#: Widest the case table asks the dock to be (pixels); beyond it the table scrolls sideways.
-MAX_TABLE_WIDTH = 440
-#: Colour of problems and errors in the dock.
-ERROR_COLOR = "#ff6060"
 #: Shown under the layers: one image trains on its first 80 % and validates on the rest (``core.training.data``).
 ONE_CASE_NOTE = (
     "ℹ one-case training: validation on the last strip of the image (its last {share} % of rows, or of "
@@ -127,134 +105,6 @@ _PLAIN_SETTINGS = {
 }
 
 
-def _fmt(values: Any) -> str:
-    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
-
-
-def grid_mismatch(image_layer: Any, rater_layers: list[Any]) -> str | None:
-    """Why the raters do not label the image's voxels (shape, spacing, origin, direction), or ``None``.
-
-    A single rater layer with one more axis than the image is an ``(R, *spatial)`` stack.
-    """
-    if image_layer is None or not rater_layers:
-        return None
-    image_shape = tuple(np.shape(image_layer.data))
-    for layer in rater_layers:
-        shape = tuple(np.shape(layer.data))
-        n = len(image_shape)
-        if len(rater_layers) == 1 and len(shape) == n + 1:
-            shape = shape[1:]
-        if len(shape) != n:
-            return (f"rater {layer.name!r} has {len(shape)} axes {shape} but image {image_layer.name!r} has "
-                    f"{n} {image_shape}; every rater must label the image's grid.")
-        if shape != image_shape:
-            return (f"rater {layer.name!r} has shape {shape} but image {image_layer.name!r} has {image_shape}; "
-                    "every rater must label the image's grid.")
-        try:
-            mine, theirs = Geometry.of(image_layer, ndim=n), Geometry.of(layer, ndim=n)
-        except (TypeError, ValueError):
-            continue
-        if not mine.same_grid(theirs):
-            differences = []
-            if not np.allclose(mine.spacing, theirs.spacing, rtol=1e-5, atol=1e-4):
-                differences.append(f"spacing {_fmt(theirs.spacing)} vs {_fmt(mine.spacing)}")
-            if not np.allclose(mine.origin, theirs.origin, rtol=1e-5, atol=1e-4):
-                differences.append(f"origin {_fmt(theirs.origin)} vs {_fmt(mine.origin)}")
-            if not differences:
-                differences.append("direction")
-            return (f"rater {layer.name!r} lies on another grid than image {image_layer.name!r}: "
-                    f"{', '.join(differences)}. Training pairs voxels by index, so the model would learn "
-                    "misplaced labels; load the raters with the image's geometry.")
-    return None
-
-
-class CaseTable:
-    """The cohort's case table: a Qt table view over a plain model, fast for a thousand cases.
-
-    (magicgui's ``Table`` sets one item per cell and re-measures its columns each time: 0.3 s for
-    100 cases, 37 s for 1,000.) Read-only; columns as wide as their contents; at most
-    :data:`MAX_TABLE_HEIGHT` pixels tall, scrolling beyond.
-    """
-
-    def __init__(self, columns: Sequence[str]) -> None:
-        from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
-        from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableView
-
-        self.columns = tuple(columns)
-        self.rows: list[list[Any]] = []
-        table = self
-
-        class _Model(QAbstractTableModel):
-            def rowCount(self, parent: Any = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's names
-                return 0 if parent.isValid() else len(table.rows)
-
-            def columnCount(self, parent: Any = QModelIndex()) -> int:  # noqa: N802, B008
-                return 0 if parent.isValid() else len(table.columns)
-
-            def data(self, index: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-                if role == Qt.ItemDataRole.DisplayRole and index.isValid():
-                    return str(table.rows[index.row()][index.column()])
-                return None
-
-            def headerData(self, section: int, orientation: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
-                if role != Qt.ItemDataRole.DisplayRole:
-                    return None
-                if orientation == Qt.Orientation.Horizontal:
-                    return table.columns[section]
-                return str(section + 1)
-
-        self.model = _Model()
-        self.native = QTableView()
-        self.native.setModel(self.model)
-        self.native.setToolTip("The cohort's cases and the split each is in.")
-        self.native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.native.setWordWrap(False)
-        self.native.verticalHeader().setVisible(False)
-        self.native.verticalHeader().setDefaultSectionSize(self.native.fontMetrics().height() + 6)
-        header = self.native.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # "16×40×40" whole, not "16…40"
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the case ids take the spare width
-        header.setResizeContentsPrecision(200)  # measure 200 rows, not all of a large cohort
-        header.setStretchLastSection(False)
-        self.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.native.setMinimumWidth(0)
-        self.native.setFixedHeight(60)
-
-    @property
-    def visible(self) -> bool:
-        return not self.native.isHidden()
-
-    @visible.setter
-    def visible(self, value: bool) -> None:
-        self.native.setVisible(bool(value))
-
-    def set_rows(self, rows: list[list[Any]]) -> None:
-        """Show ``rows`` (one list per case, in :attr:`columns` order)."""
-        self.model.beginResetModel()
-        self.rows = [list(row) for row in rows]
-        self.model.endResetModel()
-        view = self.native
-        header = view.horizontalHeader()
-        height = header.sizeHint().height() + 2 * view.frameWidth() + 2
-        height += view.verticalHeader().defaultSectionSize() * len(self.rows)
-        view.setFixedHeight(min(max(height, 60), MAX_TABLE_HEIGHT))
-        # as wide as its columns (the dock widens up to its maximum width rather than hide a column)
-        width = 2 * view.frameWidth() + len(self.columns) + 4  # frame, grid lines
-        width += sum(max(view.sizeHintForColumn(i), header.sectionSizeHint(i)) for i in range(len(self.columns)))
-        if height > MAX_TABLE_HEIGHT:
-            width += view.verticalScrollBar().sizeHint().width()
-        view.setMinimumWidth(min(width, MAX_TABLE_WIDTH) if self.rows else 0)
-        self.needed_width = width
-
-
-def _is_train_image(layer: Any) -> bool:
-    """A grey-level image to train on: not RGB, not a map or probability stack this plugin added."""
-    meta = layer.metadata or {}
-    return is_image_layer(layer, skip_uncertainty_maps=True) and "class_names" not in meta and "rater" not in meta
-
-
 def _choice_value(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices``, else a ValueError naming ``name``."""
     if value not in choices:
@@ -279,64 +129,33 @@ class TrainForm:
     settings: Any
 
     # data source -----------------------------------------------------------------------------------
+    # data source -----------------------------------------------------------------------------------
     def _build_source_settings(self) -> list[Any]:
-        """The data source (open layers or a cohort) and the cohort's path and split controls."""
-        self.cohort_scan: CohortScan | None = None
-        self.cohort_error: str | None = None
-        self._load_generation = 0
-        self._load_worker: Any = None
-        self._split: dict[str, list[str]] | None = None
+        """The data source (open layers or a cohort) and the cohort controls (:class:`CohortControls`)."""
         self._source = ComboBox(
             label="Train on", choices=list(DATA_SOURCES), value="layers",
             tooltip="The image and rater layers open in the viewer (one case), or a cohort of cases on disk.",
         )
-        self._cohort_path = LineEdit(
-            value="", tooltip="A folder of case folders, a LIDC-style .npz, or a .csv/.yaml manifest; Enter loads it."
+        #: The cohort's path, Browse/Load, split settings, case table and skipped cases.
+        self.cohort_controls = controls = CohortControls(
+            seed=lambda: int(self._seed.value), status=self._status, state=lambda: self.state,
+            set_state=self._set_state, fit_width=self._fit_settings_width,
         )
-        self._cohort_path.native.setPlaceholderText("folder, .csv, .yaml or .npz")
-        self._cohort_path.native.setMinimumWidth(60)  # the path scrolls in its field; the dock does not widen
-        self._browse = PushButton(text="Browse…", tooltip="Choose a folder of cases, or a manifest or .npz file.")
-        self._load = PushButton(text="Load", tooltip="Scan the cohort (headers only) and list its cases.")
-        self._cohort_row = Container(
-            layout="horizontal", labels=False, label="Cohort",
-            widgets=[self._cohort_path, self._browse, self._load],
-        )
-        self._cohort_row.margins = (0, 0, 0, 0)
-        self._split_mode = ComboBox(
-            label="Split", choices=list(SPLIT_CHOICES), value="fractions",
-            tooltip="Random validation/test fractions (the seed below), the manifest's split column, or k-fold.",
-        )
-        self._val = FloatSpinBox(label="Validation share", value=0.2, min=0.0, max=0.9, step=0.05)
-        self._test = FloatSpinBox(label="Test share", value=0.2, min=0.0, max=0.9, step=0.05)
-        self._folds = SpinBox(label="Folds", value=5, min=2, max=50)
-        self._fold = SpinBox(label="Fold", value=0, min=0, max=4, tooltip="The fold validated on (from 0).")
-        self._workers = SpinBox(
-            label="Loader workers", value=2, min=0, max=32,
-            tooltip="Processes reading and preparing cases; 0 reads them in the training thread.",
-        )
-        # full width below the split settings (placed by _place_source_widgets)
-        self._cohort_message = Label(value="")
-        self._cohort_message.native.setWordWrap(True)
-        self._split_sizes = Label(value="")
-        self._cases_table = CaseTable(CASE_COLUMNS)
-        self._problems = Label(value="")
-        self._problems.native.setWordWrap(True)
-        self._problems.native.setStyleSheet(f"color: {ERROR_COLOR};")
+        # the cohort controls under the form's names (configure(), scripts and tests set them)
+        self._cohort_path, self._browse, self._load, self._cohort_row = (
+            controls.path, controls.browse, controls.load_button, controls.row)
+        self._split_mode, self._val, self._test = controls.split_mode, controls.val, controls.test
+        self._folds, self._fold, self._workers = controls.folds, controls.fold, controls.workers
+        self._cohort_message, self._split_sizes = controls.message, controls.split_sizes
+        self._cases_table, self._problems = controls.table, controls.problems
         self._one_case_note = Label(value=ONE_CASE_NOTE.format(share=20))
         self._one_case_note.native.setWordWrap(True)
         self._one_case_note.native.setStyleSheet("color: #9aa4b0;")
-        for label in (self._cohort_message, self._split_sizes, self._problems, self._one_case_note):
-            label.native.setMinimumWidth(120)  # wraps (a long path is clipped) instead of widening the dock
+        self._one_case_note.native.setMinimumWidth(120)  # wraps instead of widening the dock
         self._source.changed.connect(self._on_source_changed)
-        self._split_mode.changed.connect(self._on_split_mode_changed)
-        for control in (self._val, self._test, self._folds, self._fold):
-            control.changed.connect(self._refresh_split)
-        self._folds.changed.connect(self._on_folds_changed)
-        self._browse.changed.connect(self._on_browse)
         self._load.changed.connect(lambda _value=None: self.load_cohort())
         self._cohort_path.native.returnPressed.connect(lambda: self.load_cohort())
-        return [self._source, self._cohort_row, self._split_mode, self._val, self._test, self._folds, self._fold,
-                self._workers]
+        return [self._source, *controls.settings]
 
     def _place_source_widgets(self, settings: Any) -> None:
         """Put the cohort's table, split sizes and problems, and the one-case note, over the settings' width."""
@@ -351,8 +170,15 @@ class TrainForm:
                                             widget.native.sizePolicy().verticalPolicy())
                 layout.insertWidget(index + offset, widget.native)
 
-        insert_after(self._workers, self._cohort_message, self._split_sizes, self._cases_table, self._problems)
+        insert_after(self._workers, *self.cohort_controls.full_width)
         insert_after(self._raters, self._one_case_note)
+
+    def _fit_settings_width(self) -> None:
+        """Widen the settings' scroll area to what its contents need (the case table's columns)."""
+        area = self.settings.root_native_widget
+        needed = self.settings.native.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
+        if area.minimumWidth() < needed:
+            area.setMinimumWidth(needed)
 
     @property
     def data_source(self) -> str:
@@ -362,68 +188,35 @@ class TrainForm:
     @property
     def cohort(self) -> Cohort | None:
         """The cohort loaded (``None`` before one was)."""
-        return self.cohort_scan.cohort if self.cohort_scan is not None else None
+        return self.cohort_controls.cohort
+
+    @property
+    def cohort_scan(self) -> CohortScan | None:
+        """The cohort loaded with its skipped cases' problems (``None`` before one was)."""
+        return self.cohort_controls.scan
+
+    @property
+    def cohort_error(self) -> str | None:
+        """Why the last :meth:`load_cohort` failed (``None`` when it did not)."""
+        return self.cohort_controls.error
 
     @property
     def split(self) -> dict[str, list[str]] | None:
         """The cohort's case split the split settings describe (``None`` without a cohort or when invalid)."""
-        return self._split
+        return self.cohort_controls.split
+
+    @property
+    def case_rows(self) -> list[dict[str, Any]]:
+        """The case table as shown: one dict per row, keyed by :data:`CASE_COLUMNS`."""
+        return self.cohort_controls.rows
 
     def _on_source_changed(self, _value: Any = None) -> None:
         cohort = self.data_source == "cohort"
-        for control in (self._cohort_row, self._split_mode, self._workers, self._cohort_message):
-            control.visible = cohort
         for control in (self._image, self._raters, self._predict_on, self._one_case_note):
             control.visible = not cohort
         if hasattr(self, "_grid_label"):
             self._grid_label.visible = not cohort and self.grid_warning is not None
-        self._on_split_mode_changed()
-
-    def _on_split_mode_changed(self, _value: Any = None) -> None:
-        cohort = self.data_source == "cohort"
-        mode = self._split_mode.value
-        self._val.visible = cohort and mode == "fractions"
-        self._test.visible = cohort and mode in ("fractions", "kfold")
-        self._folds.visible = self._fold.visible = cohort and mode == "kfold"
-        loaded = cohort and self.cohort_scan is not None
-        self._split_sizes.visible = self._cases_table.visible = loaded
-        self._problems.visible = loaded and bool(self.cohort_scan.problems)  # type: ignore[union-attr]
-        self._refresh_split()
-
-    def _on_folds_changed(self, value: int) -> None:
-        self._fold.max = max(0, int(value) - 1)
-
-    def _on_browse(self, _value: Any = None) -> None:
-        """A menu: a folder of case folders, or a manifest / .npz file."""
-        from qtpy.QtGui import QCursor
-        from qtpy.QtWidgets import QMenu
-
-        menu = QMenu(self._browse.native)
-        menu.addAction("Folder of cases…", self._browse_folder)
-        menu.addAction("Manifest (.csv, .yaml) or .npz…", self._browse_file)
-        menu.exec_(QCursor.pos())
-
-    def _browse_folder(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        folder = QFileDialog.getExistingDirectory(self._browse.native, "Folder of case folders")
-        if folder:
-            self.load_cohort(folder)
-
-    def _browse_file(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        patterns = " ".join(f"*{suffix}" for suffix in COHORT_SUFFIXES)
-        path, _ = QFileDialog.getOpenFileName(
-            self._browse.native, "Cohort manifest or .npz", "", f"Cohorts ({patterns});;All files (*)"
-        )
-        if path:
-            self.load_cohort(path)
-
-    def _say_cohort(self, message: str, *, error: bool = False) -> None:
-        self._cohort_message.value = message
-        self._cohort_message.native.setStyleSheet(f"color: {ERROR_COLOR};" if error else "")
-        self._cohort_message.visible = bool(message) and self.data_source == "cohort"
+        self.cohort_controls.show(cohort)
 
     def load_cohort(self, source: Any = None) -> Any:
         """Load the cohort at ``source`` (default: the Cohort field) in a worker; returns the worker.
@@ -433,97 +226,20 @@ class TrainForm:
         be loaded gives a notification and a message in the dock. ``None`` when nothing started (a
         run is going).
         """
-        if self.state not in ("idle", "loading"):
-            show_info("Training is running; load the cohort once it has ended.")
-            return None
-        if source is not None:
-            self._cohort_path.value = str(source)
-        if self.data_source != "cohort":
+        if self.state in ("idle", "loading") and self.data_source != "cohort":
+            if source is not None:
+                self._cohort_path.value = str(source)
             self._source.value = "cohort"
-        path = str(self._cohort_path.value).strip()
-        self._load_generation += 1
-        generation = self._load_generation
-        self.cohort_error = None
-        self._set_state("loading")
-        self._say_cohort(f"Loading {path or '…'} …")
-        self._status.value = "Loading the cohort (reading headers)…"
-
-        def returned(scan: CohortScan) -> None:
-            if generation != self._load_generation:
-                return
-            self._set_state("idle")
-            self._show_scan(scan)
-
-        def errored(exc: BaseException) -> None:
-            if generation != self._load_generation:
-                return
-            self.cohort_error = str(exc)
-            self._set_state("idle")
-            self._say_cohort(f"⚠ Could not load the cohort: {exc}", error=True)
-            self._status.value = f"Failed: {exc}"
-
-        self._load_worker = run_in_thread(scan_cohort, path, action="Load cohort", returned=returned,
-                                          errored=errored)
-        return self._load_worker
-
-    def _show_scan(self, scan: CohortScan) -> None:
-        self.cohort_scan = scan
-        cohort = scan.cohort
-        skipped = len(scan.problems)
-        text = f"{len(cohort)} cases ({cohort.ndim}-D, {cohort.channels} channel(s), up to {cohort.num_raters} raters)"
-        if skipped:
-            text += f"; {skipped} skipped (see below)"
-        self._say_cohort(text + f" from {Path(scan.source).name}.")
-        self._problems.value = (
-            f"Skipped {skipped} case(s):\n" + "\n".join(f"• {p}" for p in scan.problems) if skipped else ""
-        )
-        with self._split_mode.changed.blocked():
-            if scan.has_manifest_split:
-                self._split_mode.value = "manifest"
-            elif self._split_mode.value == "manifest":
-                self._split_mode.value = "fractions"
-        self._on_split_mode_changed()
-        self._status.value = f"Cohort loaded: {len(cohort)} cases" + (f", {skipped} skipped." if skipped else ".")
-        if skipped:
-            show_warning(f"Train: {skipped} case(s) of the cohort skipped; the dock lists why.")
+        return self.cohort_controls.load(source)
 
     def cohort_split(self) -> dict[str, list[str]]:
         """The split the settings describe, checked (ValueError saying what to change)."""
-        if self.cohort is None:
-            raise ValueError("no cohort loaded; choose a folder or manifest and press Load.")
-        return split_cases(
-            self.cohort, self._split_mode.value, val=float(self._val.value), test=float(self._test.value),
-            seed=int(self._seed.value), folds=int(self._folds.value), fold=int(self._fold.value),
-        )
-
-    def _refresh_split(self, _value: Any = None) -> None:
-        """Recompute the split (cheap: case ids only) and show it in the table and the sizes line."""
-        if self.cohort is None or self.data_source != "cohort":
-            return
-        try:
-            self._split = self.cohort_split()
-        except (TypeError, ValueError) as exc:
-            self._split = None
-            self._split_sizes.value = f"⚠ {exc}"
-            self._split_sizes.native.setStyleSheet(f"color: {ERROR_COLOR};")
-        else:
-            self._split_sizes.value = "Split: " + split_summary(self._split)
-            self._split_sizes.native.setStyleSheet("")
-        self._cases_table.set_rows(table_rows(self.cohort, self._split))
-        area = self.settings.root_native_widget  # the settings' scroll area: as wide as the table needs
-        needed = self.settings.native.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 4
-        if area.minimumWidth() < needed:
-            area.setMinimumWidth(needed)
-
-    @property
-    def case_rows(self) -> list[dict[str, Any]]:
-        """The case table as shown: one dict per row, keyed by :data:`CASE_COLUMNS`."""
-        return [dict(zip(CASE_COLUMNS, row)) for row in self._cases_table.rows]
+        return self.cohort_controls.checked_split()
 
     def _build_layer_settings(self, viewer: Any) -> list[Any]:
         """The data and model controls (image, raters, target, model, loss, size, dimensions, SSN)."""
         self._image = ComboBox(
-            label="Image", choices=choices_for(viewer, _is_train_image), tooltip="The image the raters annotated."
+            label="Image", choices=choices_for(viewer, is_train_image), tooltip="The image the raters annotated."
         )
         self._raters = LayerSelect(  # layer objects in layer-list order (rater 1 first); takes names too
             viewer,
@@ -720,38 +436,13 @@ class TrainForm:
 
     def _cohort_config(self) -> dict[str, Any]:
         """The TrainConfig settings only a cohort run takes (none for the open layers)."""
-        if self.data_source != "cohort":
-            return {}
-        settings: dict[str, Any] = {"num_workers": int(self._workers.value)}
-        if self._split_mode.value in ("fractions", "kfold"):
-            settings["test_fraction"] = float(self._test.value)
-        if self._split_mode.value == "fractions":
-            settings["val_fraction"] = float(self._val.value)
-        return settings
+        return self.cohort_controls.config() if self.data_source == "cohort" else {}
 
     def _selected_arrays(self) -> tuple[Any, np.ndarray, np.ndarray, list[Any]]:
         """The image layer, its array, the ``(R, *S)`` rater stack and the rater layers; checked."""
-        image_layer = self._image.value
-        if image_layer is None:
-            raise ValueError("no Image layer selected; open an image (e.g. File > Open Sample > phantom).")
-        layers = list(self._raters.value)
-        if not layers:
-            raise ValueError("no rater Labels layer selected; select one Labels layer per rater.")
-        if image_layer.rgb:
-            raise ValueError(
-                f"image layer {image_layer.name!r} is RGB; convert it to a grey-level image first."
-            )
-        image = np.asarray(image_layer.data)
-        arrays = [np.asarray(layer.data) for layer in layers]
-        if len(arrays) == 1 and arrays[0].ndim == image.ndim + 1:
-            return image_layer, image, arrays[0], layers  # one (R, *S) stack
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"the rater layers have different shapes {sorted(shapes)}; every rater must "
-                "label the image's grid."
-            )
-        return image_layer, image, np.stack(arrays), layers
+        image_layer, layers = self._image.value, list(self._raters.value)
+        image, raters = layer_arrays(image_layer, layers)
+        return image_layer, image, raters, layers
 
     def collect_data(self) -> TrainingData:
         """Image and raters from the selected layers, with class names (metadata) and spacing (scale).

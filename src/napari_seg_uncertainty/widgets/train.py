@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import Container, Label, LineEdit, ProgressBar, PushButton
 from qtpy.QtCore import QEvent, QObject
 
@@ -42,8 +41,6 @@ from ..core.geometry import Geometry
 from ..workflow.training import (
     TrainingFailure,
     TrainOutcome,
-    predict,
-    prediction_geometry,
     training_job,
     warm_up_training,
 )
@@ -52,34 +49,28 @@ from ._common import (
     guarded,
     keep_alive,
     logger,
-    notify_errors,
     run_in_thread,
     show_error,
     show_info,
     tabify_when_docked,
-    upsert_layer,
     when_docked,
 )
 from ._layer_choices import LayerWatcher
-from ._train_cohort import CasePrediction, predict_case, prediction_case
 from ._train_curves import TrainingCurves
 from ._train_form import TrainForm
+from ._train_prediction import CASE_IMAGE_LAYER, PREDICTION_LAYERS, TrainPrediction
 
 if TYPE_CHECKING:
     import napari
 
     from ..core.training import TrainConfig, TrainProgress, TrainResult
 
-__all__ = ["TrainWidget", "preload_training_modules"]
+__all__ = ["CASE_IMAGE_LAYER", "PREDICTION_LAYERS", "TrainWidget", "preload_training_modules"]
 
 #: Least time between two updates of the status line and progress bars for step records.
 UI_INTERVAL_S = 0.2
 #: Least height of the scrolling settings area (pixels).
 MIN_SETTINGS_HEIGHT = 60
-#: The layers a run adds, in the order they are added.
-PREDICTION_LAYERS = ("prediction labels", "prediction entropy", "prediction probabilities")
-#: The layer showing the cohort case a cohort run predicts at its end (added before the prediction).
-CASE_IMAGE_LAYER = "cohort case image"
 
 _PRELOADED = False
 _PRELOAD_LOCK = threading.Lock()
@@ -136,7 +127,7 @@ class _UndockWatcher(QObject):
         return False
 
 
-class TrainWidget(TrainForm, TrainingCurves, DockWidget):
+class TrainWidget(TrainForm, TrainPrediction, TrainingCurves, DockWidget):
     """Train a softmax, SoftSeg, SSN, ensemble or MC-dropout model on the loaded raters or a cohort.
 
     Parameters
@@ -159,11 +150,9 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer, status="Ready.")
         viewer = self._viewer
-        self.predict_worker: Any = None
         self.records: list[TrainProgress] = []
         self.result: TrainResult | None = None
         self.checkpoint_path: str | None = None
-        self.prediction: dict[str, Any] | None = None
         self.failure: TrainingFailure | None = None
         self.grid_warning: str | None = None
         self.state = "idle"  # idle, training, paused, cancelling, predicting
@@ -176,10 +165,9 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self._crop: tuple[slice, ...] | None = None
         self._image_layer: Any = None
         self._case: str | None = None
-        self._cohort_run: tuple[Any, str] | None = None  # (cohort, case shown at the end) of a cohort run
-        self.case_prediction: CasePrediction | None = None
         self._closed = False
         self._init_curves()
+        self._init_prediction()
         #: The settings, in a scroll area (scrolls when the dock is short).
         self.settings = Container(
             labels=True, scrollable=True,
@@ -192,7 +180,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         self._epochs.changed.connect(self._on_epochs_changed)
         self._image.changed.connect(self._check_grid)
         self._raters.changed.connect(self._check_grid)
-        self._seed.changed.connect(self._refresh_split)
+        self._seed.changed.connect(self.cohort_controls.refresh_split)
         from qtpy.QtWidgets import QComboBox, QSizePolicy
 
         for combo in self.settings.native.findChildren(QComboBox):  # long entries elide instead of widening
@@ -319,13 +307,7 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         preload_training_modules()  # at once if done; a script calling start() early waits for it here
         try:
             self.configure(**settings)
-            if self.data_source == "cohort":
-                cohort, split = self.cohort, self.cohort_split()  # ValueError: no cohort / a bad split
-                data: Any = cohort
-                self._cohort_run = (cohort, prediction_case(split))
-            else:
-                data, split = self.collect_data(), None
-                self._cohort_run = None
+            data, split = self._run_data()  # ValueError: no layers, no cohort, a bad split
             resume = self._resume_checkpoint()
             run_dir = Path(str(self._output.value)).expanduser() / _dt.datetime.now().strftime(
                 "run-%Y%m%d-%H%M%S-%f"
@@ -502,134 +484,12 @@ class TrainWidget(TrainForm, TrainingCurves, DockWidget):
         else:
             show_info("Training cancelled: the Train dock was closed before a checkpoint was written.")
 
-    def _run_prediction(self, checkpoint: str) -> None:
-        if self._cohort_run is not None:
-            self._run_case_prediction(checkpoint, *self._cohort_run)
-            return
-        self._set_state("predicting")
-        self._status.value = "Predicting on the image…"
-        layer = self._image_layer
-        if layer is None or not any(layer is other for other in self._viewer.layers):
-            self._set_state("idle")
-            self.done(self._outcome(), "The image layer was removed; no prediction added.")
-            return
-        image = np.asarray(layer.data)
-        if self._crop is not None:
-            image = image[(Ellipsis, *self._crop)]
-
-        def errored(exc: BaseException) -> None:
-            self._set_state("idle")
-            self.fail(f"Prediction failed: {exc}", notify=False)
-
-        self.predict_worker = run_in_thread(
-            predict, checkpoint, image, action="Prediction", returned=self._show_prediction, errored=errored,
-        )
-
-    def _run_case_prediction(self, checkpoint: str, cohort: Any, case_id: str) -> None:
-        """Read a held-out case of the cohort and predict it, both in a worker."""
-        self._set_state("predicting")
-        self._status.value = f"Predicting held-out case {case_id!r}…"
-
-        def errored(exc: BaseException) -> None:
-            self._set_state("idle")
-            self.fail(f"Prediction failed: {exc}", notify=False)
-
-        self.predict_worker = run_in_thread(
-            predict_case, checkpoint, cohort, case_id, action="Prediction", returned=self._show_case_prediction,
-            errored=errored,
-        )
-
-    def _show_case_prediction(self, result: CasePrediction) -> None:
-        """The case's image, then the prediction layers, on the case's grid and tagged with its id."""
-        self.case_prediction = result
-        image_layer = None
-        if result.image is not None:
-            leading = result.image.ndim - result.image_geometry.ndim
-            image_layer = dict(
-                data=result.image, name=CASE_IMAGE_LAYER, layer_type="image", colormap="gray",
-                geometry=result.image_geometry, case=result.case_id, leading_axes=leading,
-                metadata={"cohort_case": result.case_id},
-            )
-        self._show_prediction(result.prediction, geometry=result.geometry, case=result.case_id, before=image_layer)
-
-    def _prediction_geometry(self, result: dict[str, Any]) -> Geometry | None:
-        """The prediction's grid: the image's, moved to the crop, rescaled if predicted on another grid."""
-        if self._geometry is None:
-            return None
-        region = (
-            tuple(s.stop - s.start for s in self._crop) if self._crop is not None else self._image_shape
-        )
-        return prediction_geometry(self._geometry, region, result.labels.shape, self._crop_start)
-
-    def _prediction_layers(
-        self, result: Any, *, geometry: Geometry | None = None, case: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Keywords of :func:`upsert_layer` for each prediction layer, in :data:`PREDICTION_LAYERS` order.
-
-        Placed on ``geometry`` and tagged with ``case`` when given (a cohort's case), else on the
-        image layer's grid (moved to the crop).
-        """
-        meta = {"class_names": result.class_names, "checkpoint": self.checkpoint_path}
-        if geometry is None:
-            geometry, case = self._prediction_geometry(result), self._case
-            if self._crop_start is not None:
-                meta["crop_start"] = list(self._crop_start)
-        else:
-            meta["cohort_case"] = case
-        placed = {"geometry": geometry, "case": case, "metadata": meta}
-        labels, entropy, probabilities = PREDICTION_LAYERS
-        return [
-            dict(data=result.labels, name=labels, layer_type="labels", opacity=0.6, **placed),
-            dict(data=result.entropy, name=entropy, layer_type="image", colormap="magma",
-                 contrast_limits=(0.0, 1.0), blending="additive", **placed),
-            dict(data=result.probabilities, name=probabilities, layer_type="image", colormap="viridis",
-                 contrast_limits=(0.0, 1.0), visible=False, leading_axes=1, **placed),
-        ]
-
-    def _show_prediction(
-        self,
-        result: Any,
-        *,
-        geometry: Geometry | None = None,
-        case: str | None = None,
-        before: dict[str, Any] | None = None,
-    ) -> None:
-        """Add the prediction layers one per event-loop turn (each napari layer costs ~0.1 s to add).
-
-        ``before``: keywords of a layer added first (a cohort case's image).
-        """
-        from qtpy.QtCore import QTimer
-
-        self.prediction = result
-        pending = ([before] if before is not None else []) + self._prediction_layers(
-            result, geometry=geometry, case=case
-        )
-        added: list[str] = []
-
-        def add_next() -> None:
-            if self._closed:  # the dock went away meanwhile
-                self.state = "idle"
-                return
-            if not pending:
-                self._set_state("idle")
-                where = f" of held-out case {case!r}" if case is not None else ""
-                self.done(self._outcome(tuple(added)),
-                          f"Done: prediction{where} added (probabilities, labels, entropy); checkpoint below.")
-                return
-            kwargs = pending.pop(0)
-            with notify_errors("Show the prediction"):
-                upsert_layer(self._viewer, kwargs.pop("data"), **kwargs)
-                added.append(kwargs["name"])
-            QTimer.singleShot(0, add_next)
-
-        add_next()
-
     def _set_state(self, state: str) -> None:
         self.state = state
         running = state in ("training", "paused")
         self._start.enabled = state == "idle" and _PRELOADED
-        for control in (self._source, self._load, self._browse, self._cohort_path):
-            control.enabled = state in ("idle", "loading")
+        self._source.enabled = state in ("idle", "loading")
+        self.cohort_controls.set_enabled(state in ("idle", "loading"))
         self._pause.enabled = running
         self._cancel.enabled = running
         self._pause.text = "Resume" if state == "paused" else "Pause"
