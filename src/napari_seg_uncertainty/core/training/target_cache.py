@@ -154,7 +154,7 @@ class TargetCache:
         expected = (self.num_classes, *raters.shape[1:])
         if path.is_file():
             try:
-                cached = np.load(path, mmap_mode="r")
+                cached = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError):  # unreadable: computed again below
                 cached = None
             if cached is not None and cached.shape == expected and cached.dtype == np.float32:
@@ -164,7 +164,7 @@ class TargetCache:
         with atomic_write(path, overwrite=True, suffix=".npy") as temporary:
             np.save(temporary, target)
         self.misses += 1
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def _spacing(spacing: Any) -> tuple[float, ...] | None:

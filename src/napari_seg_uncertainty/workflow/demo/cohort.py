@@ -70,12 +70,12 @@ class DemoCohort:
 
 def cohort_outputs(raters: RaterSet) -> list[str]:
     """Paths (relative to the workflow folder) :func:`make_demo_cohort` writes; the generated cases
-    are one folder entry, ``cohort/phantoms``."""
+    are listed by their manifest, ``cohort/phantoms/cohort.csv``."""
     return [
         f"{COHORT_FOLDER}/cohort.yaml",
         f"{COHORT_FOLDER}/{SHOWN_CASE}/image.nii.gz",
         *[f"{COHORT_FOLDER}/{SHOWN_CASE}/rater_{i + 1}.nii.gz" for i in range(raters.num_raters)],
-        f"{COHORT_FOLDER}/phantoms",
+        f"{COHORT_FOLDER}/phantoms/cohort.csv",
     ]
 
 
@@ -157,5 +157,5 @@ def make_demo_cohort(
         cohort=cohort,
         split=split,
         manifest=str(manifest),
-        files=[str(manifest), *[str(f) for f in files], str(root / "phantoms")],
+        files=[str(manifest), *[str(f) for f in files], str(generated)],
     )

@@ -47,7 +47,7 @@ def planned_outputs(raters: RaterSet, *, workflow: bool) -> list[str]:
     -------
     list of str
         Paths relative to the data set's folder, ``metrics.json`` last. The training cohort's
-        generated cases are one entry, the folder ``cohort/phantoms``.
+        generated cases are listed by their manifest, ``cohort/phantoms/cohort.csv``.
 
     Examples
     --------
