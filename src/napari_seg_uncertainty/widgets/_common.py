@@ -29,6 +29,7 @@ __all__ = [
     "run_in_thread",
     "show_error",
     "show_info",
+    "short_dock_title",
     "show_warning",
     "unwrap_viewer",
     "upsert_layer",
@@ -270,8 +271,8 @@ def _tabify(widget: Any) -> None:
         area = window.dockWidgetArea(dock)
         dock.setProperty(_DOCK_PROPERTY, True)
         title = dock.windowTitle()
-        if title.endswith(PLUGIN_DOCK_SUFFIX):  # the tab shows "Train", not "Train (napari-seg-uncertainty)"
-            dock.setWindowTitle(title[: -len(PLUGIN_DOCK_SUFFIX)].rstrip())
+        if title.endswith(PLUGIN_DOCK_SUFFIX):  # "Train", not "Train (napari-seg-uncertainty)"
+            short_dock_title(dock, title[: -len(PLUGIN_DOCK_SUFFIX)].rstrip())
         others = [d for d in window.findChildren(QDockWidget)
                   if d is not dock and d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
                   and (d.property(_DOCK_PROPERTY) or d.windowTitle().endswith(PLUGIN_DOCK_SUFFIX))]
@@ -286,6 +287,29 @@ def _tabify(widget: Any) -> None:
 
 
 _DOCK_PROPERTY = "napari_seg_uncertainty_dock"
+
+
+def short_dock_title(dock: Any, title: str) -> None:
+    """Title ``dock`` ``title`` in its tab and in its title bar, as the docks this plugin adds itself.
+
+    Qt's tab shows the window title; napari's dock draws its own title bar, a label made from the
+    dock's ``name`` (again whenever the dock floats or moves), which a new window title leaves as it
+    was. The ``name`` itself stays: napari finds the dock by it when the dock is closed.
+    """
+    from qtpy.QtWidgets import QLabel
+
+    def relabel(*_args: Any) -> None:
+        try:
+            label = getattr(getattr(dock, "title", None), "title", None)  # napari's QtCustomTitleBar's label
+            if isinstance(label, QLabel):
+                label.setText(title)
+        except RuntimeError:  # the dock is being deleted
+            return
+
+    dock.setWindowTitle(title)
+    relabel()
+    for signal in (dock.topLevelChanged, dock.dockLocationChanged):  # after napari rebuilt its title bar
+        signal.connect(relabel)
 
 
 def whole_tab_titles(window: Any) -> None:
