@@ -64,14 +64,19 @@ def _resolve(base: Path, value: Any) -> Any:
 
 
 def _read_array(path: str) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    array, meta = _read_with_meta(path)
+    return array, None if meta is None else meta.spacing
+
+
+def _read_with_meta(path: str) -> tuple[np.ndarray, Any]:
+    """The array of an image file and its ``ImageMeta`` (spacing, origin, direction); None for ``.npy``."""
     if path.lower().endswith(".npy"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"file {path!r} does not exist.")
         return np.load(path, allow_pickle=False), None
     from .core.io import read_image
 
-    array, meta = read_image(path)
-    return array, meta.spacing
+    return read_image(path)
 
 
 def load_cohort_section(section: dict[str, Any], *, base: Path, seed: int = 0) -> tuple[Any, dict[str, list[str]]]:
@@ -448,8 +453,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     from .core.training import load_trained_model, predict
 
     try:
-        read = [_read_array(path) for path in args.image]
-        image, spacing = read[0]
+        read = [_read_with_meta(path) for path in args.image]
+        image, meta = read[0]
         if len(read) > 1:
             shapes = {tuple(np.shape(a)) for a, _ in read}
             if len(shapes) > 1:
@@ -467,7 +472,13 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             suffix = "." + suffix
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        spacing = spacing or result.spacing
+        # the outputs lie where the image lies: its spacing, origin and direction (the checkpoint's
+        # spacing only for an .npy image, which carries none)
+        geometry = {
+            "spacing": (meta.spacing if meta is not None else None) or result.spacing,
+            "origin": None if meta is None else meta.origin,
+            "direction": None if meta is None else meta.direction,
+        }
         outputs = {
             "probabilities": (result.probabilities, 0),
             "labels": (result.labels, None),
@@ -480,10 +491,10 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                     raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite to replace it.")
                 np.save(path, array)
             else:
-                write_image(path, array, spacing=spacing, channel_axis=channel_axis, overwrite=args.overwrite)
+                write_image(path, array, channel_axis=channel_axis, overwrite=args.overwrite, **geometry)
             print(f"wrote {path}", flush=True)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).replace('pass overwrite=True', 'pass --overwrite')}", file=sys.stderr)
         return 2
     return 0
 

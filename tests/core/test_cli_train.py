@@ -314,3 +314,23 @@ def test_torchrun_on_a_cohort_prints_and_writes_the_split_once(tmp_path):
     assert output.count("split: train") == 1 and output.count("split written to") == 1  # rank 0 only
     split = read_split(tmp_path / "run" / "split.json")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["cohort"]["split"] == split
+
+
+def test_predict_writes_outputs_on_the_images_grid(tmp_path, capsys):
+    """The outputs carry the image's spacing, origin and direction, so they overlay it in any viewer."""
+    config, image, _ = make_files(tmp_path, nifti=True)
+    assert train_main([str(config)]) == 0
+    direction = np.array([[0.0, 1.0], [1.0, 0.0]])
+    placed = write_image(tmp_path / "placed.nii.gz", image, spacing=(0.8, 0.6), origin=(-40.5, 12.25),
+                         direction=direction)  # fmt: skip
+    out = tmp_path / "pred"
+    assert predict_main([str(tmp_path / "run" / "last.pt"), placed, "--out", str(out), "--device", "cpu"]) == 0
+    _, meta = read_image(placed)
+    for name in ("labels", "entropy", "probabilities"):
+        _, written = read_image(out / f"{name}.nii.gz")
+        assert written.spacing == pytest.approx(meta.spacing)
+        assert written.origin == pytest.approx(meta.origin)
+        np.testing.assert_allclose(written.direction, meta.direction, atol=1e-6)
+    capsys.readouterr()
+    assert predict_main([str(tmp_path / "run" / "last.pt"), placed, "--out", str(out), "--device", "cpu"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -431,3 +432,19 @@ def test_array_slice_training_normalizes_whole_volumes():
     train_cases, val_cases = prepare_cases(data, TrainConfig(val_fraction=0.2), 2, params)
     whole = normalize_image(data.images[0], params)
     np.testing.assert_array_equal(np.stack([c.normed for c in train_cases + val_cases], axis=1), whole)
+
+
+def test_every_cohort_run_writes_its_split_and_epoch_records_carry_the_loader_figures(cohort2d, tmp_path):
+    records, result = run(train(config(tmp_path), cohort2d, split={"val": 0.2, "test": 0.2}))
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split == load_checkpoint(result.checkpoint)["cohort"]["split"]
+    assert set(split) == {"train", "val", "test"} and split["val"] and split["test"]
+    steps = [r for r in records if r.kind == "step"]
+    epochs = [r for r in records if r.kind == "epoch"]
+    assert all(0.0 <= r.data_wait <= 1.0 and r.throughput > 0 for r in epochs)
+    for e, epoch in enumerate(epochs):  # the epoch's share: the steps' waits weighted by their time
+        own = steps[2 * e : 2 * e + 2]
+        seconds = [2 / s.throughput for s in own]  # patches per step (batch_size 2) / patches per second
+        expected = sum(s.data_wait * t for s, t in zip(own, seconds)) / sum(seconds)
+        assert epoch.data_wait == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert epoch.throughput == pytest.approx(4 / sum(seconds), rel=1e-6)

@@ -1,7 +1,8 @@
-"""Writing a run's ``last.pt`` and ``best.pt``."""
+"""Writing a run's ``last.pt``, ``best.pt`` and, for a cohort, ``split.json``."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ class Checkpointer:
                         "(--overwrite on the command line) to replace it."
                     )
         self.best_written = bool(self.best_path and os.path.exists(self.best_path) and resumed)
+
+    def save_split(self) -> str | None:
+        """Write the case-level split of a cohort run as ``split.json`` beside the checkpoints.
+
+        Done once the folder is accepted (no earlier run there, or resuming / ``overwrite``), so a
+        run from the command line, the Train dock or a script leaves the same record of which cases
+        trained, validated and were held out. Returns its path, or None (array data, no
+        ``output_dir``, not rank 0).
+        """
+        cohort = self._session.cohort
+        if self.last_path is None or cohort is None:
+            return None
+        from .._atomic import atomic_write
+
+        path = Path(self.last_path).with_name("split.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, overwrite=True) as temporary:
+            temporary.write_text(json.dumps(cohort["split"], indent=2) + "\n")
+        return str(path)
 
     @property
     def best_checkpoint(self) -> str | None:

@@ -103,7 +103,10 @@ def train(
             "raise epochs to train further."
         )
     session.model.train()
+    checkpointer.save_split()
     command = yield record("start", checkpoint=checkpointer.last_path, message=f"training on {session.device}")
+    patches = config.ensemble_size * config.batch_size * session.world
+    clock = _EpochClock()
     try:
         while state.global_step < record.total_steps:
             if command == "cancel":
@@ -112,17 +115,21 @@ def train(
                 return checkpointer.result(path, cancelled=True)
             t0 = time.perf_counter()
             value = _step(session)
-            patches = config.ensemble_size * config.batch_size * session.world
-            command = yield record("step", loss=value, throughput=patches / (time.perf_counter() - t0))
+            seconds = time.perf_counter() - t0
+            clock.add(seconds, patches, session.data_wait if session.cohort is not None else None)
+            command = yield record("step", loss=value, throughput=patches / seconds)
             if state.global_step % config.steps_per_epoch and state.global_step != record.total_steps:
                 continue
             entry, checkpoint = _end_epoch(session, checkpointer, last=state.global_step == record.total_steps)
+            throughput, data_wait = clock.take()
             command = yield record(
                 "epoch",
                 loss=entry["loss"],
                 val_nll=entry.get("val_nll"),
                 val_dice=entry.get("val_dice"),
                 checkpoint=checkpoint,
+                throughput=throughput,
+                data_wait=data_wait,
             )
     except (GeneratorExit, KeyboardInterrupt):
         checkpointer.save_last("cancelled")
@@ -138,6 +145,29 @@ def train(
     path = checkpointer.save_last("final")
     yield record("done", checkpoint=path, message="training finished")
     return checkpointer.result(path, cancelled=False)
+
+
+class _EpochClock:
+    """The optimization steps of the current epoch: their patches per second and share spent waiting for data."""
+
+    def __init__(self) -> None:
+        self.seconds = self.patches = self.waiting = 0.0
+        self.cohort = False
+
+    def add(self, seconds: float, patches: int, data_wait: float | None) -> None:
+        self.seconds += seconds
+        self.patches += patches
+        if data_wait is not None:
+            self.cohort = True
+            self.waiting += data_wait * seconds
+
+    def take(self) -> tuple[float | None, float | None]:
+        """``(patches per second, data-wait share or None)`` of the epoch; starts the next one."""
+        if self.seconds <= 0:
+            return None, None
+        result = self.patches / self.seconds, (self.waiting / self.seconds if self.cohort else None)
+        self.__init__()
+        return result
 
 
 def _check_step_memory(session: Session) -> None:
