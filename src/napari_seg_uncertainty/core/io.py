@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,11 +154,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     return arr, meta
 
 
+def itk_error_detail(exc: Exception) -> str:
+    """The last line of an ITK error, without the object addresses ITK prints (``NiftiImageIO(0x7f…)``)."""
+    lines = str(exc).strip().splitlines()
+    detail = lines[-1] if lines else "unknown error"
+    return re.sub(r"\s*\(0x[0-9a-fA-F]+\)", "", detail)[:200]
+
+
 def _sitk_error(path: Path, exc: Exception) -> ValueError:
-    first = str(exc).strip().splitlines()
-    detail = first[-1] if first else "unknown error"
     return ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a "
-                      f"{file_suffix(path)} image ({detail[:200]}).")
+                      f"{file_suffix(path)} image ({itk_error_detail(exc)}).")
 
 
 def _read_sitk(path: Path) -> tuple[np.ndarray, ImageMeta]:

@@ -30,6 +30,7 @@ from ..io import (
     _tiff_spacing,
     file_suffix,
     is_supported_file,
+    itk_error_detail,
 )
 from ..raters.loading import _IMAGE_NAME, _MSSEG_SEG, _QUBIQ_SEG, _natural_key
 
@@ -228,10 +229,8 @@ def _sitk_header(path: Path) -> Header:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        detail = lines[-1][:200] if lines else "unknown error"
         raise ValueError(f"could not read {str(path)!r}: the file is corrupt, truncated or not a "
-                         f"{file_suffix(path)} image ({detail}).") from exc
+                         f"{file_suffix(path)} image ({itk_error_detail(exc)}).") from exc
     ndim = len(reader.GetSize())
     if file_suffix(path) in (".nii", ".nii.gz"):  # a truncated download: caught here, not at the first epoch
         itemsize = sitk_component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))

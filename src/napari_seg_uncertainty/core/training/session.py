@@ -237,9 +237,9 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
             )
         if {k: list(previous.get(k, [])) for k in split} != split:
             raise ValueError(
-                f"resume checkpoint {str(resume)!r} was trained with a different split of the cohort "
-                f"(train {len(previous.get('train', []))} / val {len(previous.get('val', []))} / test "
-                f"{len(previous.get('test', []))} cases); resume with the same split (and seed)."
+                f"resume checkpoint {str(resume)!r} was trained with a different split of the cohort: "
+                f"{_split_difference(previous, split)}; resume with the same split (and seed), e.g. the "
+                "run's split.json."
             )
     class_names = list(cohort.class_names) if cohort.class_names else None
     num_classes = len(class_names) if class_names else cohort.num_classes()
@@ -291,6 +291,20 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
     except BaseException:
         loader.close()
         raise
+
+
+def _split_difference(before: dict[str, Any], now: dict[str, list[str]]) -> str:
+    """Which cases moved between two splits, in words (at most three named per part)."""
+    parts = []
+    for name in ("train", "val", "test"):
+        old, new = set(before.get(name, [])), set(now.get(name, []))
+        for verb, ids in (("now in", new - old), ("no longer in", old - new)):
+            if ids:
+                shown = ", ".join(repr(i) for i in sorted(ids)[:3]) + (" …" if len(ids) > 3 else "")
+                parts.append(f"{len(ids)} case(s) {verb} {name} ({shown})")
+    if not parts:  # the same cases in another order
+        return "the same cases in a different order"
+    return "; ".join(parts)
 
 
 def _case_shape(cohort: Any, case_id: str) -> tuple[int, ...]:
