@@ -582,3 +582,16 @@ def test_load_cohort_validates_arguments(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ValueError, match="manifest"):
         load_cohort(tmp_path / "x.txt")
+
+
+def test_a_case_with_fewer_raters_than_the_others_is_kept_with_a_warning(tmp_path):
+    from napari_seg_uncertainty.core.cohort import make_phantom_cohort
+
+    source = make_phantom_cohort(4, tmp_path / "c", ndim=2, layout="generic", num_raters=3, seed=2)
+    missing = sorted((tmp_path / "c" / "case_002").glob("rater_2*"))
+    assert missing
+    for path in missing:
+        path.unlink()
+    with pytest.warns(UserWarning, match=r"fewer raters than the usual 3: 'case_002' \(2\)"):
+        cohort = load_cohort(source)
+    assert len(cohort) == 4 and cohort["case_002"].num_raters == 2

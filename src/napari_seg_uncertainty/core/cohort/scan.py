@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -455,7 +456,25 @@ def check_across(cases: Sequence[CaseInfo]) -> tuple[list[CaseInfo], list[Cohort
                                                             "same image channels in the same order."))
         else:
             good.append(c)
+    _warn_on_fewer_raters(good)
     return good, problems
+
+
+def _warn_on_fewer_raters(cases: Sequence[CaseInfo]) -> None:
+    """Warn (not refuse: LIDC nodules, for one, have one to four readers) when some cases have fewer raters
+    than most cases, which in a folder of files usually means a rater file is missing."""
+    if not cases:
+        return
+    usual = _mode([c.num_raters for c in cases])
+    fewer = [c for c in cases if c.num_raters < usual]
+    if fewer:
+        shown = ", ".join(f"{c.case_id!r} ({c.num_raters})" for c in fewer[:5]) + (" …" if len(fewer) > 5 else "")
+        warnings.warn(
+            f"{len(fewer)} case(s) have fewer raters than the usual {usual}: {shown}; check that no rater file "
+            "is missing from them (cases are kept as they are).",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _mode(values: list[int]) -> int:
