@@ -10,7 +10,10 @@ import gzip
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ._memory import check_allocation, format_bytes
 from ._validation import describe
@@ -96,6 +99,31 @@ def check_nifti_complete(path: Path, data_bytes: int, *, compressed: bool) -> No
 
 
 
+def npz_member_headers(path: str | os.PathLike) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:
+    """``(name, shape, dtype)`` of every array in an ``.npz`` archive, from the member headers only.
+
+    Nothing but the few header bytes of each member is read (no voxel data, no pickle); zip and header
+    errors of a damaged archive propagate to the caller, which words them.
+    """
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = npy_format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = npy_format.read_array_header_1_0(member)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = npy_format.read_array_header_2_0(member)
+                else:  # pragma: no cover - numpy rejects other versions in read_magic
+                    continue
+            yield info.filename[: -len(".npy")], tuple(int(n) for n in shape), np.dtype(dtype)
+
+
 def check_npz_fits(path: str | os.PathLike) -> None:
     """Check an ``.npz`` archive from its headers: readable, no pickled objects, arrays that fit in memory.
 
@@ -119,35 +147,20 @@ def check_npz_fits(path: str | os.PathLike) -> None:
     >>> np.savez(p, masks=np.zeros((2, 4, 4), np.uint8))
     >>> check_npz_fits(p)
     """
-    import zipfile
-
-    from numpy.lib import format as npy_format
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path (str or path-like), got {describe(path)}.")
     total = 0
     try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with archive.open(info) as member:
-                    version = npy_format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = npy_format.read_array_header_1_0(member)
-                    elif version in ((2, 0), (3, 0)):
-                        shape, _, dtype = npy_format.read_array_header_2_0(member)
-                    else:  # pragma: no cover - numpy rejects other versions in read_magic
-                        continue
-                if dtype.hasobject:
-                    raise ValueError(
-                        f"path {str(path)!r}: array {info.filename[:-4]!r} holds Python objects, which load "
-                        "only with pickle (refused for safety); save plain numeric arrays with numpy.savez."
-                    )
-                count = 1
-                for size in shape:
-                    count *= int(size)
-                total += count * dtype.itemsize
+        for name, shape, dtype in npz_member_headers(path):
+            if dtype.hasobject:
+                raise ValueError(
+                    f"path {str(path)!r}: array {name!r} holds Python objects, which load "
+                    "only with pickle (refused for safety); save plain numeric arrays with numpy.savez."
+                )
+            count = 1
+            for size in shape:
+                count *= int(size)
+            total += count * dtype.itemsize
     except Exception as exc:  # noqa: BLE001 - zipfile raises many types on corrupt archives
         if "refused for safety" in str(exc):
             raise

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._file_checks import npz_member_headers
 from .scan import NPZ_MASK_KEYS, CaseInfo, CohortProblem, natural_key
 
 __all__ = ["npz_headers", "npz_image", "npz_mask_key", "npz_masks", "npz_member", "scan_npz"]
@@ -26,24 +27,10 @@ def npz_headers(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.
     >>> npz_headers(p)
     {'c1/masks': ((2, 4, 4), dtype('uint8'))}
     """
-    from numpy.lib import format as npy_format
-
-    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with archive.open(info) as member:
-                    version = npy_format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = npy_format.read_array_header_1_0(member)
-                    else:
-                        shape, _, dtype = npy_format.read_array_header_2_0(member)
-                out[info.filename[: -len(".npy")]] = (tuple(int(s) for s in shape), np.dtype(dtype))
+        return {name: (shape, dtype) for name, shape, dtype in npz_member_headers(path)}
     except Exception as exc:  # noqa: BLE001 - zip and header errors of a damaged archive
         raise ValueError(f"could not read {str(path)!r}: not a valid .npz archive ({exc}).") from exc
-    return out
 
 
 def npz_member(path: str | os.PathLike, key: str) -> np.ndarray:
