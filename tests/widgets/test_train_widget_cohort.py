@@ -147,8 +147,12 @@ def test_cohort_table_lists_cases_splits_and_problems(make_napari_viewer, qtbot,
 
 
 def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot, tmp_path, errors,
-                                                        cohort_source, record_property):
+                                                        cohort_source, record_property, monkeypatch):
     from qtpy.QtCore import QTimer
+
+    # every record shown (this short run ends within one UI interval): the statuses say cases seen, and
+    # the event loop is measured with the dock's heaviest update rate
+    monkeypatch.setattr(train_module, "UI_INTERVAL_S", 0.0)
 
     source, _, manifest_split = cohort_source
     viewer = make_napari_viewer()
@@ -167,7 +171,7 @@ def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot
     widget._start.native.click()
     assert widget.state == "training"
     done_at: list[float] = []
-    widget.worker.yielded.connect(lambda r: statuses.append(widget._status.value))
+    widget._describe = lambda r: statuses.append(TrainWidget._describe(r)) or statuses[-1]  # the statuses shown
     widget.worker.yielded.connect(lambda r: done_at.append(time.perf_counter()) if r.kind == "done" else None)
     qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
     timer.stop()
@@ -188,8 +192,9 @@ def test_training_on_a_cohort_predicts_a_held_out_case(make_napari_viewer, qtbot
     steps = [r for r in widget.records if r.kind == "step"]
     assert all(r.cases_seen is not None and r.cases_seen > 0 for r in steps)
     described = TrainWidget._describe(steps[-1])
-    assert f"{steps[-1].cases_seen:,} cases seen" in described and "patches/s" in described
-    assert any("cases seen" in text for text in statuses)
+    seen = steps[-1].cases_seen
+    assert f"{seen:,} case{'' if seen == 1 else 's'} seen" in described and "patches/s" in described
+    assert any(" seen" in text for text in statuses), statuses
     # the curves keep working
     np.testing.assert_allclose(widget._lines["epoch"].get_data()[0], [1, 2])
 
@@ -266,3 +271,154 @@ def test_scan_cohort_reads_folders_archives_and_manifests(tmp_path):
         split_cases(scan.cohort, "kfold", folds=2, fold=2)
     with pytest.raises(ValueError, match="mode must be one of"):
         split_cases(scan.cohort, "random")
+
+
+# ------------------------------------------------------------------------------- QA findings (cohort mode)
+def test_raters_loaded_after_train_opened_are_all_selected(make_napari_viewer, qtbot, tmp_path, errors):
+    """Load raters run after Train opened (or while Train was on a cohort): every rater of the case selected."""
+    from napari_seg_uncertainty.widgets.load_raters import LoadRatersWidget
+
+    root = Path(make_phantom_cohort(2, tmp_path / "cases", ndim=2, layout="generic", num_raters=3,
+                                    shape=(32, 32), seed=1))
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tmp_path)
+    loader = LoadRatersWidget(viewer)
+
+    def load_case(name):
+        loader.statistics = None
+        loader.load_from_path(str(root / name))
+        qtbot.waitUntil(lambda: loader.statistics is not None and not loader.busy, timeout=WAIT_MS)
+
+    def raters_of(case):
+        return [layer for layer in viewer.layers if "rater" in layer.metadata
+                and layer.metadata.get("nsu_case") == case]
+
+    load_case("case_000")
+    assert len(raters_of("case_000")) == 3
+    assert widget._raters.value == raters_of("case_000")
+    # Train on a cohort meanwhile: the next case's raters are all selected once back on the open layers
+    widget._source.value = "cohort"
+    load_case("case_001")
+    widget._source.value = "layers"
+    assert len(raters_of("case_001")) == 3
+    assert widget._raters.value == raters_of("case_001")
+    assert widget._image.value.metadata.get("nsu_case") == "case_001"
+    # a rater the user left out stays out when an unrelated layer comes or goes
+    chosen = raters_of("case_001")[:2]
+    widget._raters.value = chosen
+    extra = viewer.add_labels(np.zeros((32, 32), np.uint8), name="my drawing")
+    assert widget._raters.value == chosen
+    viewer.layers.remove(extra)
+    assert widget._raters.value == chosen
+    assert errors == []
+
+
+def test_failed_load_forgets_the_previous_cohort(make_napari_viewer, qtbot, tmp_path, errors, cohort_source):
+    source, _, _ = cohort_source
+    widget = make_widget(make_napari_viewer(), tmp_path)
+    load(widget, qtbot, source)
+    assert widget.cohort is not None and widget.case_rows and widget.split is not None
+    load(widget, qtbot, tmp_path / "no such folder")
+    assert widget.cohort is None and widget.cohort_scan is None and widget.split is None
+    assert widget.case_rows == [] and widget._split_sizes.value == "" and widget._problems.value == ""
+    assert widget._cases_table.native.isHidden() and widget._split_sizes.native.isHidden()
+    assert "does not exist" in widget._cohort_message.value  # the error stays in view
+    assert not widget._cohort_message.native.isHidden()
+    assert widget.start() is None and "no cohort loaded" in errors[-1] and widget.state == "idle"
+    assert "does not exist" in widget._cohort_message.value
+
+
+def test_nothing_held_out_is_said_and_the_end_names_a_training_case(make_napari_viewer, qtbot, tmp_path, errors,
+                                                                     cohort_source):
+    source, _, _ = cohort_source
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tmp_path, epochs=1, steps=1)
+    load(widget, qtbot, source)
+    warning = widget.cohort_controls.holdout_warning
+    assert warning.native.isHidden()  # the manifest holds val and test cases
+    widget._split_mode.value = "fractions"
+    widget._val.value, widget._test.value = 0.0, 0.0
+    assert widget.split["val"] == [] and widget.split["test"] == []
+    assert not warning.native.isHidden() and "nothing is held out" in warning.value.lower()
+    assert "#f0a030" in warning.native.styleSheet()  # orange
+    widget._val.value = 0.2
+    assert warning.native.isHidden()
+    widget._val.value = 0.0
+    assert not warning.native.isHidden()
+    widget.start()
+    qtbot.waitUntil(lambda: widget.state == "idle", timeout=WAIT_MS)
+    assert errors == []
+    shown = widget.case_prediction.case_id
+    assert shown in widget.split["train"]
+    assert "held-out" not in widget._status.value
+    assert f"training case {shown!r}" in widget._status.value and "nothing held out" in widget._status.value
+
+
+def test_invalid_split_message_wraps_and_table_shows_no_stale_split(make_napari_viewer, qtbot, tmp_path, errors,
+                                                                    cohort_source):
+    source, _, _ = cohort_source
+    viewer = make_napari_viewer()
+    viewer.window._qt_window.resize(1280, 800)
+    widget = make_widget(viewer, tmp_path)
+    viewer.window._qt_window.show()
+    load(widget, qtbot, source)
+    assert {row["split"] for row in widget.case_rows} <= {"train", "val", "test"}
+    widget._split_mode.value = "fractions"
+    widget._val.value, widget._test.value = 0.6, 0.6
+    label = widget._split_sizes.native
+    assert widget.split is None and "val + test must be below 1" in widget._split_sizes.value
+    assert label.wordWrap()
+    assert {row["split"] for row in widget.case_rows} == {"—"}
+    qtbot.wait(50)
+    # the whole message shows: the label is as tall as its wrapped text at its width
+    assert label.width() > 0 and label.height() >= label.heightForWidth(label.width())
+    assert label.width() <= widget.settings.root_native_widget.viewport().width()
+    widget._val.value = 0.2
+    assert widget.split is not None and "—" not in {row["split"] for row in widget.case_rows}
+
+
+def test_progress_text_counts_cases_in_the_singular_and_plural():
+    from types import SimpleNamespace
+
+    def record(cases):
+        return SimpleNamespace(kind="step", epoch=1, epochs=2, step=1, steps_per_epoch=5, loss=0.5,
+                               cases_seen=cases, throughput=None, data_wait=None)
+
+    assert "(1 case seen)" in TrainWidget._describe(record(1))
+    assert "(2 cases seen)" in TrainWidget._describe(record(2))
+    assert "(1,200 cases seen)" in TrainWidget._describe(record(1200))
+
+
+def test_fast_records_update_the_dock_a_few_times_a_second(make_napari_viewer, qtbot, tmp_path):
+    """One-step epochs of a tiny model arrive faster than the eye: the main thread shows at most ~10 a second."""
+    from types import SimpleNamespace
+
+    widget = make_widget(make_napari_viewer(), tmp_path, epochs=200, steps=1)
+    widget._begin(widget.build_config(str(tmp_path / "runs")))
+    updates: list[float] = []
+    draw = widget._update_plot
+    widget._update_plot = lambda **kw: (updates.append(time.perf_counter()), draw(**kw))
+
+    def record(kind, epoch, **extra):
+        fields = dict(kind=kind, epoch=epoch, epochs=200, step=1, steps_per_epoch=1, global_step=epoch,
+                      loss=0.5, val_nll=0.4, val_dice=0.7, checkpoint=None, throughput=100.0, cases_seen=epoch,
+                      data_wait=0.0)
+        return SimpleNamespace(**{**fields, **extra})
+
+    started = time.perf_counter()
+    for epoch in range(1, 101):  # 200 records in ~0.5 s
+        widget._on_record(record("step", epoch))
+        widget._on_record(record("epoch", epoch, checkpoint=str(tmp_path / "last.pt")))
+        qtbot.wait(5)
+    elapsed = time.perf_counter() - started
+    assert len(widget.records) == 200
+    assert len(updates) <= 10 * elapsed + 2, (len(updates), elapsed)
+    # the latest record held back is shown once the interval has passed
+    qtbot.waitUntil(lambda: widget._status.value.startswith("Epoch 100/200: loss"), timeout=2000)
+    assert widget._progress.value == 100 and widget._checkpoint.value == str(tmp_path / "last.pt")
+    # the run's last record shows at once
+    widget._on_record(record("done", 100, message="Done.", checkpoint=str(tmp_path / "last.pt")))
+    assert widget._status.value == "Done."
+    widget._pbar.close()
+    widget._pbar = None
+    widget._set_state("idle")

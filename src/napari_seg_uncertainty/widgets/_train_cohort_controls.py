@@ -28,7 +28,10 @@ __all__ = [
     "ERROR_COLOR",
     "MAX_TABLE_HEIGHT",
     "MAX_TABLE_WIDTH",
+    "NOTHING_HELD_OUT",
+    "NO_SPLIT",
     "SPLIT_CHOICES",
+    "WARNING_COLOR",
     "CaseTable",
     "CohortControls",
 ]
@@ -43,6 +46,15 @@ MAX_TABLE_HEIGHT = 250
 MAX_TABLE_WIDTH = 440
 #: Colour of problems and errors in the dock.
 ERROR_COLOR = "#ff6060"
+#: Colour of warnings in the dock (the Train dock's grid warning has it too).
+WARNING_COLOR = "#f0a030"
+#: Shown (in :data:`WARNING_COLOR`) when the split holds no validation and no test case.
+NOTHING_HELD_OUT = (
+    "⚠ Nothing is held out: no validation and no test case. The run is not validated, and the prediction "
+    "at its end is of a training case; raise Validation share or Test share to hold cases out."
+)
+#: The split column of the case table while the split settings are invalid (no split is in use).
+NO_SPLIT = "—"
 
 
 class CaseTable:
@@ -197,11 +209,17 @@ class CohortControls:
         self.message = Label(value="")
         self.message.native.setWordWrap(True)
         self.split_sizes = Label(value="")
+        self.split_sizes.native.setWordWrap(True)  # "⚠ val + test must be below 1 …" shows whole in a narrow dock
+        #: Orange warning while the split holds out nothing (no validation, no test case).
+        self.holdout_warning = Label(value=NOTHING_HELD_OUT)
+        self.holdout_warning.native.setWordWrap(True)
+        self.holdout_warning.native.setStyleSheet(f"color: {WARNING_COLOR};")
+        self.holdout_warning.visible = False
         self.table = CaseTable(CASE_COLUMNS)
         self.problems = Label(value="")
         self.problems.native.setWordWrap(True)
         self.problems.native.setStyleSheet(f"color: {ERROR_COLOR};")
-        for label in (self.message, self.split_sizes, self.problems):
+        for label in (self.message, self.split_sizes, self.holdout_warning, self.problems):
             label.native.setMinimumWidth(120)  # wraps (a long path is clipped) instead of widening the dock
         self.split_mode.changed.connect(self._on_split_mode_changed)
         for control in (self.val, self.test, self.folds, self.fold):
@@ -216,8 +234,9 @@ class CohortControls:
 
     @property
     def full_width(self) -> list[Any]:
-        """Shown over the settings' width below :attr:`settings`: summary, split sizes, case table, problems."""
-        return [self.message, self.split_sizes, self.table, self.problems]
+        """Shown over the settings' width below :attr:`settings`: summary, split sizes, the nothing-held-out
+        warning, case table, problems."""
+        return [self.message, self.split_sizes, self.holdout_warning, self.table, self.problems]
 
     @property
     def cohort(self) -> Cohort | None:
@@ -250,6 +269,15 @@ class CohortControls:
         self.split_sizes.visible = self.table.visible = loaded
         self.problems.visible = loaded and bool(self.scan.problems)  # type: ignore[union-attr]
         self.refresh_split()
+        self._show_holdout_warning()
+
+    @property
+    def nothing_held_out(self) -> bool:
+        """Whether the split in use holds no validation and no test case (every case trains)."""
+        return self.split is not None and not self.split.get("val") and not self.split.get("test")
+
+    def _show_holdout_warning(self) -> None:
+        self.holdout_warning.visible = self.active and self.scan is not None and self.nothing_held_out
 
     def _on_folds_changed(self, value: int) -> None:
         self.fold.max = max(0, int(value) - 1)
@@ -313,12 +341,23 @@ class CohortControls:
             if generation != self._generation:
                 return
             self.error = str(exc)
+            self._forget()  # Start must not train on the previous cohort while the field shows another path
             self._set_state("idle")
             self.say(f"⚠ Could not load the cohort: {exc}", error=True)
             self._status.value = f"Failed: {exc}"
 
         self.worker = run_in_thread(scan_cohort, path, action="Load cohort", returned=returned, errored=errored)
         return self.worker
+
+    def _forget(self) -> None:
+        """Drop the loaded cohort: its table, split, split sizes and skipped cases (a load failed)."""
+        self.scan = None
+        self.split = None
+        self.split_sizes.value = ""
+        self.split_sizes.native.setStyleSheet("")
+        self.problems.value = ""
+        self.table.set_rows([])
+        self._on_split_mode_changed()  # hides the table, sizes, problems and the held-out warning
 
     def _show_scan(self, scan: CohortScan) -> None:
         self.scan = scan
@@ -360,10 +399,13 @@ class CohortControls:
             self.split = None
             self.split_sizes.value = f"⚠ {exc}"
             self.split_sizes.native.setStyleSheet(f"color: {ERROR_COLOR};")
+            rows = [[row[0], NO_SPLIT, *row[2:]] for row in table_rows(self.cohort, None)]  # no split in use
         else:
             self.split_sizes.value = "Split: " + split_summary(self.split)
             self.split_sizes.native.setStyleSheet("")
-        self.table.set_rows(table_rows(self.cohort, self.split))
+            rows = table_rows(self.cohort, self.split)
+        self._show_holdout_warning()
+        self.table.set_rows(rows)
         self._fit_width()
 
     def config(self) -> dict[str, Any]:

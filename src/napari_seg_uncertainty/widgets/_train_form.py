@@ -13,6 +13,7 @@ checks (:func:`grid_mismatch`: the raters do not label the image's voxels) live 
 from __future__ import annotations
 
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -503,14 +504,33 @@ class TrainForm:
         return choices
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        """Follow additions, removals and renames; keep the selected layers (they are layer objects)."""
+        """Follow additions, removals and renames; keep the selected layers (they are layer objects).
+
+        Rater layers (``metadata["rater"]``, from Load raters or the sample data) that are new since
+        the last refresh join the selection when they belong to the chosen image's case: Load raters
+        adds a case's raters one at a time, so all of them end up selected, whether Train was opened
+        before or after (also while Train was on a cohort); a new rater of the selected raters' case
+        joins them too. Without a selection, every rater layer of the image's case is selected
+        (every rater layer when none is of that case). A rater the user left out stays out.
+        """
         with self._image.changed.blocked(), self._raters.changed.blocked():
             self._image.reset_choices()
             self._raters.reset_choices()  # keeps the selected layers still present
             present = list(self._raters.choices)
+            raters = [layer for layer in present if "rater" in (layer.metadata or {})]
+            seen = getattr(self, "_seen_layers", None)
+            if seen is None:
+                seen = self._seen_layers = weakref.WeakSet()
+            new = [layer for layer in raters if layer not in seen]
+            seen.update(present)
+            case = case_of(self._image.value)
             kept = list(self._raters.value)
-            if not kept:  # default: every rater layer (metadata from the Load raters widget / sample data)
-                kept = [layer for layer in present if "rater" in (layer.metadata or {})]
+            if not kept:  # default: the rater layers of the image's case (else every rater layer)
+                kept = [layer for layer in raters if case_of(layer) == case] or raters
+            else:  # a case's raters arrive one at a time (Load raters): the later ones join the first
+                cases = {case} | {case_of(layer) for layer in kept if case_of(layer) is not None}
+                kept += [layer for layer in new if case_of(layer) in cases and not any(layer is k for k in kept)]
+                kept = [layer for layer in present if any(layer is k for k in kept)]  # layer-list order
             self._raters.value = kept
         self._check_grid()
 

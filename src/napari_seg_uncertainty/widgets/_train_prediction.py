@@ -3,7 +3,8 @@
 :class:`TrainPrediction` is mixed into :class:`~napari_seg_uncertainty.widgets.train.TrainWidget`.
 :meth:`~TrainPrediction._run_data` gives what a run trains on: the open layers' ``TrainingData``, or
 the loaded cohort with its case-level split (and then remembers the held-out case to show: the first
-test case, else the first validation case). Once the run has ended, the checkpoint is run in a worker
+test case, else the first validation case; a split holding out nothing: its first training case, named
+as such at the end). Once the run has ended, the checkpoint is run in a worker
 thread on the image (cropped as *Predict on* asks), or on that held-out case read from disk, and the
 prediction is added as layers (labels, entropy, probabilities; a cohort case's image first), one per
 event-loop turn, placed on the image's or the case's grid and tagged with its case.
@@ -50,15 +51,20 @@ class TrainPrediction:
         self.prediction: dict[str, Any] | None = None
         self.case_prediction: CasePrediction | None = None
         self._cohort_run: tuple[Any, str] | None = None  # (cohort, case shown at the end) of a cohort run
+        self._held_out = True  # whether the case a cohort run predicts at its end is held out (val or test)
 
     def _run_data(self) -> tuple[Any, dict[str, list[str]] | None]:
         """What a run trains on and its split: the cohort and its checked split, or the layers' data and None.
 
-        Records the case a cohort run predicts at its end (:func:`prediction_case`).
+        Records the case a cohort run predicts at its end (:func:`prediction_case`): the first test
+        case, else the first validation case; a split that holds out nothing predicts its first
+        training case, and the end says so ("training case", not "held-out case").
         """
         if self.data_source == "cohort":
             cohort, split = self.cohort, self.cohort_split()  # type: ignore[attr-defined]  # ValueError: none / bad
-            self._cohort_run = (cohort, prediction_case(split))
+            case = prediction_case(split)
+            self._cohort_run = (cohort, case)
+            self._held_out = case not in split.get("train", ())
             return cohort, split
         self._cohort_run = None
         return self.collect_data(), None  # type: ignore[attr-defined]
@@ -89,7 +95,7 @@ class TrainPrediction:
     def _run_case_prediction(self, checkpoint: str, cohort: Any, case_id: str) -> None:
         """Read a held-out case of the cohort and predict it, both in a worker."""
         self._set_state("predicting")
-        self._status.value = f"Predicting held-out case {case_id!r}…"
+        self._status.value = f"Predicting {self._case_words(case_id)}…"
 
         def errored(exc: BaseException) -> None:
             self._set_state("idle")
@@ -99,6 +105,12 @@ class TrainPrediction:
             predict_case, checkpoint, cohort, case_id, action="Prediction", returned=self._show_case_prediction,
             errored=errored,
         )
+
+    def _case_words(self, case_id: str) -> str:
+        """"held-out case 'x'", or "training case 'x' (nothing held out)" when the split held out nothing."""
+        if self._held_out:
+            return f"held-out case {case_id!r}"
+        return f"training case {case_id!r} (nothing held out)"
 
     def _show_case_prediction(self, result: CasePrediction) -> None:
         """The case's image, then the prediction layers, on the case's grid and tagged with its id."""
@@ -173,7 +185,7 @@ class TrainPrediction:
                 return
             if not pending:
                 self._set_state("idle")
-                where = f" of held-out case {case!r}" if case is not None else ""
+                where = f" of {self._case_words(case)}" if case is not None else ""
                 self.done(self._outcome(tuple(added)),
                           f"Done: prediction{where} added (probabilities, labels, entropy); checkpoint below.")
                 return

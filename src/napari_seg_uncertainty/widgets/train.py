@@ -6,9 +6,10 @@ a ``.csv``/``.yaml`` manifest or an ``.npz``; the header scan runs in a worker, 
 with their split, skipped cases with their problems), builds a
 :class:`~napari_seg_uncertainty.core.training.TrainConfig`, and runs
 :func:`~napari_seg_uncertainty.workflow.training.training_job` (the core training generator; a
-cohort streams from disk with its case-level split) in a napari thread worker. Every progress record
-updates a napari progress bar, a status line and (at most once a second) a themed matplotlib plot
-of the training loss and validation metrics docked next to it. Pause/Resume pauses the worker at
+cohort streams from disk with its case-level split) in a napari thread worker. Progress records
+update a napari progress bar, a status line (at most five times a second, the latest record held back
+shown once the interval has passed) and a themed matplotlib plot of the training loss and validation
+metrics docked next to it (its step curve at most once a second). Pause/Resume pauses the worker at
 the next step; Cancel sends ``"cancel"`` into the generator, which writes a checkpoint first. When
 the run ends (or is cancelled) the checkpoint is run on the image in a second worker and the
 prediction is added as layers: class probabilities, argmax labels and normalised entropy, placed
@@ -67,7 +68,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CASE_IMAGE_LAYER", "PREDICTION_LAYERS", "TrainWidget", "preload_training_modules"]
 
-#: Least time between two updates of the status line and progress bars for step records.
+#: Least time between two updates of the status line, progress bars and curves for progress records
+#: (at most 5 a second however fast records arrive: steps of a tiny model, one-step epochs); the
+#: latest record held back is shown when the interval has passed, and the run's last record at once.
 UI_INTERVAL_S = 0.2
 #: Least height of the scrolling settings area (pixels).
 MIN_SETTINGS_HEIGHT = 60
@@ -159,6 +162,9 @@ class TrainWidget(TrainForm, TrainPrediction, TrainingCurves, DockWidget):
         self._pbar: Any = None
         self._pbar_busy = False
         self._last_ui = 0.0
+        self._held_record: Any = None  # the latest record not shown yet (UI_INTERVAL_S), with ...
+        self._held_force = False  # ... whether a record held back since the last update redraws the curves
+        self._ui_timer: Any = None  # shows the held record once UI_INTERVAL_S has passed
         self._geometry: Geometry | None = None
         self._image_shape: tuple[int, ...] = ()
         self._crop_start: tuple[int, ...] | None = None
@@ -362,6 +368,7 @@ class TrainWidget(TrainForm, TrainPrediction, TrainingCurves, DockWidget):
         self.case_prediction = None
         self.checkpoint_path = None
         self._checkpoint.value = ""
+        self._held_record, self._held_force, self._last_ui = None, False, 0.0
         total = config.epochs * config.steps_per_epoch
         self._progress.max = total
         self._progress.value = 0
@@ -391,16 +398,44 @@ class TrainWidget(TrainForm, TrainPrediction, TrainingCurves, DockWidget):
             # bookkeeping first: napari's progress bar below may process events, and with them
             # the worker's ``finished``, which needs the checkpoint
             self.checkpoint_path = record.checkpoint
-        now = time.monotonic()
-        if record.kind == "step" and now - self._last_ui < UI_INTERVAL_S:
-            return  # keep the GUI thread (and the GIL) free for training: a few updates a second suffice
-        self._last_ui = now
-        if record.checkpoint and record.kind in ("epoch", "done", "cancelled"):
-            self._checkpoint.value = record.checkpoint
+        self._held_force = self._held_force or record.kind != "step"
+        wait = UI_INTERVAL_S - (time.monotonic() - self._last_ui)
+        if record.kind not in ("done", "cancelled") and wait > 0:
+            # keep the GUI thread (and the GIL) free for training: a few updates a second suffice;
+            # the latest record held back is shown once the interval has passed
+            self._held_record = record
+            self._show_held_later(wait)
+            return
+        self._show_record(record)
+
+    def _show_held_later(self, wait: float) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._ui_timer is None:
+            self._ui_timer = QTimer(self.native)
+            self._ui_timer.setSingleShot(True)
+            self._ui_timer.timeout.connect(guarded(self._show_held))
+        if not self._ui_timer.isActive():
+            self._ui_timer.start(max(1, int(1000 * wait) + 1))
+
+    def _show_held(self) -> None:
+        record, self._held_record = self._held_record, None
+        if record is not None and not self._closed and self.state == "training":  # not over "Paused …"
+            self._show_record(record)
+
+    def _show_record(self, record: Any) -> None:
+        """Update the status line, the progress bars, the checkpoint field and the curves for ``record``."""
+        self._held_record = None
+        if self._ui_timer is not None:
+            self._ui_timer.stop()
+        force, self._held_force = self._held_force, False
+        self._last_ui = time.monotonic()
+        if self.checkpoint_path:
+            self._checkpoint.value = self.checkpoint_path
         self._progress.value = record.global_step
         self._sync_progress(record.global_step)
         self._status.value = self._describe(record)
-        self._update_plot(force=record.kind != "step")
+        self._update_plot(force=force)
 
     @staticmethod
     def _describe(record: Any) -> str:
@@ -419,7 +454,7 @@ class TrainWidget(TrainForm, TrainPrediction, TrainingCurves, DockWidget):
         details = []
         cases_seen = getattr(record, "cases_seen", None)
         if cases_seen is not None:
-            details.append(f"{cases_seen:,} cases seen")
+            details.append(f"{cases_seen:,} case seen" if cases_seen == 1 else f"{cases_seen:,} cases seen")
         if record.throughput is not None:
             details.append(f"{record.throughput:.1f} patches/s")
         data_wait = getattr(record, "data_wait", None)
