@@ -46,7 +46,10 @@ def _saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize(("patch", "channels", "strides"), [((64, 64), (16, 32, 64), (2, 2)), ((16, 32, 32), (8, 16, 32), (2, 2))])
+@pytest.mark.parametrize(
+    ("patch", "channels", "strides"),
+    [((64, 64), (16, 32, 64), (2, 2)), ((16, 32, 32), (8, 16, 32), (2, 2))],
+)
 def test_batch_estimate_is_within_a_factor_of_autograd_saved_tensors(patch, channels, strides):
     model = build_model(spatial_dims=len(patch), in_channels=1, num_classes=2, channels=channels, strides=strides)
     x = torch.zeros(1, 2, 1, *patch)  # (members, batch, channels, *patch)
