@@ -77,11 +77,22 @@ def main() -> int:
     app.processEvents()
     report: dict[str, object] = {"screen": [screen.width(), screen.height()], "cases": {}}
 
-    def settle(seconds: float = 0.5) -> None:  # let deferred layout (tabs, resizes) happen
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def settle(seconds: float = 0.5, *, stable: float = 0.3, longest: float = 10.0) -> None:
+        """Let deferred layout (tabs, resizes, dock splits) happen: at least ``seconds``, then until the
+        window's geometry has not changed for ``stable`` seconds (a loaded machine runs the deferred
+        steps later), at most ``longest``."""
+        start = time.monotonic()
+        last, since = None, start
+        while True:
             app.processEvents()
             time.sleep(0.01)
+            now = time.monotonic()
+            frame = window.frameGeometry()
+            current = (frame.x(), frame.y(), frame.width(), frame.height())
+            if current != last:
+                last, since = current, now
+            if now - start >= seconds and now - since >= stable or now - start >= longest:
+                return
 
     def measure(label: str, docks: list) -> None:
         settle()
