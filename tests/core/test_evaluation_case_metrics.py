@@ -21,6 +21,7 @@ from napari_seg_uncertainty.core.calibration import (
 from napari_seg_uncertainty.core.evaluation import CaseEvaluation, evaluate_case
 from napari_seg_uncertainty.core.labels import majority_vote, rater_mean, staple
 from napari_seg_uncertainty.core.ssn.metrics import generalized_energy_distance, sample_diversity
+from napari_seg_uncertainty.core.uncertainty.agreement import dice_per_class, surface_dice_per_class
 from napari_seg_uncertainty.core.uncertainty.segments import segment_entropy
 
 SPACING_3D = (2.5, 0.8, 1.2)
@@ -74,6 +75,10 @@ def test_overlap_metrics_match_numpy_and_monai_on_anisotropic_3d():
     np.testing.assert_allclose(result.per_class["surface_dice"][1:], nsd[1:], rtol=1e-6)
     np.testing.assert_allclose(result.per_class["hd95"][1:], hd[1:], rtol=1e-6)
     assert np.isnan(result.per_class["dice"][0]) and np.isnan(result.per_class["hd95"][0])
+    # the same numbers as the project's MONAI wrappers (evaluate_case scores each class on its box)
+    np.testing.assert_allclose(result.per_class["dice"], dice_per_class(pred, ref, num_classes=3), equal_nan=True)
+    project_nsd = surface_dice_per_class(pred, ref, num_classes=3, tolerance=1.5, spacing=SPACING_3D)
+    np.testing.assert_allclose(result.per_class["surface_dice"], project_nsd, rtol=1e-6, equal_nan=True)
     # spacing matters: the same maps in voxels give other distances
     in_voxels = evaluate_case(probs, raters, tolerance_mm=1.5)
     assert not np.allclose(in_voxels.per_class["hd95"][1:], result.per_class["hd95"][1:])
@@ -213,6 +218,8 @@ def test_empty_classes_give_nan_not_errors():
     assert pc["dice"][1] == 0.0 and np.isnan(pc["hd95"][1])  # class 1 missed: Dice 0, no HD
     assert pc["dice"][2] == 0.0 and np.isnan(pc["hd95"][2])
     assert np.isnan(pc["segment_entropy"][1]) and not np.isnan(pc["segment_entropy"][2])
+    pred, ref = probs.argmax(0), majority_vote(raters, num_classes=3)
+    np.testing.assert_allclose(pc["surface_dice"], surface_dice_per_class(pred, ref, num_classes=3), equal_nan=True)
     # no foreground anywhere: overlap NaN, the box metrics NaN, the volume metrics still defined
     nothing = evaluate_case(np.stack([np.full(shape, 0.9), np.full(shape, 0.1)]).astype(np.float32),
                             np.zeros((2, *shape), dtype=np.uint8))

@@ -52,7 +52,6 @@ from ..calibration import brier_score_per_class, calibration_summary, foreground
 from ..labels import majority_vote, rater_mean, staple
 from ..raters.statistics import rater_entropy
 from ..ssn.metrics import generalized_energy_distance, sample_diversity
-from ..uncertainty.agreement import dice_per_class, surface_dice_per_class
 from ..uncertainty.segments import StructureUncertainty, segment_entropy, structure_entropy
 from ..uncertainty.voxelwise import entropy, mutual_information
 
@@ -168,27 +167,83 @@ class CaseEvaluation:
         }
 
 
-def hd95_per_class(
-    prediction: np.ndarray, reference: np.ndarray, *, num_classes: int, spacing: tuple[float, ...] | None
-) -> np.ndarray:
-    """95th-percentile Hausdorff distance per class (MONAI), NaN for background and absent classes."""
-    import torch
-    from monai.metrics import compute_hausdorff_distance
+def _class_boxes(labels: np.ndarray, num_classes: int) -> list[tuple[slice, ...] | None]:
+    """Bounding box of every class of a label map (``None`` where absent), in one pass."""
+    from scipy import ndimage
 
-    out = np.full(num_classes, np.nan)
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=num_classes - 1)
+    return [None, *boxes]
+
+
+def _union_crop(
+    first: tuple[slice, ...] | None, second: tuple[slice, ...] | None, shape: tuple[int, ...], pad: int = 2
+) -> tuple[slice, ...]:
+    """The box holding both boxes, grown by ``pad`` voxels inside the image."""
+    boxes = [b for b in (first, second) if b is not None]
+    return tuple(
+        slice(max(min(b[axis].start for b in boxes) - pad, 0), min(max(b[axis].stop for b in boxes) + pad, size))
+        for axis, size in enumerate(shape)
+    )
+
+
+def _surface_scores(
+    pred: np.ndarray, ref: np.ndarray, *, tolerance: float, spacing: tuple[float, ...] | None
+) -> tuple[float, float]:
+    """Surface Dice and HD95 of two non-empty binary masks from one MONAI surface-distance computation.
+
+    ``get_edge_surface_distance`` (edge voxels, both directions) is what MONAI ``compute_surface_dice``
+    and ``compute_hausdorff_distance(percentile=95)`` compute internally; the two scores are then
+    formed as they form them: the fraction of edge voxels within ``tolerance`` of the other edge, and
+    the larger of the two directed 95th percentiles (``torch.quantile``).
+    """
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, (d_pg, d_gp), _ = get_edge_surface_distance(
+            torch.from_numpy(pred),
+            torch.from_numpy(ref),
+            spacing=None if spacing is None else list(spacing),
+            symmetric=True,
+        )
+    total = len(d_pg) + len(d_gp)
+    nsd = float((torch.sum(d_pg <= tolerance) + torch.sum(d_gp <= tolerance)) / total) if total else math.nan
+    hd95 = max(float(torch.quantile(d.double(), 0.95)) for d in (d_pg, d_gp))
+    return nsd, hd95
+
+
+def _overlap_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    *,
+    num_classes: int,
+    tolerance: float,
+    spacing: tuple[float, ...] | None,
+    pred_boxes: list[tuple[slice, ...] | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dice, surface Dice and HD95 ``(C,)`` of every foreground class.
+
+    Each class is scored on the box around its voxels in both maps (plus a margin), which gives the
+    same numbers as the whole image (every voxel outside is background in both maps, and MONAI crops
+    to that box itself) at a fraction of the cost. Conventions of :func:`dice_per_class` and
+    :func:`surface_dice_per_class`: NaN for a class absent from both maps, 0 for a class present in
+    one only (HD95: NaN, there is no surface to measure from).
+    """
+    dice, nsd, hd = (np.full(num_classes, np.nan) for _ in range(3))
+    ref_boxes = _class_boxes(ref, num_classes)
     for c in range(1, num_classes):
-        p, r = prediction == c, reference == c
-        if not (p.any() and r.any()):
-            continue
-        y_pred = torch.from_numpy(np.stack([~p, p]))[None]
-        y = torch.from_numpy(np.stack([~r, r]))[None]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = compute_hausdorff_distance(
-                y_pred, y, include_background=False, percentile=95, spacing=None if spacing is None else list(spacing)
-            )
-        out[c] = float(value.reshape(-1)[0])
-    return out
+        if pred_boxes[c] is None and ref_boxes[c] is None:
+            continue  # absent from both: all three undefined
+        crop = _union_crop(pred_boxes[c], ref_boxes[c], pred.shape)
+        p, r = pred[crop] == c, ref[crop] == c
+        n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
+        dice[c] = 2.0 * int(np.count_nonzero(p & r)) / (n_p + n_r)
+        if n_p and n_r:
+            nsd[c], hd[c] = _surface_scores(p, r, tolerance=tolerance, spacing=spacing)
+        else:
+            nsd[c] = 0.0
+    return dice, nsd, hd
 
 
 def _fused(stack: np.ndarray, reference: str, num_classes: int) -> np.ndarray:
@@ -199,15 +254,6 @@ def _fused(stack: np.ndarray, reference: str, num_classes: int) -> np.ndarray:
     if reference == "majority":
         return majority_vote(stack, num_classes=num_classes)
     return np.argmax(rater_mean(stack, num_classes=num_classes), axis=0)
-
-
-def _overlap_metrics(
-    pred: np.ndarray, ref: np.ndarray, *, num_classes: int, tolerance: float, spacing: tuple[float, ...] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    dice = dice_per_class(pred, ref, num_classes=num_classes)
-    nsd = surface_dice_per_class(pred, ref, num_classes=num_classes, tolerance=tolerance, spacing=spacing)
-    hd = hd95_per_class(pred, ref, num_classes=num_classes, spacing=spacing)
-    return dice, nsd, hd
 
 
 def _nanmean_rows(table: np.ndarray) -> np.ndarray:
@@ -362,11 +408,11 @@ def evaluate_case(
 
     # overlap against the reference and every rater
     per_class: dict[str, np.ndarray] = {}
-    dice, nsd, hd = _overlap_metrics(prediction, fused, num_classes=c_count, tolerance=tolerance, spacing=spc)
+    options = {"num_classes": c_count, "tolerance": tolerance, "spacing": spc}
+    options["pred_boxes"] = _class_boxes(prediction, c_count)
+    dice, nsd, hd = _overlap_metrics(prediction, fused, **options)
     per_class.update(dice=dice, surface_dice=nsd, hd95=hd)
-    rater_values = [
-        _overlap_metrics(prediction, r, num_classes=c_count, tolerance=tolerance, spacing=spc) for r in stack
-    ]
+    rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
     per_rater = {
         name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(("dice", "surface_dice", "hd95"))
     }
