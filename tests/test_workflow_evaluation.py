@@ -182,6 +182,8 @@ def test_arguments_are_checked(trained, tmp_path):
         evaluate_checkpoints(path, cohort, num_bins=0)
     with pytest.raises(TypeError, match="seed"):
         evaluate_checkpoints(path, cohort, seed=1.5)
+    with pytest.raises(TypeError, match="split_spec"):
+        evaluate_checkpoints(path, cohort, split_spec=["case_000"])
     with pytest.raises(TypeError, match="cohort"):
         evaluate_checkpoints(path, 5)
     with pytest.raises(FileNotFoundError, match="missing.pt"):

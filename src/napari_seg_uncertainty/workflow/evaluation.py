@@ -308,8 +308,24 @@ def _evaluated_cases(
 def fused_reference(raters: np.ndarray, reference: str, *, num_classes: int) -> np.ndarray:
     """The fused reference labels ``(*spatial)`` of a case, as ``evaluate_case`` fuses them.
 
-    ``"majority"``: majority vote (ties to the lower class); ``"staple"``: STAPLE's labels; ``"mean"``:
-    the arg-max of the rater mean.
+    Parameters
+    ----------
+    raters : numpy.ndarray
+        Integer rater labels ``(R, *spatial)``.
+    reference : {"majority", "staple", "mean"}
+        Majority vote (ties to the lower class), STAPLE's labels, or the arg-max of the rater mean.
+    num_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer labels ``(*spatial)``.
+
+    References
+    ----------
+    .. [1] S. K. Warfield, K. H. Zou, W. M. Wells, "Simultaneous truth and performance level estimation
+       (STAPLE)", IEEE TMI 23(7), 2004.
     """
     from ..core.labels import majority_vote, rater_mean, staple
 
@@ -426,6 +442,10 @@ def evaluate_checkpoints(
     overwrite = check_flag(overwrite, name="overwrite")
     if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a folder path or None, got {describe(out_dir)}.")
+    if split_spec is not None and not isinstance(split_spec, (str, Mapping)):
+        raise TypeError(
+            f"split_spec must be None, 'manifest' or a dict (fractions, folds or case ids), got {describe(split_spec)}."
+        )
     if out_dir is not None:  # all files or none, refused before any work
         refuse_existing(*(Path(out_dir) / f for f in EVALUATION_FILES), overwrite=overwrite)
     cohort = _as_cohort(cohort)
@@ -473,6 +493,7 @@ def _run(
             del case, image, prediction, evaluation, target
             yield EvaluationProgress(name, index, len(names), case_id, position, len(cases),
                                      time.perf_counter() - started)
+        del trained  # one model in memory at a time
         candidates.append(CandidateEvaluation(
             name=name, checkpoint=path, case_ids=tuple(cases), rows=tuple(rows),
             reliability=accumulator.aggregate(),
@@ -545,8 +566,20 @@ def summarize_rows(
 def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, overwrite: bool) -> tuple[str, ...]:
     """Write ``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png`` into ``folder``.
 
-    Each file is written atomically; none is replaced unless ``overwrite`` (checked for all before the
-    first is written). Returns the paths.
+    Parameters
+    ----------
+    result : EvaluationResult
+        What :func:`evaluate_checkpoints` returned.
+    folder : str or os.PathLike
+        The output folder (created if missing).
+    overwrite : bool
+        Replace existing files; otherwise :class:`FileExistsError` naming them, raised before the first
+        file is written.
+
+    Returns
+    -------
+    tuple of str
+        The four paths. Each file is written atomically (temporary file renamed into place).
     """
     from ..core.calibration import CalibrationSummary
     from .figures import ModelResult, draw_reliability, new_figure, save_figure
