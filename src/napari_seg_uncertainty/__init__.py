@@ -172,6 +172,13 @@ _EXPORTS: dict[str, str] = {
     "compare_candidates": "core.evaluation",
     "holm_correction": "core.evaluation",
     "paired_comparison": "core.evaluation",
+    "evaluate_case": "core.evaluation",
+    "CaseEvaluation": "core.evaluation",
+    "evaluate_checkpoints": "workflow.evaluation",
+    "EvaluationResult": "workflow.evaluation",
+    "EvaluationProgress": "workflow.evaluation",
+    "CandidateEvaluation": "workflow.evaluation",
+    "MetricSummary": "workflow.evaluation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
