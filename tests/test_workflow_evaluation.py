@@ -19,6 +19,7 @@ from napari_seg_uncertainty.workflow.evaluation import (
     EvaluationResult,
     evaluate_checkpoints,
     fused_reference,
+    ssn_samples,
     summarize_rows,
 )
 
@@ -199,3 +200,26 @@ def test_unnamed_checkpoints_are_named_by_their_folder(trained):
     assert list(_candidate_names(paths)) == ["onehot", "mean"]
     assert list(_candidate_names(["a/run/last.pt", "b/run/last.pt"])) == ["a/run", "b/run"]
     assert list(_candidate_names(["a/run/best.pt"])) == ["best"]
+
+
+def test_an_ssn_checkpoint_is_scored_with_its_samples(trained):
+    cohort, split, root = trained["cohort"], trained["split"], trained["root"]
+    config = TrainConfig(head="ssn", loss="ssn", target="random_rater", ssn_rank=2, channels=(4, 8), strides=(2,),
+                         num_res_units=0, epochs=1, steps_per_epoch=1, batch_size=2, patch_size=(16, 16),
+                         num_workers=0, device="cpu", output_dir=str(root / "ssn"))
+    *_, last = train(config, cohort, split=split)
+    records, result = run(evaluate_checkpoints({"ssn": last.checkpoint}, cohort, num_samples=3, num_resamples=10,
+                                               device="cpu"))
+    model = load_trained_model(last.checkpoint)
+    case = cohort.load_case(split["test"][0])
+    samples = ssn_samples(model, case.image[0], num_samples=3, seed=0)
+    assert samples.shape == (3, 24, 24)
+    direct = evaluate_case(predict(model, case.image[0], num_samples=3, seed=0).probabilities, case.raters,
+                           spacing=case.spacing, num_classes=2, class_names=model.class_names, num_bins=15,
+                           samples=samples, case_id=case.case_id).rows()
+    got = [r for r in result["ssn"].rows if r["case_id"] == case.case_id]
+    assert {"ged2", "sample_diversity", "mutual_information"} <= {r["metric"] for r in got}
+    np.testing.assert_array_equal([r["value"] for r in got], [r["value"] for r in direct])
+    assert ssn_samples(load_trained_model(trained["checkpoints"]["mean"]), case.image[0]) is None
+    with pytest.raises(TypeError, match="trained"):
+        ssn_samples("last.pt", case.image[0])

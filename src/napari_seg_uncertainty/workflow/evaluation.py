@@ -48,6 +48,7 @@ __all__ = [
     "MetricSummary",
     "evaluate_checkpoints",
     "fused_reference",
+    "ssn_samples",
     "summarize_rows",
     "write_evaluation",
 ]
@@ -384,7 +385,9 @@ def evaluate_checkpoints(
         Equal-width bins of the pooled reliability diagram, and the bins of every case's ECE, MCE and
         TACE.
     num_samples : int, optional
-        SSN samples / MC-dropout passes of the prediction (default: the checkpoint's config).
+        SSN samples / MC-dropout passes of the prediction (default: the checkpoint's config). An SSN
+        checkpoint also draws that many label maps from its logit distribution for GED², sample
+        diversity and mutual information (:func:`ssn_samples`).
     num_resamples : int
         Bootstrap resamples of the confidence intervals.
     seed : int
@@ -486,6 +489,7 @@ def _run(
                 prediction.probabilities, case.raters, spacing=case.spacing, num_classes=num_classes,
                 class_names=list(trained.class_names), reference=reference, tolerance_mm=tolerance_mm,
                 num_bins=num_bins, case_id=case_id,
+                samples=ssn_samples(trained, image, num_samples=num_samples, seed=seed),
             )
             rows += [{"candidate": name, **row} for row in evaluation.rows()]
             target = fused_reference(case.raters, reference, num_classes=num_classes)
@@ -504,6 +508,44 @@ def _run(
         result = EvaluationResult(result.candidates, split, reference,
                                   write_evaluation(result, folder, overwrite=overwrite))
     return result
+
+
+def ssn_samples(trained: Any, image: Any, *, num_samples: int | None = None, seed: int = 0) -> np.ndarray | None:
+    """Label maps sampled from an SSN model's logit distribution for one image, else None.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        A loaded model (``load_trained_model``); None is returned unless ``config.head == "ssn"``.
+    image : array_like
+        ``(*S)`` or ``(in_channels, *S)``, as for ``predict``.
+    num_samples : int, optional
+        Samples drawn (default ``config.predict_samples``; 0 gives None).
+    seed : int
+        Sampling seed.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(num_samples, *S)`` labels (ensemble member 0 of an SSN ensemble), for the GED², sample diversity
+        and mutual information of ``evaluate_case``.
+
+    References
+    ----------
+    .. [1] M. Monteiro et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated Aleatoric
+       Uncertainty", NeurIPS 2020.
+    """
+    from ..core.training import TrainedModel, predict_ssn_distribution
+
+    if not isinstance(trained, TrainedModel):
+        raise TypeError(f"trained must be a TrainedModel (load_trained_model), got {describe(trained)}.")
+    if trained.config.head != "ssn":
+        return None
+    count = trained.config.predict_samples if num_samples is None else num_samples
+    count = check_int(count, name="num_samples", minimum=0)
+    if count == 0:
+        return None
+    return predict_ssn_distribution(trained, image).sample_labels(count, seed=check_seed(seed))
 
 
 def summarize_rows(
