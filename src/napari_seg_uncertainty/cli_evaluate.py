@@ -35,17 +35,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty evaluate",
         description="Evaluate checkpoints on the held-out cases of a cohort: per-case metrics, the pooled "
-        "reliability diagram and means with 95%% bootstrap intervals over cases.",
+        "reliability diagram and means with 95 % bootstrap intervals over cases.",
     )
     parser.add_argument("checkpoint", nargs="+", help="last.pt or best.pt files written by 'train'")
-    parser.add_argument("--cohort", required=True, help="the cohort: a folder of cases, a .npz or a manifest")
+    parser.add_argument(
+        "--cohort", required=True, metavar="SRC", help="the cohort: a folder of cases, a .npz or a manifest"
+    )
     parser.add_argument(
         "--split",
         default="test",
         choices=["test", "val", "train"],
         help="which cases of each checkpoint's stored split to evaluate (default test)",
     )
-    parser.add_argument("--out", required=True, help="output folder (cases.csv, summary.csv, reliability.*)")
+    parser.add_argument(
+        "--split-file",
+        metavar="JSON",
+        help="a split.json ({train: [...], val: [...], test: [...]}, case ids) instead of the checkpoints' own "
+        "stored splits; a case that trained a checkpoint is still refused",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (cases.csv, summary.csv, reliability.*)"
+    )
     parser.add_argument(
         "--reference",
         default="majority",
@@ -108,16 +118,30 @@ def summary_table(result: Any, *, metrics: Sequence[str] = SUMMARY_METRICS) -> l
             for row in [header, *cells]]
 
 
+def _read_split(path: str) -> Any:
+    """The split of a ``split.json`` file (ValueError naming the file when it is not JSON)."""
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"--split-file {path!r} is not JSON ({exc}); expected {{train: [...], test: [...]}}.") from exc
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``napari-seg-uncertainty evaluate CHECKPOINT… --cohort SRC --out DIR [options]``; the exit status."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from .workflow.evaluation import evaluate_checkpoints
 
     try:
+        split_spec = None if args.split_file is None else _read_split(args.split_file)
         gen = evaluate_checkpoints(
             args.checkpoint,
             args.cohort,
             split=args.split,
+            split_spec=split_spec,
             out_dir=args.out,
             reference=args.reference,
             tolerance_mm=args.tolerance_mm,

@@ -74,3 +74,20 @@ def test_evaluate_errors_are_one_line_with_exit_2(checkpoints, tmp_path, capsys)
     assert main(["evaluate", paths[0], "--cohort", str(tmp_path / "no_cohort"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "o").exists()
+    # a split file: its test cases are evaluated, a training case of the checkpoint among them is refused
+    import json
+
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"train": split["train"], "val": [], "test": split["val"]}))
+    assert main(["evaluate", paths[0], "--cohort", source, "--split-file", str(split_file), "--out",
+                 str(tmp_path / "v"), "--device", "cpu", "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"case {c} " in printed for c in split["val"])
+    split_file.write_text(json.dumps({"train": split["val"], "val": [], "test": split["train"][:1]}))
+    assert main(["evaluate", paths[0], "--cohort", source, "--split-file", str(split_file), "--out",
+                 str(tmp_path / "w")]) == 2
+    assert "training cases" in capsys.readouterr().err
+    split_file.write_text("{not json")
+    assert main(["evaluate", paths[0], "--cohort", source, "--split-file", str(split_file), "--out",
+                 str(tmp_path / "w")]) == 2
+    assert "is not JSON" in capsys.readouterr().err
