@@ -571,6 +571,14 @@ def summarize_rows(
     References
     ----------
     .. [1] B. Efron, R. J. Tibshirani, "An Introduction to the Bootstrap", 1993, Sec. 13.3.
+
+    Examples
+    --------
+    >>> rows = [{"case_id": f"c{i}", "class": "organ", "metric": "dice", "value": v}
+    ...         for i, v in enumerate([0.8, 0.9, 0.85, float("nan")])]
+    >>> (s,) = summarize_rows(rows, num_resamples=1000)
+    >>> s.metric, s.n, round(s.mean, 3), s.low <= s.mean <= s.high
+    ('dice', 3, 0.85, True)
     """
     from ..core.evaluation.statistics import bootstrap_ci
 
@@ -622,6 +630,11 @@ def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, ove
     -------
     tuple of str
         The four paths. Each file is written atomically (temporary file renamed into place).
+
+    Notes
+    -----
+    The figure's legend gives each candidate's pooled ECE (all voxels of all cases) and the case means
+    of TACE, NLL and Brier against the reference in the whole volume.
     """
     from ..core.calibration import CalibrationSummary
     from .figures import ModelResult, draw_reliability, new_figure, save_figure
