@@ -1,10 +1,14 @@
 """Per-case, per-class metrics of one evaluated case, composed from the project's metric functions.
 
-Nothing here re-implements a metric: Dice and surface Dice come from :mod:`..uncertainty.agreement`
-(MONAI), HD95 from MONAI ``compute_hausdorff_distance``, calibration from :mod:`..calibration`, the
-segment-level entropy from :mod:`..uncertainty.segments`, entropies from :mod:`..uncertainty.voxelwise`
-and :mod:`..raters.statistics`, GED² and diversity from :mod:`..ssn.metrics`, label fusion from
-:mod:`..labels`.
+Calibration comes from :mod:`..calibration`, the segment-level entropy from
+:mod:`..uncertainty.segments`, entropies from :mod:`..uncertainty.voxelwise` and
+:mod:`..raters.statistics`, GED² and diversity from :mod:`..ssn.metrics`, label fusion from
+:mod:`..labels`. Surface Dice and HD95 come from one MONAI surface-distance pass per class and
+reference (``get_edge_surface_distance``, what ``compute_surface_dice`` and
+``compute_hausdorff_distance`` run inside), on the box around the class, and Dice is counted on the
+same box: the numbers of :func:`..uncertainty.agreement.dice_per_class` /
+:func:`..uncertainty.agreement.surface_dice_per_class` and MONAI (the tests check it), without their
+whole-volume background class, which dominated the cost on large volumes.
 
 Undefined values are NaN, never an error:
 
@@ -48,7 +52,13 @@ from .._validation import (
     check_spacing,
     describe,
 )
-from ..calibration import brier_score_per_class, calibration_summary, foreground_box_mask
+from ..calibration import (
+    brier_score_per_class,
+    foreground_box_mask,
+    negative_log_likelihood,
+    reliability_bins,
+    thresholded_adaptive_ce,
+)
 from ..labels import majority_vote, rater_mean, staple
 from ..raters.statistics import rater_entropy
 from ..ssn.metrics import generalized_energy_distance, sample_diversity
@@ -194,7 +204,7 @@ def _surface_scores(
     ``get_edge_surface_distance`` (edge voxels, both directions) is what MONAI ``compute_surface_dice``
     and ``compute_hausdorff_distance(percentile=95)`` compute internally; the two scores are then
     formed as they form them: the fraction of edge voxels within ``tolerance`` of the other edge, and
-    the larger of the two directed 95th percentiles (``torch.quantile``).
+    the larger of the two directed 95th percentiles.
     """
     import torch
     from monai.metrics.utils import get_edge_surface_distance
@@ -209,7 +219,8 @@ def _surface_scores(
         )
     total = len(d_pg) + len(d_gp)
     nsd = float((torch.sum(d_pg <= tolerance) + torch.sum(d_gp <= tolerance)) / total) if total else math.nan
-    hd95 = max(float(torch.quantile(d.double(), 0.95)) for d in (d_pg, d_gp))
+    # np.quantile: torch.quantile's linear interpolation, without its full sort (and its input-size limit)
+    hd95 = max(float(np.quantile(d.numpy(), 0.95)) for d in (d_pg, d_gp))
     return nsd, hd95
 
 
@@ -440,13 +451,14 @@ def evaluate_case(
                 per_class[f"brier_{key}"] = np.full(c_count, np.nan)
                 continue
             mask = box if region == "box" else None
-            summary = calibration_summary(p, target, num_bins=num_bins, tace_num_bins=num_bins, mask=mask)
-            scalars[f"ece_{key}"] = summary.ece
-            scalars[f"mce_{key}"] = summary.bins.maximum_calibration_error
-            scalars[f"tace_{key}"] = summary.tace
-            scalars[f"nll_{key}"] = summary.nll
-            scalars[f"brier_{key}"] = summary.brier
-            per_class[f"brier_{key}"] = brier_score_per_class(p, target, mask=mask)
+            bins = reliability_bins(p, target, num_bins=num_bins, mask=mask)
+            brier = brier_score_per_class(p, target, mask=mask)
+            scalars[f"ece_{key}"] = bins.expected_calibration_error
+            scalars[f"mce_{key}"] = bins.maximum_calibration_error
+            scalars[f"tace_{key}"] = thresholded_adaptive_ce(p, target, num_bins=num_bins, mask=mask)
+            scalars[f"nll_{key}"] = negative_log_likelihood(p, target, mask=mask)
+            scalars[f"brier_{key}"] = float(brier.mean())  # brier_score(reduction="mean"), Mehrtash eq. 4
+            per_class[f"brier_{key}"] = brier
 
     # entropy against the raters' entropy (SoftSeg), and where it flags the errors
     h_pred = entropy(p)
