@@ -14,6 +14,7 @@ from napari_seg_uncertainty.core.calibration import (
     brier_score,
     brier_score_per_class,
     expected_calibration_error,
+    foreground_box_mask,
     negative_log_likelihood,
     reliability_bins,
     thresholded_adaptive_ce,
@@ -278,3 +279,20 @@ def test_mismatched_inputs():
         evaluate_case(raters, raters)  # integer labels are not probabilities
     with pytest.raises(ValueError, match="raters"):
         evaluate_case(probs, raters + 3)
+
+
+def test_box_of_two_separate_structures_matches_the_mask_on_the_whole_image():
+    rng = np.random.default_rng(10)
+    raters = np.zeros((2, 30, 28), dtype=np.uint8)
+    raters[:, 3:7, 2:6] = 1
+    raters[:, 20:25, 19:24] = 2  # two boxes: their union is not a rectangle
+    probs = _softmax(rng.normal(scale=2.0, size=(3, 30, 28)))
+    result = evaluate_case(probs, raters, box_margin_mm=2.0)
+    box = foreground_box_mask(raters.max(axis=0), in_plane_margin=2.0)
+    soft, fused = rater_mean(raters, num_classes=3), majority_vote(raters, num_classes=3)
+    s = result.scalars
+    assert s["ece_raters_box"] == pytest.approx(expected_calibration_error(probs, soft, mask=box))
+    assert s["mce_reference_box"] == pytest.approx(reliability_bins(probs, fused, mask=box).maximum_calibration_error)
+    assert s["tace_raters_box"] == pytest.approx(thresholded_adaptive_ce(probs, soft, mask=box))
+    assert s["nll_reference_box"] == pytest.approx(negative_log_likelihood(probs, fused, mask=box))
+    np.testing.assert_allclose(result.per_class["brier_raters_box"], brier_score_per_class(probs, soft, mask=box))

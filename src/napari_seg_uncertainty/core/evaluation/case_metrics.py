@@ -267,6 +267,15 @@ def _fused(stack: np.ndarray, reference: str, num_classes: int) -> np.ndarray:
     return np.argmax(rater_mean(stack, num_classes=num_classes), axis=0)
 
 
+def _bounding_rectangle(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box of slices holding every True voxel of a non-empty mask."""
+    out = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(out)
+
+
 def _nanmean_rows(table: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -450,13 +459,16 @@ def evaluate_case(
                     scalars[f"{metric}_{key}"] = math.nan
                 per_class[f"brier_{key}"] = np.full(c_count, np.nan)
                 continue
-            mask = box if region == "box" else None
-            bins = reliability_bins(p, target, num_bins=num_bins, mask=mask)
-            brier = brier_score_per_class(p, target, mask=mask)
+            probs_r, target_r, mask = p, target, None
+            if region == "box":  # the same voxels, read from the rectangle around the box only
+                rect = _bounding_rectangle(box)
+                probs_r, target_r, mask = p[(slice(None), *rect)], target[(..., *rect)], box[rect]
+            bins = reliability_bins(probs_r, target_r, num_bins=num_bins, mask=mask)
+            brier = brier_score_per_class(probs_r, target_r, mask=mask)
             scalars[f"ece_{key}"] = bins.expected_calibration_error
             scalars[f"mce_{key}"] = bins.maximum_calibration_error
-            scalars[f"tace_{key}"] = thresholded_adaptive_ce(p, target, num_bins=num_bins, mask=mask)
-            scalars[f"nll_{key}"] = negative_log_likelihood(p, target, mask=mask)
+            scalars[f"tace_{key}"] = thresholded_adaptive_ce(probs_r, target_r, num_bins=num_bins, mask=mask)
+            scalars[f"nll_{key}"] = negative_log_likelihood(probs_r, target_r, mask=mask)
             scalars[f"brier_{key}"] = float(brier.mean())  # brier_score(reduction="mean"), Mehrtash eq. 4
             per_class[f"brier_{key}"] = brier
 
