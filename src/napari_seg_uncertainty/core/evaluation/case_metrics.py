@@ -220,6 +220,8 @@ def _surface_scores(
     total = len(d_pg) + len(d_gp)
     nsd = float((torch.sum(d_pg <= tolerance) + torch.sum(d_gp <= tolerance)) / total) if total else math.nan
     # np.quantile: torch.quantile's linear interpolation, without its full sort (and its input-size limit)
+    if not (len(d_pg) and len(d_gp)):  # a mask without an edge voxel: nothing to measure
+        return nsd, math.nan
     hd95 = max(float(np.quantile(d.numpy(), 0.95)) for d in (d_pg, d_gp))
     return nsd, hd95
 
