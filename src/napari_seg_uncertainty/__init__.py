@@ -164,6 +164,21 @@ _EXPORTS: dict[str, str] = {
     "compute_uncertainty_maps": "workflow.uncertainty",
     "rank_for_review": "workflow.uncertainty",
     "compute_agreement": "workflow.uncertainty",
+    # evaluation
+    "BootstrapCI": "core.evaluation",
+    "CandidateComparison": "core.evaluation",
+    "PairedComparison": "core.evaluation",
+    "bootstrap_ci": "core.evaluation",
+    "compare_candidates": "core.evaluation",
+    "holm_correction": "core.evaluation",
+    "paired_comparison": "core.evaluation",
+    "evaluate_case": "core.evaluation",
+    "CaseEvaluation": "core.evaluation",
+    "evaluate_checkpoints": "workflow.evaluation",
+    "EvaluationResult": "workflow.evaluation",
+    "EvaluationProgress": "workflow.evaluation",
+    "CandidateEvaluation": "workflow.evaluation",
+    "MetricSummary": "workflow.evaluation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

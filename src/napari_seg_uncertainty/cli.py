@@ -1,4 +1,4 @@
-"""Command line: ``napari-seg-uncertainty demo|train|predict``."""
+"""Command line: ``napari-seg-uncertainty demo|train|predict|evaluate``."""
 
 from __future__ import annotations
 
@@ -240,10 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _delegate("cli_train", "train_main", argv[1:])
     if argv and argv[0] == "predict":
         return _delegate("cli_train", "predict_main", argv[1:])
+    if argv and argv[0] == "evaluate":
+        return _delegate("cli_evaluate", "evaluate_main", argv[1:])
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty",
         description=(
-            "Segmentation uncertainty in napari. Subcommands: demo, train CONFIG, predict CHECKPOINT IMAGE."
+            "Segmentation uncertainty in napari. Subcommands: demo, train CONFIG, predict CHECKPOINT IMAGE, "
+            "evaluate CHECKPOINT... --cohort SRC --out DIR."
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser("train", help="train a model from a config file (see 'train --help')")
     sub.add_parser("predict", help="run a checkpoint on an image (see 'predict --help')")
+    sub.add_parser("evaluate", help="evaluate checkpoints on a cohort's held-out cases (see 'evaluate --help')")
     args = parser.parse_args(argv)
     try:
         return _demo(args)

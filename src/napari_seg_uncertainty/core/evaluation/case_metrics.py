@@ -1,0 +1,505 @@
+"""Per-case, per-class metrics of one evaluated case, composed from the project's metric functions.
+
+Calibration comes from :mod:`..calibration`, the segment-level entropy from
+:mod:`..uncertainty.segments`, entropies from :mod:`..uncertainty.voxelwise` and
+:mod:`..raters.statistics`, GED² and diversity from :mod:`..ssn.metrics`, label fusion from
+:mod:`..labels`. Surface Dice and HD95 come from one MONAI surface-distance pass per class and
+reference (``get_edge_surface_distance``, what ``compute_surface_dice`` and
+``compute_hausdorff_distance`` run inside), on the box around the class, and Dice is counted on the
+same box: the numbers of :func:`..uncertainty.agreement.dice_per_class` /
+:func:`..uncertainty.agreement.surface_dice_per_class` and MONAI (the tests check it), without their
+whole-volume background class, which dominated the cost on large volumes.
+
+Undefined values are NaN, never an error:
+
+* Dice and surface Dice of a class absent from both maps (SSN paper convention);
+* HD95 of a class absent from either map (no surface to measure from);
+* segment-level entropy of a class that is not predicted anywhere;
+* every metric of the foreground box when no rater labels any foreground (no box), and TACE when no
+  probability exceeds its threshold;
+* the uncertainty–error overlap when neither the thresholded entropy nor the error map has a voxel.
+
+References
+----------
+Mehrtash et al., "Confidence calibration and predictive uncertainty estimation for deep medical image
+segmentation", IEEE TMI 2020 (ECE, MCE, NLL, Brier in the dilated foreground box and the volume; eq. 7).
+Lemay et al., "Label fusion and training methods for reliable representation of inter-rater
+uncertainty", MELBA 2023 (Brier per class against the rater average; entropy against rater entropy).
+Islam and Glocker, "Spatially varying label smoothing", IPMI 2021 (Dice, surface Dice, ECE, TACE).
+Monteiro et al., "Stochastic Segmentation Networks", MICCAI 2020 (GED², sample diversity).
+Jungo and Reyes, "Assessing reliability and challenges of uncertainty estimations for medical image
+segmentation", MICCAI 2019 (uncertainty–error overlap).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .._validation import (
+    as_probability_array,
+    as_rater_stack,
+    check_choice,
+    check_int,
+    check_num_classes,
+    check_positive,
+    check_real_in,
+    check_spacing,
+    describe,
+)
+from ..calibration import (
+    brier_score_per_class,
+    foreground_box_mask,
+    negative_log_likelihood,
+    reliability_bins,
+    thresholded_adaptive_ce,
+)
+from ..labels import majority_vote, rater_mean, staple
+from ..raters.statistics import rater_entropy
+from ..ssn.metrics import generalized_energy_distance, sample_diversity
+from ..uncertainty.segments import StructureUncertainty, segment_entropy, structure_entropy
+from ..uncertainty.voxelwise import entropy, mutual_information
+
+__all__ = ["CaseEvaluation", "evaluate_case"]
+
+REFERENCES = ("staple", "majority", "mean")
+CALIBRATION_TARGETS = ("raters", "reference")
+REGIONS = ("volume", "box")
+
+
+@dataclass(frozen=True)
+class CaseEvaluation:
+    """All metrics of one case: per class, per rater and per case.
+
+    Attributes
+    ----------
+    case_id : str
+        Name of the case.
+    class_names : tuple of str
+        One name per class, class 0 (background) first.
+    reference : str
+        The fused reference: ``"staple"``, ``"majority"`` or ``"mean"``.
+    per_class : dict of str to numpy.ndarray
+        Metric name to a ``(C,)`` float64 array (background entry NaN for overlap metrics):
+        ``dice``, ``surface_dice``, ``hd95`` (against the reference); ``dice_rater_mean``,
+        ``surface_dice_rater_mean``, ``hd95_rater_mean`` (mean over raters of the per-rater value, NaN
+        raters skipped); ``segment_entropy`` (nats, Mehrtash eq. 7); ``brier_{target}_{region}``.
+    per_rater : dict of str to numpy.ndarray
+        ``dice``, ``surface_dice``, ``hd95`` against each rater, ``(R, C)``.
+    scalars : dict of str to float
+        Case-level values: ``{ece,mce,tace,nll,brier}_{target}_{region}`` with target ``raters`` (the
+        rater mean as a soft target) or ``reference`` and region ``volume`` or ``box``;
+        ``entropy_mae_volume``, ``entropy_mae_box``; ``uncertainty_error_dice``; and with samples or
+        members ``ged2``, ``sample_diversity``, ``mutual_information``.
+    structures : tuple of StructureUncertainty
+        Segment-level entropy of every connected predicted structure, most uncertain first.
+    """
+
+    case_id: str
+    class_names: tuple[str, ...]
+    reference: str
+    per_class: dict[str, np.ndarray] = field(default_factory=dict)
+    per_rater: dict[str, np.ndarray] = field(default_factory=dict)
+    scalars: dict[str, float] = field(default_factory=dict)
+    structures: tuple[StructureUncertainty, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C`` including the background."""
+        return len(self.class_names)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat records ``{case_id, class, metric, value}`` for a per-case CSV.
+
+        Per-class metrics give one row per foreground class, per-rater metrics are named
+        ``"{metric}/rater_{r}"`` (raters counted from 1) and case-level values have class ``"all"``.
+
+        Returns
+        -------
+        list of dict
+            Values are Python floats (NaN where undefined).
+        """
+        rows: list[dict[str, Any]] = []
+        names = self.class_names
+        for metric, values in self.per_class.items():
+            for c in range(1, len(names)):
+                rows.append({"case_id": self.case_id, "class": names[c], "metric": metric, "value": float(values[c])})
+        for metric, table in self.per_rater.items():
+            for r in range(table.shape[0]):
+                for c in range(1, len(names)):
+                    rows.append(
+                        {
+                            "case_id": self.case_id,
+                            "class": names[c],
+                            "metric": f"{metric}/rater_{r + 1}",
+                            "value": float(table[r, c]),
+                        }
+                    )
+        for metric, value in self.scalars.items():
+            rows.append({"case_id": self.case_id, "class": "all", "metric": metric, "value": float(value)})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python containers (lists, floats, str): JSON-ready apart from NaN.
+
+        Returns
+        -------
+        dict
+            ``case_id``, ``class_names``, ``reference``, ``per_class`` (metric to class name to value),
+            ``per_rater`` (metric to a list of per-rater dicts), ``scalars`` and ``structures``.
+        """
+        names = self.class_names
+        return {
+            "case_id": self.case_id,
+            "class_names": list(names),
+            "reference": self.reference,
+            "per_class": {m: {names[c]: float(v[c]) for c in range(len(names))} for m, v in self.per_class.items()},
+            "per_rater": {
+                m: [{names[c]: float(row[c]) for c in range(len(names))} for row in table]
+                for m, table in self.per_rater.items()
+            },
+            "scalars": {m: float(v) for m, v in self.scalars.items()},
+            "structures": [
+                {
+                    "class": names[s.class_index],
+                    "component": s.component,
+                    "voxels": s.voxels,
+                    "mean_entropy": s.mean_entropy,
+                    "centroid": list(s.centroid),
+                }
+                for s in self.structures
+            ],
+        }
+
+
+def _class_boxes(labels: np.ndarray, num_classes: int) -> list[tuple[slice, ...] | None]:
+    """Bounding box of every class of a label map (``None`` where absent), in one pass."""
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=num_classes - 1)
+    return [None, *boxes]
+
+
+def _union_crop(
+    first: tuple[slice, ...] | None, second: tuple[slice, ...] | None, shape: tuple[int, ...], pad: int = 2
+) -> tuple[slice, ...]:
+    """The box holding both boxes, grown by ``pad`` voxels inside the image."""
+    boxes = [b for b in (first, second) if b is not None]
+    return tuple(
+        slice(max(min(b[axis].start for b in boxes) - pad, 0), min(max(b[axis].stop for b in boxes) + pad, size))
+        for axis, size in enumerate(shape)
+    )
+
+
+def _surface_scores(
+    pred: np.ndarray, ref: np.ndarray, *, tolerance: float, spacing: tuple[float, ...] | None
+) -> tuple[float, float]:
+    """Surface Dice and HD95 of two non-empty binary masks from one MONAI surface-distance computation.
+
+    ``get_edge_surface_distance`` (edge voxels, both directions) is what MONAI ``compute_surface_dice``
+    and ``compute_hausdorff_distance(percentile=95)`` compute internally; the two scores are then
+    formed as they form them: the fraction of edge voxels within ``tolerance`` of the other edge, and
+    the larger of the two directed 95th percentiles.
+    """
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, (d_pg, d_gp), _ = get_edge_surface_distance(
+            torch.from_numpy(pred),
+            torch.from_numpy(ref),
+            spacing=None if spacing is None else list(spacing),
+            symmetric=True,
+        )
+    total = len(d_pg) + len(d_gp)
+    nsd = float((torch.sum(d_pg <= tolerance) + torch.sum(d_gp <= tolerance)) / total) if total else math.nan
+    # np.quantile: torch.quantile's linear interpolation, without its full sort (and its input-size limit)
+    if not (len(d_pg) and len(d_gp)):  # a mask without an edge voxel: nothing to measure
+        return nsd, math.nan
+    hd95 = max(float(np.quantile(d.numpy(), 0.95)) for d in (d_pg, d_gp))
+    return nsd, hd95
+
+
+def _overlap_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    *,
+    num_classes: int,
+    tolerance: float,
+    spacing: tuple[float, ...] | None,
+    pred_boxes: list[tuple[slice, ...] | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dice, surface Dice and HD95 ``(C,)`` of every foreground class.
+
+    Each class is scored on the box around its voxels in both maps (plus a margin), which gives the
+    same numbers as the whole image (every voxel outside is background in both maps, and MONAI crops
+    to that box itself) at a fraction of the cost. Conventions of :func:`dice_per_class` and
+    :func:`surface_dice_per_class`: NaN for a class absent from both maps, 0 for a class present in
+    one only (HD95: NaN, there is no surface to measure from).
+    """
+    dice, nsd, hd = (np.full(num_classes, np.nan) for _ in range(3))
+    ref_boxes = _class_boxes(ref, num_classes)
+    for c in range(1, num_classes):
+        if pred_boxes[c] is None and ref_boxes[c] is None:
+            continue  # absent from both: all three undefined
+        crop = _union_crop(pred_boxes[c], ref_boxes[c], pred.shape)
+        p, r = pred[crop] == c, ref[crop] == c
+        n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
+        dice[c] = 2.0 * int(np.count_nonzero(p & r)) / (n_p + n_r)
+        if n_p and n_r:
+            nsd[c], hd[c] = _surface_scores(p, r, tolerance=tolerance, spacing=spacing)
+        else:
+            nsd[c] = 0.0
+    return dice, nsd, hd
+
+
+def _fused(stack: np.ndarray, reference: str, num_classes: int) -> np.ndarray:
+    if reference == "staple":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.asarray(staple(stack, num_classes=num_classes).labels)
+    if reference == "majority":
+        return majority_vote(stack, num_classes=num_classes)
+    return np.argmax(rater_mean(stack, num_classes=num_classes), axis=0)
+
+
+def _bounding_rectangle(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box of slices holding every True voxel of a non-empty mask."""
+    out = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(out)
+
+
+def _nanmean_rows(table: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(table, axis=0)
+
+
+def _dice_of_masks(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return float("nan") if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def evaluate_case(
+    probabilities: Any,
+    raters: Any,
+    *,
+    spacing: Sequence[float] | float | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    reference: Literal["staple", "majority", "mean"] = "majority",
+    tolerance_mm: float = 1.0,
+    box_margin_mm: float = 8.0,
+    box_slice_margin: int = 2,
+    samples: Any = None,
+    member_probabilities: Any = None,
+    num_bins: int = 10,
+    uncertainty_threshold: float = 0.5,
+    case_id: str = "case",
+) -> CaseEvaluation:
+    """Every per-case metric of the studies for one predicted case.
+
+    Overlap (against the fused reference and each rater): Dice, surface Dice at ``tolerance_mm`` and
+    HD95 in mm, spacing-aware (MONAI). Calibration in the whole volume and in the dilated foreground
+    bounding box (Mehrtash et al.: ``box_margin_mm`` in-plane, ``box_slice_margin`` slices, around the
+    union of the raters' foreground): ECE and MCE (equal-width bins on the max probability), TACE, NLL
+    and Brier, against the rater distribution (the rater mean as a soft target, SoftSeg) and against the
+    fused reference. Segment-level entropy per class and per connected structure (Mehrtash eq. 7). MAE
+    between the predicted entropy and the raters' entropy, voxel-wise, both normalized by ``ln C``
+    (SoftSeg). With ``samples`` or ``member_probabilities``: GED² against the raters, sample diversity
+    and the mean mutual information. Uncertainty–error overlap: Dice between the voxels whose normalized
+    predictive entropy is at least ``uncertainty_threshold`` and the voxels where the arg-max
+    prediction differs from the reference (Jungo and Reyes 2019).
+
+    Parameters
+    ----------
+    probabilities : array_like
+        Predicted class probabilities ``(C, *spatial)``, 2-D or 3-D.
+    raters : array_like
+        Integer rater labels ``(R, *spatial)``.
+    spacing : float or sequence of float, optional
+        Voxel size in mm per spatial axis; default 1 (distances in voxels).
+    num_classes : int, optional
+        Number of classes; must match the probabilities when given.
+    class_names : sequence of str, optional
+        ``C`` names, background first; default ``"class 0"``, ...
+    reference : {"staple", "majority", "mean"}
+        Fused reference: STAPLE labels, majority vote (ties to the lower class), or the arg-max of the
+        rater mean.
+    tolerance_mm : float
+        Surface-Dice tolerance in the units of ``spacing``.
+    box_margin_mm : float
+        In-plane margin of the foreground box (Mehrtash et al.: 8 mm).
+    box_slice_margin : int
+        Margin in slices along the first axis of 3-D data (Mehrtash et al.: 2).
+    samples : array_like, optional
+        Sampled label maps ``(N, *spatial)`` (e.g. SSN samples). Mutual information is then that of
+        the samples as one-hot members: the entropy of their label frequencies.
+    member_probabilities : array_like, optional
+        Member probabilities ``(M, C, *spatial)`` (ensemble, MC dropout); their arg-max maps serve as
+        samples when ``samples`` is not given.
+    num_bins : int
+        Equal-width bins of ECE / MCE and equal-count bins per class of TACE.
+    uncertainty_threshold : float
+        Threshold on the entropy normalized by ``ln C``, in (0, 1]; the default 0.5 is half the
+        largest possible entropy (a 50/50 tie between two of four classes sits exactly there). A
+        project choice: the cited paper binarizes at a fixed threshold without prescribing one.
+    case_id : str
+        Name of the case in :meth:`CaseEvaluation.rows`.
+
+    Returns
+    -------
+    CaseEvaluation
+        See the class; undefined values are NaN (listed in the module docstring).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument, for malformed input.
+
+    References
+    ----------
+    Mehrtash et al., IEEE TMI 2020, Sec. VI-D and eqs. (3)-(5), (7); Lemay et al., MELBA 2023, eq. (2)
+    and Fig. 1; Islam and Glocker, IPMI 2021; Monteiro et al., MICCAI 2020, eq. (8); Jungo and Reyes,
+    MICCAI 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> raters = np.zeros((2, 6, 6), dtype=np.uint8); raters[:, 2:4, 2:4] = 1
+    >>> probs = np.stack([1.0 - raters[0], raters[0]]).astype(np.float32) * 0.8 + 0.1
+    >>> result = evaluate_case(probs, raters)
+    >>> float(result.per_class["dice"][1]), round(result.scalars["ece_raters_volume"], 3)
+    (1.0, 0.1)
+    """
+    if not isinstance(case_id, str):
+        raise TypeError(f"case_id must be a string, got {describe(case_id)}.")
+    reference = check_choice(reference, name="reference", choices=REFERENCES)
+    tolerance = check_positive(tolerance_mm, name="tolerance_mm", allow_zero=True)
+    box_margin = check_positive(box_margin_mm, name="box_margin_mm", allow_zero=True)
+    box_slice_margin = check_int(box_slice_margin, name="box_slice_margin", minimum=0)
+    num_bins = check_int(num_bins, name="num_bins", minimum=1)
+    threshold = check_real_in(uncertainty_threshold, name="uncertainty_threshold", low=0.0, high=1.0, low_open=True)
+    p = as_probability_array(probabilities, name="probabilities")
+    c_count = p.shape[0]
+    if num_classes is not None:
+        num_classes = check_num_classes(num_classes, minimum=2)
+        if num_classes != c_count:
+            raise ValueError(
+                f"num_classes is {num_classes} but probabilities has {c_count} classes (shape {p.shape})."
+            )
+    if c_count < 2:
+        raise ValueError(f"probabilities must have at least 2 classes, got shape {p.shape}.")
+    spatial = p.shape[1:]
+    stack = as_rater_stack(raters, name="raters", num_classes=c_count)
+    if stack.shape[1:] != spatial:
+        raise ValueError(f"raters must be stacked as (R, *{spatial}) like the probabilities, got {stack.shape}.")
+    spc = check_spacing(spacing, len(spatial))
+    if class_names is None:
+        names = tuple(f"class {c}" for c in range(c_count))
+    else:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (Sequence, np.ndarray)):
+            raise TypeError(f"class_names must be a list of {c_count} names, got {describe(class_names)}.")
+        names = tuple(str(n) for n in class_names)
+        if len(names) != c_count:
+            raise ValueError(f"class_names must name all {c_count} classes, got {len(names)} names.")
+    sample_stack = None
+    if samples is not None:
+        sample_stack = as_rater_stack(samples, name="samples", num_classes=c_count)
+        if sample_stack.shape[1:] != spatial:
+            raise ValueError(f"samples must be stacked as (N, *{spatial}), got shape {sample_stack.shape}.")
+    members = None
+    if member_probabilities is not None:
+        members = as_probability_array(member_probabilities, name="member_probabilities", leading_axes=2)
+        if members.shape[1:] != p.shape:
+            raise ValueError(
+                f"member_probabilities must be shaped (M, *{p.shape}) like the probabilities, got {members.shape}."
+            )
+
+    prediction = np.argmax(p, axis=0)
+    fused = _fused(stack, reference, c_count)
+
+    # overlap against the reference and every rater
+    per_class: dict[str, np.ndarray] = {}
+    options = {"num_classes": c_count, "tolerance": tolerance, "spacing": spc}
+    options["pred_boxes"] = _class_boxes(prediction, c_count)
+    dice, nsd, hd = _overlap_metrics(prediction, fused, **options)
+    per_class.update(dice=dice, surface_dice=nsd, hd95=hd)
+    rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
+    per_rater = {
+        name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(("dice", "surface_dice", "hd95"))
+    }
+    for name, table in per_rater.items():
+        per_class[f"{name}_rater_mean"] = _nanmean_rows(table)
+    per_class["segment_entropy"] = segment_entropy(p, labels=prediction)
+    structures = tuple(structure_entropy(p, labels=prediction))
+
+    # calibration: rater distribution (soft) and fused reference (hard), volume and foreground box
+    union = stack.max(axis=0)
+    box = None
+    if (union > 0).any():
+        box = foreground_box_mask(
+            union, spacing=spc, in_plane_margin=box_margin, slice_margin=box_slice_margin, per_class=True
+        )
+    soft = rater_mean(stack, num_classes=c_count)
+    scalars: dict[str, float] = {}
+    targets = {"raters": soft, "reference": fused}
+    for target_name, target in targets.items():
+        for region in REGIONS:
+            key = f"{target_name}_{region}"
+            if region == "box" and box is None:
+                for metric in ("ece", "mce", "tace", "nll", "brier"):
+                    scalars[f"{metric}_{key}"] = math.nan
+                per_class[f"brier_{key}"] = np.full(c_count, np.nan)
+                continue
+            probs_r, target_r, mask = p, target, None
+            if region == "box":  # the same voxels, read from the rectangle around the box only
+                rect = _bounding_rectangle(box)
+                probs_r, target_r, mask = p[(slice(None), *rect)], target[(..., *rect)], box[rect]
+            bins = reliability_bins(probs_r, target_r, num_bins=num_bins, mask=mask)
+            brier = brier_score_per_class(probs_r, target_r, mask=mask)
+            scalars[f"ece_{key}"] = bins.expected_calibration_error
+            scalars[f"mce_{key}"] = bins.maximum_calibration_error
+            scalars[f"tace_{key}"] = thresholded_adaptive_ce(probs_r, target_r, num_bins=num_bins, mask=mask)
+            scalars[f"nll_{key}"] = negative_log_likelihood(probs_r, target_r, mask=mask)
+            scalars[f"brier_{key}"] = float(brier.mean())  # brier_score(reduction="mean"), Mehrtash eq. 4
+            per_class[f"brier_{key}"] = brier
+
+    # entropy against the raters' entropy (SoftSeg), and where it flags the errors
+    h_pred = entropy(p)
+    h_raters = rater_entropy(stack, num_classes=c_count)
+    abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
+    scalars["entropy_mae_volume"] = float(abs_diff.mean())
+    scalars["entropy_mae_box"] = math.nan if box is None else float(abs_diff[box].mean())
+    scalars["uncertainty_error_dice"] = _dice_of_masks(h_pred >= threshold, prediction != fused)
+
+    # samples: GED², diversity, mutual information
+    if members is not None:
+        scalars["mutual_information"] = float(mutual_information(members).mean(dtype=np.float64))
+        if sample_stack is None:
+            sample_stack = np.argmax(members, axis=1).astype(np.uint8 if c_count <= 256 else np.int64)
+    elif sample_stack is not None:
+        scalars["mutual_information"] = float(rater_entropy(sample_stack, num_classes=c_count).mean(dtype=np.float64))
+    if sample_stack is not None:
+        scalars["ged2"] = generalized_energy_distance(sample_stack, stack, num_classes=c_count)
+        scalars["sample_diversity"] = sample_diversity(sample_stack, num_classes=c_count)
+
+    return CaseEvaluation(
+        case_id=case_id,
+        class_names=names,
+        reference=reference,
+        per_class=per_class,
+        per_rater=per_rater,
+        scalars=scalars,
+        structures=structures,
+    )
+

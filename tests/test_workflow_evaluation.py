@@ -1,0 +1,225 @@
+"""evaluate_checkpoints: held-out cases streamed through two tiny checkpoints, checked against direct calls."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_seg_uncertainty.core.calibration import reliability_bins
+from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+from napari_seg_uncertainty.core.evaluation.case_metrics import evaluate_case
+from napari_seg_uncertainty.core.evaluation.statistics import bootstrap_ci
+from napari_seg_uncertainty.core.labels import majority_vote
+from napari_seg_uncertainty.core.training import TrainConfig, load_trained_model, predict, train
+from napari_seg_uncertainty.workflow.evaluation import (
+    EVALUATION_FILES,
+    EvaluationProgress,
+    EvaluationResult,
+    evaluate_checkpoints,
+    fused_reference,
+    ssn_samples,
+    summarize_rows,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """8 generated 2-D cases (24 x 24, two raters), split 4/2/2; one-hot and rater-mean targets, 2 x 2 steps."""
+    import torch
+
+    root = tmp_path_factory.mktemp("evaluation")
+    source = make_phantom_cohort(8, root / "cohort", ndim=2, num_raters=2, shape=(24, 24), seed=1)
+    cohort = load_cohort(source)
+    split = cohort.split(val=0.25, test=0.25, seed=0)
+    checkpoints = {}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in ("onehot", "mean"):
+            config = TrainConfig(target=name, channels=(4, 8), strides=(2,), num_res_units=0, epochs=2,
+                                 steps_per_epoch=2, batch_size=2, patch_size=(16, 16), num_workers=0,
+                                 device="cpu", output_dir=str(root / name))
+            *_, last = train(config, cohort, split=split)
+            checkpoints[name] = last.checkpoint
+    finally:
+        torch.set_num_threads(previous)
+    return {"root": root, "cohort": cohort, "split": split, "checkpoints": checkpoints}
+
+
+def run(gen):
+    records = []
+    try:
+        while True:
+            records.append(next(gen))
+    except StopIteration as stop:
+        return records, stop.value
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    out = trained["root"] / "out"
+    records, result = run(evaluate_checkpoints(trained["checkpoints"], trained["cohort"], out_dir=out,
+                                               num_resamples=500, device="cpu"))
+    return records, result, out
+
+
+def test_progress_one_record_per_case_and_checkpoint(trained, evaluated):
+    records, result, _ = evaluated
+    test = trained["split"]["test"]
+    assert all(isinstance(r, EvaluationProgress) for r in records)
+    assert [(r.candidate, r.case_id) for r in records] == [(n, c) for n in ("onehot", "mean") for c in test]
+    assert [r.case_index for r in records] == [1, 2, 1, 2] and {r.num_cases for r in records} == {2}
+    assert records[-1].fraction == 1.0 and "onehot [1/2] case" in records[0].text()
+    assert isinstance(result, EvaluationResult) and [c.name for c in result.candidates] == ["onehot", "mean"]
+    assert result["mean"].case_ids == tuple(test) and result.split == "test" and result.reference == "majority"
+
+
+def test_case_rows_equal_evaluate_case_on_predict(trained, evaluated):
+    _, result, _ = evaluated
+    cohort = trained["cohort"]
+    for name, path in trained["checkpoints"].items():
+        model = load_trained_model(path)
+        expected = []
+        for case_id in trained["split"]["test"]:
+            case = cohort.load_case(case_id)
+            prediction = predict(model, case.image[0], seed=0)
+            direct = evaluate_case(prediction.probabilities, case.raters, spacing=case.spacing, num_classes=2,
+                                   class_names=model.class_names, reference="majority", tolerance_mm=1.0,
+                                   num_bins=15, case_id=case_id)
+            expected += [{"candidate": name, **row} for row in direct.rows()]
+        got = list(result[name].rows)
+        assert [(r["case_id"], r["class"], r["metric"]) for r in got] == [
+            (r["case_id"], r["class"], r["metric"]) for r in expected]
+        np.testing.assert_array_equal([r["value"] for r in got], [r["value"] for r in expected])
+
+
+def test_pooled_reliability_equals_the_concatenated_voxels(trained, evaluated):
+    _, result, _ = evaluated
+    cohort = trained["cohort"]
+    for name, path in trained["checkpoints"].items():
+        model = load_trained_model(path)
+        probs, labels = [], []
+        for case_id in trained["split"]["test"]:
+            case = cohort.load_case(case_id)
+            probs.append(predict(model, case.image[0], seed=0).probabilities)  # (C, Y, X)
+            labels.append(majority_vote(case.raters, num_classes=2))
+        # the cases side by side along Y: one image holding every voxel of the split
+        direct = reliability_bins(np.concatenate(probs, axis=1), np.concatenate(labels, axis=0), num_bins=15)
+        pooled = result[name].reliability
+        np.testing.assert_array_equal(pooled.count, direct.count)
+        assert pooled.total == 2 * 24 * 24
+        np.testing.assert_allclose(pooled.accuracy, direct.accuracy, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(pooled.confidence, direct.confidence, rtol=1e-9, equal_nan=True)
+
+
+def test_summary_is_the_bootstrap_of_the_case_values(evaluated):
+    _, result, _ = evaluated
+    candidate = result["onehot"]
+    dice = next(s for s in candidate.summary if s.metric == "dice")
+    values = [r["value"] for r in candidate.rows if r["metric"] == "dice" and r["class"] == dice.class_name]
+    assert dice.n == 2 and dice.mean == pytest.approx(np.mean(values))
+    table_ci = summarize_rows(candidate.rows, num_resamples=500, seed=0)
+    assert table_ci == candidate.summary
+    alone = bootstrap_ci(np.array(values), num_resamples=500, seed=0)
+    assert dice.low == pytest.approx(float(alone.low)) and dice.high == pytest.approx(float(alone.high))
+
+
+def test_files_are_written_and_never_overwritten(trained, evaluated):
+    _, result, out = evaluated
+    assert sorted(p.name for p in out.iterdir()) == sorted(EVALUATION_FILES)
+    assert result.files == tuple(str(out / f) for f in EVALUATION_FILES)
+    with open(out / "cases.csv") as handle:
+        cases = list(csv.DictReader(handle))
+    assert len(cases) == len(result.case_rows()) and set(cases[0]) == {"candidate", "case_id", "class", "metric",
+                                                                       "value"}
+    with open(out / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert {"candidate", "metric", "mean", "low", "high", "n"} <= set(summary[0])
+    with open(out / "reliability.csv") as handle:
+        bins = list(csv.DictReader(handle))
+    assert len(bins) == 2 * 15 and sum(int(b["count"]) for b in bins) == 2 * 2 * 24 * 24
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    before = (out / "cases.csv").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="cases.csv.*already exist"):  # at the call, before any work
+        evaluate_checkpoints(trained["checkpoints"]["mean"], trained["cohort"], out_dir=out, device="cpu")
+    assert (out / "cases.csv").stat().st_mtime_ns == before
+
+
+def test_a_training_case_in_the_evaluated_split_is_refused(trained):
+    split = trained["split"]
+    spec = {"train": split["val"], "val": [], "test": [split["train"][0], *split["test"]]}
+    with pytest.raises(ValueError, match=f"{split['train'][0]}.*training cases of checkpoint"):
+        evaluate_checkpoints(trained["checkpoints"]["onehot"], trained["cohort"], split_spec=spec, device="cpu")
+    with pytest.raises(ValueError, match="training cases"):
+        evaluate_checkpoints(trained["checkpoints"]["onehot"], trained["cohort"], split="train", device="cpu")
+
+
+def test_a_split_spec_of_held_out_cases_is_used(trained):
+    split = trained["split"]
+    spec = {"train": split["train"], "val": split["test"], "test": split["val"][:1]}
+    records, result = run(evaluate_checkpoints({"m": trained["checkpoints"]["mean"]}, trained["cohort"].source,
+                                               split_spec=spec, num_resamples=10, device="cpu"))
+    assert [r.case_id for r in records] == split["val"][:1] and result["m"].case_ids == tuple(split["val"][:1])
+    assert all(np.isnan(s.low) for s in result["m"].summary) and result.files == ()
+
+
+def test_arguments_are_checked(trained, tmp_path):
+    cohort, path = trained["cohort"], trained["checkpoints"]["mean"]
+    with pytest.raises(TypeError, match="checkpoints"):
+        evaluate_checkpoints(3, cohort)
+    with pytest.raises(ValueError, match="checkpoints is empty"):
+        evaluate_checkpoints([], cohort)
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate_checkpoints(path, cohort, split="holdout")
+    with pytest.raises(ValueError, match="reference"):
+        evaluate_checkpoints(path, cohort, reference="vote")
+    with pytest.raises(ValueError, match="tolerance_mm"):
+        evaluate_checkpoints(path, cohort, tolerance_mm=-1)
+    with pytest.raises(ValueError, match="num_bins"):
+        evaluate_checkpoints(path, cohort, num_bins=0)
+    with pytest.raises(TypeError, match="seed"):
+        evaluate_checkpoints(path, cohort, seed=1.5)
+    with pytest.raises(TypeError, match="split_spec"):
+        evaluate_checkpoints(path, cohort, split_spec=["case_000"])
+    with pytest.raises(TypeError, match="cohort"):
+        evaluate_checkpoints(path, 5)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        evaluate_checkpoints(tmp_path / "missing.pt", cohort)
+    with pytest.raises(ValueError, match="majority"):
+        fused_reference(np.zeros((2, 4, 4), np.uint8), "vote", num_classes=2)
+
+
+def test_unnamed_checkpoints_are_named_by_their_folder(trained):
+    from napari_seg_uncertainty.workflow.evaluation import _candidate_names
+
+    paths = list(trained["checkpoints"].values())
+    assert list(_candidate_names(paths)) == ["onehot", "mean"]
+    assert list(_candidate_names(["a/run/last.pt", "b/run/last.pt"])) == ["a/run", "b/run"]
+    assert list(_candidate_names(["a/run/best.pt"])) == ["best"]
+
+
+def test_an_ssn_checkpoint_is_scored_with_its_samples(trained):
+    cohort, split, root = trained["cohort"], trained["split"], trained["root"]
+    config = TrainConfig(head="ssn", loss="ssn", target="random_rater", ssn_rank=2, channels=(4, 8), strides=(2,),
+                         num_res_units=0, epochs=1, steps_per_epoch=1, batch_size=2, patch_size=(16, 16),
+                         num_workers=0, device="cpu", output_dir=str(root / "ssn"))
+    *_, last = train(config, cohort, split=split)
+    records, result = run(evaluate_checkpoints({"ssn": last.checkpoint}, cohort, num_samples=3, num_resamples=10,
+                                               device="cpu"))
+    model = load_trained_model(last.checkpoint)
+    case = cohort.load_case(split["test"][0])
+    samples = ssn_samples(model, case.image[0], num_samples=3, seed=0)
+    assert samples.shape == (3, 24, 24)
+    direct = evaluate_case(predict(model, case.image[0], num_samples=3, seed=0).probabilities, case.raters,
+                           spacing=case.spacing, num_classes=2, class_names=model.class_names, num_bins=15,
+                           samples=samples, case_id=case.case_id).rows()
+    got = [r for r in result["ssn"].rows if r["case_id"] == case.case_id]
+    assert {"ged2", "sample_diversity", "mutual_information"} <= {r["metric"] for r in got}
+    np.testing.assert_array_equal([r["value"] for r in got], [r["value"] for r in direct])
+    assert ssn_samples(load_trained_model(trained["checkpoints"]["mean"]), case.image[0]) is None
+    with pytest.raises(TypeError, match="trained"):
+        ssn_samples("last.pt", case.image[0])
