@@ -1,10 +1,10 @@
 """Evaluation of a study: per-case metrics over a split, bootstrap CIs, paired tests, study tables.
 
 * :mod:`.case_metrics` — the metrics of each case (Dice, surface Dice, HD95, calibration, uncertainty);
-* :mod:`.statistics` — means with percentile-bootstrap CIs over cases (:func:`bootstrap_ci`), paired
-  comparisons (:func:`paired_comparison`: paired bootstrap and Wilcoxon signed-rank), Holm correction
-  (:func:`holm_correction`) and the "best marked where significant" rule of the papers' tables
-  (:func:`compare_candidates`).
+* :mod:`.statistics` — means with percentile-bootstrap CIs over cases (:func:`bootstrap_ci`);
+* :mod:`.comparison` — paired comparisons (:func:`paired_comparison`: paired bootstrap and Wilcoxon
+  signed-rank), Holm correction (:func:`holm_correction`) and the "best marked where significant"
+  rule of the papers' tables (:func:`compare_candidates`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .statistics import (
-    BootstrapCI,
-    CandidateComparison,
-    PairedComparison,
-    bootstrap_ci,
-    compare_candidates,
-    holm_correction,
-    paired_comparison,
-)
+from .comparison import CandidateComparison, PairedComparison, compare_candidates, holm_correction, paired_comparison
+from .statistics import BootstrapCI, bootstrap_ci
 
 __all__ = [
     "BootstrapCI",
