@@ -10,6 +10,7 @@ and float tensors.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
@@ -20,17 +21,19 @@ if TYPE_CHECKING:  # torch is imported where a tensor is built, so importing cor
     import torch
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch: a tensor exists only once torch is loaded
+    (an error message or a conversion must not cost the seconds of a first ``import torch``)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def describe(value: Any) -> str:
     """Short description of ``value`` for error messages (type, dtype and shape for arrays)."""
     if isinstance(value, np.ndarray):
         return f"array of dtype {value.dtype} and shape {value.shape}"
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if _is_tensor(value):
+        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
@@ -38,13 +41,8 @@ def describe(value: Any) -> str:
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if _is_tensor(value):
+        return value.detach().cpu().numpy()
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be an array of integer labels, got {describe(value)}.")
     try:
@@ -349,13 +347,8 @@ CHUNK_VOXELS = 1 << 17
 
 def to_numpy_array(value: Any, *, name: str) -> np.ndarray:
     """Convert tensors and array-likes (dask, zarr, lists) to numpy, rejecting strings and objects."""
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if _is_tensor(value):
+        return value.detach().cpu().numpy()
     if value is None or isinstance(value, (str, bytes, dict)):
         raise TypeError(f"{name} must be a numeric array, got {describe(value)}.")
     try:

@@ -8,17 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice
+from .._validation import check_choice, describe, to_numpy_array
 from .statistics import (
     _DIRECTIONS,
     _TESTS,
     _as_values,
     _check_cases,
-    _describe,
     _flag,
     _frozen,
     _int,
-    _numeric,
     _open_unit,
     _percentiles,
     _resampled_means,
@@ -248,9 +246,9 @@ def holm_correction(p_values: Any) -> np.ndarray:
     >>> holm_correction([0.01, 0.04, 0.03]).tolist()
     [0.03, 0.06, 0.06]
     """
-    arr = _numeric(p_values, name="p_values")
+    arr = to_numpy_array(p_values, name="p_values")
     if np.iscomplexobj(arr):
-        raise TypeError(f"p_values must be real, got {_describe(arr)}.")
+        raise TypeError(f"p_values must be real, got {describe(arr)}.")
     arr = arr.astype(np.float64)
     finite = ~np.isnan(arr)
     valid = arr[finite]
@@ -325,13 +323,13 @@ class CandidateComparison:
 
 def _check_table(table: Any) -> tuple[list[str], list[np.ndarray]]:
     if not isinstance(table, Mapping):
-        raise TypeError(f"table must be a mapping candidate name -> (cases, metrics) array, got {_describe(table)}.")
+        raise TypeError(f"table must be a mapping candidate name -> (cases, metrics) array, got {describe(table)}.")
     if len(table) < 2:
         raise ValueError(f"table must hold at least 2 candidates to compare, got {len(table)}.")
     names, arrays = [], []
     for key, value in table.items():
         if not isinstance(key, str):
-            raise TypeError(f"table keys must be candidate names (str), got {_describe(key)}.")
+            raise TypeError(f"table keys must be candidate names (str), got {describe(key)}.")
         arr = _as_values(value, name=f"table[{key!r}]")
         if arr.ndim == 1:
             arr = arr[:, None]
@@ -419,7 +417,7 @@ def compare_candidates(
     num_metrics = arrays[0].shape[1]
     if isinstance(metric_directions, str) or not isinstance(metric_directions, Sequence):
         raise TypeError(
-            f"metric_directions must be a list of 'higher'/'lower', one per metric, got {_describe(metric_directions)}."
+            f"metric_directions must be a list of 'higher'/'lower', one per metric, got {describe(metric_directions)}."
         )
     if len(metric_directions) != num_metrics:
         raise ValueError(
@@ -432,15 +430,15 @@ def compare_candidates(
         metric_labels = tuple(f"metric {j}" for j in range(num_metrics))
     else:
         if isinstance(metric_names, str) or not isinstance(metric_names, Sequence):
-            raise TypeError(f"metric_names must be a list of str, one per metric, got {_describe(metric_names)}.")
+            raise TypeError(f"metric_names must be a list of str, one per metric, got {describe(metric_names)}.")
         if len(metric_names) != num_metrics or not all(isinstance(s, str) for s in metric_names):
             raise ValueError(
-                f"metric_names must be {num_metrics} strings (one per metric), got {_describe(metric_names)}."
+                f"metric_names must be {num_metrics} strings (one per metric), got {describe(metric_names)}."
             )
         metric_labels = tuple(metric_names)
     if reference is not None:
         if not isinstance(reference, str):
-            raise TypeError(f"reference must be a candidate name (str) or None, got {_describe(reference)}.")
+            raise TypeError(f"reference must be a candidate name (str) or None, got {describe(reference)}.")
         if reference not in names:
             raise ValueError(f"reference must be one of the candidates {tuple(names)}, got {reference!r}.")
     alpha = _open_unit(alpha, name="alpha")

@@ -59,7 +59,6 @@ References
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -67,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_flag, check_int, check_real_in, check_seed, describe
+from .._validation import check_flag, check_int, check_real_in, check_seed, describe, to_numpy_array
 
 __all__ = ["BootstrapCI", "bootstrap_ci"]
 
@@ -89,18 +88,12 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    """:func:`.._validation.describe` without importing torch when it is not loaded yet."""
-    if isinstance(value, np.ndarray) or "torch" in sys.modules:
-        return describe(value)
-    text = repr(value)
-    return f"{type(value).__name__} {text[:57] + '...' if len(text) > 60 else text}"
 
 
 def _scalar_type(value: Any, *, name: str, kind: type | tuple[type, ...], what: str) -> None:
-    """Refuse a wrong scalar type here, so that the message needs no torch import (see :func:`_describe`)."""
+    """Refuse a wrong scalar type (a float, a bool) where the shared checks would convert it."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {what}, got {_describe(value)}.")
+        raise TypeError(f"{name} must be {what}, got {describe(value)}.")
 
 
 def _int(value: Any, *, name: str, minimum: int | None = None) -> int:
@@ -120,35 +113,15 @@ def _open_unit(value: Any, *, name: str) -> float:
 
 def _flag(value: Any, *, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {_describe(value)}.")
+        raise TypeError(f"{name} must be True or False, got {describe(value)}.")
     return check_flag(value, name=name)
-
-
-def _numeric(value: Any, *, name: str) -> np.ndarray:
-    """``value`` as a numeric numpy array; a torch tensor is converted only if torch is already imported.
-
-    (:func:`.._validation.to_numpy_array` imports torch to recognise tensors, seconds on a first call; the
-    statistics of a study never need it.)
-    """
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if value is None or isinstance(value, (str, bytes, dict)):
-        raise TypeError(f"{name} must be a numeric array, got {_describe(value)}.")
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - ragged input and friends
-        raise TypeError(f"{name} must be a numeric array, got {_describe(value)}.") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a numeric array, got {_describe(arr)}.")
-    return arr
 
 
 def _as_values(values: Any, *, name: str, min_cases: int = 2) -> np.ndarray:
     """``values`` as float64, finite or NaN, with at least ``min_cases`` entries along axis 0 (checked later)."""
-    arr = _numeric(values, name=name)
+    arr = to_numpy_array(values, name=name)
     if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real, got {_describe(arr)}.")
+        raise TypeError(f"{name} must be real, got {describe(arr)}.")
     if arr.ndim == 0:
         raise ValueError(f"{name} must hold one value per case (1-D or (cases, metrics)), got a scalar {arr!r}.")
     arr = arr.astype(np.float64)
