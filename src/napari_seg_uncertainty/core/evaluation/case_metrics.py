@@ -389,41 +389,9 @@ def evaluate_case(
     box_slice_margin = check_int(box_slice_margin, name="box_slice_margin", minimum=0)
     num_bins = check_int(num_bins, name="num_bins", minimum=1)
     threshold = check_real_in(uncertainty_threshold, name="uncertainty_threshold", low=0.0, high=1.0, low_open=True)
-    p = as_probability_array(probabilities, name="probabilities")
+    p, stack, spc, names = _case_inputs(probabilities, raters, spacing, num_classes, class_names)
     c_count = p.shape[0]
-    if num_classes is not None:
-        num_classes = check_num_classes(num_classes, minimum=2)
-        if num_classes != c_count:
-            raise ValueError(
-                f"num_classes is {num_classes} but probabilities has {c_count} classes (shape {p.shape})."
-            )
-    if c_count < 2:
-        raise ValueError(f"probabilities must have at least 2 classes, got shape {p.shape}.")
-    spatial = p.shape[1:]
-    stack = as_rater_stack(raters, name="raters", num_classes=c_count)
-    if stack.shape[1:] != spatial:
-        raise ValueError(f"raters must be stacked as (R, *{spatial}) like the probabilities, got {stack.shape}.")
-    spc = check_spacing(spacing, len(spatial))
-    if class_names is None:
-        names = tuple(f"class {c}" for c in range(c_count))
-    else:
-        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (Sequence, np.ndarray)):
-            raise TypeError(f"class_names must be a list of {c_count} names, got {describe(class_names)}.")
-        names = tuple(str(n) for n in class_names)
-        if len(names) != c_count:
-            raise ValueError(f"class_names must name all {c_count} classes, got {len(names)} names.")
-    sample_stack = None
-    if samples is not None:
-        sample_stack = as_rater_stack(samples, name="samples", num_classes=c_count)
-        if sample_stack.shape[1:] != spatial:
-            raise ValueError(f"samples must be stacked as (N, *{spatial}), got shape {sample_stack.shape}.")
-    members = None
-    if member_probabilities is not None:
-        members = as_probability_array(member_probabilities, name="member_probabilities", leading_axes=2)
-        if members.shape[1:] != p.shape:
-            raise ValueError(
-                f"member_probabilities must be shaped (M, *{p.shape}) like the probabilities, got {members.shape}."
-            )
+    sample_stack, members = _sample_inputs(samples, member_probabilities, p)
 
     prediction = np.argmax(p, axis=0)
     fused = _fused(stack, reference, c_count)
@@ -450,16 +418,90 @@ def evaluate_case(
         box = foreground_box_mask(
             union, spacing=spc, in_plane_margin=box_margin, slice_margin=box_slice_margin, per_class=True
         )
-    soft = rater_mean(stack, num_classes=c_count)
+    targets = {"raters": rater_mean(stack, num_classes=c_count), "reference": fused}
+    scalars = _calibration_metrics(p, targets, box, num_bins=num_bins, per_class=per_class)
+
+    # entropy against the raters' entropy (SoftSeg), and where it flags the errors
+    h_pred = entropy(p)
+    h_raters = rater_entropy(stack, num_classes=c_count)
+    abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
+    scalars["entropy_mae_volume"] = float(abs_diff.mean())
+    scalars["entropy_mae_box"] = math.nan if box is None else float(abs_diff[box].mean())
+    scalars["uncertainty_error_dice"] = _dice_of_masks(h_pred >= threshold, prediction != fused)
+    scalars.update(_sample_metrics(sample_stack, members, stack, c_count))
+    return CaseEvaluation(
+        case_id=case_id,
+        class_names=names,
+        reference=reference,
+        per_class=per_class,
+        per_rater=per_rater,
+        scalars=scalars,
+        structures=structures,
+    )
+
+
+def _case_inputs(
+    probabilities: Any, raters: Any, spacing: Any, num_classes: Any, class_names: Any
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], tuple[str, ...]]:
+    """The checked probabilities ``(C, *S)``, rater stack, spacing and class names of :func:`evaluate_case`."""
+    p = as_probability_array(probabilities, name="probabilities")
+    c_count = p.shape[0]
+    if num_classes is not None:
+        num_classes = check_num_classes(num_classes, minimum=2)
+        if num_classes != c_count:
+            raise ValueError(
+                f"num_classes is {num_classes} but probabilities has {c_count} classes (shape {p.shape})."
+            )
+    if c_count < 2:
+        raise ValueError(f"probabilities must have at least 2 classes, got shape {p.shape}.")
+    spatial = p.shape[1:]
+    stack = as_rater_stack(raters, name="raters", num_classes=c_count)
+    if stack.shape[1:] != spatial:
+        raise ValueError(f"raters must be stacked as (R, *{spatial}) like the probabilities, got {stack.shape}.")
+    spc = check_spacing(spacing, len(spatial))
+    if class_names is None:
+        names = tuple(f"class {c}" for c in range(c_count))
+    else:
+        if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (Sequence, np.ndarray)):
+            raise TypeError(f"class_names must be a list of {c_count} names, got {describe(class_names)}.")
+        names = tuple(str(n) for n in class_names)
+        if len(names) != c_count:
+            raise ValueError(f"class_names must name all {c_count} classes, got {len(names)} names.")
+    return p, stack, spc, names
+
+
+def _sample_inputs(samples: Any, member_probabilities: Any, p: np.ndarray) -> tuple[Any, Any]:
+    """The checked label samples ``(N, *S)`` and member probabilities ``(M, C, *S)`` (None when not given)."""
+    spatial = p.shape[1:]
+    sample_stack = None
+    if samples is not None:
+        sample_stack = as_rater_stack(samples, name="samples", num_classes=p.shape[0])
+        if sample_stack.shape[1:] != spatial:
+            raise ValueError(f"samples must be stacked as (N, *{spatial}), got shape {sample_stack.shape}.")
+    members = None
+    if member_probabilities is not None:
+        members = as_probability_array(member_probabilities, name="member_probabilities", leading_axes=2)
+        if members.shape[1:] != p.shape:
+            raise ValueError(
+                f"member_probabilities must be shaped (M, *{p.shape}) like the probabilities, got {members.shape}."
+            )
+    return sample_stack, members
+
+
+def _calibration_metrics(
+    p: np.ndarray, targets: dict[str, np.ndarray], box: np.ndarray | None, *, num_bins: int,
+    per_class: dict[str, np.ndarray],
+) -> dict[str, float]:  # fmt: skip
+    """ECE, MCE, TACE, NLL and Brier per target and region (whole volume, foreground box); the Brier per
+    class goes into ``per_class``. A missing box (no rater foreground) gives NaN."""
     scalars: dict[str, float] = {}
-    targets = {"raters": soft, "reference": fused}
     for target_name, target in targets.items():
         for region in REGIONS:
             key = f"{target_name}_{region}"
             if region == "box" and box is None:
                 for metric in ("ece", "mce", "tace", "nll", "brier"):
                     scalars[f"{metric}_{key}"] = math.nan
-                per_class[f"brier_{key}"] = np.full(c_count, np.nan)
+                per_class[f"brier_{key}"] = np.full(p.shape[0], np.nan)
                 continue
             probs_r, target_r, mask = p, target, None
             if region == "box":  # the same voxels, read from the rectangle around the box only
@@ -473,16 +515,12 @@ def evaluate_case(
             scalars[f"nll_{key}"] = negative_log_likelihood(probs_r, target_r, mask=mask)
             scalars[f"brier_{key}"] = float(brier.mean())  # brier_score(reduction="mean"), Mehrtash eq. 4
             per_class[f"brier_{key}"] = brier
+    return scalars
 
-    # entropy against the raters' entropy (SoftSeg), and where it flags the errors
-    h_pred = entropy(p)
-    h_raters = rater_entropy(stack, num_classes=c_count)
-    abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
-    scalars["entropy_mae_volume"] = float(abs_diff.mean())
-    scalars["entropy_mae_box"] = math.nan if box is None else float(abs_diff[box].mean())
-    scalars["uncertainty_error_dice"] = _dice_of_masks(h_pred >= threshold, prediction != fused)
 
-    # samples: GED², diversity, mutual information
+def _sample_metrics(sample_stack: Any, members: Any, stack: np.ndarray, c_count: int) -> dict[str, float]:
+    """GED² and sample diversity of label samples (or the members' arg-max maps), and mutual information."""
+    scalars: dict[str, float] = {}
     if members is not None:
         scalars["mutual_information"] = float(mutual_information(members).mean(dtype=np.float64))
         if sample_stack is None:
@@ -492,14 +530,5 @@ def evaluate_case(
     if sample_stack is not None:
         scalars["ged2"] = generalized_energy_distance(sample_stack, stack, num_classes=c_count)
         scalars["sample_diversity"] = sample_diversity(sample_stack, num_classes=c_count)
-
-    return CaseEvaluation(
-        case_id=case_id,
-        class_names=names,
-        reference=reference,
-        per_class=per_class,
-        per_rater=per_rater,
-        scalars=scalars,
-        structures=structures,
-    )
+    return scalars
 
