@@ -174,6 +174,8 @@ _EXPORTS: dict[str, str] = {
     "paired_comparison": "core.evaluation",
     "evaluate_case": "core.evaluation",
     "CaseEvaluation": "core.evaluation",
+    "entropy_dice_correlation": "core.evaluation",
+    "EntropyDiceCorrelation": "core.evaluation",
     "evaluate_checkpoints": "workflow.evaluation",
     "EvaluationResult": "workflow.evaluation",
     "EvaluationProgress": "workflow.evaluation",

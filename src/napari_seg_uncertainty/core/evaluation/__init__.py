@@ -4,7 +4,8 @@
 * :mod:`.statistics` — means with percentile-bootstrap CIs over cases (:func:`bootstrap_ci`);
 * :mod:`.comparison` — paired comparisons (:func:`paired_comparison`: paired bootstrap and Wilcoxon
   signed-rank), Holm correction (:func:`holm_correction`) and the "best marked where significant"
-  rule of the papers' tables (:func:`compare_candidates`).
+  rule of the papers' tables (:func:`compare_candidates`);
+* :mod:`.quality` — quality control: segment-level entropy against Dice (:func:`entropy_dice_correlation`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import importlib
 from typing import Any
 
 from .comparison import CandidateComparison, PairedComparison, compare_candidates, holm_correction, paired_comparison
+from .quality import EntropyDiceCorrelation, entropy_dice_correlation
 from .statistics import BootstrapCI, bootstrap_ci
 
 __all__ = [
     "BootstrapCI",
+    "EntropyDiceCorrelation",
+    "entropy_dice_correlation",
     "CandidateComparison",
     "PairedComparison",
     "bootstrap_ci",
