@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core._validation import check_choice, check_int, check_real_in, check_seed
+from ..core.cohort.splits import SPLIT_KEYS
 from ..core.geometry import Geometry
 from ..workflow.training import prediction_geometry, preview_cohort
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COHORT_SUFFIXES",
-    "SPLITS",
     "SPLIT_MODES",
     "CasePrediction",
     "CohortScan",
@@ -45,8 +45,6 @@ __all__ = [
 
 #: Files a cohort can be loaded from (besides a folder of case folders).
 COHORT_SUFFIXES = (".csv", ".yaml", ".yml", ".npz")
-#: The split names, in the order they are shown.
-SPLITS = ("train", "val", "test")
 #: How the dock splits a cohort: validation/test fractions, the manifest's split column, or k-fold.
 SPLIT_MODES = ("fractions", "manifest", "kfold")
 
@@ -182,7 +180,7 @@ def split_of(split: dict[str, Sequence[str]]) -> dict[str, str]:
     >>> split_of({"train": ["a", "b"], "val": ["c"], "test": []})
     {'a': 'train', 'b': 'train', 'c': 'val'}
     """
-    return {case: name for name in SPLITS for case in split.get(name, ())}
+    return {case: name for name in SPLIT_KEYS for case in split.get(name, ())}
 
 
 def split_summary(split: dict[str, Sequence[str]]) -> str:
@@ -193,7 +191,7 @@ def split_summary(split: dict[str, Sequence[str]]) -> str:
     >>> split_summary({"train": ["a", "b", "c"], "val": ["d"], "test": []})
     'train 3 · val 1 · test 0 cases'
     """
-    return " · ".join(f"{name} {len(split.get(name, ()))}" for name in SPLITS) + " cases"
+    return " · ".join(f"{name} {len(split.get(name, ()))}" for name in SPLIT_KEYS) + " cases"
 
 
 def _fmt_tuple(values: Any, sep: str) -> str:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core._validation import check_choice, check_flag, check_int, check_real_in, check_seed, describe
+from ..core.cohort.splits import SPLIT_KEYS
+from ..core.evaluation.case_metrics import REFERENCES
 from .tables import refuse_existing
 
 if TYPE_CHECKING:
@@ -55,10 +57,6 @@ __all__ = [
 
 #: The files :func:`evaluate_checkpoints` writes into ``out_dir``.
 EVALUATION_FILES = ("cases.csv", "summary.csv", "reliability.csv", "reliability.png")
-#: Splits a cohort is divided into.
-SPLITS = ("train", "val", "test")
-#: Fused references :func:`evaluate_checkpoints` accepts.
-REFERENCES = ("majority", "staple", "mean")
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def _as_cohort(cohort: Any) -> Cohort:
 def _stored_split(state: dict[str, Any]) -> dict[str, list[str]] | None:
     cohort = state.get("cohort")
     split = cohort.get("split") if isinstance(cohort, dict) else None
-    return {k: list(split.get(k, [])) for k in SPLITS} if isinstance(split, dict) else None
+    return {k: list(split.get(k, [])) for k in SPLIT_KEYS} if isinstance(split, dict) else None
 
 
 def _evaluated_cases(
@@ -432,7 +430,7 @@ def evaluate_checkpoints(
     ...     print(record.text())
     """
     names = _candidate_names(checkpoints)
-    split = check_choice(split, name="split", choices=SPLITS)
+    split = check_choice(split, name="split", choices=SPLIT_KEYS)
     reference = check_choice(reference, name="reference", choices=REFERENCES)
     tolerance_mm = check_real_in(tolerance_mm, name="tolerance_mm", low=0.0, high=math.inf, high_open=True)
     num_bins = check_int(num_bins, name="num_bins", minimum=1)

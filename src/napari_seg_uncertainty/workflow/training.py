@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core._validation import check_seed, describe
+from ..core.cohort.splits import SPLIT_KEYS
 from ..core.geometry import Geometry
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from ..core.training import TrainConfig, TrainingData, TrainProgress, TrainResult
 
 __all__ = [
-    "SPLIT_NAMES",
     "CohortPreview",
     "TrainOutcome",
     "TrainingFailure",
@@ -46,8 +46,6 @@ __all__ = [
     "warm_up_training",
 ]
 
-#: The keys of every split dict, in display order.
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass
@@ -198,7 +196,7 @@ def split_counts(split: Mapping[str, Sequence[str]] | None) -> str:
     """
     if split is None:
         return ""
-    return ", ".join(f"{name} {len(split.get(name, ()))}" for name in SPLIT_NAMES)
+    return ", ".join(f"{name} {len(split.get(name, ()))}" for name in SPLIT_KEYS)
 
 
 def progress_text(record: Any) -> str:
