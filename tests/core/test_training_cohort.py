@@ -357,6 +357,7 @@ try:
 except StopIteration as stop:
     result = stop.value
 print(f"rank {dist.get_rank()}/2 cases {record.cases_seen} weights sha256 {result.weights_digest}", flush=True)
+dist.barrier()  # as the CLI does: no rank tears gloo down while another still talks to it
 dist.destroy_process_group()
 """
 
