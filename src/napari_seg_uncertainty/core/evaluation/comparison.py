@@ -415,27 +415,7 @@ def compare_candidates(
     """
     names, arrays = _check_table(table)
     num_metrics = arrays[0].shape[1]
-    if isinstance(metric_directions, str) or not isinstance(metric_directions, Sequence):
-        raise TypeError(
-            f"metric_directions must be a list of 'higher'/'lower', one per metric, got {describe(metric_directions)}."
-        )
-    if len(metric_directions) != num_metrics:
-        raise ValueError(
-            f"metric_directions must have one entry per metric ({num_metrics}), got {len(metric_directions)}."
-        )
-    directions = tuple(
-        check_choice(d, name=f"metric_directions[{i}]", choices=_DIRECTIONS) for i, d in enumerate(metric_directions)
-    )
-    if metric_names is None:
-        metric_labels = tuple(f"metric {j}" for j in range(num_metrics))
-    else:
-        if isinstance(metric_names, str) or not isinstance(metric_names, Sequence):
-            raise TypeError(f"metric_names must be a list of str, one per metric, got {describe(metric_names)}.")
-        if len(metric_names) != num_metrics or not all(isinstance(s, str) for s in metric_names):
-            raise ValueError(
-                f"metric_names must be {num_metrics} strings (one per metric), got {describe(metric_names)}."
-            )
-        metric_labels = tuple(metric_names)
+    directions, metric_labels = _check_metrics(metric_directions, metric_names, num_metrics)
     if reference is not None:
         if not isinstance(reference, str):
             raise TypeError(f"reference must be a candidate name (str) or None, got {describe(reference)}.")
@@ -453,28 +433,11 @@ def compare_candidates(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, np.where(finite, stack, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
     # 1. the best candidate and the one every other is compared with, per metric (-1: no finite mean)
-    best_index = np.full(num_metrics, -1)
-    for j in range(num_metrics):
-        column = mean[:, j]
-        if not np.isnan(column).all():
-            scores = np.where(np.isnan(column), -np.inf, column if directions[j] == "higher" else -column)
-            best_index[j] = int(np.argmax(scores))  # first on a tie
+    best_index = _best_indices(mean, directions)
     ref_index = names.index(reference) if reference is not None else -1
     compared_index = np.where(best_index < 0, -1, ref_index) if reference is not None else best_index
-    tested = [(i, j) for j in range(num_metrics) if compared_index[j] >= 0 for i in range(k) if i != compared_index[j]]
-    # 2. raw p-values of every tested pair: the paired bootstraps share one resampling (one call for all pairs)
-    p_raw = np.full((k, num_metrics), np.nan)
-    if tested and test == "bootstrap":
-        diffs = np.column_stack([stack[i, :, j] - stack[compared_index[j], :, j] for i, j in tested])
-        keep = np.isfinite(diffs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            observed = np.where(keep.any(axis=0), np.where(keep, diffs, 0.0).sum(axis=0) / keep.sum(axis=0), np.nan)
-        p = _shifted_null_p(_resampled_means(diffs, num_resamples, seed), observed)
-        for (i, j), value in zip(tested, p):
-            p_raw[i, j] = value
-    elif tested:
-        for i, j in tested:
-            p_raw[i, j] = _wilcoxon(stack[i, :, j], stack[compared_index[j], :, j])[1]
+    # 2. raw p-values of every tested pair
+    p_raw = _raw_p_values(stack, compared_index, test=test, num_resamples=num_resamples, seed=seed)
     # 3. Holm across the candidates of each metric; the bold
     p_adj = np.full((k, num_metrics), np.nan)
     bold = np.zeros(num_metrics, dtype=bool)
@@ -503,3 +466,62 @@ def compare_candidates(
         significant=_frozen(significant),
         best_is_significant=_frozen(bold),
     )
+
+
+def _check_metrics(
+    metric_directions: Any, metric_names: Any, num_metrics: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The checked directions and names of ``num_metrics`` metrics (default names ``"metric j"``)."""
+    if isinstance(metric_directions, str) or not isinstance(metric_directions, Sequence):
+        raise TypeError(
+            f"metric_directions must be a list of 'higher'/'lower', one per metric, got {describe(metric_directions)}."
+        )
+    if len(metric_directions) != num_metrics:
+        raise ValueError(
+            f"metric_directions must have one entry per metric ({num_metrics}), got {len(metric_directions)}."
+        )
+    directions = tuple(
+        check_choice(d, name=f"metric_directions[{i}]", choices=_DIRECTIONS) for i, d in enumerate(metric_directions)
+    )
+    if metric_names is None:
+        return directions, tuple(f"metric {j}" for j in range(num_metrics))
+    if isinstance(metric_names, str) or not isinstance(metric_names, Sequence):
+        raise TypeError(f"metric_names must be a list of str, one per metric, got {describe(metric_names)}.")
+    if len(metric_names) != num_metrics or not all(isinstance(s, str) for s in metric_names):
+        raise ValueError(f"metric_names must be {num_metrics} strings (one per metric), got {describe(metric_names)}.")
+    return directions, tuple(metric_names)
+
+
+def _best_indices(mean: np.ndarray, directions: tuple[str, ...]) -> np.ndarray:
+    """Per metric, the index of the candidate with the best mean (first on a tie; -1 without a finite mean)."""
+    best_index = np.full(mean.shape[1], -1)
+    for j, direction in enumerate(directions):
+        column = mean[:, j]
+        if not np.isnan(column).all():
+            scores = np.where(np.isnan(column), -np.inf, column if direction == "higher" else -column)
+            best_index[j] = int(np.argmax(scores))
+    return best_index
+
+
+def _raw_p_values(
+    stack: np.ndarray, compared_index: np.ndarray, *, test: str, num_resamples: int, seed: int
+) -> np.ndarray:
+    """``(K, M)`` two-sided p-values of each candidate against ``compared_index[j]`` (NaN where untested).
+
+    The paired bootstraps of all pairs share one resampling of the cases (one call for all pairs).
+    """
+    k, _, num_metrics = stack.shape
+    tested = [(i, j) for j in range(num_metrics) if compared_index[j] >= 0 for i in range(k) if i != compared_index[j]]
+    p_raw = np.full((k, num_metrics), np.nan)
+    if tested and test == "bootstrap":
+        diffs = np.column_stack([stack[i, :, j] - stack[compared_index[j], :, j] for i, j in tested])
+        keep = np.isfinite(diffs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            observed = np.where(keep.any(axis=0), np.where(keep, diffs, 0.0).sum(axis=0) / keep.sum(axis=0), np.nan)
+        p = _shifted_null_p(_resampled_means(diffs, num_resamples, seed), observed)
+        for (i, j), value in zip(tested, p):
+            p_raw[i, j] = value
+    else:
+        for i, j in tested:
+            p_raw[i, j] = _wilcoxon(stack[i, :, j], stack[compared_index[j], :, j])[1]
+    return p_raw
