@@ -1,4 +1,4 @@
-"""Command line: ``napari-seg-uncertainty demo|train|predict|evaluate``."""
+"""Command line: ``napari-seg-uncertainty demo|train|predict|evaluate|study``."""
 
 from __future__ import annotations
 
@@ -242,11 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _delegate("cli_train", "predict_main", argv[1:])
     if argv and argv[0] == "evaluate":
         return _delegate("cli_evaluate", "evaluate_main", argv[1:])
+    if argv and argv[0] == "study":
+        return _delegate("cli_study", "study_main", argv[1:])
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty",
         description=(
             "Segmentation uncertainty in napari. Subcommands: demo, train CONFIG, predict CHECKPOINT IMAGE, "
-            "evaluate CHECKPOINT... --cohort SRC --out DIR."
+            "evaluate CHECKPOINT... --cohort SRC --out DIR, study STUDY.yaml [--out DIR]."
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("train", help="train a model from a config file (see 'train --help')")
     sub.add_parser("predict", help="run a checkpoint on an image (see 'predict --help')")
     sub.add_parser("evaluate", help="evaluate checkpoints on a cohort's held-out cases (see 'evaluate --help')")
+    sub.add_parser("study", help="train, evaluate and compare the candidates of a study file (see 'study --help')")
     args = parser.parse_args(argv)
     try:
         return _demo(args)
