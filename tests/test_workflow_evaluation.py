@@ -194,7 +194,7 @@ def test_arguments_are_checked(trained, tmp_path):
 
 
 def test_unnamed_checkpoints_are_named_by_their_folder(trained):
-    from napari_seg_uncertainty.workflow.evaluation import _candidate_names
+    from napari_seg_uncertainty.workflow.evaluation.arguments import _candidate_names
 
     paths = list(trained["checkpoints"].values())
     assert list(_candidate_names(paths)) == ["onehot", "mean"]
