@@ -1,0 +1,1 @@
+"""Studies: train candidates on one cohort, evaluate them on the test split and compare them."""
