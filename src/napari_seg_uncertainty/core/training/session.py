@@ -210,18 +210,7 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
     from .streaming import CohortPatchLoader, StreamedCases, cohort_normalization
     from .target_cache import TargetCache
 
-    if split is None:
-        split = cohort.split(val=config.val_fraction, test=config.test_fraction, seed=config.seed)
-    else:
-        split = cohort.resolve_split(split, seed=config.seed)
-    split = {k: list(split.get(k, [])) for k in ("train", "val", "test")}
-    if not split["train"]:
-        raise ValueError("the split has no training case; give the cohort more cases or smaller val/test shares.")
-    if cohort.channels < 1:
-        raise ValueError(
-            f"the cohort from {cohort.source!r} has no image channels; training needs an image for every case "
-            "(give each case an image file, or an 'image' column in the manifest)."
-        )
+    split = _cohort_split(config, cohort, split)
     spatial_dims = config.spatial_dims or cohort.ndim
     if spatial_dims > cohort.ndim:
         raise ValueError(f"spatial_dims={spatial_dims} needs {spatial_dims}-D data, got a {cohort.ndim}-D cohort.")
@@ -229,18 +218,7 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
     rank, world = distributed_rank_world()
     saved = None if resume is None else _load_resume(config, resume)
     if saved is not None:
-        previous = (saved.get("cohort") or {}).get("split")
-        if previous is None:
-            raise ValueError(
-                f"resume checkpoint {str(resume)!r} was not trained on a cohort; resume it with the data it "
-                "was trained on."
-            )
-        if {k: list(previous.get(k, [])) for k in split} != split:
-            raise ValueError(
-                f"resume checkpoint {str(resume)!r} was trained with a different split of the cohort: "
-                f"{_split_difference(previous, split)}; resume with the same split (and seed), e.g. the "
-                "run's split.json."
-            )
+        _check_resume_split(saved, resume, split)
     class_names = list(cohort.class_names) if cohort.class_names else None
     num_classes = len(class_names) if class_names else cohort.num_classes()
     if class_names is None:
@@ -291,6 +269,41 @@ def _set_up_cohort(config: TrainConfig, cohort: Any, resume: str | os.PathLike |
     except BaseException:
         loader.close()
         raise
+
+
+def _cohort_split(config: TrainConfig, cohort: Any, split: Any) -> dict[str, list[str]]:
+    """The run's case-level split (from the config's fractions unless given), checked for a training case."""
+    from ..cohort.splits import SPLIT_KEYS
+
+    if split is None:
+        split = cohort.split(val=config.val_fraction, test=config.test_fraction, seed=config.seed)
+    else:
+        split = cohort.resolve_split(split, seed=config.seed)
+    split = {k: list(split.get(k, [])) for k in SPLIT_KEYS}
+    if not split["train"]:
+        raise ValueError("the split has no training case; give the cohort more cases or smaller val/test shares.")
+    if cohort.channels < 1:
+        raise ValueError(
+            f"the cohort from {cohort.source!r} has no image channels; training needs an image for every case "
+            "(give each case an image file, or an 'image' column in the manifest)."
+        )
+    return split
+
+
+def _check_resume_split(saved: dict[str, Any], resume: str | os.PathLike, split: dict[str, list[str]]) -> None:
+    """Refuse to resume a checkpoint that was not trained on a cohort, or on another split of it."""
+    previous = (saved.get("cohort") or {}).get("split")
+    if previous is None:
+        raise ValueError(
+            f"resume checkpoint {str(resume)!r} was not trained on a cohort; resume it with the data it "
+            "was trained on."
+        )
+    if {k: list(previous.get(k, [])) for k in split} != split:
+        raise ValueError(
+            f"resume checkpoint {str(resume)!r} was trained with a different split of the cohort: "
+            f"{_split_difference(previous, split)}; resume with the same split (and seed), e.g. the "
+            "run's split.json."
+        )
 
 
 def _split_difference(before: dict[str, Any], now: dict[str, list[str]]) -> str:
