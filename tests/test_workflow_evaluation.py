@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +19,10 @@ from napari_seg_uncertainty.workflow.evaluation import (
     EVALUATION_FILES,
     EvaluationProgress,
     EvaluationResult,
+    SavedEvaluation,
     evaluate_checkpoints,
     fused_reference,
+    read_evaluation,
     ssn_samples,
     summarize_rows,
 )
@@ -223,3 +227,52 @@ def test_an_ssn_checkpoint_is_scored_with_its_samples(trained):
     assert ssn_samples(load_trained_model(trained["checkpoints"]["mean"]), case.image[0]) is None
     with pytest.raises(TypeError, match="trained"):
         ssn_samples("last.pt", case.image[0])
+
+
+def test_read_evaluation_gives_back_the_rows_and_what_was_evaluated(trained, evaluated):
+    _, result, out = evaluated
+    saved = read_evaluation(out)
+    assert isinstance(saved, SavedEvaluation) and saved.folder == str(out.resolve())
+    assert (saved.split, saved.reference, saved.num_bins, saved.seed, saved.tolerance_mm) == ("test", "majority", 15,
+                                                                                            0, 1.0)
+    assert saved.candidates == {n: str(Path(p).resolve()) for n, p in trained["checkpoints"].items()}
+    assert saved.case_ids == {n: tuple(trained["split"]["test"]) for n in trained["checkpoints"]}
+    assert saved.cohort == trained["cohort"].source
+    expected = result.case_rows()
+    assert [{k: v for k, v in r.items() if k != "value"} for r in saved.rows] == [
+        {k: v for k, v in r.items() if k != "value"} for r in expected]
+    np.testing.assert_array_equal([r["value"] for r in saved.rows], [r["value"] for r in expected])
+    assert all(type(r["value"]) is float for r in saved.rows)
+    assert [r["count"] for r in saved.reliability_rows] == [r["count"] for r in result.reliability_rows()]
+    np.testing.assert_array_equal([r["high"] for r in saved.summary_rows], [r["high"] for r in result.summary_rows()])
+    cohort = saved.load_cohort()
+    assert cohort.case_ids == trained["cohort"].case_ids and cohort.source == trained["cohort"].source
+
+
+def test_read_evaluation_names_a_missing_or_garbled_file(evaluated, tmp_path):
+    import shutil
+
+    _, _, out = evaluated
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "evaluation.json").write_text("{not json")
+    with pytest.raises(ValueError, match="evaluation.json.*not valid JSON"):
+        read_evaluation(copy)
+    (copy / "evaluation.json").write_text(json.dumps({"version": 1, "split": "test"}))
+    with pytest.raises(ValueError, match="evaluation.json.*lacks the key"):
+        read_evaluation(copy)
+    (copy / "evaluation.json").unlink()
+    with pytest.raises(FileNotFoundError, match="evaluation.json.*missing"):
+        read_evaluation(copy)
+    shutil.copy(out / "evaluation.json", copy / "evaluation.json")
+    (copy / "cases.csv").write_text("candidate,case_id,class,metric,value\nm,c,organ,dice,high\n")
+    with pytest.raises(ValueError, match="cases.csv.*line 2"):
+        read_evaluation(copy)
+    (copy / "summary.csv").unlink()
+    shutil.copy(out / "cases.csv", copy / "cases.csv")
+    with pytest.raises(FileNotFoundError, match="summary.csv"):
+        read_evaluation(copy)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        read_evaluation(tmp_path / "nowhere")
+    with pytest.raises(TypeError, match="folder"):
+        read_evaluation(3)

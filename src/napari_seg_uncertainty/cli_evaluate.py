@@ -3,8 +3,8 @@
 Runs :func:`~napari_seg_uncertainty.workflow.evaluation.evaluate_checkpoints`: every checkpoint on the
 held-out cases of the cohort (by default the split stored in the checkpoint), one line per case,
 then a summary table (means with 95 % bootstrap intervals over cases). ``DIR`` receives
-``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png``. Errors are printed as one
-``error: …`` line with exit status 2.
+``cases.csv``, ``summary.csv``, ``reliability.csv``, ``reliability.png`` and ``evaluation.json``.
+Errors are printed as one ``error: …`` line with exit status 2.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "stored splits; a case that trained a checkpoint is still refused",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder (cases.csv, summary.csv, reliability.*)"
+        "--out", required=True, metavar="DIR",
+        help="output folder (cases.csv, summary.csv, reliability.*, evaluation.json)",
     )
     parser.add_argument(
         "--reference",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_seg_uncertainty.cli import main
+from napari_seg_uncertainty.workflow.evaluation import EVALUATION_FILES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +53,7 @@ def test_evaluate_prints_every_case_and_the_summary(checkpoints, capsys):
     dice = next(line for line in lines if line.startswith("dice "))
     assert dice.count("[") == 2  # mean [low, high] per candidate
     assert "over 2 test cases" in captured.out and captured.err == ""
-    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "reliability.csv", "reliability.png", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(EVALUATION_FILES)
     # a second run into the same folder is refused (exit 2, nothing replaced) unless --overwrite
     before = (out / "summary.csv").read_bytes()
     assert main(argv) == 2

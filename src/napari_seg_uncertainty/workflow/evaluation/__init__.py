@@ -10,13 +10,15 @@ pooled over every voxel of every case (exact integer counts,
 :class:`~napari_seg_uncertainty.core.calibration.ReliabilityAccumulator`) and the mean of every
 metric with its 95 % bootstrap confidence interval over cases
 (:func:`~napari_seg_uncertainty.core.evaluation.statistics.bootstrap_ci`). With ``out_dir`` it writes
-``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png`` atomically.
+``cases.csv``, ``summary.csv``, ``reliability.csv``, ``reliability.png`` and ``evaluation.json``
+atomically; :func:`read_evaluation` reads such a folder back (:class:`SavedEvaluation`).
 
 * :mod:`.arguments` — candidate names, the cohort, each checkpoint's evaluated cases;
 * :mod:`.run` — the streaming evaluation (:func:`evaluate_checkpoints`), the fused reference, SSN samples;
 * :mod:`.summary` — means with bootstrap intervals from per-case rows (:func:`summarize_rows`);
 * :mod:`.results` — the result records;
-* :mod:`.files` — the files of an evaluation (:func:`write_evaluation`).
+* :mod:`.files` — the files of an evaluation (:func:`write_evaluation`);
+* :mod:`.saved` — reading them back (:func:`read_evaluation`).
 
 References
 ----------
@@ -31,6 +33,7 @@ from __future__ import annotations
 from .files import EVALUATION_FILES, write_evaluation
 from .results import CandidateEvaluation, EvaluationProgress, EvaluationResult, MetricSummary
 from .run import evaluate_checkpoints, fused_reference, ssn_samples
+from .saved import SavedEvaluation, read_evaluation
 from .summary import summarize_rows
 
 __all__ = [
@@ -39,8 +42,10 @@ __all__ = [
     "EvaluationProgress",
     "EvaluationResult",
     "MetricSummary",
+    "SavedEvaluation",
     "evaluate_checkpoints",
     "fused_reference",
+    "read_evaluation",
     "ssn_samples",
     "summarize_rows",
     "write_evaluation",

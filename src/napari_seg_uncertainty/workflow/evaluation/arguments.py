@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,3 +113,32 @@ def _evaluated_cases(
             )
     order = {c: i for i, c in enumerate(cohort.case_ids)}
     return sorted(cases, key=order.__getitem__)
+
+
+def cohort_options(cohort: Cohort) -> dict[str, Any]:
+    """The options of :func:`~napari_seg_uncertainty.core.cohort.load_cohort` that load ``cohort`` again.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        A loaded cohort.
+
+    Returns
+    -------
+    dict
+        ``class_names`` (list or None), ``target_spacing`` (list or None), ``task`` (the QUBIQ task all
+        cases were read from, or None) and ``on_error`` (``"skip"`` when cases were left out), JSON-ready.
+    """
+    tasks = {
+        int(match.group(1))
+        for case in cohort.cases
+        for path in case.rater_files
+        if (match := re.match(r"task(\d+)_seg\d+", os.path.basename(path)))
+    }
+    spacing = cohort.target_spacing
+    return {
+        "class_names": None if cohort.class_names is None else list(cohort.class_names),
+        "target_spacing": None if spacing is None else [float(s) for s in spacing],
+        "task": tasks.pop() if len(tasks) == 1 else None,
+        "on_error": "skip" if cohort.problems else "raise",
+    }

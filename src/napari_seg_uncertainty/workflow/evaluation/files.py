@@ -1,23 +1,30 @@
-"""The files of an evaluation: ``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png``."""
+"""Writing the files of an evaluation: ``cases.csv``, ``summary.csv``, ``reliability.csv``,
+``reliability.png`` and ``evaluation.json`` (what was evaluated, to read it back with :func:`read_evaluation`)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
+from ...core._atomic import atomic_write
 from ...core._validation import check_flag, describe
 from ..tables import refuse_existing
 from .results import EvaluationResult
 
-__all__ = ["EVALUATION_FILES", "write_evaluation"]
+__all__ = ["EVALUATION_FILES", "EVALUATION_VERSION", "write_evaluation"]
 
 #: The files :func:`evaluate_checkpoints` writes into ``out_dir``.
-EVALUATION_FILES = ("cases.csv", "summary.csv", "reliability.csv", "reliability.png")
+EVALUATION_FILES = ("cases.csv", "summary.csv", "reliability.csv", "reliability.png", "evaluation.json")
+
+#: Format version of ``evaluation.json``.
+EVALUATION_VERSION = 1
 
 
 def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, overwrite: bool) -> tuple[str, ...]:
-    """Write ``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png`` into ``folder``.
+    """Write ``cases.csv``, ``summary.csv``, ``reliability.csv``, ``reliability.png`` and ``evaluation.json``.
 
     Parameters
     ----------
@@ -32,15 +39,18 @@ def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, ove
     Returns
     -------
     tuple of str
-        The four paths. Each file is written atomically (temporary file renamed into place).
+        The five paths, in the order of :data:`EVALUATION_FILES`. Each file is written atomically
+        (temporary file renamed into place); ``evaluation.json`` comes last, so a folder holding it holds
+        the whole evaluation.
 
     Notes
     -----
     The figure's legend gives each candidate's pooled ECE (all voxels of all cases) and the case means
-    of TACE, NLL and Brier against the reference in the whole volume.
+    of TACE, NLL and Brier against the reference in the whole volume. ``evaluation.json`` holds
+    ``version``, ``split``, ``reference``, ``cohort`` (absolute source), ``cohort_options``,
+    ``candidates`` (name to absolute checkpoint path), ``case_ids`` (name to the evaluated cases),
+    ``tolerance_mm``, ``num_bins`` and ``seed``.
     """
-    from ...core.calibration import CalibrationSummary
-    from ..figures import ModelResult, draw_reliability, new_figure, save_figure
     from ..tables import write_rows
 
     if not isinstance(result, EvaluationResult):
@@ -53,6 +63,34 @@ def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, ove
         str(write_rows(folder / "summary.csv", result.summary_rows(), overwrite=overwrite)),
         str(write_rows(folder / "reliability.csv", result.reliability_rows(), overwrite=overwrite)),
     ]
+    written.append(_write_figure(result, folder / "reliability.png", overwrite=overwrite))
+    with atomic_write(folder / "evaluation.json", overwrite=overwrite) as temporary:
+        temporary.write_text(json.dumps(evaluation_record(result), indent=2, allow_nan=False) + "\n")
+    written.append(str(folder / "evaluation.json"))
+    return tuple(written)
+
+
+def evaluation_record(result: EvaluationResult) -> dict[str, Any]:
+    """The content of ``evaluation.json`` for ``result`` (see :func:`write_evaluation`)."""
+    return {
+        "version": EVALUATION_VERSION,
+        "split": result.split,
+        "reference": result.reference,
+        "cohort": result.cohort,
+        "cohort_options": dict(result.cohort_options),
+        "candidates": {c.name: os.path.abspath(c.checkpoint) for c in result.candidates},
+        "case_ids": {c.name: list(c.case_ids) for c in result.candidates},
+        "tolerance_mm": float(result.tolerance_mm),
+        "num_bins": int(result.num_bins),
+        "seed": int(result.seed),
+    }
+
+
+def _write_figure(result: EvaluationResult, path: Path, *, overwrite: bool) -> str:
+    """The pooled reliability diagram of every candidate, with its pooled ECE and case-mean scores."""
+    from ...core.calibration import CalibrationSummary
+    from ..figures import ModelResult, draw_reliability, new_figure, save_figure
+
     models = []
     for candidate in result.candidates:
         bins = candidate.reliability
@@ -64,8 +102,7 @@ def write_evaluation(result: EvaluationResult, folder: str | os.PathLike, *, ove
     figure = new_figure(6.0, 5.5)
     draw_reliability(figure, models)
     figure.suptitle(f"Pooled reliability, {result.split} cases (reference: {result.reference})", fontsize="medium")
-    written.append(save_figure(figure, folder / "reliability.png", overwrite=overwrite))
-    return tuple(written)
+    return str(save_figure(figure, path, overwrite=overwrite))
 
 
 def _overall(means: dict[tuple[str, str], float], metric: str) -> float:

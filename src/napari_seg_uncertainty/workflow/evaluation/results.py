@@ -127,12 +127,28 @@ class EvaluationResult:
         The fused reference of the calibration metrics and the pooled reliability.
     files : tuple of str
         The files written (empty without ``out_dir``).
+    cohort : str or None
+        The cohort's source (absolute path), from which :func:`read_evaluation` reloads it.
+    cohort_options : dict
+        What :func:`~napari_seg_uncertainty.core.cohort.load_cohort` needs besides the source to load
+        the same cohort again: ``class_names``, ``target_spacing``, ``task``, ``on_error``.
+    tolerance_mm : float
+        Surface Dice tolerance of the per-case rows.
+    num_bins : int
+        Bins of the pooled reliability diagram and of every case's ECE, MCE and TACE.
+    seed : int
+        Seed of the prediction's sampling and of the bootstrap.
     """
 
     candidates: tuple[CandidateEvaluation, ...]
     split: str
     reference: str
     files: tuple[str, ...] = ()
+    cohort: str | None = None
+    cohort_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    tolerance_mm: float = 1.0
+    num_bins: int = 15
+    seed: int = 0
 
     def __getitem__(self, name: str) -> CandidateEvaluation:
         for candidate in self.candidates:

@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Generator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from ...core._validation import check_choice, check_flag, check_int, check_real_
 from ...core.cohort.splits import SPLIT_KEYS
 from ...core.evaluation.case_metrics import REFERENCES
 from ..tables import refuse_existing
-from .arguments import _as_cohort, _candidate_names, _evaluated_cases
+from .arguments import _as_cohort, _candidate_names, _evaluated_cases, cohort_options
 from .files import EVALUATION_FILES, write_evaluation
 from .results import CandidateEvaluation, EvaluationProgress, EvaluationResult
 from .summary import summarize_rows
@@ -227,10 +228,12 @@ def _run(
             reliability=accumulator.aggregate(),
             summary=summarize_rows(rows, num_resamples=num_resamples, seed=seed),
         ))  # fmt: skip
-    result = EvaluationResult(tuple(candidates), split, reference)
+    result = EvaluationResult(
+        tuple(candidates), split, reference, cohort=os.path.abspath(cohort.source),
+        cohort_options=cohort_options(cohort), tolerance_mm=tolerance_mm, num_bins=num_bins, seed=seed,
+    )
     if folder is not None:
-        result = EvaluationResult(result.candidates, split, reference,
-                                  write_evaluation(result, folder, overwrite=overwrite))
+        result = replace(result, files=write_evaluation(result, folder, overwrite=overwrite))
     return result
 
 
