@@ -22,6 +22,7 @@ from napari_seg_uncertainty.workflow.evaluation import (
     SavedEvaluation,
     evaluate_checkpoints,
     fused_reference,
+    has_members,
     read_evaluation,
     ssn_samples,
     summarize_rows,
@@ -276,3 +277,38 @@ def test_read_evaluation_names_a_missing_or_garbled_file(evaluated, tmp_path):
         read_evaluation(tmp_path / "nowhere")
     with pytest.raises(TypeError, match="folder"):
         read_evaluation(3)
+
+
+def _entropy(p, axis):
+    """Shannon entropy in nats along ``axis`` (0 log 0 = 0), directly in numpy."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
+
+
+@pytest.mark.parametrize("options", [{"ensemble_size": 2}, {"dropout": 0.3, "predict_samples": 3}],
+                         ids=["ensemble", "mc_dropout"])
+def test_ensembles_and_mc_dropout_are_scored_with_their_members(trained, options):
+    cohort, split, root = trained["cohort"], trained["split"], trained["root"]
+    name = "_".join(options)
+    config = TrainConfig(target="onehot", channels=(4, 8), strides=(2,), num_res_units=0, epochs=1, steps_per_epoch=1,
+                         batch_size=2, patch_size=(16, 16), num_workers=0, device="cpu",
+                         output_dir=str(root / name), **options)
+    *_, last = train(config, cohort, split=split)
+    _, result = run(evaluate_checkpoints({name: last.checkpoint}, cohort, num_resamples=10, device="cpu"))
+    model = load_trained_model(last.checkpoint)
+    assert has_members(model)
+    for case_id in split["test"]:
+        image = cohort.load_case(case_id).image[0]
+        plain_prediction = predict(model, image, seed=0)
+        prediction = predict(model, image, seed=0, keep_members=True)
+        members = prediction.member_probabilities.astype(np.float64)
+        count = options.get("ensemble_size", 1) * options.get("predict_samples", 1)
+        assert plain_prediction.member_probabilities is None and members.shape == (count, 2, 24, 24)
+        np.testing.assert_array_equal(prediction.probabilities, plain_prediction.probabilities)
+        np.testing.assert_allclose(members.mean(axis=0), prediction.probabilities, atol=1e-6)
+        # MI = H(mean of the members) - mean of the members' H, normalized by ln C, averaged over voxels
+        direct = np.mean(_entropy(members.mean(axis=0), 0) - _entropy(members, 1).mean(axis=0)) / np.log(2)
+        got = {r["metric"]: r["value"] for r in result[name].rows if r["case_id"] == case_id and r["class"] == "all"}
+        assert {"ged2", "sample_diversity", "mutual_information"} <= set(got)
+        assert got["mutual_information"] == pytest.approx(direct, rel=1e-4, abs=1e-6)
+        assert got["mutual_information"] > 0  # the members disagree somewhere

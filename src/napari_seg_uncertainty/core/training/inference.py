@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._numeric import entropy_nats, label_dtype
-from .._validation import check_int, check_seed
+from .._validation import check_flag, check_int, check_seed
 from ..checkpoint import load_checkpoint
 from ..losses import mask_covariance, sample_low_rank_logits
 from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build_model, mc_dropout
@@ -189,6 +189,10 @@ class Prediction:
         One name per class, from the training data.
     spacing : tuple of float or None
         Voxel spacing of the training data.
+    member_probabilities : numpy.ndarray or None
+        float32 ``(M, C, *S)``: the probabilities of every ensemble member and Monte-Carlo dropout pass
+        (``M`` = members × passes, member-major; an SSN member's entry is its sample mean), whose mean
+        over ``M`` is ``probabilities``. Only with ``predict(..., keep_members=True)``, else None.
     """
 
     probabilities: np.ndarray
@@ -196,6 +200,7 @@ class Prediction:
     entropy: np.ndarray
     class_names: list[str]
     spacing: tuple[float, ...] | None
+    member_probabilities: np.ndarray | None = None
 
 
 def predict(
@@ -205,6 +210,7 @@ def predict(
     num_samples: int | None = None,
     device: str | None = None,
     seed: int = 0,
+    keep_members: bool = False,
 ) -> Prediction:
     """Run a trained model on an image: probabilities, argmax labels and normalized entropy.
 
@@ -222,11 +228,16 @@ def predict(
         Default: the model's device.
     seed : int
         Seed of SSN / dropout sampling.
+    keep_members : bool
+        Also return every member's and pass's probabilities (``Prediction.member_probabilities``,
+        ``M`` times the memory of ``probabilities``), for the mutual information and GED² of an
+        ensemble or MC-dropout model. The averaged probabilities are the same either way.
 
     Returns
     -------
     Prediction
-        ``probabilities``, ``labels``, ``entropy``, ``class_names`` and ``spacing``.
+        ``probabilities``, ``labels``, ``entropy``, ``class_names``, ``spacing`` and, with
+        ``keep_members``, ``member_probabilities``.
 
     References
     ----------
@@ -250,6 +261,8 @@ def predict(
         num_samples = trained.config.predict_samples
     num_samples = check_int(num_samples, name="num_samples", minimum=0)
     seed = check_seed(seed)
+    keep_members = check_flag(keep_members, name="keep_members")
+    members: list[torch.Tensor] | None = [] if keep_members else None
     arr = _prediction_image(trained, image)
     generator = torch.Generator(device=trained.device).manual_seed(seed)
     fork = torch.random.fork_rng(devices=[]) if trained.device.type == "cpu" else contextlib.nullcontext()
@@ -264,6 +277,7 @@ def predict(
             num_samples=num_samples,
             generator=generator,
             covariance_mask=_covariance_mask(trained, arr),
+            members=members,
         )
     probs = probs.numpy().astype(np.float32)
     num_classes = probs.shape[0]
@@ -274,6 +288,7 @@ def predict(
         entropy=entropy.astype(np.float32),
         class_names=list(trained.class_names),
         spacing=trained.spacing,
+        member_probabilities=None if members is None else torch.stack(members).numpy().astype(np.float32),
     )
 
 
@@ -423,10 +438,12 @@ def ensemble_probabilities(
     num_samples: int,
     generator: torch.Generator | None = None,
     covariance_mask: np.ndarray | None = None,
+    members: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean class probabilities ``(C, *S)`` over ensemble members, MC-dropout passes and SSN samples.
 
-    ``covariance_mask`` ``(*S)`` zeroes the SSN covariance where it is False before sampling.
+    ``covariance_mask`` ``(*S)`` zeroes the SSN covariance where it is False before sampling. A list
+    given as ``members`` receives every member's (and pass's) ``(C, *S)`` probabilities on the CPU.
     """
     total = None
     count = 0
@@ -445,6 +462,8 @@ def ensemble_probabilities(
                     else:
                         pieces.append(net.probabilities(raw))
                 probs = _assemble(pieces, sliced)
+                if members is not None:
+                    members.append(probs.cpu())
                 total = probs if total is None else total + probs
                 count += 1
     return (total / count).cpu()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from .files import EVALUATION_FILES, write_evaluation
 from .results import CandidateEvaluation, EvaluationProgress, EvaluationResult, MetricSummary
-from .run import evaluate_checkpoints, fused_reference, ssn_samples
+from .run import evaluate_checkpoints, fused_reference, has_members, ssn_samples
 from .saved import SavedEvaluation, read_evaluation
 from .summary import summarize_rows
 
@@ -45,6 +45,7 @@ __all__ = [
     "SavedEvaluation",
     "evaluate_checkpoints",
     "fused_reference",
+    "has_members",
     "read_evaluation",
     "ssn_samples",
     "summarize_rows",

@@ -31,7 +31,7 @@ from .summary import summarize_rows
 if TYPE_CHECKING:
     from ...core.cohort import Cohort
 
-__all__ = ["evaluate_checkpoints", "fused_reference", "ssn_samples"]
+__all__ = ["evaluate_checkpoints", "fused_reference", "has_members", "ssn_samples"]
 
 
 def fused_reference(raters: np.ndarray, reference: str, *, num_classes: int) -> np.ndarray:
@@ -112,7 +112,8 @@ def evaluate_checkpoints(
     num_samples : int, optional
         SSN samples / MC-dropout passes of the prediction (default: the checkpoint's config). An SSN
         checkpoint also draws that many label maps from its logit distribution for GED², sample
-        diversity and mutual information (:func:`ssn_samples`).
+        diversity and mutual information (:func:`ssn_samples`); an ensemble or an MC-dropout model
+        with several passes is scored with its members' probabilities (:func:`has_members`).
     num_resamples : int
         Bootstrap resamples of the confidence intervals.
     seed : int
@@ -209,12 +210,14 @@ def _run(
                 raise ValueError(f"case {case_id!r} of the cohort has no image; the model needs one to predict.")
             # one channel as (*S): a (1, Y, X) image would read as a one-slice volume
             image = case.image[0] if case.image.shape[0] == 1 else case.image
-            prediction = predict(trained, image, num_samples=num_samples, seed=seed)
+            prediction = predict(trained, image, num_samples=num_samples, seed=seed,
+                                 keep_members=has_members(trained, num_samples=num_samples))
             evaluation = evaluate_case(
                 prediction.probabilities, case.raters, spacing=case.spacing, num_classes=num_classes,
                 class_names=list(trained.class_names), reference=reference, tolerance_mm=tolerance_mm,
                 num_bins=num_bins, case_id=case_id,
                 samples=ssn_samples(trained, image, num_samples=num_samples, seed=seed),
+                member_probabilities=prediction.member_probabilities,
             )
             rows += [{"candidate": name, **row} for row in evaluation.rows()]
             target = fused_reference(case.raters, reference, num_classes=num_classes)
@@ -235,6 +238,37 @@ def _run(
     if folder is not None:
         result = replace(result, files=write_evaluation(result, folder, overwrite=overwrite))
     return result
+
+
+def has_members(trained: Any, *, num_samples: int | None = None) -> bool:
+    """Whether ``trained`` predicts from several members: an ensemble, or MC dropout with several passes.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        A loaded model.
+    num_samples : int, optional
+        MC-dropout passes (default ``config.predict_samples``).
+
+    Returns
+    -------
+    bool
+        True for a non-SSN model with ``ensemble_size > 1``, or with ``dropout > 0`` and more than one
+        pass; :func:`evaluate_checkpoints` then keeps the member probabilities of every case for GED²,
+        sample diversity and mutual information. An SSN is scored with its samples instead
+        (:func:`ssn_samples`).
+
+    References
+    ----------
+    .. [1] B. Lakshminarayanan, A. Pritzel, C. Blundell, "Simple and Scalable Predictive Uncertainty
+       Estimation using Deep Ensembles", NeurIPS 2017.
+    .. [2] Y. Gal, Z. Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
+    """
+    config = trained.config
+    if config.head == "ssn":
+        return False
+    passes = config.predict_samples if num_samples is None else num_samples
+    return trained.model.size > 1 or (config.dropout > 0 and passes > 1)
 
 
 def ssn_samples(trained: Any, image: Any, *, num_samples: int | None = None, seed: int = 0) -> np.ndarray | None:
