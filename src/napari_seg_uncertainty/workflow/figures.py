@@ -350,3 +350,83 @@ def maps_figure(image: np.ndarray, panels: dict[str, np.ndarray], raters: RaterS
         ax.set_axis_off()
     figure.colorbar(shown, ax=axes[-1], fraction=0.046)
     return figure
+
+
+# ---------------------------------------------------------------------------------------------------
+# tables drawn as figures (the study table, for a PNG and a dock)
+# ---------------------------------------------------------------------------------------------------
+__all__ += ["draw_table", "table_size"]
+
+#: Size of a drawn table: inches per character of a column's widest cell, per row, and around it.
+TABLE_INCH_PER_CHAR = 0.085
+TABLE_ROW_INCHES = 0.32
+TABLE_MARGIN_INCHES = 0.3
+
+
+def table_size(
+    header: Sequence[str], cells: Sequence[Sequence[str]], *, footnote_lines: int = 0
+) -> tuple[float, float]:
+    """Width and height in inches at which :func:`draw_table` shows every cell at 10 pt (100 % zoom at 100 dpi).
+
+    Each column is as wide as its longest line (header or cell) at :data:`TABLE_INCH_PER_CHAR` inches per
+    character plus padding; each row (the header counts its lines) :data:`TABLE_ROW_INCHES` high.
+    """
+    columns = [list(col) for col in zip(header, *cells)] if cells else [[h] for h in header]
+    widths = [max(len(line) for text in col for line in str(text).split("\n")) for col in columns]
+    header_lines = max((str(h).count("\n") + 1 for h in header), default=1)
+    width = sum(TABLE_INCH_PER_CHAR * w + 0.25 for w in widths) + 2 * TABLE_MARGIN_INCHES
+    height = TABLE_ROW_INCHES * (len(cells) + header_lines) + 0.2 * footnote_lines + 2 * TABLE_MARGIN_INCHES
+    return width, height
+
+
+def draw_table(
+    figure: Figure,
+    header: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    *,
+    bold: Any = None,
+    footnote: str = "",
+) -> dict[str, Any]:
+    """Draw a table of text: ``header`` over ``cells`` (rows of strings), a footnote below.
+
+    The cells have no fill (the figure's theme shows through, as in napari-matplotlib's dark style) and
+    the first column is left-aligned (row names). ``bold`` is an optional boolean array shaped as
+    ``cells``; those cells are drawn in bold.
+
+    Returns
+    -------
+    dict
+        ``{"axes": Axes, "table": matplotlib.table.Table, "footnote": Text or None}``.
+    """
+    figure.clear()
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    rows = [list(header)] + [list(row) for row in cells]
+    lines = footnote.count("\n") + 1 if footnote else 0
+    width, height = figure.get_size_inches()
+    foot = (0.2 * lines + TABLE_MARGIN_INCHES) / height if footnote else 0.0
+    widths = [3 + max(len(line) for r in rows for line in str(r[j]).split("\n")) for j in range(len(header))]
+    total = sum(widths)
+    table = ax.table(
+        cellText=rows,
+        cellLoc="center",
+        colWidths=[w / total for w in widths],
+        bbox=[0.0, foot, 1.0, 1.0 - foot],
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    bold = np.zeros((len(cells), len(header)), dtype=bool) if bold is None else np.asarray(bold, dtype=bool)
+    for (r, c), cell in table.get_celld().items():
+        cell.set_facecolor("none")
+        cell.set_edgecolor("0.6")
+        cell.set_linewidth(0.5)
+        text = cell.get_text()
+        if c == 0:
+            cell.set_text_props(ha="left")
+            cell.PAD = 0.02
+        if r == 0 or (r > 0 and bold[r - 1, c]):
+            text.set_fontweight("bold")
+    note = None
+    if footnote:
+        note = ax.text(0.0, 0.0, footnote, transform=ax.transAxes, fontsize=8, va="bottom", ha="left", wrap=False)
+    return {"axes": ax, "table": table, "footnote": note}
