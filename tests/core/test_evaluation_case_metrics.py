@@ -296,3 +296,24 @@ def test_box_of_two_separate_structures_matches_the_mask_on_the_whole_image():
     assert s["tace_raters_box"] == pytest.approx(thresholded_adaptive_ce(probs, soft, mask=box))
     assert s["nll_reference_box"] == pytest.approx(negative_log_likelihood(probs, fused, mask=box))
     np.testing.assert_allclose(result.per_class["brier_raters_box"], brier_score_per_class(probs, soft, mask=box))
+
+
+@pytest.mark.parametrize("reference", ["majority", "staple", "mean"])
+def test_recall_and_precision_match_sklearn(reference):
+    from sklearn.metrics import precision_score, recall_score
+
+    probs, stack = _case(num_classes=4, raters=3, seed=3)
+    probs[3] = 0.0  # class 3 never predicted: precision undefined
+    probs /= probs.sum(axis=0)
+    result = evaluate_case(probs, stack, num_classes=4, reference=reference)
+    fused = {"majority": lambda: majority_vote(stack, num_classes=4),
+             "staple": lambda: np.asarray(staple(stack, num_classes=4).labels),
+             "mean": lambda: np.argmax(rater_mean(stack, num_classes=4), axis=0)}[reference]()
+    truth, predicted = fused.ravel(), probs.argmax(axis=0).ravel()
+    options = {"labels": [1, 2, 3], "average": None, "zero_division": np.nan}
+    np.testing.assert_allclose(result.per_class["recall"][1:], recall_score(truth, predicted, **options), rtol=1e-12)
+    np.testing.assert_allclose(result.per_class["precision"][1:], precision_score(truth, predicted, **options),
+                               rtol=1e-12)
+    assert np.isnan(result.per_class["precision"][3]) and np.isnan(result.per_class["recall"][0])
+    rows = {(r["class"], r["metric"]) for r in result.rows()}
+    assert {("class 1", "recall"), ("class 2", "precision")} <= rows

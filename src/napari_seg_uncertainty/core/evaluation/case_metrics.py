@@ -14,6 +14,7 @@ Undefined values are NaN, never an error:
 
 * Dice and surface Dice of a class absent from both maps (SSN paper convention);
 * HD95 of a class absent from either map (no surface to measure from);
+* recall of a class absent from the reference, precision of a class absent from the prediction;
 * segment-level entropy of a class that is not predicted anywhere;
 * every metric of the foreground box when no rater labels any foreground (no box), and TACE when no
   probability exceeds its threshold;
@@ -86,7 +87,8 @@ class CaseEvaluation:
         The fused reference: ``"staple"``, ``"majority"`` or ``"mean"``.
     per_class : dict of str to numpy.ndarray
         Metric name to a ``(C,)`` float64 array (background entry NaN for overlap metrics):
-        ``dice``, ``surface_dice``, ``hd95`` (against the reference); ``dice_rater_mean``,
+        ``dice``, ``surface_dice``, ``hd95``, ``recall``, ``precision`` (against the reference; recall
+        and precision as in SoftSeg's Table 3); ``dice_rater_mean``,
         ``surface_dice_rater_mean``, ``hd95_rater_mean`` (mean over raters of the per-rater value, NaN
         raters skipped); ``segment_entropy`` (nats, Mehrtash eq. 7); ``brier_{target}_{region}``.
     per_rater : dict of str to numpy.ndarray
@@ -234,16 +236,18 @@ def _overlap_metrics(
     tolerance: float,
     spacing: tuple[float, ...] | None,
     pred_boxes: list[tuple[slice, ...] | None],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dice, surface Dice and HD95 ``(C,)`` of every foreground class.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dice, surface Dice, HD95, recall and precision ``(C,)`` of every foreground class.
 
     Each class is scored on the box around its voxels in both maps (plus a margin), which gives the
     same numbers as the whole image (every voxel outside is background in both maps, and MONAI crops
     to that box itself) at a fraction of the cost. Conventions of :func:`dice_per_class` and
     :func:`surface_dice_per_class`: NaN for a class absent from both maps, 0 for a class present in
-    one only (HD95: NaN, there is no surface to measure from).
+    one only (HD95: NaN, there is no surface to measure from). Recall (true positives over the
+    reference's voxels) is NaN where the reference lacks the class, precision (over the predicted
+    voxels) where the prediction lacks it.
     """
-    dice, nsd, hd = (np.full(num_classes, np.nan) for _ in range(3))
+    dice, nsd, hd, recall, precision = (np.full(num_classes, np.nan) for _ in range(5))
     ref_boxes = _class_boxes(ref, num_classes)
     for c in range(1, num_classes):
         if pred_boxes[c] is None and ref_boxes[c] is None:
@@ -251,12 +255,15 @@ def _overlap_metrics(
         crop = _union_crop(pred_boxes[c], ref_boxes[c], pred.shape)
         p, r = pred[crop] == c, ref[crop] == c
         n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
-        dice[c] = 2.0 * int(np.count_nonzero(p & r)) / (n_p + n_r)
+        hits = int(np.count_nonzero(p & r))
+        dice[c] = 2.0 * hits / (n_p + n_r)
+        recall[c] = hits / n_r if n_r else math.nan
+        precision[c] = hits / n_p if n_p else math.nan
         if n_p and n_r:
             nsd[c], hd[c] = _surface_scores(p, r, tolerance=tolerance, spacing=spacing)
         else:
             nsd[c] = 0.0
-    return dice, nsd, hd
+    return dice, nsd, hd, recall, precision
 
 
 def _fused(stack: np.ndarray, reference: str, num_classes: int) -> np.ndarray:
@@ -309,7 +316,8 @@ def evaluate_case(
     """Every per-case metric of the studies for one predicted case.
 
     Overlap (against the fused reference and each rater): Dice, surface Dice at ``tolerance_mm`` and
-    HD95 in mm, spacing-aware (MONAI). Calibration in the whole volume and in the dilated foreground
+    HD95 in mm, spacing-aware (MONAI); recall and precision per class against the reference (Lemay et
+    al., Table 3). Calibration in the whole volume and in the dilated foreground
     bounding box (Mehrtash et al.: ``box_margin_mm`` in-plane, ``box_slice_margin`` slices, around the
     union of the raters' foreground): ECE and MCE (equal-width bins on the max probability), TACE, NLL
     and Brier, against the rater distribution (the rater mean as a soft target, SoftSeg) and against the
@@ -400,8 +408,8 @@ def evaluate_case(
     per_class: dict[str, np.ndarray] = {}
     options = {"num_classes": c_count, "tolerance": tolerance, "spacing": spc}
     options["pred_boxes"] = _class_boxes(prediction, c_count)
-    dice, nsd, hd = _overlap_metrics(prediction, fused, **options)
-    per_class.update(dice=dice, surface_dice=nsd, hd95=hd)
+    dice, nsd, hd, recall, precision = _overlap_metrics(prediction, fused, **options)
+    per_class.update(dice=dice, surface_dice=nsd, hd95=hd, recall=recall, precision=precision)
     rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
     per_rater = {
         name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(("dice", "surface_dice", "hd95"))
