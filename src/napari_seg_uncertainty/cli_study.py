@@ -154,8 +154,7 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     try:
         while True:
             progress = next(gen)
-            text = getattr(progress, "text", None)
-            write(text() if callable(text) else str(progress))
+            write(str(progress))
     except StopIteration as stop:
         result = stop.value
     table = Path(result.out_dir) / "study.md"
