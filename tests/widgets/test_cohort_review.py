@@ -1,0 +1,245 @@
+"""The Cohort review dock in a real viewer: an evaluation folder of two tiny models (a softmax U-Net and an
+SSN) on a generated 2-D cohort whose cases have their own spacing and non-zero origins."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+from napari_seg_uncertainty.core.io import read_image
+from napari_seg_uncertainty.core.training import TrainConfig, predict, train
+from napari_seg_uncertainty.widgets._review_table import COLUMNS, uncertainty_color
+from napari_seg_uncertainty.widgets.cohort_review import LAYER_NAMES, CohortReviewWidget
+from napari_seg_uncertainty.workflow.evaluation import evaluate_checkpoints
+from napari_seg_uncertainty.workflow.review import ReviewSession
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """10 generated 2-D cases (32 x 32, two raters), 3 held out; a softmax U-Net and an SSN, 2 x 2 steps each,
+    evaluated into ``evaluation/``."""
+    import torch
+
+    root = tmp_path_factory.mktemp("review")
+    source = make_phantom_cohort(10, root / "cohort", ndim=2, num_raters=2, shape=(32, 32), seed=2)
+    cohort = load_cohort(source)
+    split = cohort.split(val=0.2, test=0.3, seed=0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    checkpoints = {}
+    try:
+        for name, extra in (("unet", {}), ("ssn", {"head": "ssn", "loss": "ssn", "ssn_rank": 2, "ssn_samples": 4,
+                                                  "target": "random_rater"})):
+            config = TrainConfig(channels=(4, 8), strides=(2,), num_res_units=0, epochs=2, steps_per_epoch=2,
+                                 batch_size=2, patch_size=(16, 16), num_workers=0, device="cpu",
+                                 output_dir=str(root / "runs" / name), **extra)
+            *_, last = train(config, cohort, split=split)
+            checkpoints[name] = last.checkpoint
+        gen = evaluate_checkpoints(checkpoints, cohort, out_dir=root / "evaluation", num_resamples=200,
+                                   device="cpu")
+        for _record in gen:
+            pass
+    finally:
+        torch.set_num_threads(previous)
+    return {"root": root, "evaluation": root / "evaluation", "source": source, "test": split["test"],
+            "checkpoints": checkpoints}
+
+
+def _opened(make_napari_viewer, qtbot, folder):
+    viewer = make_napari_viewer()
+    widget = CohortReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cohort review")
+    assert widget.open_folder(folder["evaluation"]) is not None
+    qtbot.waitUntil(lambda: widget.session is not None and not widget.busy, timeout=TIMEOUT_MS)
+    return viewer, widget
+
+
+def _open(qtbot, widget, case_id=None, step=None):
+    worker = widget.open_case(case_id) if step is None else step()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.busy and widget.case is not None
+                    and (case_id is None or widget.case_id == case_id), timeout=TIMEOUT_MS)
+    return widget.case
+
+
+def _notifications():
+    from napari.utils.notifications import notification_manager
+
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+    return messages
+
+
+def test_table_lists_the_cases_ranked_sorted_filtered_and_coloured(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    session = ReviewSession.open(folder["evaluation"])
+    assert list(widget._candidate.choices) == ["unet", "ssn"] == list(session.candidates)
+    rows = {row.case_id: row for row in session.case_rows("unet")}
+    assert sorted(rows) == sorted(folder["test"])
+    # ranked for review by default: the session's queue, top to bottom
+    assert widget.table.case_order() == list(session.review_order("unet"))
+    from qtpy.QtCore import Qt
+
+    view = widget.table.native
+    fields = [field for _, field in COLUMNS]
+    for i in range(view.rowCount()):
+        row = rows[widget.table.case_at(i)]
+        for j, field in enumerate(fields):
+            assert view.item(i, j).data(Qt.ItemDataRole.UserRole) == getattr(row, field)  # the value itself
+        assert view.item(i, 2).background().color().name() == uncertainty_color(row.uncertainty)
+    # a click on the Dice header sorts by value (not by text), twice: descending
+    view.sortItems(fields.index("dice"))
+    dice = [rows[c].dice for c in widget.table.case_order()]
+    assert dice == sorted(dice)
+    view.sortItems(fields.index("dice"), Qt.SortOrder.DescendingOrder)
+    assert [rows[c].dice for c in widget.table.case_order()] == sorted(dice, reverse=True)
+    # filter by case id text, and only the cases not reviewed
+    first = folder["test"][0]
+    widget._filter.value = first[-2:]
+    assert widget.table.case_order() == [c for c in widget.table.case_order() if first[-2:] in c] \
+        and first in widget.table.case_order()
+    widget._filter.value = ""
+    _open(qtbot, widget, first)
+    widget._reviewed.value = True
+    widget._only_open.value = True
+    assert first not in widget.table.case_order() and len(widget.table.case_order()) == len(rows) - 1
+    widget._reviewed.value = False
+    widget._only_open.value = False
+    assert len(widget.table.case_order()) == len(rows)
+    # the plots dock: the pooled reliability of both candidates; no study table for an evaluation folder
+    assert "Cohort plots" in viewer.window.dock_widgets
+    qtbot.waitUntil(lambda: not widget.plots.rendering, timeout=TIMEOUT_MS)
+    figure = widget.plots.panels["Reliability"].canvas.figure
+    legend = " ".join(t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+    assert "unet: ECE" in legend and "ssn: ECE" in legend
+    texts = [t.get_text() for ax in widget.plots.panels["Study table"].canvas.figure.axes for t in ax.texts]
+    assert any("No study table" in t for t in texts)
+
+
+def test_selecting_a_case_shows_its_layers_on_its_grid(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    case_id = widget.table.case_order()[0]
+    cohort = load_cohort(folder["source"])
+    data = cohort.load_case(case_id)
+    assert any(abs(v) > 0 for v in data.origin)  # the phantom cases lie away from the origin
+    widget.table.native.selectRow(0)  # a click on the first row
+    _open(qtbot, widget, case_id)
+    names = [layer.name for layer in widget.layers]
+    assert names == [LAYER_NAMES["image"], LAYER_NAMES["entropy"], f"{LAYER_NAMES['rater']} 1",
+                     f"{LAYER_NAMES['rater']} 2", LAYER_NAMES["prediction"]]  # no SSN samples for the U-Net
+    for layer in widget.layers:
+        np.testing.assert_allclose(layer.scale, data.spacing)
+        np.testing.assert_allclose(layer.translate, data.origin)
+        assert layer.metadata["nsu_case"] == case_id
+    np.testing.assert_array_equal(viewer.layers[LAYER_NAMES["image"]].data, data.image[0])
+    for r in range(2):
+        np.testing.assert_array_equal(viewer.layers[f"{LAYER_NAMES['rater']} {r + 1}"].data, data.raters[r])
+    direct = predict(folder["checkpoints"]["unet"], data.image[0], seed=0)  # the model run directly
+    np.testing.assert_array_equal(viewer.layers[LAYER_NAMES["prediction"]].data, direct.labels)
+    np.testing.assert_allclose(viewer.layers[LAYER_NAMES["entropy"]].data, direct.entropy, rtol=1e-6)
+    assert not widget._keep_sample.enabled and widget._keep_prediction.enabled
+
+
+def test_next_previous_replace_the_case_and_keep_the_users_layers(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    messages = _notifications()
+    order = widget.table.case_order()
+    first = _open(qtbot, widget, step=widget.next_case)  # nothing open: Next opens the top case
+    assert first.case_id == order[0]
+    mine = viewer.add_points(np.array([[1.0, 2.0]]), name="my notes")
+    before = list(widget.layers)
+    prediction = viewer.layers[LAYER_NAMES["prediction"]]
+    prediction.data[0, 0] = 1 - prediction.data[0, 0]  # an edit, not kept
+    second = _open(qtbot, widget, order[1], step=widget.next_case)
+    assert second.case_id == order[1]
+    assert all(layer not in viewer.layers for layer in before)  # the first case's layers are gone
+    assert "my notes" in viewer.layers and viewer.layers["my notes"] is mine
+    assert sum(layer.name == LAYER_NAMES["prediction"] for layer in viewer.layers) == 1
+    assert [m for m in messages if "were dropped" in m and order[0] in m]
+    assert widget.table.selected_case() == order[1]
+    back = _open(qtbot, widget, order[0], step=widget.previous_case)
+    assert back.case_id == order[0]
+    assert not [m for m in messages if "were dropped" in m and order[1] in m]  # no edit: no warning
+    assert widget.previous_case() is None  # the top of the table
+
+
+def test_mark_reviewed_persists_in_review_json(make_napari_viewer, qtbot, folder):
+    _viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    case_id = widget.table.case_order()[1]
+    _open(qtbot, widget, case_id)
+    widget._reviewed.value = True  # the checkbox, as a click
+    state = json.loads((folder["evaluation"] / "review.json").read_text())
+    assert state["cases"][case_id]["reviewed"] is True
+    assert ReviewSession.open(folder["evaluation"]).is_reviewed(case_id)
+    row = widget.table.case_order().index(case_id)
+    reviewed = [field for _, field in COLUMNS].index("reviewed")
+    assert widget.table.native.item(row, reviewed).text() == "✓"
+    widget.set_reviewed(False)
+    assert not ReviewSession.open(folder["evaluation"]).is_reviewed(case_id)
+    assert widget._reviewed.value is False
+
+
+def test_keep_edited_prediction_twice_writes_two_new_raters(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    case_id = widget.table.case_order()[-1]
+    case = _open(qtbot, widget, case_id)
+    raters = case.raters.shape[0]
+    layer = viewer.layers[LAYER_NAMES["prediction"]]
+    edited = np.array(layer.data)
+    edited[2:6, 2:6] = 1
+    layer.data = edited
+    first = widget.keep_prediction()
+    edited2 = edited.copy()
+    edited2[8:10, 8:10] = 1
+    layer.data = edited2
+    second = widget.keep_prediction()
+    assert first is not None and second is not None and first != second
+    assert first.exists() and second.exists()
+    saved, meta = read_image(first)
+    np.testing.assert_array_equal(saved, edited)
+    np.testing.assert_allclose(meta.spacing, case.spacing)
+    np.testing.assert_allclose(meta.origin, case.origin)
+    np.testing.assert_array_equal(read_image(second)[0], edited2)
+    assert f"{LAYER_NAMES['rater']} {raters + 2}" in viewer.layers
+    # the cohort, loaded again, has the two annotations as raters of the case
+    reloaded = load_cohort(folder["source"]).load_case(case_id)
+    assert reloaded.raters.shape[0] == raters + 2
+    np.testing.assert_array_equal(reloaded.raters[raters], edited)
+    assert [a.kind for a in ReviewSession.open(folder["evaluation"]).annotations(case_id)][-2:] == ["edited"] * 2
+
+
+def test_ssn_samples_slider_and_keep_sample(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    case_id = widget.table.case_order()[0]
+    case = _open(qtbot, widget, case_id, step=lambda: widget.open_case(case_id, candidate="ssn"))
+    assert widget.candidate == "ssn" and case.ssn_samples is not None
+    samples = viewer.layers[LAYER_NAMES["samples"]]
+    assert samples.data.shape[0] == case.ssn_samples.shape[0] >= 2
+    np.testing.assert_allclose(samples.scale, (1.0, *case.spacing))
+    np.testing.assert_allclose(samples.translate, (0.0, *case.origin))
+    viewer.dims.set_point(0, 1)  # the samples slider on sample 1
+    assert widget.sample_index() == 1
+    path = widget.keep_sample()
+    assert path is not None
+    np.testing.assert_array_equal(read_image(path)[0], case.ssn_samples[1])
+    assert ReviewSession.open(folder["evaluation"]).annotations(case_id)[-1].kind == "ssn_sample"
+
+
+def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = CohortReviewWidget(viewer)
+    messages = _notifications()
+    failed = []
+    widget.failed.connect(failed.append)
+    widget.open_folder(tmp_path)
+    qtbot.waitUntil(lambda: bool(failed), timeout=TIMEOUT_MS)
+    assert not widget.busy and widget.session is None
+    assert [m for m in messages if "neither a study folder nor an evaluation folder" in m]
+    assert widget.open_folder("") is None
+    assert widget.open_case("case_000") is None
