@@ -216,12 +216,16 @@ class ReviewSession:
         """The cases evaluated for ``candidate``, in cohort order."""
         return tuple(self.saved.case_ids[self._candidate(candidate)])
 
+    def _all_cases(self) -> tuple[str, ...]:
+        """Every evaluated case once, the first candidate's cases first."""
+        return tuple(dict.fromkeys(c for ids in self.saved.case_ids.values() for c in ids))
+
     def _case(self, case_id: Any) -> str:
         if not isinstance(case_id, str):
             raise TypeError(f"case_id must be a case id (str), got {describe(case_id)}.")
-        known = {c for ids in self.saved.case_ids.values() for c in ids}
+        known = self._all_cases()
         if case_id not in known:
-            shown = ", ".join(repr(c) for c in sorted(known)[:5])
+            shown = ", ".join(repr(c) for c in known[:5])
             raise ValueError(f"case {case_id!r} was not evaluated here; the evaluated cases are {shown}"
                              f"{' …' if len(known) > 5 else ''}.")
         return case_id
@@ -372,8 +376,9 @@ class ReviewSession:
         return bool(mark and mark.reviewed)
 
     def reviewed_cases(self) -> tuple[str, ...]:
-        """The cases marked reviewed, in the order they were first marked."""
-        return tuple(c for c, m in marks(read_state(self.state_path)).items() if m.reviewed)
+        """The cases marked reviewed, in evaluation order (the first candidate's cases first)."""
+        found = marks(read_state(self.state_path))
+        return tuple(c for c in self._all_cases() if c in found and found[c].reviewed)
 
     def note(self, case_id: str) -> str:
         """The reviewer's note of ``case_id`` (empty without one)."""
