@@ -179,6 +179,14 @@ def test_errors(synthetic):
         study_table(rows, metrics=["tumour:dice"], test="t-test")
 
 
+def test_markdown_escapes_a_bar_in_a_name(synthetic):
+    rows, _ = synthetic
+    runs = {f"{n}/seed{s}": ("a|b" if n == "svls" else n) for n in CANDIDATES for s in range(NUM_SEEDS)}
+    markdown = study_table(rows, metrics=["tumour:dice"], runs=runs, num_resamples=100).to_markdown()
+    assert "| a\\|b | **" in markdown
+    assert all(line.count(" | ") == 1 for line in markdown.split("\n")[:5] if line.startswith("| "))
+
+
 def test_one_candidate_has_no_marks(synthetic):
     rows, _ = synthetic
     only = [r for r in rows if r["candidate"].startswith("svls")]

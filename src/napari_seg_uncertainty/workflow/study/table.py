@@ -177,8 +177,10 @@ class StudyTable:
             Decimals of every number.
         """
         header, cells, bold, star = _cells(self, percent=percent, digits=digits)
+        header = [h.replace("|", "\\|") for h in header]  # a "|" inside a cell would split it
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + [":---:"] * (len(header) - 1)) + "|"]
         for r, row in enumerate(cells):
+            row = [t.replace("|", "\\|") for t in row]
             shown = [(f"**{t}**" if bold[r, c] else t) + (" *" if star[r, c] else "") for c, t in enumerate(row)]
             lines.append("| " + " | ".join(shown) + " |")
         return "\n".join(lines) + "\n\n" + _footnote(self, percent=percent) + "\n"
