@@ -355,3 +355,43 @@ def test_save_annotation_in_every_layout(study, tmp_path, layout, expected, join
         np.testing.assert_array_equal(reloaded.load_case(case_id).raters[-1], labels)
     again = session.save_annotation(case_id, labels, kind="edited")
     assert again != path and again.exists() and not math.isnan(float(read_image(again)[0].sum()))
+
+
+def test_save_annotation_of_a_resampled_case_goes_to_annotations(study, tmp_path):
+    source = make_phantom_cohort(7, tmp_path / "cohort", ndim=3, num_raters=2, num_classes=3, shape=SHAPE, seed=3)
+    cohort = load_cohort(source, class_names=phantom_class_names(3), target_spacing=(2.0, 1.0, 1.0))
+    out = tmp_path / "evaluation"
+    run(evaluate_checkpoints({"unet": study["checkpoints"]["unet"]}, cohort, out_dir=out, num_resamples=50,
+                             device="cpu"))
+    session = ReviewSession.open(out)
+    case_id = study["split"]["test"][0]
+    case = session.load_case(case_id, "unet")
+    assert case.spacing == pytest.approx((2.0, 1.0, 1.0)) and case.raters.shape[1:] != SHAPE
+    path = session.save_annotation(case_id, case.prediction.labels, kind="edited")
+    assert path == tmp_path / "cohort" / "_annotations" / case_id / "edited_1.nii.gz"
+    data, meta = read_image(path)
+    np.testing.assert_array_equal(data, case.prediction.labels)
+    assert meta.spacing == pytest.approx(case.spacing) and meta.origin == pytest.approx(case.origin)
+    assert load_cohort(source)[case_id].num_raters == 2  # the case's own files are untouched
+    assert session.annotations(case_id)[0].in_cohort is False
+
+
+def test_review_rows_rank_ties_and_undefined_cases():
+    from napari_seg_uncertainty.workflow.review.table import review_rows
+
+    def rows(case_id, dice, entropy):
+        return [{"case_id": case_id, "class": "organ", "metric": "dice", "value": dice},
+                {"case_id": case_id, "class": "organ", "metric": "segment_entropy", "value": entropy},
+                {"case_id": case_id, "class": "all", "metric": "ece_reference_volume", "value": 0.1}]
+
+    table = review_rows(rows("a", 0.9, 0.2) + rows("b", 0.5, 0.8) + rows("c", 0.7, 0.2) + rows("d", 0.8, math.nan),
+                        ["a", "b", "c", "d"], reviewed=["c"])
+    by_id = {r.case_id: r for r in table}
+    # b most uncertain; a and c tie on entropy, the lower Dice (c) first; d has no entropy: no rank
+    assert [by_id[c].rank for c in "abcd"] == [3, 1, 2, None]
+    # average ranks 1.5, 3, 1.5 of three finite entropies, scaled by (n - 1) = 2
+    np.testing.assert_allclose([by_id[c].uncertainty for c in "abc"], [0.25, 1.0, 0.25])
+    assert math.isnan(by_id["d"].uncertainty) and math.isnan(by_id["d"].nll) and by_id["a"].ece == 0.1
+    assert [r.reviewed for r in table] == [False, False, True, False]
+    (alone,) = review_rows(rows("a", 0.9, 0.2), ["a"])
+    assert alone.uncertainty == 0.5 and alone.rank == 1

@@ -17,6 +17,7 @@ References
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +157,7 @@ class ReviewSession:
         self._model: tuple[str, Any] | None = None
         self._class_names: tuple[str, ...] | None = None
         self._grids: dict[str, tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], np.ndarray]] = {}
+        self._lock = threading.RLock()  # the dock calls from worker threads: one cohort scan, one model
         read_state(self.state_path)  # a broken review.json is reported on opening, not at the first mark
 
     @classmethod
@@ -300,18 +302,20 @@ class ReviewSession:
     # cases -------------------------------------------------------------------------------------------------
     def cohort(self) -> Cohort:
         """The evaluated cohort, loaded again from its source with the evaluation's options (cached)."""
-        if self._cohort is None:
-            self._cohort = self.saved.load_cohort()
-        return self._cohort
+        with self._lock:
+            if self._cohort is None:
+                self._cohort = self.saved.load_cohort()
+            return self._cohort
 
     def _trained(self, candidate: str) -> Any:
         """The candidate's model; one model in memory at a time."""
         from ...core.training import load_trained_model
 
-        if self._model is None or self._model[0] != candidate:
-            self._model = None  # free the previous model before loading the next
-            self._model = (candidate, load_trained_model(self.saved.candidates[candidate], device=self.device))
-        return self._model[1]
+        with self._lock:
+            if self._model is None or self._model[0] != candidate:
+                self._model = None  # free the previous model before loading the next
+                self._model = (candidate, load_trained_model(self.saved.candidates[candidate], device=self.device))
+            return self._model[1]
 
     def load_case(self, case_id: str, candidate: str, *, num_samples: int | None = None, seed: int = 0) -> ReviewCase:
         """Read a case, predict it with the candidate's checkpoint and, for an SSN, sample label maps.
@@ -348,9 +352,10 @@ class ReviewSession:
         if data.image is None:
             raise ValueError(f"case {case_id!r} has no image; the checkpoint needs one to predict.")
         image = data.image[0] if data.image.shape[0] == 1 else data.image  # one channel as (*S)
-        trained = self._trained(candidate)
-        prediction = predict(trained, image, num_samples=num_samples, seed=seed)
-        samples = ssn_samples(trained, image, num_samples=num_samples, seed=seed)
+        with self._lock:  # one prediction at a time: predict seeds torch's global generator
+            trained = self._trained(candidate)
+            prediction = predict(trained, image, num_samples=num_samples, seed=seed)
+            samples = ssn_samples(trained, image, num_samples=num_samples, seed=seed)
         direction = np.asarray(data.direction, dtype=float)
         self._grids[case_id] = (data.shape, tuple(data.spacing), tuple(data.origin), direction)
         return ReviewCase(case_id=case_id, candidate=candidate, image=image, raters=data.raters,
