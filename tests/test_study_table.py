@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from napari_seg_uncertainty.core.evaluation import bootstrap_ci, compare_candidates
-from napari_seg_uncertainty.workflow.figures import table_size
+from napari_seg_uncertainty.workflow.figures import table_size, wrap_footnote
 from napari_seg_uncertainty.workflow.study.rows import default_candidate, metric_direction, metric_label
 from napari_seg_uncertainty.workflow.study.table import (
     StudyTable,
@@ -263,9 +263,10 @@ def test_png_size_and_drawing(synthetic, tmp_path):
     cells = [line.strip("| ").split(" | ") for line in markdown_lines[2:5]]
     cells = [[c.strip("*") for c in row] for row in cells]
     header = markdown_lines[0].strip("| ").split(" | ")
-    width, height = table_size(header, cells, footnote_lines=1)
-    assert image.shape[1] == round(100 * width)
-    assert image.shape[0] >= round(100 * height)  # plus the footnote's further lines
+    footnote = table.to_markdown().strip().split("\n")[-1]
+    width, height = table_size(header, cells, footnote=footnote)
+    assert image.shape[:2] == (round(100 * height), round(100 * width))
+    assert len(wrap_footnote(footnote, width)) >= 3
     figure = new_figure(6, 3)
     drawn = draw_study_table(figure, table)
     texts = {c.get_text().get_text(): c.get_text().get_fontweight() for c in drawn["table"].get_celld().values()}

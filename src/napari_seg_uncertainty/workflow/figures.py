@@ -355,28 +355,39 @@ def maps_figure(image: np.ndarray, panels: dict[str, np.ndarray], raters: RaterS
 # ---------------------------------------------------------------------------------------------------
 # tables drawn as figures (the study table, for a PNG and a dock)
 # ---------------------------------------------------------------------------------------------------
-__all__ += ["draw_table", "table_size"]
+__all__ += ["draw_table", "table_size", "wrap_footnote"]
 
 #: Size of a drawn table: inches per character of a column's widest cell, per row, and around it.
-TABLE_INCH_PER_CHAR = 0.085
+TABLE_INCH_PER_CHAR = 0.095
 TABLE_ROW_INCHES = 0.32
 TABLE_MARGIN_INCHES = 0.3
+#: A footnote line at 8 pt: inches per character (DejaVu Sans, on average) and line height.
+FOOTNOTE_INCH_PER_CHAR = 0.065
+FOOTNOTE_LINE_INCHES = 0.16
 
 
-def table_size(
-    header: Sequence[str], cells: Sequence[Sequence[str]], *, footnote_lines: int = 0
-) -> tuple[float, float]:
+def table_size(header: Sequence[str], cells: Sequence[Sequence[str]], *, footnote: str = "") -> tuple[float, float]:
     """Width and height in inches at which :func:`draw_table` shows every cell at 10 pt (100 % zoom at 100 dpi).
 
     Each column is as wide as its longest line (header or cell) at :data:`TABLE_INCH_PER_CHAR` inches per
-    character plus padding; each row (the header counts its lines) :data:`TABLE_ROW_INCHES` high.
+    character plus padding; each row (the header counts its lines) :data:`TABLE_ROW_INCHES` high; the
+    footnote is wrapped to the table's width (:func:`wrap_footnote`).
     """
     columns = [list(col) for col in zip(header, *cells)] if cells else [[h] for h in header]
     widths = [max(len(line) for text in col for line in str(text).split("\n")) for col in columns]
     header_lines = max((str(h).count("\n") + 1 for h in header), default=1)
     width = sum(TABLE_INCH_PER_CHAR * w + 0.25 for w in widths) + 2 * TABLE_MARGIN_INCHES
-    height = TABLE_ROW_INCHES * (len(cells) + header_lines) + 0.2 * footnote_lines + 2 * TABLE_MARGIN_INCHES
+    lines = len(wrap_footnote(footnote, width)) if footnote else 0
+    height = TABLE_ROW_INCHES * (len(cells) + header_lines) + FOOTNOTE_LINE_INCHES * lines + 2 * TABLE_MARGIN_INCHES
     return width, height
+
+
+def wrap_footnote(text: str, width: float, *, scale: float = 1.0) -> list[str]:
+    """``text`` in lines that fit ``width`` inches at ``8 * scale`` pt (textwrap; paragraphs kept)."""
+    import textwrap
+
+    chars = max(30, int(width / (FOOTNOTE_INCH_PER_CHAR * scale)))
+    return [line for paragraph in text.split("\n") for line in textwrap.wrap(paragraph, chars) or [""]]
 
 
 def draw_table(
@@ -391,7 +402,8 @@ def draw_table(
 
     The cells have no fill (the figure's theme shows through, as in napari-matplotlib's dark style) and
     the first column is left-aligned (row names). ``bold`` is an optional boolean array shaped as
-    ``cells``; those cells are drawn in bold.
+    ``cells``; those cells are drawn in bold. The text is 10 pt (the footnote 8 pt, wrapped to the
+    figure's width) when the figure is as wide as :func:`table_size`, smaller in a narrower figure.
 
     Returns
     -------
@@ -402,31 +414,33 @@ def draw_table(
     ax = figure.add_subplot()
     ax.set_axis_off()
     rows = [list(header)] + [list(row) for row in cells]
-    lines = footnote.count("\n") + 1 if footnote else 0
     width, height = figure.get_size_inches()
-    foot = (0.2 * lines + TABLE_MARGIN_INCHES) / height if footnote else 0.0
+    scale = max(0.6, min(1.0, width / table_size(header, cells)[0]))
+    lines = wrap_footnote(footnote, width, scale=scale) if footnote else []
+    foot = (FOOTNOTE_LINE_INCHES * scale * len(lines) + TABLE_MARGIN_INCHES) / height if lines else 0.0
     widths = [3 + max(len(line) for r in rows for line in str(r[j]).split("\n")) for j in range(len(header))]
-    total = sum(widths)
     table = ax.table(
         cellText=rows,
         cellLoc="center",
-        colWidths=[w / total for w in widths],
-        bbox=[0.0, foot, 1.0, 1.0 - foot],
+        colWidths=[w / sum(widths) for w in widths],
+        bbox=[0.005, foot, 0.99, 0.995 - foot],
     )
     table.auto_set_font_size(False)
-    table.set_fontsize(10)
+    table.set_fontsize(10.0 * scale)
     bold = np.zeros((len(cells), len(header)), dtype=bool) if bold is None else np.asarray(bold, dtype=bool)
     for (r, c), cell in table.get_celld().items():
         cell.set_facecolor("none")
         cell.set_edgecolor("0.6")
         cell.set_linewidth(0.5)
-        text = cell.get_text()
         if c == 0:
             cell.set_text_props(ha="left")
             cell.PAD = 0.02
         if r == 0 or (r > 0 and bold[r - 1, c]):
-            text.set_fontweight("bold")
+            cell.get_text().set_fontweight("bold")
     note = None
-    if footnote:
-        note = ax.text(0.0, 0.0, footnote, transform=ax.transAxes, fontsize=8, va="bottom", ha="left", wrap=False)
+    if lines:
+        note = ax.annotate(
+            "\n".join(lines), xy=(0.005, foot), xycoords="axes fraction", xytext=(0, -8), textcoords="offset points",
+            fontsize=8.0 * scale, va="top", ha="left",
+        )
     return {"axes": ax, "table": table, "footnote": note}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,14 +452,12 @@ def _compare(
 
 
 def draw_study_table(figure: Figure, table: StudyTable, *, percent: Sequence[str] = (), digits: int = 3) -> dict:
-    """Draw the study table onto ``figure`` (bold where :attr:`StudyTable.marked`, the footnote below it,
-    wrapped to the figure's width).
+    """Draw the study table onto ``figure`` (bold where :attr:`StudyTable.marked`, the footnote below it).
 
     Returns the dict of :func:`~napari_seg_uncertainty.workflow.figures.draw_table`.
     """
     header, cells, bold = _drawn_cells(table, percent=percent, digits=digits)
-    note = _wrapped_footnote(table, percent, figure.get_size_inches()[0])
-    return draw_table(figure, header, cells, bold=bold, footnote=note)
+    return draw_table(figure, header, cells, bold=bold, footnote=_footnote(table, percent=percent))
 
 
 def _drawn_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> tuple[list, list, np.ndarray]:
@@ -469,17 +466,10 @@ def _drawn_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> t
     return header, cells, bold
 
 
-def _wrapped_footnote(table: StudyTable, percent: Sequence[str], width: float) -> str:
-    """The footnote in lines that fit ``width`` inches at 8 pt (about 0.075 inch per character)."""
-    return textwrap.fill(_footnote(table, percent=percent), width=max(40, int(width / 0.075)))
-
-
 def study_figure(table: StudyTable, *, percent: Sequence[str] = (), digits: int = 3) -> Figure:
     """A new figure of the study table, sized so that every cell reads at 10 pt (``study.png`` at 100 dpi)."""
     header, cells, _ = _drawn_cells(table, percent=percent, digits=digits)
-    note = _wrapped_footnote(table, percent, table_size(header, cells)[0])
-    figure = new_figure(*table_size(header, cells, footnote_lines=note.count("\n") + 1))
-    figure.set_layout_engine(None)
+    figure = new_figure(*table_size(header, cells, footnote=_footnote(table, percent=percent)))
     draw_study_table(figure, table, percent=percent, digits=digits)
     return figure
 
