@@ -1,0 +1,236 @@
+"""Running a study: an interrupted study resumes without retraining finished runs; launchers through submitit."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_seg_uncertainty.core.checkpoint import load_checkpoint
+from napari_seg_uncertainty.workflow.study import load_study, plan_study, run_study
+from napari_seg_uncertainty.workflow.study import launch as launch_module
+from napari_seg_uncertainty.workflow.study.launch import StudyProgress, launch_runs, make_executor, train_run
+from napari_seg_uncertainty.workflow.study.spec import LauncherSettings, SlurmSettings
+
+TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "channels": [4, 8], "strides": [2],
+        "num_workers": 0, "device": "cpu", "patches_per_case": 1}  # fmt: skip
+
+
+def _study(**changes):
+    study = {
+        "name": "tiny",
+        "cohort": {"phantom": {"n_cases": 6, "ndim": 2, "shape": [16, 16], "num_classes": 2}},
+        "split": {"val": 0.2, "test": 0.4, "seed": 0},
+        "base": dict(TINY),
+        "candidates": [{"name": "a", "config": {"target": "onehot"}}, {"name": "b", "config": {"target": "svls"}}],
+        "evaluate": {"num_resamples": 200},
+        "table": {"metrics": ["organ:dice", "all:ece_reference_volume"], "reference": "a"},
+    }
+    study.update(changes)
+    return study
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _finish(gen):
+    records = []
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, records
+
+
+def test_an_interrupted_study_resumes_without_retraining_finished_runs(tmp_path):
+    out = tmp_path / "study"
+    gen = run_study(_study(), out_dir=out)
+    records = []
+    for record in gen:  # stop the second run after its first epoch, as Ctrl-C in a front end would
+        assert isinstance(record, StudyProgress)
+        records.append(record)
+        if record.run_id == "b/seed0" and "epoch 1/2" in record.text:
+            gen.close()
+            break
+    assert {r.phase for r in records} == {"cohort", "train"}
+    a_last, b_last = out / "runs/a/seed0/last.pt", out / "runs/b/seed0/last.pt"
+    assert load_checkpoint(a_last)["reason"] == "final"
+    interrupted = load_checkpoint(b_last)
+    assert interrupted["reason"] == "cancelled" and interrupted["global_step"] == 2
+    assert not (out / "study.csv").exists()
+    a_sha, a_mtime = _sha(a_last), os.stat(a_last).st_mtime_ns
+    assert [(r.run_id, r.status) for r in plan_study(_study(), out)] == [("a/seed0", "finished"), ("b/seed0", "resume")]
+
+    result, records = _finish(run_study(_study(), out_dir=out))
+    assert (result.trained, result.skipped) == (("b/seed0",), ("a/seed0",))
+    assert not any(r.run_id == "a/seed0" for r in records if r.phase == "train")
+    assert (_sha(a_last), os.stat(a_last).st_mtime_ns) == (a_sha, a_mtime)  # never touched
+    finished = load_checkpoint(b_last)
+    assert finished["reason"] == "final" and finished["global_step"] == 4
+    for name in ("study.yaml", "study.csv", "study.md", "study.png", "study_cases.csv", "qc.csv", "qc.png",
+                 "evaluation/cases.csv", "evaluation/summary.csv", "evaluation/checkpoints.json"):
+        assert (out / name).is_file(), name
+    assert result.table.candidates == ("a", "b")
+
+    # the resumed run is the run an uninterrupted one would have been
+    alone, _ = _finish(run_study(_study(candidates=[{"name": "b", "config": {"target": "svls"}}],
+                                        table={"metrics": ["organ:dice"]}), out_dir=tmp_path / "alone"))
+    weights = load_checkpoint(tmp_path / "alone/runs/b/seed0/last.pt")["state_dict"]
+    assert all(torch.equal(weights[k], finished["state_dict"][k]) for k in weights)
+
+    # the table's means are the means of the per-case values of cases.csv
+    with open(out / "evaluation/cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for i, run in enumerate(("a/seed0", "b/seed0")):
+        dice = [float(r["value"]) for r in rows if (r["candidate"], r["class"], r["metric"]) == (run, "organ", "dice")]
+        ece = [float(r["value"]) for r in rows
+               if (r["candidate"], r["class"], r["metric"]) == (run, "all", "ece_reference_volume")]
+        assert len(dice) == len(result.table.case_ids) >= 2
+        np.testing.assert_allclose(result.table.mean[i], [np.mean(dice), np.mean(ece)], rtol=1e-12)
+
+    # a third start trains nothing and reads the evaluation back: no checkpoint changed
+    cases_mtime = os.stat(out / "evaluation/cases.csv").st_mtime_ns
+    again, records = _finish(run_study(_study(), out_dir=out))
+    assert (again.trained, again.skipped) == ((), ("a/seed0", "b/seed0"))
+    assert any("checkpoints unchanged" in r.text for r in records)
+    assert os.stat(out / "evaluation/cases.csv").st_mtime_ns == cases_mtime
+    np.testing.assert_array_equal(again.table.mean, result.table.mean)
+
+
+def test_a_finished_run_trained_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "study"
+    _finish(run_study(_study(candidates=[{"name": "a", "config": {"target": "onehot"}}],
+                             table={"metrics": ["organ:dice"]}), out_dir=out))
+    changed = _study(candidates=[{"name": "a", "config": {"target": "onehot", "loss": "dice"}}])
+    with pytest.raises(ValueError, match=r"run a/seed0 .*loss: 'ce' -> 'dice'"):
+        plan_study(changed, out)
+    with pytest.raises(ValueError, match=r"loss: 'ce' -> 'dice'"):
+        run_study(changed, out_dir=out)
+    # another cohort in the same folder is refused too: its runs saw other cases
+    other = _study(candidates=[{"name": "a", "config": {"target": "onehot"}}],
+                   cohort={"phantom": {"n_cases": 7, "ndim": 2, "shape": [16, 16]}})
+    with pytest.raises(ValueError, match="another cohort"):
+        run_study(other, out_dir=out)
+    # the device does not change what a run learns
+    moved = _study(candidates=[{"name": "a", "config": {"target": "onehot", "device": "auto"}}])
+    assert [r.status for r in plan_study(moved, out)] == ["finished"]
+
+
+def test_the_parallel_launcher_trains_two_runs_as_submitit_processes(tmp_path):
+    out = tmp_path / "study"
+    result, records = _finish(run_study(_study(), out_dir=out, launcher="parallel", jobs=2))
+    assert sorted(result.trained) == ["a/seed0", "b/seed0"]
+    started = [r for r in records if r.phase == "train" and "started as process" in r.text]
+    assert len(started) == 2
+    for run in ("a", "b"):
+        assert load_checkpoint(out / f"runs/{run}/seed0/last.pt")["reason"] == "final"
+    assert list((out / "parallel").glob("*_result.pkl"))  # submitit's own job files
+    assert (out / "study.csv").is_file()
+
+
+class _FakeJob:
+    """A job that ends after a few looks (a stand-in for submitit's LocalJob)."""
+
+    def __init__(self, log, folder, polls=2):
+        self.job_id, self.folder, self.log, self.polls = str(len(log)), folder, log, polls
+
+    def done(self):
+        self.polls -= 1
+        if self.polls <= 0:
+            self.log.append(("end", self.folder))
+        return self.polls <= 0
+
+    def result(self):
+        return os.path.join(self.folder, "last.pt")
+
+    def cancel(self, check=True):
+        self.log.append(("cancel", self.folder))
+
+
+class _FakeExecutor:
+    def __init__(self, log):
+        self.log = log
+
+    def update_parameters(self, **kwargs):
+        pass
+
+    def submit(self, function, folder):
+        assert function is train_run
+        self.log.append(("submit", folder))
+        return _FakeJob(self.log, folder)
+
+
+def test_the_parallel_launcher_submits_past_jobs_only_once_a_job_has_ended(tmp_path, monkeypatch):
+    log = []
+    monkeypatch.setattr(launch_module, "make_executor", lambda *a, **k: _FakeExecutor(log))
+    monkeypatch.setattr(launch_module, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(launch_module, "_cuda_devices", lambda: 0)
+    runs = [type("Run", (), {"run_id": f"r{i}/seed0", "folder": f"f{i}"})() for i in range(3)]
+    gen = launch_runs(runs, LauncherSettings(kind="parallel", jobs=2), out_dir=tmp_path)
+    done, _ = _finish(gen)
+    assert sorted(done) == ["r0/seed0", "r1/seed0", "r2/seed0"]
+    assert log[:2] == [("submit", "f0"), ("submit", "f1")]
+    third = log.index(("submit", "f2"))
+    assert ("end", "f0") in log[:third] or ("end", "f1") in log[:third]
+    running = 0
+    for event, _ in log:
+        running += {"submit": 1, "end": -1}.get(event, 0)
+        assert running <= 2
+
+
+@pytest.fixture
+def slurm_available(monkeypatch):
+    """SLURM's ``srun`` as seen by submitit, without a cluster (only the submission is inspected)."""
+    from submitit.slurm import slurm
+
+    monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    return slurm
+
+
+def test_the_slurm_executor_gets_the_study_settings(tmp_path, slurm_available):
+    settings = LauncherSettings(kind="slurm", jobs=3, slurm=SlurmSettings(
+        partition="gpu", timeout_min=120, gpus_per_node=1, cpus_per_task=4, mem_gb=16, account="lab",
+        setup=["module load cuda"],
+    ))  # fmt: skip
+    executor = make_executor(settings, tmp_path / "slurm")
+    parameters = executor._executor.parameters
+    assert {k: parameters[k] for k in ("partition", "time", "gpus_per_node", "cpus_per_task", "mem", "account",
+                                       "array_parallelism", "setup")} == {
+        "partition": "gpu", "time": 120, "gpus_per_node": 1, "cpus_per_task": 4, "mem": "16GB", "account": "lab",
+        "array_parallelism": 3, "setup": ["module load cuda"],
+    }  # fmt: skip
+    script = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=120", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB", "#SBATCH --account=lab", "module load cuda"):
+        assert line in script.splitlines(), line
+
+
+def test_slurm_runs_are_submitted_as_one_array_of_train_run_jobs(tmp_path, slurm_available, monkeypatch):
+    from submitit.core.utils import DelayedSubmission
+
+    submitted = []
+
+    def fake_submit(self, command):  # what sbatch would receive, instead of calling it
+        submitted.append(self._make_submission_file_text(command, "uid"))
+        return slurm_available.SlurmJob(folder=self.folder, job_id="4242", tasks=[0])
+
+    monkeypatch.setattr(slurm_available.SlurmExecutor, "_submit_command", fake_submit)
+    runs = [type("Run", (), {"run_id": f"r{i}/seed0", "folder": str(tmp_path / f"r{i}")})() for i in range(4)]
+    settings = LauncherSettings(kind="slurm", jobs=2, slurm=SlurmSettings(partition="gpu"))
+    gen = launch_runs(runs, settings, out_dir=tmp_path)
+    records = [next(gen) for _ in runs]
+    gen.close()
+    assert [r.text for r in records] == [f"r{i}/seed0: submitted as SLURM job 4242_{i}" for i in range(4)]
+    assert len(submitted) == 1
+    assert "#SBATCH --array=0-3%2" in submitted[0].splitlines()
+    pickles = sorted((tmp_path / "slurm").glob("4242_*_submitted.pkl"))
+    assert len(pickles) == 4
+    jobs = [DelayedSubmission.load(p) for p in pickles]
+    assert all(job.function is train_run for job in jobs)
+    assert sorted(job.args for job in jobs) == [(str(tmp_path / f"r{i}"),) for i in range(4)]
