@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint
-from napari_seg_uncertainty.workflow.study import load_study, plan_study, run_study
 from napari_seg_uncertainty.workflow.study import launch as launch_module
+from napari_seg_uncertainty.workflow.study import plan_study, run_study
 from napari_seg_uncertainty.workflow.study.launch import StudyProgress, launch_runs, make_executor, train_run
 from napari_seg_uncertainty.workflow.study.spec import LauncherSettings, SlurmSettings
 
