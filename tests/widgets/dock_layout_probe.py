@@ -13,7 +13,7 @@ import sys
 import time
 
 WIDGETS = ("Load raters", "Soft labels", "Train", "Calibration", "Uncertainty maps", "SSN samples",
-           "Guided workflow (demo)")
+           "Cohort review", "Guided workflow (demo)")
 PLUGIN = "napari-seg-uncertainty"
 
 

@@ -18,6 +18,7 @@ from napari_seg_uncertainty.workflow.review import ReviewSession
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TIMEOUT_MS = 120_000
+PLUGIN = "napari-seg-uncertainty"
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,10 @@ def folder(tmp_path_factory):
 
 
 def _opened(make_napari_viewer, qtbot, folder):
+    """A viewer with the dock opened from the Plugins menu (napari hands it a viewer proxy), the folder read."""
     viewer = make_napari_viewer()
-    widget = CohortReviewWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Cohort review")
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort review")
+    assert isinstance(widget, CohortReviewWidget)
     assert widget.open_folder(folder["evaluation"]) is not None
     qtbot.waitUntil(lambda: widget.session is not None and not widget.busy, timeout=TIMEOUT_MS)
     return viewer, widget
@@ -233,7 +235,7 @@ def test_ssn_samples_slider_and_keep_sample(make_napari_viewer, qtbot, folder):
 
 def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
-    widget = CohortReviewWidget(viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort review")
     messages = _notifications()
     failed = []
     widget.failed.connect(failed.append)
@@ -243,3 +245,7 @@ def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot,
     assert [m for m in messages if "neither a study folder nor an evaluation folder" in m]
     assert widget.open_folder("") is None
     assert widget.open_case("case_000") is None
+    # closing the dock closes its plots dock too
+    assert "Cohort plots" in viewer.window.dock_widgets
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: "Cohort plots" not in viewer.window.dock_widgets, timeout=TIMEOUT_MS)

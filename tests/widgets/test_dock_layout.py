@@ -44,7 +44,7 @@ def test_docks_fit_the_screen(size, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["screen"] == list(size)
-    assert "all" in report["cases"] and len(report["cases"]) == 8
+    assert "all" in report["cases"] and len(report["cases"]) == 9
     problems = {}
     for case, entry in report["cases"].items():
         width, height = entry["window"]

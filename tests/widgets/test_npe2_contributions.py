@@ -28,6 +28,7 @@ def test_manifest_is_discovered_with_widgets_and_samples():
     manifest = pm.get_manifest(PLUGIN)
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert "Load raters" in widgets
+    assert "Cohort review" in widgets
     samples = {s.key for s in manifest.contributions.sample_data}
     assert {"phantom_2d", "phantom_3d", "real_ct_2d", "real_mr_3d"} <= samples
 

@@ -32,7 +32,7 @@ __all__ = [
 #: Title of the plots dock.
 PLOTS_DOCK = "Cohort plots"
 #: Least height of a plot (pixels): the plots dock shares the column with the review dock at 1280×800.
-MIN_PANEL_HEIGHT = 160
+MIN_PANEL_HEIGHT = 100
 
 
 def draw_pooled_reliability(figure: Any, results: Sequence[Any], *, title: str) -> None:
@@ -129,7 +129,7 @@ class ReviewPlots:
         from qtpy.QtWidgets import QTabWidget
 
         self.native = QTabWidget()
-        self.native.setMinimumHeight(MIN_PANEL_HEIGHT + 40)
+        self.native.setMinimumHeight(MIN_PANEL_HEIGHT + 30)
         self.panels: dict[str, FigurePanel] = {}
         for name, empty in self.TABS:
             panel = FigurePanel(viewer, empty=empty)

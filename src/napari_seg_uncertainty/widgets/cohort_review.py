@@ -31,6 +31,8 @@ from ._common import notify_errors, show_info, show_warning
 from ._layer_queue import keep_selection
 from ._review_plots import PLOTS_DOCK, ReviewPlots
 from ._review_table import ReviewTable
+from ._train_curves import dock_of
+from .train import _UndockWatcher
 
 if TYPE_CHECKING:
     import napari
@@ -92,13 +94,10 @@ class CohortReviewWidget(DockWidget):
             layout.addWidget(widget)
         self.disable_while_busy(self._open, self._browse)
         self.finish_layout(min_height=160)
-        self.plots = ReviewPlots(self._viewer)
-        window = getattr(self._viewer, "window", None)
-        if window is not None and hasattr(window, "add_dock_widget"):
-            window.add_dock_widget(self.plots.native, name=PLOTS_DOCK, area="right")
-            from qtpy.QtCore import QTimer
-
-            QTimer.singleShot(0, self._balance_docks)
+        self.plots: ReviewPlots | None = None
+        self._ensure_plots()
+        self._undock_watcher = _UndockWatcher(self._close_plots, self.native)
+        self.native.installEventFilter(self._undock_watcher)
         self._set_actions()
 
     def _build_controls(self) -> None:
@@ -219,7 +218,7 @@ class CohortReviewWidget(DockWidget):
             if candidates:
                 self._candidate.value = candidates[0]
         self._fill_table()
-        self.plots.show_session(session)
+        self._ensure_plots().show_session(session)
         count = self.table.native.rowCount()
         self.done(session, f"{count} evaluated case(s) of {len(candidates)} candidate(s); select a case to open it.")
 
@@ -414,15 +413,38 @@ class CohortReviewWidget(DockWidget):
         return None
 
     # docks ------------------------------------------------------------------------------------------
+    def _ensure_plots(self) -> ReviewPlots:
+        """The *Cohort plots* dock, docked below this one (again, if it was closed)."""
+        if self.plots is None:
+            self.plots = ReviewPlots(self._viewer)
+            window = getattr(self._viewer, "window", None)
+            if window is not None and hasattr(window, "add_dock_widget"):
+                window.add_dock_widget(self.plots.native, name=PLOTS_DOCK, area="right")
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(0, self._balance_docks)
+        return self.plots
+
+    def _close_plots(self) -> None:
+        """This dock was closed: close the *Cohort plots* dock with it (it would be left orphaned)."""
+        plots, self.plots = self.plots, None
+        if plots is None:
+            return
+        try:
+            if dock_of(plots.native) is not None:
+                self._viewer.window.remove_dock_widget(plots.native)
+            plots.native.deleteLater()
+        except (RuntimeError, LookupError, AttributeError):  # the viewer is closing: Qt deletes it anyway
+            pass
+
     def _balance_docks(self) -> None:
         """Give the review dock most of the column's height when the plots dock sits below it."""
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QMainWindow
 
-        from ._train_curves import dock_of
-
         try:
-            review, plots = dock_of(self.native), dock_of(self.plots.native)
+            review = dock_of(self.native)
+            plots = dock_of(self.plots.native) if self.plots is not None else None
             if review is None or plots is None or review.isFloating() or plots.isFloating():
                 return
             window = review.parentWidget()
