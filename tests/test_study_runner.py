@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from napari_seg_uncertainty.core.checkpoint import load_checkpoint
+from napari_seg_uncertainty.workflow.study import example_studies, load_study, plan_study, run_study
 from napari_seg_uncertainty.workflow.study import launch as launch_module
-from napari_seg_uncertainty.workflow.study import plan_study, run_study
 from napari_seg_uncertainty.workflow.study.launch import StudyProgress, launch_runs, make_executor, train_run
 from napari_seg_uncertainty.workflow.study.spec import LauncherSettings, SlurmSettings
 
@@ -77,6 +77,7 @@ def test_an_interrupted_study_resumes_without_retraining_finished_runs(tmp_path)
                  "evaluation/cases.csv", "evaluation/summary.csv", "evaluation/checkpoints.json"):
         assert (out / name).is_file(), name
     assert result.table.candidates == ("a", "b")
+    assert load_study(out / "study.yaml").to_dict() == load_study(_study()).to_dict()
 
     # the resumed run is the run an uninterrupted one would have been
     alone, _ = _finish(run_study(_study(candidates=[{"name": "b", "config": {"target": "svls"}}],
@@ -234,3 +235,19 @@ def test_slurm_runs_are_submitted_as_one_array_of_train_run_jobs(tmp_path, slurm
     jobs = [DelayedSubmission.load(p) for p in pickles]
     assert all(job.function is train_run for job in jobs)
     assert sorted(job.args for job in jobs) == [(str(tmp_path / f"r{i}"),) for i in range(4)]
+
+
+def test_a_tiny_version_of_the_mehrtash_example_runs_to_its_table(tmp_path):
+    import yaml
+
+    study = yaml.safe_load(example_studies()["mehrtash"].read_text())
+    study["base"].update({k: v for k, v in TINY.items() if k != "epochs"}, epochs=1)
+    study["cohort"]["phantom"].update(n_cases=6, shape=[16, 16])
+    study["evaluate"].update(num_resamples=200)
+    result, _ = _finish(run_study(study, out_dir=tmp_path / "mehrtash"))
+    assert result.table.candidates == ("ce", "dice", "ce-ensemble", "ce-mc-dropout")
+    assert result.table.metrics == tuple(study["table"]["metrics"])
+    assert np.isfinite(result.table.mean).all()
+    assert result.evaluation.candidates[2].name == "ce-ensemble/seed0"
+    assert {item.structure for item in result.quality} == {"organ"}
+    assert "ECE (reference, volume) %" in (tmp_path / "mehrtash/study.md").read_text()

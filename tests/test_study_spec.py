@@ -152,3 +152,31 @@ def test_every_example_study_loads_and_plans(tmp_path):
     assert (mehrtash.table.test, mehrtash.table.alpha) == ("bootstrap", 0.01)
     assert mehrtash.candidate("ce-ensemble").config.ensemble_size == 3
     assert mehrtash.candidate("ce-mc-dropout").config.dropout == 0.5
+
+
+def _metric_keys(num_classes: int, **options) -> set[str]:
+    """Every ``"<class>:<metric>"`` key evaluate_case writes for a phantom cohort's classes."""
+    import numpy as np
+
+    from napari_seg_uncertainty.core.cohort.phantom import phantom_class_names
+    from napari_seg_uncertainty.core.evaluation.case_metrics import evaluate_case
+
+    raters = np.zeros((3, 24, 24), np.uint8)
+    for r in range(3):
+        raters[r, 4 + r:18, 5:19] = 1
+        if num_classes > 2:
+            raters[r, 8:12 + r, 8:13] = 2
+    probabilities = np.full((num_classes, 24, 24), 0.1 / (num_classes - 1))
+    np.put_along_axis(probabilities, raters[:1].astype(np.int64), 0.9, axis=0)
+    rows = evaluate_case(probabilities, raters, spacing=(1.0, 1.0), num_classes=num_classes,
+                         class_names=phantom_class_names(num_classes), **options).rows()
+    return {f"{row['class']}:{row['metric']}" for row in rows}
+
+
+def test_every_example_table_metric_is_written_by_the_evaluation():
+    for name, path in example_studies().items():
+        spec = load_study(path)
+        keys = _metric_keys(spec.cohort.num_classes, reference=spec.evaluate.reference)
+        missing = sorted(set(spec.table.metrics) - keys)
+        assert not missing, (name, missing)
+        assert set(spec.table.percent) <= set(spec.table.metrics), name

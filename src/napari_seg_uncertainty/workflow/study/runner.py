@@ -9,9 +9,11 @@ never silently reused for other settings.
 
 :func:`run_study` is a generator of :class:`~napari_seg_uncertainty.workflow.study.launch.StudyProgress`
 records: it writes the generated cohort (if the study asks for one) and ``OUT/study.yaml`` (the
-resolved study and its case-level split), trains through the study's launcher, evaluates every run
-on the held-out split (``OUT/evaluation``, only again when a checkpoint changed: their SHA-256 are kept
-in ``OUT/evaluation/checkpoints.json``), and writes the study table and the quality control. It
+resolved study: a study file with every candidate's full configuration; each run folder's
+``run.json`` and ``split.json`` hold the cohort and the case-level split), trains through the
+study's launcher, evaluates every run on the held-out split (``OUT/evaluation``, only again when a
+checkpoint changed: their SHA-256 are kept in ``OUT/evaluation/checkpoints.json``), and writes the
+study table and the quality control. It
 returns a :class:`StudyResult`.
 
 References
@@ -299,9 +301,8 @@ def _run(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], settings: Any,
     root.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    with atomic_write(root / STUDY_FILE, overwrite=True) as temporary:
-        resolved = {**spec.to_dict(), "cohort_source": source, "resolved_split": split}
-        temporary.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    with atomic_write(root / STUDY_FILE, overwrite=True) as temporary:  # a study file that load_study reads
+        temporary.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     files.append(str(root / STUDY_FILE))
     pending = [run for run in runs if run.status != "finished"]
     for run in runs:
