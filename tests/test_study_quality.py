@@ -117,7 +117,8 @@ def test_draw():
     assert list(drawn["axes"]) == list(STRUCTURES)
     title = drawn["axes"]["tumour"].get_title()
     item = items[0]
-    assert title.startswith("tumour") and f"ens: ρ = {item.correlation.rho:.2f}" in title
+    c = item.correlation
+    assert title.startswith("tumour") and f"ens: r = {c.pearson_r:.2f}, ρ = {c.rho:.2f}" in title
     rings = drawn["flagged"]["ens", "tumour"].get_offsets()
     flagged = item.flagged
     np.testing.assert_allclose(np.asarray(rings), np.column_stack([item.entropy[flagged], item.dice[flagged]]))

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import pearsonr, spearmanr
 
 from napari_seg_uncertainty.core.evaluation import EntropyDiceCorrelation, entropy_dice_correlation
 
@@ -56,3 +56,18 @@ def test_bad_input_names_the_argument():
         entropy_dice_correlation("abc", [0.1, 0.2, 0.3], [0.9, 0.8, 0.7])
     with pytest.raises(TypeError, match="entropy"):
         entropy_dice_correlation(["a"], "x", [0.9])
+
+
+def test_pearson_of_entropy_against_logit_dice_equals_scipy():
+    """Mehrtash et al. report Pearson's r of the entropy with logit(Dice); a perfect case (Dice 1) is clipped."""
+    from napari_seg_uncertainty.core.evaluation.quality import DICE_CLIP, logit_dice
+
+    entropy = np.array([0.05, 0.4, 0.1, 0.8, 0.3, 0.6])
+    dice = np.array([1.0, 0.7, 0.95, 0.2, 0.8, 0.5])
+    qc = entropy_dice_correlation([f"c{i}" for i in range(6)], entropy, dice)
+    clipped = np.clip(dice, DICE_CLIP, 1 - DICE_CLIP)
+    expected = pearsonr(entropy, np.log(clipped / (1 - clipped)))
+    assert qc.pearson_r == pytest.approx(expected.statistic, rel=1e-12)
+    assert qc.pearson_p == pytest.approx(expected.pvalue, rel=1e-9)
+    assert qc.pearson_r < -0.8
+    assert np.isfinite(logit_dice([0.0, 1.0])).all()

@@ -27,6 +27,7 @@ import numpy as np
 
 from ...core._validation import check_real_in, describe
 from ...core.evaluation import EntropyDiceCorrelation, entropy_dice_correlation
+from ...core.evaluation.quality import DICE_CLIP
 from ..figures import MODEL_COLORS, new_figure, save_figure
 from ..tables import refuse_existing, write_rows
 from .rows import case_values
@@ -157,6 +158,8 @@ def quality_rows(items: Sequence[QualityControl]) -> list[dict[str, Any]]:
             "structure": item.structure,
             "rho": c.rho,
             "p_value": c.p_value,
+            "pearson_r_logit_dice": c.pearson_r,
+            "pearson_p": c.pearson_p,
             "n": c.n,
             "flagged": ";".join(c.flagged),
             "flagged_dice": c.flagged_dice,
@@ -167,10 +170,12 @@ def quality_rows(items: Sequence[QualityControl]) -> list[dict[str, Any]]:
 
 
 def draw_quality_control(figure: Figure, items: Sequence[QualityControl]) -> dict[str, Any]:
-    """Dice against segment-level entropy, one panel per structure, the flagged cases ringed (Mehrtash Fig. 3).
+    """Dice against segment-level entropy, one panel per structure, the flagged cases ringed (Mehrtash Fig. 7).
 
-    Each candidate has its colour; a flagged case is drawn with a thick ring in :data:`FLAG_COLOR`. The
-    panel's title names the structure and every candidate's Spearman ρ and ``n``.
+    Each candidate has its colour; a flagged case is drawn with a thick ring in :data:`FLAG_COLOR`. The Dice
+    axis has a logit scale, as the paper transforms Dice before its regression (Dice clipped to
+    ``[DICE_CLIP, 1 - DICE_CLIP]``). The panel's title names the structure and every candidate's Pearson r
+    (entropy against logit Dice, the paper's statistic), Spearman ρ and ``n``.
 
     Returns
     -------
@@ -193,21 +198,23 @@ def draw_quality_control(figure: Figure, items: Sequence[QualityControl]) -> dic
         for item in (i for i in items if i.structure == structure):
             color = MODEL_COLORS[candidates.index(item.candidate) % len(MODEL_COLORS)]
             c = item.correlation
+            dice = np.clip(item.dice, DICE_CLIP, 1.0 - DICE_CLIP)
             points[item.candidate, structure] = ax.scatter(
-                item.entropy, item.dice, s=22, color=color, alpha=0.85, label=item.candidate
+                item.entropy, dice, s=22, color=color, alpha=0.85, label=item.candidate
             )
             mask = item.flagged
             flagged[item.candidate, structure] = ax.scatter(
-                item.entropy[mask], item.dice[mask], s=70, facecolors="none", edgecolors=FLAG_COLOR, linewidths=1.5,
+                item.entropy[mask], dice[mask], s=70, facecolors="none", edgecolors=FLAG_COLOR, linewidths=1.5,
                 label="flagged for review" if not ringed else None,
             )
             ringed = True
             rho = "n/a" if math.isnan(c.rho) else f"{c.rho:.2f}"
-            title.append(f"{item.candidate}: ρ = {rho} (n = {c.n})")
+            r = "n/a" if math.isnan(c.pearson_r) else f"{c.pearson_r:.2f}"
+            title.append(f"{item.candidate}: r = {r}, ρ = {rho} (n = {c.n})")
         ax.set_title("\n".join(title), fontsize="small")
         ax.set_xlabel("segment-level entropy (nats)")
-        ax.set_ylabel("Dice")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("Dice (logit scale)")
+        ax.set_yscale("logit")
     if axes_of:
         first = axes_of[structures[0]]
         first.legend(fontsize="x-small", loc="lower left")
