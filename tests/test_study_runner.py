@@ -159,7 +159,7 @@ class _FakeExecutor:
         self.log = log
 
     def update_parameters(self, **kwargs):
-        pass
+        self.log.append(("parameters", kwargs))
 
     def submit(self, function, folder):
         assert function is train_run
@@ -183,6 +183,17 @@ def test_the_parallel_launcher_submits_past_jobs_only_once_a_job_has_ended(tmp_p
     for event, _ in log:
         running += {"submit": 1, "end": -1}.get(event, 0)
         assert running <= 2
+
+
+def test_parallel_jobs_take_the_cuda_devices_in_turn(tmp_path, monkeypatch):
+    log = []
+    monkeypatch.setattr(launch_module, "make_executor", lambda *a, **k: _FakeExecutor(log))
+    monkeypatch.setattr(launch_module, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(launch_module, "_cuda_devices", lambda: 2)
+    runs = [type("Run", (), {"run_id": f"r{i}/seed0", "folder": f"f{i}"})() for i in range(3)]
+    _finish(launch_runs(runs, LauncherSettings(kind="parallel", jobs=3), out_dir=tmp_path))
+    assigned = [(log[i][1]["visible_gpus"], log[i + 1][1]) for i, (event, _) in enumerate(log) if event == "parameters"]
+    assert assigned == [((0,), "f0"), ((1,), "f1"), ((0,), "f2")]
 
 
 @pytest.fixture
@@ -251,3 +262,13 @@ def test_a_tiny_version_of_the_mehrtash_example_runs_to_its_table(tmp_path):
     assert result.evaluation.candidates[2].name == "ce-ensemble/seed0"
     assert {item.structure for item in result.quality} == {"organ"}
     assert "ECE (reference, volume) %" in (tmp_path / "mehrtash/study.md").read_text()
+
+
+def test_the_parallel_executor_is_submitits_local_executor_with_the_study_timeout(tmp_path):
+    import submitit
+
+    executor = make_executor(LauncherSettings(kind="parallel", jobs=2, timeout_min=30), tmp_path, visible_gpus=0)
+    assert isinstance(executor, submitit.LocalExecutor)
+    assert executor.parameters == {"timeout_min": 30, "gpus_per_node": 0}
+    with pytest.raises(ValueError, match="no executor"):
+        make_executor(LauncherSettings(kind="local"), tmp_path)
