@@ -272,3 +272,29 @@ def test_the_parallel_executor_is_submitits_local_executor_with_the_study_timeou
     assert executor.parameters == {"timeout_min": 30, "gpus_per_node": 0}
     with pytest.raises(ValueError, match="no executor"):
         make_executor(LauncherSettings(kind="local"), tmp_path)
+
+
+class _FailingJob(_FakeJob):
+    paths = type("Paths", (), {"stderr": "logs/7_0_log.err"})()
+
+    def result(self):
+        raise RuntimeError("Job (task=0) failed\nFloatingPointError: the loss diverged")
+
+
+def test_a_failed_job_is_reported_with_its_log_after_the_other_jobs_end(tmp_path, monkeypatch):
+    log = []
+
+    class Executor(_FakeExecutor):
+        def submit(self, function, folder):
+            self.log.append(("submit", folder))
+            return (_FailingJob if folder == "f0" else _FakeJob)(self.log, folder)
+
+    monkeypatch.setattr(launch_module, "make_executor", lambda *a, **k: Executor(log))
+    monkeypatch.setattr(launch_module, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(launch_module, "_cuda_devices", lambda: 0)
+    runs = [type("Run", (), {"run_id": f"r{i}/seed0", "folder": f"f{i}"})() for i in range(2)]
+    gen = launch_runs(runs, LauncherSettings(kind="parallel", jobs=1), out_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"(?s)1 run\(s\) failed.*r0/seed0: FloatingPointError: the loss diverged "
+                                           r"\(log logs/7_0_log.err\)"):
+        _finish(gen)
+    assert ("end", "f1") in log  # the other job still ran to its end

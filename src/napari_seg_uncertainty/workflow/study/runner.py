@@ -386,7 +386,11 @@ def _sha256(path: str) -> str:
 
 
 def _evaluated_checkpoint(run: StudyRun) -> str:
-    """The run's ``last.pt``, which must be ``"final"`` once training is over."""
+    """The run's ``last.pt``, which must be ``"final"`` once training is over.
+
+    The last weights are evaluated, as the papers evaluate their trained models; ``best.pt`` (chosen on
+    the validation cases) stays in the run folder for a separate ``evaluate``.
+    """
     reason = checkpoint_reason(run.checkpoint)
     if reason != "final":
         raise RuntimeError(
@@ -439,9 +443,10 @@ def _saved_evaluation(folder: Path, record: dict[str, Any], names: tuple[str, ..
         if json.loads(path.read_text()) != record:
             return None
         from ..evaluation import read_evaluation
-    except (ValueError, ImportError):
+
+        return read_evaluation(folder)
+    except (ValueError, OSError, KeyError, ImportError):  # unreadable or incomplete: evaluate again
         return None
-    return read_evaluation(folder)
 
 
 def default_metrics(rows: list[dict[str, Any]]) -> tuple[str, ...]:
