@@ -121,6 +121,11 @@ def test_a_finished_run_trained_with_other_settings_is_refused(tmp_path):
     # the device does not change what a run learns
     moved = _study(candidates=[{"name": "a", "config": {"target": "onehot", "device": "auto"}}])
     assert [r.status for r in plan_study(moved, out)] == ["finished"]
+    # other evaluation settings evaluate the same runs again, here on the checkpoints chosen on validation
+    best = _study(candidates=[{"name": "a", "config": {"target": "onehot"}}], table={"metrics": ["organ:dice"]},
+                  evaluate={"num_resamples": 200, "checkpoint": "best"})
+    result, _ = _finish(run_study(best, out_dir=out))
+    assert result.trained == () and result.evaluation.candidates[0].checkpoint == str(out / "runs/a/seed0/best.pt")
 
 
 def test_the_parallel_launcher_trains_two_runs_as_submitit_processes(tmp_path):

@@ -385,19 +385,23 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _evaluated_checkpoint(run: StudyRun) -> str:
-    """The run's ``last.pt``, which must be ``"final"`` once training is over.
-
-    The last weights are evaluated, as the papers evaluate their trained models; ``best.pt`` (chosen on
-    the validation cases) stays in the run folder for a separate ``evaluate``.
-    """
+def _evaluated_checkpoint(run: StudyRun, which: str) -> str:
+    """The run's ``last.pt`` (``"final"`` once training is over) or, for ``which="best"``, its ``best.pt``."""
     reason = checkpoint_reason(run.checkpoint)
     if reason != "final":
         raise RuntimeError(
             f"run {run.run_id} has no finished checkpoint ({run.checkpoint!r}: {reason or 'missing'}); "
             "run the study again to continue it."
         )
-    return run.checkpoint
+    if which == "last":
+        return run.checkpoint
+    best = os.path.join(run.folder, "best.pt")
+    if not os.path.isfile(best):
+        raise ValueError(
+            f"run {run.run_id} has no best.pt (it had no validation case to choose one); evaluate its last.pt "
+            "(evaluate: {checkpoint: last}) or give the split validation cases."
+        )
+    return best
 
 
 def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], cohort: Any, split: dict[str, list[str]],
@@ -407,7 +411,7 @@ def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], cohort: A
     from ..evaluation import EVALUATION_FILES, evaluate_checkpoints
 
     folder = root / "evaluation"
-    checkpoints = {run.run_id: _evaluated_checkpoint(run) for run in runs}
+    checkpoints = {run.run_id: _evaluated_checkpoint(run, spec.evaluate.checkpoint) for run in runs}
     record = {
         "version": 1, "evaluate": dataclasses.asdict(spec.evaluate), "split": split,
         "checkpoints": {run_id: {"path": path, "sha256": _sha256(path)} for run_id, path in checkpoints.items()},

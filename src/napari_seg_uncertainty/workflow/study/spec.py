@@ -16,7 +16,8 @@ A study is a YAML file (or the same mapping in Python) read by :func:`load_study
       - {name: ls, config: {target: label_smoothing, label_smoothing: 0.1}}
     grid: {loss: [ce, dice]}                # optional: crossed with the candidates (or alone), names generated
     seeds: [0]
-    evaluate: {split: test, reference: majority, tolerance_mm: 1.0, num_bins: 15, num_resamples: 10000}
+    evaluate: {checkpoint: last, split: test, reference: majority, tolerance_mm: 1.0, num_bins: 15,
+               num_resamples: 10000}
     table: {metrics: ["organ:dice", "all:ece_reference_volume"], reference: one-hot, test: wilcoxon, alpha: 0.05}
     quality: {review_fraction: 0.2}
     launcher: {kind: local, jobs: 1, slurm: {partition: gpu, timeout_min: 120, gpus_per_node: 1}}
@@ -161,8 +162,13 @@ class PhantomCohort:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """How every run is evaluated (the keywords of ``evaluate_checkpoints``)."""
+    """How every run is evaluated (the keywords of ``evaluate_checkpoints``).
 
+    ``checkpoint``: ``"last"`` evaluates the weights at the end of training (``last.pt``), ``"best"``
+    those chosen on the validation cases (``best.pt``, written when the split has validation cases).
+    """
+
+    checkpoint: str = "last"
     split: str = "test"
     reference: str = "majority"
     tolerance_mm: float = 1.0
@@ -172,6 +178,7 @@ class EvaluateSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_choice(self.checkpoint, name="evaluate.checkpoint", choices=("last", "best"))
         check_choice(self.split, name="evaluate.split", choices=SPLIT_KEYS)
         check_choice(self.reference, name="evaluate.reference", choices=REFERENCES)
         check_real_in(self.tolerance_mm, name="evaluate.tolerance_mm", low=0.0, high=math.inf, high_open=True)
