@@ -77,6 +77,9 @@ def test_a_bad_value_fails_naming_the_candidate_and_the_field():
         ({"cohort_options": {"on_eror": "skip"}}, "cohort_options"),
         ({"split": {"vla": 0.2}}, r"unknown key\(s\) \['vla'\] in split"),
         ({"cohort": None}, "needs a 'cohort'"),
+        ({"cohort": {"phantom": {"ndim": 2}}}, "cohort.phantom needs n_cases"),
+        ({"cohort": {}}, "cohort.phantom needs n_cases"),
+        ({"cohort": {"phantom": {"n_cases": 1}}}, "cohort.phantom.n_cases"),
     ],
 )
 def test_bad_studies_are_refused_with_a_message_naming_the_setting(changes, message):

@@ -31,6 +31,14 @@ configuration is built into a ``TrainConfig`` here, so a misspelt field or a val
 before anything is trained, naming the candidate and the field. ``seed``, ``output_dir`` and
 ``overwrite`` are set per run (``seeds`` and the run folder) and are refused in ``base`` and ``config``.
 
+The sections: ``evaluate`` (:class:`EvaluateSettings`: which checkpoint, split and reference, the
+surface-Dice tolerance, bins, bootstrap resamples), ``table`` (:class:`TableSettings`: the columns as
+``"<class>:<metric>"`` keys of the evaluation's rows, the reference candidate or null for the best,
+the paired test, ``alpha``, columns shown in percent), ``quality`` (:class:`QualitySettings`) and
+``launcher`` (:class:`LauncherSettings`, with :class:`SlurmSettings`). A generated cohort's classes are
+named as :func:`~napari_seg_uncertainty.core.cohort.phantom.phantom_class_names` names them
+(``organ``, ``lesion``, ``core``) unless ``cohort_options`` gives ``class_names``.
+
 A run is one candidate with one seed, with the id ``"<candidate>/seed<k>"``; its folder is
 ``OUT/runs/<candidate>/seed<k>``. :meth:`StudySpec.to_dict` gives the resolved study (absolute
 cohort path, every candidate's full configuration), written as ``OUT/study.yaml``; reading it back
@@ -480,7 +488,10 @@ def _cohort(value: Any, folder: Path) -> str | PhantomCohort:
         raise ValueError("the study needs a 'cohort': a folder, .npz or manifest path, or {phantom: {n_cases: ...}}.")
     if isinstance(value, Mapping):
         _unknown(value, ("phantom",), "cohort")
-        return _settings(PhantomCohort, value["phantom"], "cohort.phantom")
+        phantom = _mapping(value.get("phantom"), "cohort.phantom")
+        if "n_cases" not in phantom:
+            raise ValueError("cohort.phantom needs n_cases (the number of cases to generate), e.g. {n_cases: 12}.")
+        return _settings(PhantomCohort, phantom, "cohort.phantom")
     if not isinstance(value, str) or not value:
         raise TypeError(f"cohort must be a path or {{phantom: {{...}}}}, got {describe(value)}.")
     path = folder / Path(value).expanduser()
