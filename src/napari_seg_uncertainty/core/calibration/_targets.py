@@ -65,6 +65,9 @@ class Prepared:
         ``(N,)`` boolean voxel selection.
     kind : str
         The target kind the target was read as.
+    checked : bool
+        Whether the probability values were checked already (finite, in [0, 1], summing to 1), so
+        that the metrics need not check them again chunk by chunk.
     """
 
     probs: np.ndarray
@@ -72,6 +75,7 @@ class Prepared:
     soft: np.ndarray | None
     mask: np.ndarray | None
     kind: str
+    checked: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -180,7 +184,11 @@ def prepare(
     target_kind: str | None = None,
     check_values: bool = False,
 ) -> Prepared:
-    """Validate ``probs`` ``(C, *spatial)``, ``target`` and ``mask`` and flatten them over the voxels."""
+    """Validate ``probs`` ``(C, *spatial)``, ``target`` and ``mask`` and flatten them over the voxels.
+
+    With ``check_values`` the probability values are checked here, once, and the result is marked
+    ``checked`` so that every metric computed from it skips its own chunk-wise check.
+    """
     p = as_probability_array(probs, name="probs", check_values=check_values)
     num_classes = p.shape[0]
     spatial = p.shape[1:]
@@ -192,4 +200,5 @@ def prepare(
         soft=None if soft is None else soft.reshape(num_classes, -1),
         mask=None if m is None else m.reshape(-1),
         kind=kind,
+        checked=bool(check_values),
     )

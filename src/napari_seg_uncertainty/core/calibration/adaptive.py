@@ -91,7 +91,7 @@ def check_threshold(threshold: Any) -> float:
 def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.ndarray:
     """TACE of every class of validated inputs (NaN for a class with no value above ``threshold``)."""
     p, m = prep.probs, prep.mask
-    for sl in iter_chunks(p.shape[1], 4 * CHUNK_VOXELS):
+    for sl in () if prep.checked else iter_chunks(p.shape[1], 4 * CHUNK_VOXELS):
         check_probability_chunk(p[:, sl], name="probs")
     errors = np.full(prep.num_classes, np.nan)
     for k in range(prep.num_classes):

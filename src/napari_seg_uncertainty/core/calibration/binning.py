@@ -207,7 +207,8 @@ def bin_sums(prep: Prepared, *, num_bins: int, closed: str) -> tuple[np.ndarray,
     soft_sum = np.zeros(num_bins + 1, dtype=np.float64)
     for sl in iter_chunks(p.shape[1], CHUNK_VOXELS):
         block = p[:, sl]
-        check_probability_chunk(block, name="probs")
+        if not prep.checked:
+            check_probability_chunk(block, name="probs")
         conf, pred = confidence_and_prediction(block)
         np.clip(conf, 0.0, 1.0, out=conf)
         k = bin_index(conf, edges, num_bins, closed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._validation import check_choice
 from ._targets import RATER_AVERAGES, BinClosure, RaterAverage, check_closed, check_num_bins, prepare
 from .adaptive import check_threshold, mean_over_classes, tace_per_class
@@ -27,6 +29,8 @@ class CalibrationSummary:
         and Brier score (mean over classes).
     voxels : int
         Number of voxels evaluated.
+    brier_per_class : numpy.ndarray or None
+        ``(C,)`` Brier score of every class (``brier`` is their mean); None where not computed.
     """
 
     bins: ReliabilityBins
@@ -35,6 +39,7 @@ class CalibrationSummary:
     nll: float
     brier: float
     voxels: int
+    brier_per_class: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, float]:
         """The scalar metrics as a dict (ECE, TACE, NLL, Brier, voxels)."""
@@ -86,7 +91,8 @@ def calibration_summary(
     Returns
     -------
     CalibrationSummary
-        ``bins``, ``ece``, ``tace``, ``nll``, ``brier`` and the number of voxels used.
+        ``bins``, ``ece``, ``tace``, ``nll``, ``brier`` (and ``brier_per_class``) and the number of
+        voxels used. The probabilities are checked once, not once per metric.
 
     References
     ----------
@@ -105,14 +111,16 @@ def calibration_summary(
     tace_threshold = check_threshold(tace_threshold)
     closed = check_closed(closed)
     rater_average = check_choice(rater_average, name="rater_average", choices=RATER_AVERAGES)
-    prep = prepare(probs, target, mask, target_kind=target_kind)
+    prep = prepare(probs, target, mask, target_kind=target_kind, check_values=True)
     bins = bins_of(prep, num_bins=num_bins, closed=closed)
     tace = mean_over_classes(tace_per_class(prep, num_bins=tace_num_bins, threshold=tace_threshold))
+    brier = brier_per_class_of(prep, rater_average=rater_average)
     return CalibrationSummary(
         bins=bins,
         ece=bins.expected_calibration_error,
         tace=tace,
         nll=nll_of(prep, eps=1e-7),
-        brier=float(brier_per_class_of(prep, rater_average=rater_average).mean()),
+        brier=float(brier.mean()),
         voxels=bins.total,
+        brier_per_class=brier,
     )

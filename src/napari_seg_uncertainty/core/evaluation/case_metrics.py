@@ -53,13 +53,7 @@ from .._validation import (
     check_spacing,
     describe,
 )
-from ..calibration import (
-    brier_score_per_class,
-    foreground_box_mask,
-    negative_log_likelihood,
-    reliability_bins,
-    thresholded_adaptive_ce,
-)
+from ..calibration import calibration_summary, foreground_box_mask
 from ..labels import majority_vote, rater_mean, staple
 from ..raters.statistics import rater_entropy
 from ..ssn.metrics import generalized_energy_distance, sample_diversity
@@ -542,14 +536,15 @@ def _calibration_metrics(
             if region == "box":  # the same voxels, read from the rectangle around the box only
                 rect = _bounding_rectangle(box)
                 probs_r, target_r, mask = p[(slice(None), *rect)], target[(..., *rect)], box[rect]
-            bins = reliability_bins(probs_r, target_r, num_bins=num_bins, mask=mask)
-            brier = brier_score_per_class(probs_r, target_r, mask=mask)
-            scalars[f"ece_{key}"] = bins.expected_calibration_error
-            scalars[f"mce_{key}"] = bins.maximum_calibration_error
-            scalars[f"tace_{key}"] = thresholded_adaptive_ce(probs_r, target_r, num_bins=num_bins, mask=mask)
-            scalars[f"nll_{key}"] = negative_log_likelihood(probs_r, target_r, mask=mask)
-            scalars[f"brier_{key}"] = float(brier.mean())  # brier_score(reduction="mean"), Mehrtash eq. 4
-            per_class[f"brier_{key}"] = brier
+            # one validation and one flattening for all five (reliability_bins, thresholded_adaptive_ce,
+            # negative_log_likelihood and brier_score_per_class with their defaults give the same numbers)
+            summary = calibration_summary(probs_r, target_r, num_bins=num_bins, tace_num_bins=num_bins, mask=mask)
+            scalars[f"ece_{key}"] = summary.ece
+            scalars[f"mce_{key}"] = summary.bins.maximum_calibration_error
+            scalars[f"tace_{key}"] = summary.tace
+            scalars[f"nll_{key}"] = summary.nll
+            scalars[f"brier_{key}"] = summary.brier  # brier_score(reduction="mean"), Mehrtash eq. 4
+            per_class[f"brier_{key}"] = summary.brier_per_class
     return scalars
 
 
