@@ -233,7 +233,7 @@ def test_ssn_samples_slider_and_keep_sample(make_napari_viewer, qtbot, folder):
     assert ReviewSession.open(folder["evaluation"]).annotations(case_id)[-1].kind == "ssn_sample"
 
 
-def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path):
+def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot, tmp_path, folder):
     viewer = make_napari_viewer()
     dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort review")
     messages = _notifications()
@@ -245,7 +245,9 @@ def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot,
     assert [m for m in messages if "neither a study folder nor an evaluation folder" in m]
     assert widget.open_folder("") is None
     assert widget.open_case("case_000") is None
-    # closing the dock closes its plots dock too
+    # a good folder after a bad one; closing the dock closes its plots dock too
+    widget.open_folder(folder["evaluation"])
+    qtbot.waitUntil(lambda: widget.session is not None and not widget.busy, timeout=TIMEOUT_MS)
     assert "Cohort plots" in viewer.window.dock_widgets
     viewer.window.remove_dock_widget(dock)
     qtbot.waitUntil(lambda: "Cohort plots" not in viewer.window.dock_widgets, timeout=TIMEOUT_MS)

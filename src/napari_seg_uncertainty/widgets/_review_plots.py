@@ -33,6 +33,8 @@ __all__ = [
 PLOTS_DOCK = "Cohort plots"
 #: Least height of a plot (pixels): the plots dock shares the column with the review dock at 1280×800.
 MIN_PANEL_HEIGHT = 100
+#: The size a plot asks for (inches at 100 dpi): no wider than the review dock, so the docks' column stays narrow.
+FIGURE_INCHES = (3.6, 4.0)
 
 
 def draw_pooled_reliability(figure: Any, results: Sequence[Any], *, title: str) -> None:
@@ -87,6 +89,7 @@ class FigurePanel(CalibrationPlot):
         self.drawing: Callable[[Any], Any] = partial(draw_message, text=empty)
         super().__init__(napari_viewer, parent=parent)
         self.setMinimumHeight(MIN_PANEL_HEIGHT)
+        self.canvas.figure.set_size_inches(*FIGURE_INCHES)  # the canvas asks for this size, not 6.4 × 4.8 in
 
     def show_drawing(self, drawing: Callable[[Any], Any], *, done: Callable[[], None] | None = None) -> None:
         """Show ``drawing`` (drawn and rasterised in a worker); ``done()`` once it is on the canvas."""

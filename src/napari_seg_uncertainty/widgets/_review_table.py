@@ -23,8 +23,18 @@ COLUMNS = (
     ("Dice", "dice"),
     ("ECE", "ece"),
     ("NLL", "nll"),
-    ("seg. entropy", "segment_entropy"),
-    ("reviewed", "reviewed"),
+    ("entropy", "segment_entropy"),
+    ("✓", "reviewed"),
+)
+#: What each column shows (the header's tooltip).
+COLUMN_TIPS = (
+    "The case id.",
+    "Place in the review queue: 1 = most uncertain (highest segment-level entropy), review first.",
+    "Mean Dice over the foreground classes against the fused reference.",
+    "Expected calibration error against the fused reference, whole volume.",
+    "Negative log-likelihood against the fused reference, whole volume.",
+    "Segment-level entropy (nats), mean over the foreground structures (Mehrtash et al.).",
+    "Reviewed (ticked with the Reviewed box below the table).",
 )
 #: Colour stops of the uncertainty ramp, from certain (0) to uncertain (1): pale green, pale yellow,
 #: salmon. Light enough for dark text in both napari themes (the row text is drawn black on them).
@@ -95,6 +105,8 @@ class ReviewTable:
         self.rows: list[Any] = []
         self.native = QTableWidget(0, len(COLUMNS))
         self.native.setHorizontalHeaderLabels([title for title, _ in COLUMNS])
+        for j, tip in enumerate(COLUMN_TIPS):
+            self.native.horizontalHeaderItem(j).setToolTip(tip)
         self.native.setToolTip(
             "The evaluated cases, most uncertain first (rank); rows coloured by uncertainty (green: certain, "
             "red: uncertain). Click a header to sort; select a case to open it."

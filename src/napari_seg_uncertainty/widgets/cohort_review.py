@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton
+from qtpy.QtWidgets import QMainWindow, QSizePolicy
 
 from ._base import DockWidget
 from ._case import CASE_KEY
-from ._common import notify_errors, show_info, show_warning
+from ._common import notify_errors, show_info, show_warning, when_docked
 from ._layer_queue import keep_selection
 from ._review_plots import PLOTS_DOCK, ReviewPlots
 from ._review_table import ReviewTable
@@ -47,8 +48,6 @@ LAYER_NAMES = {
     "entropy": "review entropy",
     "samples": "review SSN samples",
 }
-#: Share of the column's height the review dock gets when the plots dock sits below it.
-REVIEW_DOCK_SHARE = 0.62
 
 
 class CohortReviewWidget(DockWidget):
@@ -91,11 +90,13 @@ class CohortReviewWidget(DockWidget):
         self.table.native.itemSelectionChanged.connect(self._on_selection)
         layout = self.content.native.layout()  # below the labelled rows, over the dock's whole width
         for widget in (self.table.native, self._navigation.native, self._keep_row.native, self._status.native):
+            widget.setSizePolicy(QSizePolicy.Policy.Expanding, widget.sizePolicy().verticalPolicy())
             layout.addWidget(widget)
         self.disable_while_busy(self._open, self._browse)
         self.finish_layout(min_height=160)
+        layout.setStretchFactor(self.table.native, 1)  # spare height goes to the table, not below the buttons
         self.plots: ReviewPlots | None = None
-        self._ensure_plots()
+        when_docked(self.native, self._ensure_plots)  # docked beside this dock, once it is docked
         self._undock_watcher = _UndockWatcher(self._close_plots, self.native)
         self.native.installEventFilter(self._undock_watcher)
         self._set_actions()
@@ -414,15 +415,23 @@ class CohortReviewWidget(DockWidget):
 
     # docks ------------------------------------------------------------------------------------------
     def _ensure_plots(self) -> ReviewPlots:
-        """The *Cohort plots* dock, docked below this one (again, if it was closed)."""
-        if self.plots is None:
-            self.plots = ReviewPlots(self._viewer)
-            window = getattr(self._viewer, "window", None)
-            if window is not None and hasattr(window, "add_dock_widget"):
-                window.add_dock_widget(self.plots.native, name=PLOTS_DOCK, area="right")
-                from qtpy.QtCore import QTimer
+        """The *Cohort plots* dock (made again if it was closed), in a tab beside this dock.
 
-                QTimer.singleShot(0, self._balance_docks)
+        Tabbed rather than stacked: the reliability diagram and the study table need the column's
+        height to be read on a 1280×800 screen; the review tab stays in front.
+        """
+        if self.plots is not None:
+            return self.plots
+        self.plots = ReviewPlots(self._viewer)
+        window = getattr(self._viewer, "window", None)
+        if window is None or not hasattr(window, "add_dock_widget"):
+            return self.plots
+        window.add_dock_widget(self.plots.native, name=PLOTS_DOCK, area="right")
+        review, plots = dock_of(self.native), dock_of(self.plots.native)
+        main = review.parentWidget() if review is not None else None
+        if plots is not None and isinstance(main, QMainWindow) and not review.isFloating():
+            main.tabifyDockWidget(review, plots)
+            review.raise_()
         return self.plots
 
     def _close_plots(self) -> None:
@@ -436,26 +445,6 @@ class CohortReviewWidget(DockWidget):
             plots.native.deleteLater()
         except (RuntimeError, LookupError, AttributeError):  # the viewer is closing: Qt deletes it anyway
             pass
-
-    def _balance_docks(self) -> None:
-        """Give the review dock most of the column's height when the plots dock sits below it."""
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QMainWindow
-
-        try:
-            review = dock_of(self.native)
-            plots = dock_of(self.plots.native) if self.plots is not None else None
-            if review is None or plots is None or review.isFloating() or plots.isFloating():
-                return
-            window = review.parentWidget()
-            if not isinstance(window, QMainWindow) or window.dockWidgetArea(review) != window.dockWidgetArea(plots):
-                return
-            total = review.height() + plots.height()
-            if total > 0 and plots not in window.tabifiedDockWidgets(review):
-                share = int(REVIEW_DOCK_SHARE * total)
-                window.resizeDocks([review, plots], [share, total - share], Qt.Orientation.Vertical)
-        except RuntimeError:  # a dock went away meanwhile
-            return
 
 
 def _samples_of(case: Any) -> Any:
