@@ -1,7 +1,7 @@
-"""Benchmark: the evaluation of a study (issue 14) — the ``bootstrap`` part times the study statistics.
+"""Benchmark: the evaluation of a study — study statistics, per-case metrics, pooled reliability.
 
-Run ``python benchmarks/bench_evaluate.py`` (``--part bootstrap``; ``--cases`` / ``--metrics`` /
-``--resamples`` / ``--repeats`` to change).
+Run ``python benchmarks/bench_evaluate.py`` (``--part bootstrap|metrics|pooled``; ``--cases`` /
+``--metrics`` / ``--resamples`` / ``--repeats`` / ``--shape`` to change).
 
 bootstrap
     :func:`bootstrap_ci` on 100 cases x 20 metrics with 10,000 resamples (median of 5 runs), complete
@@ -16,6 +16,16 @@ metrics
     phantom with 4 raters (``--shape`` to change), median of 3 runs, against :func:`predict` with the
     default 3-D U-Net on the same volume on the CPU, in the same run.
     Target: metrics <= 25 % of inference time.
+
+pooled
+    The pooled reliability diagram of ``--cases`` cases of 155x240x240 with 4 classes (``--shape``),
+    accumulated case by case (:class:`ReliabilityAccumulator`): each case's probabilities and labels
+    are generated, counted and dropped. Run in a fresh subprocess for 10 and for 100 cases, each
+    reporting its peak resident memory (``ru_maxrss``), so the two peaks show whether memory grows
+    with the number of cases. That the pooled counts equal :func:`reliability_bins` on all voxels
+    concatenated is asserted in ``tests/core/test_evaluation_pooled.py`` on small cases (the same
+    :func:`pooled_reliability`), not here.
+    Target: 100 such cases exact and within a fixed memory bound.
 """
 
 from __future__ import annotations
@@ -142,18 +152,89 @@ def bench_metrics(args: argparse.Namespace) -> None:
           f"{np.round(result.per_class['hd95'][1:], 2).tolist()}, {len(result.rows())} CSV rows)")
 
 
-PARTS: dict[str, Callable[[argparse.Namespace], None]] = {"bootstrap": bench_bootstrap, "metrics": bench_metrics}
+def synthetic_case(rng: np.random.Generator, shape: tuple[int, ...], classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities ``(classes, *shape)`` of random logits and labels that follow them 80 % of the time."""
+    probs = rng.standard_normal((classes, *shape), dtype=np.float32) * 2.0
+    probs -= probs.max(axis=0, keepdims=True)
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=0, keepdims=True)
+    labels = (probs.argmax(axis=0) + (rng.random(shape, dtype=np.float32) < 0.2)).astype(np.uint8) % classes
+    return probs, labels
+
+
+def pooled_reliability(cases: int, shape: tuple[int, ...], *, classes: int = 4, num_bins: int = 15,
+                       seed: int = 0) -> tuple[object, float]:
+    """Reliability bins pooled over ``cases`` generated cases, one in memory at a time; also the update time."""
+    from napari_seg_uncertainty.core.calibration import ReliabilityAccumulator
+
+    rng = np.random.default_rng(seed)
+    accumulator = ReliabilityAccumulator(num_bins=num_bins)
+    spent = 0.0
+    for _ in range(cases):
+        probs, labels = synthetic_case(rng, shape, classes)
+        start = time.perf_counter()
+        accumulator.update(probs, labels, target_kind="labels")
+        spent += time.perf_counter() - start
+        del probs, labels
+    return accumulator.aggregate(), spent
+
+
+def _pooled_worker(args: argparse.Namespace) -> None:
+    """One pooled run in this process; prints one JSON line with its peak resident memory."""
+    import json
+    import resource
+
+    shape = tuple(args.shape)
+    start = time.perf_counter()
+    bins, spent = pooled_reliability(args.cases, shape, num_bins=15)
+    print(json.dumps({"cases": args.cases, "seconds": time.perf_counter() - start, "update_seconds": spent,
+                      "voxels": int(bins.total), "ece": bins.expected_calibration_error,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def bench_pooled(args: argparse.Namespace) -> None:
+    """Pooled reliability over 10 and over ``--cases`` cases, each in a fresh process: peak RSS and time."""
+    import json
+    import subprocess
+    import sys
+
+    shape = tuple(args.shape)
+    voxels = int(np.prod(shape))
+    case_mb = (4 * 4 + 1) * voxels / 2**20
+    print(f"pooled: reliability over cases of {'x'.join(map(str, shape))} x 4 classes ({case_mb:.0f} MB of "
+          "probabilities and labels per case), each run in a fresh process")
+    print(f"{'cases':>6} {'seconds':>9} {'update s/case':>14} {'voxels':>14} {'peak RSS MB':>12}  note")
+    peaks = {}
+    for cases in sorted({min(10, args.cases), args.cases}):
+        out = subprocess.run([sys.executable, __file__, "--part", "pooled-worker", "--cases", str(cases),
+                              "--shape", *map(str, shape)], check=True, capture_output=True, text=True)
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        peaks[cases] = run["peak_rss_mb"]
+        note = "all voxels counted" if run["voxels"] == cases * voxels else "VOXELS MISSING"
+        print(f"{cases:>6} {run['seconds']:>9.1f} {run['update_seconds'] / cases:>14.3f} {run['voxels']:>14,} "
+              f"{run['peak_rss_mb']:>12.0f}  {note}; pooled ECE {100 * run['ece']:.3f} %")
+    few, many = min(peaks), max(peaks)
+    print(f"  peak RSS {many} cases / {few} cases: {peaks[many] / peaks[few]:.3f} "
+          f"({'fixed bound: met' if peaks[many] <= 1.05 * peaks[few] else 'GROWS'})")
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "bootstrap": bench_bootstrap, "metrics": bench_metrics, "pooled": bench_pooled,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
-    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--part", choices=[*PARTS, "all", "pooled-worker"], default="all")
+    parser.add_argument("--cases", type=int, default=100, help="bootstrap: cases; pooled: cases of the long run")
     parser.add_argument("--metrics", type=int, default=20)
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--shape", type=int, nargs=3, default=[155, 240, 240], help="metrics: volume (Z Y X)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[155, 240, 240], help="metrics, pooled: volume (Z Y X)")
     args = parser.parse_args()
+    if args.part == "pooled-worker":
+        _pooled_worker(args)
+        return
     for name, part in PARTS.items():
         if args.part in (name, "all"):
             part(args)
