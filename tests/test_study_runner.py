@@ -303,3 +303,22 @@ def test_a_failed_job_is_reported_with_its_log_after_the_other_jobs_end(tmp_path
                                            r"\(log logs/7_0_log.err\)"):
         _finish(gen)
     assert ("end", "f1") in log  # the other job still ran to its end
+
+
+def test_a_study_on_a_cohort_on_disk_uses_its_manifest_split(tmp_path):
+    from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+
+    small = make_phantom_cohort(6, tmp_path / "small", ndim=2, shape=(16, 16), layout="manifest", seed=4)
+    study = _study(cohort=os.path.relpath(small, tmp_path), split="manifest",
+                   cohort_options={"class_names": ["background", "organ"]},
+                   candidates=[{"name": "a", "config": {"target": "mean"}}], table={"metrics": ["organ:dice"]})
+    with pytest.raises(ValueError, match="leaves 1 test case"):  # before anything is trained
+        _finish(run_study(load_study(study, base=tmp_path), out_dir=tmp_path / "small_out"))
+    assert not (tmp_path / "small_out").exists()
+    source = make_phantom_cohort(10, tmp_path / "cohort", ndim=2, shape=(16, 16), layout="manifest", seed=4)
+    study["cohort"] = os.path.relpath(source, tmp_path)
+    result, _ = _finish(run_study(load_study(study, base=tmp_path), out_dir=tmp_path / "out"))
+    split = load_cohort(source).manifest_split()
+    assert result.table.case_ids == tuple(split["test"])
+    assert not (tmp_path / "out" / "cohort").exists()
+    assert load_study(tmp_path / "out" / "study.yaml").cohort == source

@@ -293,20 +293,18 @@ def _check_earlier_study(spec: StudySpec, root: Path) -> None:
 
 def _run(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], settings: Any, device: str
          ) -> Generator[StudyProgress, None, StudyResult]:
-    from ...core._atomic import atomic_write
-
-    files: list[str] = []
-    source, cohort = yield from _prepare_cohort(spec, root)
-    split = _resolved_split(spec, cohort)
-    root.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    with atomic_write(root / STUDY_FILE, overwrite=True) as temporary:  # a study file that load_study reads
-        temporary.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    files.append(str(root / STUDY_FILE))
-    pending = [run for run in runs if run.status != "finished"]
+    from ...core._atomic import atomic_write
+
+    source, cohort = yield from _prepare_cohort(spec, root)
+    split = _resolved_split(spec, cohort)
     for run in runs:
         _check_run_split(run, split)
+    with atomic_write(root / STUDY_FILE, overwrite=True) as temporary:  # a study file that load_study reads
+        temporary.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    files = [str(root / STUDY_FILE)]
+    pending = [run for run in runs if run.status != "finished"]
     for run in pending:
         config = run.config.to_dict()
         if device != "auto":
@@ -358,10 +356,11 @@ def _resolved_split(spec: StudySpec, cohort: Any) -> dict[str, list[str]]:
     seed = spec.split.get("seed", 0) if isinstance(spec.split, Mapping) else 0
     resolved = cohort.resolve_split(spec.split, seed=seed)
     split = {k: list(resolved.get(k, [])) for k in SPLIT_KEYS}
-    if not split[spec.evaluate.split]:
+    if len(split[spec.evaluate.split]) < 2:  # means, intervals and paired tests are over cases
         raise ValueError(
-            f"the study's split leaves no {spec.evaluate.split} case of the {len(cohort)} cases; "
-            "raise its share (e.g. split: {val: 0.2, test: 0.3})."
+            f"the study's split leaves {len(split[spec.evaluate.split])} {spec.evaluate.split} case(s) of the "
+            f"{len(cohort)} cases; the study table needs at least 2. Raise its share (e.g. split: "
+            "{val: 0.2, test: 0.3}) or use a larger cohort."
         )
     return split
 
