@@ -83,3 +83,40 @@ def test_calibration_summary_equals_the_separate_metrics(target_name):
     bad[:, 3, 4, 5] = [0.5, 0.3, 0.1]
     with pytest.raises(ValueError, match="sum to 1"):  # checked once, still checked
         calibration_summary(bad, target)
+
+
+def _tace_by_sorting(probs, labels, num_bins, threshold=1e-3):
+    """TACE from a full sort: equal-count bins of the sorted values, tied values sharing their mean indicator."""
+    errors = []
+    for k in range(probs.shape[0]):
+        values = probs[k].ravel().astype(np.float64)
+        hit = (labels.ravel() == k).astype(np.float64)
+        keep = values > threshold
+        values, hit = values[keep], hit[keep]
+        if values.size == 0:
+            continue
+        order = np.argsort(values, kind="stable")
+        values, hit = values[order], hit[order]
+        _, group = np.unique(values, return_inverse=True)
+        hit = (np.bincount(group, weights=hit) / np.bincount(group))[group]
+        count = min(num_bins, values.size)
+        sizes = np.full(count, values.size // count)
+        sizes[: values.size % count] += 1
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        errors.append(np.mean([abs(hit[a:b].mean() - values[a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return float(np.mean(errors))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_tace_with_ties_equals_a_full_sort_and_hard_equals_one_hot(seed):
+    rng = np.random.default_rng(seed)
+    shape, classes = (6, 13, 11), 4
+    raw = rng.integers(0, 5, size=(classes, *shape)).astype(np.float32) ** 2 + 1e-4 * (seed % 2 + 1)  # many ties
+    raw[:, :2] = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, (2, *shape[1:]))].transpose(3, 0, 1, 2)
+    probs = raw / raw.sum(axis=0)
+    labels = np.where(rng.random(shape) < 0.7, probs.argmax(axis=0), rng.integers(0, classes, shape))
+    one_hot = np.eye(classes, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
+    for num_bins in (1, 7, 15):
+        hard = thresholded_adaptive_ce(probs, labels, num_bins=num_bins)
+        assert hard == thresholded_adaptive_ce(probs, one_hot, num_bins=num_bins, target_kind="soft")
+        assert hard == pytest.approx(_tace_by_sorting(probs, labels, num_bins), rel=1e-12, abs=1e-15)

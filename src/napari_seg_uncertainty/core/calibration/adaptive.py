@@ -39,6 +39,8 @@ def _equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) 
     :func:`numpy.partition`); every value whose tie group does not straddle a boundary belongs to the bin
     given by the number of boundary values it reaches, and straddling tie groups are shared out between
     bins in proportion to their overlap, each member counting with the group's mean indicator.
+    A boolean ``indicator`` (hard labels) is counted in integers: one ``bincount`` gives the voxels
+    and the hits of every bin, the same numbers as summing it as 0/1 floats.
     """
     n = values.size
     r = min(num_bins, n)
@@ -59,15 +61,21 @@ def _equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) 
     for edge in lower_edge:
         bin_of += (values >= edge).view(np.uint8)
     bin_index = bin_of.astype(np.intp)
-    count = np.bincount(bin_index, minlength=r).astype(np.float64)
+    hard = indicator.dtype == bool
+    if hard:  # voxels and hits of every bin from one integer count of 2 * bin + hit
+        both = np.bincount(bin_index * 2 + indicator, minlength=2 * r)
+        count = (both[0::2] + both[1::2]).astype(np.float64)
+        indicator_sum = both[1::2].astype(np.float64)
+    else:
+        count = np.bincount(bin_index, minlength=r).astype(np.float64)
+        indicator_sum = np.bincount(bin_index, weights=indicator, minlength=r)
     value_sum = np.bincount(bin_index, weights=values, minlength=r)
-    indicator_sum = np.bincount(bin_index, weights=indicator, minlength=r)
     # Tie groups spanning a boundary: move them out of the bin they were counted in and share them out.
     lo, hi = starts[:-1], starts[1:]
     for tied in np.unique(lower_edge[before_edge == lower_edge]):
         members = values == tied
         n_tied = int(members.sum())
-        tied_indicator = float(indicator[members].sum())
+        tied_indicator = float(np.count_nonzero(members & indicator) if hard else indicator[members].sum())
         counted_in = int(np.sum(lower_edge <= tied))
         count[counted_in] -= n_tied
         value_sum[counted_in] -= n_tied * float(tied)
@@ -102,7 +110,7 @@ def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.nda
             continue
         values = p[k][keep]
         if prep.labels is not None:
-            indicator = (prep.labels[keep] == k).astype(np.float64)
+            indicator = prep.labels[keep] == k
         else:
             assert prep.soft is not None
             indicator = prep.soft[k][keep].astype(np.float64)
