@@ -100,7 +100,8 @@ def evaluate_checkpoints(
         A split for :meth:`Cohort.resolve_split` (e.g. ``"manifest"`` or ``{"train": [...], "test": [...]}``);
         default: each checkpoint's own stored split.
     out_dir : path, optional
-        Folder for ``cases.csv``, ``summary.csv``, ``reliability.csv`` and ``reliability.png``.
+        Folder for ``cases.csv``, ``summary.csv``, ``reliability.csv``, ``reliability.png`` and
+        ``evaluation.json`` (read back with :func:`read_evaluation`).
     reference : {"majority", "staple", "mean"}
         Fused reference of the overlap and calibration metrics (see ``evaluate_case``) and of the pooled
         reliability diagram.
