@@ -272,3 +272,30 @@ def test_png_size_and_drawing(synthetic, tmp_path):
     texts = {c.get_text().get_text(): c.get_text().get_fontweight() for c in drawn["table"].get_celld().values()}
     best = f"{table.mean[2, 0]:.3f} [{table.low[2, 0]:.3f}, {table.high[2, 0]:.3f}]"
     assert texts[best] == ("bold" if table.marked[2, 0] else "normal")
+
+
+def test_smallest_wilcoxon_p_is_what_scipy_gives_for_all_differences_of_one_sign():
+    from scipy.stats import wilcoxon
+
+    from napari_seg_uncertainty.workflow.study.table import smallest_wilcoxon_p
+
+    for n in range(3, 12):
+        diffs = np.arange(1, n + 1, dtype=float)
+        assert wilcoxon(diffs).pvalue == pytest.approx(smallest_wilcoxon_p(n), rel=1e-12)
+
+
+def test_too_few_cases_for_alpha_are_said_in_the_footnote_and_warned():
+    rows = [
+        {"candidate": c, "case_id": f"c{i}", "class": "organ", "metric": "dice", "value": v + 0.01 * i}
+        for c, v in (("a", 0.8), ("b", 0.6)) for i in range(5)
+    ]
+    with pytest.warns(UserWarning, match="no Wilcoxon difference can reach"):
+        table = study_table(rows, metrics=["organ:dice"])
+    assert not table.marked.any()
+    assert "smallest possible Wilcoxon p-value is 0.0625" in table.to_markdown()
+    assert "at least 6 test cases" in table.to_markdown()
+    six = rows + [{"candidate": c, "case_id": "c5", "class": "organ", "metric": "dice", "value": v}
+                  for c, v in (("a", 0.9), ("b", 0.7))]
+    table = study_table(six, metrics=["organ:dice"])
+    assert "Note:" not in table.to_markdown()
+    assert table.marked.any()

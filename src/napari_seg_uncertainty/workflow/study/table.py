@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_DIRECTIONS",
+    "smallest_wilcoxon_p",
     "StudyTable",
     "draw_study_table",
     "metric_direction",
@@ -252,6 +254,9 @@ def _footnote(table: StudyTable, *, percent: Sequence[str] = ()) -> str:
     ]
     if cmp.reference:
         parts.append(f"*: significantly different from {cmp.reference}.")
+    too_few = _too_few_cases(table)
+    if too_few:
+        parts.append(too_few)
     seeds = [len(r) for r in table.runs]
     if max(seeds, default=1) > 1:
         parts.append("Each candidate's per-case value is the mean over its seeds (" + ", ".join(
@@ -267,6 +272,50 @@ def _footnote(table: StudyTable, *, percent: Sequence[str] = ()) -> str:
     if scaled:
         parts.append("%: × 100 (" + ", ".join(table.labels[table.metrics.index(k)] for k in scaled) + ").")
     return " ".join(parts)
+
+
+def smallest_wilcoxon_p(num_cases: int, num_tests: int = 1) -> float:
+    """The smallest Holm-adjusted p-value a two-sided exact Wilcoxon signed-rank test can give.
+
+    With ``n`` paired cases and no ties, the most extreme signed-rank sum has probability ``2 / 2**n``
+    (every sign the same); Holm multiplies the smallest of ``num_tests`` p-values by ``num_tests``.
+    When this is not below α, no difference can be significant whatever the data.
+
+    Parameters
+    ----------
+    num_cases : int
+        Paired cases.
+    num_tests : int
+        p-values corrected together (the other candidates of one metric).
+
+    Returns
+    -------
+    float
+        ``min(1, num_tests * 2 / 2**num_cases)``.
+
+    Examples
+    --------
+    >>> smallest_wilcoxon_p(5), smallest_wilcoxon_p(6), smallest_wilcoxon_p(6, 2)
+    (0.0625, 0.03125, 0.0625)
+    """
+    return min(1.0, num_tests * 2.0 / 2.0**num_cases)
+
+
+def _too_few_cases(table: StudyTable) -> str:
+    """A warning sentence when the Wilcoxon test cannot reach α with the table's cases ("" otherwise)."""
+    cmp = table.comparison
+    k = len(table.candidates)
+    if cmp.test != "wilcoxon" or k < 2:
+        return ""
+    n = len(table.case_ids)
+    if smallest_wilcoxon_p(n, k - 1) < cmp.alpha:
+        return ""
+    needed = next(m for m in range(n, 200) if smallest_wilcoxon_p(m, k - 1) < cmp.alpha)
+    return (
+        f"Note: with n = {n} paired cases and {k - 1} Holm-corrected test(s) the smallest possible Wilcoxon "
+        f"p-value is {smallest_wilcoxon_p(n, k - 1):.3g} ≥ α = {cmp.alpha:g}, so no difference can be significant; "
+        f"evaluate at least {needed} test cases."
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,6 +439,14 @@ def study_table(
     )
     cis = [bootstrap_ci(v, num_resamples=num_resamples, confidence=confidence, seed=seed) for v in stack]
     comparison = _compare(names, stack, keys, directions_of, reference, test, alpha, num_resamples, seed)
+    if test == "wilcoxon" and len(names) >= 2 and smallest_wilcoxon_p(len(case_ids), len(names) - 1) >= alpha:
+        warnings.warn(
+            f"with {len(case_ids)} test cases and {len(names)} candidates no Wilcoxon difference can reach "
+            f"alpha = {alpha:g} (smallest possible p {smallest_wilcoxon_p(len(case_ids), len(names) - 1):.3g}); "
+            "evaluate more cases.",
+            UserWarning,
+            stacklevel=2,
+        )
     frozen = [np.array([getattr(ci, f) for ci in cis]) for f in ("mean", "low", "high", "n")]
     for array in (*frozen, stack):
         array.setflags(write=False)
