@@ -290,13 +290,18 @@ def test_save_annotation_grows_a_folder_cohort(study, tmp_path):
     labels = (raters[0] + 1) % 3
     first = session.save_annotation(case_id, labels, kind="edited", reviewer="dr. a")
     assert first == cohort_copy / case_id / "rater_3.nii.gz"
-    second = session.save_annotation(case_id, raters[1], kind="ssn_sample")
+    with pytest.raises(ValueError, match="equal the annotation already kept"):
+        session.save_annotation(case_id, labels, kind="edited")  # the same labels twice: refused
+    with pytest.raises(ValueError, match="equal rater 2 of case"):
+        session.save_annotation(case_id, raters[1], kind="ssn_sample")  # a copy of a rater: refused
+    other = (raters[1] + 2) % 3
+    second = session.save_annotation(case_id, other, kind="ssn_sample")
     assert second.name == "rater_4.nii.gz"  # never overwrites: the next free name
     grown = load_cohort(cohort_copy)
     assert grown[case_id].num_raters == 4
     case = grown.load_case(case_id)
     np.testing.assert_array_equal(case.raters[2], labels)
-    np.testing.assert_array_equal(case.raters[3], raters[1])
+    np.testing.assert_array_equal(case.raters[3], other)
     saved, meta = read_image(first)
     info = before[case_id]
     assert meta.spacing == pytest.approx(info.spacing) and meta.origin == pytest.approx(info.origin)
@@ -353,7 +358,9 @@ def test_save_annotation_in_every_layout(study, tmp_path, layout, expected, join
     assert reloaded[case_id].num_raters == (3 if joins else 2)
     if joins:
         np.testing.assert_array_equal(reloaded.load_case(case_id).raters[-1], labels)
-    again = session.save_annotation(case_id, labels, kind="edited")
+    edited = labels.copy()
+    edited[SHAPE[0] // 2] = 0  # another edit of the same case
+    again = session.save_annotation(case_id, edited, kind="edited")
     assert again != path and again.exists() and not math.isnan(float(read_image(again)[0].sum()))
 
 

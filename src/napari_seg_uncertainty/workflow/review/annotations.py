@@ -11,6 +11,7 @@ folder scan of the cohort from reading that folder as a case.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -25,7 +26,7 @@ from ...core._validation import describe
 from ...core.io import file_suffix, write_image
 
 __all__ = ["ANNOTATION_KINDS", "ANNOTATIONS_FOLDER", "AnnotationTarget", "annotation_target", "check_labels",
-           "write_exclusive"]
+           "label_digest", "write_exclusive"]
 
 #: What a saved annotation is: a kept SSN sample or an edited prediction.
 ANNOTATION_KINDS = ("ssn_sample", "edited")
@@ -186,3 +187,11 @@ def write_exclusive(
         temporary.unlink(missing_ok=True)
     raise FileExistsError(f"no free annotation name in {str(target.folder)!r} after {_MAX_TRIES} tries "
                           f"({target.name(0)} …).")
+
+
+def label_digest(labels: np.ndarray) -> str:
+    """SHA-256 of a label map's shape and values (dtype-independent), to recognise a second copy of it."""
+    values = np.ascontiguousarray(labels, dtype=np.int64)
+    digest = hashlib.sha256(repr(values.shape).encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...core._validation import check_choice, check_flag, check_int, check_seed, describe
 from ...core.geometry import Geometry
-from .annotations import ANNOTATION_KINDS, annotation_target, check_labels, write_exclusive
+from .annotations import ANNOTATION_KINDS, annotation_target, check_labels, label_digest, write_exclusive
 from .state import REVIEW_FILE, Annotation, annotations, marks, now, read_state, update_state
 from .table import ReviewRow, review_rows
 
@@ -460,13 +460,35 @@ class ReviewSession:
             raise TypeError(f"reviewer must be a str or None, got {describe(reviewer)}.")
         shape, spacing, origin, direction = self._grid(case_id)
         arr = check_labels(labels, shape=shape, num_classes=len(self.class_names), case_id=case_id)
+        digest = label_digest(arr)
+        self._refuse_duplicate(case_id, arr, digest)
         cohort = self.cohort()
         target = annotation_target(cohort[case_id], source=cohort.source, kind=kind,
                                    resampled=self._resampled(case_id))
         path = write_exclusive(target, arr, spacing=spacing, origin=origin, direction=direction)
         record = {"case_id": case_id, "path": str(path), "kind": kind, "reviewer": reviewer, "time": now(),
-                  "in_cohort": target.in_cohort}
+                  "in_cohort": target.in_cohort, "sha256": digest}
         update_state(self.state_path, lambda state: state["annotations"].append(record))
         if target.in_cohort:
             self._cohort = None  # the case has one more rater: scan the cohort again on the next load
         return path
+
+    def _refuse_duplicate(self, case_id: str, labels: np.ndarray, digest: str) -> None:
+        """Refuse a label map equal to one of the case's raters or to an annotation already kept for it.
+
+        A second copy adds nothing to the cohort but weight: as one more rater it would count twice in the
+        majority vote, STAPLE and the rater distribution of every later evaluation.
+        """
+        for record in read_state(self.state_path)["annotations"]:
+            if record.get("case_id") == case_id and record.get("sha256") == digest:
+                raise ValueError(
+                    f"these labels equal the annotation already kept for case {case_id!r} at {record['path']!r}; "
+                    "edit the prediction (or show another SSN sample) before keeping it."
+                )
+        raters = self.cohort().load_case(case_id).raters
+        for r, rater in enumerate(raters, start=1):
+            if rater.shape == labels.shape and np.array_equal(rater, labels):
+                raise ValueError(
+                    f"these labels equal rater {r} of case {case_id!r}; keeping them would add a copy of that "
+                    "rater. Edit them first."
+                )
