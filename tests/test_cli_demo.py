@@ -23,11 +23,13 @@ from napari_seg_uncertainty.workflow.demo import (
     DEMO_COHORT_CASES,
     NUM_SSN_SAMPLES,
     SHOWN_CASE,
+    STUDY_CANDIDATES,
     DemoTraining,
     load_demo_data,
     planned_outputs,
     run_headless_demo,
 )
+from napari_seg_uncertainty.workflow.demo.study import STUDY_METRICS
 
 
 def independent_msvls(raters: np.ndarray, num_classes: int) -> np.ndarray:
@@ -126,6 +128,42 @@ def test_headless_demo_console_script_writes_every_output(headless_run):
     assert "mSVLS U-Net" in result.stdout and "ECE" in result.stdout and "GED²" in result.stdout
     assert f"trained on a cohort of {DEMO_COHORT_CASES + 1} cases" in result.stdout
     assert "cases seen" in result.stdout  # the epoch lines of cohort training
+    # the study's table, printed as written
+    table = (out / "phantom2d" / "study" / "study.md").read_text().rstrip()
+    assert all(f"      {line}" in result.stdout for line in table.splitlines())
+    assert "study: 4 candidates (one-hot, ls, msvls, ssn), one seed each" in result.stdout
+
+
+def test_headless_study_compares_four_candidates_on_the_cohort_test_cases(headless_run):
+    """The demo's study: four runs trained on the cohort's train cases, the table's means against the
+    per-case rows of its evaluation, its test cases those of the cohort's split."""
+    out, result = headless_run
+    assert result.returncode == 0, result.stderr
+    folder = out / "phantom2d"
+    flow = json.loads((folder / "metrics.json").read_text())["workflow"]
+    study, split = flow["study"], flow["cohort"]["split"]
+    assert study["candidates"] == list(STUDY_CANDIDATES) and study["seconds"] > 0
+    assert sorted(study["test_cases"]) == sorted(split["test"])
+    for name, (head, loss, target) in STUDY_CANDIDATES.items():
+        state = torch.load(folder / "study" / "runs" / name / "seed0" / "last.pt", map_location="cpu",
+                           weights_only=True)
+        assert (state["config"]["head"], state["config"]["loss"], state["config"]["target"]) == (head, loss, target)
+        assert state["cohort"]["split"] == split
+    with open(folder / "study" / "evaluation" / "cases.csv") as fh:
+        cases = list(csv.DictReader(fh))
+    with open(folder / "study" / "study.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["candidate"] for r in rows} == set(STUDY_CANDIDATES)
+    for row in rows:
+        class_name, metric = row["metric"].split(":")
+        values = [float(c["value"]) for c in cases if c["candidate"] == f"{row['candidate']}/seed0"
+                  and c["class"] == class_name and c["metric"] == metric]
+        values = [v for v in values if not math.isnan(v)]
+        assert int(row["n"]) == len(values) == len(split["test"])
+        assert float(row["mean"]) == pytest.approx(np.mean(values), abs=1e-9)
+        assert float(row["low"]) <= float(row["mean"]) <= float(row["high"])
+    assert {r["metric"] for r in rows} == set(STUDY_METRICS)
+    assert {(r["candidate"], r["metric"]) for r in study["table"]} == {(r["candidate"], r["metric"]) for r in rows}
 
 
 def test_headless_workflow_trains_on_a_cohort_and_holds_the_shown_case_out(headless_run):
@@ -293,6 +331,7 @@ def test_gui_demo_docks_widgets_with_raters_loaded(make_napari_viewer, qtbot):
         "SSN samples",
         "Calibration",
         "Uncertainty maps",
+        "Cohort review",
     ):
         assert name in viewer.window.dock_widgets
     assert "rater entropy" in viewer.layers
@@ -329,8 +368,9 @@ def test_guide_opens_from_the_plugins_menu_and_widgets_sit_in_the_layers_menu(ma
 
     viewer = make_napari_viewer()
     _, guide = viewer.window.add_plugin_dock_widget("napari-seg-uncertainty", "Guided workflow (demo)")
-    guide._load.native.click()  # as a user would: the demo data and the six widgets arrive
-    for name in ("Load raters", "Soft labels", "Train", "SSN samples", "Calibration", "Uncertainty maps"):
+    guide._load.native.click()  # as a user would: the demo data and the seven widgets arrive
+    for name in ("Load raters", "Soft labels", "Train", "SSN samples", "Calibration", "Uncertainty maps",
+                 "Cohort review"):
         assert name in viewer.window.dock_widgets
     assert guide.rater_layers() == ["rater 1", "rater 2", "rater 3", "rater 4"]
 

@@ -214,6 +214,8 @@ def _demo(args: argparse.Namespace) -> int:
                     f"diversity {trained['sample_diversity']:.4f} "
                     f"(raters {flow.ssn['rater_diversity']:.4f})"
                 )
+            if flow is not None and flow.study is not None:
+                _print_study(flow.study, os.path.join(args.out, name))
         return 0
     import napari
 
@@ -222,6 +224,18 @@ def _demo(args: argparse.Namespace) -> int:
     run_gui_demo(args.data or WORKFLOW_DATASET, seed=args.seed)
     napari.run()
     return 0
+
+
+def _print_study(study: Mapping, folder: str) -> None:
+    """The demo study's line and its table (``study.md``), indented under the data set's lines."""
+    table = os.path.join(folder, study["folder"], "study.md")
+    print(
+        f"    study: {len(study['candidates'])} candidates ({', '.join(study['candidates'])}), one seed each, "
+        f"compared on {len(study['test_cases'])} test cases in {study['seconds']:.0f} s; {table}:"
+    )
+    with open(table, encoding="utf-8") as handle:
+        for line in handle.read().rstrip().splitlines():
+            print(f"      {line}")
 
 
 def _delegate(module: str, func: str, argv: list[str]) -> int:

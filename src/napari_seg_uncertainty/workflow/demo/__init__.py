@@ -17,9 +17,12 @@ The workflow (the same in both forms):
 5. **Calibration and uncertainty**: reliability diagrams, ECE/TACE/NLL/Brier (also after temperature
    scaling), entropy and mutual-information maps, a review table ranked by segment entropy and the
    Dice of each model against each rater.
+6. **A study**: four candidates (one-hot, label smoothing, mSVLS, SSN; one short run each) trained on
+   the cohort, evaluated on its test cases and compared in the study table (``study/study.md``, means
+   with 95 % bootstrap intervals, paired tests); the Guide opens it in the *Cohort review* dock.
 
 Modules: :mod:`.data` (the data sets), :mod:`.cohort` (the training cohort),
-:mod:`.training` (the two models and their settings),
+:mod:`.training` (the two models and their settings), :mod:`.study` (the study of four candidates),
 :mod:`.outputs` (the files written), :mod:`.steps` (one function per step), :mod:`.headless`
 (:func:`run_headless_demo`, :func:`run_workflow`) and :mod:`.results` (what they return).
 """
@@ -32,6 +35,7 @@ from .headless import run_headless_demo, run_workflow
 from .outputs import SOFT_LABEL_OUTPUTS, planned_outputs
 from .results import DemoResult, WorkflowResult
 from .steps import REVIEW_MIN_VOXELS
+from .study import STUDY_CANDIDATES, DemoStudyTraining, iter_demo_study
 from .training import MODELS, NUM_SSN_SAMPLES, SSN_SETTINGS, DemoTraining
 
 __all__ = [
@@ -43,11 +47,14 @@ __all__ = [
     "SOFT_LABEL_OUTPUTS",
     "SHOWN_CASE",
     "SSN_SETTINGS",
+    "STUDY_CANDIDATES",
     "WORKFLOW_DATASET",
     "DemoCohort",
     "DemoResult",
+    "DemoStudyTraining",
     "DemoTraining",
     "WorkflowResult",
+    "iter_demo_study",
     "load_demo_data",
     "make_demo_cohort",
     "planned_outputs",

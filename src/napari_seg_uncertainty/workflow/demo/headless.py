@@ -23,6 +23,7 @@ from .data import DATASETS, WORKFLOW_DATASET, load_demo_data
 from .outputs import DemoRun, planned_outputs, refuse_existing_outputs, workflow_outputs
 from .results import DemoResult, WorkflowResult
 from .steps import calibration_step, rater_step, soft_label_step, ssn_step, training_step, uncertainty_step
+from .study import DemoStudyTraining, study_step
 from .training import DemoTraining
 
 __all__ = ["run_headless_demo", "run_workflow"]
@@ -37,6 +38,7 @@ def run_headless_demo(
     seed: int = 0,
     device: str = "auto",
     training: DemoTraining | None = None,
+    study_training: DemoStudyTraining | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, DemoResult]:
     """Run the demo without a display and write every output into ``out``.
@@ -46,7 +48,8 @@ def run_headless_demo(
     agreement maps (one vector NIfTI, classes as components), the rater entropy map, the per-class
     summary and pairwise Dice as CSV, a PNG overview, and ``metrics.json``.
     For the ``workflow`` data set also everything :func:`run_workflow` writes (soft labels, two
-    trained models with checkpoints and predictions, SSN samples, calibration and uncertainty).
+    trained models with checkpoints and predictions, SSN samples, calibration, uncertainty, and a
+    study of four candidates on the training cohort with its table).
 
     Parameters
     ----------
@@ -65,6 +68,8 @@ def run_headless_demo(
         Training device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda:0"`` ...
     training : DemoTraining, optional
         Training settings; default :class:`DemoTraining()`.
+    study_training : DemoStudyTraining, optional
+        Settings of the study's four runs; default :class:`DemoStudyTraining()`.
     log : callable, optional
         Receives one line per step (e.g. ``print``).
 
@@ -115,6 +120,7 @@ def run_headless_demo(
                 seed=seed,
                 device=device,
                 training=training,
+                study_training=study_training,
                 log=lambda line, n=name: log(f"[{n}] {line}"),
             )
             written += flow.files
@@ -173,14 +179,17 @@ def run_workflow(
     seed: int = 0,
     device: str = "auto",
     training: DemoTraining | None = None,
+    study_training: DemoStudyTraining | None = None,
     log: Callable[[str], None] | None = None,
 ) -> WorkflowResult:
-    """Soft labels, two short trainings on a cohort, SSN samples, calibration and uncertainty, into ``folder``.
+    """Soft labels, two short trainings on a cohort, SSN samples, calibration, uncertainty and a study, into ``folder``.
 
     The two models train on a generated cohort (:func:`~.cohort.make_demo_cohort`: 12 phantom cases
     split by case, validation on the held-out ``val`` cases) that holds the shown case (``image`` and
     ``raters``) as a test case; the soft labels, predictions, SSN samples, calibration and
-    uncertainty are computed on the shown case.
+    uncertainty are computed on the shown case. Last, a study (:mod:`.study`: one-hot, label
+    smoothing, mSVLS and an SSN, one short run each) trains on the same cohort and is compared on its
+    test cases: ``study/study.md`` is its table.
 
     Parameters
     ----------
@@ -190,7 +199,7 @@ def run_workflow(
         Their label maps (``(R, *spatial)``), class names and spacing.
     folder : path
         Output folder; subfolders ``cohort``, ``soft_labels``, ``training``, ``predictions``, ``ssn``,
-        ``calibration`` and ``uncertainty`` are created (see :func:`planned_outputs`).
+        ``calibration``, ``uncertainty`` and ``study`` are created (see :func:`planned_outputs`).
     overwrite : bool
         Replace files of an earlier run (checked before anything is computed).
     seed : int
@@ -199,6 +208,8 @@ def run_workflow(
         Training device (``"auto"``, ``"cpu"``, ``"cuda:0"`` ...).
     training : DemoTraining, optional
         Settings of the two runs.
+    study_training : DemoStudyTraining, optional
+        Settings of the study's four runs.
     log : callable, optional
         Receives one line per step.
 
@@ -206,7 +217,7 @@ def run_workflow(
     -------
     WorkflowResult
         The numbers of each step (``soft_labels``, ``cohort``, ``training``, ``ssn``,
-        ``calibration``, ``uncertainty``) and ``files``, the paths written.
+        ``calibration``, ``uncertainty``, ``study``) and ``files``, the paths written.
 
     Examples
     --------
@@ -235,12 +246,16 @@ def run_workflow(
     soft_labels = soft_label_step(run)
     training_numbers, checkpoints, probabilities = training_step(run, training=training, device=device)
     ssn_numbers, distribution = ssn_step(run, checkpoints["ssn"])
+    calibration = calibration_step(run, probabilities)
+    uncertainty = uncertainty_step(run, probabilities, distribution)
+    study = study_step(run, training=study_training, device=device)
     return WorkflowResult(
         soft_labels=soft_labels,
         training=training_numbers,
         ssn=ssn_numbers,
-        calibration=calibration_step(run, probabilities),
-        uncertainty=uncertainty_step(run, probabilities, distribution),
+        calibration=calibration,
+        uncertainty=uncertainty,
         files=run.written,
         cohort=run.cohort.to_dict(),
+        study=study,
     )

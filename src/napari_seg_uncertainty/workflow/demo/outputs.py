@@ -15,6 +15,7 @@ from ...core.raters import RaterSet
 from ..figures import middle_slice, save_figure
 from ..tables import write_rows
 from .cohort import cohort_outputs
+from .study import study_outputs
 from .training import MODELS, SSN_SETTINGS
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def planned_outputs(raters: RaterSet, *, workflow: bool) -> list[str]:
     raters : RaterSet
         The data set's raters (their names become file names).
     workflow : bool
-        Include the soft-label, training, SSN, calibration and uncertainty outputs.
+        Include the soft-label, training, SSN, calibration, uncertainty and study outputs.
 
     Returns
     -------
@@ -92,6 +93,7 @@ def planned_outputs(raters: RaterSet, *, workflow: bool) -> list[str]:
             "uncertainty/review.csv",
             "uncertainty/dice_vs_raters.csv",
             "uncertainty/uncertainty.png",
+            *study_outputs(),
         ]
     return [*files, "metrics.json"]
 

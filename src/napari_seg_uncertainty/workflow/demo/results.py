@@ -32,6 +32,9 @@ class WorkflowResult:
     cohort : dict or None
         The training cohort: ``cases``, ``generated_cases``, ``shown_case`` and the case-level
         ``split`` (the shown case is a test case).
+    study : dict or None
+        The study of four candidates on the cohort: its ``folder``, ``candidates``, ``test_cases``,
+        the ``table`` rows (mean and 95 % interval per candidate and metric) and the ``seconds`` it took.
     """
 
     soft_labels: dict[str, Any]
@@ -41,6 +44,7 @@ class WorkflowResult:
     uncertainty: dict[str, Any]
     files: list[str]
     cohort: dict[str, Any] | None = None
+    study: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers as written to ``metrics.json`` under ``"workflow"`` (without the files)."""
@@ -51,6 +55,7 @@ class WorkflowResult:
             "ssn": self.ssn,
             "calibration": self.calibration,
             "uncertainty": self.uncertainty,
+            **({"study": self.study} if self.study is not None else {}),
         }
 
 
