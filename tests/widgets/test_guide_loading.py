@@ -70,14 +70,14 @@ def test_status_says_in_words_which_step_is_done_or_where_it_stopped(make_napari
     guide = run_gui_demo("phantom2d", viewer=viewer)  # with a viewer given, returns when loaded
     assert guide.ready
     guide._buttons["raters"].native.click()
-    assert guide._status.value.startswith("Step 1 of 7: ")  # while it runs
+    assert guide._status.value.startswith("Step 1 of 8: ")  # while it runs
     qtbot.waitUntil(lambda: not guide.busy, timeout=WAIT_MS)
-    assert guide._status.value == "Done: step 1 of 7, raters loaded, their agreement measured."
+    assert guide._status.value == "Done: step 1 of 8, raters loaded, their agreement measured."
     guide._buttons["ssn_samples"].native.click()  # no SSN trained yet
     qtbot.waitUntil(lambda: not guide.busy, timeout=WAIT_MS)
     status = guide._status.value
-    assert status.startswith("Stopped at step 5 of 7 (SSN samples and sliders): no SSN has been trained yet")
-    assert errors and "step 5 of 7" in errors[0]
+    assert status.startswith("Stopped at step 5 of 8 (SSN samples and sliders): no SSN has been trained yet")
+    assert errors and "step 5 of 8" in errors[0]
     assert "soft_labels" not in status and "_" not in status.split(":")[0]
     assert all(step.done and "_" not in step.done for step in STEPS)
 

@@ -195,11 +195,13 @@ def run_in_thread(
     returned: Callable[[Any], None] | None = None,
     errored: Callable[[BaseException], None] | None = None,
     finished: Callable[[], None] | None = None,
+    yielded: Callable[[Any], None] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``func(*args, **kwargs)`` in a worker thread so the event loop never blocks.
 
-    ``returned`` receives the result on the GUI thread. An exception becomes one napari error
+    ``returned`` receives the result on the GUI thread (for a generator function, its return value;
+    ``yielded`` receives each value it yields). An exception becomes one napari error
     notification ``"<action> failed: <message>"`` (then ``errored`` is called, if given); unlike
     napari's own workers no traceback is relayed. The callbacks are dropped quietly when their
     widget has been closed meanwhile, and the worker is kept alive until it ends. Returns the
@@ -220,6 +222,8 @@ def run_in_thread(
         connect["returned"] = guarded(returned)
     if finished is not None:
         connect["finished"] = guarded(finished)
+    if yielded is not None:
+        connect["yielded"] = guarded(yielded)
     worker = create_worker(func, *args, _connect=connect, _start_thread=False, **kwargs)
     keep_alive(worker)
     worker.start()

@@ -1,4 +1,4 @@
-"""Docking for the Guide: the Guide at the bottom, the plugin's six widgets tabbed on the right.
+"""Docking for the Guide: the Guide at the bottom, the plugin's seven widgets tabbed on the right.
 
 :class:`GuideDocking` is mixed into :class:`~napari_seg_uncertainty.widgets.guide.WorkflowGuide`. Every
 dock scrolls, so the window fits a laptop screen however long the widget; the tab titles are shown
@@ -58,7 +58,7 @@ class GuideDocking:
                 self._main_window().addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
 
     def dock(self) -> None:
-        """Dock the Guide at the bottom and the six widgets tabbed on the right (idempotent)."""
+        """Dock the Guide at the bottom and the seven widgets tabbed on the right (idempotent)."""
         self.dock_guide()
         missing = [key for key in DOCKS if key not in self.widgets]
         for key in missing:
@@ -71,6 +71,7 @@ class GuideDocking:
 
     def _make_widget(self, key: str) -> Any:
         from .calibration import CalibrationWidget
+        from .cohort_review import CohortReviewWidget
         from .load_raters import LoadRatersWidget
         from .soft_labels import SoftLabelsWidget
         from .ssn_samples import SSNSamplesWidget
@@ -84,11 +85,12 @@ class GuideDocking:
             "ssn_samples": SSNSamplesWidget,
             "calibration": CalibrationWidget,
             "uncertainty": UncertaintyWidget,
+            "cohort_review": CohortReviewWidget,
         }
         return classes[key](self.viewer)
 
     def widget(self, key: str) -> Any:
-        """The docked widget ``key`` (a key of ``DOCKS``); all six are created and docked on first use."""
+        """The docked widget ``key`` (a key of ``DOCKS``); all seven are created and docked on first use."""
         if key not in DOCKS:
             raise ValueError(f"key must be one of {list(DOCKS)}, got {key!r}.")
         if key not in self.widgets:

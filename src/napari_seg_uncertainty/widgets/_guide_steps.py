@@ -19,6 +19,7 @@ DOCKS = {
     "ssn_samples": "SSN samples",
     "calibration": "Calibration",
     "uncertainty": "Uncertainty maps",
+    "cohort_review": "Cohort review",
 }
 #: Layer names of the two trained models' predictions: model key -> prefix.
 PREDICTION_PREFIX = {key: label for key, (label, *_rest) in MODELS.items()}
@@ -122,6 +123,22 @@ The review table ranks the predicted structures by their mean entropy, most unce
 row to jump to that structure. The last table gives the Dice of the mSVLS U-Net against each rater
 and their majority vote.""",
         "uncertainty maps, review table and Dice against the raters ready",
+    ),
+    Step(
+        "cohort",
+        "8. A study and its cohort review",
+        "cohort_review",
+        """
+<b>8. A study of four methods on a cohort.</b> One image says little about a method: this step trains four
+candidates (U-Nets on the one-hot majority vote, on label smoothing and on mSVLS, and an SSN) on a cohort
+of 12 generated cases plus this one, evaluates them on the held-out test cases and opens the result in
+<b>Cohort review</b> (a minute or two on a laptop CPU; the runs are tiny). The table lists the test cases
+ranked for review, most uncertain first: select one to open its image, raters, prediction and entropy in
+place of the previous case; <i>Next</i> / <i>Previous</i> walk the queue. The dock's plots show the pooled
+reliability diagram and the study table (mean [95 % bootstrap interval] per candidate, the best marked
+where the paired test is significant). The same study runs from a terminal:
+<tt>napari-seg-uncertainty study STUDY.yaml</tt> (see docs/studies.md).""",
+        "four candidates trained and compared on the cohort's test cases, opened in Cohort review",
     ),
 )
 STEP_BY_KEY = {step.key: step for step in STEPS}

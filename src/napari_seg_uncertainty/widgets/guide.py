@@ -1,6 +1,6 @@
 """Dock widget "Guide": walks a new user through the whole workflow on demo data, step by step.
 
-The Guide docks the plugin's six widgets (tabbed, each in a scroll area), loads a demo data set, and
+The Guide docks the plugin's seven widgets (tabbed, each in a scroll area), loads a demo data set, and
 offers one button per step. Loading never freezes the window: the heavy imports (PyTorch, MONAI) and the
 demo data are prepared in a worker thread while the Guide says "Loading …", then the docks and the layers
 arrive one per event-loop turn.
@@ -14,7 +14,8 @@ anything itself: every number comes from the widgets, which call :mod:`napari_se
 
 Steps: raters → soft labels (mSVLS vs one-hot) → train a U-Net on mSVLS → train an SSN → SSN samples
 with the class-noise and temperature sliders → calibration (reliability diagram) → uncertainty maps
-(entropy, review table, Dice vs raters).
+(entropy, review table, Dice vs raters) → a small study of four candidates on a generated cohort, opened
+in the *Cohort review* dock.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from psygnal import Signal
 
 from ..workflow.demo import DATASETS, MODELS, REVIEW_MIN_VOXELS, WORKFLOW_DATASET, DemoTraining, load_demo_data
+from ..workflow.demo.study import DemoStudyTraining
 from ._common import notify_errors, run_in_thread, unwrap_viewer, when_docked
 from ._guide_docking import GuideDocking, alive
 from ._guide_queue import STEP_TIMEOUT_S, WAITING, Action, StepQueue
 from ._guide_steps import DOCKS, INTRO, LOADING, PREDICTION_PREFIX, RENAMED, STEP_BY_KEY, STEPS
+from ._guide_study import GuideStudy
 
 if TYPE_CHECKING:
     import napari
@@ -78,7 +81,7 @@ def _import_frozen() -> None:
     try:
         import pandas  # noqa: F401
 
-        from . import calibration, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
+        from . import calibration, cohort_review, load_raters, soft_labels, ssn_samples, uncertainty  # noqa: F401
         from . import train as train_module
 
         train_module.preload_training_modules()
@@ -90,7 +93,7 @@ def _import_frozen() -> None:
 
 
 
-class WorkflowGuide(StepQueue, GuideDocking, Container):
+class WorkflowGuide(StepQueue, GuideDocking, GuideStudy, Container):
     """The guided workflow: docks the plugin's widgets, loads demo data and runs each step on request.
 
     Parameters
@@ -102,6 +105,9 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
         :class:`~napari_seg_uncertainty.workflow.demo.DemoTraining`).
     seed : int
         Seed given to the widgets.
+    study_training : DemoStudyTraining, optional
+        Settings of the runs of the last step's study (default: four short runs, see
+        :class:`~napari_seg_uncertainty.workflow.demo.study.DemoStudyTraining`).
 
     Attributes
     ----------
@@ -109,6 +115,10 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
         Whether demo data are loaded and the widgets docked (the step buttons work).
     loaded : psygnal.Signal
         Emitted with the data set's name when loading has finished.
+    study : StudyResult or None
+        The last step's study, once it has run (its folder is ``study.out_dir``).
+    study_log : list of str
+        The progress lines of the last step's study (each also shown on the status line).
 
     Examples
     --------
@@ -122,10 +132,19 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
     loaded = Signal(str)
 
     def __init__(
-        self, viewer: napari.viewer.Viewer, *, training: DemoTraining | None = None, seed: int = 0
+        self,
+        viewer: napari.viewer.Viewer,
+        *,
+        training: DemoTraining | None = None,
+        seed: int = 0,
+        study_training: DemoStudyTraining | None = None,
     ) -> None:
         if training is not None and not isinstance(training, DemoTraining):
             raise TypeError(f"training must be a DemoTraining or None, got {type(training).__name__}.")
+        if study_training is not None and not isinstance(study_training, DemoStudyTraining):
+            raise TypeError(
+                f"study_training must be a DemoStudyTraining or None, got {type(study_training).__name__}."
+            )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
         super().__init__(labels=False, layout="horizontal")
@@ -133,6 +152,9 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
 
         self.viewer = unwrap_viewer(viewer)  # identity checks on layers need the real objects
         self.training = training if training is not None else DemoTraining()
+        self.study_training = study_training if study_training is not None else DemoStudyTraining()
+        self.study: Any = None
+        self.study_log: list[str] = []
         self.seed = int(seed)
         self.widgets: dict[str, Any] = {}
         self._scroll_areas: dict[str, Any] = {}
@@ -350,6 +372,8 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
             )
         if key == "raters":
             return {"layers": raters}
+        if key == "cohort":
+            return self.study_settings()
         if key == "soft_labels":
             return {"raters": raters, "method": "msvls", "sigma": 1.0, "sigma_in_mm": False,
                     "compare_method": "one_hot"}
@@ -398,6 +422,16 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def _new_run_folder(self, name: str) -> Path:
+        """A folder ``name`` (``name-2`` … when it exists) under the Guide's run folder, not yet created."""
+        if self.run_root is None:
+            self.run_root = Path(tempfile.mkdtemp(prefix="napari-seg-uncertainty-demo-"))
+        folder, attempt = self.run_root / name, 1
+        while folder.exists():
+            attempt += 1
+            folder = self.run_root / f"{name}-{attempt}"
+        return folder
+
     def _actions(self, key: str) -> list[Action]:
         """(description, action) pairs that run step ``key``."""
         settings: dict[str, Any] = {}
@@ -430,7 +464,7 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
                          lambda: widget.compute_metrics(raters=settings["raters"]), None))
         elif key == "calibration":
             work.append(("computing calibration", lambda: widget.compute(**settings), None))
-        else:
+        elif key == "uncertainty":
             work += [
                 ("computing entropy maps", lambda: widget.compute_maps(
                     **{k: settings[k] for k in ("probabilities", "layout", "as_ensemble")}), None),
@@ -441,6 +475,8 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
         actions: list[Action] = [("filling in the settings", prepare)]
         actions += [(what, lambda what=what, start=start, accept=accept: self._work(widget, start, what, accept))
                     for what, start, accept in work]
+        if key == "cohort":
+            actions += self._study_actions(widget, settings)
         if key in ("train_svls", "train_ssn"):
             actions.append(("showing the Train tab", lambda: self.show_tab("train")))
         actions.append(("showing the result", lambda: self.focus(key)))
@@ -449,6 +485,8 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
     def focus_layers(self, key: str) -> list[str]:
         """The layers that step ``key`` shows over the image (the others are hidden by :meth:`focus`)."""
         names = [layer.name for layer in self.viewer.layers]
+        if key == "cohort":  # the case Cohort review opened
+            return [layer.name for layer in self.widget("cohort_review").layers if layer.name in names]
         svls, ssn = PREDICTION_PREFIX["svls"], PREDICTION_PREFIX["ssn"]
         wanted = {
             "raters": [*self.rater_layers(), "rater entropy"],
@@ -462,15 +500,18 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
         return [n for n in wanted if n in names]
 
     def focus(self, key: str) -> None:
-        """Show the image and the layers of step ``key`` only, and select the first of them."""
+        """Show the image and the layers of step ``key`` only, and select the first of them (the study
+        step shows the case *Cohort review* opened, on its own grid, and not the demo image)."""
         shown = self.focus_layers(key)
-        image = self.image_layer()
+        image = None if key == "cohort" else self.image_layer()
         for layer in self.viewer.layers:
             layer.visible = layer.name in shown or layer.name == image
         if shown:
             self.viewer.layers.selection.active = self.viewer.layers[shown[-1]]
         if key in ("calibration", "uncertainty"):  # the plot / the Dice table sit at the end
             self.scroll_to_bottom(key)
+        if key == "cohort":
+            self.viewer.reset_view()
 
     def run_step(self, key: str) -> None:
         """Run step ``key`` (see :data:`STEPS`); returns at once, the work runs in workers."""
@@ -490,7 +531,7 @@ class WorkflowGuide(StepQueue, GuideDocking, Container):
             return self._loaded()
         if self.running == "all":
             return (f"Done: all {len(STEPS)} steps — raters, soft labels, two trained models, SSN samples, "
-                    "calibration and uncertainty maps.")
+                    "calibration, uncertainty maps and a study of four candidates on a cohort.")
         step = STEP_BY_KEY[self.running]
         return f"Done: {self._step_words(step.key)}, {step.done}."
 
