@@ -327,7 +327,9 @@ def _launch_slurm(
     return tuple(done)
 
 
-def _collect(active: dict[str, Any], done: list[str], failed: list, *, total: int) -> Generator[StudyProgress]:
+def _collect(
+    active: dict[str, Any], done: list[str], failed: list, *, total: int
+) -> Generator[StudyProgress, None, None]:
     """Move ended jobs out of ``active`` into ``done`` or ``failed``, with a record each."""
     for run_id in [r for r, job in active.items() if job.done()]:
         job = active.pop(run_id)
