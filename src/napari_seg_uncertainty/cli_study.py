@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,18 +151,22 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     if args.dry_run:
         write("dry run: nothing was trained or written.")
         return 0
-    gen = run_study(spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device)
-    try:
-        while True:
-            progress = next(gen)
-            write(str(progress))
-    except StopIteration as stop:
-        result = stop.value
+    with warnings.catch_warnings(record=True) as caught:  # shown once, as lines of their own, after the table
+        warnings.simplefilter("always", UserWarning)
+        gen = run_study(spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device)
+        try:
+            while True:
+                progress = next(gen)
+                write(str(progress))
+        except StopIteration as stop:
+            result = stop.value
     table = Path(result.out_dir) / "study.md"
     write("")
     write(f"study table ({table}):")
     write(table.read_text(encoding="utf-8").rstrip() if table.is_file() else result.table.to_markdown().rstrip())
     write("")
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        write(f"note: {message}")
     write(f"{len(result.trained)} run(s) trained, {len(result.skipped)} finished run(s) kept.")
     for path in result.files:
         write(f"wrote {path}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,12 +295,16 @@ def study_step(run: DemoRun, *, training: DemoStudyTraining | None = None, devic
     started = time.perf_counter()
     generator = iter_demo_study(run.folder / STUDY_FOLDER, run.cohort.manifest, training=training, seed=run.seed,
                                 device=device)
-    while True:
-        try:
-            run.log(f"study: {next(generator)}")
-        except StopIteration as stop:
-            result = stop.value
-            break
+    with warnings.catch_warnings(record=True) as caught:  # logged as lines of the study, not Python warnings
+        warnings.simplefilter("always", UserWarning)
+        while True:
+            try:
+                run.log(f"study: {next(generator)}")
+            except StopIteration as stop:
+                result = stop.value
+                break
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        run.log(f"study: note: {message}")
     seconds = time.perf_counter() - started
     files = [run.folder / relative for relative in study_outputs()]
     missing = [str(path) for path in files if not path.exists()]
