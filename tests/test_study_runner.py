@@ -17,6 +17,9 @@ from napari_seg_uncertainty.workflow.study import launch as launch_module
 from napari_seg_uncertainty.workflow.study.launch import StudyProgress, launch_runs, make_executor, train_run
 from napari_seg_uncertainty.workflow.study.spec import LauncherSettings, SlurmSettings
 
+# the tiny cohorts hold 2 test cases, too few for a Wilcoxon test to reach alpha (the table warns so)
+pytestmark = pytest.mark.filterwarnings("ignore:with 2 test cases:UserWarning")
+
 TINY = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "channels": [4, 8], "strides": [2],
         "num_workers": 0, "device": "cpu", "patches_per_case": 1}  # fmt: skip
 
