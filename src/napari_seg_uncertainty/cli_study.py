@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty study",
         description="Train every candidate of a study that has no finished run, evaluate all runs on the "
-        "cohort's test split and write the study table (means with 95 %% bootstrap intervals, paired tests "
+        "cohort's test split and write the study table (means with 95 % bootstrap intervals, paired tests "
         "with Holm correction). Run it again after an interruption: finished runs are kept.",
     )
     parser.add_argument("study", nargs="?", metavar="STUDY.yaml", help="the study file")
