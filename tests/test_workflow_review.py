@@ -18,7 +18,7 @@ from napari_seg_uncertainty.core.cohort.phantom import phantom_class_names
 from napari_seg_uncertainty.core.io import read_image
 from napari_seg_uncertainty.core.training import TrainConfig, predict, predict_ssn_distribution, train
 from napari_seg_uncertainty.workflow.evaluation import evaluate_checkpoints
-from napari_seg_uncertainty.workflow.review import ReviewCase, ReviewRow, ReviewSession
+from napari_seg_uncertainty.workflow.review import CaseReviewRow, ReviewCase, ReviewSession
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,7 +138,7 @@ def test_case_rows_against_the_rows_of_cases_csv(study, candidate):
                 and (r["class"] != "all" if cls is None else r["class"] == cls)]
 
     table = session.case_rows(candidate)
-    assert all(isinstance(r, ReviewRow) for r in table) and [r.case_id for r in table] == ids
+    assert all(isinstance(r, CaseReviewRow) for r in table) and [r.case_id for r in table] == ids
     entropy = []
     for row in table:
         dice = values(row.case_id, "dice")

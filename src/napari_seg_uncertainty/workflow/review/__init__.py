@@ -7,7 +7,7 @@ SSN samples and placed for napari, and the reviewer's actions — marking cases 
 an SSN sample or an edited prediction as a new annotation beside the case — kept in ``review.json``.
 
 * :mod:`.session` — :class:`ReviewSession` and :class:`ReviewCase`;
-* :mod:`.table` — :class:`ReviewRow` and the ranking;
+* :mod:`.table` — :class:`CaseReviewRow` and the ranking;
 * :mod:`.annotations` — where an annotation goes and the write that never replaces a file;
 * :mod:`.state` — ``review.json`` (:class:`ReviewMark`, :class:`Annotation`).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from .annotations import ANNOTATION_KINDS, ANNOTATIONS_FOLDER
 from .session import ReviewCase, ReviewSession
 from .state import REVIEW_FILE, Annotation, ReviewMark
-from .table import ReviewRow
+from .table import CaseReviewRow
 
 __all__ = [
     "ANNOTATIONS_FOLDER",
@@ -31,6 +31,6 @@ __all__ = [
     "Annotation",
     "ReviewCase",
     "ReviewMark",
-    "ReviewRow",
+    "CaseReviewRow",
     "ReviewSession",
 ]

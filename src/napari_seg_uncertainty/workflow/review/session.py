@@ -28,7 +28,7 @@ from ...core._validation import check_choice, check_flag, check_int, check_seed,
 from ...core.geometry import Geometry
 from .annotations import ANNOTATION_KINDS, annotation_target, check_labels, label_digest, write_exclusive
 from .state import REVIEW_FILE, Annotation, annotations, marks, now, read_state, update_state
-from .table import ReviewRow, review_rows
+from .table import CaseReviewRow, review_rows
 
 if TYPE_CHECKING:
     from ...core.cohort import Cohort
@@ -245,8 +245,8 @@ class ReviewSession:
         return self._class_names
 
     # the table ---------------------------------------------------------------------------------------------
-    def case_rows(self, candidate: str) -> list[ReviewRow]:
-        """One :class:`ReviewRow` per case evaluated for ``candidate``, in cohort order.
+    def case_rows(self, candidate: str) -> list[CaseReviewRow]:
+        """One :class:`CaseReviewRow` per case evaluated for ``candidate``, in cohort order.
 
         Dice is the mean over the foreground classes against the fused reference, ECE and NLL are
         ``all:ece_reference_volume`` and ``all:nll_reference_volume``, segment entropy the mean over the

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ECE_METRIC", "NLL_METRIC", "ReviewRow", "review_rows"]
+__all__ = ["ECE_METRIC", "NLL_METRIC", "CaseReviewRow", "review_rows"]
 
 #: The per-case calibration numbers of the table: against the fused reference, over the whole volume.
 ECE_METRIC = "ece_reference_volume"
@@ -24,7 +24,7 @@ NLL_METRIC = "nll_reference_volume"
 
 
 @dataclass(frozen=True)
-class ReviewRow:
+class CaseReviewRow:
     """One evaluated case of one candidate, as the review table shows it.
 
     Attributes
@@ -84,7 +84,7 @@ def review_rows(
     *,
     reviewed: Iterable[str] = (),
     review_fraction: float = 0.2,
-) -> list[ReviewRow]:
+) -> list[CaseReviewRow]:
     """The review table of one candidate from its per-case rows.
 
     Parameters
@@ -101,7 +101,7 @@ def review_rows(
 
     Returns
     -------
-    list of ReviewRow
+    list of CaseReviewRow
         In the order of ``case_ids``; ``rank`` follows
         ``entropy_dice_correlation(case_ids, segment_entropy, dice).review_order``.
     """
@@ -129,7 +129,7 @@ def review_rows(
     uncertainty = _rank_fraction(mean_entropy)
     done = set(reviewed)
     return [
-        ReviewRow(
+        CaseReviewRow(
             case_id=c,
             rank=rank.get(c),
             dice=float(mean_dice[i]),
