@@ -184,3 +184,12 @@ def test_the_console_script_names_the_study_command():
     assert result.returncode == 0
     for option in ("--out", "--launcher", "--jobs", "--dry-run", "--example", "--list-examples"):
         assert option in result.stdout
+
+
+def test_without_out_the_study_goes_to_the_files_out_dir_or_beside_the_file(tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["study", str(study), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"study tiny: 2 runs into {tmp_path / 'tiny'}"
+    study = write_study(tmp_path, {**TINY, "out_dir": "results/tiny"}, name="own.yaml")
+    assert main(["study", str(study), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"study tiny: 2 runs into {tmp_path / 'results' / 'tiny'}"
