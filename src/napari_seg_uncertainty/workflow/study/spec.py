@@ -287,8 +287,10 @@ class SlurmSettings:
 class LauncherSettings:
     """Where the runs are trained: ``kind`` (one of :data:`LAUNCHERS`), ``jobs`` at a time.
 
-    ``timeout_min`` bounds one run of the ``parallel`` launcher (submitit kills a job past it; its
-    ``last.pt`` then resumes on the next start).
+    ``jobs``: processes at once for ``parallel``, the array's parallelism for ``slurm`` (ignored by
+    ``local``, which trains one run after another). ``timeout_min`` bounds one run of the ``parallel``
+    launcher (submitit stops a job past it; its ``last.pt`` then resumes on the next start); a SLURM
+    job's limit is ``slurm.timeout_min``.
     """
 
     kind: str = "local"
