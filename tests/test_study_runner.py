@@ -325,3 +325,14 @@ def test_a_study_on_a_cohort_on_disk_uses_its_manifest_split(tmp_path):
     assert result.table.case_ids == tuple(split["test"])
     assert not (tmp_path / "out" / "cohort").exists()
     assert load_study(tmp_path / "out" / "study.yaml").cohort == source
+
+
+@pytest.mark.parametrize(("reason", "status"),
+                         [("periodic", "resume"), ("cancelled", "resume"), ("error", "resume"), ("final", "finished")])
+def test_a_runs_status_follows_the_reason_its_last_checkpoint_was_written(tmp_path, reason, status):
+    from napari_seg_uncertainty.core.checkpoint import save_checkpoint
+
+    run = plan_study(_study(), tmp_path)[1]
+    assert run.status == "new"
+    save_checkpoint(run.checkpoint, {"config": run.config.to_dict(), "reason": reason})  # a killed job's last write
+    assert [r.status for r in plan_study(_study(), tmp_path)] == ["new", status]
