@@ -196,9 +196,12 @@ def test_keep_edited_prediction_twice_writes_two_new_raters(make_napari_viewer, 
     edited = np.array(layer.data)
     edited[2:6, 2:6] = 1
     layer.data = edited
+    messages = _notifications()
     first = widget.keep_prediction()
+    assert widget.keep_prediction() is None  # the same labels again: refused, with a notification
+    assert [m for m in messages if "equal the annotation already kept" in m]
     edited2 = edited.copy()
-    edited2[8:10, 8:10] = 1
+    edited2[0, 0] = 1 - edited2[0, 0]  # one more voxel edited (two classes)
     layer.data = edited2
     second = widget.keep_prediction()
     assert first is not None and second is not None and first != second

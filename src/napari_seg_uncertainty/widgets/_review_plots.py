@@ -35,6 +35,8 @@ PLOTS_DOCK = "Cohort plots"
 MIN_PANEL_HEIGHT = 100
 #: The size a plot asks for (inches at 100 dpi): no wider than the review dock, so the docks' column stays narrow.
 FIGURE_INCHES = (3.6, 4.0)
+#: Size of one structure's panel of the quality control (inches): the panels sit side by side.
+QC_PANEL_INCHES = (4.2, 5.6)
 
 
 def draw_pooled_reliability(figure: Any, results: Sequence[Any], *, title: str) -> None:
@@ -107,6 +109,14 @@ class FigurePanel(CalibrationPlot):
             errored=lambda _exc: self._rendered(generation),
         )
 
+    def set_inches(self, width: float, height: float) -> None:
+        """Fix the canvas at ``width`` × ``height`` inches (at the figure's 100 % dpi); the tab scrolls."""
+        figure = self.canvas.figure
+        dpi = getattr(figure, "_original_dpi", figure.dpi)
+        self.canvas.setFixedSize(int(round(width * dpi)), int(round(height * dpi)))
+        figure.set_size_inches(width, height)  # the next drawing is drawn at this size
+        self.adjustSize()  # the toolbar and the canvas: the scroll area shows the panel at that size
+
     def draw(self) -> None:
         """Draw :attr:`drawing` on the canvas's figure (on the GUI thread: theme changes)."""
         self.drawing(self.figure)
@@ -129,7 +139,7 @@ class ReviewPlots:
     )
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from qtpy.QtWidgets import QTabWidget
+        from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget
 
         self.native = QTabWidget()
         self.native.setMinimumHeight(MIN_PANEL_HEIGHT + 30)
@@ -137,7 +147,14 @@ class ReviewPlots:
         for name, empty in self.TABS:
             panel = FigurePanel(viewer, empty=empty)
             self.panels[name] = panel
-            self.native.addTab(panel, name)
+            if name in ("Study table", "Quality control"):  # drawn at a size that reads, scrolled in a narrow dock
+                area = QScrollArea()
+                area.setWidgetResizable(False)  # the panel keeps its size (set_inches), top left
+                area.setFrameShape(QFrame.Shape.NoFrame)
+                area.setWidget(panel)
+                self.native.addTab(area, name)
+            else:
+                self.native.addTab(panel, name)
 
     @property
     def rendering(self) -> bool:
@@ -155,9 +172,11 @@ class ReviewPlots:
             self.panels["Study table"].show_drawing(partial(
                 draw_message, text="No study table: this is an evaluation folder (a study writes study.csv)."))
         else:
-            from ..workflow.study.table import draw_study_table
+            from ..workflow.study.table import draw_study_table, study_figure
 
-            self.panels["Study table"].show_drawing(partial(draw_study_table, table=table))
+            panel = self.panels["Study table"]
+            panel.set_inches(*study_figure(table).get_size_inches())  # every cell at 10 pt
+            panel.show_drawing(partial(draw_study_table, table=table))
         quality = session.quality()
         if not quality:
             self.panels["Quality control"].show_drawing(partial(
@@ -165,4 +184,6 @@ class ReviewPlots:
         else:
             from ..workflow.study.quality import draw_quality_control
 
-            self.panels["Quality control"].show_drawing(partial(draw_quality_control, items=quality))
+            panel = self.panels["Quality control"]
+            panel.set_inches(QC_PANEL_INCHES[0] * len({item.structure for item in quality}), QC_PANEL_INCHES[1])
+            panel.show_drawing(partial(draw_quality_control, items=quality))

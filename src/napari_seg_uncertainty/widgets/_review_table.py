@@ -39,6 +39,8 @@ COLUMN_TIPS = (
 #: Colour stops of the uncertainty ramp, from certain (0) to uncertain (1): pale green, pale yellow,
 #: salmon. Light enough for dark text in both napari themes (the row text is drawn black on them).
 RAMP = ((0.0, (0xd9, 0xf0, 0xd3)), (0.5, (0xfe, 0xf0, 0xb0)), (1.0, (0xf4, 0xa5, 0x82)))
+#: Widest the table asks the dock to be (pixels).
+MAX_WIDTH = 460
 #: The text colour of coloured rows.
 TEXT_COLOR = "#111111"
 
@@ -118,10 +120,10 @@ class ReviewTable:
         self.native.verticalHeader().setVisible(False)
         self.native.verticalHeader().setDefaultSectionSize(self.native.fontMetrics().height() + 6)
         header = self.native.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # "case_002" whole, not "…"
+        header.setStretchLastSection(True)  # spare width goes to the last column
         header.setMinimumSectionSize(24)
-        self.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # as wide as its columns
         self.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.native.setMinimumHeight(140)
         self.native.setMinimumWidth(0)
@@ -153,6 +155,11 @@ class ReviewTable:
                 view.setItem(i, j, item)
         view.setSortingEnabled(True)
         view.sortItems(1, Qt.SortOrder.AscendingOrder)
+        # as wide as its columns (the dock widens up to MAX_WIDTH rather than hide one)
+        header = view.horizontalHeader()
+        width = 2 * view.frameWidth() + len(COLUMNS) + 12 + view.verticalScrollBar().sizeHint().width()
+        width += sum(max(view.sizeHintForColumn(j), header.sectionSizeHint(j)) for j in range(len(COLUMNS)))
+        view.setMinimumWidth(min(width, MAX_WIDTH) if self.rows else 0)
 
     def set_reviewed(self, case_id: str, reviewed: bool) -> None:
         """Tick (or clear) the reviewed cell of ``case_id``."""

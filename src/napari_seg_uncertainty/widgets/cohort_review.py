@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMainWindow, QSizePolicy
 
 from ._base import DockWidget
 from ._case import CASE_KEY
-from ._common import notify_errors, show_info, show_warning, when_docked
+from ._common import fit_to_screen, guarded, notify_errors, show_info, show_warning, when_docked
 from ._layer_queue import keep_selection
 from ._review_plots import PLOTS_DOCK, ReviewPlots
 from ._review_table import ReviewTable
@@ -48,6 +49,8 @@ LAYER_NAMES = {
     "entropy": "review entropy",
     "samples": "review SSN samples",
 }
+#: Outline width (pixels) of the rater layers: the raters' outlines read over the filled prediction.
+RATER_CONTOUR = 1
 
 
 class CohortReviewWidget(DockWidget):
@@ -96,7 +99,8 @@ class CohortReviewWidget(DockWidget):
         self.finish_layout(min_height=160)
         layout.setStretchFactor(self.table.native, 1)  # spare height goes to the table, not below the buttons
         self.plots: ReviewPlots | None = None
-        when_docked(self.native, self._ensure_plots)  # docked beside this dock, once it is docked
+        # beside this dock once it is docked, after this dock has joined the plugin's tabs (tabify_when_docked)
+        when_docked(self.native, lambda: QTimer.singleShot(0, guarded(self._ensure_plots)))
         self._undock_watcher = _UndockWatcher(self._close_plots, self.native)
         self.native.installEventFilter(self._undock_watcher)
         self._set_actions()
@@ -295,9 +299,13 @@ class CohortReviewWidget(DockWidget):
         self._queue.run(jobs, done=lambda: self._case_shown(case))
 
     def _add_layer(self, kind: str, data: Any, kwargs: dict[str, Any]) -> None:
+        kwargs = dict(kwargs)
+        contour = kwargs.pop("contour", None)  # a Labels property, not a keyword of add_labels
         with keep_selection(self._viewer):
             add = getattr(self._viewer, f"add_{kind}")
             layer = add(data, **kwargs)
+        if contour is not None:
+            layer.contour = contour
         self.layers.append(layer)
 
     def _case_shown(self, case: Any) -> None:
@@ -362,6 +370,7 @@ class CohortReviewWidget(DockWidget):
         with notify_errors("Mark reviewed"):
             self.session.mark_reviewed(self.case_id, bool(reviewed), note=note)
             self.table.set_reviewed(self.case_id, bool(reviewed))
+            self._apply_filter()  # with "only not reviewed", the queue shrinks as the reviewer works
             with self._reviewed.changed.blocked():
                 self._reviewed.value = bool(reviewed)
             self.set_status(f"{self.case_id} marked {'reviewed' if reviewed else 'not reviewed'}.")
@@ -432,6 +441,7 @@ class CohortReviewWidget(DockWidget):
         if plots is not None and isinstance(main, QMainWindow) and not review.isFloating():
             main.tabifyDockWidget(review, plots)
             review.raise_()
+            fit_to_screen(main)  # stacked for a moment before the tab was made, the window may have grown
         return self.plots
 
     def _close_plots(self) -> None:
@@ -471,7 +481,8 @@ def _layer_specs(case: Any) -> list[tuple[str, Any, dict[str, Any]]]:
         "name": LAYER_NAMES["entropy"], "colormap": "magma", "opacity": 0.7, "visible": False,
         "contrast_limits": (0.0, 1.0), **where}))
     for r, rater in enumerate(np.asarray(case.raters)):
-        specs.append(("labels", rater, {"name": f"{LAYER_NAMES['rater']} {r + 1}", "visible": r == 0, **where}))
+        specs.append(("labels", rater, {"name": f"{LAYER_NAMES['rater']} {r + 1}", "visible": r == 0,
+                                        "contour": RATER_CONTOUR, **where}))
     specs.append(("labels", np.array(case.prediction.labels, copy=True),
                   {"name": LAYER_NAMES["prediction"], "opacity": 0.5, **where}))
     samples = _samples_of(case)
