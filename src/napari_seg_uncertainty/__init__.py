@@ -181,6 +181,31 @@ _EXPORTS: dict[str, str] = {
     "EvaluationProgress": "workflow.evaluation",
     "CandidateEvaluation": "workflow.evaluation",
     "MetricSummary": "workflow.evaluation",
+    "read_evaluation": "workflow.evaluation",
+    "SavedEvaluation": "workflow.evaluation",
+    # studies: candidates trained, evaluated and compared on one cohort
+    "load_study": "workflow.study",
+    "StudySpec": "workflow.study",
+    "StudyCandidate": "workflow.study",
+    "StudyRun": "workflow.study",
+    "StudyProgress": "workflow.study",
+    "StudyResult": "workflow.study",
+    "plan_study": "workflow.study",
+    "run_study": "workflow.study",
+    "example_studies": "workflow.study",
+    "study_table": "workflow.study.table",
+    "StudyTable": "workflow.study.table",
+    "write_study_table": "workflow.study.table",
+    "read_study_table": "workflow.study.table",
+    "quality_control": "workflow.study.quality",
+    "QualityControl": "workflow.study.quality",
+    "write_quality_control": "workflow.study.quality",
+    # reviewing a cohort case by case
+    "ReviewSession": "workflow.review",
+    "ReviewCase": "workflow.review",
+    "CaseReviewRow": "workflow.review",
+    "KeptAnnotation": "workflow.review",
+    "ReviewMark": "workflow.review",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -9,7 +9,7 @@ an SSN sample or an edited prediction as a new annotation beside the case — ke
 * :mod:`.session` — :class:`ReviewSession` and :class:`ReviewCase`;
 * :mod:`.table` — :class:`CaseReviewRow` and the ranking;
 * :mod:`.annotations` — where an annotation goes and the write that never replaces a file;
-* :mod:`.state` — ``review.json`` (:class:`ReviewMark`, :class:`Annotation`).
+* :mod:`.state` — ``review.json`` (:class:`ReviewMark`, :class:`KeptAnnotation`).
 
 References
 ----------
@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from .annotations import ANNOTATION_KINDS, ANNOTATIONS_FOLDER
 from .session import ReviewCase, ReviewSession
-from .state import REVIEW_FILE, Annotation, ReviewMark
+from .state import REVIEW_FILE, KeptAnnotation, ReviewMark
 from .table import CaseReviewRow
 
 __all__ = [
     "ANNOTATIONS_FOLDER",
     "ANNOTATION_KINDS",
     "REVIEW_FILE",
-    "Annotation",
+    "KeptAnnotation",
     "ReviewCase",
     "ReviewMark",
     "CaseReviewRow",

@@ -27,7 +27,7 @@ import numpy as np
 from ...core._validation import check_choice, check_flag, check_int, check_seed, describe
 from ...core.geometry import Geometry
 from .annotations import ANNOTATION_KINDS, annotation_target, check_labels, label_digest, write_exclusive
-from .state import REVIEW_FILE, Annotation, annotations, marks, now, read_state, update_state
+from .state import REVIEW_FILE, KeptAnnotation, annotations, marks, now, read_state, update_state
 from .table import CaseReviewRow, review_rows
 
 if TYPE_CHECKING:
@@ -390,7 +390,7 @@ class ReviewSession:
         mark = marks(read_state(self.state_path)).get(self._case(case_id))
         return mark.note if mark else ""
 
-    def annotations(self, case_id: str | None = None) -> tuple[Annotation, ...]:
+    def annotations(self, case_id: str | None = None) -> tuple[KeptAnnotation, ...]:
         """The annotations saved through the review (of one case, or all), oldest first."""
         found = annotations(read_state(self.state_path))
         return found if case_id is None else tuple(a for a in found if a.case_id == case_id)

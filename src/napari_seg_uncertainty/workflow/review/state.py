@@ -17,7 +17,7 @@ from typing import Any
 
 from ...core._atomic import atomic_write
 
-__all__ = ["REVIEW_FILE", "REVIEW_STATE_VERSION", "Annotation", "ReviewMark", "read_state", "update_state"]
+__all__ = ["REVIEW_FILE", "REVIEW_STATE_VERSION", "KeptAnnotation", "ReviewMark", "read_state", "update_state"]
 
 #: The file name of the review state inside a study (or evaluation) folder.
 REVIEW_FILE = "review.json"
@@ -48,7 +48,7 @@ class ReviewMark:
 
 
 @dataclass(frozen=True)
-class Annotation:
+class KeptAnnotation:
     """A label map saved through the review.
 
     Attributes
@@ -137,10 +137,10 @@ def marks(state: dict[str, Any]) -> dict[str, ReviewMark]:
     }
 
 
-def annotations(state: dict[str, Any]) -> tuple[Annotation, ...]:
+def annotations(state: dict[str, Any]) -> tuple[KeptAnnotation, ...]:
     """The annotations recorded in a state, oldest first."""
     return tuple(
-        Annotation(str(a["case_id"]), str(a["path"]), str(a["kind"]),
+        KeptAnnotation(str(a["case_id"]), str(a["path"]), str(a["kind"]),
                    None if a.get("reviewer") is None else str(a["reviewer"]), str(a.get("time", "")),
                    bool(a.get("in_cohort", False)))
         for a in state["annotations"]
