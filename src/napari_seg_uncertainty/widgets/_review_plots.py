@@ -156,6 +156,10 @@ class ReviewPlots:
             else:
                 self.native.addTab(panel, name)
 
+    def show_tab(self, name: str) -> None:
+        """Bring tab ``name`` ("Reliability", "Study table" or "Quality control") to the front."""
+        self.native.setCurrentIndex([tab for tab, _ in self.TABS].index(name))
+
     @property
     def rendering(self) -> bool:
         """Whether a plot is still being drawn."""
