@@ -130,7 +130,7 @@ def test_headless_demo_console_script_writes_every_output(headless_run):
     assert "cases seen" in result.stdout  # the epoch lines of cohort training
     # the study's table, printed as written
     table = (out / "phantom2d" / "study" / "study.md").read_text().rstrip()
-    assert all(f"      {line}" in result.stdout for line in table.splitlines())
+    assert all(f"      {line}".rstrip() in result.stdout.splitlines() for line in table.splitlines())
     assert "study: 4 candidates (one-hot, ls, msvls, ssn), one seed each" in result.stdout
 
 

@@ -235,7 +235,7 @@ def _print_study(study: Mapping, folder: str) -> None:
     )
     with open(table, encoding="utf-8") as handle:
         for line in handle.read().rstrip().splitlines():
-            print(f"      {line}")
+            print(f"      {line}".rstrip())
 
 
 def _delegate(module: str, func: str, argv: list[str]) -> int:
