@@ -432,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Not a screenshot: OUT/study.png of ``napari-seg-uncertainty study --example svls --out OUT`` (docs/studies.md).
+STUDY_FIGURE = "study.png"
 #: The pictures taken in a new window of their own (no Guide step before them): action → window maker.
 NEW_WINDOWS: dict[str, Callable[..., Any]] = {
     "case3d": case3d_viewer,
