@@ -217,6 +217,8 @@ def test_keep_edited_prediction_twice_writes_two_new_raters(make_napari_viewer, 
     assert reloaded.raters.shape[0] == raters + 2
     np.testing.assert_array_equal(reloaded.raters[raters], edited)
     assert [a.kind for a in ReviewSession.open(folder["evaluation"]).annotations(case_id)][-2:] == ["edited"] * 2
+    _open(qtbot, widget, widget.table.case_order()[0])  # the kept edits: nothing dropped on moving on
+    assert not [m for m in messages if "were dropped" in m]
 
 
 def test_ssn_samples_slider_and_keep_sample(make_napari_viewer, qtbot, folder):

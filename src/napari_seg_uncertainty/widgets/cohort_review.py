@@ -84,8 +84,7 @@ class CohortReviewWidget(DockWidget):
         self.session: Any = None
         self.case: Any = None
         self.layers: list[Any] = []
-        self._prediction: Any = None  # the prediction as read, to tell an edit
-        self._prediction_kept = False
+        self._prediction: Any = None  # the prediction as read, or as last kept: to tell an unsaved edit
         self._building_table = False
         self._requested: str | None = None  # the case opened last (on show, or being read)
         self._build_controls()
@@ -252,11 +251,8 @@ class CohortReviewWidget(DockWidget):
         if self._building_table:
             return
         case_id = self.table.selected_case()
-        if case_id is not None and case_id != self._pending_case():
+        if case_id is not None and case_id != self._requested:
             self.open_case(case_id)
-
-    def _pending_case(self) -> str | None:
-        return self._requested
 
     def open_case(self, case_id: str, *, candidate: str | None = None) -> Any:
         """Read case ``case_id`` and predict it with ``candidate`` (default: the one chosen) in a worker.
@@ -292,7 +288,6 @@ class CohortReviewWidget(DockWidget):
         self._drop_case()
         self.case = case
         self._prediction = np.asarray(case.prediction.labels)
-        self._prediction_kept = False
         jobs = [lambda spec=spec: self._add_layer(*spec) for spec in _layer_specs(case)]
         with self._reviewed.changed.blocked():
             self._reviewed.value = bool(self.session.is_reviewed(case.case_id))
@@ -321,7 +316,7 @@ class CohortReviewWidget(DockWidget):
     def _drop_case(self) -> None:
         """Remove the layers of the case on show; warn when its prediction had edits that were not kept."""
         prediction = self.prediction_layer
-        if (prediction is not None and not self._prediction_kept and self._prediction is not None
+        if (prediction is not None and self._prediction is not None
                 and not np.array_equal(np.asarray(prediction.data), self._prediction)):
             show_warning(f"Cohort review: the edits of the prediction of {self.case_id} were dropped (not kept); "
                          "press 'Keep edited prediction' before moving on to keep them.")
@@ -347,7 +342,7 @@ class CohortReviewWidget(DockWidget):
             show_info("Cohort review: no case to move to (open a folder, or clear the filter).")
             return None
         every = [self.table.case_at(i) for i in range(self.table.native.rowCount())]
-        current = self._pending_case()
+        current = self._requested
         if current not in every:
             return self.open_case(shown[0] if step > 0 else shown[-1])
         position = every.index(current)
@@ -381,9 +376,10 @@ class CohortReviewWidget(DockWidget):
         if self.case is None or layer is None:
             show_info("Cohort review: open a case first; its prediction layer is what is kept.")
             return None
-        path = self._save(np.asarray(layer.data), kind="edited")
+        labels = np.array(layer.data, copy=True)
+        path = self._save(labels, kind="edited")
         if path is not None:
-            self._prediction_kept = True
+            self._prediction = labels  # kept: moving on drops nothing
         return path
 
     def keep_sample(self) -> Path | None:
