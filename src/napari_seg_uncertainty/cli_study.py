@@ -16,9 +16,12 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yaml import YAMLError
+
+if TYPE_CHECKING:
+    from .workflow.study import StudySpec
 
 __all__ = ["LAUNCHERS", "plan_lines", "study_main"]
 
@@ -100,9 +103,7 @@ def _list_examples(write: Callable[[str], None]) -> int:
     from .workflow.study import example_studies, load_study
 
     for name, path in sorted(example_studies().items()):
-        spec = load_study(path)
-        about = (getattr(spec, "description", "") or "").strip().splitlines()
-        write(f"{name:<18} {about[0] if about else ''}".rstrip())
+        write(f"{name:<18} {load_study(path).description}".rstrip())
         write(f"{'':<18} {path}")
     return 0
 
@@ -128,14 +129,13 @@ def _study_source(args: argparse.Namespace) -> Path:
     return path
 
 
-def _out_dir(args: argparse.Namespace, source: Path, spec: Any) -> Path:
+def _out_dir(args: argparse.Namespace, source: Path, spec: StudySpec) -> Path:
     """``--out``, else the study file's own output folder, else ``<study file name>/`` beside the file."""
     if args.out is not None:
         return Path(args.out)
     if args.example is not None:
         raise ValueError(f"--example {args.example} needs --out DIR (the folder to write the study to).")
-    own = getattr(spec, "out_dir", None)
-    return Path(own) if own else source.with_suffix("")
+    return Path(spec.out_dir) if spec.out_dir else source.with_suffix("")
 
 
 def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     spec = load_study(source)
     out_dir = _out_dir(args, source, spec)
     runs = plan_study(spec, out_dir)
-    write(f"study {getattr(spec, 'name', source.stem)}: {len(runs)} runs into {out_dir}")
+    write(f"study {spec.name}: {len(runs)} run{'s' if len(runs) != 1 else ''} into {out_dir}")
     for line in plan_lines(runs):
         write(f"  {line}")
     if args.dry_run:
@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     table = Path(result.out_dir) / "study.md"
     write("")
     write(f"study table ({table}):")
-    write(table.read_text(encoding="utf-8").rstrip() if table.is_file() else result.table.to_markdown().rstrip())
+    write(table.read_text(encoding="utf-8").rstrip())
     write("")
     for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
         write(f"note: {message}")
