@@ -402,3 +402,14 @@ def test_review_rows_rank_ties_and_undefined_cases():
     assert [r.reviewed for r in table] == [False, False, True, False]
     (alone,) = review_rows(rows("a", 0.9, 0.2), ["a"])
     assert alone.uncertainty == 0.5 and alone.rank == 1
+
+
+def test_marks_are_listed_in_evaluation_order(study, tmp_path):
+    _, evaluation = _copy(study, tmp_path)
+    session = ReviewSession.open(evaluation)
+    later, first = study["split"]["test"][1], study["split"]["test"][0]
+    session.mark_reviewed(later, note="checked")
+    session.mark_reviewed(first)
+    listed = session.marks()
+    assert [m.case_id for m in listed] == [c for c in session.case_ids("unet") if c in {first, later}]
+    assert {m.case_id: (m.reviewed, m.note) for m in listed} == {later: (True, "checked"), first: (True, "")}

@@ -27,7 +27,7 @@ import numpy as np
 from ...core._validation import check_choice, check_flag, check_int, check_seed, describe
 from ...core.geometry import Geometry
 from .annotations import ANNOTATION_KINDS, annotation_target, check_labels, label_digest, write_exclusive
-from .state import REVIEW_FILE, KeptAnnotation, annotations, marks, now, read_state, update_state
+from .state import REVIEW_FILE, KeptAnnotation, ReviewMark, annotations, marks, now, read_state, update_state
 from .table import CaseReviewRow, review_rows
 
 if TYPE_CHECKING:
@@ -389,6 +389,11 @@ class ReviewSession:
         """The reviewer's note of ``case_id`` (empty without one)."""
         mark = marks(read_state(self.state_path)).get(self._case(case_id))
         return mark.note if mark else ""
+
+    def marks(self) -> tuple[ReviewMark, ...]:
+        """The marks of the cases a reviewer marked or annotated with a note, in evaluation order."""
+        found = marks(read_state(self.state_path))
+        return tuple(found[c] for c in self._all_cases() if c in found)
 
     def annotations(self, case_id: str | None = None) -> tuple[KeptAnnotation, ...]:
         """The annotations saved through the review (of one case, or all), oldest first."""
