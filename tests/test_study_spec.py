@@ -183,3 +183,76 @@ def test_every_example_table_metric_is_written_by_the_evaluation():
         missing = sorted(set(spec.table.metrics) - keys)
         assert not missing, (name, missing)
         assert set(spec.table.percent) <= set(spec.table.metrics), name
+
+
+@pytest.mark.parametrize("key, message", [
+    ("organ:dcie", "'organ:dcie': no per-class metric 'dcie'; did you mean 'organ:dice'?"),
+    ("all:ece_reference_volum", "did you mean 'all:ece_reference_volume'"),
+    ("all:dice", "'dice' is per class: '<class>:dice'."),
+    ("organ:ece_reference_volume", "case-level metrics have the class 'all': 'all:ece_reference_volume'."),
+    ("organ:dice/rater_0", "no per-class metric 'dice/rater_0'"),
+    ("organ:zzz", "no per-class metric 'zzz'."),
+])
+def test_a_misspelt_table_metric_is_refused_on_loading_in_one_short_line(key, message):
+    with pytest.raises(ValueError) as error:
+        load_study(_study(table={"metrics": ["organ:dice", key]}))
+    text = str(error.value)
+    assert message in text and "\n" not in text and len(text) < 250
+    with pytest.raises(ValueError, match="table.percent entry 'organ:dcie'"):
+        load_study(_study(table={"metrics": ["organ:dice"], "percent": ["organ:dcie"]}))
+
+
+def test_the_metric_constants_are_exactly_what_evaluate_case_writes():
+    import numpy as np
+
+    from napari_seg_uncertainty.core.evaluation.case_metrics import CASE_METRICS, CLASS_METRICS, RATER_METRICS
+
+    members = np.stack([np.full((3, 24, 24), 1 / 3), np.full((3, 24, 24), 1 / 3)])
+    keys = _metric_keys(3, member_probabilities=members)
+    assert {k.split(":")[1] for k in keys if k.startswith("all:")} == set(CASE_METRICS)
+    per_class = {k.split(":")[1] for k in keys if k.startswith("organ:")}
+    assert per_class == {*CLASS_METRICS, *(f"{m}/rater_{r}" for m in RATER_METRICS for r in (1, 2, 3))}
+    for key in keys:  # every key the evaluation writes is accepted
+        load_study(_study(cohort={"phantom": {"n_cases": 6, "num_classes": 3}}, table={"metrics": [key]}))
+
+
+def test_a_table_class_the_cohort_lacks_is_refused_before_anything_trains(tmp_path):
+    spec = load_study(_study(table={"metrics": ["organ:dice", "livr:dice"]}))  # classes background, organ
+    with pytest.raises(ValueError, match=r"no foreground class 'livr'; its classes are \['organ'\]\.$"):
+        plan_study(spec, tmp_path / "a")
+    with pytest.raises(ValueError, match=r"no foreground class 'organs'; did you mean 'organ:dice'\?$"):
+        run_study(_study(table={"metrics": ["organs:dice"]}), out_dir=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_class_of_a_table_metric_is_checked_once_a_cohort_on_disk_is_read(tmp_path):
+    from napari_seg_uncertainty.core.cohort import make_phantom_cohort
+
+    source = make_phantom_cohort(6, tmp_path / "cohort", ndim=2, shape=(16, 16))  # no class names: "class 1"
+    study = _study(cohort=str(source), table={"metrics": ["organ:dice"]})
+    assert plan_study(study, tmp_path / "out")  # the class names are not known before the cohort is read
+    gen = run_study(study, out_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match=r"'organ:dice': the cohort has no foreground class 'organ'; its classes"):
+        for _ in gen:
+            pass
+    assert not list((tmp_path / "out").rglob("*.pt")) and not (tmp_path / "out" / "study.yaml").exists()
+
+
+def test_every_example_split_leaves_enough_test_cases_to_reach_significance():
+    from napari_seg_uncertainty.core.cohort.splits import fraction_split
+    from napari_seg_uncertainty.workflow.study.table import smallest_wilcoxon_p
+
+    for name, path in example_studies().items():
+        spec = load_study(path)
+        n_cases, fractions = spec.cohort.n_cases, {k: spec.split[k] for k in ("val", "test")}
+        n_test = round(n_cases * fractions["test"])  # the rounded share, as the split documents it
+        assert len(fraction_split([f"c{i}" for i in range(n_cases)], **fractions, seed=spec.split["seed"])["test"]) \
+            == n_test, name
+        num_tests = len(spec.candidates) - 1  # Holm over the candidates compared with the reference
+        if spec.table.test == "wilcoxon":
+            # all signs alike: p = 2 / 2**n, times the Holm factor
+            assert num_tests * 2 / 2**n_test < spec.table.alpha, (name, n_test)
+            assert smallest_wilcoxon_p(n_test, num_tests) < spec.table.alpha, name
+        else:  # a bootstrap p-value is at least one resample in num_resamples + 1
+            assert num_tests / (spec.evaluate.num_resamples + 1) < spec.table.alpha, name
+            assert n_test >= 8, name

@@ -61,11 +61,38 @@ from ..ssn.metrics import generalized_energy_distance, sample_diversity
 from ..uncertainty.segments import StructureUncertainty, segment_entropy, structure_entropy
 from ..uncertainty.voxelwise import entropy, mutual_information
 
-__all__ = ["CaseEvaluation", "evaluate_case"]
+__all__ = ["CASE_METRICS", "CLASS_METRICS", "RATER_METRICS", "CaseEvaluation", "evaluate_case", "is_rater_metric"]
 
 REFERENCES = ("staple", "majority", "mean")
 CALIBRATION_TARGETS = ("raters", "reference")
 REGIONS = ("volume", "box")
+#: Calibration metrics, each computed per target and region as ``"{metric}_{target}_{region}"``.
+CALIBRATION_METRICS = ("ece", "mce", "tace", "nll", "brier")
+#: Overlap metrics also computed against each rater, in the rows as ``"{metric}/rater_{r}"`` (r from 1).
+RATER_METRICS = ("dice", "surface_dice", "hd95")
+#: Metric names of the per-class rows (class: a foreground class name); see also :data:`RATER_METRICS`.
+CLASS_METRICS = (
+    *RATER_METRICS, "recall", "precision", *(f"{m}_rater_mean" for m in RATER_METRICS), "segment_entropy",
+    *(f"brier_{t}_{r}" for t in CALIBRATION_TARGETS for r in REGIONS),
+)  # fmt: skip
+#: Metric names of the case-level rows (class ``"all"``); the last three only with samples or members.
+CASE_METRICS = (
+    *(f"{m}_{t}_{r}" for t in CALIBRATION_TARGETS for r in REGIONS for m in CALIBRATION_METRICS),
+    "entropy_mae_volume", "entropy_mae_box", "uncertainty_error_dice", "ged2", "sample_diversity",
+    "mutual_information",
+)  # fmt: skip
+
+
+def is_rater_metric(metric: str) -> bool:
+    """Whether ``metric`` is a per-rater row's name, ``"{metric}/rater_{r}"`` with ``r >= 1``.
+
+    Examples
+    --------
+    >>> is_rater_metric("dice/rater_2"), is_rater_metric("dice/rater_0"), is_rater_metric("recall/rater_1")
+    (True, False, False)
+    """
+    name, sep, rater = metric.partition("/rater_")
+    return bool(sep) and name in RATER_METRICS and rater.isdigit() and int(rater) >= 1 and rater[0] != "0"
 
 
 @dataclass(frozen=True)
@@ -434,7 +461,7 @@ def evaluate_case(
     per_class.update(dice=dice, surface_dice=nsd, hd95=hd, recall=recall, precision=precision)
     rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
     per_rater = {
-        name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(("dice", "surface_dice", "hd95"))
+        name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(RATER_METRICS)
     }
     for name, table in per_rater.items():
         per_class[f"{name}_rater_mean"] = _nanmean_rows(table)
@@ -530,7 +557,7 @@ def _calibration_metrics(
         for region in REGIONS:
             key = f"{target_name}_{region}"
             if region == "box" and box is None:
-                for metric in ("ece", "mce", "tace", "nll", "brier"):
+                for metric in CALIBRATION_METRICS:
                     scalars[f"{metric}_{key}"] = math.nan
                 per_class[f"brier_{key}"] = np.full(p.shape[0], np.nan)
                 continue

@@ -35,7 +35,7 @@ from typing import Any
 
 from ...core._validation import check_int, describe
 from .launch import StudyProgress, checkpoint_reason, launch_runs, write_run_file
-from .spec import LAUNCHERS, PhantomCohort, StudySpec, load_study
+from .spec import LAUNCHERS, PhantomCohort, StudySpec, check_metric_classes, load_study
 
 __all__ = ["COMPARED_IGNORED", "STUDY_FILE", "StudyResult", "StudyRun", "plan_study", "run_study"]
 
@@ -178,6 +178,9 @@ def plan_study(
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a folder path, got {describe(out_dir)}.")
     root = Path(os.path.abspath(os.fspath(out_dir)))
+    known = cohort_options(spec).get("class_names")
+    if known:  # a generated cohort's or the study's class names: checked before the cohort exists
+        check_metric_classes(spec.table, known)
     runs = []
     for candidate in spec.candidates:
         for seed in spec.seeds:
@@ -298,6 +301,8 @@ def _run(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], settings: Any,
     from ...core._atomic import atomic_write
 
     source, cohort = yield from _prepare_cohort(spec, root)
+    if spec.table.metrics or spec.table.percent:
+        check_metric_classes(spec.table, _class_names(cohort))
     split = _resolved_split(spec, cohort)
     for run in runs:
         _check_run_split(run, split)
@@ -348,6 +353,13 @@ def cohort_options(spec: StudySpec) -> dict[str, Any]:
 
         return {"class_names": phantom_class_names(spec.cohort.num_classes), **spec.cohort_options}
     return dict(spec.cohort_options)
+
+
+def _class_names(cohort: Any) -> list[str]:
+    """The class names the evaluation's rows carry: the cohort's, else those training gives (``class k``)."""
+    if cohort.class_names:
+        return list(cohort.class_names)
+    return ["background", *(f"class {k}" for k in range(1, cohort.num_classes()))]
 
 
 def _resolved_split(spec: StudySpec, cohort: Any) -> dict[str, list[str]]:

@@ -48,6 +48,7 @@ gives the same study.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import math
 import os
@@ -71,6 +72,7 @@ __all__ = [
     "StudyCandidate",
     "StudySpec",
     "TableSettings",
+    "check_metric_classes",
     "load_study",
 ]
 
@@ -232,7 +234,54 @@ def _metric_keys(value: Any, where: str) -> tuple[str, ...]:
                 f"{where} entry {key!r} is not a '<class>:<metric>' key such as 'organ:dice' or "
                 "'all:ece_reference_volume'."
             )
+        _check_metric_name(key, where)
     return tuple(keys)
+
+
+def _suggest(word: str, options: Sequence[str], template: str = "{}") -> str:
+    """``"; did you mean 'a' or 'b'?"`` from the closest of ``options``, or nothing."""
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(template.format(c)) for c in close)}?" if close else ""
+
+
+def _check_metric_name(key: str, where: str) -> None:
+    """Refuse a key whose metric ``evaluate_case`` does not write for its kind of class (per class or ``all``)."""
+    from ...core.evaluation.case_metrics import CASE_METRICS, CLASS_METRICS, is_rater_metric
+
+    structure, metric = key.split(":")
+    if structure == "all":
+        if metric not in CASE_METRICS:
+            hint = f"; {metric!r} is per class: '<class>:{metric}'." if metric in CLASS_METRICS or is_rater_metric(
+                metric) else _suggest(metric, CASE_METRICS, "all:{}")
+            raise ValueError(f"{where} entry {key!r}: no case-level metric {metric!r}{hint or '.'}")
+    elif metric not in CLASS_METRICS and not is_rater_metric(metric):
+        hint = f"; case-level metrics have the class 'all': 'all:{metric}'." if metric in CASE_METRICS else _suggest(
+            metric, (*CLASS_METRICS, "dice/rater_1"), f"{structure}:{{}}")
+        raise ValueError(f"{where} entry {key!r}: no per-class metric {metric!r}{hint or '.'}")
+
+
+def check_metric_classes(table: TableSettings, class_names: Sequence[str]) -> None:
+    """Refuse a table metric key whose class is neither ``"all"`` nor one of the foreground ``class_names``.
+
+    Parameters
+    ----------
+    table : TableSettings
+        The study's table settings (``metrics`` and ``percent``).
+    class_names : sequence of str
+        The cohort's class names, background first (the evaluation writes no row for it).
+
+    Raises
+    ------
+    ValueError
+        One line naming the key and the closest class names.
+    """
+    foreground = [str(name) for name in list(class_names)[1:]]
+    for where, keys in (("table.metrics", table.metrics), ("table.percent", table.percent)):
+        for key in keys:
+            structure, metric = key.split(":")
+            if structure != "all" and structure not in foreground:
+                hint = _suggest(structure, foreground, f"{{}}:{metric}") or f"; its classes are {foreground}."
+                raise ValueError(f"{where} entry {key!r}: the cohort has no foreground class {structure!r}{hint}")
 
 
 @dataclass(frozen=True)
