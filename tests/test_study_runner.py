@@ -336,3 +336,37 @@ def test_a_runs_status_follows_the_reason_its_last_checkpoint_was_written(tmp_pa
     assert run.status == "new"
     save_checkpoint(run.checkpoint, {"config": run.config.to_dict(), "reason": reason})  # a killed job's last write
     assert [r.status for r in plan_study(_study(), tmp_path)] == ["new", status]
+
+
+def test_ctrl_c_on_the_parallel_launcher_cancels_its_jobs_quietly_and_they_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    study = _study(base={**TINY, "epochs": 500})  # far longer than the test waits
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "napari_seg_uncertainty.cli", "study", str(tmp_path / "study.yaml"),
+               "--out", str(out), "--launcher", "parallel", "--jobs", "2"]  # fmt: skip
+    # its own session: the signal goes to its whole process group, as Ctrl-C in a terminal does
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    checkpoints = [out / "runs" / name / "seed0" / "last.pt" for name in ("a", "b")]
+    deadline = time.monotonic() + 240
+    while not all(p.is_file() for p in checkpoints) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # both jobs have written the checkpoint of their first epoch
+    assert process.poll() is None, process.communicate()
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and stderr.strip().startswith("interrupted:"), stderr
+    assert stdout.count("started as process") == 2
+    assert "Traceback" in (out / "parallel" / "controller.log").read_text()  # submitit's controllers, kept aside
+    time.sleep(2.0)  # a job may still be writing its checkpoint after its controller ended
+    assert {load_checkpoint(p)["reason"] for p in checkpoints} <= {"cancelled", "periodic"}
+    assert [r.status for r in plan_study(load_study(study), out)] == ["resume", "resume"]
+    plan = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0 and plan.stdout.count("interrupted (resumes from last.pt)") == 2, plan.stdout

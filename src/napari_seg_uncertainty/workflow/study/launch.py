@@ -13,7 +13,9 @@ The launchers (:data:`~napari_seg_uncertainty.workflow.study.spec.LAUNCHERS`):
     One run after another in this process (:func:`train_steps`), with a progress record per epoch.
 ``parallel``
     ``jobs`` runs at a time, each its own process through ``submitit.LocalExecutor``; a job is
-    submitted once an earlier one has finished. With CUDA devices the jobs take them in turn.
+    submitted once an earlier one has finished. With CUDA devices the jobs take them in turn. Ctrl-C
+    (or closing the generator) cancels the jobs (``job.cancel()``): each writes a ``"cancelled"``
+    ``last.pt``; the controllers' own output goes to ``OUT/parallel/controller.log``, not the terminal.
 ``slurm``
     ``submitit.AutoExecutor(cluster="slurm")``: one job per run, or one job array with
     ``slurm_array_parallelism = jobs``; the logs and submission files go to ``OUT/slurm``.
@@ -24,8 +26,12 @@ schedules beyond waiting for a job before submitting past ``jobs``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +57,8 @@ __all__ = [
 PHASES = ("cohort", "train", "evaluate", "table")
 #: The file in each run folder that makes the run a self-contained job.
 RUN_FILE = "run.json"
+#: The output of the ``parallel`` launcher's submitit controllers, in its submitit folder.
+CONTROLLER_LOG = "controller.log"
 #: Seconds between two looks at running jobs.
 POLL_SECONDS = 1.0
 
@@ -165,17 +173,32 @@ def train_steps(folder: str | os.PathLike, *, cohort: Any = None) -> Generator[A
     return str(last)
 
 
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """Raise ``KeyboardInterrupt`` on the first SIGINT and ignore the next ones, so the checkpoint of the
+    interrupted run is written even when a second SIGINT follows (Ctrl-C reaches a job and its submitit
+    controller, which forwards it again)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def train_run(run_folder: str | os.PathLike) -> str:
     """Train the run in ``run_folder`` to its end (a submitit job); returns its ``last.pt``.
 
     A top-level function so that submitit can pickle it by reference: the job needs only the folder.
+    SIGINT (Ctrl-C, ``job.cancel()``) stops it with a ``"cancelled"`` ``last.pt``.
     """
-    gen = train_steps(run_folder)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _interrupt_once) if main else None
+    try:
+        gen = train_steps(run_folder)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,7 +313,8 @@ def _launch_parallel(
                 run = pending.pop(0)
                 if gpus:
                     executor.update_parameters(visible_gpus=(submitted % gpus,))
-                job = executor.submit(train_run, str(run.folder))
+                with _stderr_into(folder / CONTROLLER_LOG):
+                    job = executor.submit(train_run, str(run.folder))
                 submitted += 1
                 active[run.run_id] = job
                 yield StudyProgress("train", run.run_id, f"{run.run_id}: started as process {job.job_id}")
@@ -302,6 +326,27 @@ def _launch_parallel(
             job.cancel(check=False)
     _raise_failures(failed)
     return tuple(done)
+
+
+@contextlib.contextmanager
+def _stderr_into(path: Path) -> Generator[None, None, None]:
+    """Point this process's file descriptor 2 at ``path`` while a job is submitted.
+
+    A ``submitit.LocalExecutor`` job is run by a controller process that inherits descriptor 2 and,
+    when interrupted (Ctrl-C, ``job.cancel()``), prints a ``KeyboardInterrupt`` traceback there;
+    submitit has no option for the controller's output, so it goes to ``path`` instead of the
+    terminal. The jobs' own output goes to submitit's per-job logs as before.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _launch_slurm(
