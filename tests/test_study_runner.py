@@ -106,6 +106,18 @@ def test_an_interrupted_study_resumes_without_retraining_finished_runs(tmp_path)
     assert os.stat(out / "evaluation/cases.csv").st_mtime_ns == cases_mtime
     np.testing.assert_array_equal(again.table.mean, result.table.mean)
 
+    # a reviewer keeps an annotation of a test case: its reference changed, so the evaluation is redone
+    from napari_seg_uncertainty.workflow.review import ReviewSession
+
+    review = ReviewSession.open(out)
+    case_id = result.table.case_ids[0]
+    labels = review.load_case(case_id, "a/seed0").raters[0].copy()
+    labels[:4] = 1 - labels[:4]
+    review.save_annotation(case_id, labels, kind="edited")
+    grown, records = _finish(run_study(_study(), out_dir=out))
+    assert grown.trained == () and not any("checkpoints unchanged" in r.text for r in records)
+    assert os.stat(out / "evaluation/cases.csv").st_mtime_ns != cases_mtime
+
 
 def test_a_finished_run_trained_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "study"

@@ -12,7 +12,8 @@ records: it writes the generated cohort (if the study asks for one) and ``OUT/st
 resolved study: a study file with every candidate's full configuration; each run folder's
 ``run.json`` and ``split.json`` hold the cohort and the case-level split), trains through the
 study's launcher, evaluates every run on the held-out split (``OUT/evaluation``, only again when a
-checkpoint changed: their SHA-256 are kept in ``OUT/evaluation/checkpoints.json``), and writes the
+checkpoint, the evaluation settings or a test case's files changed: the checkpoints' SHA-256 and the
+files' sizes and times are kept in ``OUT/evaluation/checkpoints.json``), and writes the
 study table and the quality control. It
 returns a :class:`StudyResult`.
 
@@ -426,6 +427,7 @@ def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], cohort: A
     record = {
         "version": 1, "evaluate": dataclasses.asdict(spec.evaluate), "split": split,
         "checkpoints": {run_id: {"path": path, "sha256": _sha256(path)} for run_id, path in checkpoints.items()},
+        "cases": _case_files(cohort, split.get(spec.evaluate.split, [])),
     }  # fmt: skip
     saved = _saved_evaluation(folder, record, EVALUATION_FILES)
     if saved is not None:
@@ -447,6 +449,26 @@ def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], cohort: A
     with atomic_write(folder / CHECKPOINTS_FILE, overwrite=True) as temporary:
         temporary.write_text(json.dumps(record, indent=2) + "\n")
     return result, result.case_rows(), [*result.files, str(folder / CHECKPOINTS_FILE)]
+
+
+def _case_files(cohort: Any, case_ids: list[str]) -> dict[str, list[list[Any]]]:
+    """Per evaluated case, its image and rater files with their sizes and modification times.
+
+    A reviewer who keeps an annotation adds a rater file to a case: the fused reference changes, so the
+    saved evaluation no longer describes the cohort and is redone.
+    """
+    files: dict[str, list[list[Any]]] = {}
+    for case_id in case_ids:
+        info = cohort[case_id]
+        entries = []
+        for path in (*info.image_files, *info.rater_files):
+            try:
+                stat = os.stat(path)
+                entries.append([str(path), stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                entries.append([str(path), None, None])
+        files[case_id] = entries
+    return files
 
 
 def _saved_evaluation(folder: Path, record: dict[str, Any], names: tuple[str, ...]) -> Any:
