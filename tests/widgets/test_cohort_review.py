@@ -120,8 +120,16 @@ def test_table_lists_the_cases_ranked_sorted_filtered_and_coloured(make_napari_v
     figure = widget.plots.panels["Reliability"].canvas.figure
     legend = " ".join(t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts())
     assert "unet: ECE" in legend and "ssn: ECE" in legend
-    texts = [t.get_text() for ax in widget.plots.panels["Study table"].canvas.figure.axes for t in ax.texts]
-    assert any("No study table" in t for t in texts)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels[0] == "perfect calibration" and labels[-1] == "gap"  # gap after the candidates
+    assert [label.split(":")[0] for label in labels[1:-1]] == ["unet", "ssn"]
+    histogram = figure.axes[1]
+    low, high = histogram.get_ylim()
+    majors = [t for t in histogram.yaxis.get_majorticklocs() if low <= t <= high]
+    assert 1 <= len(majors) <= 4
+    assert all(not t.get_text() for t in histogram.yaxis.get_minorticklabels())
+    assert not widget.plots.study.table.isVisibleTo(widget.plots.native)
+    assert "No study table" in widget.plots.study.footnote.text()
 
 
 def test_selecting_a_case_shows_its_layers_on_its_grid(make_napari_viewer, qtbot, folder):
@@ -195,8 +203,13 @@ def test_keep_edited_prediction_twice_writes_two_new_raters(make_napari_viewer, 
     layer = viewer.layers[LAYER_NAMES["prediction"]]
     edited = np.array(layer.data)
     edited[2:6, 2:6] = 1
-    layer.data = edited
     messages = _notifications()
+    layer.data = np.array(case.prediction.labels)  # not edited: refused, nothing written
+    before = len(ReviewSession.open(folder["evaluation"]).annotations(case_id))
+    assert widget.keep_prediction() is None
+    assert [m for m in messages if "has not been edited" in m and "keep an SSN sample" in m]
+    assert len(ReviewSession.open(folder["evaluation"]).annotations(case_id)) == before
+    layer.data = edited
     first = widget.keep_prediction()
     assert widget.keep_prediction() is None  # the same labels again: refused, with a notification
     assert [m for m in messages if "equal the annotation already kept" in m]
@@ -256,3 +269,147 @@ def test_bad_folder_is_a_notification_not_a_traceback(make_napari_viewer, qtbot,
     assert "Cohort plots" in viewer.window.dock_widgets
     viewer.window.remove_dock_widget(dock)
     qtbot.waitUntil(lambda: "Cohort plots" not in viewer.window.dock_widgets, timeout=TIMEOUT_MS)
+
+
+def test_closing_the_dock_removes_its_layers_but_an_unsaved_edit(make_napari_viewer, qtbot, folder):
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    messages = _notifications()
+    mine = viewer.add_points(np.array([[1.0, 2.0]]), name="my notes")
+    case_id = widget.table.case_order()[0]
+    _open(qtbot, widget, case_id)
+    added = list(widget.layers)
+    prediction = viewer.layers[LAYER_NAMES["prediction"]]
+    edited = np.array(prediction.data)
+    edited[0, 0] = 1 - edited[0, 0]
+    prediction.data = edited
+    from napari._qt.widgets.qt_viewer_dock_widget import QtViewerDockWidget
+
+    dock = next(d for d in viewer.window._qt_window.findChildren(QtViewerDockWidget) if d.widget() is widget.native)
+    dock.titleBarWidget().close_button.click()  # the dock's ×
+    qtbot.waitUntil(lambda: not widget.layers, timeout=TIMEOUT_MS)
+    left = [layer for layer in added if layer in viewer.layers]
+    assert left == [prediction] and prediction.name == f"{LAYER_NAMES['prediction']} {case_id} (unsaved edit)"
+    np.testing.assert_array_equal(prediction.data, edited)
+    assert list(viewer.layers) == [mine, prediction] and widget.layers == []
+    assert [m for m in messages if "unsaved edit" in m]
+    assert "Cohort plots" not in viewer.window.dock_widgets
+
+
+def test_study_table_tab_is_a_qt_table_of_the_study_table(make_napari_viewer, qtbot, folder):
+    from napari_seg_uncertainty.workflow.study.table import study_table
+
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    rows = ReviewSession.open(folder["evaluation"]).saved.rows
+    structure = next(r["class"] for r in rows if r["metric"] == "dice" and r["class"] != "all")
+    metrics = [f"{structure}:dice", "all:ece_reference_volume"]
+    table = study_table(rows, metrics=metrics, num_resamples=200, seed=0)
+    panel = widget.plots.study
+    panel.show_table(table, percent=["all:ece_reference_volume"])
+    view = panel.table
+    assert view.rowCount() == len(table.candidates) == 2 and view.columnCount() == 2
+    assert [view.verticalHeaderItem(i).text() for i in range(2)] == list(table.candidates)
+    assert view.horizontalHeaderItem(0).text().endswith("↑") and view.horizontalHeaderItem(1).text().endswith("↓")
+    assert "%" in view.horizontalHeaderItem(1).text() and "%" not in view.horizontalHeaderItem(0).text()
+    for i in range(2):
+        for j, factor in enumerate((1.0, 100.0)):
+            m, lo, hi = (factor * float(a[i, j]) for a in (table.mean, table.low, table.high))
+            item = view.item(i, j)
+            assert item.text() == f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+            assert item.font().bold() == bool(table.marked[i, j])
+            tip = item.toolTip()
+            assert f"n = {int(table.n[i, j])} cases" in tip
+            assert f"p = {float(table.comparison.p_value[i, j]):.3g}" in tip
+            assert f"Holm-adjusted p = {float(table.comparison.adjusted_p_value[i, j]):.3g}" in tip
+    assert panel.footnote.wordWrap() and panel.footnote.text().startswith("Mean over the n = ")
+    # every column reads whole: as wide as its widest line
+    metrics_font = view.fontMetrics()
+    for j in range(2):
+        assert view.columnWidth(j) >= metrics_font.horizontalAdvance(view.item(0, j).text().split(" [")[0])
+
+
+def test_a_tiny_plots_dock_draws_without_layout_warnings(make_napari_viewer, qtbot, folder):
+    import warnings
+
+    from napari_seg_uncertainty.widgets._review_plots import draw_message, render_drawing
+
+    _viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    qtbot.waitUntil(lambda: not widget.plots.rendering, timeout=TIMEOUT_MS)
+    panel = widget.plots.panels["Reliability"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        panel.canvas.figure.set_size_inches(0.3, 0.2)  # a dock squeezed to a few pixels
+        panel.canvas.draw()
+        render_drawing(panel.drawing, size=(0.3, 0.2), dpi=100.0, style=panel.napari_theme_style_sheet)
+        render_drawing(lambda f: draw_message(f, "x"), size=(0.3, 0.2), dpi=100.0, style={})
+    assert not [w for w in caught if "collapsed" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def folder3d(tmp_path_factory):
+    """6 generated 3-D cases with non-zero origins, a softmax U-Net (1 step) evaluated on the 2 held out."""
+    import torch
+
+    root = tmp_path_factory.mktemp("review3d")
+    source = make_phantom_cohort(6, root / "cohort", ndim=3, num_raters=2, shape=(8, 16, 16), seed=3)
+    cohort = load_cohort(source)
+    split = cohort.split(val=0.2, test=0.3, seed=0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(channels=(4, 8), strides=(2,), num_res_units=0, epochs=1, steps_per_epoch=1,
+                             batch_size=1, patch_size=(8, 16, 16), num_workers=0, device="cpu",
+                             output_dir=str(root / "runs" / "unet"))
+        *_, last = train(config, cohort, split=split)
+        for _record in evaluate_checkpoints({"unet": last.checkpoint}, cohort, out_dir=root / "evaluation",
+                                            num_resamples=50, device="cpu"):
+            pass
+    finally:
+        torch.set_num_threads(previous)
+    return {"evaluation": root / "evaluation", "source": source}
+
+
+def _assert_on_case(viewer, layer, data):
+    """The sliders at the case's centre slice and the camera on the case's in-plane extent."""
+    shape = np.asarray(data.raters.shape[1:])
+    index = layer.world_to_data(viewer.dims.point)
+    assert abs(index[0] - (shape[0] - 1) / 2) <= 0.5 + 1e-6  # the centre slice (to the sliders' grid)
+    low = np.asarray(data.origin) - np.asarray(data.spacing) / 2  # the voxels' edges, world coordinates
+    high = low + shape * np.asarray(data.spacing)
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], ((low + high) / 2)[-2:], atol=1e-3)
+    size = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
+    shown = size / viewer.scene.camera.zoom  # world extent on screen
+    assert np.all(shown >= (high - low)[-2:] - 1e-6) and np.any(shown <= 1.2 * (high - low)[-2:])
+
+
+def test_opening_a_case_moves_the_view_to_it_not_to_all_layers(make_napari_viewer, qtbot, folder3d):
+    viewer = make_napari_viewer()
+    viewer.add_points(np.array([[500.0, 0.0, 0.0]]), name="far away")  # the user's own layer
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort review")
+    widget.open_folder(folder3d["evaluation"])
+    qtbot.waitUntil(lambda: widget.session is not None and not widget.busy, timeout=TIMEOUT_MS)
+    cohort = load_cohort(folder3d["source"])
+    order = widget.table.case_order()
+    assert len(order) == 2
+    for case_id, step in ((order[0], widget.next_case), (order[1], widget.next_case)):
+        viewer.dims.set_point(0, 500.0)  # looking at the user's layer
+        _open(qtbot, widget, case_id, step=step)
+        data = cohort.load_case(case_id)
+        assert abs(data.origin[0]) > 0
+        _assert_on_case(viewer, viewer.layers[LAYER_NAMES["prediction"]], data)
+
+
+def test_a_2d_case_beside_a_3d_layer_of_the_users_is_in_view(make_napari_viewer, qtbot, folder):
+    viewer = make_napari_viewer()
+    viewer.add_points(np.array([[500.0, 900.0, 900.0]]), name="far away")  # more axes than the case
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Cohort review")
+    widget.open_folder(folder["evaluation"])
+    qtbot.waitUntil(lambda: widget.session is not None and not widget.busy, timeout=TIMEOUT_MS)
+    case_id = widget.table.case_order()[0]
+    _open(qtbot, widget, case_id, step=lambda: widget.open_case(case_id, candidate="ssn"))  # samples: a slider
+    data = load_cohort(folder["source"]).load_case(case_id)
+    low = np.asarray(data.origin) - np.asarray(data.spacing) / 2
+    high = low + np.asarray(data.raters.shape[1:]) * np.asarray(data.spacing)
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (low + high) / 2, atol=1e-3)
+    shown = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float) / viewer.scene.camera.zoom
+    assert np.all(shown >= high - low - 1e-6) and np.any(shown <= 1.2 * (high - low))
+    assert widget.sample_index() == 0

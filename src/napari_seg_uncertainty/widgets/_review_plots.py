@@ -1,18 +1,23 @@
 """The *Cohort plots* dock of the *Cohort review* widget: pooled reliability, study table, quality control.
 
-Three tabs, each a themed matplotlib canvas (:class:`FigurePanel`, the Calibration dock's
-:class:`~napari_seg_uncertainty.widgets._calibration_plot.CalibrationPlot` drawing any figure): the pooled
-reliability diagram of every candidate (``ReviewSession.reliability_results()``, drawn by
-:func:`~napari_seg_uncertainty.workflow.figures.draw_reliability`), the study table
-(``draw_study_table``) and the segment-entropy-versus-Dice quality control (``draw_quality_control``).
-Each figure is drawn and rasterised in a worker thread, as the Calibration dock's plot is.
+Three tabs: the pooled reliability diagram of every candidate (``ReviewSession.reliability_results()``,
+drawn by :func:`~napari_seg_uncertainty.workflow.figures.draw_reliability`) and the
+segment-entropy-versus-Dice quality control (``draw_quality_control``), each a themed matplotlib canvas
+(:class:`FigurePanel`, the Calibration dock's
+:class:`~napari_seg_uncertainty.widgets._calibration_plot.CalibrationPlot` drawing any figure, drawn and
+rasterised in a worker thread), and the study table as a Qt table (:class:`StudyTablePanel`: it reads
+at the dock's width and font, where a drawn table would shrink to a few pixels).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._calibration_plot import CalibrationPlot
 from ._common import run_in_thread
@@ -24,6 +29,7 @@ __all__ = [
     "PLOTS_DOCK",
     "FigurePanel",
     "ReviewPlots",
+    "StudyTablePanel",
     "draw_message",
     "draw_pooled_reliability",
     "render_drawing",
@@ -37,6 +43,10 @@ MIN_PANEL_HEIGHT = 100
 FIGURE_INCHES = (3.6, 4.0)
 #: Size of one structure's panel of the quality control (inches): the panels sit side by side.
 QC_PANEL_INCHES = (4.2, 5.6)
+#: Smallest figure (inches) laid out by matplotlib's constrained layout: below it the axes would collapse.
+MIN_LAYOUT_INCHES = (1.6, 1.2)
+#: The arrow after a metric's label: which way is better.
+ARROWS = {"higher": "↑", "lower": "↓"}
 
 
 def draw_pooled_reliability(figure: Any, results: Sequence[Any], *, title: str) -> None:
@@ -72,12 +82,23 @@ def render_drawing(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    laid_out = all(a >= b for a, b in zip(size, MIN_LAYOUT_INCHES))  # a tiny (floated, squeezed) dock: no layout
     with mplstyle.context(style):
-        figure = Figure(figsize=size, dpi=dpi, layout="constrained")
+        figure = Figure(figsize=size, dpi=dpi, layout="constrained" if laid_out else None)
         canvas = FigureCanvasAgg(figure)
         drawing(figure)
         canvas.draw()
     return figure, canvas, {}
+
+
+def _draw_quietly(draw: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``draw()`` without matplotlib's warning that a canvas too small for its axes (a dock floated or
+    squeezed to a few pixels) was not laid out: the next resize lays it out again."""
+    import warnings
+
+    with warnings.catch_warnings():  # the GUI thread's draw: the workers never draw a canvas of the dock
+        warnings.filterwarnings("ignore", message=".*not applied because axes sizes collapsed", category=UserWarning)
+        return draw(*args, **kwargs)
 
 
 class FigurePanel(CalibrationPlot):
@@ -92,6 +113,7 @@ class FigurePanel(CalibrationPlot):
         super().__init__(napari_viewer, parent=parent)
         self.setMinimumHeight(MIN_PANEL_HEIGHT)
         self.canvas.figure.set_size_inches(*FIGURE_INCHES)  # the canvas asks for this size, not 6.4 × 4.8 in
+        self.canvas.draw = partial(_draw_quietly, self.canvas.draw)
 
     def show_drawing(self, drawing: Callable[[Any], Any], *, done: Callable[[], None] | None = None) -> None:
         """Show ``drawing`` (drawn and rasterised in a worker); ``done()`` once it is on the canvas."""
@@ -122,6 +144,127 @@ class FigurePanel(CalibrationPlot):
         self.drawing(self.figure)
 
 
+def percent_keys(metrics: Sequence[str], percent: Sequence[str]) -> set[str]:
+    """The metric keys of ``metrics`` shown in percent: those named in ``percent`` or whose metric name starts
+    with an entry of it (``"ece"``), as the study's ``table.percent`` selects them for ``study.md``."""
+    return {key for key in metrics for item in percent if key == item or key.partition(":")[2].startswith(item)}
+
+
+def study_percent(folder: Any) -> tuple[str, ...]:
+    """The ``table.percent`` of the study in ``folder`` (its ``study.yaml``); empty when it cannot be read."""
+    if folder is None:
+        return ()
+    from ..workflow.study.spec import load_study
+
+    try:
+        return tuple(load_study(Path(folder) / "study.yaml").table.percent)
+    except (OSError, ValueError, TypeError, KeyError):  # the table then shows fractions, as study.csv holds them
+        return ()
+
+
+class StudyTablePanel:
+    """The study table as a Qt table: one row per candidate, one column per metric, the footnote below.
+
+    Cells read "mean [low, high]" (× 100 for the metrics in percent), bold where
+    :attr:`~napari_seg_uncertainty.workflow.study.table.StudyTable.marked`, " *" where significantly
+    different from the reference; each cell's tooltip gives n, the p-value and the Holm-adjusted p-value.
+
+    Attributes
+    ----------
+    native : QWidget
+    table : QTableWidget
+    footnote : QLabel
+    """
+
+    def __init__(self, *, empty: str) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QVBoxLayout, QWidget
+
+        self.native = QWidget()
+        layout = QVBoxLayout(self.native)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(True)  # "mean" over "[low, high]" in a narrow column
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.footnote = QLabel(empty)
+        self.footnote.setWordWrap(True)
+        self.footnote.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.footnote)
+        self.table.hide()
+
+    def show_message(self, text: str) -> None:
+        """No table: ``text`` says why."""
+        self.table.setRowCount(0)
+        self.table.setColumnCount(0)
+        self.table.hide()
+        self.footnote.setText(text)
+
+    def show_table(self, table: Any, *, percent: Sequence[str] = ()) -> None:
+        """Show ``table`` (a ``StudyTable``), the metrics matched by ``percent`` × 100."""
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        scaled = percent_keys(table.metrics, percent)
+        cmp = table.comparison
+        view = self.table
+        view.clear()
+        view.setRowCount(len(table.candidates))
+        view.setColumnCount(len(table.metrics))
+        view.setVerticalHeaderLabels([str(c) for c in table.candidates])
+        view.setHorizontalHeaderLabels([
+            f"{label}{' %' if key in scaled else ''}\n{ARROWS.get(direction, '')}"
+            for key, label, direction in zip(table.metrics, table.labels, table.directions)])
+        star = np.asarray(cmp.significant, dtype=bool) if cmp.reference else np.zeros(table.mean.shape, dtype=bool)
+        for i, candidate in enumerate(table.candidates):
+            for j, key in enumerate(table.metrics):
+                factor = 100.0 if key in scaled else 1.0
+                item = QTableWidgetItem(cell_text(*(factor * float(a[i, j]) for a in (table.mean, table.low,
+                                                                                     table.high)))
+                                        + (" *" if star[i, j] else ""))
+                font = item.font()
+                font.setBold(bool(table.marked[i, j]))
+                item.setFont(font)
+                against = cmp.compared_to[j] or "the others"
+                item.setToolTip(f"{candidate}, {table.labels[j]}: n = {int(table.n[i, j])} cases; "
+                                f"p = {float(cmp.p_value[i, j]):.3g} against {against}, Holm-adjusted "
+                                f"p = {float(cmp.adjusted_p_value[i, j]):.3g}")
+                view.setItem(i, j, item)
+        self._fit_columns()
+        view.show()
+        self.footnote.setText(table.to_markdown(percent=sorted(scaled)).rstrip().split("\n\n")[-1])
+
+    def _fit_columns(self) -> None:
+        """Each column as wide as its widest line ("mean" and "[low, high]" wrap onto two lines)."""
+        view = self.table
+        metrics = view.fontMetrics()
+        bold = view.font()
+        bold.setBold(True)
+        from qtpy.QtGui import QFontMetrics
+
+        wide = QFontMetrics(bold)
+        for j in range(view.columnCount()):
+            lines = view.horizontalHeaderItem(j).text().split("\n")
+            for i in range(view.rowCount()):
+                lines += view.item(i, j).text().split(" [", 1)
+            width = max(max(metrics.horizontalAdvance(t), wide.horizontalAdvance(t)) for t in lines)
+            view.setColumnWidth(j, width + 16)
+        view.resizeRowsToContents()
+
+
+def cell_text(mean: float, low: float, high: float, *, digits: int = 3) -> str:
+    """"mean [low, high]" at ``digits`` decimals, as ``study.md`` has it; "–" without a value.
+
+    Examples
+    --------
+    >>> cell_text(0.81234, 0.75, 0.9)
+    '0.812 [0.750, 0.900]'
+    """
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 class ReviewPlots:
     """The tabs of the *Cohort plots* dock: Reliability, Study table, Quality control.
 
@@ -144,10 +287,14 @@ class ReviewPlots:
         self.native = QTabWidget()
         self.native.setMinimumHeight(MIN_PANEL_HEIGHT + 30)
         self.panels: dict[str, FigurePanel] = {}
+        self.study = StudyTablePanel(empty=dict(self.TABS)["Study table"])
         for name, empty in self.TABS:
+            if name == "Study table":
+                self.native.addTab(self.study.native, name)
+                continue
             panel = FigurePanel(viewer, empty=empty)
             self.panels[name] = panel
-            if name in ("Study table", "Quality control"):  # drawn at a size that reads, scrolled in a narrow dock
+            if name == "Quality control":  # drawn at a size that reads, scrolled in a narrow dock
                 area = QScrollArea()
                 area.setWidgetResizable(False)  # the panel keeps its size (set_inches), top left
                 area.setFrameShape(QFrame.Shape.NoFrame)
@@ -166,21 +313,16 @@ class ReviewPlots:
         return any(panel.rendering for panel in self.panels.values())
 
     def show_session(self, session: Any) -> None:
-        """Draw the pooled reliability, the study table and the quality control of ``session``."""
+        """Show the pooled reliability, the study table and the quality control of ``session``."""
         split = getattr(getattr(session, "saved", None), "split", "test")
         title = f"Pooled reliability, {split} cases"
         self.panels["Reliability"].show_drawing(
             partial(draw_pooled_reliability, results=session.reliability_results(), title=title))
         table = session.study_table()
         if table is None:
-            self.panels["Study table"].show_drawing(partial(
-                draw_message, text="No study table: this is an evaluation folder (a study writes study.csv)."))
+            self.study.show_message("No study table: this is an evaluation folder (a study writes study.csv).")
         else:
-            from ..workflow.study.table import draw_study_table, study_figure
-
-            panel = self.panels["Study table"]
-            panel.set_inches(*study_figure(table).get_size_inches())  # every cell at 10 pt
-            panel.show_drawing(partial(draw_study_table, table=table))
+            self.study.show_table(table, percent=study_percent(getattr(session, "study_folder", None)))
         quality = session.quality()
         if not quality:
             self.panels["Quality control"].show_drawing(partial(

@@ -8,8 +8,10 @@ entropy and whether they were reviewed, each row coloured by the case's uncertai
 column and filters by case id and "only not reviewed". Selecting a case reads it and predicts it in a
 worker, then shows its image, the raters, the prediction, its entropy and — for an SSN — label maps
 sampled from the model, all on the case's grid (scale and translate); the previous case's layers
-that this dock added are removed (layers of the user's stay). *Previous* and *Next* follow the
-table's order as shown.
+that this dock added are removed (layers of the user's stay) and the view moves to the case (its
+centre slice, the camera on its extent), wherever the user's own layers lie. *Previous* and *Next*
+follow the table's order as shown. Closing the dock removes the layers it added, except an edited
+prediction that was not kept: that layer stays, renamed "… (unsaved edit)".
 
 The reviewer marks a case reviewed (``review.json``), keeps the edited prediction or the SSN sample
 on show as a new annotation saved beside the case (never overwriting: the cohort then has one rater
@@ -19,6 +21,7 @@ more), and reads the pooled reliability diagram, the study table and the quality
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,8 @@ LAYER_NAMES = {
 }
 #: Outline width (pixels) of the rater layers: the raters' outlines read over the filled prediction.
 RATER_CONTOUR = 1
+#: Share of the canvas the case fills when opened (napari's ``fit_to_view`` margin of 5 %).
+FIT_MARGIN = 0.95
 
 
 class CohortReviewWidget(DockWidget):
@@ -100,7 +105,7 @@ class CohortReviewWidget(DockWidget):
         self.plots: ReviewPlots | None = None
         # beside this dock once it is docked, after this dock has joined the plugin's tabs (tabify_when_docked)
         when_docked(self.native, lambda: QTimer.singleShot(0, guarded(self._ensure_plots)))
-        self._undock_watcher = _UndockWatcher(self._close_plots, self.native)
+        self._undock_watcher = _UndockWatcher(self._closed, self.native)
         self.native.installEventFilter(self._undock_watcher)
         self._set_actions()
 
@@ -304,14 +309,47 @@ class CohortReviewWidget(DockWidget):
         self.layers.append(layer)
 
     def _case_shown(self, case: Any) -> None:
-        samples = self.samples_layer
-        if samples is not None:
-            self._viewer.dims.set_point(0, 0)
+        self.focus_case()
         prediction = self.prediction_layer
         if prediction is not None:
             self._viewer.layers.selection.active = prediction
         self.done(case, f"Case {case.case_id} ({self.candidate}): {len(self.layers)} layers. Edit the prediction "
                         "and keep it, or keep an SSN sample; mark the case reviewed when done.")
+
+    def focus_case(self) -> None:
+        """Move the view to the case on show, whatever else the viewer holds.
+
+        The sliders of the axes not displayed go to the case's centre (world coordinates: translate +
+        scale × index), the SSN samples slider to sample 0, and the camera fits the case's layers (not
+        every layer: the user's own may lie far away).
+        """
+        grid = [layer for layer in self.layers if layer in self._viewer.layers and layer.name != LAYER_NAMES["samples"]]
+        if not grid:
+            return
+        viewer, dims, layer = self._viewer, self._viewer.dims, grid[0]
+        shape = np.asarray(layer.data.shape[-layer.ndim:])
+        centre = np.asarray(layer.data_to_world((shape - 1) / 2.0), dtype=float)
+        offset = dims.ndim - layer.ndim  # napari lines the layers up on their trailing axes
+        for axis in dims.not_displayed:
+            if axis >= offset:
+                dims.set_point(axis, float(centre[axis - offset]))
+            elif axis == offset - 1 and self.samples_layer is not None:
+                dims.set_point(axis, 0.0)  # the samples slider: the first sample
+        # the camera as ViewerModel.fit_to_view(layers=…) sets it, written out: napari's own fails when the
+        # case has fewer axes than the viewer (a 2-D case beside a 3-D layer of the user's)
+        corners = itertools.product(*[(-0.5, n - 0.5) for n in shape])  # the voxels' outer edges
+        world = np.array([layer.data_to_world(np.asarray(c, dtype=float)) for c in corners])
+        low = np.array([dims.range[a].start for a in range(offset)] + list(world.min(axis=0)))
+        high = np.array([dims.range[a].stop for a in range(offset)] + list(world.max(axis=0)))
+        shown = list(dims.displayed)
+        size = np.maximum(high[shown] - low[shown], 1e-9)
+        camera = viewer.scene.camera
+        camera.center = tuple(((low + high) / 2)[shown])
+        viewbox = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
+        if dims.ndisplay == 2:
+            camera.zoom = FIT_MARGIN * float(np.min(viewbox / size[-2:]))
+        else:  # any rotation: the box's diagonal fits
+            camera.zoom = FIT_MARGIN * float(np.min(viewbox)) / float(np.linalg.norm(size))
 
     def _drop_case(self) -> None:
         """Remove the layers of the case on show; warn when its prediction had edits that were not kept."""
@@ -377,6 +415,10 @@ class CohortReviewWidget(DockWidget):
             show_info("Cohort review: open a case first; its prediction layer is what is kept.")
             return None
         labels = np.array(layer.data, copy=True)
+        if np.array_equal(labels, np.asarray(self.case.prediction.labels)):
+            show_info(f"Cohort review: the prediction of {self.case_id} has not been edited: paint corrections "
+                      "first, or keep an SSN sample.")
+            return None
         path = self._save(labels, kind="edited")
         if path is not None:
             self._prediction = labels  # kept: moving on drops nothing
@@ -439,6 +481,31 @@ class CohortReviewWidget(DockWidget):
             review.raise_()
             fit_to_screen(main)  # stacked for a moment before the tab was made, the window may have grown
         return self.plots
+
+    def _closed(self) -> None:
+        """This dock was closed: its plots dock and the layers it added go with it."""
+        self._close_plots()
+        self._release_layers()
+
+    def _release_layers(self) -> None:
+        """Remove the layers this dock added; an edited prediction that was not kept stays, renamed."""
+        prediction = self.prediction_layer
+        edited = (prediction is not None and self._prediction is not None
+                  and not np.array_equal(np.asarray(prediction.data), self._prediction))
+        try:
+            for layer in self.layers:
+                if layer is prediction and edited:
+                    layer.name = f"{LAYER_NAMES['prediction']} {self.case_id} (unsaved edit)"
+                elif layer in self._viewer.layers:
+                    self._viewer.layers.remove(layer)
+        except (RuntimeError, LookupError, AttributeError):  # the viewer is closing: its layers go with it
+            return
+        finally:
+            self.layers, self.case, self._prediction, self._requested = [], None, None, None
+        if edited:
+            show_warning(f"Cohort review closed: the edited prediction of the case was not kept; it stays as the "
+                         f"layer {prediction.name!r} (save it with File > Save Selected Layers, or reopen the "
+                         "review and keep it).")
 
     def _close_plots(self) -> None:
         """This dock was closed: close the *Cohort plots* dock with it (it would be left orphaned)."""

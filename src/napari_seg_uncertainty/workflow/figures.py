@@ -87,6 +87,8 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
     dict
         ``{"reliability": Axes, "histogram": Axes, "accuracy_bars": {name: BarContainer}}``.
     """
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     figure.clear()
     grid = figure.add_gridspec(2, 1, height_ratios=(3, 1))
     ax = figure.add_subplot(grid[0])
@@ -129,16 +131,29 @@ def draw_reliability(figure: Figure, results: Sequence[ModelResult], *, min_coun
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     figure.suptitle("Reliability diagram", fontsize="medium")
-    _legend_above(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    last = [i for i, label in enumerate(labels) if label == "gap"]  # after the candidates, not between them
+    order = [i for i in range(len(labels)) if i not in last] + last
+    _legend_above(ax, [handles[i] for i in order], [labels[i] for i in order])
     hist.set_yscale("log")
+    # a few decades labelled (the fractions span many): no crowded minor labels in a short panel
+    hist.yaxis.set_major_locator(LogLocator(base=10, numticks=4))
+    hist.yaxis.set_minor_formatter(NullFormatter())
     hist.set_xlabel("confidence (max probability)")
     hist.set_ylabel("fraction")
     return {"reliability": ax, "histogram": hist, "accuracy_bars": accuracy_bars}
 
 
-def _legend_above(ax: Any) -> Any:
-    """One legend entry per line, above the axes (outside the plot, so it never hides a bar or a point)."""
+def _legend_above(ax: Any, handles: Sequence[Any] | None = None, labels: Sequence[str] | None = None) -> Any:
+    """One legend entry per line, above the axes (outside the plot, so it never hides a bar or a point).
+
+    ``handles`` and ``labels`` give the entries in their order (default: every labelled artist, as drawn).
+    """
+    if handles is None or labels is None:
+        handles, labels = ax.get_legend_handles_labels()
     return ax.legend(
+        handles,
+        labels,
         loc="lower left",
         bbox_to_anchor=(0.0, 1.02),
         borderaxespad=0.0,
