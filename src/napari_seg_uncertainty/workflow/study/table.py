@@ -41,6 +41,7 @@ from ...core.evaluation import CandidateComparison, bootstrap_ci, compare_candid
 from ..figures import draw_table, new_figure, save_figure, table_size
 from ..tables import refuse_existing, write_rows
 from .rows import METRIC_DIRECTIONS, case_values, metric_direction, metric_label, split_key
+from .table_text import footnote, smallest_wilcoxon_p, table_cells
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 _TESTS = ("wilcoxon", "bootstrap")
-_ARROWS = {"higher": "↑", "lower": "↓"}
 FILES = ("study.csv", "study.md", "study.png", "study_cases.csv")
 
 
@@ -177,14 +177,14 @@ class StudyTable:
         digits : int, keyword-only
             Decimals of every number.
         """
-        header, cells, bold, star = _cells(self, percent=percent, digits=digits)
+        header, cells, bold, star = table_cells(self, percent=percent, digits=digits)
         header = [h.replace("|", "\\|") for h in header]  # a "|" inside a cell would split it
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + [":---:"] * (len(header) - 1)) + "|"]
         for r, row in enumerate(cells):
             row = [t.replace("|", "\\|") for t in row]
             shown = [(f"**{t}**" if bold[r, c] else t) + (" *" if star[r, c] else "") for c, t in enumerate(row)]
             lines.append("| " + " | ".join(shown) + " |")
-        return "\n".join(lines) + "\n\n" + _footnote(self, percent=percent) + "\n"
+        return "\n".join(lines) + "\n\n" + footnote(self, percent=percent) + "\n"
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -200,122 +200,6 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
-
-
-def _percent_keys(table: StudyTable, percent: Sequence[str]) -> set[str]:
-    if isinstance(percent, str) or not isinstance(percent, Sequence):
-        raise TypeError(f"percent must be a list of metric keys or prefixes, got {describe(percent)}.")
-    chosen = set()
-    for item in percent:
-        keys = [k for k in table.metrics if k == item or split_key(k)[1].startswith(str(item))]
-        if not keys:
-            raise ValueError(f"percent entry {item!r} matches none of the metrics {table.metrics}.")
-        chosen.update(keys)
-    return chosen
-
-
-def _cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """Header, cell texts, the bold mask and the star mask (significant against the reference) of the
-    displayed table (row names as column 0)."""
-    digits = check_int(digits, name="digits", minimum=0)
-    scaled = _percent_keys(table, percent)
-    header = ["Candidate"]
-    for key, label, direction in zip(table.metrics, table.labels, table.directions):
-        header.append(f"{label}{' %' if key in scaled else ''} {_ARROWS[direction]}")
-    cells = []
-    for i, candidate in enumerate(table.candidates):
-        row = [candidate]
-        for j, key in enumerate(table.metrics):
-            factor = 100.0 if key in scaled else 1.0
-            m, lo, hi = (factor * float(a[i, j]) for a in (table.mean, table.low, table.high))
-            row.append("–" if math.isnan(m) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
-        cells.append(row)
-    bold = np.zeros((len(cells), len(header)), dtype=bool)
-    bold[:, 1:] = table.marked
-    star = np.zeros_like(bold)
-    star[:, 1:] = table.comparison.significant if table.comparison.reference is not None else False
-    return header, cells, bold, star
-
-
-def _footnote(table: StudyTable, *, percent: Sequence[str] = ()) -> str:
-    """What the numbers are: cases, CI, seeds, the test, α, the correction and how missing values count."""
-    cmp = table.comparison
-    num_cases = len(table.case_ids)
-    level = f"{100 * table.confidence:g} %"
-    test = {"wilcoxon": "two-sided Wilcoxon signed-rank test", "bootstrap": "two-sided paired bootstrap test"}[cmp.test]
-    if cmp.test == "bootstrap":
-        test += f" ({table.num_resamples:,} resamples)"
-    against = f"the reference {cmp.reference}" if cmp.reference else "every other candidate"
-    parts = [
-        f"Mean over the n = {num_cases} test cases [{level} percentile-bootstrap CI, {table.num_resamples:,} "
-        f"resamples of the cases, seed {table.seed}]; ↑/↓: higher/lower is better.",
-        f"Bold: the best candidate where it is significantly better than {against} ({test}, Holm-corrected "
-        f"across the candidates of each metric, α = {cmp.alpha:g}).",
-    ]
-    if cmp.reference:
-        parts.append(f"*: significantly different from {cmp.reference}.")
-    too_few = _too_few_cases(table)
-    if too_few:
-        parts.append(too_few)
-    seeds = [len(r) for r in table.runs]
-    if max(seeds, default=1) > 1:
-        parts.append("Each candidate's per-case value is the mean over its seeds (" + ", ".join(
-            f"{c}: {k}" for c, k in zip(table.candidates, seeds)) + ").")
-    missing = int((table.n < num_cases).sum())
-    if missing:
-        parts.append(
-            f"{missing} of the cells lack{'' if missing > 1 else 's'} a value for some cases (n per cell in "
-            "study.csv); each mean and CI uses the "
-            "cases with a finite value, each paired test the cases where both candidates have one."
-        )
-    scaled = sorted(_percent_keys(table, percent))
-    if scaled:
-        parts.append("%: × 100 (" + ", ".join(table.labels[table.metrics.index(k)] for k in scaled) + ").")
-    return " ".join(parts)
-
-
-def smallest_wilcoxon_p(num_cases: int, num_tests: int = 1) -> float:
-    """The smallest Holm-adjusted p-value a two-sided exact Wilcoxon signed-rank test can give.
-
-    With ``n`` paired cases and no ties, the most extreme signed-rank sum has probability ``2 / 2**n``
-    (every sign the same); Holm multiplies the smallest of ``num_tests`` p-values by ``num_tests``.
-    When this is not below α, no difference can be significant whatever the data.
-
-    Parameters
-    ----------
-    num_cases : int
-        Paired cases.
-    num_tests : int
-        p-values corrected together (the other candidates of one metric).
-
-    Returns
-    -------
-    float
-        ``min(1, num_tests * 2 / 2**num_cases)``.
-
-    Examples
-    --------
-    >>> smallest_wilcoxon_p(5), smallest_wilcoxon_p(6), smallest_wilcoxon_p(6, 2)
-    (0.0625, 0.03125, 0.0625)
-    """
-    return min(1.0, num_tests * 2.0 / 2.0**num_cases)
-
-
-def _too_few_cases(table: StudyTable) -> str:
-    """A warning sentence when the Wilcoxon test cannot reach α with the table's cases ("" otherwise)."""
-    cmp = table.comparison
-    k = len(table.candidates)
-    if cmp.test != "wilcoxon" or k < 2:
-        return ""
-    n = len(table.case_ids)
-    if smallest_wilcoxon_p(n, k - 1) < cmp.alpha:
-        return ""
-    needed = next(m for m in range(n, 200) if smallest_wilcoxon_p(m, k - 1) < cmp.alpha)
-    return (
-        f"Note: with n = {n} paired cases and {k - 1} Holm-corrected test(s) the smallest possible Wilcoxon "
-        f"p-value is {smallest_wilcoxon_p(n, k - 1):.3g} ≥ α = {cmp.alpha:g}, so no difference can be significant; "
-        f"evaluate at least {needed} test cases."
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,11 +398,11 @@ def draw_study_table(figure: Figure, table: StudyTable, *, percent: Sequence[str
     Returns the dict of :func:`~napari_seg_uncertainty.workflow.figures.draw_table`.
     """
     header, cells, bold = _drawn_cells(table, percent=percent, digits=digits)
-    return draw_table(figure, header, cells, bold=bold, footnote=_footnote(table, percent=percent))
+    return draw_table(figure, header, cells, bold=bold, footnote=footnote(table, percent=percent))
 
 
 def _drawn_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> tuple[list, list, np.ndarray]:
-    header, cells, bold, star = _cells(table, percent=percent, digits=digits)
+    header, cells, bold, star = table_cells(table, percent=percent, digits=digits)
     cells = [[t + (" *" if star[r, c] else "") for c, t in enumerate(row)] for r, row in enumerate(cells)]
     return header, cells, bold
 
@@ -526,7 +410,7 @@ def _drawn_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> t
 def study_figure(table: StudyTable, *, percent: Sequence[str] = (), digits: int = 3) -> Figure:
     """A new figure of the study table, sized so that every cell reads at 10 pt (``study.png`` at 100 dpi)."""
     header, cells, _ = _drawn_cells(table, percent=percent, digits=digits)
-    figure = new_figure(*table_size(header, cells, footnote=_footnote(table, percent=percent)))
+    figure = new_figure(*table_size(header, cells, footnote=footnote(table, percent=percent)))
     draw_study_table(figure, table, percent=percent, digits=digits)
     return figure
 
