@@ -45,6 +45,8 @@ FIGURE_INCHES = (3.6, 4.0)
 QC_PANEL_INCHES = (4.2, 5.6)
 #: Smallest figure (inches) laid out by matplotlib's constrained layout: below it the axes would collapse.
 MIN_LAYOUT_INCHES = (1.6, 1.2)
+#: Width (pixels) added to a study table column's widest line: the cell's margins and the grid line.
+CELL_PADDING = 28
 #: The arrow after a metric's label: which way is better.
 ARROWS = {"higher": "↑", "lower": "↓"}
 
@@ -213,15 +215,15 @@ class StudyTablePanel:
         view.setColumnCount(len(table.metrics))
         view.setVerticalHeaderLabels([str(c) for c in table.candidates])
         view.setHorizontalHeaderLabels([
-            f"{label}{' %' if key in scaled else ''}\n{ARROWS.get(direction, '')}"
+            f"{label.replace(' (', chr(10) + '(')}{' %' if key in scaled else ''}\n{ARROWS.get(direction, '')}"
             for key, label, direction in zip(table.metrics, table.labels, table.directions)])
         star = np.asarray(cmp.significant, dtype=bool) if cmp.reference else np.zeros(table.mean.shape, dtype=bool)
         for i, candidate in enumerate(table.candidates):
             for j, key in enumerate(table.metrics):
                 factor = 100.0 if key in scaled else 1.0
-                item = QTableWidgetItem(cell_text(*(factor * float(a[i, j]) for a in (table.mean, table.low,
-                                                                                     table.high)))
-                                        + (" *" if star[i, j] else ""))
+                text = cell_text(*(factor * float(a[i, j]) for a in (table.mean, table.low, table.high)))
+                # a no-break space inside the interval: a narrow column wraps before "[", not inside it
+                item = QTableWidgetItem(text.replace(", ", ",\u00a0") + (" *" if star[i, j] else ""))
                 font = item.font()
                 font.setBold(bool(table.marked[i, j]))
                 item.setFont(font)
@@ -248,7 +250,7 @@ class StudyTablePanel:
             for i in range(view.rowCount()):
                 lines += view.item(i, j).text().split(" [", 1)
             width = max(max(metrics.horizontalAdvance(t), wide.horizontalAdvance(t)) for t in lines)
-            view.setColumnWidth(j, width + 16)
+            view.setColumnWidth(j, width + CELL_PADDING)
         view.resizeRowsToContents()
 
 
