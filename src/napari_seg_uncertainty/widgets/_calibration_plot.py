@@ -8,6 +8,7 @@ A reliability diagram costs a few hundred milliseconds of matplotlib, which woul
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari_matplotlib.base import NapariMPLWidget
@@ -64,6 +65,16 @@ class CalibrationPlot(NapariMPLWidget):
         self.results = list(results)
         if kind is not None:
             self.kind = kind
+        self.render_in_worker(render_figure, list(self.results), kind=self.kind, min_count=self.min_count,
+                              action="Calibration plot", done=done)
+
+    def render_in_worker(self, render: Callable[..., Any], *args: Any, action: str, done: Any = None,
+                         **kwargs: Any) -> None:
+        """Run ``render(*args, size=, dpi=, style=, **kwargs)`` in a worker and put its figure on the canvas.
+
+        ``render`` returns ``(figure, agg_canvas, artists)`` drawn at the canvas's size and dpi in the
+        napari theme; a newer call supersedes an older one still rendering. ``done()`` once shown.
+        """
         if done is not None:
             self._when_rendered.append(done)
         self._generation += 1
@@ -71,16 +82,15 @@ class CalibrationPlot(NapariMPLWidget):
         figure = self.canvas.figure
         self.rendering = True
         run_in_thread(
-            render_figure,
-            list(self.results),
-            kind=self.kind,
-            min_count=self.min_count,
+            render,
+            *args,
             size=tuple(figure.get_size_inches()),
             dpi=float(figure.dpi),
             style=self.napari_theme_style_sheet,
-            action="Calibration plot",
+            action=action,
             returned=lambda out: self._adopt(out, generation, getattr(figure, "_original_dpi", figure.dpi)),
             errored=lambda _exc: self._rendered(generation),
+            **kwargs,
         )
 
     def _adopt(self, out: tuple[Any, Any, dict[str, Any]], generation: int, original_dpi: float) -> None:

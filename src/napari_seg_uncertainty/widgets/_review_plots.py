@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._calibration_plot import CalibrationPlot
-from ._common import run_in_thread
 
 if TYPE_CHECKING:
     import napari
@@ -120,18 +119,7 @@ class FigurePanel(CalibrationPlot):
     def show_drawing(self, drawing: Callable[[Any], Any], *, done: Callable[[], None] | None = None) -> None:
         """Show ``drawing`` (drawn and rasterised in a worker); ``done()`` once it is on the canvas."""
         self.drawing = drawing
-        if done is not None:
-            self._when_rendered.append(done)
-        self._generation += 1
-        generation = self._generation
-        figure = self.canvas.figure
-        self.rendering = True
-        run_in_thread(
-            render_drawing, drawing, size=tuple(figure.get_size_inches()), dpi=float(figure.dpi),
-            style=self.napari_theme_style_sheet, action="Cohort plot",
-            returned=lambda out: self._adopt(out, generation, getattr(figure, "_original_dpi", figure.dpi)),
-            errored=lambda _exc: self._rendered(generation),
-        )
+        self.render_in_worker(render_drawing, drawing, action="Cohort plot", done=done)
 
     def set_inches(self, width: float, height: float) -> None:
         """Fix the canvas at ``width`` × ``height`` inches (at the figure's 100 % dpi); the tab scrolls."""
