@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
 from napari_seg_uncertainty.core.cohort.phantom import phantom_class_names
-from napari_seg_uncertainty.core.io import read_image
+from napari_seg_uncertainty.core.io import read_image, write_image
 from napari_seg_uncertainty.core.training import TrainConfig, predict, predict_ssn_distribution, train
 from napari_seg_uncertainty.workflow.evaluation import evaluate_checkpoints
 from napari_seg_uncertainty.workflow.review import CaseReviewRow, ReviewCase, ReviewSession
@@ -311,6 +311,29 @@ def test_save_annotation_grows_a_folder_cohort(study, tmp_path):
         (str(first), "edited", "dr. a", True), (str(second), "ssn_sample", None, True)]
     assert ReviewSession.open(evaluation).annotations() == recorded
     assert not [p for p in (cohort_copy / case_id).iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nrrd", ".mhd"])
+def test_save_annotation_takes_the_format_of_the_case_raters(study, tmp_path, suffix):
+    cohort_copy, evaluation = _copy(study, tmp_path)
+    case_id = study["split"]["test"][0]
+    folder = cohort_copy / case_id
+    for r in (1, 2):  # the case's raters rewritten in another format
+        data, meta = read_image(folder / f"rater_{r}.nii.gz")
+        write_image(folder / f"rater_{r}{suffix}", data, spacing=meta.spacing, origin=meta.origin,
+                    direction=meta.direction)
+        (folder / f"rater_{r}.nii.gz").unlink()
+    assert load_cohort(cohort_copy)[case_id].num_raters == 2
+    session = ReviewSession.open(evaluation)
+    labels = (load_cohort(cohort_copy).load_case(case_id).raters[0] + 1) % 3
+    path = session.save_annotation(case_id, labels, kind="edited")
+    assert path == folder / f"rater_3{suffix}"
+    data, _ = read_image(path)  # the format its name says
+    np.testing.assert_array_equal(data, labels)
+    grown = load_cohort(cohort_copy)
+    assert grown[case_id].num_raters == 3
+    np.testing.assert_array_equal(grown.load_case(case_id).raters[2], labels)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_save_annotation_refuses_bad_labels(study, tmp_path):

@@ -37,6 +37,8 @@ _QUBIQ = re.compile(r"^task(\d+)_seg(\d+)$", re.IGNORECASE)
 _MSSEG = re.compile(r"^(ManualSegmentation_)(\d+)$", re.IGNORECASE)
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 _LAYOUTS_BESIDE = ("generic", "qubiq", "msseg")
+#: Formats whose header names a second data file (``.mhd`` + ``.raw``, ``.nhdr`` + ``.raw``).
+_DETACHED_SUFFIXES = (".mhd", ".nhdr")
 #: Tries of the next number before giving up (another writer racing for the same names).
 _MAX_TRIES = 1000
 
@@ -157,8 +159,10 @@ def write_exclusive(
 
     The label map is written to a hidden temporary file in the target folder and hard-linked to its
     name, which fails when the name exists (exclusive create, also against another writer); the next
-    name is then tried. Where the file system has no hard links the file is written with
-    :func:`~napari_seg_uncertainty.core.io.write_image` (which refuses an existing file).
+    name is then tried. The temporary file has the target's suffix, so the file is in the format its
+    name says. Where the file system has no hard links, or the format keeps its data in a second file
+    (``.mhd``, ``.nhdr``), the file is written with :func:`~napari_seg_uncertainty.core.io.write_image`
+    (which refuses an existing file).
 
     Returns
     -------
@@ -166,7 +170,10 @@ def write_exclusive(
         The file written.
     """
     target.folder.mkdir(parents=True, exist_ok=True)
-    temporary = target.folder / f".review-{uuid.uuid4().hex}.nii.gz"  # hidden: a cohort scan skips it
+    if target.suffix.lower() in _DETACHED_SUFFIXES:  # a header and a data file: one hard link would not do
+        return _write_each(target, labels, spacing=spacing, origin=origin, direction=direction)
+    # hidden (a cohort scan skips it) and in the target's format, so that the linked name reads back
+    temporary = target.folder / f".review-{uuid.uuid4().hex}{target.suffix}"
     write_image(temporary, labels, spacing=spacing, origin=origin, direction=direction)
     try:
         for k in range(_MAX_TRIES):
@@ -178,15 +185,32 @@ def write_exclusive(
             except FileExistsError:
                 continue
             except OSError:  # no hard links here: write_image refuses an existing file itself
-                try:
-                    return Path(write_image(path, labels, spacing=spacing, origin=origin, direction=direction))
-                except FileExistsError:
-                    continue
+                return _write_each(target, labels, spacing=spacing, origin=origin, direction=direction, first=k)
             return path
     finally:
         temporary.unlink(missing_ok=True)
-    raise FileExistsError(f"no free annotation name in {str(target.folder)!r} after {_MAX_TRIES} tries "
-                          f"({target.name(0)} …).")
+    raise _no_free_name(target)
+
+
+def _write_each(
+    target: AnnotationTarget, labels: np.ndarray, *, spacing: Any, origin: Any, direction: Any, first: int = 0
+) -> Path:
+    """Write ``labels`` under the first free name from the ``first``-th on with
+    :func:`~napari_seg_uncertainty.core.io.write_image`, which refuses an existing file."""
+    for k in range(first, _MAX_TRIES):
+        path = target.folder / target.name(k)
+        if path.exists():
+            continue
+        try:
+            return Path(write_image(path, labels, spacing=spacing, origin=origin, direction=direction))
+        except FileExistsError:
+            continue
+    raise _no_free_name(target)
+
+
+def _no_free_name(target: AnnotationTarget) -> FileExistsError:
+    return FileExistsError(f"no free annotation name in {str(target.folder)!r} after {_MAX_TRIES} tries "
+                           f"({target.name(0)} …).")
 
 
 def label_digest(labels: np.ndarray) -> str:
