@@ -21,7 +21,6 @@ from napari_seg_uncertainty.workflow.evaluation import (
     EvaluationResult,
     SavedEvaluation,
     evaluate_checkpoints,
-    fused_reference,
     has_members,
     read_evaluation,
     ssn_samples,
@@ -195,7 +194,7 @@ def test_arguments_are_checked(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         evaluate_checkpoints(tmp_path / "missing.pt", cohort)
     with pytest.raises(ValueError, match="majority"):
-        fused_reference(np.zeros((2, 4, 4), np.uint8), "vote", num_classes=2)
+        evaluate_checkpoints(path, cohort, reference="vote")
 
 
 def test_unnamed_checkpoints_are_named_by_their_folder(trained):

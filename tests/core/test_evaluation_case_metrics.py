@@ -117,6 +117,9 @@ def test_reference_choice(reference):
     assert result.reference == reference
     assert result.per_class["dice"][1] == pytest.approx(2 * (p & r).sum() / (p.sum() + r.sum()))
     assert result.scalars["nll_reference_volume"] == pytest.approx(negative_log_likelihood(probs, fused))
+    np.testing.assert_array_equal(result.reference_labels, fused)
+    assert not any("reference_labels" in str(row) for row in result.rows())
+    assert "reference_labels" not in result.to_dict()
 
 
 def test_calibration_matches_project_functions_and_torchmetrics():

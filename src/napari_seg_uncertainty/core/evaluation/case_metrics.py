@@ -122,6 +122,9 @@ class CaseEvaluation:
         members ``ged2``, ``sample_diversity``, ``mutual_information``.
     structures : tuple of StructureUncertainty
         Segment-level entropy of every connected predicted structure, most uncertain first.
+    reference_labels : numpy.ndarray or None
+        The fused reference labels ``(*spatial)`` the metrics were computed against (e.g. for a
+        reliability diagram pooled over cases); not part of :meth:`rows` or :meth:`to_dict`.
     """
 
     case_id: str
@@ -131,6 +134,7 @@ class CaseEvaluation:
     per_rater: dict[str, np.ndarray] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
     structures: tuple[StructureUncertainty, ...] = ()
+    reference_labels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -495,6 +499,7 @@ def evaluate_case(
         per_rater=per_rater,
         scalars=scalars,
         structures=structures,
+        reference_labels=fused,
     )
 
 

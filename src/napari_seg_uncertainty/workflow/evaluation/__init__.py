@@ -14,7 +14,7 @@ metric with its 95 % bootstrap confidence interval over cases
 atomically; :func:`read_evaluation` reads such a folder back (:class:`SavedEvaluation`).
 
 * :mod:`.arguments` — candidate names, the cohort, each checkpoint's evaluated cases;
-* :mod:`.run` — the streaming evaluation (:func:`evaluate_checkpoints`), the fused reference, SSN samples;
+* :mod:`.run` — the streaming evaluation (:func:`evaluate_checkpoints`), SSN samples;
 * :mod:`.summary` — means with bootstrap intervals from per-case rows (:func:`summarize_rows`);
 * :mod:`.results` — the result records;
 * :mod:`.files` — the files of an evaluation (:func:`write_evaluation`);
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from .files import EVALUATION_FILES, write_evaluation
 from .results import CandidateEvaluation, EvaluationProgress, EvaluationResult, MetricSummary
-from .run import evaluate_checkpoints, fused_reference, has_members, ssn_samples
+from .run import evaluate_checkpoints, has_members, ssn_samples
 from .saved import SavedEvaluation, read_evaluation
 from .summary import summarize_rows
 
@@ -44,7 +44,6 @@ __all__ = [
     "MetricSummary",
     "SavedEvaluation",
     "evaluate_checkpoints",
-    "fused_reference",
     "has_members",
     "read_evaluation",
     "ssn_samples",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,42 +30,7 @@ from .summary import summarize_rows
 if TYPE_CHECKING:
     from ...core.cohort import Cohort
 
-__all__ = ["evaluate_checkpoints", "fused_reference", "has_members", "ssn_samples"]
-
-
-def fused_reference(raters: np.ndarray, reference: str, *, num_classes: int) -> np.ndarray:
-    """The fused reference labels ``(*spatial)`` of a case, as ``evaluate_case`` fuses them.
-
-    Parameters
-    ----------
-    raters : numpy.ndarray
-        Integer rater labels ``(R, *spatial)``.
-    reference : {"majority", "staple", "mean"}
-        Majority vote (ties to the lower class), STAPLE's labels, or the arg-max of the rater mean.
-    num_classes : int
-        Number of classes.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer labels ``(*spatial)``.
-
-    References
-    ----------
-    .. [1] S. K. Warfield, K. H. Zou, W. M. Wells, "Simultaneous truth and performance level estimation
-       (STAPLE)", IEEE TMI 23(7), 2004.
-    """
-    from ...core.labels import majority_vote, rater_mean, staple
-
-    reference = check_choice(reference, name="reference", choices=REFERENCES)
-    num_classes = check_int(num_classes, name="num_classes", minimum=2)
-    if reference == "majority":
-        return majority_vote(raters, num_classes=num_classes)
-    if reference == "mean":
-        return np.argmax(rater_mean(raters, num_classes=num_classes), axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(staple(raters, num_classes=num_classes).labels)
+__all__ = ["evaluate_checkpoints", "has_members", "ssn_samples"]
 
 
 def evaluate_checkpoints(
@@ -221,9 +185,9 @@ def _run(
                 member_probabilities=prediction.member_probabilities,
             )
             rows += [{"candidate": name, **row} for row in evaluation.rows()]
-            target = fused_reference(case.raters, reference, num_classes=num_classes)
-            accumulator.update(prediction.probabilities, target, target_kind="labels")
-            del case, image, prediction, evaluation, target
+            # the reference labels evaluate_case fused (STAPLE is not run twice)
+            accumulator.update(prediction.probabilities, evaluation.reference_labels, target_kind="labels")
+            del case, image, prediction, evaluation
             yield EvaluationProgress(name, index, len(names), case_id, position, len(cases),
                                      time.perf_counter() - started)
         del trained  # one model in memory at a time
