@@ -436,3 +436,17 @@ def test_marks_are_listed_in_evaluation_order(study, tmp_path):
     listed = session.marks()
     assert [m.case_id for m in listed] == [c for c in session.case_ids("unet") if c in {first, later}]
     assert {m.case_id: (m.reviewed, m.note) for m in listed} == {later: (True, "checked"), first: (True, "")}
+
+
+def test_marking_again_keeps_the_note_unless_one_is_given(study, tmp_path):
+    _, evaluation = _copy(study, tmp_path)
+    session = ReviewSession.open(evaluation)
+    case_id = study["split"]["test"][0]
+    session.mark_reviewed(case_id, note="boundary too wide")
+    session.mark_reviewed(case_id, False)  # the dock's "Reviewed" tick passes no note
+    session.mark_reviewed(case_id)
+    assert session.is_reviewed(case_id) and session.note(case_id) == "boundary too wide"
+    session.mark_reviewed(case_id, note="")
+    assert session.note(case_id) == "" and session.is_reviewed(case_id)
+    with pytest.raises(TypeError, match="note must be a str or None"):
+        session.mark_reviewed(case_id, note=3)

@@ -183,9 +183,11 @@ def test_mark_reviewed_persists_in_review_json(make_napari_viewer, qtbot, folder
     _viewer, widget = _opened(make_napari_viewer, qtbot, folder)
     case_id = widget.table.case_order()[1]
     _open(qtbot, widget, case_id)
+    ReviewSession.open(folder["evaluation"]).mark_reviewed(case_id, False, note="check the rim")  # a script's note
     widget._reviewed.value = True  # the checkbox, as a click
     state = json.loads((folder["evaluation"] / "review.json").read_text())
     assert state["cases"][case_id]["reviewed"] is True
+    assert state["cases"][case_id]["note"] == "check the rim"  # ticking keeps the note
     assert ReviewSession.open(folder["evaluation"]).is_reviewed(case_id)
     row = widget.table.case_order().index(case_id)
     reviewed = [field for _, field in COLUMNS].index("reviewed")

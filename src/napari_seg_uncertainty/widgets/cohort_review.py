@@ -395,8 +395,8 @@ class CohortReviewWidget(DockWidget):
     def _on_reviewed_changed(self, value: bool) -> None:
         self.set_reviewed(bool(value))
 
-    def set_reviewed(self, reviewed: bool = True, *, note: str = "") -> None:
-        """Mark the case on show reviewed (or not) in ``review.json``."""
+    def set_reviewed(self, reviewed: bool = True, *, note: str | None = None) -> None:
+        """Mark the case on show reviewed (or not) in ``review.json``; ``note=None`` keeps its note."""
         if self.case is None:
             show_info("Cohort review: open a case first.")
             return

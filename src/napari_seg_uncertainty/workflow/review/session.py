@@ -363,15 +363,20 @@ class ReviewSession:
                           spacing=tuple(data.spacing), origin=tuple(data.origin), direction=direction)
 
     # reviewer actions --------------------------------------------------------------------------------------
-    def mark_reviewed(self, case_id: str, reviewed: bool = True, *, note: str = "") -> None:
-        """Mark a case reviewed (or not), with an optional note; saved at once in ``review.json``."""
+    def mark_reviewed(self, case_id: str, reviewed: bool = True, *, note: str | None = None) -> None:
+        """Mark a case reviewed (or not), with an optional note; saved at once in ``review.json``.
+
+        ``note=None`` keeps the case's note as it is; a string (``""`` too) replaces it.
+        """
         case_id = self._case(case_id)
         reviewed = check_flag(reviewed, name="reviewed")
-        if not isinstance(note, str):
-            raise TypeError(f"note must be a str, got {describe(note)}.")
+        if note is not None and not isinstance(note, str):
+            raise TypeError(f"note must be a str or None, got {describe(note)}.")
 
         def change(state: dict[str, Any]) -> None:
-            state["cases"][case_id] = {"reviewed": reviewed, "note": note, "time": now()}
+            previous = state["cases"].get(case_id)
+            kept = str(previous.get("note", "")) if isinstance(previous, dict) else ""
+            state["cases"][case_id] = {"reviewed": reviewed, "note": kept if note is None else note, "time": now()}
 
         update_state(self.state_path, change)
 
