@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._numeric import entropy_nats
 from .._validation import (
     as_probability_array,
     as_rater_stack,
@@ -484,8 +483,7 @@ def evaluate_case(
 
     # entropy against the raters' entropy (SoftSeg), and where it flags the errors
     h_pred = entropy(p)
-    # rater_entropy(stack) from the rater mean already at hand (its agreement map): the same float32 map
-    h_raters = np.clip(entropy_nats(targets["raters"], axis=0) / np.log(c_count), 0.0, 1.0).astype(np.float32)
+    h_raters = rater_entropy(stack, num_classes=c_count)
     abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
     scalars["entropy_mae_volume"] = float(abs_diff.mean())
     scalars["entropy_mae_box"] = math.nan if box is None else float(abs_diff[box].mean())
