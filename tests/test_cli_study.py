@@ -193,3 +193,23 @@ def test_without_out_the_study_goes_to_the_files_out_dir_or_beside_the_file(tmp_
     study = write_study(tmp_path, {**TINY, "out_dir": "results/tiny"}, name="own.yaml")
     assert main(["study", str(study), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"study tiny: 2 runs into {tmp_path / 'results' / 'tiny'}"
+
+
+def test_a_second_run_reads_each_finished_checkpoint_once(tiny_run, capsys, monkeypatch):
+    """The plan reads every last.pt; running the planned study and reusing its evaluation reads none again."""
+    import torch
+
+    study, out, code, _stdout, stderr = tiny_run
+    assert code == 0, stderr
+    loaded = []
+    original = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loaded.append(str(f))
+        return original(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert main(["study", str(study), "--out", str(out)]) == 0
+    assert "checkpoints unchanged" in capsys.readouterr().out
+    last = sorted(str(out / "runs" / name / "seed0" / "last.pt") for name in ("onehot", "svls"))
+    assert sorted(path for path in loaded if path.endswith("last.pt")) == last

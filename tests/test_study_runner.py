@@ -350,6 +350,17 @@ def test_a_runs_status_follows_the_reason_its_last_checkpoint_was_written(tmp_pa
     assert [r.status for r in plan_study(_study(), tmp_path)] == ["new", status]
 
 
+def test_a_plan_is_taken_only_for_the_study_and_folder_it_was_made_for(tmp_path):
+    runs = plan_study(_study(), tmp_path / "a")
+    with pytest.raises(ValueError, match="planned for another study or output folder"):
+        run_study(_study(), out_dir=tmp_path / "b", runs=runs)
+    with pytest.raises(ValueError, match="planned for another study or output folder"):
+        run_study(_study(seeds=[0, 1]), out_dir=tmp_path / "a", runs=runs)
+    with pytest.raises(TypeError, match="runs must be the StudyRun tuple"):
+        run_study(_study(), out_dir=tmp_path / "a", runs=["a/seed0"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_ctrl_c_on_the_parallel_launcher_cancels_its_jobs_quietly_and_they_resume(tmp_path):
     import signal
     import subprocess

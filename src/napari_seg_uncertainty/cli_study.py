@@ -153,7 +153,9 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         return 0
     with warnings.catch_warnings(record=True) as caught:  # shown once, as lines of their own, after the table
         warnings.simplefilter("always", UserWarning)
-        gen = run_study(spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device)
+        gen = run_study(
+            spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device, runs=runs
+        )
         try:
             while True:
                 progress = next(gen)

@@ -29,13 +29,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...core._validation import check_int, describe
-from .launch import StudyProgress, checkpoint_reason, launch_runs, write_run_file
+from .launch import StudyProgress, launch_runs, write_run_file
 from .spec import LAUNCHERS, PhantomCohort, StudySpec, check_metric_classes, load_study
 
 __all__ = ["COMPARED_IGNORED", "STUDY_FILE", "StudyResult", "StudyRun", "plan_study", "run_study"]
@@ -182,14 +182,35 @@ def plan_study(
     known = cohort_options(spec).get("class_names")
     if known:  # a generated cohort's or the study's class names: checked before the cohort exists
         check_metric_classes(spec.table, known)
+    return _study_runs(spec, root, _run_status)
+
+
+def _study_runs(spec: StudySpec, root: Path, status: Any) -> tuple[StudyRun, ...]:
+    """Every run of ``spec`` in ``root``, each with ``status(run_id, folder, config)``."""
     runs = []
     for candidate in spec.candidates:
         for seed in spec.seeds:
             run_id = f"{candidate.name}/seed{seed}"
             folder = root / "runs" / candidate.name / f"seed{seed}"
             config = candidate.run_config(seed=seed, output_dir=folder)
-            status = _run_status(run_id, folder, config)
-            runs.append(StudyRun(run_id, candidate.name, seed, str(folder), config, status))
+            runs.append(StudyRun(run_id, candidate.name, seed, str(folder), config, status(run_id, folder, config)))
+    return tuple(runs)
+
+
+def _check_planned(runs: Any, spec: StudySpec, root: Path) -> tuple[StudyRun, ...]:
+    """``runs`` when they are :func:`plan_study`'s runs of ``spec`` in ``root`` (ids, folders and settings)."""
+    if isinstance(runs, (str, bytes)) or not isinstance(runs, Sequence) or not all(
+        isinstance(run, StudyRun) for run in runs
+    ):
+        raise TypeError(f"runs must be the StudyRun tuple that plan_study returns, got {describe(runs)}.")
+    expected = _study_runs(spec, root, lambda *_: None)
+    if [(r.run_id, r.folder, r.config.to_dict()) for r in runs] != [
+        (r.run_id, r.folder, r.config.to_dict()) for r in expected
+    ]:
+        raise ValueError(
+            f"runs were planned for another study or output folder than {str(root)!r}; "
+            "pass plan_study(spec, out_dir) of the same study and out_dir, or leave runs out."
+        )
     return tuple(runs)
 
 
@@ -203,6 +224,7 @@ def run_study(
     launcher: str | None = None,
     jobs: int | None = None,
     device: str = "auto",
+    runs: Sequence[StudyRun] | None = None,
 ) -> Generator[StudyProgress, None, StudyResult]:
     """Train, evaluate and compare the candidates of a study, resuming whatever an earlier call left.
 
@@ -218,6 +240,9 @@ def run_study(
         Overrides the study's ``launcher.jobs`` (runs at a time; the SLURM array's parallelism).
     device : str
         Training and inference device; ``"auto"`` keeps each configuration's own ``device``.
+    runs : sequence of StudyRun, optional
+        :func:`plan_study`'s plan of this study in ``out_dir``, when already made (each checkpoint is then
+        not read again); default: planned here.
 
     Yields
     ------
@@ -257,7 +282,10 @@ def run_study(
     if not isinstance(device, str) or not device:
         raise TypeError(f"device must be a str such as 'auto', 'cpu' or 'cuda:0', got {describe(device)}.")
     root = Path(os.path.abspath(os.fspath(out_dir)))
-    runs = plan_study(spec, root)  # refuses runs of other settings before anything is written
+    if runs is None:
+        runs = plan_study(spec, root)  # refuses runs of other settings before anything is written
+    else:
+        runs = _check_planned(runs, spec, root)
     _check_earlier_study(spec, root)
     return _run(spec, root, runs, settings, device)
 
@@ -318,7 +346,8 @@ def _run(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], settings: Any,
         write_run_file(run.folder, run_id=run.run_id, config=config, cohort=source,
                        cohort_options=cohort_options(spec), split=split)
     trained = yield from launch_runs(pending, settings, out_dir=root, cohort=cohort)
-    evaluation, rows, evaluated = yield from _evaluate(spec, root, runs, cohort, split, device)
+    final = {run.run_id for run in runs if run.status == "finished"} | set(trained)
+    evaluation, rows, evaluated = yield from _evaluate(spec, root, runs, final, cohort, split, device)
     files += evaluated
     table, quality, written = _compare(spec, root, rows)
     files += written
@@ -397,13 +426,15 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _evaluated_checkpoint(run: StudyRun, which: str) -> str:
-    """The run's ``last.pt`` (``"final"`` once training is over) or, for ``which="best"``, its ``best.pt``."""
-    reason = checkpoint_reason(run.checkpoint)
-    if reason != "final":
+def _evaluated_checkpoint(run: StudyRun, which: str, final: set[str]) -> str:
+    """The run's ``last.pt`` (``"final"`` once training is over) or, for ``which="best"``, its ``best.pt``.
+
+    ``final`` holds the ids of the runs whose ``last.pt`` is ``"final"``: planned finished, or trained now.
+    """
+    if run.run_id not in final:
         raise RuntimeError(
-            f"run {run.run_id} has no finished checkpoint ({run.checkpoint!r}: {reason or 'missing'}); "
-            "run the study again to continue it."
+            f"run {run.run_id} has no finished checkpoint ({run.checkpoint!r} was {run.status} and not trained "
+            "to its end); run the study again to continue it."
         )
     if which == "last":
         return run.checkpoint
@@ -416,14 +447,15 @@ def _evaluated_checkpoint(run: StudyRun, which: str) -> str:
     return best
 
 
-def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], cohort: Any, split: dict[str, list[str]],
-              device: str) -> Generator[StudyProgress, None, tuple[Any, list[dict[str, Any]], list[str]]]:
+def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], final: set[str], cohort: Any,
+              split: dict[str, list[str]], device: str
+              ) -> Generator[StudyProgress, None, tuple[Any, list[dict[str, Any]], list[str]]]:
     """Evaluate every run on the held-out split, unless the same checkpoints were evaluated with the same settings."""
     from ...core._atomic import atomic_write
     from ..evaluation import EVALUATION_FILES, evaluate_checkpoints
 
     folder = root / "evaluation"
-    checkpoints = {run.run_id: _evaluated_checkpoint(run, spec.evaluate.checkpoint) for run in runs}
+    checkpoints = {run.run_id: _evaluated_checkpoint(run, spec.evaluate.checkpoint, final) for run in runs}
     record = {
         "version": 1, "evaluate": dataclasses.asdict(spec.evaluate), "split": split,
         "checkpoints": {run_id: {"path": path, "sha256": _sha256(path)} for run_id, path in checkpoints.items()},
