@@ -36,8 +36,11 @@ def percent_keys(table: StudyTable, percent: Sequence[str]) -> set[str]:
 
 
 def table_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """Header, cell texts, the bold mask and the star mask (significant against the reference) of the
-    displayed table (row names as column 0)."""
+    """Header, cell texts, the bold mask and the star mask of the displayed table (row names as column 0).
+
+    The star marks a candidate significantly different from the one it was compared with: the reference,
+    or without one the best of that column (Mehrtash's "p < 0.01 against the best").
+    """
     digits = check_int(digits, name="digits", minimum=0)
     scaled = percent_keys(table, percent)
     header = ["Candidate"]
@@ -54,7 +57,7 @@ def table_cells(table: StudyTable, *, percent: Sequence[str], digits: int) -> tu
     bold = np.zeros((len(cells), len(header)), dtype=bool)
     bold[:, 1:] = table.marked
     star = np.zeros_like(bold)
-    star[:, 1:] = table.comparison.significant if table.comparison.reference is not None else False
+    star[:, 1:] = table.comparison.significant
     return header, cells, bold, star
 
 
@@ -75,6 +78,8 @@ def footnote(table: StudyTable, *, percent: Sequence[str] = ()) -> str:
     ]
     if cmp.reference:
         parts.append(f"*: significantly different from {cmp.reference}.")
+    elif len(table.candidates) > 1:
+        parts.append("*: significantly different from the best of its column.")
     too_few = _too_few_cases(table)
     if too_few:
         parts.append(too_few)
@@ -89,7 +94,8 @@ def footnote(table: StudyTable, *, percent: Sequence[str] = ()) -> str:
             "study.csv); each mean and CI uses the "
             "cases with a finite value, each paired test the cases where both candidates have one."
         )
-    scaled = sorted(percent_keys(table, percent))
+    chosen = percent_keys(table, percent)
+    scaled = [k for k in table.metrics if k in chosen]  # in column order
     if scaled:
         parts.append("%: × 100 (" + ", ".join(table.labels[table.metrics.index(k)] for k in scaled) + ").")
     return " ".join(parts)
