@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def test_an_interrupted_study_resumes_without_retraining_finished_runs(tmp_path)
         assert (out / name).is_file(), name
     assert result.table.candidates == ("a", "b")
     assert load_study(out / "study.yaml").to_dict() == load_study(_study()).to_dict()
+    record = json.loads((out / "evaluation/checkpoints.json").read_text())
+    assert {k: v["sha256"] for k, v in record["checkpoints"].items()} == {"a/seed0": a_sha, "b/seed0": _sha(b_last)}
 
     # the resumed run is the run an uninterrupted one would have been
     alone, _ = _finish(run_study(_study(candidates=[{"name": "b", "config": {"target": "svls"}}],
@@ -348,6 +351,23 @@ def test_a_runs_status_follows_the_reason_its_last_checkpoint_was_written(tmp_pa
     assert run.status == "new"
     save_checkpoint(run.checkpoint, {"config": run.config.to_dict(), "reason": reason})  # a killed job's last write
     assert [r.status for r in plan_study(_study(), tmp_path)] == ["new", status]
+
+
+def test_files_are_hashed_block_by_block_as_hashlib_hashes_their_bytes(tmp_path):
+    """``file_sha256`` and the cohort's case digest (sizes and bytes of its files) against hashlib on whole files."""
+    from napari_seg_uncertainty.core._file_checks import file_sha256
+    from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+
+    for size in (0, 3, (5 << 20) // 2):  # empty, short, and two and a half blocks
+        path = tmp_path / f"{size}.bin"
+        path.write_bytes(np.random.default_rng(size).bytes(size))
+        assert file_sha256(path) == _sha(path)
+    cohort = load_cohort(make_phantom_cohort(2, tmp_path / "cohort", ndim=2, shape=(16, 16), seed=1))
+    info = cohort[0]
+    digest = hashlib.sha256()
+    for f in (*info.image_files, *info.rater_files):
+        digest.update(os.path.getsize(f).to_bytes(8, "little") + Path(f).read_bytes())
+    assert cohort.content_digest(0) == digest.hexdigest()
 
 
 def test_a_plan_is_taken_only_for_the_study_and_folder_it_was_made_for(tmp_path):

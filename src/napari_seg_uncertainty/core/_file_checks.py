@@ -7,18 +7,29 @@ and a truncated NIfTI file must not be read with its missing voxels silently set
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._memory import check_allocation, format_bytes
 from ._validation import describe
 
-__all__ = ["check_decoded_size", "check_nifti_complete", "check_npz_fits", "sitk_component_bytes"]
+__all__ = [
+    "check_decoded_size",
+    "check_nifti_complete",
+    "check_npz_fits",
+    "file_sha256",
+    "sitk_component_bytes",
+    "update_with_file",
+]
+
+_HASH_BLOCK = 1 << 20  # bytes per read when hashing a file
 
 
 def check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, *, copies: int = 1) -> None:
@@ -171,3 +182,30 @@ def check_npz_fits(path: str | os.PathLike) -> None:
                      advice="the archive may be corrupt; otherwise save smaller arrays")
 
 
+
+
+def update_with_file(digest: Any, path: str | os.PathLike) -> None:
+    """Feed the bytes of the file at ``path`` into ``digest`` (a :mod:`hashlib` object), block by block.
+
+    ``hashlib.file_digest`` makes a new digest per file; this one adds a file to a running digest
+    (several files hashed as one) without holding the file in memory.
+    """
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of the file at ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(delete=False) as handle:
+    ...     _ = handle.write(b"abc")
+    >>> file_sha256(handle.name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    update_with_file(digest, path)
+    return digest.hexdigest()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._file_checks import update_with_file
 from .._numeric import label_dtype
 from .._validation import check_choice, check_int, check_seed, check_spacing, describe
 from ..io import file_suffix, is_supported_file, read_image
@@ -41,8 +42,6 @@ from .scan import (
 from .splits import SPLIT_KEYS, check_split, fraction_split, is_fraction, kfold_split
 
 __all__ = ["CaseData", "CaseInfo", "Cohort", "CohortProblem", "LAYOUTS", "load_cohort"]
-
-_BLOCK = 1 << 20  # bytes per read when hashing files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,9 +307,7 @@ class Cohort:
             digest = hashlib.sha256()
             for f in (*info.image_files, *info.rater_files):
                 digest.update(os.path.getsize(f).to_bytes(8, "little"))
-                with open(f, "rb") as fh:
-                    while block := fh.read(_BLOCK):
-                        digest.update(block)
+                update_with_file(digest, f)
             if info.npz_key is not None:
                 digest.update(info.npz_key.encode())
             self._digests[info.case_id] = digest.hexdigest()

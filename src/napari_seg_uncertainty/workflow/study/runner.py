@@ -26,7 +26,6 @@ References
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Generator, Mapping, Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...core._file_checks import file_sha256
 from ...core._validation import check_int, describe
 from .launch import StudyProgress, launch_runs, write_run_file
 from .spec import LAUNCHERS, PhantomCohort, StudySpec, check_metric_classes, load_study
@@ -46,7 +46,6 @@ STUDY_FILE = "study.yaml"
 CHECKPOINTS_FILE = "checkpoints.json"
 #: Settings that do not change what a run learns: a run trained with other values is still the study's run.
 COMPARED_IGNORED = ("output_dir", "overwrite", "device", "num_workers", "cache_mb", "target_cache_dir")
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -418,14 +417,6 @@ def _check_run_split(run: StudyRun, split: dict[str, list[str]]) -> None:
             )
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _evaluated_checkpoint(run: StudyRun, which: str, final: set[str]) -> str:
     """The run's ``last.pt`` (``"final"`` once training is over) or, for ``which="best"``, its ``best.pt``.
 
@@ -458,7 +449,7 @@ def _evaluate(spec: StudySpec, root: Path, runs: tuple[StudyRun, ...], final: se
     checkpoints = {run.run_id: _evaluated_checkpoint(run, spec.evaluate.checkpoint, final) for run in runs}
     record = {
         "version": 1, "evaluate": dataclasses.asdict(spec.evaluate), "split": split,
-        "checkpoints": {run_id: {"path": path, "sha256": _sha256(path)} for run_id, path in checkpoints.items()},
+        "checkpoints": {run_id: {"path": path, "sha256": file_sha256(path)} for run_id, path in checkpoints.items()},
         "cases": _case_files(cohort, split.get(spec.evaluate.split, [])),
     }  # fmt: skip
     saved = _saved_evaluation(folder, record, EVALUATION_FILES)
