@@ -23,10 +23,8 @@ from yaml import YAMLError
 if TYPE_CHECKING:
     from .workflow.study import StudySpec
 
-__all__ = ["LAUNCHERS", "plan_lines", "study_main"]
+__all__ = ["plan_lines", "study_main"]
 
-#: Where the runs are trained: one after another here, several at once here, or as SLURM jobs (submitit).
-LAUNCHERS = ("local", "parallel", "slurm")
 #: What the plan says of a run, by :attr:`StudyRun.status`.
 PLAN_WORDS = {
     "finished": "finished (kept, not retrained)",
@@ -36,6 +34,8 @@ PLAN_WORDS = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .workflow.study import LAUNCHERS
+
     parser = argparse.ArgumentParser(
         prog="napari-seg-uncertainty study",
         description="Train every candidate of a study that has no finished run, evaluate all runs on the "
@@ -145,17 +145,17 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     spec = load_study(source)
     out_dir = _out_dir(args, source, spec)
     runs = plan_study(spec, out_dir)
+    gen = None
+    if not args.dry_run:  # its options are checked (an error line) before the plan is printed
+        gen = run_study(spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device, runs=runs)
     write(f"study {spec.name}: {len(runs)} run{'s' if len(runs) != 1 else ''} into {out_dir}")
     for line in plan_lines(runs):
         write(f"  {line}")
-    if args.dry_run:
+    if gen is None:
         write("dry run: nothing was trained or written.")
         return 0
     with warnings.catch_warnings(record=True) as caught:  # shown once, as lines of their own, after the table
         warnings.simplefilter("always", UserWarning)
-        gen = run_study(
-            spec, out_dir=out_dir, launcher=args.launcher, jobs=args.jobs, device=args.device, runs=runs
-        )
         try:
             while True:
                 progress = next(gen)
@@ -192,8 +192,6 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_examples:
             return _list_examples(write)
-        if args.jobs is not None and args.jobs < 1:
-            raise ValueError(f"--jobs must be a positive integer, got {args.jobs}.")
         return _run(args, write)
     except KeyboardInterrupt:
         print(
