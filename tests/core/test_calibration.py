@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from napari_seg_uncertainty.core import calibration
 from napari_seg_uncertainty.core.calibration import (
     apply_temperature,
     brier_score,
@@ -491,6 +493,39 @@ def test_other_metric_validation():
         negative_log_likelihood(probs, target, eps=2.0)
     with pytest.raises(ValueError, match="soft labels with 3 classes"):
         reliability_bins(probs, np.full((3, 3, 3), 1 / 3, np.float32))
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        reliability_bins, expected_calibration_error, thresholded_adaptive_ce, thresholded_adaptive_ce_per_class,
+        negative_log_likelihood, brier_score, brier_score_per_class, calibration_summary,
+        calibration.average_calibration_error, calibration.l2_calibration_error,
+        calibration.classwise_calibration_error, calibration.ReliabilityAccumulator().update,
+    ],
+)
+@pytest.mark.parametrize(("value", "words"), [(0.7, "sum to 1"), (np.nan, "NaN"), (1.5, "[0, 1]")])
+def test_every_entry_point_checks_the_probabilities(metric, value, words):
+    probs = np.full((2, 40, 30), 0.5, np.float32)
+    probs[:, 37, 29] = value  # one voxel near the end, on a mask's excluded side too
+    mask = np.zeros((40, 30), bool)
+    mask[:10] = True
+    with pytest.raises(ValueError, match=re.escape(words)):
+        metric(probs, np.zeros((40, 30), int), mask=mask)
+
+
+def test_calibration_summary_without_the_value_check_gives_the_same_numbers():
+    rng = np.random.default_rng(4)
+    probs = _random_probs(rng, (9, 7), 3)
+    target = rng.integers(0, 3, size=(2, 9, 7))
+    mask = rng.random((9, 7)) < 0.6
+    checked = calibration_summary(probs, target, mask=mask, num_bins=6)
+    trusted = calibration_summary(probs, target, mask=mask, num_bins=6, check_values=False)
+    assert checked.to_dict() == trusted.to_dict()
+    np.testing.assert_array_equal(checked.brier_per_class, trusted.brier_per_class)
+    np.testing.assert_array_equal(checked.bins.count, trusted.bins.count)
+    with pytest.raises(TypeError, match="check_values"):
+        calibration_summary(probs, target, check_values="no")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ class Prepared:
     Attributes
     ----------
     probs : numpy.ndarray
-        ``(C, N)`` probabilities (float32, or float64 when given so); values are checked chunk by chunk.
+        ``(C, N)`` probabilities (float32, or float64 when given so), their values checked by
+        :func:`prepare` unless its caller checked them already.
     labels : numpy.ndarray or None
         ``(N,)`` hard labels (for ``"labels"`` and ``"one_hot"`` targets).
     soft : numpy.ndarray or None
@@ -65,9 +66,6 @@ class Prepared:
         ``(N,)`` boolean voxel selection.
     kind : str
         The target kind the target was read as.
-    checked : bool
-        Whether the probability values were checked already (finite, in [0, 1], summing to 1), so
-        that the metrics need not check them again chunk by chunk.
     """
 
     probs: np.ndarray
@@ -75,7 +73,6 @@ class Prepared:
     soft: np.ndarray | None
     mask: np.ndarray | None
     kind: str
-    checked: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -182,12 +179,12 @@ def prepare(
     mask: Any,
     *,
     target_kind: str | None = None,
-    check_values: bool = False,
+    check_values: bool = True,
 ) -> Prepared:
     """Validate ``probs`` ``(C, *spatial)``, ``target`` and ``mask`` and flatten them over the voxels.
 
-    With ``check_values`` the probability values are checked here, once, and the result is marked
-    ``checked`` so that every metric computed from it skips its own chunk-wise check.
+    The probability values (finite, in [0, 1], summing to 1) are checked here, once per public call,
+    and the metric kernels trust them; ``check_values=False`` only for probabilities checked already.
     """
     p = as_probability_array(probs, name="probs", check_values=check_values)
     num_classes = p.shape[0]
@@ -200,5 +197,4 @@ def prepare(
         soft=None if soft is None else soft.reshape(num_classes, -1),
         mask=None if m is None else m.reshape(-1),
         kind=kind,
-        checked=bool(check_values),
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import CHUNK_VOXELS, check_probability, check_probability_chunk, iter_chunks
+from .._validation import check_probability
 from ._targets import Prepared, check_num_bins, prepare
 
 __all__ = ["thresholded_adaptive_ce", "thresholded_adaptive_ce_per_class"]
@@ -99,8 +99,6 @@ def check_threshold(threshold: Any) -> float:
 def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.ndarray:
     """TACE of every class of validated inputs (NaN for a class with no value above ``threshold``)."""
     p, m = prep.probs, prep.mask
-    for sl in () if prep.checked else iter_chunks(p.shape[1], 4 * CHUNK_VOXELS):
-        check_probability_chunk(p[:, sl], name="probs")
     errors = np.full(prep.num_classes, np.nan)
     for k in range(prep.num_classes):
         keep = p[k] > threshold

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import CHUNK_VOXELS, check_probability_chunk, iter_chunks
+from .._validation import CHUNK_VOXELS, iter_chunks
 from ._targets import BinClosure, Prepared, check_closed, check_num_bins, prepare
 
 __all__ = [
@@ -207,8 +207,6 @@ def bin_sums(prep: Prepared, *, num_bins: int, closed: str) -> tuple[np.ndarray,
     soft_sum = np.zeros(num_bins + 1, dtype=np.float64)
     for sl in iter_chunks(p.shape[1], CHUNK_VOXELS):
         block = p[:, sl]
-        if not prep.checked:
-            check_probability_chunk(block, name="probs")
         conf, pred = confidence_and_prediction(block)
         np.clip(conf, 0.0, 1.0, out=conf)
         k = bin_index(conf, edges, num_bins, closed)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._validation import CHUNK_VOXELS, check_choice, check_flag, check_probability_chunk, iter_chunks
+from .._validation import CHUNK_VOXELS, check_choice, check_flag, iter_chunks
 from ._targets import BinClosure, Prepared, check_closed, check_num_bins, prepare
 from .binning import bin_edges, bin_index
 
@@ -75,7 +75,6 @@ def _class_bin_sums(prep: Prepared, *, num_bins: int, closed: str) -> tuple[np.n
     y_sum = np.zeros((c_count, size), dtype=np.float64)
     for sl in iter_chunks(p.shape[1], CHUNK_VOXELS):
         block = p[:, sl]
-        check_probability_chunk(block, name="probs")
         for k in range(c_count):
             values = np.clip(block[k], 0.0, 1.0)
             index = bin_index(values, edges, num_bins, closed)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._validation import CHUNK_VOXELS, check_choice, check_positive, check_probability_chunk, iter_chunks
+from .._validation import CHUNK_VOXELS, check_choice, check_positive, iter_chunks
 from ._targets import RATER_AVERAGES, Prepared, RaterAverage, prepare
 
 __all__ = ["brier_score", "brier_score_per_class", "negative_log_likelihood"]
@@ -38,8 +38,6 @@ def nll_of(prep: Prepared, *, eps: float) -> float:
     total = 0.0
     for sl in iter_chunks(p.shape[1], CHUNK_VOXELS):
         block = p[:, sl]
-        if not prep.checked:
-            check_probability_chunk(block, name="probs")
         if prep.labels is not None:
             lab = prep.labels[sl].astype(np.intp, copy=False)
             picked = np.take_along_axis(block, lab[None], axis=0)[0].astype(np.float64)
@@ -114,8 +112,6 @@ def brier_per_class_of(prep: Prepared, *, rater_average: str) -> np.ndarray:
     per_class = np.zeros(prep.num_classes, dtype=np.float64)
     for sl in iter_chunks(p.shape[1], CHUNK_VOXELS):
         block = p[:, sl]
-        if not prep.checked:
-            check_probability_chunk(block, name="probs")
         keep = None if m is None else m[sl]
         for c in range(prep.num_classes):
             if prep.labels is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice
+from .._validation import check_choice, check_flag
 from ._targets import RATER_AVERAGES, BinClosure, RaterAverage, check_closed, check_num_bins, prepare
 from .adaptive import check_threshold, mean_over_classes, tace_per_class
 from .binning import ReliabilityBins, bins_of
@@ -63,6 +63,7 @@ def calibration_summary(
     closed: BinClosure = "right",
     target_kind: str | None = None,
     rater_average: RaterAverage = "score",
+    check_values: bool = True,
 ) -> CalibrationSummary:
     """Reliability bins, ECE, TACE, NLL and Brier (mean over classes) in one call.
 
@@ -87,6 +88,10 @@ def calibration_summary(
         How to read ``target`` when an integer ``(C, *spatial)`` target is ambiguous.
     rater_average : {"score", "target"}
         Brier score against a rater stack: expected over raters (default) or against the rater mean.
+    check_values : bool
+        Check the probability values (finite, in [0, 1], summing to 1). False only for probabilities
+        their caller has checked already (``evaluate_case`` checks a case's once for its four
+        summaries).
 
     Returns
     -------
@@ -111,7 +116,8 @@ def calibration_summary(
     tace_threshold = check_threshold(tace_threshold)
     closed = check_closed(closed)
     rater_average = check_choice(rater_average, name="rater_average", choices=RATER_AVERAGES)
-    prep = prepare(probs, target, mask, target_kind=target_kind, check_values=True)
+    check_values = check_flag(check_values, name="check_values")
+    prep = prepare(probs, target, mask, target_kind=target_kind, check_values=check_values)
     bins = bins_of(prep, num_bins=num_bins, closed=closed)
     tace = mean_over_classes(tace_per_class(prep, num_bins=tace_num_bins, threshold=tace_threshold))
     brier = brier_per_class_of(prep, rater_average=rater_average)

@@ -568,9 +568,10 @@ def _calibration_metrics(
             if region == "box":  # the same voxels, read from the rectangle around the box only
                 rect = _bounding_rectangle(box)
                 probs_r, target_r, mask = p[(slice(None), *rect)], target[(..., *rect)], box[rect]
-            # one validation and one flattening for all five (reliability_bins, thresholded_adaptive_ce,
-            # negative_log_likelihood and brier_score_per_class with their defaults give the same numbers)
-            summary = calibration_summary(probs_r, target_r, num_bins=num_bins, tace_num_bins=num_bins, mask=mask)
+            # one flattening for all five (reliability_bins, thresholded_adaptive_ce, negative_log_likelihood
+            # and brier_score_per_class with their defaults give the same numbers); p was checked by _case_inputs
+            summary = calibration_summary(probs_r, target_r, num_bins=num_bins, tace_num_bins=num_bins, mask=mask,
+                                          check_values=False)
             scalars[f"ece_{key}"] = summary.ece
             scalars[f"mce_{key}"] = summary.bins.maximum_calibration_error
             scalars[f"tace_{key}"] = summary.tace
