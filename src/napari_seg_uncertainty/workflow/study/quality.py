@@ -215,9 +215,13 @@ def draw_quality_control(figure: Figure, items: Sequence[QualityControl]) -> dic
         ax.set_xlabel("segment-level entropy (nats)")
         ax.set_ylabel("Dice (logit scale)")
         ax.set_yscale("logit")
+        _dice_ticks(ax)
     if axes_of:
         first = axes_of[structures[0]]
-        first.legend(fontsize="x-small", loc="lower left")
+        handles, labels = first.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda k: labels[k] == "flagged for review")  # the rings last
+        figure.legend([handles[k] for k in order], [labels[k] for k in order], fontsize="x-small",
+                      loc="outside lower center", ncols=min(len(labels), 4))  # below the panels, over no point
     figure.suptitle("Quality control: segment entropy vs Dice", fontsize="medium")
     return {"axes": axes_of, "points": points, "flagged": flagged}
 
@@ -249,3 +253,21 @@ def write_quality_control(
     write_rows(paths[0], quality_rows(items), overwrite=overwrite)
     save_figure(figure, paths[1], overwrite=overwrite, dpi=100)
     return tuple(str(p) for p in paths)
+
+
+#: Dice values that may be marked on the logit axis of the quality-control plot (those in view, thinned).
+DICE_TICKS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def _dice_ticks(ax: Any, *, most: int = 5) -> None:
+    """Plain Dice values (0.5, 0.9, 0.99) as the logit axis's ticks, not matplotlib's ``1−10⁻²`` forms."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    low, high = ax.get_ylim()  # autoscaled to the points
+    shown = [t for t in DICE_TICKS if low <= t <= high]
+    if len(shown) > most:
+        shown = [shown[round(k * (len(shown) - 1) / (most - 1))] for k in range(most)]
+    ax.yaxis.set_major_locator(FixedLocator(shown))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
