@@ -239,6 +239,28 @@ def test_files_round_trip(synthetic, tmp_path):
     assert write_study_table(table, tmp_path, overwrite=True) == paths
 
 
+def test_csv_tables_read_back_as_written_and_name_the_file_and_line_of_a_bad_cell(synthetic, tmp_path):
+    from napari_seg_uncertainty.workflow.tables import read_rows, write_rows
+
+    path = write_rows(tmp_path / "t.csv", [{"case_id": "c1", "value": 0.25}, {"case_id": "c2", "value": "x"}],
+                      overwrite=False)  # fmt: skip
+    assert read_rows(path) == ({"case_id": "c1", "value": "0.25"}, {"case_id": "c2", "value": "x"})
+    assert read_rows(path, columns=["case_id"]) == read_rows(path)
+    with pytest.raises(ValueError, match=r"t\.csv.*line 3"):
+        read_rows(path, columns={"value": float})
+    with pytest.raises(ValueError, match=r"t\.csv.*lacks the column\(s\) \['metric'\]"):
+        read_rows(path, columns=["case_id", "metric"])
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        read_rows(tmp_path / "nowhere.csv")
+    with pytest.raises(TypeError, match="columns"):
+        read_rows(path, columns="value")
+    rows, _ = synthetic
+    write_study_table(study_table(rows, metrics=METRICS, num_resamples=200), tmp_path)
+    (tmp_path / "study.csv").write_text("candidate,mean\nsvls,0.5\n")
+    with pytest.raises(ValueError, match=r"study\.csv.*lacks the column\(s\) \['metric'\]"):
+        read_study_table(tmp_path)
+
+
 def test_refuses_before_writing_anything(synthetic, tmp_path):
     rows, _ = synthetic
     table = study_table(rows, metrics=["tumour:dice"], num_resamples=100)

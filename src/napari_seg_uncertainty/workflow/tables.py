@@ -1,21 +1,22 @@
 """Tables as CSV files: rows of dicts written atomically, never over a user's file unless asked.
 
-Used by the headless demo and by the *Calibration* dock's export.
+Used by the headless demo, the *Calibration* dock's export and the saved evaluations and study tables.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core._atomic import atomic_write
+from ..core._validation import describe
 
-__all__ = ["plain", "refuse_existing", "write_csv", "write_rows"]
+__all__ = ["plain", "read_rows", "refuse_existing", "write_csv", "write_rows"]
 
 
 def plain(value: Any) -> Any:
@@ -90,6 +91,61 @@ def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *, overw
         for row in rows:
             writer.writerow({k: plain(v) for k, v in row.items()})
     return path
+
+
+def read_rows(
+    path: str | os.PathLike, *, columns: Mapping[str, Callable[[str], Any]] | Sequence[str] | None = None
+) -> tuple[dict[str, Any], ...]:
+    """Read a CSV table written by :func:`write_rows` back as dict rows.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    columns : mapping of str to callable, or sequence of str, optional
+        Columns the table must have; a mapping also gives each one's conversion from the cell's text
+        (e.g. ``{"value": float}``). Other columns stay text.
+
+    Returns
+    -------
+    tuple of dict
+        One dict per row, keyed by the header line.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        A column of ``columns`` is missing, or a cell does not convert (the file and line are named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = write_rows(pathlib.Path(tempfile.mkdtemp()) / "t.csv", [{"a": "x", "b": 0.5}], overwrite=False)
+    >>> read_rows(target, columns={"b": float})
+    ({'a': 'x', 'b': 0.5},)
+    """
+    path = Path(path)
+    if isinstance(columns, str) or not isinstance(columns, (Mapping, Sequence, type(None))):
+        raise TypeError(
+            f"columns must be a mapping of column to conversion or a list of columns, got {describe(columns)}."
+        )
+    convert = dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns or (), str)
+    if not path.is_file():
+        raise FileNotFoundError(f"the table {str(path)!r} does not exist.")
+    # the same encoding as write_rows, so that a table reads back as written
+    with open(path, newline="") as stream:
+        reader = csv.DictReader(stream)
+        missing = [c for c in convert if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{str(path)!r} lacks the column(s) {missing}.")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append({k: convert.get(k, str)(v) for k, v in row.items()})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{str(path)!r}, line {line}: {exc}.") from exc
+    return tuple(rows)
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *, overwrite: bool = False) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core._validation import describe
+from ..tables import read_rows
 from .files import EVALUATION_VERSION
 
 if TYPE_CHECKING:
@@ -176,15 +176,4 @@ def _read_table(path: Path, columns: dict[str, Callable[[str], Any]]) -> tuple[d
     """A CSV table with every one of ``columns``, converted to their types."""
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing from the evaluation folder.")
-    with open(path, newline="") as stream:
-        reader = csv.DictReader(stream)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{str(path)!r} lacks the column(s) {missing}.")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                rows.append({k: columns.get(k, str)(v) for k, v in row.items()})
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{str(path)!r}, line {line}: {exc}.") from exc
-    return tuple(rows)
+    return read_rows(path, columns=columns)

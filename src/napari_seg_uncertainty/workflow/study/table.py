@@ -24,7 +24,6 @@ References
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import warnings
@@ -39,7 +38,7 @@ from ...core._atomic import atomic_write
 from ...core._validation import check_choice, check_int, check_real_in, check_seed, describe
 from ...core.evaluation import CandidateComparison, bootstrap_ci, compare_candidates
 from ..figures import draw_table, new_figure, save_figure, table_size
-from ..tables import refuse_existing, write_rows
+from ..tables import read_rows, refuse_existing, write_rows
 from .rows import METRIC_DIRECTIONS, case_values, metric_direction, metric_label, split_key
 from .table_text import footnote, smallest_wilcoxon_p, table_cells
 
@@ -457,11 +456,10 @@ def write_study_table(
     return tuple(str(p) for p in paths)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path, columns: Sequence[str]) -> tuple[dict[str, str], ...]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist; write the study table with write_study_table.")
-    with open(path, newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
+    return read_rows(path, columns=columns)
 
 
 def read_study_table(folder: str | os.PathLike) -> StudyTable:
@@ -475,7 +473,8 @@ def read_study_table(folder: str | os.PathLike) -> StudyTable:
         If the files do not hold one row per candidate and metric (and per candidate and case).
     """
     folder = Path(folder)
-    rows, case_rows = _read_csv(folder / FILES[0]), _read_csv(folder / FILES[3])
+    rows = _read_csv(folder / FILES[0], ("candidate", "metric"))
+    case_rows = _read_csv(folder / FILES[3], ())
     if not rows:
         raise ValueError(f"{str(folder / FILES[0])!r} holds no rows.")
     candidates = tuple(dict.fromkeys(r["candidate"] for r in rows))
