@@ -336,6 +336,42 @@ def test_save_annotation_takes_the_format_of_the_case_raters(study, tmp_path, su
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+def test_save_annotation_compares_with_the_raters_in_memory(study, tmp_path, monkeypatch):
+    _, evaluation = _copy(study, tmp_path)
+    session = ReviewSession.open(evaluation, device="cpu")
+    case_id = study["split"]["test"][1]
+    case = session.load_case(case_id, "unet")
+
+    def no_reading(case_id):
+        raise AssertionError(f"case {case_id} read again")
+
+    monkeypatch.setattr(session.cohort(), "load_case", no_reading)
+    with pytest.raises(ValueError, match="equal rater 2 of case"):
+        session.check_annotation(case_id, case.raters[1], raters=case.raters)
+    labels = (case.raters[0] + 1) % 3
+    np.testing.assert_array_equal(session.check_annotation(case_id, labels, raters=case.raters), labels)
+    path = session.save_annotation(case_id, labels, kind="edited", raters=case.raters)
+    assert session.annotations(case_id)[-1].path == str(path) and session.annotations(case_id)[-1].in_cohort
+    np.testing.assert_array_equal(read_image(path)[0], labels)
+    with pytest.raises(ValueError, match="equal the annotation already kept"):
+        session.check_annotation(case_id, labels, raters=case.raters)
+
+
+def test_table_percent_is_the_study_files(study, tmp_path):
+    from napari_seg_uncertainty.workflow.study import example_studies
+    from napari_seg_uncertainty.workflow.study.spec import load_study
+
+    assert ReviewSession.open(study["out"]).table_percent() == ()  # a study.yaml that is no study
+    folder = tmp_path / "study"
+    shutil.copytree(study["out"] / "evaluation", folder / "evaluation")
+    shutil.copy(example_studies()["svls"], folder / "study.yaml")
+    expected = tuple(load_study(example_studies()["svls"]).table.percent)
+    assert expected and ReviewSession.open(folder).table_percent() == expected
+    assert ReviewSession.open(folder / "evaluation").table_percent() == expected
+    _, evaluation = _copy(study, tmp_path / "plain")
+    assert ReviewSession.open(evaluation).table_percent() == ()
+
+
 def test_save_annotation_refuses_bad_labels(study, tmp_path):
     cohort_copy, evaluation = _copy(study, tmp_path)
     session = ReviewSession.open(evaluation)

@@ -70,6 +70,19 @@ def _open(qtbot, widget, case_id=None, step=None):
     return widget.case
 
 
+def _kept(qtbot, widget, keep):
+    """The path of the annotation ``keep()`` saves in a worker, or None when nothing started."""
+    saved = []
+    widget.computed.connect(saved.append)
+    try:
+        if keep() is None:
+            return None
+        qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    finally:
+        widget.computed.disconnect(saved.append)
+    return saved[-1] if saved else None
+
+
 def _notifications():
     from napari.utils.notifications import notification_manager
 
@@ -208,17 +221,17 @@ def test_keep_edited_prediction_twice_writes_two_new_raters(make_napari_viewer, 
     messages = _notifications()
     layer.data = np.array(case.prediction.labels)  # not edited: refused, nothing written
     before = len(ReviewSession.open(folder["evaluation"]).annotations(case_id))
-    assert widget.keep_prediction() is None
+    assert _kept(qtbot, widget, widget.keep_prediction) is None
     assert [m for m in messages if "has not been edited" in m and "keep an SSN sample" in m]
     assert len(ReviewSession.open(folder["evaluation"]).annotations(case_id)) == before
     layer.data = edited
-    first = widget.keep_prediction()
+    first = _kept(qtbot, widget, widget.keep_prediction)
     assert widget.keep_prediction() is None  # the same labels again: refused, with a notification
     assert [m for m in messages if "equal the annotation already kept" in m]
     edited2 = edited.copy()
     edited2[0, 0] = 1 - edited2[0, 0]  # one more voxel edited (two classes)
     layer.data = edited2
-    second = widget.keep_prediction()
+    second = _kept(qtbot, widget, widget.keep_prediction)
     assert first is not None and second is not None and first != second
     assert first.exists() and second.exists()
     saved, meta = read_image(first)
@@ -247,7 +260,7 @@ def test_ssn_samples_slider_and_keep_sample(make_napari_viewer, qtbot, folder):
     np.testing.assert_allclose(samples.translate, (0.0, *case.origin))
     viewer.dims.set_point(0, 1)  # the samples slider on sample 1
     assert widget.sample_index() == 1
-    path = widget.keep_sample()
+    path = _kept(qtbot, widget, widget.keep_sample)
     assert path is not None
     np.testing.assert_array_equal(read_image(path)[0], case.ssn_samples[1])
     assert ReviewSession.open(folder["evaluation"]).annotations(case_id)[-1].kind == "ssn_sample"
@@ -415,3 +428,30 @@ def test_a_2d_case_beside_a_3d_layer_of_the_users_is_in_view(make_napari_viewer,
     shown = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float) / viewer.scene.camera.zoom
     assert np.all(shown >= high - low - 1e-6) and np.any(shown <= 1.2 * (high - low))
     assert widget.sample_index() == 0
+
+
+def test_folder_plots_and_saves_are_read_and_written_off_the_gui_thread(make_napari_viewer, qtbot, folder,
+                                                                        monkeypatch):
+    import threading
+
+    threads: dict[str, list] = {}
+
+    def spy(name, original):
+        def method(self, *args, **kwargs):
+            threads.setdefault(name, []).append(threading.current_thread())
+            return original(self, *args, **kwargs)
+        return method
+
+    for name in ("reliability_results", "study_table", "table_percent", "quality", "save_annotation"):
+        monkeypatch.setattr(ReviewSession, name, spy(name, getattr(ReviewSession, name)))
+    viewer, widget = _opened(make_napari_viewer, qtbot, folder)
+    assert sorted(threads) == ["quality", "reliability_results", "study_table", "table_percent"]
+    case = _open(qtbot, widget, widget.table.case_order()[0])
+    layer = viewer.layers[LAYER_NAMES["prediction"]]
+    edited = np.array(case.prediction.labels)
+    edited[1:3, 1:3] = 1 - edited[1:3, 1:3]
+    layer.data = edited
+    path = _kept(qtbot, widget, widget.keep_prediction)
+    assert path is not None and np.array_equal(read_image(path)[0], edited)
+    assert len(threads["save_annotation"]) == 1
+    assert threading.main_thread() not in [t for found in threads.values() for t in found]

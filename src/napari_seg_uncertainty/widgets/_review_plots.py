@@ -1,6 +1,7 @@
 """The *Cohort plots* dock of the *Cohort review* widget: pooled reliability, study table, quality control.
 
-Three tabs: the pooled reliability diagram of every candidate (``ReviewSession.reliability_results()``,
+What they show is read and computed in a worker (:func:`plot_inputs`). Three tabs: the pooled
+reliability diagram of every candidate (``ReviewSession.reliability_results()``,
 drawn by :func:`~napari_seg_uncertainty.workflow.figures.draw_reliability`) and the
 segment-entropy-versus-Dice quality control (``draw_quality_control``), each a themed matplotlib canvas
 (:class:`FigurePanel`, the Calibration dock's
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
 __all__ = [
     "PLOTS_DOCK",
     "FigurePanel",
+    "PlotInputs",
     "ReviewPlots",
     "StudyTablePanel",
     "draw_message",
     "draw_pooled_reliability",
+    "plot_inputs",
     "render_drawing",
 ]
 
@@ -140,16 +143,36 @@ def percent_keys(metrics: Sequence[str], percent: Sequence[str]) -> set[str]:
     return {key for key in metrics for item in percent if key == item or key.partition(":")[2].startswith(item)}
 
 
-def study_percent(folder: Any) -> tuple[str, ...]:
-    """The ``table.percent`` of the study in ``folder`` (its ``study.yaml``); empty when it cannot be read."""
-    if folder is None:
-        return ()
-    from ..workflow.study.spec import load_study
+@dataclass(frozen=True)
+class PlotInputs:
+    """What the *Cohort plots* dock shows of a session, read from its folder (in a worker).
 
-    try:
-        return tuple(load_study(Path(folder) / "study.yaml").table.percent)
-    except (OSError, ValueError, TypeError, KeyError):  # the table then shows fractions, as study.csv holds them
-        return ()
+    Attributes
+    ----------
+    title : str
+        Title of the reliability diagram.
+    reliability : list of ModelResult
+        The pooled reliability of every candidate.
+    table : StudyTable or None
+        The study table (None for an evaluation folder).
+    percent : tuple of str
+        The study's ``table.percent``.
+    quality : tuple of QualityControl or None
+        Quality control of every candidate and structure (None without foreground Dice).
+    """
+
+    title: str
+    reliability: list[Any]
+    table: Any
+    percent: tuple[str, ...]
+    quality: Any
+
+
+def plot_inputs(session: Any) -> PlotInputs:
+    """Read and compute what the plots dock shows of ``session`` (files and statistics: for a worker)."""
+    split = getattr(getattr(session, "saved", None), "split", "test")
+    return PlotInputs(title=f"Pooled reliability, {split} cases", reliability=session.reliability_results(),
+                      table=session.study_table(), percent=session.table_percent(), quality=session.quality())
 
 
 class StudyTablePanel:
@@ -302,18 +325,15 @@ class ReviewPlots:
         """Whether a plot is still being drawn."""
         return any(panel.rendering for panel in self.panels.values())
 
-    def show_session(self, session: Any) -> None:
-        """Show the pooled reliability, the study table and the quality control of ``session``."""
-        split = getattr(getattr(session, "saved", None), "split", "test")
-        title = f"Pooled reliability, {split} cases"
+    def show_inputs(self, inputs: PlotInputs) -> None:
+        """Show the pooled reliability, the study table and the quality control of :func:`plot_inputs`."""
         self.panels["Reliability"].show_drawing(
-            partial(draw_pooled_reliability, results=session.reliability_results(), title=title))
-        table = session.study_table()
-        if table is None:
+            partial(draw_pooled_reliability, results=inputs.reliability, title=inputs.title))
+        if inputs.table is None:
             self.study.show_message("No study table: this is an evaluation folder (a study writes study.csv).")
         else:
-            self.study.show_table(table, percent=study_percent(getattr(session, "study_folder", None)))
-        quality = session.quality()
+            self.study.show_table(inputs.table, percent=inputs.percent)
+        quality = inputs.quality
         if not quality:
             self.panels["Quality control"].show_drawing(partial(
                 draw_message, text="No quality control: the evaluation holds no foreground Dice."))

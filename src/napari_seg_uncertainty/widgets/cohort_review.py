@@ -22,6 +22,8 @@ more), and reads the pooled reliability diagram, the study table and the quality
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from ._base import DockWidget
 from ._case import CASE_KEY
 from ._common import fit_to_screen, guarded, notify_errors, show_info, show_warning, when_docked
 from ._layer_queue import keep_selection
-from ._review_plots import PLOTS_DOCK, ReviewPlots
+from ._review_plots import PLOTS_DOCK, PlotInputs, ReviewPlots, plot_inputs
 from ._review_table import ReviewTable
 from ._train_curves import dock_of
 from .train import _UndockWatcher
@@ -72,7 +74,8 @@ class CohortReviewWidget(DockWidget):
     session once the table and plots are shown); :meth:`open_case` reads and predicts a case in a
     worker (:attr:`computed` with the ``ReviewCase`` once its layers are added). :meth:`next_case`
     and :meth:`previous_case` move through the table; :meth:`set_reviewed`, :meth:`keep_prediction`
-    and :meth:`keep_sample` are the reviewer's actions. Bad input and failures become notifications.
+    and :meth:`keep_sample` are the reviewer's actions (the two keeps write in a worker: :attr:`computed`
+    with the file's path). Bad input and failures become notifications.
 
     Attributes
     ----------
@@ -212,12 +215,11 @@ class CohortReviewWidget(DockWidget):
         if not path:
             show_info("Cohort review: choose a study folder or an evaluation folder first (Browse…).")
             return None
-        from ..workflow.review import ReviewSession
-
-        return self.run(ReviewSession.open, path, action="Open review folder",
+        return self.run(_read_folder, path, action="Open review folder",
                         message=f"Reading {Path(path).name} …", returned=self._show_session)
 
-    def _show_session(self, session: Any) -> None:
+    def _show_session(self, opened: tuple[Any, PlotInputs]) -> None:
+        session, inputs = opened
         self._drop_case()
         self._requested = None
         self.session = session
@@ -227,7 +229,7 @@ class CohortReviewWidget(DockWidget):
             if candidates:
                 self._candidate.value = candidates[0]
         self._fill_table()
-        self._ensure_plots().show_session(session)
+        self._ensure_plots().show_inputs(inputs)
         count = self.table.native.rowCount()
         self.done(session, f"{count} evaluated case(s) of {len(candidates)} candidate(s); select a case to open it.")
 
@@ -408,8 +410,13 @@ class CohortReviewWidget(DockWidget):
                 self._reviewed.value = bool(reviewed)
             self.set_status(f"{self.case_id} marked {'reviewed' if reviewed else 'not reviewed'}.")
 
-    def keep_prediction(self) -> Path | None:
-        """Save the prediction layer (with the reviewer's edits) as a new annotation; returns its path."""
+    def keep_prediction(self) -> Any:
+        """Save the prediction layer (with the reviewer's edits) as a new annotation in a worker.
+
+        Returns the worker (:attr:`computed` is emitted with the file's path once saved), or ``None``
+        when nothing started (no edit, or labels equal to a rater or a kept annotation: a notification
+        says so).
+        """
         layer = self.prediction_layer
         if self.case is None or layer is None:
             show_info("Cohort review: open a case first; its prediction layer is what is kept.")
@@ -419,13 +426,15 @@ class CohortReviewWidget(DockWidget):
             show_info(f"Cohort review: the prediction of {self.case_id} has not been edited: paint corrections "
                       "first, or keep an SSN sample.")
             return None
-        path = self._save(labels, kind="edited")
-        if path is not None:
-            self._prediction = labels  # kept: moving on drops nothing
-        return path
 
-    def keep_sample(self) -> Path | None:
-        """Save the SSN sample on show (the samples slider) as a new annotation; returns its path."""
+        def kept() -> None:
+            self._prediction = labels  # kept: moving on drops nothing
+
+        return self._save(labels, kind="edited", kept=kept)
+
+    def keep_sample(self) -> Any:
+        """Save the SSN sample on show (the samples slider) as a new annotation in a worker; returns the worker
+        (or ``None``, as :meth:`keep_prediction`)."""
         layer = self.samples_layer
         if self.case is None or layer is None:
             show_info("Cohort review: the case on show has no SSN samples (the candidate is not an SSN).")
@@ -441,24 +450,33 @@ class CohortReviewWidget(DockWidget):
         point = layer.world_to_data(self._viewer.dims.point)
         return int(min(max(round(float(point[0])), 0), layer.data.shape[0] - 1))
 
-    def _save(self, labels: np.ndarray, *, kind: str, what: str = "the prediction") -> Path | None:
-        case_id = self.case_id
+    def _save(self, labels: np.ndarray, *, kind: str, what: str = "the prediction",
+              kept: Callable[[], None] | None = None) -> Any:
+        """Check ``labels`` here (against the raters in memory and the kept annotations), write them in a worker."""
+        case_id, raters = self.case_id, self.case.raters
         with notify_errors(f"Keep {what}"):
-            path = Path(self.session.save_annotation(case_id, labels, kind=kind))
-            joined = any(a.in_cohort and Path(a.path) == path for a in self.session.annotations(case_id))
-            if joined:  # the case has one more rater: shown as its next rater layer
-                raters = [layer for layer in self.layers if layer.name.startswith(LAYER_NAMES["rater"] + " ")]
-                self._add_layer("labels", np.array(labels, copy=True), {
-                    "name": f"{LAYER_NAMES['rater']} {len(raters) + 1}", "visible": False,
-                    "metadata": {CASE_KEY: case_id}, **self.case.layer_kwargs()})
-                show_info(f"Cohort review: {what} of {case_id} saved beside the case as one more rater: {path}")
-                self.set_status(f"Saved {path.name}: {case_id} has one rater more.")
-            else:
-                show_info(f"Cohort review: {what} of {case_id} saved as {path} (this cohort cannot grow in place: "
-                          "add the file to its manifest to use it as a rater).")
-                self.set_status(f"Saved {path}.")
-            return path
+            self.session.check_annotation(case_id, labels, raters=raters)
+            return self.run(_keep, self.session, case_id, labels, kind=kind, raters=raters, action=f"Keep {what}",
+                            message=f"Saving {what} of {case_id} …",
+                            returned=partial(self._saved, labels=labels, what=what, kept=kept))
         return None
+
+    def _saved(self, annotation: Any, *, labels: np.ndarray, what: str, kept: Callable[[], None] | None) -> None:
+        """The annotation is written: show it as the case's next rater when it joined the cohort."""
+        path, case_id = Path(annotation.path), annotation.case_id
+        if kept is not None:
+            kept()
+        if annotation.in_cohort:  # the case has one more rater: shown as its next rater layer
+            raters = [layer for layer in self.layers if layer.name.startswith(LAYER_NAMES["rater"] + " ")]
+            self._add_layer("labels", np.array(labels, copy=True), {
+                "name": f"{LAYER_NAMES['rater']} {len(raters) + 1}", "visible": False,
+                "metadata": {CASE_KEY: case_id}, **self.case.layer_kwargs()})
+            show_info(f"Cohort review: {what} of {case_id} saved beside the case as one more rater: {path}")
+            self.done(path, f"Saved {path.name}: {case_id} has one rater more.")
+        else:
+            show_info(f"Cohort review: {what} of {case_id} saved as {path} (this cohort cannot grow in place: "
+                      "add the file to its manifest to use it as a rater).")
+            self.done(path, f"Saved {path}.")
 
     # docks ------------------------------------------------------------------------------------------
     def _ensure_plots(self) -> ReviewPlots:
@@ -518,6 +536,20 @@ class CohortReviewWidget(DockWidget):
             plots.native.deleteLater()
         except (RuntimeError, LookupError, AttributeError):  # the viewer is closing: Qt deletes it anyway
             pass
+
+
+def _read_folder(path: str) -> tuple[Any, PlotInputs]:
+    """Open a study or evaluation folder and read what its plots show (in a worker)."""
+    from ..workflow.review import ReviewSession
+
+    session = ReviewSession.open(path)
+    return session, plot_inputs(session)
+
+
+def _keep(session: Any, case_id: str, labels: np.ndarray, *, kind: str, raters: Any) -> Any:
+    """Save an annotation (in a worker); its record in ``review.json`` (``KeptAnnotation``)."""
+    path = str(session.save_annotation(case_id, labels, kind=kind, raters=raters))
+    return next(a for a in reversed(session.annotations(case_id)) if a.path == path)
 
 
 def _samples_of(case: Any) -> Any:

@@ -289,6 +289,19 @@ class ReviewSession:
 
         return read_study_table(self.study_folder)
 
+    def table_percent(self) -> tuple[str, ...]:
+        """The study's ``table.percent`` (the metrics its ``study.md`` shows × 100); empty for a plain
+        evaluation folder or a ``study.yaml`` that cannot be read (the table then shows fractions, as
+        ``study.csv`` holds them)."""
+        if self.study_folder is None:
+            return ()
+        from ..study.spec import load_study
+
+        try:
+            return tuple(load_study(self.study_folder / _STUDY_FILE).table.percent)
+        except (OSError, ValueError, TypeError, KeyError):
+            return ()
+
     def quality(self) -> Any:
         """Quality control of every candidate and foreground structure
         (:func:`~napari_seg_uncertainty.workflow.study.quality.quality_control` on the per-case rows), or
@@ -424,7 +437,9 @@ class ReviewSession:
         target = cohort.target_spacing
         return target is not None and not np.allclose(cohort[case_id].spacing, target, rtol=1e-6, atol=0.0)
 
-    def save_annotation(self, case_id: str, labels: Any, *, kind: str, reviewer: str | None = None) -> Path:
+    def save_annotation(
+        self, case_id: str, labels: Any, *, kind: str, reviewer: str | None = None, raters: Any = None
+    ) -> Path:
         """Keep a label map of a case (a kept SSN sample or an edited prediction) as a new annotation.
 
         Where it goes:
@@ -450,11 +465,14 @@ class ReviewSession:
             What the labels are.
         reviewer : str, optional
             Who saved it (recorded in ``review.json``).
+        raters : numpy.ndarray, optional
+            The case's raters ``(R, *S)`` as :meth:`load_case` gave them (``ReviewCase.raters``), compared
+            with ``labels`` instead of reading the case again.
 
         Returns
         -------
         pathlib.Path
-            The file written.
+            The file written; :meth:`annotations` lists it last, with whether it joined the cohort.
 
         Raises
         ------
@@ -468,10 +486,9 @@ class ReviewSession:
         kind = check_choice(kind, name="kind", choices=ANNOTATION_KINDS)
         if reviewer is not None and not isinstance(reviewer, str):
             raise TypeError(f"reviewer must be a str or None, got {describe(reviewer)}.")
-        shape, spacing, origin, direction = self._grid(case_id)
-        arr = check_labels(labels, shape=shape, num_classes=len(self.class_names), case_id=case_id)
+        arr = self.check_annotation(case_id, labels, raters=raters)
         digest = label_digest(arr)
-        self._refuse_duplicate(case_id, arr, digest)
+        _shape, spacing, origin, direction = self._grid(case_id)
         cohort = self.cohort()
         target = annotation_target(cohort[case_id], source=cohort.source, kind=kind,
                                    resampled=self._resampled(case_id))
@@ -483,22 +500,41 @@ class ReviewSession:
             self._cohort = None  # the case has one more rater: scan the cohort again on the next load
         return path
 
-    def _refuse_duplicate(self, case_id: str, labels: np.ndarray, digest: str) -> None:
-        """Refuse a label map equal to one of the case's raters or to an annotation already kept for it.
+    def check_annotation(self, case_id: str, labels: Any, *, raters: Any = None) -> np.ndarray:
+        """``labels`` as the label map :meth:`save_annotation` would write for ``case_id``, or why not.
 
-        A second copy adds nothing to the cohort but weight: as one more rater it would count twice in the
-        majority vote, STAPLE and the rater distribution of every later evaluation.
+        Refuses a label map of another shape than the case, with a class ``>= num_classes``, or equal to
+        one of the case's raters (``raters``, as :meth:`load_case` gave them; read from the cohort when
+        None) or to an annotation already kept for it: a second copy adds nothing to the cohort but
+        weight (as one more rater it would count twice in the majority vote, STAPLE and the rater
+        distribution of every later evaluation).
+
+        Returns
+        -------
+        numpy.ndarray
+            The label map, unsigned integers.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`save_annotation`.
         """
+        case_id = self._case(case_id)
+        shape = self._grid(case_id)[0]
+        arr = check_labels(labels, shape=shape, num_classes=len(self.class_names), case_id=case_id)
+        digest = label_digest(arr)
         for record in read_state(self.state_path)["annotations"]:
             if record.get("case_id") == case_id and record.get("sha256") == digest:
                 raise ValueError(
                     f"these labels equal the annotation already kept for case {case_id!r} at {record['path']!r}; "
                     "edit the prediction (or show another SSN sample) before keeping it."
                 )
-        raters = self.cohort().load_case(case_id).raters
-        for r, rater in enumerate(raters, start=1):
-            if rater.shape == labels.shape and np.array_equal(rater, labels):
+        if raters is None:
+            raters = self.cohort().load_case(case_id).raters
+        for r, rater in enumerate(np.asarray(raters), start=1):
+            if rater.shape == arr.shape and np.array_equal(rater, arr):
                 raise ValueError(
                     f"these labels equal rater {r} of case {case_id!r}; keeping them would add a copy of that "
                     "rater. Edit them first."
                 )
+        return arr
