@@ -370,6 +370,29 @@ def test_files_are_hashed_block_by_block_as_hashlib_hashes_their_bytes(tmp_path)
     assert cohort.content_digest(0) == digest.hexdigest()
 
 
+def test_only_an_unreadable_saved_evaluation_is_evaluated_again(tmp_path, monkeypatch):
+    """A garbled or missing file means evaluate again; a programming error is not hidden behind that."""
+    from napari_seg_uncertainty.workflow import evaluation
+    from napari_seg_uncertainty.workflow.study.runner import CHECKPOINTS_FILE, _saved_evaluation
+
+    record = {"version": 1, "checkpoints": {}}
+    (tmp_path / CHECKPOINTS_FILE).write_text(json.dumps(record))
+    (tmp_path / "cases.csv").write_text("candidate\n")
+    saved = object()
+    monkeypatch.setattr(evaluation, "read_evaluation", lambda folder: saved)
+    assert _saved_evaluation(tmp_path, record, ("cases.csv",)) is saved
+    assert _saved_evaluation(tmp_path, {**record, "version": 2}, ("cases.csv",)) is None
+    assert _saved_evaluation(tmp_path, record, ("cases.csv", "summary.csv")) is None
+    for error in (ValueError("line 2: could not convert"), FileNotFoundError("summary.csv")):
+        monkeypatch.setattr(evaluation, "read_evaluation", lambda folder, error=error: (_ for _ in ()).throw(error))
+        assert _saved_evaluation(tmp_path, record, ("cases.csv",)) is None
+    monkeypatch.setattr(evaluation, "read_evaluation", lambda folder: {}["split"])
+    with pytest.raises(KeyError, match="split"):
+        _saved_evaluation(tmp_path, record, ("cases.csv",))
+    (tmp_path / CHECKPOINTS_FILE).write_text("{not json")
+    assert _saved_evaluation(tmp_path, record, ("cases.csv",)) is None
+
+
 def test_a_plan_is_taken_only_for_the_study_and_folder_it_was_made_for(tmp_path):
     runs = plan_study(_study(), tmp_path / "a")
     with pytest.raises(ValueError, match="planned for another study or output folder"):

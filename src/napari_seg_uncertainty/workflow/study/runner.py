@@ -496,16 +496,16 @@ def _case_files(cohort: Any, case_ids: list[str]) -> dict[str, list[list[Any]]]:
 
 def _saved_evaluation(folder: Path, record: dict[str, Any], names: tuple[str, ...]) -> Any:
     """The saved evaluation when it is of exactly these checkpoints and settings, else None."""
+    from ..evaluation import read_evaluation
+
     path = folder / CHECKPOINTS_FILE
     if not path.is_file() or any(not (folder / name).is_file() for name in names):
         return None
     try:
         if json.loads(path.read_text()) != record:
             return None
-        from ..evaluation import read_evaluation
-
         return read_evaluation(folder)
-    except (ValueError, OSError, KeyError, ImportError):  # unreadable or incomplete: evaluate again
+    except (ValueError, OSError):  # unreadable or incomplete (JSON and decoding errors are ValueErrors): evaluate again
         return None
 
 
