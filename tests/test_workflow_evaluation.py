@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,26 @@ def test_read_evaluation_gives_back_the_rows_and_what_was_evaluated(trained, eva
     np.testing.assert_array_equal([r["high"] for r in saved.summary_rows], [r["high"] for r in result.summary_rows()])
     cohort = saved.load_cohort()
     assert cohort.case_ids == trained["cohort"].case_ids and cohort.source == trained["cohort"].source
+
+
+def test_legend_of_the_pooled_reliability_is_the_same_in_the_evaluation_and_the_review(evaluated):
+    from napari_seg_uncertainty.workflow.evaluation.files import pooled_reliability_result
+    from napari_seg_uncertainty.workflow.review.reliability import reliability_results
+
+    _, result, out = evaluated
+    rebuilt = {r.name: r.summary for r in reliability_results(read_evaluation(out))}
+    for candidate in result.candidates:
+        means = {(s.class_name, s.metric): s.mean for s in candidate.summary}
+        legend = pooled_reliability_result(candidate.name, candidate.reliability, means).summary
+        assert legend.ece == candidate.reliability.expected_calibration_error
+        assert legend.voxels == candidate.reliability.total
+        for metric in ("tace", "nll", "brier"):
+            cases = [r["value"] for r in candidate.rows if r["metric"] == f"{metric}_reference_volume"]
+            assert getattr(legend, metric) == pytest.approx(np.mean(cases), rel=1e-6)  # the summary mean
+            assert getattr(rebuilt[candidate.name], metric) == pytest.approx(getattr(legend, metric), rel=1e-12)
+        assert rebuilt[candidate.name].ece == pytest.approx(legend.ece, rel=1e-9)
+    empty = pooled_reliability_result("x", result.candidates[0].reliability, {}).summary
+    assert all(math.isnan(getattr(empty, m)) for m in ("tace", "nll", "brier"))
 
 
 def test_read_evaluation_names_a_missing_or_garbled_file(evaluated, tmp_path):

@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core._atomic import atomic_write
 from ...core._validation import check_flag, describe
 from ..tables import refuse_existing
 from .results import EvaluationResult
 
-__all__ = ["EVALUATION_FILES", "EVALUATION_VERSION", "write_evaluation"]
+if TYPE_CHECKING:
+    from ...core.calibration import ReliabilityBins
+    from ..figures import ModelResult
+
+__all__ = ["EVALUATION_FILES", "EVALUATION_VERSION", "pooled_reliability_result", "write_evaluation"]
 
 #: The files :func:`evaluate_checkpoints` writes into ``out_dir``.
 EVALUATION_FILES = ("cases.csv", "summary.csv", "reliability.csv", "reliability.png", "evaluation.json")
@@ -88,23 +93,43 @@ def evaluation_record(result: EvaluationResult) -> dict[str, Any]:
 
 def _write_figure(result: EvaluationResult, path: Path, *, overwrite: bool) -> str:
     """The pooled reliability diagram of every candidate, with its pooled ECE and case-mean scores."""
-    from ...core.calibration import CalibrationSummary
-    from ..figures import ModelResult, draw_reliability, new_figure, save_figure
+    from ..figures import draw_reliability, new_figure, save_figure
 
-    models = []
-    for candidate in result.candidates:
-        bins = candidate.reliability
-        means = {(s.class_name, s.metric): s.mean for s in candidate.summary}
-        models.append(ModelResult(candidate.name, CalibrationSummary(
-            bins=bins, ece=bins.expected_calibration_error, tace=_overall(means, "tace"),
-            nll=_overall(means, "nll"), brier=_overall(means, "brier"), voxels=bins.total,
-        )))  # fmt: skip
+    models = [
+        pooled_reliability_result(c.name, c.reliability, {(s.class_name, s.metric): s.mean for s in c.summary})
+        for c in result.candidates
+    ]
     figure = new_figure(6.0, 5.5)
     draw_reliability(figure, models)
     figure.suptitle(f"Pooled reliability, {result.split} cases (reference: {result.reference})", fontsize="medium")
     return str(save_figure(figure, path, overwrite=overwrite))
 
 
-def _overall(means: dict[tuple[str, str], float], metric: str) -> float:
-    """The case mean of a whole-volume metric against the reference, for the legend (NaN if absent)."""
-    return means.get(("all", f"{metric}_reference_volume"), math.nan)
+def pooled_reliability_result(name: str, bins: ReliabilityBins, means: Mapping[tuple[str, str], float]) -> ModelResult:
+    """A candidate's pooled reliability diagram as a figure input, with the scores of its legend.
+
+    Parameters
+    ----------
+    name : str
+        The candidate.
+    bins : ReliabilityBins
+        Its reliability bins pooled over every voxel of every case.
+    means : mapping
+        ``(class, metric)`` to the case mean of that metric (the candidate's ``summary.csv`` rows).
+
+    Returns
+    -------
+    ModelResult
+        The pooled ECE of ``bins``, and the case means of TACE, NLL and Brier against the reference in
+        the whole volume (class ``"all"``; NaN where absent), as in ``reliability.png``.
+    """
+    from ...core.calibration import CalibrationSummary
+    from ..figures import ModelResult
+
+    def overall(metric: str) -> float:
+        return float(means.get(("all", f"{metric}_reference_volume"), math.nan))
+
+    return ModelResult(name, CalibrationSummary(
+        bins=bins, ece=bins.expected_calibration_error, tace=overall("tace"), nll=overall("nll"),
+        brier=overall("brier"), voxels=bins.total,
+    ))  # fmt: skip

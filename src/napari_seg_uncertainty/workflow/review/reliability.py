@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -15,13 +14,16 @@ def reliability_results(saved: Any) -> list[Any]:
 
     The bins are rebuilt from ``reliability.csv`` (count, mean confidence and accuracy per bin); the
     legend's TACE, NLL and Brier are the case means against the reference over the whole volume
-    (``summary.csv``), as in the evaluation's own ``reliability.png``.
+    (``summary.csv``), as in the evaluation's own ``reliability.png``
+    (:func:`~napari_seg_uncertainty.workflow.evaluation.files.pooled_reliability_result`).
     """
-    from ...core.calibration import CalibrationSummary, ReliabilityBins
+    from ...core.calibration import ReliabilityBins
     from ...core.calibration.binning import bin_edges
-    from ..figures import ModelResult
+    from ..evaluation.files import pooled_reliability_result
 
-    means = {(r["candidate"], r["class"], r["metric"]): float(r["mean"]) for r in saved.summary_rows}
+    means: dict[str, dict[tuple[str, str], float]] = {}
+    for r in saved.summary_rows:
+        means.setdefault(r["candidate"], {})[(r["class"], r["metric"])] = float(r["mean"])
     results = []
     for name in saved.candidates:
         bins = sorted((r for r in saved.reliability_rows if r["candidate"] == name), key=lambda r: int(r["bin"]))
@@ -31,12 +33,5 @@ def reliability_results(saved: Any) -> list[Any]:
         confidence = np.array([float(r["confidence"]) for r in bins])
         accuracy = np.array([float(r["accuracy"]) for r in bins])
         rebuilt = ReliabilityBins(edges=bin_edges(count.size), count=count, confidence=confidence, accuracy=accuracy)
-
-        def mean(metric: str, name: str = name) -> float:
-            return means.get((name, "all", f"{metric}_reference_volume"), math.nan)
-
-        results.append(ModelResult(name, CalibrationSummary(
-            bins=rebuilt, ece=rebuilt.expected_calibration_error, tace=mean("tace"), nll=mean("nll"),
-            brier=mean("brier"), voxels=rebuilt.total,
-        )))  # fmt: skip
+        results.append(pooled_reliability_result(name, rebuilt, means.get(name, {})))
     return results
