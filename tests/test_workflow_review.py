@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
 from napari_seg_uncertainty.core.cohort.phantom import phantom_class_names
+from napari_seg_uncertainty.core.geometry import Geometry
 from napari_seg_uncertainty.core.io import read_image, write_image
 from napari_seg_uncertainty.core.training import TrainConfig, predict, predict_ssn_distribution, train
 from napari_seg_uncertainty.workflow.evaluation import evaluate_checkpoints
@@ -238,6 +239,9 @@ def test_load_case_reads_predicts_and_places_the_case(study):
     kwargs = case.layer_kwargs(leading_axes=1)
     assert kwargs["scale"] == pytest.approx((1.0, *spacing)) and kwargs["translate"] == pytest.approx((0.0, *origin))
     assert "affine" not in kwargs  # identity direction
+    assert isinstance(case.geometry, Geometry) and case.geometry.spacing == case.spacing == case.scale
+    assert case.origin == case.translate and np.array_equal(case.direction, np.eye(3))
+    assert session._grid(case_id) == (SHAPE, case.geometry)  # the grid a save writes on, kept once
     with pytest.raises(ValueError, match="case 'nope' was not evaluated here"):
         session.load_case("nope", "unet")
 

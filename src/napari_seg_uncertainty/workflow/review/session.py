@@ -58,10 +58,9 @@ class ReviewCase:
         ``(N, *S)`` label maps sampled from an SSN checkpoint's logit distribution; None otherwise.
     class_names : tuple of str
         One name per class, background first.
-    spacing, origin : tuple of float
-        Voxel size and first-voxel position, numpy (and napari) axis order.
-    direction : numpy.ndarray
-        ``(ndim, ndim)`` direction cosines, numpy axis order.
+    geometry : Geometry
+        The case's grid in the world (:class:`~napari_seg_uncertainty.core.geometry.Geometry`): its
+        ``spacing``, ``origin`` and ``direction``, numpy (and napari) axis order.
     """
 
     case_id: str
@@ -71,14 +70,23 @@ class ReviewCase:
     prediction: Any = field(repr=False)
     ssn_samples: np.ndarray | None = field(repr=False)
     class_names: tuple[str, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: np.ndarray = field(repr=False)
+    geometry: Geometry
 
     @property
-    def geometry(self) -> Geometry:
-        """The case's :class:`~napari_seg_uncertainty.core.geometry.Geometry`."""
-        return Geometry(spacing=self.spacing, origin=self.origin, direction=self.direction)
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size, numpy axis order."""
+        return self.geometry.spacing
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """First-voxel position, numpy axis order."""
+        return self.geometry.origin
+
+    @property
+    def direction(self) -> np.ndarray:
+        """``(ndim, ndim)`` direction cosines, numpy axis order (the identity when the case has none)."""
+        direction = self.geometry.direction
+        return np.eye(len(self.spacing)) if direction is None else direction
 
     @property
     def scale(self) -> tuple[float, ...]:
@@ -97,6 +105,13 @@ class ReviewCase:
         and translate 0 (:meth:`Geometry.layer_kwargs`).
         """
         return self.geometry.layer_kwargs(leading_axes=leading_axes)
+
+
+def _geometry(source: Any) -> Geometry:
+    """The geometry of a ``CaseData`` or a ``CaseInfo`` (its direction flattened or square)."""
+    ndim = len(source.spacing)
+    direction = np.asarray(source.direction, dtype=float).reshape(ndim, ndim)
+    return Geometry(spacing=tuple(source.spacing), origin=tuple(source.origin), direction=direction)
 
 
 def _resolve(folder: Any) -> tuple[Path, Path | None]:
@@ -156,7 +171,7 @@ class ReviewSession:
         self._cohort: Cohort | None = None
         self._model: tuple[str, Any] | None = None
         self._class_names: tuple[str, ...] | None = None
-        self._grids: dict[str, tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], np.ndarray]] = {}
+        self._grids: dict[str, tuple[tuple[int, ...], Geometry]] = {}  # shape and placement of each case
         self._lock = threading.RLock()  # the dock calls from worker threads: one cohort scan, one model
         read_state(self.state_path)  # a broken review.json is reported on opening, not at the first mark
 
@@ -369,11 +384,11 @@ class ReviewSession:
             trained = self._trained(candidate)
             prediction = predict(trained, image, num_samples=num_samples, seed=seed)
             samples = ssn_samples(trained, image, num_samples=num_samples, seed=seed)
-        direction = np.asarray(data.direction, dtype=float)
-        self._grids[case_id] = (data.shape, tuple(data.spacing), tuple(data.origin), direction)
+        geometry = _geometry(data)
+        self._grids[case_id] = (tuple(data.shape), geometry)
         return ReviewCase(case_id=case_id, candidate=candidate, image=image, raters=data.raters,
                           prediction=prediction, ssn_samples=samples, class_names=tuple(trained.class_names),
-                          spacing=tuple(data.spacing), origin=tuple(data.origin), direction=direction)
+                          geometry=geometry)
 
     # reviewer actions --------------------------------------------------------------------------------------
     def mark_reviewed(self, case_id: str, reviewed: bool = True, *, note: str | None = None) -> None:
@@ -418,18 +433,12 @@ class ReviewSession:
         found = annotations(read_state(self.state_path))
         return found if case_id is None else tuple(a for a in found if a.case_id == case_id)
 
-    def _grid(self, case_id: str) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], np.ndarray]:
-        """Shape, spacing, origin and direction of a case as :meth:`load_case` gives it."""
+    def _grid(self, case_id: str) -> tuple[tuple[int, ...], Geometry]:
+        """Shape and geometry of a case as :meth:`load_case` gives it."""
         if case_id not in self._grids:
             cohort = self.cohort()
-            if self._resampled(case_id):
-                data = cohort.load_case(case_id)
-                self._grids[case_id] = (data.shape, tuple(data.spacing), tuple(data.origin),
-                                        np.asarray(data.direction, dtype=float))
-            else:
-                info = cohort[case_id]
-                direction = np.asarray(info.direction, dtype=float).reshape(info.ndim, info.ndim)
-                self._grids[case_id] = (tuple(info.shape), tuple(info.spacing), tuple(info.origin), direction)
+            source = cohort.load_case(case_id) if self._resampled(case_id) else cohort[case_id]
+            self._grids[case_id] = (tuple(source.shape), _geometry(source))
         return self._grids[case_id]
 
     def _resampled(self, case_id: str) -> bool:
@@ -488,11 +497,12 @@ class ReviewSession:
             raise TypeError(f"reviewer must be a str or None, got {describe(reviewer)}.")
         arr = self.check_annotation(case_id, labels, raters=raters)
         digest = label_digest(arr)
-        _shape, spacing, origin, direction = self._grid(case_id)
+        geometry = self._grid(case_id)[1]
         cohort = self.cohort()
         target = annotation_target(cohort[case_id], source=cohort.source, kind=kind,
                                    resampled=self._resampled(case_id))
-        path = write_exclusive(target, arr, spacing=spacing, origin=origin, direction=direction)
+        path = write_exclusive(target, arr, spacing=geometry.spacing, origin=geometry.origin,
+                               direction=geometry.direction)
         record = {"case_id": case_id, "path": str(path), "kind": kind, "reviewer": reviewer, "time": now(),
                   "in_cohort": target.in_cohort, "sha256": digest}
         update_state(self.state_path, lambda state: state["annotations"].append(record))
