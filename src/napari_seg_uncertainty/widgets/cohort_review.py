@@ -183,6 +183,13 @@ class CohortReviewWidget(DockWidget):
         return next((layer for layer in self.layers if layer.name == LAYER_NAMES["prediction"]
                      and layer in self._viewer.layers), None)
 
+    @property
+    def _unsaved_edit(self) -> bool:
+        """Whether the prediction layer on show differs from the prediction as read (or as last kept)."""
+        prediction = self.prediction_layer
+        return (prediction is not None and self._prediction is not None
+                and not np.array_equal(np.asarray(prediction.data), self._prediction))
+
     def set_busy(self, busy: bool, message: str | None = None) -> None:
         """Enter or leave the busy state; the reviewer's actions follow what is on show."""
         super().set_busy(busy, message)
@@ -355,9 +362,7 @@ class CohortReviewWidget(DockWidget):
 
     def _drop_case(self) -> None:
         """Remove the layers of the case on show; warn when its prediction had edits that were not kept."""
-        prediction = self.prediction_layer
-        if (prediction is not None and self._prediction is not None
-                and not np.array_equal(np.asarray(prediction.data), self._prediction)):
+        if self._unsaved_edit:
             show_warning(f"Cohort review: the edits of the prediction of {self.case_id} were dropped (not kept); "
                          "press 'Keep edited prediction' before moving on to keep them.")
         for layer in self.layers:
@@ -507,9 +512,7 @@ class CohortReviewWidget(DockWidget):
 
     def _release_layers(self) -> None:
         """Remove the layers this dock added; an edited prediction that was not kept stays, renamed."""
-        prediction = self.prediction_layer
-        edited = (prediction is not None and self._prediction is not None
-                  and not np.array_equal(np.asarray(prediction.data), self._prediction))
+        prediction, edited = self.prediction_layer, self._unsaved_edit
         try:
             for layer in self.layers:
                 if layer is prediction and edited:
