@@ -136,6 +136,8 @@ def test_a_finished_run_trained_with_other_settings_is_refused(tmp_path):
                    cohort={"phantom": {"n_cases": 7, "ndim": 2, "shape": [16, 16]}})
     with pytest.raises(ValueError, match="another cohort"):
         run_study(other, out_dir=out)
+    with pytest.raises(ValueError, match="another cohort"):
+        plan_study(other, out)  # the plan (a dry run) says so too
     # the device does not change what a run learns
     moved = _study(candidates=[{"name": "a", "config": {"target": "onehot", "device": "auto"}}])
     assert [r.status for r in plan_study(moved, out)] == ["finished"]

@@ -172,12 +172,14 @@ def plan_study(
     Raises
     ------
     ValueError
-        A run folder holds a checkpoint trained with other settings (the fields are named).
+        A run folder holds a checkpoint trained with other settings (the fields are named), or the folder
+        holds a study of another cohort or split.
     """
     spec = load_study(spec)
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a folder path, got {describe(out_dir)}.")
     root = Path(os.path.abspath(os.fspath(out_dir)))
+    _check_earlier_study(spec, root)  # a dry run says it too, not only the run
     known = cohort_options(spec).get("class_names")
     if known:  # a generated cohort's or the study's class names: checked before the cohort exists
         check_metric_classes(spec.table, known)

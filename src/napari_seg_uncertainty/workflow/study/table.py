@@ -40,7 +40,7 @@ from ...core.evaluation import CandidateComparison, bootstrap_ci, compare_candid
 from ..figures import draw_table, new_figure, save_figure, table_size
 from ..tables import read_rows, refuse_existing, write_rows
 from .rows import METRIC_DIRECTIONS, case_values, metric_direction, metric_label, split_key
-from .table_text import footnote, smallest_wilcoxon_p, table_cells
+from .table_text import footnote, smallest_wilcoxon_p, table_cells, wilcoxon_cases_needed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -326,7 +326,7 @@ def study_table(
         warnings.warn(
             f"with {len(case_ids)} test cases and {len(names)} candidates no Wilcoxon difference can reach "
             f"alpha = {alpha:g} (smallest possible p {smallest_wilcoxon_p(len(case_ids), len(names) - 1):.3g}); "
-            "evaluate more cases.",
+            f"evaluate at least {wilcoxon_cases_needed(len(names) - 1, alpha=alpha)} test cases.",
             UserWarning,
             stacklevel=2,
         )

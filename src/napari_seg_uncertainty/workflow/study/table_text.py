@@ -16,7 +16,7 @@ from .rows import split_key
 if TYPE_CHECKING:
     from .table import StudyTable
 
-__all__ = ["footnote", "percent_keys", "smallest_wilcoxon_p", "table_cells"]
+__all__ = ["footnote", "percent_keys", "smallest_wilcoxon_p", "table_cells", "wilcoxon_cases_needed"]
 
 #: The arrow after a metric's label: which way is better.
 _ARROWS = {"higher": "↑", "lower": "↓"}
@@ -128,6 +128,17 @@ def smallest_wilcoxon_p(num_cases: int, num_tests: int = 1) -> float:
     return min(1.0, num_tests * 2.0 / 2.0**num_cases)
 
 
+def wilcoxon_cases_needed(num_tests: int, *, alpha: float) -> int:
+    """The fewest paired cases with which ``num_tests`` Holm-corrected Wilcoxon tests can reach ``alpha``.
+
+    Examples
+    --------
+    >>> wilcoxon_cases_needed(1, alpha=0.05), wilcoxon_cases_needed(2, alpha=0.05), wilcoxon_cases_needed(3, alpha=0.01)
+    (6, 7, 10)
+    """
+    return next(m for m in range(1, 10_000) if smallest_wilcoxon_p(m, num_tests) < alpha)
+
+
 def _too_few_cases(table: StudyTable) -> str:
     """A warning sentence when the Wilcoxon test cannot reach α with the table's cases ("" otherwise)."""
     cmp = table.comparison
@@ -137,7 +148,7 @@ def _too_few_cases(table: StudyTable) -> str:
     n = len(table.case_ids)
     if smallest_wilcoxon_p(n, k - 1) < cmp.alpha:
         return ""
-    needed = next(m for m in range(n, 200) if smallest_wilcoxon_p(m, k - 1) < cmp.alpha)
+    needed = wilcoxon_cases_needed(k - 1, alpha=cmp.alpha)
     return (
         f"Note: with n = {n} paired cases and {k - 1} Holm-corrected test(s) the smallest possible Wilcoxon "
         f"p-value is {smallest_wilcoxon_p(n, k - 1):.3g} ≥ α = {cmp.alpha:g}, so no difference can be significant; "
