@@ -18,7 +18,7 @@ A study is a YAML file (or the same mapping in Python) read by :func:`load_study
     seeds: [0]
     evaluate: {checkpoint: last, split: test, reference: majority, tolerance_mm: 1.0, num_bins: 15,
                num_resamples: 10000}
-    table: {metrics: ["organ:dice", "all:ece_reference_volume"], reference: one-hot, test: wilcoxon, alpha: 0.05}
+    table: {metrics: ["organ:dice", "all:ece_reference_volume"], reference: one-hot-ce, test: wilcoxon, alpha: 0.05}
     quality: {review_fraction: 0.2}
     launcher: {kind: local, jobs: 1, slurm: {partition: gpu, timeout_min: 120, gpus_per_node: 1}}
     out_dir: results/svls                   # optional default output folder, relative to the study file
