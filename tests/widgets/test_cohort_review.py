@@ -329,7 +329,8 @@ def test_study_table_tab_is_a_qt_table_of_the_study_table(make_napari_viewer, qt
         for j, factor in enumerate((1.0, 100.0)):
             m, lo, hi = (factor * float(a[i, j]) for a in (table.mean, table.low, table.high))
             item = view.item(i, j)
-            assert item.text().replace("\u00a0", " ") == f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+            star = " *" if table.comparison.significant[i, j] else ""  # against the column's best
+            assert item.text().replace("\u00a0", " ") == f"{m:.3f} [{lo:.3f}, {hi:.3f}]{star}"
             assert item.font().bold() == bool(table.marked[i, j])
             tip = item.toolTip()
             assert f"n = {int(table.n[i, j])} cases" in tip

@@ -180,7 +180,8 @@ class StudyTablePanel:
 
     Cells read "mean [low, high]" (× 100 for the metrics in percent), bold where
     :attr:`~napari_seg_uncertainty.workflow.study.table.StudyTable.marked`, " *" where significantly
-    different from the reference; each cell's tooltip gives n, the p-value and the Holm-adjusted p-value.
+    different from the reference (without one, from the column's best); each cell's tooltip gives n, the
+    p-value and the Holm-adjusted p-value.
 
     Attributes
     ----------
@@ -228,7 +229,7 @@ class StudyTablePanel:
         view.setHorizontalHeaderLabels([
             f"{label.replace(' (', chr(10) + '(')}{' %' if key in scaled else ''}\n{ARROWS.get(direction, '')}"
             for key, label, direction in zip(table.metrics, table.labels, table.directions)])
-        star = np.asarray(cmp.significant, dtype=bool) if cmp.reference else np.zeros(table.mean.shape, dtype=bool)
+        star = np.asarray(cmp.significant, dtype=bool)  # against the reference, else against the column's best
         for i, candidate in enumerate(table.candidates):
             for j, key in enumerate(table.metrics):
                 factor = 100.0 if key in scaled else 1.0
