@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .core._validation import exception_text
+
 __all__ = ["SUMMARY_METRICS", "evaluate_main", "summary_table"]
 
 #: The metrics the printed summary shows (the CSV holds them all): per class, then per case.
@@ -161,8 +163,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: nothing was written.", file=sys.stderr)
         return 130
     except (ValueError, TypeError, KeyError, OSError, RuntimeError, MemoryError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc) or type(exc).__name__
-        message = str(message).replace("pass overwrite=True", "pass --overwrite")
+        message = exception_text(exc).replace("pass overwrite=True", "pass --overwrite")
         message = message.replace("allow overwriting it", "pass --overwrite")
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from yaml import YAMLError
 
+from .core._validation import exception_text
+
 if TYPE_CHECKING:
     from .workflow.study import StudySpec
 
@@ -177,8 +179,7 @@ def _run(args: argparse.Namespace, write: Callable[[str], None]) -> int:
 
 def _message(exc: BaseException) -> str:
     """One line for an error, with the Python keyword replaced by the command's option."""
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc) or type(exc).__name__
-    message = " ".join(str(message).split())
+    message = " ".join(exception_text(exc).split())
     return message.replace("pass overwrite=True", "choose another --out folder")
 
 

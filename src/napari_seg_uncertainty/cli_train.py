@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .core._validation import exception_text
+
 __all__ = ["load_cohort_section", "load_training_data", "main", "predict_main", "train_main"]
 
 #: Keys of a ``data`` section with a cohort.
@@ -343,7 +345,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         run = _config_and_data(args)
     except (ValueError, TypeError, KeyError, OSError) as exc:
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"error: {exception_text(exc)}", file=sys.stderr)
         return 2
     config, rank, world = run.config, run.rank, run.world
     is_main = rank == 0
@@ -383,7 +385,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the current state was saved to last.pt in the output folder.", file=sys.stderr)
         return 130
     except (ValueError, TypeError, KeyError, OSError, FloatingPointError, MemoryError) as exc:
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"error: {exception_text(exc)}", file=sys.stderr)
         return 2
     if world > 1:
         print(f"rank {rank}/{world} weights sha256 {result.weights_digest}", flush=True)
@@ -414,13 +416,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _message(exc: BaseException) -> str:
-    """The text of an exception for an ``error:`` line (a KeyError's without its quotes)."""
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    return str(exc) or type(exc).__name__
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:

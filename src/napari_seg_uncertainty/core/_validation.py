@@ -28,6 +28,19 @@ def _is_tensor(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
+def exception_text(exc: BaseException) -> str:
+    """The text of an exception for one ``error:`` line or notification (a KeyError's without its quotes).
+
+    Examples
+    --------
+    >>> exception_text(KeyError("no case 'x'")), exception_text(ValueError()), exception_text(OSError("gone"))
+    ("no case 'x'", 'ValueError', 'gone')
+    """
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
 def describe(value: Any) -> str:
     """Short description of ``value`` for error messages (type, dtype and shape for arrays)."""
     if isinstance(value, np.ndarray):

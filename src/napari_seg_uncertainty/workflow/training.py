@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core._validation import check_seed, describe
+from ..core._validation import check_seed, describe, exception_text
 from ..core.cohort.splits import SPLIT_KEYS
 from ..core.geometry import Geometry
 
@@ -331,14 +331,14 @@ def preview_cohort(
             source, on_error="skip", class_names=class_names, task=task, target_spacing=target_spacing
         )
     except (ValueError, TypeError, OSError, KeyError) as exc:
-        return CohortPreview(source=source, cohort=None, error=_message(exc))
+        return CohortPreview(source=source, cohort=None, error=exception_text(exc))
     problems = tuple(cohort.problems)
     resolved: dict[str, list[str]] | None = None
     error = None
     try:
         resolved = {k: list(v) for k, v in cohort.resolve_split(split, seed=seed).items()}
     except (ValueError, TypeError, KeyError) as exc:
-        error = f"the split does not fit this cohort: {_message(exc)}"
+        error = f"the split does not fit this cohort: {exception_text(exc)}"
     where = {case_id: name for name, ids in (resolved or {}).items() for case_id in ids}
     rows = []
     for row in cohort.table():
@@ -359,13 +359,6 @@ def preview_cohort(
             }
         )
     return CohortPreview(source=source, cohort=cohort, rows=rows, problems=problems, split=resolved, error=error)
-
-
-def _message(exc: BaseException) -> str:
-    """The text of an exception (a KeyError's without its quotes)."""
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    return str(exc) or type(exc).__name__
 
 
 def warm_up_training() -> None:
