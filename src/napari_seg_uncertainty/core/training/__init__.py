@@ -69,9 +69,10 @@ from ..models import weights_digest
 from .config import BACKGROUND_MASKS, BEST_METRICS, NORMALIZATIONS, TARGETS, TrainConfig, read_config_file
 from .data import TrainingData, as_training_data
 from .device import distributed_rank_world, resolve_device
-from .inference import Prediction, TrainedModel, load_trained_model, predict, predict_ssn_distribution
+from .inference import Prediction, TrainedModel, load_trained_model, predict
 from .loop import Checkpointer, TrainProgress, TrainResult, train
 from .normalization import normalization_parameters, normalize_image
+from .ssn_inference import predict_ssn_distribution
 from .streaming import CohortPatchLoader
 from .target_cache import TargetCache
 
