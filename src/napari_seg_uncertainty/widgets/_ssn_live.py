@@ -25,9 +25,10 @@ import numpy as np
 from ..core.ssn import LowRankLogits, SampleLabelStack, dice_against_reference
 from ._common import notify_errors
 
-__all__ = ["LiveSampling", "LiveSamples", "format_score", "qt_alive"]
+__all__ = ["PREFETCH_DELAY_MS", "LiveSampling", "LiveSamples", "format_score", "qt_alive"]
 
 SAMPLES_LAYER = "SSN samples"
+PREFETCH_DELAY_MS = 80  # the next "New sample" is prepared this long after a redraw (once it is painted)
 _DICE_DELAY_MS = 250  # Dice table waits for the sliders to rest this long
 _DICE_DELAY_LARGE_MS = 1500  # … this long when every sample is a large volume (each costs ~0.5 s)
 _LARGE_SAMPLE_VOXELS = 2_000_000
@@ -127,6 +128,7 @@ class LiveSampling:
 
     _viewer: Any
     _dice_timer: Any
+    _prefetch_timer: Any
     _dice_table: Any
     _dice_label: Any
     _temperature: Any
@@ -146,6 +148,8 @@ class LiveSampling:
         self._dice_pending = False
         self._volume_running = False
         self._volume_pending = False
+        self._prefetch_running = False
+        self._prefetched: tuple[Any, ...] | None = None  # (stack, sample index, plane) whose noise is drawn
 
     def class_scale_values(self) -> list[float]:
         """The class sliders' values, one per class."""
@@ -263,6 +267,52 @@ class LiveSampling:
         self._update_dice_label()
         if self._whole_volume_shown():
             self._request_volume()  # browsing in 3-D: the new sample (or its noise) in the background
+        else:
+            self._schedule_prefetch()
+
+    def _plane_on_screen(self) -> tuple[bool, int | None]:
+        """``(True, z)`` when the samples layer shows plane ``z`` of a 3-D sample (``(True, None)``: a 2-D
+        sample), ``(False, None)`` when it shows something else (3-D display, other displayed axes)."""
+        layer = self._samples_layer()
+        if layer is None or self.stack is None or self._display_3d():
+            return False, None
+        if self.stack.distribution.spatial_ndim == 2:
+            return True, None
+        dims = self._viewer.dims
+        if tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1):
+            return False, None
+        point = layer.world_to_data(dims.point)
+        return True, int(np.clip(np.round(point[1]), 0, self.stack.shape[1] - 1))
+
+    def _schedule_prefetch(self) -> None:
+        """Prepare the next "New sample" once the redraw on screen is painted (not competing with it)."""
+        if self._alive() and qt_alive(self._prefetch_timer):
+            self._prefetch_timer.start()
+
+    def _prefetch_new_sample(self) -> None:
+        """Draw the random numbers of the next "New sample" for the plane on screen, in a worker.
+
+        A click on "New sample" then only scales that noise and takes the argmax on the GUI thread: the
+        part of its redraw that draws numbers never drawn before (two thirds of it at 512²) is done ahead.
+        """
+        if not self._alive() or self.stack is None or self._prefetch_running:
+            return
+        shown, plane = self._plane_on_screen()
+        stack, sample_index = self.stack, self._next_sample_index
+        if not shown or self._prefetched == (stack, sample_index, plane):
+            return
+        self._prefetch_running = True
+        self._prefetched = (stack, sample_index, plane)
+
+        def _finished() -> None:
+            self._prefetch_running = False
+            if self._alive():
+                self._prefetch_new_sample()  # the plane (or sample) on screen changed meanwhile
+
+        # SampleLabelStack keeps the noise of recently shown planes (keyed by sample index and plane, valid
+        # across slider moves); _noise is that cache's entry point, and the stack has no public one.
+        self._run(stack._noise, stack.distribution, sample_index, plane, action="Preparing the next SSN sample",
+                  finished=_finished)
 
     def _on_reset(self, _value: Any = None) -> None:
         for slider in (*self._class_sliders, self._temperature):
@@ -279,9 +329,10 @@ class LiveSampling:
             self._next_sample_index += 1
             if self._whole_volume_shown():
                 self._request_volume()
-            else:
-                self._refresh_samples_layer()
+            else:  # the noise of this plane was drawn ahead (_prefetch_new_sample); the thumbnail follows
+                self._refresh_samples_layer(thumbnail=False)
             self._schedule_dice()
+            self._schedule_prefetch()
 
     # ------------------------------------------------------------------ Dice against the mean prediction
     def _schedule_dice(self) -> None:

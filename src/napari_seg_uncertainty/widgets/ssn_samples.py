@@ -56,7 +56,7 @@ from ._ssn_controls import (
     TEMPERATURE_RANGE,
     SSNControls,
 )
-from ._ssn_live import SAMPLES_LAYER, LiveSamples, LiveSampling, qt_alive
+from ._ssn_live import PREFETCH_DELAY_MS, SAMPLES_LAYER, LiveSamples, LiveSampling, qt_alive
 
 if TYPE_CHECKING:
     import napari
@@ -129,6 +129,10 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         self._dice_timer = QTimer(self.native)  # parented: deleted with the dock, never after it
         self._dice_timer.setSingleShot(True)
         self._dice_timer.timeout.connect(self._start_dice)
+        self._prefetch_timer = QTimer(self.native)
+        self._prefetch_timer.setSingleShot(True)
+        self._prefetch_timer.setInterval(PREFETCH_DELAY_MS)
+        self._prefetch_timer.timeout.connect(self._prefetch_new_sample)
         self.content.extend([*self._build_source_controls(viewer), *self._build_sampling_controls(),
                              *self._build_output_controls(viewer)])
         self._connect_controls()
@@ -152,8 +156,9 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         """
         try:
             self._shut_down()
-            if qt_alive(self._dice_timer):
-                self._dice_timer.stop()
+            for timer in (self._dice_timer, self._prefetch_timer):
+                if qt_alive(timer):
+                    timer.stop()
             self._watcher.disconnect()
             app = QApplication.instance()
             if app is not None:
@@ -195,8 +200,9 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
     @property
     def busy(self) -> bool:
         """True while a worker thread of this widget runs (loading, sampling, metrics, export)."""
-        timer_active = qt_alive(self._dice_timer) and self._dice_timer.isActive()
-        return bool(self._workers) or self._dice_running or self._volume_running or timer_active
+        timer_active = any(qt_alive(t) and t.isActive() for t in (self._dice_timer, self._prefetch_timer))
+        running = self._dice_running or self._volume_running or self._prefetch_running
+        return bool(self._workers) or running or timer_active
 
     @contextlib.contextmanager
     def _reporting(self, action: str) -> Iterator[None]:
@@ -485,6 +491,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
                          metadata={"seed": stack.seed}, **self._layer_kwargs())
             self._update_enabled()
             self._schedule_dice()
+            self._schedule_prefetch()
             self.done(SamplesDrawn(stack=stack, distribution=stack.distribution))
 
         # The sample on screen is computed (and, in 3-D, its noise kept for the sliders) off the GUI thread.
