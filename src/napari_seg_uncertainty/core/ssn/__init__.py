@@ -6,6 +6,9 @@ distribution
     :class:`LowRankLogits`, the frozen distribution ``N(mu, P P^T + D)`` with ``cov_factor (K, C, *S)``.
 sampling
     The plane-wise sampling and argmax kernels (:func:`argmax_labels`).
+lazy
+    :class:`LazyLowRankLogits`, a 3-D distribution whose planes are computed (2-D SSN) or read from
+    disk (3-D SSN, :mod:`.store`) when needed, with dask arrays for a viewer.
 stack
     :class:`SampleLabelStack`, a lazy array of sampled label maps for a viewer.
 io
@@ -25,13 +28,17 @@ from __future__ import annotations
 
 from .distribution import LowRankLogits
 from .io import load_distribution, save_distribution
+from .lazy import ArrayPlaneSource, LazyLowRankLogits, PlaneSource
 from .metrics import dice_against_reference, generalized_energy_distance, pairwise_iou_distance, sample_diversity
 from .sampling import argmax_labels
 from .stack import SampleLabelStack
 from .synthetic import synthetic_distribution
 
 __all__ = [
+    "ArrayPlaneSource",
+    "LazyLowRankLogits",
     "LowRankLogits",
+    "PlaneSource",
     "SampleLabelStack",
     "argmax_labels",
     "dice_against_reference",

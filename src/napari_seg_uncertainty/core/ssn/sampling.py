@@ -34,7 +34,7 @@ from .._memory import array_bytes, check_allocation
 from .._numeric import label_dtype
 from .._validation import as_float_tensor, describe
 
-__all__ = ["NoiseModel", "argmax_into", "argmax_labels", "labels_from_noise", "scaled_logits"]
+__all__ = ["NoiseModel", "argmax_into", "argmax_labels", "labels_from_noise", "plane_noise", "scaled_logits"]
 
 # Stream identifiers mixed into the seed of each random stream.
 _LOWRANK_STREAM = 0
@@ -126,6 +126,66 @@ def argmax_labels(logits: Any, *, name: str = "logits") -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- noise
+def plane_noise(
+    factor: np.ndarray | None,
+    diag_std: np.ndarray,
+    seed: int,
+    sample_index: int,
+    *,
+    plane: int | None,
+    low_rank_plane: int | None = None,
+) -> np.ndarray:
+    """Unscaled noise ``P e + sqrt(D) n`` of one plane from that plane's own parameters.
+
+    Parameters
+    ----------
+    factor : numpy.ndarray or None
+        The plane's covariance factor ``(K, C, *plane_shape)`` float32 (any strides), None for rank 0.
+    diag_std : numpy.ndarray
+        The plane's ``sqrt(D)``, ``(C, *plane_shape)`` float32.
+    seed, sample_index : int
+        Which sample.
+    plane : int or None
+        Key of the diagonal stream: the plane's index ``z`` in its volume (None for a 2-D map).
+    low_rank_plane : int or None
+        Key of the low-rank stream: ``z`` for independent planes, None for one ``e`` per sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, *plane_shape)`` float32: bit for bit plane ``z`` of :meth:`NoiseModel.volume` of the
+        volume the plane belongs to, so a plane computed on its own (a lazy distribution) draws the
+        same sample as the whole volume.
+    """
+    num_classes, *shape = diag_std.shape
+    generator = _stream_generator(seed, sample_index, _DIAGONAL_STREAM, plane)
+    noise = torch.randn((num_classes, *shape), generator=generator, dtype=torch.float32).numpy()
+    if factor is None:
+        for c in range(num_classes):
+            np.multiply(noise[c], diag_std[c], out=noise[c])
+        return noise
+    rank = int(factor.shape[0])
+    low_rank = _stream_generator(seed, sample_index, _LOWRANK_STREAM, low_rank_plane)
+    weights = torch.randn(rank, generator=low_rank, dtype=torch.float32).numpy()
+    _add_noise_terms(noise, factor, diag_std, weights)
+    return noise
+
+
+def _add_noise_terms(noise: np.ndarray, factor: np.ndarray, diag_std: np.ndarray, weights: np.ndarray) -> None:
+    """``noise[c] = noise[c] * std[c] + sum_k P[k, c] * e[k]``, each step rounded as IEEE float32, in rank order.
+
+    Element-wise multiply and add in the same order for every pixel: the result does not depend on
+    how many pixels are processed at once, so a plane of a whole-volume computation is bit for bit
+    the plane computed alone, on any machine's BLAS (a matrix product would sum in another order).
+    """
+    work = np.empty(noise.shape[1:], dtype=np.float32)
+    for c in range(noise.shape[0]):
+        np.multiply(noise[c], diag_std[c], out=noise[c])
+        for k in range(factor.shape[0]):
+            np.multiply(factor[k, c], weights[k], out=work)
+            np.add(noise[c], work, out=noise[c])
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseModel:
     """The zero-mean part ``P e + sqrt(D) n`` of a sample, drawn plane by plane.
@@ -154,43 +214,19 @@ class NoiseModel:
         """``(C, *S)``."""
         return tuple(self.diag_std.shape)
 
-    def _low_rank_weights(self, seed: int, sample_index: int, plane: int | None) -> np.ndarray | None:
-        """The standard-normal low-rank weights ``e (K,)``: one draw per sample, or per plane."""
-        if self.factor is None:
-            return None
-        key = plane if self.independent_planes else None
-        generator = _stream_generator(seed, sample_index, _LOWRANK_STREAM, key)
-        return torch.randn(self.rank, generator=generator, dtype=torch.float32).numpy()
-
-    def _add_low_rank(
-        self, out: np.ndarray, class_index: int, plane: int | None, weights: np.ndarray, work: np.ndarray
-    ) -> None:
-        """``out += sum_k P[k, class] * e[k]``, one rank at a time in rank order (``work``: scratch like ``out``).
-
-        Element-wise multiply and add, each rounded as IEEE float32, in the same order for every
-        pixel: the result does not depend on how many pixels are processed at once, so a plane of
-        a whole-volume computation is bit for bit the plane computed alone, on any machine's BLAS.
-        """
-        assert self.factor is not None
-        for k in range(self.rank):
-            block = self.factor[k, class_index] if plane is None else self.factor[k, class_index, plane]
-            np.multiply(block, weights[k], out=work)
-            np.add(out, work, out=out)
-
     def plane(self, seed: int, sample_index: int, plane: int | None) -> np.ndarray:
         """Unscaled noise of plane ``plane`` (the whole map when None), shape ``(C, *plane_shape)``, float32."""
-        num_classes, *spatial = self.shape
-        shape = tuple(spatial) if plane is None else tuple(spatial[1:])
-        weights = self._low_rank_weights(seed, sample_index, plane)
-        generator = _stream_generator(seed, sample_index, _DIAGONAL_STREAM, plane)
-        noise = torch.randn((num_classes, *shape), generator=generator, dtype=torch.float32).numpy()
-        work = np.empty(shape, dtype=np.float32)
-        for c in range(num_classes):
-            std_c = self.diag_std[c] if plane is None else self.diag_std[c, plane]
-            np.multiply(noise[c], std_c, out=noise[c])
-            if weights is not None:
-                self._add_low_rank(noise[c], c, plane, weights, work)
-        return noise
+        if plane is None:
+            return plane_noise(self.factor, self.diag_std, seed, sample_index, plane=None)
+        factor = None if self.factor is None else self.factor[:, :, plane]
+        return plane_noise(
+            factor,
+            self.diag_std[:, plane],
+            seed,
+            sample_index,
+            plane=plane,
+            low_rank_plane=plane if self.independent_planes else None,
+        )
 
     def volume(self, seed: int, sample_index: int) -> np.ndarray:
         """Unscaled noise of a whole sample, shape ``(C, *S)``, float32.

@@ -14,6 +14,7 @@ from .._memory import array_bytes, check_allocation
 from .._numeric import label_dtype
 from .._validation import check_index, check_seed, describe
 from .distribution import LowRankLogits
+from .lazy import LazyLowRankLogits
 
 __all__ = ["SampleLabelStack"]
 
@@ -57,8 +58,9 @@ class SampleLabelStack:
 
     Parameters
     ----------
-    distribution : LowRankLogits
-        Distribution to sample from (scales and temperature included).
+    distribution : LowRankLogits or LazyLowRankLogits
+        Distribution to sample from (scales and temperature included).  A lazy one is only ever
+        computed plane by plane (its whole-sample noise is never held).
     sample_indices : sequence of int
         For each of the ``N`` entries, which sample of the seeded sequence it shows.
     seed : int
@@ -94,8 +96,10 @@ class SampleLabelStack:
         noise_cache_bytes: int = 64 << 20,
         volume_cache_bytes: int = 320 << 20,
     ) -> None:
-        if not isinstance(distribution, LowRankLogits):
-            raise TypeError(f"distribution must be a LowRankLogits, got {describe(distribution)}.")
+        if not isinstance(distribution, (LowRankLogits, LazyLowRankLogits)):
+            raise TypeError(
+                f"distribution must be a LowRankLogits or LazyLowRankLogits, got {describe(distribution)}."
+            )
         if isinstance(sample_indices, (str, bytes)) or not hasattr(sample_indices, "__iter__"):
             raise TypeError(f"sample_indices must be a sequence of integers, got {describe(sample_indices)}.")
         indices = [check_index(i, name=f"sample_indices[{k}]") for k, i in enumerate(sample_indices)]
@@ -147,7 +151,7 @@ class SampleLabelStack:
 
     # state ---------------------------------------------------------------------------
     @property
-    def distribution(self) -> LowRankLogits:
+    def distribution(self) -> LowRankLogits | LazyLowRankLogits:
         """The distribution the samples come from."""
         return self._distribution
 
@@ -161,7 +165,7 @@ class SampleLabelStack:
         """Which sample of the seeded sequence each entry shows."""
         return tuple(self._indices)
 
-    def set_distribution(self, distribution: LowRankLogits) -> None:
+    def set_distribution(self, distribution: LowRankLogits | LazyLowRankLogits) -> None:
         """Show samples of another distribution on the same grid (e.g. new scales); clears the cache.
 
         Parameters
@@ -178,8 +182,10 @@ class SampleLabelStack:
         >>> bool(np.array_equal(stack[1], dist.mean_prediction()))
         True
         """
-        if not isinstance(distribution, LowRankLogits):
-            raise TypeError(f"distribution must be a LowRankLogits, got {describe(distribution)}.")
+        if not isinstance(distribution, (LowRankLogits, LazyLowRankLogits)):
+            raise TypeError(
+                f"distribution must be a LowRankLogits or LazyLowRankLogits, got {describe(distribution)}."
+            )
         if (distribution.num_classes, distribution.spatial_shape) != (
             self._distribution.num_classes,
             self._distribution.spatial_shape,
@@ -279,6 +285,8 @@ class SampleLabelStack:
         return noise
 
     def _whole_sample_noise_fits(self, distribution: LowRankLogits) -> bool:
+        if getattr(distribution, "lazy", False):
+            return False
         size = array_bytes((distribution.num_classes, *distribution.spatial_shape), np.float32)
         return size <= max(self._volume_cache_bytes, 1 << 20)
 

@@ -1,8 +1,18 @@
-"""The low-rank logit distribution an SSN checkpoint predicts for an image.
+"""The low-rank logit distribution an SSN checkpoint predicts for an image, whole or lazily.
 
-:func:`predict_ssn_distribution` runs MONAI sliding-window inference (slice by slice for a 2-D model on
-a volume) with the helpers of :mod:`.inference` and returns a
-:class:`~napari_seg_uncertainty.core.ssn.LowRankLogits`.
+* :func:`predict_ssn_distribution` runs MONAI sliding-window inference (plane by plane for a 2-D model
+  on a volume) and returns a :class:`~napari_seg_uncertainty.core.ssn.LowRankLogits` holding the whole
+  distribution.  It estimates its peak memory first and refuses with
+  :class:`~napari_seg_uncertainty.core._memory.OutputTooLargeError` when that does not fit.
+* :func:`predict_ssn_distribution_lazy` returns a
+  :class:`~napari_seg_uncertainty.core.ssn.lazy.LazyLowRankLogits` for a volume of any size: a 2-D model
+  runs on a plane when it is first needed (:class:`SlicePredictor`); a 3-D model is run slab by slab
+  into a zarr store (:func:`~napari_seg_uncertainty.core.ssn.store.write_slabs`) read back plane by plane.
+
+References
+----------
+.. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+   Aleatoric Uncertainty", NeurIPS 2020.
 """
 
 from __future__ import annotations
@@ -13,24 +23,160 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._memory import array_bytes, available_memory_bytes, check_allocation, format_bytes
 from .._validation import check_int
+from ..ssn.lazy import DEFAULT_CACHE_PLANES, PlaneParameters, PlaneSource
 from .inference import (
     TrainedModel,
     _batch_mask,
     _covariance_mask,
     _masked,
     _on_device,
-    _predict_raw_chunks,
     _prediction_image,
-    _spatial_batches,
+    _sliding_raw,
     load_trained_model,
 )
 from .normalization import normalize_image
 
 if TYPE_CHECKING:
+    from ..models import SegmentationNet
     from ..ssn import LowRankLogits
+    from ..ssn.lazy import LazyLowRankLogits
 
-__all__ = ["predict_ssn_distribution"]
+__all__ = [
+    "SlicePredictor",
+    "estimate_ssn_memory",
+    "predict_ssn_distribution",
+    "predict_ssn_distribution_lazy",
+]
+
+_ADVICE = (
+    "use predict_ssn_distribution_lazy (planes computed when shown, or a 3-D model's distribution kept on "
+    "disk), a 2-D SSN, or crop the image"
+)
+
+
+def _ssn_model(checkpoint: Any, member: int, device: str | None) -> tuple[TrainedModel, SegmentationNet]:
+    trained = load_trained_model(checkpoint)
+    if trained.config.head != "ssn":
+        raise ValueError(
+            f"checkpoint was trained with head={trained.config.head!r}; an SSN distribution "
+            "needs a model trained with head='ssn'."
+        )
+    member = check_int(member, name="member", minimum=0)
+    if member >= trained.model.size:
+        raise ValueError(f"member must be below the ensemble size {trained.model.size}, got {member}.")
+    trained = _on_device(trained, device)
+    net = trained.model.members[member]
+    net.eval()
+    return trained, net
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
+
+
+@torch.no_grad()
+def _run_ssn(
+    trained: TrainedModel, net: SegmentationNet, normed: np.ndarray, mask: np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean, factor, diag)`` of a normalized ``(Cin, *S)`` input with the network's own dimension.
+
+    One sliding-window pass on a batch of one: the same function for a plane (lazy or whole) and a
+    whole 3-D image, hence the same numbers.
+    """
+    chunk = torch.from_numpy(np.ascontiguousarray(normed[None], dtype=np.float32)).to(trained.device)
+    config = trained.config
+    raw = _sliding_raw(
+        net, chunk, roi_size=trained.info["patch_size"], overlap=config.sw_overlap, sw_batch_size=config.sw_batch_size
+    ).float()
+    parts = net.ssn_parameters(raw)
+    parts = _masked(parts, _batch_mask(mask, False, parts.mean.device), eps=net.ssn_eps)
+    return parts.mean[0], parts.cov_factor[0], parts.cov_diag[0]
+
+
+class SlicePredictor(PlaneSource):
+    """A 2-D SSN applied to plane ``z`` of a volume when :meth:`plane_parameters` asks for it.
+
+    Holds the volume normalized once (per-case normalizations need the whole volume's statistics;
+    ``"dataset"`` normalization is applied plane by plane instead) and the model.  A plane's numbers
+    are bit for bit those of :func:`predict_ssn_distribution` (the same per-plane computation).
+
+    Parameters
+    ----------
+    trained : TrainedModel
+        A 2-D SSN model (``head="ssn"``).
+    net : SegmentationNet
+        The ensemble member to run.
+    image : numpy.ndarray
+        ``(in_channels, Z, Y, X)`` float32 image, not normalized.
+    """
+
+    def __init__(self, trained: TrainedModel, net: SegmentationNet, image: np.ndarray) -> None:
+        self.trained, self.net = trained, net
+        self._normalization = trained.info["normalization"]
+        per_plane = self._normalization.get("mode", "dataset") == "dataset"
+        self._image = image if per_plane else normalize_image(image, self._normalization)
+        self._per_plane = per_plane
+        self._mask = _covariance_mask(trained, image)
+        self.num_classes = int(trained.info["num_classes"])
+        self.rank = int(trained.config.ssn_rank)
+        self.spatial_shape = tuple(int(s) for s in image.shape[1:])  # type: ignore[assignment]
+        self.independent_planes = True
+        self.class_names = tuple(trained.class_names)
+        self.spacing = trained.spacing
+
+    def describe(self) -> str:
+        return f"SlicePredictor({self.trained.checkpoint!r})"
+
+    def normalized_plane(self, z: int) -> np.ndarray:
+        """The network input of plane ``z``, ``(in_channels, Y, X)`` float32."""
+        plane = self._image[:, z]
+        return normalize_image(plane, self._normalization) if self._per_plane else plane
+
+    def plane_tensors(self, z: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean (C, Y, X), factor (K, C, Y, X), diag (C, Y, X))`` of plane ``z`` as torch tensors."""
+        mask = None if self._mask is None else self._mask[z]
+        return _run_ssn(self.trained, self.net, self.normalized_plane(z), mask)
+
+    def plane_parameters(self, z: int) -> PlaneParameters:
+        mean, factor, diag = self.plane_tensors(z)
+        return PlaneParameters(_numpy(mean), _numpy(factor), _numpy(diag))
+
+
+def estimate_ssn_memory(trained: TrainedModel, image_shape: tuple[int, ...]) -> int:
+    """Peak bytes :func:`predict_ssn_distribution` needs beyond its input for a ``(Cin, *S)`` image.
+
+    The distribution itself (``(2 + K) * C`` float32 maps of ``S``), plus for a 3-D model the stitched
+    network output, MONAI's weight map and the torch copies of the output (about three times the
+    distribution together), or for a 2-D model on a volume one plane's temporaries, plus the image
+    normalized as float32.
+    """
+    num_classes, rank = int(trained.info["num_classes"]), int(trained.config.ssn_rank)
+    spatial = tuple(int(s) for s in image_shape[1:])
+    maps = (2 + rank) * num_classes
+    output = array_bytes((maps, *spatial), np.float32)
+    normalized = array_bytes(image_shape, np.float32)
+    if len(spatial) == int(trained.info["spatial_dims"]):
+        return 4 * output + normalized
+    plane = array_bytes((maps + 1, *spatial[1:]), np.float32)
+    return output + normalized + 6 * plane
+
+
+def _check_fits(trained: TrainedModel, image_shape: tuple[int, ...]) -> None:
+    need = estimate_ssn_memory(trained, image_shape)
+    available = available_memory_bytes()
+    spatial = image_shape[1:]
+    check_allocation(
+        need,
+        what=(
+            f"the SSN distribution of a {spatial} image (rank {trained.config.ssn_rank}, "
+            f"{trained.info['num_classes']} classes) and its temporaries"
+        ),
+        cause=f"image shape {spatial}, rank {trained.config.ssn_rank} (estimate {format_bytes(need)}, "
+        f"available {'unknown' if available is None else format_bytes(available)})",
+        advice=_ADVICE,
+    )
 
 
 def predict_ssn_distribution(
@@ -40,7 +186,7 @@ def predict_ssn_distribution(
     member: int = 0,
     device: str | None = None,
 ) -> LowRankLogits:
-    """The low-rank logit distribution an SSN model predicts for an image.
+    """The low-rank logit distribution an SSN model predicts for an image, held whole in memory.
 
     Parameters
     ----------
@@ -62,6 +208,13 @@ def predict_ssn_distribution(
         noise (``independent_planes=True``). A model trained with ``background_mask="covariance"``
         has its covariance zeroed where the image is 0 in every channel (factor 0, diagonal ``ε``).
 
+    Raises
+    ------
+    OutputTooLargeError
+        Before any work, when :func:`estimate_ssn_memory` exceeds the available memory (RAM, container
+        and address-space limits): the message names the shape, the rank, the estimate, the available
+        memory and what to do (:func:`predict_ssn_distribution_lazy`, a 2-D SSN, a crop).
+
     References
     ----------
     .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
@@ -82,37 +235,148 @@ def predict_ssn_distribution(
     """
     from ..ssn import LowRankLogits
 
-    trained = load_trained_model(checkpoint)
-    if trained.config.head != "ssn":
-        raise ValueError(
-            f"checkpoint was trained with head={trained.config.head!r}; an SSN distribution "
-            "needs a model trained with head='ssn'."
-        )
-    member = check_int(member, name="member", minimum=0)
-    if member >= trained.model.size:
-        raise ValueError(f"member must be below the ensemble size {trained.model.size}, got {member}.")
-    trained = _on_device(trained, device)
+    trained, net = _ssn_model(checkpoint, member, device)
     arr = _prediction_image(trained, image)
-    normed = normalize_image(arr, trained.info["normalization"])
-    net = trained.model.members[member]
-    net.eval()
-    _, sliced = _spatial_batches(normed, net.spatial_dims)
-    pieces = [
-        raw for _, raw in _predict_raw_chunks(net, normed, trained.info, trained.device, trained.config)
-    ]
-    parts = net.ssn_parameters(torch.cat(pieces, dim=0))  # batch b: 1, or Z planes of a volume
-    parts = _masked(parts, _batch_mask(_covariance_mask(trained, arr), sliced, parts.mean.device), eps=net.ssn_eps)
-    if sliced:  # (Z, C, Y, X) → (C, Z, Y, X); factor (Z, K, C, Y, X) → (K, C, Z, Y, X)
-        mean = parts.mean.movedim(0, 1)
-        diag = parts.cov_diag.movedim(0, 1)
-        factor = parts.cov_factor.permute(1, 2, 0, 3, 4)
+    _check_fits(trained, arr.shape)
+    sliced = arr.ndim - 1 != net.spatial_dims
+    if sliced:
+        mean, factor, diag = _stacked_planes(SlicePredictor(trained, net, arr))
     else:
-        mean, diag, factor = parts.mean[0], parts.cov_diag[0], parts.cov_factor[0]
+        normed = normalize_image(arr, trained.info["normalization"])
+        parts = _run_ssn(trained, net, normed, _covariance_mask(trained, arr))
+        del normed
+        mean, factor, diag = (_numpy(t) for t in parts)
+        del parts
     return LowRankLogits(
-        mean=mean.cpu().numpy().astype(np.float32),
-        cov_factor=factor.cpu().numpy().astype(np.float32),
-        cov_diag=diag.cpu().numpy().astype(np.float32),
+        mean=mean,
+        cov_factor=factor,
+        cov_diag=diag,
         class_names=list(trained.class_names),
         spacing=trained.spacing,
         independent_planes=sliced,
     )
+
+
+def _stacked_planes(source: SlicePredictor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every plane of a 2-D model on a volume, written into preallocated ``(C, Z, ...)`` arrays."""
+    depth, height, width = source.spatial_shape
+    c, k = source.num_classes, source.rank
+    mean = np.empty((c, depth, height, width), dtype=np.float32)
+    factor = np.empty((k, c, depth, height, width), dtype=np.float32)
+    diag = np.empty((c, depth, height, width), dtype=np.float32)
+    for z in range(depth):
+        m, f, d = source.plane_tensors(z)
+        mean[:, z], factor[:, :, z], diag[:, z] = m.cpu().numpy(), f.cpu().numpy(), d.cpu().numpy()
+    return mean, factor, diag
+
+
+def predict_ssn_distribution_lazy(
+    checkpoint: str | os.PathLike | TrainedModel,
+    image: Any,
+    *,
+    member: int = 0,
+    cache_planes: int = DEFAULT_CACHE_PLANES,
+    store: str | os.PathLike | None = None,
+    device: str | None = None,
+    slab_planes: int | None = None,
+    progress: Any = None,
+) -> LazyLowRankLogits:
+    """The SSN distribution of a volume of any size, computed or read one plane at a time.
+
+    Parameters
+    ----------
+    checkpoint : str, path-like or TrainedModel
+        A model trained with ``head="ssn"``, 2-D or 3-D.
+    image : array_like
+        ``(Z, Y, X)`` or ``(in_channels, Z, Y, X)``.
+    member : int
+        Which ensemble member (0 for a single model).
+    cache_planes : int
+        Planes whose parameters are kept in memory (default 8; rank 10, 3 classes, 512²: 38 MiB each).
+    store : str or path-like, optional
+        3-D model only: the zarr directory to write the distribution to (default: a new temporary
+        directory, removed when the distribution is garbage-collected).  Ignored for a 2-D model.
+    device : str, optional
+        Default: the model's device.
+    slab_planes : int, optional
+        3-D model only: about how many planes each slab of the slab-by-slab inference spans (default:
+        what fits in a quarter of the available memory).  Any value gives the same numbers.
+    progress : callable, optional
+        3-D model only: called as ``progress(done_planes, total_planes)`` after each slab.
+
+    Returns
+    -------
+    LazyLowRankLogits
+        A 2-D model: planes run through the network when first asked for (``independent_planes=True``),
+        each bit for bit the plane :func:`predict_ssn_distribution` computes.  A 3-D model: the whole
+        distribution computed now, slab by slab along ``Z`` with sliding windows aligned on the grid of
+        the whole-volume computation (so each plane equals the whole-volume result up to float32
+        rounding; see :func:`~napari_seg_uncertainty.core.ssn.store.plan_slabs`), stored on disk and
+        read back lazily.
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated
+       Aleatoric Uncertainty", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from napari_seg_uncertainty.core.training import TrainConfig, train
+    >>> raters = np.zeros((2, 3, 16, 16), dtype=int); raters[:, :, 4:12, 4:12] = 1
+    >>> cfg = TrainConfig(head="ssn", loss="ssn", ssn_rank=3, ssn_samples=4, target="random_rater",
+    ...                   spatial_dims=2, channels=(4, 8), strides=(2,), epochs=1, steps_per_epoch=1,
+    ...                   batch_size=1, val_fraction=0.0, device="cpu", output_dir=tempfile.mkdtemp())
+    >>> *_, last = train(cfg, (np.ones((3, 16, 16)), raters))
+    >>> lazy = predict_ssn_distribution_lazy(last.checkpoint, np.ones((3, 16, 16)))
+    >>> lazy.spatial_shape, lazy.rank, lazy.independent_planes, lazy.slice_labels(1, seed=0).shape
+    ((3, 16, 16), 3, True, (16, 16))
+    """
+    from ..ssn.lazy import LazyLowRankLogits
+
+    trained, net = _ssn_model(checkpoint, member, device)
+    arr = _prediction_image(trained, image)
+    if arr.ndim != 4:
+        raise ValueError(
+            f"predict_ssn_distribution_lazy is for volumes (Z, Y, X); got a {arr.ndim - 1}-D image of shape "
+            f"{arr.shape[1:]}: use predict_ssn_distribution."
+        )
+    if net.spatial_dims == 2:
+        return LazyLowRankLogits(SlicePredictor(trained, net, arr), cache_planes=cache_planes)
+    from ..ssn.store import write_slabs
+
+    source = write_slabs(
+        _slab_runner(trained, net, arr),
+        spatial_shape=tuple(int(s) for s in arr.shape[1:]),
+        num_classes=int(trained.info["num_classes"]),
+        rank=int(trained.config.ssn_rank),
+        roi_depth=int(trained.info["patch_size"][0]),
+        overlap=float(trained.config.sw_overlap),
+        slab_planes=slab_planes,
+        store=store,
+        class_names=tuple(trained.class_names),
+        spacing=trained.spacing,
+        progress=progress,
+    )
+    return LazyLowRankLogits(source, cache_planes=cache_planes)
+
+
+def _slab_runner(trained: TrainedModel, net: SegmentationNet, image: np.ndarray) -> Any:
+    """``run(z0, z1) -> (mean, factor, diag)`` numpy arrays of a 3-D model on planes ``z0:z1`` of ``image``.
+
+    Per-case normalizations need the whole volume's statistics: the volume is normalized once.
+    """
+    normalization = trained.info["normalization"]
+    per_slab = normalization.get("mode", "dataset") == "dataset"
+    normed = image if per_slab else normalize_image(image, normalization)
+    mask = _covariance_mask(trained, image)
+
+    def run(z0: int, z1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        slab = normed[:, z0:z1]
+        if per_slab:
+            slab = normalize_image(slab, normalization)
+        parts = _run_ssn(trained, net, slab, None if mask is None else mask[z0:z1])
+        return tuple(t.cpu().numpy() for t in parts)  # type: ignore[return-value]
+
+    return run
+
