@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._numeric import entropy_nats, label_dtype
 from .._validation import check_flag, check_int, check_seed
 from ..checkpoint import load_checkpoint
 from ..losses import mask_covariance, sample_low_rank_logits
@@ -26,7 +25,7 @@ from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build
 from .config import TrainConfig
 from .data import as_image, background_mask
 from .device import resolve_device
-from .normalization import normalize_image  # moved there; still importable from here
+from .normalization import normalize_image  # noqa: F401 - moved there; still importable from here
 
 __all__ = ["Prediction", "TrainedModel", "load_trained_model", "predict"]
 
@@ -175,21 +174,24 @@ class Prediction:
 
     Attributes
     ----------
-    probabilities : numpy.ndarray
-        float32 ``(C, *S)`` class probabilities, averaged over ensemble members, Monte-Carlo dropout
-        passes and SSN logit samples; they sum to 1 over ``C``.
+    probabilities : numpy.ndarray or array-like
+        ``(C, *S)`` class probabilities (float32, or float16 with ``predict(..., dtype="float16")``),
+        averaged over ensemble members, Monte-Carlo dropout passes and SSN logit samples; they sum to 1
+        over ``C``. With ``predict(..., out=...)`` the array written to (a numpy memmap of a ``.npy`` file,
+        a zarr array, or the array given).
     labels : numpy.ndarray
         ``(*S)`` argmax of ``probabilities``, in the smallest unsigned dtype that holds ``C - 1``.
     entropy : numpy.ndarray
-        float32 ``(*S)`` entropy of ``probabilities`` divided by ``log C``, in ``[0, 1]``.
+        ``(*S)`` entropy (in the probabilities' dtype) of ``probabilities`` divided by ``log C``, in ``[0, 1]``.
     class_names : list of str
         One name per class, from the training data.
     spacing : tuple of float or None
         Voxel spacing of the training data.
     member_probabilities : numpy.ndarray or None
-        float32 ``(M, C, *S)``: the probabilities of every ensemble member and Monte-Carlo dropout pass
-        (``M`` = members × passes, member-major; an SSN member's entry is its sample mean), whose mean
-        over ``M`` is ``probabilities``. Only with ``predict(..., keep_members=True)``, else None.
+        ``(M, C, *S)`` (the probabilities' dtype): the probabilities of every ensemble member and
+        Monte-Carlo dropout pass (``M`` = members × passes, member-major; an SSN member's entry is its
+        sample mean), whose mean over ``M`` is ``probabilities``. Only with
+        ``predict(..., keep_members=True)``, else None.
     """
 
     probabilities: np.ndarray
@@ -208,8 +210,16 @@ def predict(
     device: str | None = None,
     seed: int = 0,
     keep_members: bool = False,
+    dtype: Any = np.float32,
+    out: Any = None,
+    slab: int | None = None,
 ) -> Prediction:
     """Run a trained model on an image: probabilities, argmax labels and normalized entropy.
+
+    Sliding-window inference runs slab by slab along Z into arrays allocated once
+    (:func:`~.streamed.predict_streamed`): the peak memory is the outputs plus one slab's working memory,
+    estimated first; a prediction that cannot fit is refused with an ``OutputTooLargeError`` naming the sizes
+    and what to do (``dtype="float16"``, ``out=`` a file, a crop) instead of the process being killed.
 
     Parameters
     ----------
@@ -229,6 +239,17 @@ def predict(
         Also return every member's and pass's probabilities (``Prediction.member_probabilities``,
         ``M`` times the memory of ``probabilities``), for the mutual information and GED² of an
         ensemble or MC-dropout model. The averaged probabilities are the same either way.
+    dtype : {"float32", "float16"}
+        dtype of the probabilities, the entropy and the member probabilities (computed in float32 and
+        rounded once): float16 halves their memory.
+    out : None, str, path-like or array, optional
+        Write the probabilities there slab by slab instead of keeping them in memory: a path ending in
+        ``.npy`` (a numpy memory map; read back with ``numpy.load(path, mmap_mode="r")``) or ``.zarr``
+        (``zarr.open_array(path)``), or a writable ``(C, *S)`` array such as a numpy memmap or zarr array.
+    slab : int, optional
+        Output planes per slab along Z (default: 8 slices for a 2-D model, else what fits in 256 MiB of
+        working memory). The result does not depend on it: random draws are tied to window and plane
+        positions, and each slab is given exactly the sliding windows of the whole-volume computation.
 
     Returns
     -------
@@ -253,39 +274,20 @@ def predict(
     >>> out.probabilities.shape, out.labels.shape
     ((2, 16, 16), (16, 16))
     """
+    from .streamed import check_prediction_dtype, predict_streamed
+
     trained = _on_device(load_trained_model(checkpoint), device)
     if num_samples is None:
         num_samples = trained.config.predict_samples
     num_samples = check_int(num_samples, name="num_samples", minimum=0)
     seed = check_seed(seed)
     keep_members = check_flag(keep_members, name="keep_members")
-    members: list[torch.Tensor] | None = [] if keep_members else None
+    dtype = check_prediction_dtype(dtype)
+    if slab is not None:
+        slab = check_int(slab, name="slab", minimum=1)
     arr = _prediction_image(trained, image)
-    generator = torch.Generator(device=trained.device).manual_seed(seed)
-    fork = torch.random.fork_rng(devices=[]) if trained.device.type == "cpu" else contextlib.nullcontext()
-    with fork:
-        torch.manual_seed(seed)
-        probs = ensemble_probabilities(
-            trained.model,
-            normalize_image(arr, trained.info["normalization"]),
-            trained.info,
-            trained.device,
-            trained.config,
-            num_samples=num_samples,
-            generator=generator,
-            covariance_mask=_covariance_mask(trained, arr),
-            members=members,
-        )
-    probs = probs.numpy().astype(np.float32)
-    num_classes = probs.shape[0]
-    entropy = entropy_nats(probs, axis=0) / np.log(num_classes)
-    return Prediction(
-        probabilities=probs,
-        labels=probs.argmax(axis=0).astype(label_dtype(num_classes)),
-        entropy=entropy.astype(np.float32),
-        class_names=list(trained.class_names),
-        spacing=trained.spacing,
-        member_probabilities=None if members is None else torch.stack(members).numpy().astype(np.float32),
+    return predict_streamed(
+        trained, arr, num_samples=num_samples, seed=seed, dtype=dtype, out=out, keep_members=keep_members, slab=slab
     )
 
 

@@ -1,0 +1,542 @@
+"""Prediction at CT scale: sliding-window inference streamed slab by slab into preallocated outputs.
+
+:func:`predict_streamed` (what :func:`~.inference.predict` runs) never holds the network's whole raw output,
+a full-size float32 temporary or the stack of ensemble members: the volume is cut into slabs along its first
+spatial axis (Z), each slab's class probabilities are computed from exactly the sliding windows that the
+whole-volume computation would use there, and written into arrays allocated once, in the ``dtype`` the caller
+chose (float32 or float16), or into a file (``out=``) as they come.
+
+Why slabs give the whole-volume result: MONAI's sliding-window inference blends, at every voxel, the
+Gaussian-weighted outputs of the windows that cover it. The window starts along Z are ``0, i, 2i, ...`` (``i``
+the scan interval), the last one moved back to end at the border. A sub-volume that begins at a window start
+and ends at a window end is given exactly those windows by MONAI, so its output on the voxels whose covering
+windows all lie inside it is the whole computation's output there (up to float summation order). MONAI's own
+``buffer_steps`` only buffers windows on the compute device before writing into a full-size output, which
+does not bound host memory; that is why the slabs are cut here.
+
+Randomness (Monte-Carlo dropout, SSN logit samples) is tied to where it is used, not to the order of work:
+each dropout pass of a window is seeded from ``(seed, member, pass, window position)``, SSN samples of a slice
+(2-D model) from ``(seed, member, slice)``, and for a 3-D SSN the rank-``K`` latent draws are shared by the
+whole volume (the covariance couples every voxel) while the diagonal noise is drawn plane by plane. The
+result therefore does not depend on the slab size.
+
+References
+----------
+.. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated Aleatoric
+   Uncertainty", NeurIPS 2020 (the SSN sample mean, appendix eq. 9).
+.. [2] Gal Y., Ghahramani Z., "Dropout as a Bayesian Approximation", ICML 2016 (Monte-Carlo dropout).
+.. [3] Cardoso M. J. et al., "MONAI: An open-source framework for deep learning in healthcare",
+   arXiv:2211.02701, 2022 (sliding-window inference with Gaussian blending).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._memory import array_bytes, check_allocation, format_bytes
+from .._numeric import entropy_nats, label_dtype
+from ..models import SegmentationNet, mc_dropout
+from .inference import Prediction, TrainedModel, _masked, _ssn_sample_mean
+
+__all__ = ["PREDICTION_DTYPES", "estimate_prediction_bytes", "predict_streamed", "slab_ranges"]
+
+#: The dtypes the probabilities and entropy can be returned in.
+PREDICTION_DTYPES = ("float32", "float16")
+#: Working memory one slab may take by default (its raw network output, input and probabilities).
+SLAB_BUDGET_BYTES = 256 * 2**20
+_DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
+_SSN_CHUNK = 4  # SSN samples drawn at a time
+
+
+def _derived_seed(*values: int) -> int:
+    """A 63-bit seed determined by ``values`` (non-negative integers) alone."""
+    state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def check_prediction_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy float32 or float16 dtype; ``ValueError`` naming the choices otherwise."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype must be one of {PREDICTION_DTYPES}, got {dtype!r}.") from exc
+    if resolved.name not in PREDICTION_DTYPES:
+        raise ValueError(f"dtype must be one of {PREDICTION_DTYPES}, got {dtype!r}.")
+    return resolved
+
+
+def _window_starts(length: int, roi: int, overlap: float) -> list[int]:
+    """Window starts along one axis, as MONAI's ``_get_scan_interval`` and ``dense_patch_slices`` place them."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    size = max(length, roi)
+    interval = _get_scan_interval((size,), (roi,), 1, (overlap,))
+    return [s[0].start for s in dense_patch_slices((size,), (roi,), interval)]
+
+
+def slab_ranges(length: int, *, roi: int, overlap: float, slab: int) -> list[tuple[int, int, int, int]]:
+    """Cut an axis of ``length`` voxels into output slabs and the input range each needs.
+
+    Parameters
+    ----------
+    length : int
+        Voxels along the axis (Z).
+    roi : int
+        Sliding-window size along it.
+    overlap : float
+        MONAI's window overlap.
+    slab : int
+        Output voxels per slab (the last may be shorter).
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        ``(o0, o1, a, b)``: output voxels ``o0:o1`` come from sliding-window inference on input ``a:b``,
+        the span of the whole axis's windows that cover ``o0:o1`` (so MONAI places the same windows there).
+
+    Examples
+    --------
+    >>> slab_ranges(100, roi=32, overlap=0.25, slab=50)
+    [(0, 50, 0, 80), (50, 100, 24, 100)]
+    """
+    if length <= roi:
+        return [(0, length, 0, length)]
+    starts = _window_starts(length, roi, overlap)
+    ranges = []
+    for o0 in range(0, length, slab):
+        o1 = min(length, o0 + slab)
+        used = [s for s in starts if s < o1 and s + roi > o0]
+        ranges.append((o0, o1, used[0], used[-1] + roi))
+    return ranges
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a network meets the image: per slice (2-D net on a volume) or over the whole spatial grid."""
+
+    spatial: tuple[int, ...]  # (*S) of the image
+    sliced: bool  # a 2-D network run slice by slice along Z
+    roi: tuple[int, ...]
+    overlap: float
+    sw_batch_size: int
+
+    @property
+    def plane(self) -> int:
+        """Voxels of one plane across the slab axis."""
+        return math.prod(self.spatial[1:])
+
+    def ranges(self, slab: int) -> list[tuple[int, int, int, int]]:
+        if self.sliced:  # slices are independent: a slab needs only its own slices
+            return [(o0, min(o0 + slab, self.spatial[0])) * 2 for o0 in range(0, self.spatial[0], slab)]
+        return slab_ranges(self.spatial[0], roi=self.roi[0], overlap=self.overlap, slab=slab)
+
+
+def _layout(trained: TrainedModel, spatial: tuple[int, ...]) -> _Layout:
+    dims = trained.info["spatial_dims"]
+    return _Layout(
+        spatial=spatial,
+        sliced=len(spatial) != dims,
+        roi=tuple(int(p) for p in trained.info["patch_size"]),
+        overlap=float(trained.config.sw_overlap),
+        sw_batch_size=int(trained.config.sw_batch_size),
+    )
+
+
+def _raw_outputs(trained: TrainedModel) -> int:
+    """Channels of the raw network output (the SSN head's mean, diagonal and rank-K factor)."""
+    config, classes = trained.config, int(trained.info["num_classes"])
+    return classes * (2 + config.ssn_rank) if config.head == "ssn" else classes
+
+
+def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int) -> int:
+    """Working memory of one slab: input, MONAI's output and weights, cropped copies, probabilities, samples."""
+    classes, raw = int(trained.info["num_classes"]), _raw_outputs(trained)
+    context = 0 if layout.sliced else 2 * layout.roi[0]
+    in_planes = min(slab + context, layout.spatial[0])
+    out_planes = min(slab, layout.spatial[0])
+    cin = int(trained.info["in_channels"])
+    per_in = (cin + raw + 1) * 4  # normalized input, blended output, count map (float32)
+    per_out = (raw + 4 * classes + (2 * _SSN_CHUNK * classes if trained.config.head == "ssn" else 0)) * 4
+    windows = layout.sw_batch_size * math.prod(layout.roi) * (cin + raw + 2 * sum(trained.config.channels)) * 4
+    return (in_planes * per_in + out_planes * per_out) * layout.plane + windows
+
+
+def default_slab(trained: TrainedModel, layout: _Layout) -> int:
+    """Planes per slab: 8 slices for a 2-D net, else as many planes as :data:`SLAB_BUDGET_BYTES` allows."""
+    if layout.sliced:
+        return 8
+    slab = layout.spatial[0]
+    while slab > 1 and _slab_bytes(trained, layout, slab) > SLAB_BUDGET_BYTES:
+        slab = max(1, slab // 2)
+    # at least one window row, so that the windows recomputed at slab borders stay a fraction of the work
+    return max(slab, min(layout.roi[0], layout.spatial[0]))
+
+
+def estimate_prediction_bytes(
+    trained: TrainedModel,
+    spatial: Sequence[int],
+    *,
+    dtype: Any = np.float32,
+    members: int = 0,
+    probabilities_in_memory: bool = True,
+    slab: int | None = None,
+) -> dict[str, int]:
+    """Peak memory of :func:`predict_streamed` beyond the input image, part by part.
+
+    Returns
+    -------
+    dict
+        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept) and ``slab`` (the working
+        memory of one slab), in bytes; ``total`` their sum.
+    """
+    spatial = tuple(int(s) for s in spatial)
+    layout = _layout(trained, spatial)
+    classes = int(trained.info["num_classes"])
+    dtype = check_prediction_dtype(dtype)
+    parts = {
+        "probabilities": array_bytes((classes, *spatial), dtype) if probabilities_in_memory else 0,
+        "entropy": array_bytes(spatial, dtype),
+        "labels": array_bytes(spatial, label_dtype(classes)),
+        "members": array_bytes((members, classes, *spatial), dtype),
+        "slab": _slab_bytes(trained, layout, slab or default_slab(trained, layout)),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+class _Normalizer:
+    """:func:`~.normalization.normalize_image` one slab at a time, with the image's statistics computed once.
+
+    ``"dataset"``: the stored per-channel mean and std; ``"zscore"``: mean and std over the body mask (voxels
+    non-zero in some channel, every voxel when none is); ``"percentile"``: the channel's percentiles, then the
+    mean and std of the clipped channel, all in float64 as the whole-image function, by slabs.
+    """
+
+    def __init__(self, image: np.ndarray, normalization: dict[str, Any], *, step: int = 16) -> None:
+        from .normalization import NORMALIZATIONS
+
+        self.mode = normalization.get("mode", "dataset")
+        self.step = step
+        channels = image.shape[0]
+        if self.mode == "dataset":
+            mean = np.asarray(normalization["mean"], dtype=np.float32)
+            std = np.asarray(normalization["std"], dtype=np.float32)
+            if mean.size != channels:
+                raise ValueError(
+                    f"image has {channels} channel(s) but the normalization holds {mean.size}; "
+                    "give an image with the channels the model was trained on."
+                )
+            self.shift, self.scale = mean, std
+        elif self.mode == "zscore":
+            any_body = any(bool(np.any(image[:, z : z + step])) for z in range(0, image.shape[1], step))
+            def body(part: np.ndarray, c: int) -> np.ndarray:
+                return part[c][np.any(part != 0, axis=0)] if any_body else part[c].ravel()
+
+            self.shift, self.scale = self._moments(image, body)
+        elif self.mode == "percentile":
+            low, high = normalization.get("clip_percentiles", (0.5, 99.5))
+            self.clip = [tuple(np.percentile(image[c], [low, high])) for c in range(channels)]
+            self.shift, self.scale = self._moments(
+                image, lambda part, c: np.clip(part[c].astype(np.float64), *self.clip[c]).ravel()
+            )
+        else:
+            raise ValueError(f"normalization mode must be one of {NORMALIZATIONS}, got {self.mode!r}.")
+
+    def _moments(self, image: np.ndarray, values: Callable[[np.ndarray, int], np.ndarray]) -> tuple[Any, Any]:
+        """Per-channel float64 mean and std (two passes, as numpy's) of ``values(slab, channel)``."""
+        from .normalization import _safe_std
+
+        means, stds = [], []
+        parts = [image[:, z : z + self.step] for z in range(0, image.shape[1], self.step)]
+        for c in range(image.shape[0]):
+            count = sum(values(p, c).size for p in parts)
+            mean = sum(float(values(p, c).astype(np.float64).sum()) for p in parts) / count
+            square = sum(float(((values(p, c).astype(np.float64) - mean) ** 2).sum()) for p in parts) / count
+            means.append(mean)
+            stds.append(_safe_std(math.sqrt(square)))
+        return np.asarray(means), np.asarray(stds)
+
+    def __call__(self, part: np.ndarray) -> np.ndarray:
+        """The float32 normalized ``(channels, *s)`` slab."""
+        shape = (-1, *[1] * (part.ndim - 1))
+        if self.mode == "dataset":
+            return (part - self.shift.reshape(shape)) / self.scale.reshape(shape)
+        if self.mode == "percentile":
+            low = np.asarray([c[0] for c in self.clip]).reshape(shape)
+            high = np.asarray([c[1] for c in self.clip]).reshape(shape)
+            part = np.clip(part.astype(np.float64), low, high)
+        return ((part - self.shift.reshape(shape)) / self.scale.reshape(shape)).astype(np.float32)
+
+
+def _seeded_predictor(net: SegmentationNet, key: tuple[int, ...], offset: int, sliced: bool) -> Callable[..., Any]:
+    """A MONAI ``with_coord`` predictor that seeds dropout per window from its position in the whole image."""
+
+    def run(windows: torch.Tensor, coords: Sequence[Sequence[slice]]) -> torch.Tensor:
+        outputs = []
+        for i, coord in enumerate(coords):
+            starts = [int(s.start) for s in coord[2:]]
+            position = (offset + int(coord[0].start), *starts) if sliced else (offset + starts[0], *starts[1:])
+            torch.manual_seed(_derived_seed(*key, *position))
+            outputs.append(net(windows[i : i + 1]))
+        return torch.cat(outputs)
+
+    return run
+
+
+@torch.no_grad()
+def _raw_slab(
+    net: SegmentationNet, normed: np.ndarray, layout: _Layout, device: torch.device, *,
+    offset: int, dropout_key: tuple[int, ...] | None,
+) -> torch.Tensor:
+    """Raw output of a normalized ``(Cin, L, ...)`` input slab: ``(L, K, Y, X)`` per slice or ``(1, K, L, ...)``."""
+    from monai.inferers import sliding_window_inference
+
+    batch = np.moveaxis(normed, 1, 0) if layout.sliced else normed[None]
+    inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    extra: dict[str, Any] = {"predictor": net}
+    if dropout_key is not None:
+        extra = {"predictor": _seeded_predictor(net, dropout_key, offset, layout.sliced), "with_coord": True}
+    return sliding_window_inference(
+        inputs, roi_size=list(layout.roi), sw_batch_size=layout.sw_batch_size, overlap=layout.overlap,
+        mode="gaussian", **extra,
+    ).float()
+
+
+def _ssn_volume_mean(
+    net: SegmentationNet, raw: torch.Tensor, mask: torch.Tensor | None, *,
+    latent: torch.Tensor, key: tuple[int, ...], z0: int,
+) -> torch.Tensor:
+    """Mean softmax of SSN samples on a slab ``(1, K, L, ...)`` of a 3-D SSN's output starting at plane ``z0``.
+
+    ``η = μ + P z + √D ⊙ e`` [1]_: ``z`` (``latent``, ``(num_samples, rank)``) is shared by the whole volume,
+    ``e`` is drawn plane by plane from a seed of ``(key, sample chunk, plane)``, so slabs of any size give the
+    same samples.
+    """
+    parts = _masked(net.ssn_parameters(raw), mask, eps=net.ssn_eps)
+    mean, factor, scale = parts.mean[0], parts.cov_factor[0], parts.cov_diag[0].sqrt()
+    total = torch.zeros_like(mean)
+    planes = range(z0, z0 + mean.shape[1])
+    for first in range(0, latent.shape[0], _SSN_CHUNK):
+        z = latent[first : first + _SSN_CHUNK]
+        noise = torch.stack(
+            [
+                torch.randn((z.shape[0], *mean.shape[:1], *mean.shape[2:]), dtype=mean.dtype, device=mean.device,
+                            generator=torch.Generator(device=mean.device).manual_seed(_derived_seed(*key, first, p)))
+                for p in planes
+            ],
+            dim=2,
+        )
+        samples = mean + torch.einsum("kc...,mk->mc...", factor, z) + scale * noise
+        total += torch.softmax(samples, dim=1).sum(0)
+    return total / latent.shape[0]
+
+
+@dataclass
+class _Run:
+    """One prediction's fixed inputs: the model, the image and how randomness is derived."""
+
+    trained: TrainedModel
+    image: np.ndarray  # (Cin, *S) raw float32
+    normalize: _Normalizer
+    layout: _Layout
+    num_samples: int
+    seed: int
+
+    def passes(self, net: SegmentationNet) -> int:
+        return self.num_samples if (net.dropout > 0 and self.num_samples > 0 and net.head != "ssn") else 1
+
+    def mask(self, o0: int, o1: int) -> torch.Tensor | None:
+        """The SSN covariance mask of output planes ``o0:o1`` in the network's batch layout, or None."""
+        from .inference import _batch_mask, _covariance_mask
+
+        mask = _covariance_mask(self.trained, self.image[:, o0:o1])
+        return _batch_mask(mask, self.layout.sliced, self.trained.device)
+
+
+def _member_probabilities(run: _Run, net: SegmentationNet, index: int, raw: torch.Tensor, o0: int) -> torch.Tensor:
+    """``(C, L, ...)`` probabilities of one member's (cropped) raw slab output; SSN: the mean over samples."""
+    sliced, device = run.layout.sliced, run.trained.device
+    if net.head != "ssn" or run.num_samples == 0:
+        probs = net.probabilities(raw)
+        return probs.movedim(0, 1) if sliced else probs[0]
+    mask = run.mask(o0, o0 + (raw.shape[0] if sliced else raw.shape[2]))
+    if sliced:  # one 2-D distribution per slice, its samples seeded by the slice
+        means = []
+        for b in range(raw.shape[0]):
+            generator = torch.Generator(device=device).manual_seed(_derived_seed(run.seed, _SSN_SLICE, index, o0 + b))
+            part = None if mask is None else mask[b : b + 1]
+            means.append(_ssn_sample_mean(net, raw[b : b + 1], run.num_samples, generator, part))
+        return torch.cat(means).movedim(0, 1)
+    generator = torch.Generator(device=device).manual_seed(_derived_seed(run.seed, _SSN_LATENT, index))
+    latent = torch.randn((run.num_samples, net.ssn_rank), generator=generator, device=device)
+    return _ssn_volume_mean(net, raw, mask, latent=latent, key=(run.seed, _SSN_PLANE, index), z0=o0)
+
+
+def _slab_mean(
+    run: _Run, span: tuple[int, int, int, int], members: Any, dtype: np.dtype
+) -> np.ndarray:
+    """float32 ``(C, o1-o0, ...)`` mean probabilities of one slab over members and passes (written to ``members``)."""
+    o0, o1, a, b = span
+    normed = run.normalize(run.image[:, a:b])
+    total: torch.Tensor | None = None
+    count = 0
+    for index, net in enumerate(run.trained.model.members):
+        passes = run.passes(net)
+        with mc_dropout(net) if passes > 1 else contextlib.nullcontext():
+            for p in range(passes):
+                key = (run.seed, _DROPOUT, index, p) if passes > 1 else None
+                raw = _raw_slab(net, normed, run.layout, run.trained.device, offset=a, dropout_key=key)
+                raw = raw if run.layout.sliced else raw[:, :, o0 - a : o1 - a]
+                probs = _member_probabilities(run, net, index, raw, o0)
+                del raw
+                if members is not None:
+                    members[count, :, o0:o1] = probs.cpu().numpy().astype(dtype, copy=False)
+                total = probs if total is None else total + probs
+                count += 1
+    assert total is not None
+    return (total / count).cpu().numpy()
+
+
+def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+    """Where the probabilities go: a new array, a ``.npy`` memory map or ``.zarr`` array at a path, or ``out``."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if isinstance(out, (str, os.PathLike)):
+        path = os.fspath(out)
+        if path.endswith(".zarr"):
+            try:
+                import zarr
+            except ImportError as exc:  # pragma: no cover - zarr is a dependency
+                raise ImportError("out= a .zarr path needs the zarr package: pip install 'zarr>=3'.") from exc
+            chunks = (1, *[min(64, s) for s in shape[1:]])
+            return zarr.create_array(store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True)
+        if not path.endswith(".npy"):
+            raise ValueError(f"out must be a path ending in .npy or .zarr, or an array, got {path!r}.")
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
+        raise ValueError(
+            f"out must be a writable array of shape {shape} (C, *spatial) (e.g. a numpy memmap or a zarr array), "
+            f"got {type(out).__name__} of shape {getattr(out, 'shape', None)}."
+        )
+    return out
+
+
+def _check_memory(
+    trained: TrainedModel, spatial: tuple[int, ...], *, dtype: np.dtype, members: int, in_memory: bool, slab: int
+) -> None:
+    """Refuse, naming the sizes and what to do, a prediction whose outputs and working memory cannot fit."""
+    parts = estimate_prediction_bytes(
+        trained, spatial, dtype=dtype, members=members, probabilities_in_memory=in_memory, slab=slab
+    )
+    classes = int(trained.info["num_classes"])
+    shown = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if name != "total" and size)
+    advice = []
+    if dtype != np.float16:
+        advice.append("dtype='float16' (halves the probabilities and entropy)")
+    if in_memory:
+        advice.append("out='<file>.npy' or '.zarr' (the probabilities are written to disk slab by slab)")
+    if members:
+        advice.append("keep_members=False")
+    advice.append("crop the image to the region of interest")
+    check_allocation(
+        parts["total"],
+        what=f"predicting a {spatial} image with {classes} classes ({shown})",
+        cause=f"image shape {spatial}, dtype={dtype.name}",
+        advice="use " + ", or ".join(advice),
+    )
+
+
+def predict_streamed(
+    trained: TrainedModel,
+    image: np.ndarray,
+    *,
+    num_samples: int,
+    seed: int,
+    dtype: Any = np.float32,
+    out: Any = None,
+    keep_members: bool = False,
+    slab: int | None = None,
+) -> Prediction:
+    """Class probabilities, labels and entropy of a ``(Cin, *S)`` image, slab by slab into preallocated arrays.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    image : numpy.ndarray
+        float32 ``(in_channels, *S)`` raw (not normalized) image, as :func:`~.inference.predict` prepares it.
+    num_samples : int
+        SSN logit samples / Monte-Carlo dropout passes (0: the SSN mean, dropout off).
+    seed : int
+        Seeds every random draw (see the module docstring: draws are tied to positions, not to slabs).
+    dtype : {"float32", "float16"}
+        dtype of the probabilities, entropy and member probabilities (computed in float32, then rounded).
+    out : None, path or array, optional
+        Where the probabilities go: a ``.npy`` path (a numpy memory map, read back with
+        ``numpy.load(path, mmap_mode="r")``), a ``.zarr`` path, or a writable ``(C, *S)`` array (numpy memmap,
+        zarr array). Written slab by slab; ``Prediction.probabilities`` is that array.
+    keep_members : bool
+        Also keep every member's and pass's probabilities, ``(M, C, *S)`` in ``dtype``.
+    slab : int, optional
+        Output planes per slab along Z (default: 8 slices for a 2-D net, else what fits in
+        :data:`SLAB_BUDGET_BYTES`). The result does not depend on it.
+
+    Returns
+    -------
+    Prediction
+
+    Raises
+    ------
+    OutputTooLargeError
+        Before anything is allocated, when the outputs and one slab's working memory exceed the memory
+        available; the message names the sizes and what to do (float16, ``out=`` a file, a crop).
+
+    References
+    ----------
+    .. [1] Monteiro M. et al., "Stochastic Segmentation Networks: Modelling Spatially Correlated Aleatoric
+       Uncertainty", NeurIPS 2020.
+    .. [2] Gal Y., Ghahramani Z., "Dropout as a Bayesian Approximation", ICML 2016.
+    """
+    dtype = check_prediction_dtype(dtype)
+    spatial = tuple(int(s) for s in image.shape[1:])
+    layout = _layout(trained, spatial)
+    slab = default_slab(trained, layout) if slab is None else int(slab)
+    if slab < 1:
+        raise ValueError(f"slab must be a positive number of planes, got {slab}.")
+    classes = int(trained.info["num_classes"])
+    count = sum((num_samples if (n.dropout > 0 and num_samples > 0 and n.head != "ssn") else 1)
+                for n in trained.model.members) if keep_members else 0
+    _check_memory(trained, spatial, dtype=dtype, members=count, in_memory=out is None, slab=slab)
+    run = _Run(trained, image, _Normalizer(image, trained.info["normalization"]), layout, num_samples, seed)
+    probabilities = _open_output(out, (classes, *spatial), dtype)
+    entropy = np.empty(spatial, dtype=dtype)
+    labels = np.empty(spatial, dtype=label_dtype(classes))
+    members = np.empty((count, classes, *spatial), dtype=dtype) if keep_members else None
+    device = trained.device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    log_classes = np.log(classes)
+    with torch.random.fork_rng(devices=devices):
+        for span in layout.ranges(slab):
+            o0, o1 = span[:2]
+            mean = _slab_mean(run, span, members, dtype)
+            probabilities[:, o0:o1] = mean.astype(dtype, copy=False)
+            entropy[o0:o1] = (entropy_nats(mean, axis=0) / log_classes).astype(dtype, copy=False)
+            labels[o0:o1] = mean.argmax(axis=0)
+    if isinstance(probabilities, np.memmap):
+        probabilities.flush()
+    return Prediction(
+        probabilities=probabilities,
+        labels=labels,
+        entropy=entropy,
+        class_names=list(trained.class_names),
+        spacing=trained.spacing,
+        member_probabilities=members,
+    )
