@@ -11,7 +11,8 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._validation import as_rater_stack, check_spacing, describe
-from .statistics import agreement_map, pairwise_dice, rater_entropy
+from .statistics import agreement_map, dice_from_overlaps, pairwise_dice, rater_entropy
+from .votes import overlap_counts
 
 __all__ = ["RaterSet", "SummaryTable"]
 
@@ -186,9 +187,9 @@ class RaterSet:
         empty are left out; ``nan`` when there is no other pair or a single rater).
         """
         r = self.num_raters
-        counts = np.stack([np.count_nonzero(self.labels == k, axis=tuple(range(1, self.labels.ndim)))
-                           for k in range(self.num_classes)])  # (C, R)
-        dice = self.pairwise_dice(empty_value=np.nan)
+        overlaps = overlap_counts(self.labels, self.num_classes)  # one pass: (C, R, R) pairwise overlaps
+        counts = np.stack([np.diag(inter) for inter in overlaps])  # (C, R) voxels per class and rater
+        dice = dice_from_overlaps(overlaps, empty_value=np.nan)
         iu = np.triu_indices(r, k=1)
         rows = []
         for k, name in enumerate(self.class_names):

@@ -1,5 +1,10 @@
 """Inter-rater statistics on an ``(R, *spatial)`` integer stack: pairwise Dice, agreement, entropy.
 
+Each is computed in one pass over the raters, slab by slab (:mod:`.votes`): the agreement and the entropy
+depend only on a voxel's count vector, so they are looked up from a table over the possible count vectors
+(computed with the same float operations as on the whole map, so the numbers are the same); the pairwise
+Dice comes from per-class pairwise overlap counts. No temporary grows with the volume.
+
 ``num_classes`` counts the classes including background; when omitted it is ``max label + 1``
 (at least 2).
 
@@ -18,8 +23,9 @@ import numpy as np
 from .._memory import array_bytes, check_allocation
 from .._numeric import entropy_nats
 from .._validation import as_rater_stack, check_flag, check_num_classes
+from .votes import map_count_vectors, overlap_counts, vote_fractions
 
-__all__ = ["agreement_map", "pairwise_dice", "rater_entropy"]
+__all__ = ["agreement_map", "dice_from_overlaps", "pairwise_dice", "rater_entropy"]
 
 
 def _stack_and_classes(raters: Any, num_classes: int | None) -> tuple[np.ndarray, int]:
@@ -59,18 +65,16 @@ def pairwise_dice(raters: Any, *, num_classes: int | None = None, empty_value: f
     """
     stack, c = _stack_and_classes(raters, num_classes)
     r = stack.shape[0]
-    check_allocation(array_bytes((c, r, r), np.float64) + array_bytes(stack.shape, bool),
+    check_allocation(array_bytes((c, r, r), np.float64) * 2,
                      what=f"the Dice matrices of shape {(c, r, r)}",
                      cause=f"num_classes={c} with {r} raters", advice="check num_classes")
-    flat = stack.reshape(r, -1)
-    out = np.empty((c, r, r), dtype=np.float64)
-    for k in range(c):
-        masks = flat == k
-        inter = np.empty((r, r), dtype=np.int64)  # exact voxel counts of the intersections
-        for i in range(r):
-            inter[i, i] = np.count_nonzero(masks[i])
-            for j in range(i + 1, r):
-                inter[i, j] = inter[j, i] = np.count_nonzero(masks[i] & masks[j])
+    return dice_from_overlaps(overlap_counts(stack, c), empty_value=empty_value)
+
+
+def dice_from_overlaps(overlaps: np.ndarray, *, empty_value: float = 1.0) -> np.ndarray:
+    """``(C, R, R)`` Dice from the ``(C, R, R)`` pairwise overlap counts of :func:`.votes.overlap_counts`."""
+    out = np.empty(overlaps.shape, dtype=np.float64)
+    for k, inter in enumerate(overlaps):
         sizes = np.diag(inter)
         denom = sizes[:, None] + sizes[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -100,10 +104,11 @@ def agreement_map(raters: Any, *, num_classes: int | None = None) -> np.ndarray:
     >>> agreement_map(np.array([[[0, 1]], [[1, 1]]]), num_classes=2)[1].tolist()
     [[0.5, 1.0]]
     """
-    from ..labels import rater_mean
-
     stack, c = _stack_and_classes(raters, num_classes)
-    return rater_mean(stack, num_classes=c)
+    _check_maps_fit(stack, c, what="the agreement map", per_class=True)
+    out = np.empty((c, *stack.shape[1:]), dtype=np.float32)
+    r = stack.shape[0]
+    return map_count_vectors(stack, c, lambda counts: vote_fractions(counts, r), out)
 
 
 def rater_entropy(raters: Any, *, num_classes: int | None = None, normalize: bool = True) -> np.ndarray:
@@ -136,9 +141,27 @@ def rater_entropy(raters: Any, *, num_classes: int | None = None, normalize: boo
     [[1.0, 0.0]]
     """
     normalize = check_flag(normalize, name="normalize")
-    p = agreement_map(raters, num_classes=num_classes)
+    stack, c = _stack_and_classes(raters, num_classes)
+    _check_maps_fit(stack, c, what="the entropy map", per_class=False)
+    r = stack.shape[0]
+    out = np.empty(stack.shape[1:], dtype=np.float32)
+    return map_count_vectors(stack, c, lambda counts: _entropy_of_counts(counts, r, normalize), out)
+
+
+def _entropy_of_counts(counts: np.ndarray, num_raters: int, normalize: bool) -> np.ndarray:
+    """Entropy of the vote fractions of ``(C, M)`` counts, float32 ``(M,)``; the same operations as computing it
+    on the whole agreement map (float32 fractions, float64 entropy summed class by class, then float32)."""
+    p = vote_fractions(counts, num_raters)
     h = entropy_nats(p, axis=0)
     if normalize:
         c = p.shape[0]
         h = np.clip(h / np.log(c), 0.0, 1.0) if c > 1 else np.zeros_like(h)
     return h.astype(np.float32)
+
+
+def _check_maps_fit(stack: np.ndarray, num_classes: int, *, what: str, per_class: bool) -> None:
+    """Refuse, before allocating, a float32 ``(C, *spatial)`` (or ``(*spatial)``) map that cannot fit."""
+    shape = (num_classes, *stack.shape[1:]) if per_class else stack.shape[1:]
+    check_allocation(array_bytes(shape, np.float32), what=f"{what} of shape {shape} (float32)",
+                     cause=f"num_classes={num_classes} with label maps of shape {stack.shape[1:]}",
+                     advice="check num_classes (labels are 0 .. num_classes - 1) or use a smaller region")

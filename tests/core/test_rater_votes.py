@@ -1,0 +1,134 @@
+"""Rater statistics from count vectors and vote patterns (core.raters.votes) against direct computations.
+
+The entropy, agreement, rater mean and majority vote are computed from a lookup table over the possible
+count vectors (or slab by slab beyond its limit); both paths must give exactly today's full-array formulas,
+and the entropy must match scipy.stats.entropy. Pairwise Dice and the summary come from overlap counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import entropy as scipy_entropy
+
+from napari_seg_uncertainty.core._numeric import entropy_nats
+from napari_seg_uncertainty.core.labels import majority_vote, rater_mean
+from napari_seg_uncertainty.core.raters import RaterSet, agreement_map, pairwise_dice, rater_entropy, votes
+
+
+def random_stack(seed: int, num_raters: int, num_classes: int, shape: tuple[int, ...]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, num_classes, size=shape)
+    return np.stack([np.where(rng.random(shape) < 0.3, rng.integers(0, num_classes, size=shape), truth)
+                     for _ in range(num_raters)])
+
+
+def full_fractions(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """The rater mean as it was computed before: float32 one-hot counts over the whole volume / R."""
+    counts = np.stack([(stack == c).sum(axis=0) for c in range(num_classes)]).astype(np.float32)
+    counts /= np.float32(stack.shape[0])
+    return counts
+
+
+def full_entropy(stack: np.ndarray, num_classes: int, normalize: bool = True) -> np.ndarray:
+    p = full_fractions(stack, num_classes)
+    h = entropy_nats(p, axis=0)
+    if normalize:
+        h = np.clip(h / np.log(num_classes), 0.0, 1.0)
+    return h.astype(np.float32)
+
+
+CASES = [(2, 2, (9, 11)), (4, 3, (3, 17, 19)), (7, 5, (4, 6, 5)), (3, 9, (13, 7)), (300, 3, (5, 6))]
+
+
+@pytest.fixture(params=["table", "slabs"])
+def path(request, monkeypatch):
+    if request.param == "slabs":
+        monkeypatch.setattr(votes, "COUNT_TABLE_LIMIT", 1)
+    monkeypatch.setattr(votes, "SLAB_VOXELS", 37)  # many slabs, one cut inside a plane
+    return request.param
+
+
+@pytest.mark.parametrize(("num_raters", "num_classes", "shape"), CASES)
+def test_entropy_agreement_mean_and_vote_equal_the_full_formulas(path, num_raters, num_classes, shape):
+    stack = random_stack(num_raters, num_raters, num_classes, shape)
+    expected_p = full_fractions(stack, num_classes)
+    np.testing.assert_array_equal(agreement_map(stack, num_classes=num_classes), expected_p)
+    np.testing.assert_array_equal(rater_mean(stack, num_classes=num_classes), expected_p)
+    for normalize in (True, False):
+        np.testing.assert_array_equal(rater_entropy(stack, num_classes=num_classes, normalize=normalize),
+                                      full_entropy(stack, num_classes, normalize))
+    counts = np.stack([(stack == c).sum(axis=0) for c in range(num_classes)])
+    np.testing.assert_array_equal(majority_vote(stack, num_classes=num_classes), np.argmax(counts, axis=0))
+
+
+@pytest.mark.parametrize(("num_raters", "num_classes", "shape"), CASES)
+def test_entropy_equals_scipy(num_raters, num_classes, shape):
+    stack = random_stack(10 + num_raters, num_raters, num_classes, shape)
+    p = np.stack([(stack == c).mean(axis=0) for c in range(num_classes)])
+    expected = scipy_entropy(p, axis=0) / np.log(num_classes)
+    np.testing.assert_allclose(rater_entropy(stack, num_classes=num_classes), expected, atol=1e-6)
+
+
+def test_count_dtype_is_the_smallest():
+    assert votes.count_dtype(4) == np.uint8 and votes.count_dtype(255) == np.uint8
+    assert votes.count_dtype(256) == np.uint16
+    counts = votes.slab_class_counts(random_stack(0, 4, 3, (5, 5)), 3)
+    assert counts.dtype == np.uint8
+
+
+def test_results_of_a_non_contiguous_stack():
+    stack = random_stack(3, 4, 3, (6, 10))
+    wide = np.zeros((4, 6, 20), dtype=np.int64)
+    wide[:, :, 1::2] = stack
+    view = wide[:, :, 1::2]
+    np.testing.assert_array_equal(rater_entropy(view, num_classes=3), rater_entropy(stack, num_classes=3))
+    np.testing.assert_array_equal(agreement_map(view, num_classes=3), agreement_map(stack, num_classes=3))
+
+
+@pytest.mark.parametrize(("num_raters", "num_classes", "shape"), CASES[:4])
+def test_pairwise_dice_equals_the_pair_by_pair_count(num_raters, num_classes, shape, monkeypatch):
+    monkeypatch.setattr(votes, "SLAB_VOXELS", 29)
+    stack = random_stack(20 + num_raters, num_raters, num_classes, shape)
+    stack[stack == num_classes - 1] = 0  # a class nobody uses: empty pairs
+    dice = pairwise_dice(stack, num_classes=num_classes, empty_value=np.nan)
+    for c in range(num_classes):
+        for i in range(num_raters):
+            for j in range(num_raters):
+                a, b = stack[i] == c, stack[j] == c
+                denominator = a.sum() + b.sum()
+                expected = 2.0 * (a & b).sum() / denominator if denominator else np.nan
+                np.testing.assert_allclose(dice[c, i, j], expected, rtol=1e-15)
+
+
+def test_summary_counts_volumes_and_dice():
+    stack = random_stack(4, 4, 3, (3, 8, 9))
+    raters = RaterSet(labels=stack, spacing=(2.0, 0.5, 0.5))
+    table = raters.summary()
+    for k in range(3):
+        vols = np.array([(stack[r] == k).sum() for r in range(4)]) * 0.5
+        np.testing.assert_allclose(table.column("mean_volume")[k], vols.mean())
+        np.testing.assert_allclose(table.column("std_volume")[k], vols.std())
+        iu = np.triu_indices(4, k=1)
+        pair = pairwise_dice(stack, num_classes=3, empty_value=np.nan)[k][iu]
+        np.testing.assert_allclose(table.column("mean_pairwise_dice")[k], pair.mean())
+        np.testing.assert_allclose(table.column("min_pairwise_dice")[k], pair.min())
+
+
+def test_vote_patterns_histogram(monkeypatch):
+    stack = random_stack(5, 4, 3, (6, 7))
+    for limit in (votes.DENSE_PATTERN_LIMIT, 8):
+        monkeypatch.setattr(votes, "DENSE_PATTERN_LIMIT", limit)
+        found = votes.vote_patterns(stack, 3)
+        rows = stack.reshape(4, -1).T
+        unique, counts = np.unique(rows, axis=0, return_counts=True)
+        order = np.lexsort(found.patterns.T[::-1])
+        np.testing.assert_array_equal(found.patterns[order], unique)
+        np.testing.assert_array_equal(found.counts[order], counts)
+        (mapped,) = found.to_voxels(np.arange(len(found.counts)))
+        np.testing.assert_array_equal(found.patterns[mapped.reshape(-1)], rows)
+
+
+def test_too_many_patterns_for_a_code_is_a_clear_error():
+    with pytest.raises(ValueError, match="simpleitk"):
+        votes.vote_patterns(np.zeros((30, 2, 2), dtype=np.uint8), 5)
