@@ -12,6 +12,9 @@ the mean indicator of its tie group, so a bin's accuracy is its average over all
 voxels. This keeps the metric independent of voxel order (saturated models produce many probabilities
 of exactly 1.0 or 0.0).
 
+The bins are found by selection, not by sorting (:mod:`._equal_count`): a radix count of the values'
+bit patterns, then a sort of only the few values next to the bin boundaries.
+
 References
 ----------
 .. [1] J. Nixon, M. Dusenberry, L. Zhang, G. Jerfel, D. Tran, "Measuring Calibration in Deep
@@ -22,71 +25,17 @@ References
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_probability
+from ._equal_count import equal_count_bins
 from ._targets import Prepared, check_num_bins, prepare
 
 __all__ = ["thresholded_adaptive_ce", "thresholded_adaptive_ce_per_class"]
-
-
-def _equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean value and tie-averaged mean indicator per equal-count bin of the sorted ``values``.
-
-    Works without a full sort: only the order statistics next to the bin boundaries are found (with
-    :func:`numpy.partition`); every value whose tie group does not straddle a boundary belongs to the bin
-    given by the number of boundary values it reaches, and straddling tie groups are shared out between
-    bins in proportion to their overlap, each member counting with the group's mean indicator.
-    A boolean ``indicator`` (hard labels) is counted in integers: one ``bincount`` gives the voxels
-    and the hits of every bin, the same numbers as summing it as 0/1 floats.
-    """
-    n = values.size
-    r = min(num_bins, n)
-    sizes = np.full(r, n // r, dtype=np.int64)
-    sizes[: n % r] += 1
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    inner = starts[1:-1]
-    if inner.size == 0:
-        return (
-            np.array([float(np.sum(values, dtype=np.float64))]) / n,
-            np.array([float(np.sum(indicator, dtype=np.float64))]) / n,
-        )
-    kth = np.unique(np.concatenate([inner - 1, inner]))
-    order_stats = np.partition(values, kth)
-    lower_edge = order_stats[inner]  # smallest value of bins 1..r-1
-    before_edge = order_stats[inner - 1]  # largest value of bins 0..r-2
-    bin_of = np.zeros(n, dtype=np.uint8 if r <= 255 else np.int64)
-    for edge in lower_edge:
-        bin_of += (values >= edge).view(np.uint8)
-    bin_index = bin_of.astype(np.intp)
-    hard = indicator.dtype == bool
-    if hard:  # voxels and hits of every bin from one integer count of 2 * bin + hit
-        both = np.bincount(bin_index * 2 + indicator, minlength=2 * r)
-        count = (both[0::2] + both[1::2]).astype(np.float64)
-        indicator_sum = both[1::2].astype(np.float64)
-    else:
-        count = np.bincount(bin_index, minlength=r).astype(np.float64)
-        indicator_sum = np.bincount(bin_index, weights=indicator, minlength=r)
-    value_sum = np.bincount(bin_index, weights=values, minlength=r)
-    # Tie groups spanning a boundary: move them out of the bin they were counted in and share them out.
-    lo, hi = starts[:-1], starts[1:]
-    for tied in np.unique(lower_edge[before_edge == lower_edge]):
-        members = values == tied
-        n_tied = int(members.sum())
-        tied_indicator = float(np.count_nonzero(members & indicator) if hard else indicator[members].sum())
-        counted_in = int(np.sum(lower_edge <= tied))
-        count[counted_in] -= n_tied
-        value_sum[counted_in] -= n_tied * float(tied)
-        indicator_sum[counted_in] -= tied_indicator
-        first = int(np.sum(values < tied))
-        overlap = np.clip(np.minimum(first + n_tied, hi) - np.maximum(first, lo), 0, None)
-        count += overlap
-        value_sum += overlap * float(tied)
-        indicator_sum += overlap * (tied_indicator / n_tied)
-    assert np.array_equal(count, sizes), "equal-count binning lost voxels"
-    return value_sum / sizes, indicator_sum / sizes
 
 
 def check_threshold(threshold: Any) -> float:
@@ -96,25 +45,48 @@ def check_threshold(threshold: Any) -> float:
     return threshold
 
 
-def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.ndarray:
-    """TACE of every class of validated inputs (NaN for a class with no value above ``threshold``)."""
+def _class_tace(prep: Prepared, k: int, *, num_bins: int, threshold: float) -> float:
+    """TACE of class ``k`` (NaN when no value is above ``threshold``)."""
     p, m = prep.probs, prep.mask
-    errors = np.full(prep.num_classes, np.nan)
-    for k in range(prep.num_classes):
-        keep = p[k] > threshold
-        if m is not None:
-            keep &= m
-        if not keep.any():
-            continue
-        values = p[k][keep]
-        if prep.labels is not None:
-            indicator = prep.labels[keep] == k
-        else:
-            assert prep.soft is not None
-            indicator = prep.soft[k][keep].astype(np.float64)
-        conf, acc = _equal_count_bins(values, indicator, num_bins)
-        errors[k] = float(np.mean(np.abs(acc - conf)))
-    return errors
+    keep = p[k] > threshold
+    if m is not None:
+        keep &= m
+    if not keep.any():
+        return float("nan")
+    values = p[k][keep]
+    if prep.labels is not None:
+        indicator = prep.labels[keep] == k
+    else:
+        assert prep.soft is not None
+        indicator = prep.soft[k][keep].astype(np.float64)
+    conf, acc = equal_count_bins(values, indicator, num_bins)
+    return float(np.mean(np.abs(acc - conf)))
+
+
+def _workers(num_classes: int, num_voxels: int) -> int:
+    """Threads for the per-class work: the classes are independent and numpy/torch release the GIL."""
+    if num_voxels < 1_000_000:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(num_classes, cores, 4))
+
+
+def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.ndarray:
+    """TACE of every class of validated inputs (NaN for a class with no value above ``threshold``).
+
+    Large inputs run the classes in parallel threads (the same numbers: each class is computed alone).
+    """
+    def one(k: int) -> float:
+        return _class_tace(prep, k, num_bins=num_bins, threshold=threshold)
+
+    workers = _workers(prep.num_classes, prep.probs.shape[1])
+    if workers == 1:
+        return np.array([one(k) for k in range(prep.num_classes)], dtype=np.float64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.array(list(pool.map(one, range(prep.num_classes))), dtype=np.float64)
 
 
 def mean_over_classes(errors: np.ndarray) -> float:
