@@ -8,6 +8,7 @@ the pairwise Dice and per-class volume tables.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +17,15 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Pro
 from qtpy.QtWidgets import QSizePolicy
 
 from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_specs
+from ..core._memory import array_bytes, check_allocation, format_bytes
 from ..core.geometry import Geometry
-from ..core.raters import RaterSet, qubiq_tasks
+from ..core.raters import RaterSet, load_raters, qubiq_tasks
 from ..workflow.rater_statistics import (
     RaterStatistics,
     compute_statistics,
     describe_raters,
     parse_class_names,
     parse_spacing,
-    statistics_of_arrays,
     volume_unit,
 )
 from ._base import DockWidget
@@ -42,17 +43,103 @@ __all__ = ["LoadRatersWidget"]
 _DOCK_WIDTH = 330
 
 
-def _warmed(compute: Callable[..., RaterStatistics]) -> Callable[..., RaterStatistics]:
-    """``compute`` as the dock runs it in its worker: the image's display range, then the warm-up below."""
+def load_checked(source: Any, *, from_layers: bool = False, spacing: Any = None, class_names: Any = None,
+                 **kwargs: Any) -> tuple[RaterStatistics, tuple[str, float]]:
+    """The dock's worker: load ``source`` and compute the statistics, refusing with a clear message (an
+    :class:`~napari_seg_uncertainty.core._memory.OutputTooLargeError`) what would not fit in the free memory —
+    the files before reading them (from their headers), the maps before computing them. Also does, off the GUI
+    thread, what showing the result needs: the image's display range, the volume unit, the napari warm-up.
 
-    def run(*args: Any, **kwargs: Any) -> RaterStatistics:
-        stats = compute(*args, **kwargs)
-        image = stats.raters.image
-        stats.image_limits = image_contrast_limits(image) if image is not None else None
-        _prepare_layer_modules()
-        return stats
+    Returns the statistics and the summary table's volume unit and factor (:func:`volume_unit`).
+    """
+    if not from_layers:
+        check_files_memory(source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            raters = load_raters(source, spacing=spacing, class_names=class_names, **kwargs)
+        except ValueError as exc:  # layers drawn with more classes than their metadata names: names dropped
+            if not from_layers or class_names is None or "class_names" not in str(exc):
+                raise
+            raters = load_raters(source, spacing=spacing, **kwargs)
+    check_statistics_memory(raters)
+    stats = compute_statistics(raters)
+    stats.warnings[:0] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    image = stats.raters.image
+    stats.image_limits = image_contrast_limits(image) if image is not None else None
+    unit = volume_unit(raters)  # scans every rater map: not on the GUI thread
+    _prepare_layer_modules()
+    return stats, unit
 
-    return run
+
+def statistics_bytes(raters: RaterSet) -> int:
+    """Estimated peak memory (bytes) of the statistics of ``raters``: the agreement maps ``(C, *spatial)`` and the
+    entropy map, float32, with the entropy's temporaries, and a boolean mask per rater for the pairwise Dice."""
+    spatial = tuple(raters.shape)
+    per_map = array_bytes(spatial, np.float32)
+    return 4 * raters.num_classes * per_map + 2 * per_map + array_bytes((raters.num_raters, *spatial), np.bool_)
+
+
+def check_statistics_memory(raters: RaterSet) -> None:
+    """Refuse (OutputTooLargeError, a ValueError) statistics of ``raters`` that would not fit in the free memory."""
+    check_allocation(
+        statistics_bytes(raters),
+        what=f"the agreement and entropy maps ({raters.num_classes + 1} float32 maps of "
+        f"{format_bytes(array_bytes(raters.shape, np.float32))} each) and their temporaries",
+        cause=f"{raters.num_raters} raters of {'×'.join(str(v) for v in raters.shape)} voxels, "
+        f"{raters.num_classes} classes",
+        advice="nothing was added and your layers are unchanged; close layers you no longer need (or other "
+        "programs), or crop the label maps to the region of interest")
+
+
+#: File suffixes whose headers SimpleITK reads without the voxels.
+_HEADER_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
+def files_bytes(source: Any) -> tuple[int, int] | None:
+    """(bytes of voxel data, number of files) of the label and image files ``source`` names (a folder, a glob
+    pattern or a list of files), from their headers; ``None`` when ``source`` is something else."""
+    import glob
+
+    if isinstance(source, (list, tuple)):
+        paths = [str(p) for p in source]
+    elif isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        paths = [os.path.join(source, name) for name in sorted(os.listdir(source))]
+    elif isinstance(source, str) and any(c in source for c in "*?["):
+        paths = sorted(glob.glob(source))
+    else:
+        return None
+    paths = [p for p in paths if p.lower().endswith(_HEADER_SUFFIXES) and os.path.isfile(p)]
+    if not paths:
+        return None
+    import SimpleITK as sitk
+
+    total = 0
+    for path in paths:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return None  # not readable as an image: the loader says why
+        text = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+        bits = int(text.split("-bit")[0].split()[-1]) if "-bit" in text else 64
+        voxels = int(np.prod(reader.GetSize(), dtype=np.int64)) * max(1, reader.GetNumberOfComponents())
+        total += voxels * bits // 8
+    return total, len(paths)
+
+
+def check_files_memory(source: Any) -> None:
+    """Refuse (OutputTooLargeError) files whose voxels, read and converted once, would not fit in the free memory."""
+    found = files_bytes(source)
+    if found is None:
+        return
+    nbytes, count = found
+    check_allocation(
+        2 * nbytes, what=f"reading them (their voxels take {format_bytes(nbytes)}; read and converted once)",
+        cause=f"{count} files",
+        advice="nothing was read and your layers are unchanged; close layers you no longer need (or other "
+        "programs), or load a cropped region")
 
 
 def _prepare_layer_modules() -> None:
@@ -101,6 +188,7 @@ class LoadRatersWidget(DockWidget):
         self._shown: RaterStatistics | None = None  # what the tables show (kept while another case loads)
         self._tasks: list[int] = []
         self._failing = ""  # the layer being added, for the message if adding it fails
+        self._units: dict[int, tuple[str, float]] = {}  # volume unit of statistics being shown (computed in the worker)
         browse = self._build_controls()
         # built with its widgets: magicgui then leaves each row's label its own width (it evens them out
         # for widgets added later), so the unlabelled tables keep the dock's full width
@@ -240,7 +328,7 @@ class LoadRatersWidget(DockWidget):
                 kwargs["task"] = int(self._task.value)
                 if len(self._tasks) > 1:
                     case = f"{case} task {int(self._task.value):02d}"
-            return self._start(_warmed(compute_statistics), source, action="Load raters",
+            return self._start(load_checked, source, action="Load raters",
                                message=f"Loading {case}: reading the files…",
                                present=lambda stats: self._present(stats, case=case, from_files=True), **kwargs)
         return None
@@ -280,7 +368,7 @@ class LoadRatersWidget(DockWidget):
                 or current_case(self._viewer) or "layers"
             names_ = [layer.name for layer in layers]
             arrays = [np.asarray(layer.data) for layer in layers]
-            return self._start(_warmed(statistics_of_arrays), arrays, spacing=spacing_, rater_names=names_,
+            return self._start(load_checked, arrays, from_layers=True, spacing=spacing_, rater_names=names_,
                                class_names=names, action="Load raters from layers",
                                message=f"Computing the statistics of {len(layers)} layers…",
                                present=lambda stats: self._present(stats, case=case, from_files=False,
@@ -296,8 +384,8 @@ class LoadRatersWidget(DockWidget):
             raise ValueError(f"layer {getattr(choice, 'name', choice)!r} is no longer in the viewer.")
         return choice
 
-    def _start(self, func: Callable[..., RaterStatistics], *args: Any, action: str, message: str,
-               present: Callable[[RaterStatistics], None], **kwargs: Any) -> Any:
+    def _start(self, func: Callable[..., tuple[RaterStatistics, tuple[str, float]]], *args: Any, action: str,
+               message: str, present: Callable[[RaterStatistics], None], **kwargs: Any) -> Any:
         """Compute ``func(*args, **kwargs)`` in a worker; ``present`` gets the result (an older load's is dropped)."""
         previous = self.statistics if self.statistics is not None else self._shown
         self.statistics = None  # "not loaded yet"
@@ -306,8 +394,12 @@ class LoadRatersWidget(DockWidget):
         def restore(_exc: BaseException) -> None:
             self.statistics = previous
 
-        return self.run(func, *args, action=action, message=message,
-                        returned=lambda stats: present(stats) if self.alive() else None, errored=restore, **kwargs)
+        def returned(loaded: tuple[RaterStatistics, tuple[str, float]]) -> None:
+            stats, self._units[id(stats)] = loaded
+            if self.alive():
+                present(stats)
+
+        return self.run(func, *args, action=action, message=message, returned=returned, errored=restore, **kwargs)
 
     # display: one layer per event-loop turn ------------------------------------------------------------
     def _present(self, stats: RaterStatistics, *, case: str, from_files: bool,
@@ -450,7 +542,8 @@ class LoadRatersWidget(DockWidget):
 
     def _show_summary(self, stats: RaterStatistics) -> None:
         raters = stats.raters
-        unit, factor = volume_unit(raters)
+        unit, factor = self._units.pop(id(stats), None) or volume_unit(raters)
+        self._units.clear()
         rows = []
         for row in stats.summary.rows:
             rows.append([format_number(row["mean_volume"] * factor), format_number(row["std_volume"] * factor),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton
 
+from ..core._memory import array_bytes, check_allocation, format_bytes
 from ..core.geometry import Geometry
 from ..core.labels import SOFT_LABEL_METHODS
 from ..workflow.soft_labels import SoftLabelsRequest, SoftLabelsResult, run_request
@@ -38,6 +40,14 @@ NO_COMPARISON = "(none)"
 DIFFERENCE_LAYER = "soft A − B"
 #: Most classes the preview shows (one Image layer per class).
 MAX_CLASSES = 64
+#: Rater stacks of up to this many values (all raters together) are stacked and checked on the GUI thread, a
+#: few milliseconds, so that bad input is reported at once; larger ones (a CT: 4 x 78.6 M) in the worker, where
+#: the copy and the label scan (about 0.3 s at CT size) cannot freeze the window.
+SYNC_VALUES = 1 << 24
+#: Peak memory of each method in float32 ``(C, *spatial)`` maps: its output and its largest temporaries (an
+#: estimate with some headroom, from the core functions; STAPLE's EM keeps per-class posteriors and weights).
+METHOD_MAPS = {"one_hot": 1, "label_smoothing": 2, "svls": 3, "msvls": 3, "rater_mean": 2, "staple": 6,
+               "majority_vote": 2}
 
 
 def _method_choices() -> list[tuple[str, str]]:
@@ -74,6 +84,114 @@ def _prefer_raters(layers: list[Any]) -> list[Any]:
     return [layer for layer in raters if case_of(layer) == newest]
 
 
+@dataclass(frozen=True)
+class _Gathered:
+    """What the GUI thread gathers for a computation: the rater layers' data (not copied) and the parameters."""
+
+    arrays: tuple[np.ndarray, ...]
+    rater_names: tuple[str, ...]
+    given_names: tuple[str, ...]
+    method: str
+    compare_method: str | None
+    alpha: float
+    sigma: float
+    physical: bool
+    geometry: Geometry
+    case: str | None
+
+    @property
+    def values(self) -> int:
+        """Values in the rater stack (raters × voxels)."""
+        return sum(int(a.size) for a in self.arrays)
+
+
+def prepare_request(gathered: _Gathered, *, num_classes: int | None = None) -> SoftLabelsRequest:
+    """Stack the raters and check their labels: the request to compute (on the GUI thread for small stacks,
+    in the worker for large ones). Raises ValueError on negative labels or too many classes."""
+    arrays = gathered.arrays
+    if num_classes is None:
+        num_classes, _ = _classes_of(arrays, gathered.given_names)
+    raters = np.stack(arrays)
+    return SoftLabelsRequest(
+        raters=raters,
+        num_classes=num_classes,
+        class_names=tuple(gathered.given_names[k] if k < len(gathered.given_names) else f"class {k}"
+                          for k in range(num_classes)),
+        rater_names=gathered.rater_names,
+        method=gathered.method,
+        compare_method=gathered.compare_method,
+        alpha=gathered.alpha,
+        sigma=gathered.sigma,
+        spacing=gathered.geometry.spacing if gathered.physical else None,
+        scale=gathered.geometry.spacing,
+        translate=gathered.geometry.origin,
+        geometry=gathered.geometry,
+        case=gathered.case,
+    )
+
+
+def _classes_of(arrays: Sequence[np.ndarray], given_names: Sequence[str]) -> tuple[int, int]:
+    """(number of classes, largest label) of rater maps, one array at a time (no stacked copy)."""
+    largest, smallest = 0, 0
+    for array in arrays:
+        if array.size and np.issubdtype(array.dtype, np.number):
+            largest = max(largest, int(array.max()))
+            if np.issubdtype(array.dtype, np.signedinteger):
+                smallest = min(smallest, int(array.min()))
+    if smallest < 0:
+        raise ValueError(f"the rater layers contain negative labels (minimum {smallest}); labels must be 0 "
+                         "(background), 1, 2, ...")
+    num_classes = max(largest + 1, len(given_names), 2)
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"the rater layers hold label {largest}, i.e. {num_classes} classes; the preview shows "
+                         f"at most {MAX_CLASSES} classes (one layer each). Relabel to 0, 1, 2, ... first.")
+    return num_classes, largest
+
+
+def soft_labels_bytes(num_raters: int, spatial: Sequence[int], num_classes: int, *, method: str,
+                      compare_method: str | None = None, rater_itemsize: int = 1) -> int:
+    """Estimated peak memory (bytes) of computing soft labels: the stacked raters, each method's output and
+    temporaries (:data:`METHOD_MAPS` float32 maps of ``(C, *spatial)``) and, when comparing, the difference map
+    and its absolute value."""
+    one_map = array_bytes((num_classes, *spatial), np.float32)
+    total = array_bytes((num_raters, *spatial), np.uint8) * rater_itemsize + METHOD_MAPS.get(method, 3) * one_map
+    if compare_method is not None:
+        total += one_map + METHOD_MAPS.get(compare_method, 3) * one_map + 2 * one_map
+    return total
+
+
+def check_soft_labels_memory(num_raters: int, spatial: Sequence[int], num_classes: int, *, method: str,
+                             compare_method: str | None, rater_itemsize: int = 1) -> None:
+    """Raise :class:`~napari_seg_uncertainty.core._memory.OutputTooLargeError` (a ValueError) before computing
+    soft labels that would not fit in the free memory: the message names the size, the estimate and what to do."""
+    needed = soft_labels_bytes(num_raters, spatial, num_classes, method=method, compare_method=compare_method,
+                               rater_itemsize=rater_itemsize)
+    methods = SOFT_LABEL_METHODS[method] + (f" compared with {SOFT_LABEL_METHODS[compare_method]}"
+                                            if compare_method else "")
+    each = format_bytes(array_bytes((num_classes, *spatial), np.float32))
+    check_allocation(
+        needed, what=f"{methods} (each soft-label set is {num_classes} float32 maps, {each})",
+        cause=f"{num_raters} raters of {'×'.join(str(s) for s in spatial)} voxels, {num_classes} classes",
+        advice=("nothing was computed and your layers are unchanged; "
+                + ("switch 'Compare with' off, " if compare_method else "")
+                + "close layers you no longer need, or crop the raters to the region of interest"),
+    )
+
+
+def run_checked(request: SoftLabelsRequest | _Gathered) -> SoftLabelsResult:
+    """The worker: check the memory the computation needs, stack the raters if not done yet, compute."""
+    if isinstance(request, _Gathered):
+        first = request.arrays[0]
+        num_classes, _ = _classes_of(request.arrays, request.given_names)
+        check_soft_labels_memory(len(request.arrays), first.shape, num_classes, method=request.method,
+                                 compare_method=request.compare_method, rater_itemsize=first.dtype.itemsize)
+        request = prepare_request(request, num_classes=num_classes)
+    else:
+        check_soft_labels_memory(request.raters.shape[0], request.raters.shape[1:], request.num_classes,
+                                 method=request.method, compare_method=request.compare_method, rater_itemsize=0)
+    return run_request(request)
+
+
 class SoftLabelsWidget(DockWidget):
     """Preview soft labels of the selected rater layers live, compare two methods and export.
 
@@ -104,7 +222,7 @@ class SoftLabelsWidget(DockWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer, status="Select rater layers and a method.")
         self.result: SoftLabelsResult | None = None
-        self._pending: SoftLabelsRequest | None = None
+        self._pending: SoftLabelsRequest | _Gathered | None = None
         self._computing = False  # from start until the worker's `finished` reached the GUI thread
         self.exporting = False  # likewise for an export
         self._layer_names: dict[str, list[str]] = {"A": [], "B": []}
@@ -185,6 +303,10 @@ class SoftLabelsWidget(DockWidget):
 
     def build_request(self) -> SoftLabelsRequest:
         """Gather the selected layers and parameters into a request (raises ValueError on bad input)."""
+        return prepare_request(self._gather())
+
+    def _gather(self) -> _Gathered:
+        """The selected layers' data (not copied) and the parameters; checks what is cheap to check."""
         self._raters.check()
         layers = list(self._raters.value)
         if not layers:
@@ -210,33 +332,14 @@ class SoftLabelsWidget(DockWidget):
                                  f"{tuple(layers[0].scale)} vs {tuple(layer.scale)}, translate "
                                  f"{tuple(layers[0].translate)} vs {tuple(layer.translate)}); raters must share one "
                                  "grid: voxel spacing, origin and direction.")
-        raters = np.stack(arrays)
-        if raters.size and np.issubdtype(raters.dtype, np.integer) and raters.min() < 0:
-            raise ValueError(f"the rater layers contain negative labels (minimum {int(raters.min())}); labels "
-                             "must be 0 (background), 1, 2, ...")
         meta = layers[0].metadata or {}
-        given_names = [str(n) for n in meta.get("class_names") or []]
-        largest = int(raters.max()) if raters.size and np.issubdtype(raters.dtype, np.number) else 0
-        num_classes = max(largest + 1, len(given_names), 2)
-        if num_classes > MAX_CLASSES:
-            raise ValueError(f"the rater layers hold label {largest}, i.e. {num_classes} classes; the preview shows "
-                             f"at most {MAX_CLASSES} classes (one layer each). Relabel to 0, 1, 2, ... first.")
-        class_names = tuple(given_names[k] if k < len(given_names) else f"class {k}" for k in range(num_classes))
         compare = self._compare.value
-        return SoftLabelsRequest(
-            raters=raters,
-            num_classes=num_classes,
-            class_names=class_names,
-            rater_names=tuple(names),
-            method=self._method.value,
-            compare_method=None if compare == NO_COMPARISON else compare,
-            alpha=float(self._alpha.value),
-            sigma=float(self._sigma.value),
-            spacing=geometry.spacing if self._physical.value else None,
-            scale=geometry.spacing,
-            translate=geometry.origin,
-            geometry=geometry,
-            case=case_of(layers[0]),
+        return _Gathered(
+            arrays=tuple(arrays), rater_names=tuple(names),
+            given_names=tuple(str(n) for n in meta.get("class_names") or []),
+            method=self._method.value, compare_method=None if compare == NO_COMPARISON else compare,
+            alpha=float(self._alpha.value), sigma=float(self._sigma.value),
+            physical=bool(self._physical.value), geometry=geometry, case=case_of(layers[0]),
         )
 
     # computing --------------------------------------------------------------------------------------
@@ -259,9 +362,11 @@ class SoftLabelsWidget(DockWidget):
         self.apply([(self._raters, raters), (self._method, method), (self._compare, compare_method),
                     (self._alpha, alpha), (self._sigma, sigma), (self._physical, sigma_in_mm)])
         self._update_enabled()
-        request = None
+        request: SoftLabelsRequest | _Gathered | None = None
         with notify_errors("Soft labels"):
-            request = self.build_request()
+            gathered = self._gather()
+            # small stacks are checked here, so bad input is reported at once; a CT-size stack in the worker
+            request = prepare_request(gathered) if gathered.values <= SYNC_VALUES else gathered
         if request is None:
             return None
         if self._computing:
@@ -269,10 +374,11 @@ class SoftLabelsWidget(DockWidget):
             return self.worker
         return self._start(request)
 
-    def _start(self, request: SoftLabelsRequest) -> Any:
+    def _start(self, request: SoftLabelsRequest | _Gathered) -> Any:
+        """Compute ``request`` in a worker: a request, or layers' data to stack there first (see SYNC_VALUES)."""
         self._pending = None
         self._computing = True
-        return self.run(run_request, request, action="Soft labels", returned=self._show, finished=self._on_finished,
+        return self.run(run_checked, request, action="Soft labels", returned=self._show, finished=self._on_finished,
                         message=f"Computing {SOFT_LABEL_METHODS[request.method]}…")
 
     def _on_finished(self) -> None:
@@ -295,8 +401,7 @@ class SoftLabelsWidget(DockWidget):
             jobs += self._method_jobs("B", result.second, request, request.compare_method)
             jobs.append(self._show_difference)
         else:
-            jobs.append(lambda: self._remove_layers("B", keep=[]))
-            jobs.append(self._remove_difference)
+            jobs.append(self._remove_comparison)
         total = len(jobs)
 
         def progress(job: Any, index: int) -> Any:
@@ -346,6 +451,15 @@ class SoftLabelsWidget(DockWidget):
             if name not in keep and name in self._viewer.layers:
                 self._viewer.layers.remove(name)
         self._layer_names[slot] = list(keep)
+
+    def _remove_comparison(self) -> None:
+        """Remove method B's layers and the difference layer in one batch: napari runs a full garbage collection
+        after each removal outside a batch (0.1-0.3 s each with a session's objects), once after a batch."""
+        if not self._layer_names["B"] and DIFFERENCE_LAYER not in self._viewer.layers:
+            return
+        with self._viewer.layers.batched_update():
+            self._remove_layers("B", keep=[])
+            self._remove_difference()
 
     def _remove_difference(self) -> None:
         if DIFFERENCE_LAYER in self._viewer.layers:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox, Table
 
+from ..core._memory import array_bytes, check_allocation, format_bytes
 from ..core.geometry import Geometry
 from ..workflow.uncertainty import (
     CLASSES,
@@ -183,7 +184,7 @@ class UncertaintyWidget(DockWidget):
         with notify_errors("Uncertainty maps"):
             sources = self._sources()
             return self.run(
-                compute_uncertainty_maps, sources, layout=str(self._layout.value),
+                maps_checked, sources, layout=str(self._layout.value),
                 as_ensemble=bool(self._as_ensemble.value), action="Uncertainty maps",
                 message="Computing the entropy maps…", returned=self._show_maps,
             )
@@ -333,6 +334,39 @@ class UncertaintyWidget(DockWidget):
         }
         self.done(rows, f"Dice and surface Dice (tolerance {float(self._tolerance.value):g} mm) against "
                         f"{len({r.reference for r in rows})} reference(s).")
+
+
+def uncertainty_maps_bytes(shapes: Sequence[Sequence[int]], *, layout: str, as_ensemble: bool) -> int:
+    """Estimated peak memory (bytes) of :func:`compute_uncertainty_maps` on layers of ``shapes``: per layer its
+    float32 map(s) and the float32 temporaries of the entropy (``p·log p`` and the log over all classes), or for
+    member stacks the mean over members and each member's entropy; an ensemble adds the stacked members."""
+    total = 0
+    for shape in shapes:
+        axis = 1 if layout == MEMBERS else 0
+        classes, spatial = int(shape[axis]), tuple(shape[axis + 1:])
+        per_map = array_bytes(spatial, np.float32)
+        if layout == MEMBERS:
+            total += 3 * classes * per_map + 6 * per_map
+        else:
+            total += 2 * classes * per_map + 2 * per_map
+    if layout == CLASSES and as_ensemble and shapes:
+        total += sum(array_bytes(shape, np.float32) for shape in shapes) + 4 * array_bytes(shapes[0], np.float32)
+    return total
+
+
+def maps_checked(sources: dict[str, Any], *, layout: str, as_ensemble: bool) -> list[MapResult]:
+    """The worker: refuse maps that would not fit in the free memory (a clear message, nothing computed, no layer
+    touched), then :func:`~napari_seg_uncertainty.workflow.uncertainty.compute_uncertainty_maps`."""
+    shapes = [tuple(np.shape(data)) for data in sources.values()]
+    needed = uncertainty_maps_bytes(shapes, layout=layout, as_ensemble=as_ensemble)
+    sizes = ", ".join(f"{name} ({'×'.join(str(v) for v in shape)})" for name, shape in zip(sources, shapes))
+    check_allocation(
+        needed, what=f"the entropy{' and mutual-information' if layout == MEMBERS or as_ensemble else ''} maps "
+        f"(each map {format_bytes(array_bytes(shapes[0][2 if layout == MEMBERS else 1:], np.float32))})",
+        cause=f"the probability layer(s) {sizes}",
+        advice="nothing was computed and your layers are unchanged; select fewer layers at a time, close layers "
+        "you no longer need, or crop the probabilities to the region of interest")
+    return compute_uncertainty_maps(sources, layout=layout, as_ensemble=as_ensemble)
 
 
 def _camera(viewer: napari.viewer.Viewer) -> Any:
