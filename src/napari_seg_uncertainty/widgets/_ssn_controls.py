@@ -8,18 +8,27 @@ names when set (scripts and the Guide set them that way).
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Select, SpinBox, Table
 
 from ..core.ssn import LowRankLogits, SampleLabelStack
-from ..workflow.ssn import EXPORT_ALL, EXPORT_CURRENT, EXPORT_DISTRIBUTION
+from ..workflow.ssn import (
+    EXPORT_ALL,
+    EXPORT_CURRENT,
+    EXPORT_DISTRIBUTION,
+    checkpoint_kind,
+    distribution_from_checkpoint,
+)
 from ._layer_choices import choices_for, is_image_layer, is_labels_layer
 from ._ssn_live import SAMPLES_LAYER, LiveSamples, qt_alive
 
 __all__ = [
     "SCALE_RANGE",
+    "checkpoint_distribution",
     "SOURCES",
     "SOURCE_CHECKPOINT",
     "SOURCE_SAVED",
@@ -36,6 +45,54 @@ SOURCES = {"saved": SOURCE_SAVED, "checkpoint": SOURCE_CHECKPOINT, "synthetic": 
 
 SCALE_RANGE = (-3.0, 3.0)
 TEMPERATURE_RANGE = (0.0, 3.0)
+
+def _lazy_prediction_function(predict: Any) -> Any:
+    """``predict_ssn_distribution_lazy`` when this installation has it and ``predict`` is the whole prediction
+    (another ``predict``, e.g. a script's, is honoured as it is), else None."""
+    try:
+        from ..core.training import ssn_inference
+    except ImportError:  # pragma: no cover - training needs torch/monai, which are dependencies
+        return None
+    if predict is not ssn_inference.predict_ssn_distribution:
+        return None
+    return getattr(ssn_inference, "predict_ssn_distribution_lazy", None)
+
+
+def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float, ...], predict: Any) -> Any:
+    """The distribution an SSN checkpoint predicts on the image of a layer, and where it lies.
+
+    A 2-D SSN on a volume gives a lazy distribution (each plane runs the network when first shown:
+    the same numbers as the whole prediction, and the first plane is on screen in about a second instead
+    of after the whole volume); a 3-D SSN gives the whole distribution when it fits in memory, else
+    (``OutputTooLargeError``) a lazy one computed slab by slab into a temporary zarr store. A 2-D
+    image, a saved ``.npz`` or an installation without the lazy path: :func:`distribution_from_checkpoint`.
+    """
+    from ..core._memory import OutputTooLargeError
+
+    lazy = _lazy_prediction_function(predict)
+    if lazy is None or np.ndim(image) != 3 or checkpoint_kind(path) != "checkpoint":
+        return distribution_from_checkpoint(path, image, scale=scale, predict=predict)
+    from ..core.training import load_trained_model
+
+    try:
+        trained = load_trained_model(path)
+    except ValueError:  # not a checkpoint of this plugin: the whole path's loading says so in the user's terms
+        return distribution_from_checkpoint(path, image, scale=scale, predict=predict)
+    if int(trained.info["spatial_dims"]) == 3:
+        try:
+            return distribution_from_checkpoint(path, image, scale=scale, predict=predict)
+        except OutputTooLargeError as too_large:
+            try:
+                distribution = lazy(trained, image)
+            except ImportError as missing:  # zarr holds a 3-D SSN's distribution on disk
+                raise ValueError(f"{too_large} The lazy path needs zarr: {missing}") from None
+    else:
+        distribution = lazy(trained, image)
+    spacing = tuple(float(v) for v in scale[-3:])
+    if distribution.spacing is None and len(spacing) == 3 and any(v != 1.0 for v in spacing):
+        distribution = dataclasses.replace(distribution, spacing=spacing)
+    return distribution, {}
+
 
 class _LayerComboBox(ComboBox):
     """A layer choice whose value is the layer; a layer's name is accepted when setting it (scripts, Guide)."""

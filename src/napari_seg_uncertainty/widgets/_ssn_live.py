@@ -3,6 +3,9 @@
 * :class:`LiveSamples` — what the ``SSN samples`` layer holds: a lazy
   :class:`~napari_seg_uncertainty.core.ssn.SampleLabelStack` whose whole 3-D samples are computed
   in a worker (the last volume shown stays on screen meanwhile).
+* :class:`LazyPlanes` — what the ``SSN samples`` and mean layers hold for a distribution computed plane
+  by plane (:class:`~napari_seg_uncertainty.core.ssn.lazy.LazyLowRankLogits`, a CT): dask arrays of one
+  plane per chunk; a plane not computed yet reads as empty at once and is computed in a worker.
 * :class:`LiveSampling` — mixed into :class:`~napari_seg_uncertainty.widgets.ssn_samples.SSNSamplesWidget`:
   the class-noise and temperature sliders, the volume on screen recomputed in a worker (requests made
   meanwhile coalesce; the noise of a whole sample is kept so a slider move only rescales it), and the
@@ -25,13 +28,22 @@ import numpy as np
 from ..core.ssn import LowRankLogits, SampleLabelStack, dice_against_reference
 from ._common import notify_errors
 
-__all__ = ["PREFETCH_DELAY_MS", "LiveSampling", "LiveSamples", "format_score", "qt_alive"]
+__all__ = ["PREFETCH_DELAY_MS", "LazyPlanes", "LiveSampling", "LiveSamples", "format_score", "is_lazy", "qt_alive"]
 
 SAMPLES_LAYER = "SSN samples"
+MEAN_LAYER = "SSN mean prediction"
 PREFETCH_DELAY_MS = 80  # the next "New sample" is prepared this long after a redraw (once it is painted)
 _DICE_DELAY_MS = 250  # Dice table waits for the sliders to rest this long
 _DICE_DELAY_LARGE_MS = 1500  # … this long when every sample is a large volume (each costs ~0.5 s)
 _LARGE_SAMPLE_VOXELS = 2_000_000
+#: Above this many voxels (and for a lazy distribution) the Dice table compares the plane on screen only:
+#: every whole sample of a CT (300×512×512) takes seconds, and for a 2-D SSN the network on every plane.
+PLANE_DICE_VOXELS = 32_000_000
+
+
+def is_lazy(distribution: Any) -> bool:
+    """True for a distribution computed plane by plane on demand (``LazyLowRankLogits``)."""
+    return bool(getattr(distribution, "lazy", False))
 
 
 def qt_alive(obj: Any) -> bool:
@@ -123,6 +135,71 @@ class LiveSamples:
         return f"LiveSamples({self.stack!r})"
 
 
+class _PlaneBlocks:
+    """An array-like for :func:`dask.array.from_array` whose every block is one plane, read by ``plane(*lead)``."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, plane: Any) -> None:
+        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
+        self._plane = plane
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        lead = tuple(k.indices(s)[0] for k, s in zip(key[:-2], self.shape[:-2]))
+        return self._plane(*lead)[key[-2:]][(None,) * len(lead)]
+
+
+class LazyPlanes:
+    """What the samples and mean layers hold for a lazy distribution: dask arrays, one plane per chunk.
+
+    A plane whose parameters the distribution holds already (its small cache of recent planes) is
+    computed when napari reads it (the sample's plane: scaling and argmax, ~20 ms at 512²); a plane it
+    does not hold (a 2-D SSN runs its network on it, a 3-D one reads it from disk) reads as empty labels at
+    once and, in 2-D display, ``request(z)`` computes it in a worker; the widget then refreshes the layers.
+    In 3-D display only the planes computed so far are shown (a whole volume would run the network on
+    every plane). The layers must not use napari's dask cache (``cache=False``): a placeholder is not data.
+    """
+
+    def __init__(self, stack: SampleLabelStack, *, request: Any, display_3d: Any) -> None:
+        self.stack = stack
+        self._request = request
+        self._display_3d = display_3d
+
+    def ready(self, z: int) -> bool:
+        """Whether plane ``z``'s parameters are at hand (reading it does not run the network)."""
+        return z in self.stack.distribution.cached_planes
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros(self.stack.shape[2:], self.stack.dtype)
+
+    def _missing(self, z: int) -> np.ndarray:
+        if not self._display_3d():
+            self._request(z)
+        return self._empty()
+
+    def sample_plane(self, entry: int, z: int) -> np.ndarray:
+        """Plane ``z`` of sample ``entry`` (exact), or empty labels while the plane is being computed."""
+        return self.stack[entry, z] if self.ready(z) else self._missing(z)
+
+    def mean_plane(self, z: int) -> np.ndarray:
+        """Plane ``z`` of the mean prediction, or empty labels while the plane is being computed."""
+        return self.stack.distribution.mean_plane_labels(z) if self.ready(z) else self._missing(z)
+
+    def _dask(self, shape: tuple[int, ...], plane: Any, what: str) -> Any:
+        import dask.array as da
+
+        chunks = (*(1,) * (len(shape) - 2), *shape[-2:])
+        return da.from_array(_PlaneBlocks(shape, self.stack.dtype, plane), chunks=chunks, lock=False,
+                             asarray=False, fancy=False, name=f"ssn-{what}-{id(self):x}",
+                             meta=np.empty((0,) * len(shape), self.stack.dtype))
+
+    def samples(self) -> Any:
+        """The ``(N, Z, Y, X)`` samples as a dask array."""
+        return self._dask(self.stack.shape, self.sample_plane, "samples")
+
+    def mean(self) -> Any:
+        """The ``(Z, Y, X)`` mean prediction as a dask array."""
+        return self._dask(self.stack.shape[1:], self.mean_plane, "mean")
+
+
 class LiveSampling:
     """Sliders, the volume on screen and the Dice table of the *SSN samples* dock (mixed into the widget)."""
 
@@ -138,7 +215,9 @@ class LiveSampling:
     distribution: LowRankLogits | None
     stack: SampleLabelStack | None
     live: LiveSamples | None
-    mean_labels: np.ndarray | None
+    planes: LazyPlanes | None  # a lazy distribution's layers (dask)
+    _samples_data: Any  # what the samples layer holds (live, or planes' dask array)
+    mean_labels: Any  # numpy, or for a lazy distribution a dask array
     dice: np.ndarray | None
 
     def _init_live(self) -> None:
@@ -149,6 +228,9 @@ class LiveSampling:
         self._volume_running = False
         self._volume_pending = False
         self._prefetch_running = False
+        self._plane_running = False
+        self._plane_pending: int | None = None
+        self._dice_plane: int | None = None  # the plane the Dice table compares (None: whole samples)
         self._prefetched: tuple[Any, ...] | None = None  # (stack, sample index, plane) whose noise is drawn
 
     def class_scale_values(self) -> list[float]:
@@ -161,7 +243,7 @@ class LiveSampling:
     def _samples_layer(self) -> Any:
         if SAMPLES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[SAMPLES_LAYER]
-            if self.live is not None and layer.data is self.live:
+            if self._samples_data is not None and layer.data is self._samples_data:
                 return layer
         return None
 
@@ -183,6 +265,7 @@ class LiveSampling:
         return (
             self.stack is not None
             and self.stack.distribution.spatial_ndim == 3
+            and not is_lazy(self.stack.distribution)  # LazyPlanes shows the planes computed so far
             and self._display_3d()
             and self._samples_layer() is not None
         )
@@ -265,6 +348,8 @@ class LiveSampling:
         if not self._alive():
             return
         self._update_dice_label()
+        if self._plane_dice() and self._plane_on_screen()[1] != self._dice_plane:
+            self._schedule_dice()  # the Dice table compares the plane on screen
         if self._whole_volume_shown():
             self._request_volume()  # browsing in 3-D: the new sample (or its noise) in the background
         else:
@@ -301,6 +386,8 @@ class LiveSampling:
         stack, sample_index = self.stack, self._next_sample_index
         if not shown or self._prefetched == (stack, sample_index, plane):
             return
+        if plane is not None and self.planes is not None and not self.planes.ready(plane):
+            return  # the plane itself is being computed; its worker prepares the next sample when done
         self._prefetch_running = True
         self._prefetched = (stack, sample_index, plane)
 
@@ -313,6 +400,39 @@ class LiveSampling:
         # across slider moves); _noise is that cache's entry point, and the stack has no public one.
         self._run(stack._noise, stack.distribution, sample_index, plane, action="Preparing the next SSN sample",
                   finished=_finished)
+
+    def _request_plane(self, z: int) -> None:
+        """Compute plane ``z`` of a lazy distribution in a worker, then show it; the latest request wins."""
+        if not self._alive() or self.stack is None:
+            return
+        if self._plane_running:
+            self._plane_pending = z
+            return
+        distribution = self.stack.distribution
+        self._plane_running, self._plane_pending = True, None
+        self._status.value = f"Computing plane {z} of the SSN distribution …"
+
+        def _finished() -> None:
+            self._plane_running = False
+            if not self._alive():
+                return
+            pending, self._plane_pending = self._plane_pending, None
+            if pending is not None and self.planes is not None and not self.planes.ready(pending):
+                self._request_plane(pending)
+                return
+            self._status.value = ""
+            self._refresh_samples_layer()
+            self._refresh_mean_layer()
+            self._schedule_dice()
+            self._schedule_prefetch()
+
+        self._run(distribution.plane, z, action=f"Computing plane {z} of the SSN distribution",
+                  finished=_finished)
+
+    def _refresh_mean_layer(self) -> None:
+        layer = self._viewer.layers[MEAN_LAYER] if MEAN_LAYER in self._viewer.layers else None
+        if layer is not None and self.mean_labels is not None and layer.data is self.mean_labels:
+            layer.refresh(extent=False)
 
     def _on_reset(self, _value: Any = None) -> None:
         for slider in (*self._class_sliders, self._temperature):
@@ -344,6 +464,13 @@ class LiveSampling:
         self._dice_timer.setInterval(_DICE_DELAY_LARGE_MS if large else _DICE_DELAY_MS)
         self._dice_timer.start()  # restarts while a slider is being dragged
 
+    def _plane_dice(self) -> bool:
+        """Whether the Dice table compares the plane on screen (a lazy or very large volume) or whole samples."""
+        distribution = None if self.stack is None else self.stack.distribution
+        return distribution is not None and distribution.spatial_ndim == 3 and (
+            is_lazy(distribution) or np.prod(distribution.spatial_shape) > PLANE_DICE_VOXELS
+        )
+
     def _start_dice(self) -> None:
         if not self._alive():
             return
@@ -357,14 +484,29 @@ class LiveSampling:
         stack, mean_labels, generation = self.stack, self.mean_labels, self._dice_generation
         num_classes = stack.distribution.num_classes
         current = self.current_entry()
+        shown, plane = self._plane_on_screen() if self._plane_dice() else (True, None)
+        if not shown:
+            return  # a lazy or very large volume in 3-D display: no plane to compare
+        if plane is not None and self.planes is not None and not self.planes.ready(plane):
+            return  # the plane is being computed; the Dice table follows it (_request_plane)
 
-        def _compute() -> tuple[int, np.ndarray] | None:
-            samples = np.empty((len(stack), *stack.shape[1:]), dtype=stack.dtype)
+        def _sample(i: int) -> np.ndarray:
+            return stack.sample(i, keep_noise=i == current) if plane is None else stack[i, plane]
+
+        def _compute() -> tuple[int, np.ndarray, int | None] | None:
+            shape = stack.shape[1:] if plane is None else stack.shape[2:]
+            samples = np.empty((len(stack), *shape), dtype=stack.dtype)
             for i in [current, *(i for i in range(len(stack)) if i != current)]:
                 if generation != self._dice_generation:
                     return None  # outdated: the sliders moved again; a new request follows
-                samples[i] = stack.sample(i, keep_noise=i == current)
-            return generation, dice_against_reference(samples, mean_labels, num_classes=num_classes)
+                samples[i] = _sample(i)
+            if plane is None:
+                reference = mean_labels
+            elif is_lazy(stack.distribution):  # computed here if it left the cache (never requested from here)
+                reference = stack.distribution.mean_plane_labels(plane)
+            else:
+                reference = mean_labels[plane]
+            return generation, dice_against_reference(samples, reference, num_classes=num_classes), plane
 
         def _finished() -> None:
             self._dice_running = False
@@ -376,13 +518,13 @@ class LiveSampling:
         self._dice_pending = False
         self._run(_compute, action="Computing Dice vs the mean", returned=self._show_dice, finished=_finished)
 
-    def _show_dice(self, result: tuple[int, np.ndarray] | None) -> None:
+    def _show_dice(self, result: tuple[int, np.ndarray, int | None] | None) -> None:
         if result is None or not self._alive():
             return
-        generation, dice = result
+        generation, dice, plane = result
         if generation != self._dice_generation or self.distribution is None:
             return  # a newer request is on its way
-        self.dice = dice
+        self.dice, self._dice_plane = dice, plane
         names = list(self.distribution.class_names[1:])
         with np.errstate(all="ignore"):
             means = np.array([np.nan if np.all(np.isnan(row)) else np.nanmean(row) for row in dice])
@@ -414,7 +556,8 @@ class LiveSampling:
         parts = [f"{name} {format_score(v)}" for name, v in zip(self.distribution.class_names[1:], row)]
         mean = np.nan if np.all(np.isnan(row)) else float(np.nanmean(row))
         # one short line (the per-class values are the table's highlighted row, and the tooltip)
-        self._dice_label.value = f"Sample {entry}: mean Dice {format_score(mean)}"
+        where = "" if self._dice_plane is None else f" (plane {self._dice_plane})"
+        self._dice_label.value = f"Sample {entry}: mean Dice {format_score(mean)}{where}"
         self._dice_label.tooltip = ", ".join(parts)
         with contextlib.suppress(Exception):
             self._dice_table.native.selectRow(entry)

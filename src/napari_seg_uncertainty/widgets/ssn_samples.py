@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
+from superqt.utils import ensure_main_thread
 
+from ..core._memory import OutputTooLargeError
 from ..core.geometry import Geometry
 from ..core.ssn import LowRankLogits, SampleLabelStack, synthetic_distribution
 from ..workflow.ssn import (
+    EXPORT_CURRENT,
     SampleMetrics,
-    distribution_from_checkpoint,
     export_samples,
     load_saved,
     place_distribution,
@@ -55,15 +57,24 @@ from ._ssn_controls import (
     SOURCES,
     TEMPERATURE_RANGE,
     SSNControls,
+    checkpoint_distribution,
 )
-from ._ssn_live import PREFETCH_DELAY_MS, SAMPLES_LAYER, LiveSamples, LiveSampling, qt_alive
+from ._ssn_live import (
+    MEAN_LAYER,
+    PREFETCH_DELAY_MS,
+    SAMPLES_LAYER,
+    LazyPlanes,
+    LiveSamples,
+    LiveSampling,
+    is_lazy,
+    qt_alive,
+)
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["SSNSamplesWidget", "SamplesDrawn"]
 
-MEAN_LAYER = "SSN mean prediction"
 KEPT_LAYER_PREFIX = "SSN kept sample"
 
 _SYNTHETIC_SHAPE = (256, 256)
@@ -117,6 +128,8 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         self.distribution: LowRankLogits | None = None
         self.stack: SampleLabelStack | None = None
         self.live: LiveSamples | None = None
+        self.planes: LazyPlanes | None = None
+        self._samples_data: Any = None
         self.geometry: Geometry | None = None
         self.case: str | None = None
         self.mean_labels: np.ndarray | None = None
@@ -277,6 +290,18 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         self.worker = worker
         return worker
 
+    def _refuse_whole_samples(self, what: str) -> None:
+        """Refuse work on every whole sample of a distribution computed plane by plane (a CT): it would
+        compute each of its planes once per sample (the network on every plane, for a 2-D SSN)."""
+        distribution = None if self.stack is None else self.stack.distribution
+        if distribution is not None and is_lazy(distribution):
+            depth = distribution.spatial_shape[0]
+            raise ValueError(
+                f"{what} all {len(self.stack)} samples whole, which on this distribution computed plane by "
+                f"plane ({depth} planes of {distribution.spatial_shape[1:]}) means {depth * len(self.stack)} "
+                "plane computations; keep or export the current sample instead, or predict on a crop of the image."
+            )
+
     def _layer_kwargs(self) -> dict[str, Any]:
         return {"geometry": self.geometry, "case": self.case}
 
@@ -358,7 +383,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             layer = self._selected_image_layer(required=True)
             image, scale = np.asarray(layer.data), tuple(float(s) for s in layer.scale)
             return self._start(
-                lambda: distribution_from_checkpoint(Path(path), image, scale=scale, predict=predict),
+                lambda: checkpoint_distribution(Path(path), image, scale=scale, predict=predict),
                 action="Predicting the SSN distribution", returned=show,
             )
         if source != SOURCE_SYNTHETIC:
@@ -369,10 +394,22 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             ndim = 3 if layer.data.ndim >= 3 and not layer.rgb else 2
             shape, spacing = spatial_shape(layer, ndim), spatial_scale(layer, ndim)
         seed = int(self._seed.value)
+        name = None if layer is None else layer.name
+
+        def _make() -> LowRankLogits:
+            try:
+                return synthetic_distribution(shape, num_classes=_SYNTHETIC_CLASSES, rank=10, seed=seed,
+                                              spacing=spacing)
+            except OutputTooLargeError as exc:
+                if name is None:
+                    raise
+                raise OutputTooLargeError(
+                    f"{exc} The synthetic demo is drawn on the grid of image layer {name!r}: choose no image "
+                    f"layer for a {_SYNTHETIC_SHAPE[0]}×{_SYNTHETIC_SHAPE[1]} demo, or a smaller image."
+                ) from None
+
         return self._start(
-            lambda: synthetic_distribution(
-                shape, num_classes=_SYNTHETIC_CLASSES, rank=10, seed=seed, spacing=spacing
-            ),
+            _make,
             action="Making the synthetic SSN distribution",
             returned=lambda dist: self._place_and_show(dist, layer),
         )
@@ -418,8 +455,10 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
 
     def _show_distribution(self, distribution: LowRankLogits, *, geometry: Geometry | None,
                            case: str | None) -> Any:
-        if not isinstance(distribution, LowRankLogits):
-            raise TypeError(f"distribution must be a LowRankLogits, got {type(distribution).__name__}.")
+        if not isinstance(distribution, LowRankLogits) and not is_lazy(distribution):
+            raise TypeError(
+                f"distribution must be a LowRankLogits or LazyLowRankLogits, got {type(distribution).__name__}."
+            )
         if geometry is None:
             geometry, _ = place_distribution(distribution)
         if geometry.ndim != distribution.spatial_ndim:
@@ -440,20 +479,22 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         names = ", ".join(distribution.class_names)
         self._source_info.value = (
             f"{distribution.num_classes} classes ({names}), grid {distribution.spatial_shape}, "
-            f"rank {distribution.rank}"
+            f"rank {distribution.rank}" + (", planes computed as they are shown" if is_lazy(distribution) else "")
         )
         self._update_enabled()
         base = distribution
 
-        def _show_mean(mean_labels: np.ndarray) -> None:
+        def _show_mean(mean_labels: np.ndarray | None) -> None:
             if base is not self.base_distribution:
                 return
-            self.mean_labels = mean_labels
-            upsert_layer(self._viewer, mean_labels, name=MEAN_LAYER, layer_type="labels", **self._layer_kwargs())
+            if mean_labels is not None:  # a lazy distribution's mean layer comes with its samples (LazyPlanes)
+                self.mean_labels = mean_labels
+                upsert_layer(self._viewer, mean_labels, name=MEAN_LAYER, layer_type="labels", cache=False,
+                             **self._layer_kwargs())
             self._draw()
 
-        return self._start(distribution.mean_prediction, action="Computing the SSN mean prediction",
-                           returned=_show_mean)
+        mean = (lambda: None) if is_lazy(distribution) else distribution.mean_prediction
+        return self._start(mean, action="Computing the SSN mean prediction", returned=_show_mean)
 
     def draw(self, *, num_samples: int | None = None, seed: int | None = None) -> Any:
         """Draw a fresh set of ``num_samples`` samples of the loaded distribution; returns the worker.
@@ -480,22 +521,38 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if stack.distribution is not self.distribution:  # sliders moved meanwhile
                 stack.set_distribution(self.distribution)
             self.stack = stack
-            self.live = LiveSamples(
-                stack,
-                placeholder=lambda: self.mean_labels,
-                request=lambda _entry: self._request_volume(),
-                nonblocking=self._display_3d,
-            )
             self._next_sample_index = count
-            upsert_layer(self._viewer, self.live, name=SAMPLES_LAYER, layer_type="labels", leading_axes=1,
-                         metadata={"seed": stack.seed}, **self._layer_kwargs())
+            self._show_samples(stack)
             self._update_enabled()
             self._schedule_dice()
             self._schedule_prefetch()
             self.done(SamplesDrawn(stack=stack, distribution=stack.distribution))
 
-        # The sample on screen is computed (and, in 3-D, its noise kept for the sliders) off the GUI thread.
-        return self._start(stack.sample, entry, action="Drawing SSN samples", returned=_show)
+        # The sample on screen is computed (and, in 3-D, its noise kept for the sliders) off the GUI thread;
+        # a lazy distribution's planes are computed as they are shown (LazyPlanes).
+        first = (lambda _entry: None) if is_lazy(stack.distribution) else stack.sample
+        return self._start(first, entry, action="Drawing SSN samples", returned=_show)
+
+    def _show_samples(self, stack: SampleLabelStack) -> None:
+        """Put ``stack`` in the samples layer: a LiveSamples, or for a lazy distribution dask arrays (and the mean)."""
+        if is_lazy(stack.distribution):
+            self.live = None
+            self.planes = LazyPlanes(stack, request=ensure_main_thread(self._request_plane),
+                                     display_3d=self._display_3d)
+            self.mean_labels = self.planes.mean()
+            upsert_layer(self._viewer, self.mean_labels, name=MEAN_LAYER, layer_type="labels", cache=False,
+                         **self._layer_kwargs())
+            self._samples_data = self.planes.samples()
+        else:
+            self.planes = None
+            self.live = self._samples_data = LiveSamples(
+                stack,
+                placeholder=lambda: self.mean_labels,
+                request=lambda _entry: self._request_volume(),
+                nonblocking=self._display_3d,
+            )
+        upsert_layer(self._viewer, self._samples_data, name=SAMPLES_LAYER, layer_type="labels", leading_axes=1,
+                     cache=False, metadata={"seed": stack.seed}, **self._layer_kwargs())
 
     def keep_sample(self) -> Any:
         """Copy the sample on screen into an editable Labels layer (emitted with :attr:`computed`)."""
@@ -556,6 +613,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
                 self._raters.value = raters
             if self.stack is None:
                 raise ValueError("draw samples first.")
+            self._refuse_whole_samples("GED² and diversity compare")
             rater_maps = self._rater_stack()
             stack = self.stack
             num_classes = stack.distribution.num_classes
@@ -603,6 +661,8 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if target is None or str(target).strip() in ("", "."):
                 raise ValueError("choose a file to export to.")
             stack, entry, kind = self.stack, self.current_entry(), self._export_what.value
+            if kind != EXPORT_CURRENT:
+                self._refuse_whole_samples(f"Export of {kind.lower()} writes")
             replace = bool(self._export_overwrite.value)
 
             def _written(written: Path) -> None:
