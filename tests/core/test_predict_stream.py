@@ -20,11 +20,20 @@ from napari_seg_uncertainty.core._numeric import entropy_nats
 from napari_seg_uncertainty.core.models import mc_dropout
 from napari_seg_uncertainty.core.training import TrainConfig, load_trained_model, predict, train
 from napari_seg_uncertainty.core.training.inference import (
+    _covariance_mask,
+    _predict_raw_chunks,
     _prediction_image,
     ensemble_probabilities,
     normalize_image,
 )
-from napari_seg_uncertainty.core.training.streamed import _DROPOUT, _seeded_predictor, slab_ranges
+from napari_seg_uncertainty.core.training.streamed import (
+    _DROPOUT,
+    _SSN_LATENT,
+    _SSN_PLANE,
+    _derived_seed,
+    _seeded_predictor,
+    _ssn_volume_mean,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
@@ -87,19 +96,12 @@ def check_outputs(result, reference, *, dtype=np.float32):
     assert np.array_equal(result.labels, reference.argmax(axis=0))
 
 
-def test_slab_ranges_cover_the_axis_with_the_whole_axis_windows():
-    for length, roi, overlap, slab in [(100, 32, 0.25, 50), (300, 32, 0.25, 17), (31, 16, 0.5, 4), (10, 16, 0.25, 3)]:
-        ranges = slab_ranges(length, roi=roi, overlap=overlap, slab=slab)
-        assert [r[0] for r in ranges][0] == 0 and ranges[-1][1] == length
-        assert all(a <= o0 < o1 <= b and a >= 0 and b <= length for o0, o1, a, b in ranges)
-        assert all(r[1] == s[0] for r, s in zip(ranges, ranges[1:]))
-
-
-@pytest.mark.parametrize("slab", [None, 3, 8, 30])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_3d_streamed_equals_the_whole_volume(net3d, slab, dtype):
-    reference = full_probabilities(net3d, IMAGE)
-    check_outputs(predict(net3d, IMAGE, slab=slab, dtype=dtype), reference, dtype=dtype)
+@pytest.mark.parametrize("shape", [VOLUME, (37, 19, 23), (9, 20, 12)])  # several rows; Z and X below the window
+def test_3d_streamed_equals_the_whole_volume(net3d, dtype, shape):
+    image = make_case(shape, seed=2)[0]
+    reference = full_probabilities(net3d, image)
+    check_outputs(predict(net3d, image, dtype=dtype), reference, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -114,7 +116,7 @@ def test_per_case_normalization_by_slabs_equals_the_whole_image(normalization):
     trained = fit(3, VOLUME, patch_size=(16, 16, 16), normalization=normalization)
     image = IMAGE * 40.0 + 100.0
     image[:4] = 0.0  # outside the body for zscore
-    check_outputs(predict(trained, image, slab=4), full_probabilities(trained, image))
+    check_outputs(predict(trained, image), full_probabilities(trained, image))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -122,7 +124,7 @@ def test_ensemble_of_two_with_members(dtype):
     trained = fit(3, VOLUME, patch_size=(16, 16, 16), ensemble_size=2)
     members = []
     reference = full_probabilities(trained, IMAGE, members=members)
-    result = predict(trained, IMAGE, slab=7, dtype=dtype, keep_members=True)
+    result = predict(trained, IMAGE, dtype=dtype, keep_members=True)
     check_outputs(result, reference, dtype=dtype)
     tol = F16 if dtype == np.float16 else 1e-6
     assert result.member_probabilities.shape == (2, 3, *VOLUME) and result.member_probabilities.dtype == dtype
@@ -156,23 +158,38 @@ def test_mc_dropout_streamed_equals_the_whole_image(spatial_dims):
     reference = whole_mc_dropout(trained, IMAGE, 3, seed=5)
     off = predict(trained, IMAGE, num_samples=0)
     assert not np.allclose(off.probabilities, reference, atol=1e-4)  # dropout did act
-    for slab, dtype in [(4, np.float32), (30, np.float32), (6, np.float16)]:
+    for slab, dtype in [(4, np.float32), (None, np.float32), (6, np.float16)]:
         result = predict(trained, IMAGE, num_samples=3, seed=5, slab=slab, dtype=dtype, keep_members=True)
         check_outputs(result, reference, dtype=dtype)
         assert result.member_probabilities.shape[0] == 3
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_ssn_samples_do_not_depend_on_the_slab(spatial_dims):
-    shape = VOLUME if spatial_dims == 3 else VOLUME[1:]
-    trained = fit(spatial_dims, shape, patch_size=(16,) * spatial_dims, head="ssn", ssn_rank=2, loss="ssn",
-                  ssn_samples=2)
+def test_2d_ssn_samples_do_not_depend_on_the_chunk():
+    trained = fit(2, VOLUME[1:], patch_size=(16, 16), head="ssn", ssn_rank=2, loss="ssn", ssn_samples=2)
     mean = predict(trained, IMAGE, num_samples=0, slab=4)
     check_outputs(mean, full_probabilities(trained, IMAGE, num_samples=0))
     whole = predict(trained, IMAGE, num_samples=5, seed=2, slab=30)
     for slab in (3, 11):
         check_outputs(predict(trained, IMAGE, num_samples=5, seed=2, slab=slab), whole.probabilities)
     assert not np.allclose(whole.probabilities, mean.probabilities, atol=1e-6)  # the samples did act
+
+
+def test_3d_ssn_samples_equal_sampling_the_whole_volume():
+    trained = fit(3, VOLUME, patch_size=(16, 16, 16), head="ssn", ssn_rank=2, loss="ssn", ssn_samples=2,
+                  background_mask="covariance")
+    image = IMAGE.copy()
+    image[:, :3] = 0.0  # outside the covariance mask
+    check_outputs(predict(trained, image, num_samples=0), full_probabilities(trained, image, num_samples=0))
+    net = trained.model.members[0]
+    arr = _prediction_image(trained, image)
+    normed = normalize_image(arr, trained.info["normalization"])
+    raw = torch.cat([r for _, r in _predict_raw_chunks(net, normed, trained.info, trained.device, trained.config)])
+    latent = torch.randn((5, 2), generator=torch.Generator().manual_seed(_derived_seed(2, _SSN_LATENT, 0)))
+    mask = torch.from_numpy(_covariance_mask(trained, arr))[None]
+    reference = _ssn_volume_mean(net, raw, mask, latent=latent, key=(2, _SSN_PLANE, 0), z0=0).numpy()
+    result = predict(trained, image, num_samples=5, seed=2)
+    check_outputs(result, reference)
+    assert not np.allclose(result.probabilities, full_probabilities(trained, image), atol=1e-6)
 
 
 def test_out_npy_file_is_written_and_readable(net3d, tmp_path):

@@ -216,8 +216,8 @@ def predict(
 ) -> Prediction:
     """Run a trained model on an image: probabilities, argmax labels and normalized entropy.
 
-    Sliding-window inference runs slab by slab along Z into arrays allocated once
-    (:func:`~.streamed.predict_streamed`): the peak memory is the outputs plus one slab's working memory,
+    Sliding-window inference runs block by block along Z into arrays allocated once
+    (:func:`~.streamed.predict_streamed`): the peak memory is the outputs plus one window row's buffers,
     estimated first; a prediction that cannot fit is refused with an ``OutputTooLargeError`` naming the sizes
     and what to do (``dtype="float16"``, ``out=`` a file, a crop) instead of the process being killed.
 
@@ -247,10 +247,8 @@ def predict(
         ``.npy`` (a numpy memory map; read back with ``numpy.load(path, mmap_mode="r")``) or ``.zarr``
         (``zarr.open_array(path)``), or a writable ``(C, *S)`` array such as a numpy memmap or zarr array.
     slab : int, optional
-        Output planes per slab along Z (default: 8 slices for a 2-D model, else what fits in 256 MiB of
-        working memory). The result does not depend on it: random draws are tied to window and plane
-        positions, and each slab is given exactly the sliding windows of the whole-volume computation.
-
+        Slices per chunk for a 2-D model on a volume (default 8). The result does not depend on it:
+        random draws are tied to window and plane positions.
     Returns
     -------
     Prediction

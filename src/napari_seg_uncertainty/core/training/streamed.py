@@ -1,24 +1,22 @@
-"""Prediction at CT scale: sliding-window inference streamed slab by slab into preallocated outputs.
+"""Prediction at CT scale: sliding-window inference streamed block by block into preallocated outputs.
 
-:func:`predict_streamed` (what :func:`~.inference.predict` runs) never holds the network's whole raw output,
-a full-size float32 temporary or the stack of ensemble members: the volume is cut into slabs along its first
-spatial axis (Z), each slab's class probabilities are computed from exactly the sliding windows that the
-whole-volume computation would use there, and written into arrays allocated once, in the ``dtype`` the caller
-chose (float32 or float16), or into a file (``out=``) as they come.
+:func:`predict_streamed` (what :func:`~.inference.predict` runs) never holds the network's raw output for the
+whole image, a full-size float32 temporary or the stack of ensemble members: the class probabilities are
+computed a block of planes along the first spatial axis (Z) at a time and written into arrays allocated once,
+in the ``dtype`` the caller chose (float32 or float16), or into a file (``out=``) as they come.
 
-Why slabs give the whole-volume result: MONAI's sliding-window inference blends, at every voxel, the
-Gaussian-weighted outputs of the windows that cover it. The window starts along Z are ``0, i, 2i, ...`` (``i``
-the scan interval), the last one moved back to end at the border. A sub-volume that begins at a window start
-and ends at a window end is given exactly those windows by MONAI, so its output on the voxels whose covering
-windows all lie inside it is the whole computation's output there (up to float summation order). MONAI's own
-``buffer_steps`` only buffers windows on the compute device before writing into a full-size output, which
-does not bound host memory; that is why the slabs are cut here.
+A 2-D network on a volume runs MONAI's ``sliding_window_inference`` on a few slices at a time (slices are
+independent). A network over the whole grid goes one row of windows along Z at a time (:func:`_row_stream`):
+the windows, MONAI's Gaussian weights, padding and summation order are those of ``sliding_window_inference``
+over the whole image, but the blending buffers span one window row (the window's depth) and the planes that no
+later row reaches are handed on after each row. MONAI's own ``buffer_steps`` only buffers windows on the compute
+device before writing into an output of the whole image's size, which does not bound host memory.
 
 Randomness (Monte-Carlo dropout, SSN logit samples) is tied to where it is used, not to the order of work:
 each dropout pass of a window is seeded from ``(seed, member, pass, window position)``, SSN samples of a slice
 (2-D model) from ``(seed, member, slice)``, and for a 3-D SSN the rank-``K`` latent draws are shared by the
 whole volume (the covariance couples every voxel) while the diagonal noise is drawn plane by plane. The
-result therefore does not depend on the slab size.
+result therefore does not depend on how the work is cut.
 
 References
 ----------
@@ -31,10 +29,9 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,14 +43,13 @@ from .._numeric import entropy_nats, label_dtype
 from ..models import SegmentationNet, mc_dropout
 from .inference import Prediction, TrainedModel, _masked, _ssn_sample_mean
 
-__all__ = ["PREDICTION_DTYPES", "estimate_prediction_bytes", "predict_streamed", "slab_ranges"]
+__all__ = ["PREDICTION_DTYPES", "estimate_prediction_bytes", "predict_streamed"]
 
 #: The dtypes the probabilities and entropy can be returned in.
 PREDICTION_DTYPES = ("float32", "float16")
-#: Working memory one slab may take by default (its raw network output, input and probabilities).
-SLAB_BUDGET_BYTES = 256 * 2**20
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
+_Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
 
 def _derived_seed(*values: int) -> int:
@@ -83,42 +79,6 @@ def _window_starts(length: int, roi: int, overlap: float) -> list[int]:
     return [s[0].start for s in dense_patch_slices((size,), (roi,), interval)]
 
 
-def slab_ranges(length: int, *, roi: int, overlap: float, slab: int) -> list[tuple[int, int, int, int]]:
-    """Cut an axis of ``length`` voxels into output slabs and the input range each needs.
-
-    Parameters
-    ----------
-    length : int
-        Voxels along the axis (Z).
-    roi : int
-        Sliding-window size along it.
-    overlap : float
-        MONAI's window overlap.
-    slab : int
-        Output voxels per slab (the last may be shorter).
-
-    Returns
-    -------
-    list of (int, int, int, int)
-        ``(o0, o1, a, b)``: output voxels ``o0:o1`` come from sliding-window inference on input ``a:b``,
-        the span of the whole axis's windows that cover ``o0:o1`` (so MONAI places the same windows there).
-
-    Examples
-    --------
-    >>> slab_ranges(100, roi=32, overlap=0.25, slab=50)
-    [(0, 50, 0, 80), (50, 100, 24, 100)]
-    """
-    if length <= roi:
-        return [(0, length, 0, length)]
-    starts = _window_starts(length, roi, overlap)
-    ranges = []
-    for o0 in range(0, length, slab):
-        o1 = min(length, o0 + slab)
-        used = [s for s in starts if s < o1 and s + roi > o0]
-        ranges.append((o0, o1, used[0], used[-1] + roi))
-    return ranges
-
-
 @dataclass(frozen=True)
 class _Layout:
     """How a network meets the image: per slice (2-D net on a volume) or over the whole spatial grid."""
@@ -131,13 +91,13 @@ class _Layout:
 
     @property
     def plane(self) -> int:
-        """Voxels of one plane across the slab axis."""
+        """Voxels of one plane across the first spatial axis (Z)."""
         return math.prod(self.spatial[1:])
 
-    def ranges(self, slab: int) -> list[tuple[int, int, int, int]]:
-        if self.sliced:  # slices are independent: a slab needs only its own slices
-            return [(o0, min(o0 + slab, self.spatial[0])) * 2 for o0 in range(0, self.spatial[0], slab)]
-        return slab_ranges(self.spatial[0], roi=self.roi[0], overlap=self.overlap, slab=slab)
+    @property
+    def step(self) -> int:
+        """Planes that become final per window row (the scan interval along Z)."""
+        return max(1, int(self.roi[0] * (1 - self.overlap))) if not self.sliced else 1
 
 
 def _layout(trained: TrainedModel, spatial: tuple[int, ...]) -> _Layout:
@@ -157,28 +117,24 @@ def _raw_outputs(trained: TrainedModel) -> int:
     return classes * (2 + config.ssn_rank) if config.head == "ssn" else classes
 
 
-def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int) -> int:
-    """Working memory of one slab: input, MONAI's output and weights, cropped copies, probabilities, samples."""
+def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int, streams: int) -> int:
+    """Working memory: per stream (member x pass) its blending buffers, plus one emitted block and its windows."""
     classes, raw = int(trained.info["num_classes"]), _raw_outputs(trained)
-    context = 0 if layout.sliced else 2 * layout.roi[0]
-    in_planes = min(slab + context, layout.spatial[0])
-    out_planes = min(slab, layout.spatial[0])
     cin = int(trained.info["in_channels"])
-    per_in = (cin + raw + 1) * 4  # normalized input, blended output, count map (float32)
-    per_out = (raw + 4 * classes + (2 * _SSN_CHUNK * classes if trained.config.head == "ssn" else 0)) * 4
+    ssn = 2 * _SSN_CHUNK * classes * (1 + trained.config.ssn_rank) if trained.config.head == "ssn" else 0
     windows = layout.sw_batch_size * math.prod(layout.roi) * (cin + raw + 2 * sum(trained.config.channels)) * 4
-    return (in_planes * per_in + out_planes * per_out) * layout.plane + windows
+    if layout.sliced:  # MONAI on a chunk of slices: input, blended output and count, probabilities
+        planes = min(slab, layout.spatial[0])
+        return planes * layout.plane * 4 * (cin + 2 * raw + 1 + 3 * classes + ssn) + windows
+    rows = min(layout.roi[0], layout.spatial[0])  # a buffer spans one window row
+    block = min(layout.step, layout.spatial[0])
+    buffers = streams * (raw + 1) * rows + cin * rows + block * (raw + 3 * classes + ssn)
+    return buffers * layout.plane * 4 + windows
 
 
 def default_slab(trained: TrainedModel, layout: _Layout) -> int:
-    """Planes per slab: 8 slices for a 2-D net, else as many planes as :data:`SLAB_BUDGET_BYTES` allows."""
-    if layout.sliced:
-        return 8
-    slab = layout.spatial[0]
-    while slab > 1 and _slab_bytes(trained, layout, slab) > SLAB_BUDGET_BYTES:
-        slab = max(1, slab // 2)
-    # at least one window row, so that the windows recomputed at slab borders stay a fraction of the work
-    return max(slab, min(layout.roi[0], layout.spatial[0]))
+    """Slices per chunk of a 2-D net run slice by slice (a 3-D net goes window row by window row)."""
+    return 8 if layout.sliced else layout.step
 
 
 def estimate_prediction_bytes(
@@ -187,6 +143,7 @@ def estimate_prediction_bytes(
     *,
     dtype: Any = np.float32,
     members: int = 0,
+    streams: int = 1,
     probabilities_in_memory: bool = True,
     slab: int | None = None,
 ) -> dict[str, int]:
@@ -195,8 +152,9 @@ def estimate_prediction_bytes(
     Returns
     -------
     dict
-        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept) and ``slab`` (the working
-        memory of one slab), in bytes; ``total`` their sum.
+        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept) and ``working`` (the
+        blending buffers of the ``streams`` members x passes and one block of planes), in bytes; ``total``
+        their sum.
     """
     spatial = tuple(int(s) for s in spatial)
     layout = _layout(trained, spatial)
@@ -207,7 +165,7 @@ def estimate_prediction_bytes(
         "entropy": array_bytes(spatial, dtype),
         "labels": array_bytes(spatial, label_dtype(classes)),
         "members": array_bytes((members, classes, *spatial), dtype),
-        "slab": _slab_bytes(trained, layout, slab or default_slab(trained, layout)),
+        "working": _slab_bytes(trained, layout, slab or default_slab(trained, layout), max(1, streams)),
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -282,33 +240,95 @@ def _seeded_predictor(net: SegmentationNet, key: tuple[int, ...], offset: int, s
 
     def run(windows: torch.Tensor, coords: Sequence[Sequence[slice]]) -> torch.Tensor:
         outputs = []
-        for i, coord in enumerate(coords):
-            starts = [int(s.start) for s in coord[2:]]
-            position = (offset + int(coord[0].start), *starts) if sliced else (offset + starts[0], *starts[1:])
-            torch.manual_seed(_derived_seed(*key, *position))
-            outputs.append(net(windows[i : i + 1]))
+        with mc_dropout(net):
+            for i, coord in enumerate(coords):
+                starts = [int(s.start) for s in coord[2:]]
+                position = (offset + int(coord[0].start), *starts) if sliced else (offset + starts[0], *starts[1:])
+                torch.manual_seed(_derived_seed(*key, *position))
+                outputs.append(net(windows[i : i + 1]))
         return torch.cat(outputs)
 
     return run
 
 
 @torch.no_grad()
-def _raw_slab(
-    net: SegmentationNet, normed: np.ndarray, layout: _Layout, device: torch.device, *,
-    offset: int, dropout_key: tuple[int, ...] | None,
-) -> torch.Tensor:
-    """Raw output of a normalized ``(Cin, L, ...)`` input slab: ``(L, K, Y, X)`` per slice or ``(1, K, L, ...)``."""
+def _slice_stream(run: _Run, net: SegmentationNet, key: tuple[int, ...] | None, slab: int) -> Iterator[_Block]:
+    """A 2-D net on a volume: MONAI's sliding windows on ``slab`` slices at a time, ``(L, K, Y, X)`` each."""
     from monai.inferers import sliding_window_inference
 
-    batch = np.moveaxis(normed, 1, 0) if layout.sliced else normed[None]
-    inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-    extra: dict[str, Any] = {"predictor": net}
-    if dropout_key is not None:
-        extra = {"predictor": _seeded_predictor(net, dropout_key, offset, layout.sliced), "with_coord": True}
-    return sliding_window_inference(
-        inputs, roi_size=list(layout.roi), sw_batch_size=layout.sw_batch_size, overlap=layout.overlap,
-        mode="gaussian", **extra,
-    ).float()
+    layout, device = run.layout, run.trained.device
+    for o0 in range(0, layout.spatial[0], slab):
+        o1 = min(o0 + slab, layout.spatial[0])
+        batch = np.moveaxis(run.normalize(run.image[:, o0:o1]), 1, 0)
+        inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+        extra: dict[str, Any] = {"predictor": net}
+        if key is not None:
+            extra = {"predictor": _seeded_predictor(net, key, o0, True), "with_coord": True}
+        raw = sliding_window_inference(
+            inputs, roi_size=list(layout.roi), sw_batch_size=layout.sw_batch_size, overlap=layout.overlap,
+            mode="gaussian", **extra,
+        )
+        yield o0, o1, raw.float()
+
+
+def _padded_row(run: _Run, start: int, pads: list[tuple[int, int]]) -> torch.Tensor:
+    """The normalized input planes ``start : start + roi`` of the padded volume, ``(1, Cin, roi, *rest)``."""
+    roi, before = run.layout.roi[0], pads[0][0]
+    lo, hi = max(start - before, 0), min(start + roi - before, run.layout.spatial[0])
+    row = torch.from_numpy(run.normalize(run.image[:, lo:hi]))[None]
+    widths = [w for pair in reversed([(lo - (start - before), start + roi - before - hi), *pads[1:]]) for w in pair]
+    return torch.nn.functional.pad(row, widths) if any(widths) else row
+
+
+@torch.no_grad()
+def _row_stream(run: _Run, net: SegmentationNet, key: tuple[int, ...] | None) -> Iterator[_Block]:
+    """A net over the whole spatial grid, one row of windows along Z at a time, ``(1, K, L, *rest)`` blocks.
+
+    The windows, their Gaussian weights (MONAI's ``compute_importance_map``), the zero padding of a grid
+    smaller than the window and the order in which window outputs are summed are those of MONAI's
+    ``sliding_window_inference`` over the whole image, so every voxel gets the same value. Written here
+    because MONAI's function blends into an output of the whole image's size; here the blending buffers
+    span one window row, and the planes no later row reaches are handed on as soon as a row is done.
+    """
+    from monai.data.utils import compute_importance_map, dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    layout, device = run.layout, run.trained.device
+    roi, spatial = layout.roi, layout.spatial
+    pads = [(d // 2, d - d // 2) for d in (max(r - s, 0) for r, s in zip(roi, spatial))]
+    padded = [s + a + b for s, (a, b) in zip(spatial, pads)]
+    starts = _window_starts(padded[0], roi[0], layout.overlap)
+    interval = _get_scan_interval(padded[1:], roi[1:], len(roi) - 1, (layout.overlap,) * (len(roi) - 1))
+    windows = dense_patch_slices(padded[1:], roi[1:], interval)
+    weight = compute_importance_map(tuple(roi), mode="gaussian", sigma_scale=0.125, device=device)[None, None]
+    crop = tuple(slice(a, a + s) for (a, _), s in zip(pads[1:], spatial[1:]))
+    total = torch.zeros((1, _raw_outputs(run.trained), roi[0], *padded[1:]), device=device)
+    count = torch.zeros((1, 1, roi[0], *padded[1:]), device=device)
+    for r, start in enumerate(starts):
+        row = _padded_row(run, start, pads).to(device)
+        for first in range(0, len(windows), layout.sw_batch_size):
+            chosen = windows[first : first + layout.sw_batch_size]
+            places = [(slice(None), slice(None), slice(None), *w) for w in chosen]
+            batch = torch.cat([row[place] for place in places])
+            if key is None:
+                output = net(batch).float()
+            else:
+                coords = [[slice(0, 1), slice(None), slice(start, start + roi[0]), *place[3:]] for place in places]
+                output = _seeded_predictor(net, key, 0, False)(batch, coords).float()
+            for i, place in enumerate(places):
+                total[place] += output[i : i + 1] * weight
+                count[place] += weight
+        done = (starts[r + 1] if r + 1 < len(starts) else padded[0]) - start  # planes no later row reaches
+        o0, o1 = max(start - pads[0][0], 0), min(start + done - pads[0][0], spatial[0])
+        if o1 > o0:
+            first_plane = o0 - (start - pads[0][0])
+            part = (slice(None), slice(None), slice(first_plane, first_plane + o1 - o0), *crop)
+            yield o0, o1, total[part] / count[part]
+        keep = roi[0] - done
+        total[:, :, :keep] = total[:, :, done:].clone()
+        count[:, :, :keep] = count[:, :, done:].clone()
+        total[:, :, keep:] = 0
+        count[:, :, keep:] = 0
 
 
 def _ssn_volume_mean(
@@ -381,29 +401,46 @@ def _member_probabilities(run: _Run, net: SegmentationNet, index: int, raw: torc
     return _ssn_volume_mean(net, raw, mask, latent=latent, key=(run.seed, _SSN_PLANE, index), z0=o0)
 
 
-def _slab_mean(
-    run: _Run, span: tuple[int, int, int, int], members: Any, dtype: np.dtype
-) -> np.ndarray:
-    """float32 ``(C, o1-o0, ...)`` mean probabilities of one slab over members and passes (written to ``members``)."""
-    o0, o1, a, b = span
-    normed = run.normalize(run.image[:, a:b])
-    total: torch.Tensor | None = None
-    count = 0
+def _streams(run: _Run, slab: int) -> list[tuple[int, SegmentationNet, Iterator[_Block]]]:
+    """One raw-output stream per ensemble member and Monte-Carlo dropout pass, member-major."""
+    streams = []
     for index, net in enumerate(run.trained.model.members):
         passes = run.passes(net)
-        with mc_dropout(net) if passes > 1 else contextlib.nullcontext():
-            for p in range(passes):
-                key = (run.seed, _DROPOUT, index, p) if passes > 1 else None
-                raw = _raw_slab(net, normed, run.layout, run.trained.device, offset=a, dropout_key=key)
-                raw = raw if run.layout.sliced else raw[:, :, o0 - a : o1 - a]
-                probs = _member_probabilities(run, net, index, raw, o0)
-                del raw
-                if members is not None:
-                    members[count, :, o0:o1] = probs.cpu().numpy().astype(dtype, copy=False)
-                total = probs if total is None else total + probs
-                count += 1
-    assert total is not None
-    return (total / count).cpu().numpy()
+        for p in range(passes):
+            key = (run.seed, _DROPOUT, index, p) if passes > 1 else None
+            stream = _slice_stream(run, net, key, slab) if run.layout.sliced else _row_stream(run, net, key)
+            streams.append((index, net, stream))
+    return streams
+
+
+def _write_block(outputs: tuple[Any, np.ndarray, np.ndarray], mean: np.ndarray, o0: int, dtype: np.dtype) -> None:
+    """Probabilities, normalized entropy and labels of planes ``o0 : o0 + L`` from their float32 mean."""
+    probabilities, entropy, labels = outputs
+    log_classes = np.log(mean.shape[0])
+    for start in range(0, mean.shape[1], 8):  # a few planes at a time: small temporaries
+        part = mean[:, start : start + 8]
+        planes = slice(o0 + start, o0 + start + part.shape[1])
+        probabilities[:, planes] = part.astype(dtype, copy=False)
+        entropy[planes] = (entropy_nats(part, axis=0) / log_classes).astype(dtype, copy=False)
+        labels[planes] = part.argmax(axis=0)
+
+
+def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members: Any, dtype: np.dtype,
+                 slab: int) -> None:
+    """Blend every stream block by block, average members and passes in float32, write each block."""
+    streams = _streams(run, slab)
+    for blocks in zip(*(stream for _, _, stream in streams)):
+        o0, o1 = blocks[0][:2]
+        total: torch.Tensor | None = None
+        for count, ((index, net, _), (_, _, raw)) in enumerate(zip(streams, blocks)):
+            probs = _member_probabilities(run, net, index, raw, o0)
+            if members is not None:
+                members[count, :, o0:o1] = probs.cpu().numpy().astype(dtype, copy=False)
+            total = probs if total is None else total + probs
+        assert total is not None
+        mean = total if len(streams) == 1 else total / len(streams)
+        del blocks, total
+        _write_block(outputs, mean.cpu().numpy(), o0, dtype)
 
 
 def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -431,11 +468,13 @@ def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
 
 
 def _check_memory(
-    trained: TrainedModel, spatial: tuple[int, ...], *, dtype: np.dtype, members: int, in_memory: bool, slab: int
+    trained: TrainedModel, spatial: tuple[int, ...], *, dtype: np.dtype, members: int, streams: int,
+    in_memory: bool, slab: int,
 ) -> None:
     """Refuse, naming the sizes and what to do, a prediction whose outputs and working memory cannot fit."""
     parts = estimate_prediction_bytes(
-        trained, spatial, dtype=dtype, members=members, probabilities_in_memory=in_memory, slab=slab
+        trained, spatial, dtype=dtype, members=members, streams=streams, probabilities_in_memory=in_memory,
+        slab=slab,
     )
     classes = int(trained.info["num_classes"])
     shown = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if name != "total" and size)
@@ -486,8 +525,8 @@ def predict_streamed(
     keep_members : bool
         Also keep every member's and pass's probabilities, ``(M, C, *S)`` in ``dtype``.
     slab : int, optional
-        Output planes per slab along Z (default: 8 slices for a 2-D net, else what fits in
-        :data:`SLAB_BUDGET_BYTES`). The result does not depend on it.
+        Slices per chunk of a 2-D net run slice by slice on a volume (default 8; the result does not
+        depend on it). A 3-D net goes one row of windows along Z at a time.
 
     Returns
     -------
@@ -510,26 +549,20 @@ def predict_streamed(
     layout = _layout(trained, spatial)
     slab = default_slab(trained, layout) if slab is None else int(slab)
     if slab < 1:
-        raise ValueError(f"slab must be a positive number of planes, got {slab}.")
+        raise ValueError(f"slab must be a positive number of slices, got {slab}.")
     classes = int(trained.info["num_classes"])
-    count = sum((num_samples if (n.dropout > 0 and num_samples > 0 and n.head != "ssn") else 1)
-                for n in trained.model.members) if keep_members else 0
-    _check_memory(trained, spatial, dtype=dtype, members=count, in_memory=out is None, slab=slab)
+    streams = sum(num_samples if (n.dropout > 0 and num_samples > 0 and n.head != "ssn") else 1
+                  for n in trained.model.members)
+    _check_memory(trained, spatial, dtype=dtype, members=streams if keep_members else 0, streams=streams,
+                  in_memory=out is None, slab=slab)
     run = _Run(trained, image, _Normalizer(image, trained.info["normalization"]), layout, num_samples, seed)
     probabilities = _open_output(out, (classes, *spatial), dtype)
     entropy = np.empty(spatial, dtype=dtype)
     labels = np.empty(spatial, dtype=label_dtype(classes))
-    members = np.empty((count, classes, *spatial), dtype=dtype) if keep_members else None
+    members = np.empty((streams, classes, *spatial), dtype=dtype) if keep_members else None
     device = trained.device
-    devices = [device.index or 0] if device.type == "cuda" else []
-    log_classes = np.log(classes)
-    with torch.random.fork_rng(devices=devices):
-        for span in layout.ranges(slab):
-            o0, o1 = span[:2]
-            mean = _slab_mean(run, span, members, dtype)
-            probabilities[:, o0:o1] = mean.astype(dtype, copy=False)
-            entropy[o0:o1] = (entropy_nats(mean, axis=0) / log_classes).astype(dtype, copy=False)
-            labels[o0:o1] = mean.argmax(axis=0)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        _run_streams(run, (probabilities, entropy, labels), members, dtype, slab)
     if isinstance(probabilities, np.memmap):
         probabilities.flush()
     return Prediction(

@@ -1,0 +1,119 @@
+"""CT-scale part ``predict``: the default 3-D U-Net run on the generated 300x512x512 case.
+
+``python benchmarks/bench_ct_scale.py --part predict [--shape Z Y X] [--repeats N] [--variants a,b] [--slab N]``
+
+A default :class:`TrainConfig` 3-D U-Net (channels 16-32-64, 32^3 patches) is trained for one step on a small
+crop of the same generated case in a temporary folder (its weights do not matter for time and memory). Each
+variant then runs in a fresh subprocess under ``memcap.py 5`` (a 5 GB address-space cap) that loads the
+image, runs ``predict`` and reports its time and peak resident memory (``ru_maxrss``) minus the image's size,
+and minus the resident memory after the imports (the "beyond imports" figure is the prediction's own).
+
+Variants: ``float32`` (probabilities in memory), ``float16``, ``npy`` (float32 probabilities written to a
+``.npy`` file slab by slab), ``whole`` (today's whole-volume path: one slab covering the volume, for the
+ratio). Target: peak RSS <= 2 GB beyond the input image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+VARIANTS = ("float32", "float16", "npy", "whole")
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+checkpoint, image_path, variant, slab, folder = sys.argv[1:6]
+image = np.load(image_path)
+from napari_seg_uncertainty.core.training import load_trained_model, predict
+trained = load_trained_model(checkpoint)
+def rss():
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:"))
+base = rss()
+options = {"slab": int(slab) if slab != "auto" else None}
+if variant == "float16":
+    options["dtype"] = "float16"
+elif variant == "npy":
+    options["out"] = folder + "/probabilities.npy"
+elif variant == "whole":
+    options["slab"] = image.shape[0]
+start = time.perf_counter()
+result = predict(trained, image, **options)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "peak": peak, "after_imports": base, "image": image.nbytes,
+                  "labels": np.bincount(result.labels.ravel(), minlength=3).tolist()}))
+"""
+
+
+def _checkpoint(folder: str) -> str:
+    """A default 3-D U-Net trained for one step on a 48x96x96 crop of the generated case."""
+    from ct_case import make_ct_case
+
+    from napari_seg_uncertainty.core.training import TrainConfig, train
+
+    case = make_ct_case((48, 96, 96))
+    config = TrainConfig(spatial_dims=3, epochs=1, steps_per_epoch=1, batch_size=1, val_fraction=0.0,
+                         device="cpu", num_workers=0, output_dir=folder)
+    generator = train(config, (case.image, case.raters))
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return str(stop.value.checkpoint)
+
+
+def _image(folder: str, shape: tuple[int, int, int]) -> str:
+    from ct_case import make_ct_case
+
+    path = os.path.join(folder, "image.npy")
+    np.save(path, make_ct_case(shape, num_raters=1).image)
+    return path
+
+
+def _child(checkpoint: str, image: str, variant: str, slab: str, folder: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
+    command = [sys.executable, str(HERE / "memcap.py"), "5", "--", sys.executable, "-c", CHILD,
+               checkpoint, image, variant, slab, folder]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(args, rest) -> None:
+    """Time and peak memory of ``predict`` with the default 3-D U-Net, per variant (medians of repeats)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ct_scale_predict")
+    parser.add_argument("--variants", default="float32,float16,npy")
+    parser.add_argument("--slab", default="auto")
+    options = parser.parse_args(rest)
+    gib = 2.0**30
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _checkpoint(folder)
+        image = _image(folder, tuple(args.shape))
+        print(f"shape {tuple(args.shape)}, default 3-D U-Net, slab {options.slab}, {args.repeats} repeat(s)")
+        for variant in options.variants.split(","):
+            runs = [_child(checkpoint, image, variant, options.slab, folder) for _ in range(args.repeats)]
+            failed = [r for r in runs if "error" in r]
+            if failed:
+                print(f"{variant:8s} FAILED {failed[0]['error']}")
+                continue
+            seconds = statistics.median(r["seconds"] for r in runs)
+            peak = max(r["peak"] for r in runs)
+            beyond_image = peak - runs[0]["image"]
+            beyond_imports = peak - runs[0]["after_imports"]  # the image is loaded before the imports
+            verdict = "ok" if beyond_image <= 2 * gib else "OVER 2 GB"
+            print(f"{variant:8s} {seconds:7.1f} s   peak RSS {peak / gib:5.2f} GiB   beyond the image "
+                  f"{beyond_image / gib:5.2f} GiB ({verdict})   beyond image+imports {beyond_imports / gib:5.2f} GiB")
