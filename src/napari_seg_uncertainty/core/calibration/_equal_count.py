@@ -7,9 +7,10 @@ probabilities (a positive IEEE float orders like its bits read as an integer):
 
 1. one pass in chunks counts every *bucket* of values sharing their top bits (``bits >> shift``) with
    :func:`torch.bincount`, together with the bucket's hits (or soft-indicator sum) and value sum;
-2. a bucket lies wholly inside one bin unless a bin boundary falls strictly inside it; only the values
-   of those few *straddling* buckets are gathered (a second pass) and sorted, and their ranks decide
-   which bin each belongs to.
+2. a bucket lies wholly inside one bin unless a bin boundary falls strictly inside it; the values of
+   those few *straddling* buckets are counted a second time by their remaining low bits (float32: every
+   distinct value its own count, so huge tie groups cost nothing extra), or gathered and sorted (float64),
+   and the ranks of these distinct values decide which bin each belongs to.
 
 Tie groups (equal values) never span two buckets; a tie group that spans a bin boundary inside a
 straddling bucket is shared out between the bins with its mean indicator, as the module docstring of
@@ -79,9 +80,56 @@ def _bucket_totals(
     return counts.numpy(), ind_sum.numpy(), value_sum.numpy()
 
 
-def _gather(values: np.ndarray, indicator: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values (and indicators) whose bucket is marked in the boolean lookup ``wanted``."""
+def _groups_by_low_bits(
+    values: np.ndarray, indicator: np.ndarray, straddling: np.ndarray, num_buckets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tie groups of the float32 values in the ``straddling`` buckets, by a second count on their low bits.
+
+    Within a bucket the 12 low bits of a float32 tell its value, so counting (bucket, low bits) pairs gives
+    every distinct value's count and indicator sum without sorting, however large the tie groups.
+    Returns ``(bucket_slot, low, count, indicator_sum)`` of every non-empty group in value order.
+    """
     bits, shift = _bits(values)
+    low_size = 1 << shift
+    slot_of = np.full(num_buckets, -1, dtype=np.int64)
+    slot_of[straddling] = np.arange(straddling.size)
+    hard = indicator.dtype == bool
+    size = straddling.size * low_size
+    counts = torch.zeros(size * (2 if hard else 1), dtype=torch.int64)
+    ind_sum = torch.zeros(size, dtype=torch.float64)
+    key = np.empty(min(_CHUNK, values.size), dtype=np.int64)
+    for start in range(0, values.size, _CHUNK):
+        stop = min(start + _CHUNK, values.size)
+        k = key[: stop - start]
+        np.right_shift(bits[start:stop], shift, out=k, casting="unsafe")
+        slot = slot_of[k]
+        take = slot >= 0
+        code = slot[take] * low_size + (bits[start:stop][take] & (low_size - 1))
+        if hard:
+            counts += torch.bincount(torch.from_numpy(code * 2 + indicator[start:stop][take]), minlength=2 * size)
+        else:
+            tc = torch.from_numpy(code)
+            counts += torch.bincount(tc, minlength=size)
+            ind_sum += torch.bincount(tc, weights=torch.from_numpy(indicator[start:stop][take]), minlength=size)
+    if hard:
+        both = counts.numpy()
+        counts_np, ind_np = both[0::2] + both[1::2], both[1::2].astype(np.float64)
+    else:
+        counts_np, ind_np = counts.numpy(), ind_sum.numpy()
+    nonzero = np.flatnonzero(counts_np)
+    return nonzero // low_size, nonzero % low_size, counts_np[nonzero], ind_np[nonzero]
+
+
+def _groups_by_sort(
+    values: np.ndarray, indicator: np.ndarray, straddling: np.ndarray, num_buckets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tie groups of the (float64) values in the ``straddling`` buckets by gathering and sorting them.
+
+    Returns ``(value, count, indicator_sum)`` of every distinct value, in value order.
+    """
+    bits, shift = _bits(values)
+    wanted = np.zeros(num_buckets, dtype=bool)
+    wanted[straddling] = True
     key = np.empty(min(_CHUNK, values.size), dtype=np.intp)
     picked_values, picked_indicator = [], []
     for start in range(0, values.size, _CHUNK):
@@ -91,7 +139,35 @@ def _gather(values: np.ndarray, indicator: np.ndarray, wanted: np.ndarray) -> tu
         take = wanted[k]
         picked_values.append(values[start:stop][take])
         picked_indicator.append(indicator[start:stop][take])
-    return np.concatenate(picked_values), np.concatenate(picked_indicator)
+    sub_values = np.concatenate(picked_values)
+    distinct, group, count = np.unique(sub_values, return_inverse=True, return_counts=True)
+    ind_sum = np.bincount(group, weights=np.concatenate(picked_indicator).astype(np.float64), minlength=count.size)
+    return distinct.astype(np.float64), count, ind_sum
+
+
+def _share_groups(
+    first_rank: np.ndarray, count: np.ndarray, value: np.ndarray, ind_sum: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin count, value sum and indicator sum of tie groups that start at ``first_rank``.
+
+    A group spanning a bin boundary is shared out in proportion to its overlap with each bin, every
+    member counting with the group's mean indicator (the average over all orderings of the ties).
+    """
+    r = starts.size - 1
+    first_bin = np.searchsorted(starts, first_rank, side="right") - 1
+    last_bin = np.searchsorted(starts, first_rank + count - 1, side="right") - 1
+    alone = first_bin == last_bin
+    bin_count = np.bincount(first_bin[alone], weights=count[alone], minlength=r).astype(np.float64)
+    value_total = np.bincount(first_bin[alone], weights=count[alone] * value[alone], minlength=r).astype(np.float64)
+    ind_total = np.bincount(first_bin[alone], weights=ind_sum[alone], minlength=r).astype(np.float64)
+    for g in np.flatnonzero(~alone):  # at most r - 1 groups straddle a boundary
+        lo, hi = starts[first_bin[g] : last_bin[g] + 1], starts[first_bin[g] + 1 : last_bin[g] + 2]
+        overlap = np.minimum(first_rank[g] + count[g], hi) - np.maximum(first_rank[g], lo)
+        span = slice(first_bin[g], last_bin[g] + 1)
+        bin_count[span] += overlap
+        value_total[span] += overlap * value[g]
+        ind_total[span] += overlap * (ind_sum[g] / count[g])
+    return bin_count, value_total, ind_total
 
 
 def equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,22 +220,23 @@ def equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) -
     value_total = np.bincount(bin_of_bucket, weights=value_sum[whole], minlength=r).astype(np.float64)
     indicator_total = np.bincount(bin_of_bucket, weights=ind_sum[whole], minlength=r).astype(np.float64)
     if straddling.size:
-        wanted = np.zeros(num_buckets, dtype=bool)
-        wanted[straddling] = True
-        sub_values, sub_indicator = _gather(values, indicator, wanted)
-        order = np.argsort(sub_values, kind="stable")
-        sub_values, sub_indicator = sub_values[order], sub_indicator[order].astype(np.float64)
-        # Ranks: each straddling bucket's values follow its bucket start, in sorted order.
-        sub_buckets = straddling[np.repeat(np.arange(straddling.size), counts[straddling])]
-        offsets = np.arange(sub_values.size) - np.repeat(np.cumsum(counts[straddling]) - counts[straddling],
-                                                          counts[straddling])
-        ranks = bucket_start[sub_buckets] + offsets
-        bins = np.searchsorted(inner, ranks, side="right")
-        # Every member of a tie group counts with the group's mean indicator (orderings averaged).
-        _, group, group_size = np.unique(sub_values, return_inverse=True, return_counts=True)
-        group_mean = np.bincount(group, weights=sub_indicator) / group_size
-        count += np.bincount(bins, minlength=r)
-        value_total += np.bincount(bins, weights=sub_values.astype(np.float64), minlength=r)
-        indicator_total += np.bincount(bins, weights=group_mean[group], minlength=r)
+        if values.dtype == np.float32:
+            slot, low, group_count, group_ind = _groups_by_low_bits(values, indicator, straddling, num_buckets)
+            pattern = (straddling[slot] << shift) | low
+            group_value = pattern.astype(np.int32).view(np.float32).astype(np.float64)
+            within = np.cumsum(group_count) - group_count  # exclusive, over all groups in value order
+            first_of_slot = np.searchsorted(slot, np.arange(straddling.size))
+            first_rank = bucket_start[straddling[slot]] + within - within[first_of_slot[slot]]
+        else:
+            group_value, group_count, group_ind = _groups_by_sort(values, indicator, straddling, num_buckets)
+            group_bucket = group_value.view(np.int64) >> shift
+            within = np.cumsum(group_count) - group_count
+            slot = np.searchsorted(straddling, group_bucket)
+            first_of_slot = np.searchsorted(slot, np.arange(straddling.size))
+            first_rank = bucket_start[group_bucket] + within - within[first_of_slot[slot]]
+        extra = _share_groups(first_rank, group_count, group_value, group_ind, starts)
+        count += np.rint(extra[0]).astype(np.int64)
+        value_total += extra[1]
+        indicator_total += extra[2]
     assert np.array_equal(count, sizes), "equal-count binning lost voxels"
     return value_total / sizes, indicator_total / sizes

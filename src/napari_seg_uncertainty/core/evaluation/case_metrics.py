@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -454,41 +455,38 @@ def evaluate_case(
 
     prediction = np.argmax(p, axis=0)
     fused = _fused(stack, reference, c_count)
-
-    # overlap against the reference and every rater
-    per_class: dict[str, np.ndarray] = {}
-    options = {"num_classes": c_count, "tolerance": tolerance, "spacing": spc}
-    options["pred_boxes"] = _class_boxes(prediction, c_count)
-    options["pred_edges"] = {}
-    dice, nsd, hd, recall, precision = _overlap_metrics(prediction, fused, **options)
-    per_class.update(dice=dice, surface_dice=nsd, hd95=hd, recall=recall, precision=precision)
-    rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
-    per_rater = {
-        name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(RATER_METRICS)
-    }
-    for name, table in per_rater.items():
-        per_class[f"{name}_rater_mean"] = _nanmean_rows(table)
-    per_class["segment_entropy"] = segment_entropy(p, labels=prediction)
-    structures = tuple(structure_entropy(p, labels=prediction))
-
-    # calibration: rater distribution (soft) and fused reference (hard), volume and foreground box
     union = stack.max(axis=0)
     box = None
     if (union > 0).any():
         box = foreground_box_mask(
             union, spacing=spc, in_plane_margin=box_margin, slice_margin=box_slice_margin, per_class=True
         )
-    targets = {"raters": rater_mean(stack, num_classes=c_count), "reference": fused}
-    scalars = _calibration_metrics(p, targets, box, num_bins=num_bins, per_class=per_class)
 
-    # entropy against the raters' entropy (SoftSeg), and where it flags the errors
-    h_pred = entropy(p)
-    h_raters = rater_entropy(stack, num_classes=c_count)
-    abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
-    scalars["entropy_mae_volume"] = float(abs_diff.mean())
-    scalars["entropy_mae_box"] = math.nan if box is None else float(abs_diff[box].mean())
-    scalars["uncertainty_error_dice"] = _dice_of_masks(h_pred >= threshold, prediction != fused)
-    scalars.update(_sample_metrics(sample_stack, members, stack, c_count))
+    # calibration (rater distribution and fused reference, volume and foreground box) in a second thread
+    # while this one computes overlap and entropies: numpy, torch and scipy release the GIL in both.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        calibration = pool.submit(
+            _calibration_metrics, p, {"raters": lambda: rater_mean(stack, num_classes=c_count), "reference": fused},
+            box, num_bins=num_bins,
+        )
+        per_class, per_rater = _overlap_tables(prediction, fused, stack, c_count, tolerance, spc)
+        per_class["segment_entropy"] = segment_entropy(p, labels=prediction)
+        structures = tuple(structure_entropy(p, labels=prediction))
+        # entropy against the raters' entropy (SoftSeg), and where it flags the errors
+        h_pred = entropy(p)
+        h_raters = rater_entropy(stack, num_classes=c_count)
+        abs_diff = np.abs(h_pred.astype(np.float64) - h_raters)
+        uncertainty = {
+            "entropy_mae_volume": float(abs_diff.mean()),
+            "entropy_mae_box": math.nan if box is None else float(abs_diff[box].mean()),
+            "uncertainty_error_dice": _dice_of_masks(h_pred >= threshold, prediction != fused),
+        }
+        del abs_diff
+        samples_part = _sample_metrics(sample_stack, members, stack, c_count)
+        scalars, brier_per_class = calibration.result()
+    per_class.update(brier_per_class)
+    scalars.update(uncertainty)
+    scalars.update(samples_part)
     return CaseEvaluation(
         case_id=case_id,
         class_names=names,
@@ -499,6 +497,24 @@ def evaluate_case(
         structures=structures,
         reference_labels=fused,
     )
+
+
+def _overlap_tables(
+    prediction: np.ndarray, fused: np.ndarray, stack: np.ndarray, c_count: int, tolerance: float,
+    spacing: tuple[float, ...],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """Per-class overlap against the reference (Dice, surface Dice, HD95, recall, precision) and against
+    every rater (Dice, surface Dice, HD95 per rater, and their means over raters)."""
+    options: dict[str, Any] = {"num_classes": c_count, "tolerance": tolerance, "spacing": spacing}
+    options["pred_boxes"] = _class_boxes(prediction, c_count)
+    options["pred_edges"] = {}
+    dice, nsd, hd, recall, precision = _overlap_metrics(prediction, fused, **options)
+    per_class = {"dice": dice, "surface_dice": nsd, "hd95": hd, "recall": recall, "precision": precision}
+    rater_values = [_overlap_metrics(prediction, r, **options) for r in stack]
+    per_rater = {name: np.stack([v[i] for v in rater_values]) for i, name in enumerate(RATER_METRICS)}
+    for name, table in per_rater.items():
+        per_class[f"{name}_rater_mean"] = _nanmean_rows(table)
+    return per_class, per_rater
 
 
 def _case_inputs(
@@ -550,13 +566,16 @@ def _sample_inputs(samples: Any, member_probabilities: Any, p: np.ndarray) -> tu
 
 
 def _calibration_metrics(
-    p: np.ndarray, targets: dict[str, np.ndarray], box: np.ndarray | None, *, num_bins: int,
-    per_class: dict[str, np.ndarray],
-) -> dict[str, float]:  # fmt: skip
-    """ECE, MCE, TACE, NLL and Brier per target and region (whole volume, foreground box); the Brier per
-    class goes into ``per_class``. A missing box (no rater foreground) gives NaN."""
+    p: np.ndarray, targets: dict[str, Any], box: np.ndarray | None, *, num_bins: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """ECE, MCE, TACE, NLL and Brier per target and region (whole volume, foreground box), and the Brier
+    per class of each (for ``per_class``). A target given as a callable is made here (in the worker). A
+    missing box (no rater foreground) gives NaN."""
     scalars: dict[str, float] = {}
+    per_class: dict[str, np.ndarray] = {}
     for target_name, target in targets.items():
+        if callable(target):
+            target = target()
         for region in REGIONS:
             key = f"{target_name}_{region}"
             if region == "box" and box is None:
@@ -578,7 +597,7 @@ def _calibration_metrics(
             scalars[f"nll_{key}"] = summary.nll
             scalars[f"brier_{key}"] = summary.brier  # brier_score(reduction="mean"), Mehrtash eq. 4
             per_class[f"brier_{key}"] = summary.brier_per_class
-    return scalars
+    return scalars, per_class
 
 
 def _sample_metrics(sample_stack: Any, members: Any, stack: np.ndarray, c_count: int) -> dict[str, float]:
