@@ -34,6 +34,7 @@ def _cases(rng: np.random.Generator):
     yield "two decimals", (np.round(rng.random(n), 2) + 0.001).astype(np.float32)
     yield "saturated", np.where(rng.random(n) < 0.7, 1.0, rng.random(n) * 0.5 + 0.01).astype(np.float32)
     yield "one value", np.full(n, 0.25, dtype=np.float32)
+    yield "saturated float64", np.where(rng.random(n) < 0.6, 1.0, np.round(rng.random(n), 3) + 0.001)
     yield "tiny and subnormal", np.concatenate([np.full(100, 1e-40, np.float32), rng.random(n, np.float32) * 1e-30])
 
 
