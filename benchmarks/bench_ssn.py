@@ -14,7 +14,10 @@ from other processes on the (shared, 2-core) machine hits both alike:
    until the whole new sample is on screen (target ≤ 100 ms), and the longest event-loop stall of each
    (a 20 ms QTimer probe, target ≤ 100 ms); plus the parts: the cached-noise recomputation alone
    (scaling + argmax) against a full recomputation plane by plane, and napari's own refresh of a
-   155×240×240 Labels volume.
+   155×240×240 Labels volume;
+5. the widget on a generated 300×512×512 CT case with a 2-D SSN (default architecture, rank 10), planes
+   computed as they are shown: first view of 50 planes (target ≤ 1 s), a cached plane (≤ 16 ms), slider
+   moves and "new sample", the longest event-loop stall of each (≤ 100 ms) and the peak RSS (≤ 4 GB).
 
 Run (a display is needed for figure 2; ``xvfb-run`` provides one on a headless machine)::
 
@@ -23,6 +26,7 @@ Run (a display is needed for figure 2; ``xvfb-run`` provides one on a headless m
     python benchmarks/bench_ssn.py --no-viewer            # figures 1 and 3 only
     xvfb-run -a python benchmarks/bench_ssn.py --only-3d-slider   # figure 4 only
     xvfb-run -a python benchmarks/bench_ssn.py --only-redraw      # figure 2 only
+    xvfb-run -a python benchmarks/memcap.py 5 -- python benchmarks/bench_ssn.py --ct   # figure 5 only (CT)
 """
 
 from __future__ import annotations
@@ -381,6 +385,111 @@ def bench_3d_slider(shape: tuple[int, int, int], num_classes: int, rank: int, re
     viewer.close()
 
 
+def _trained_2d_ssn(case: Any, output_dir: str) -> str:
+    """A 2-D SSN with the default architecture (rank 10), trained for a few steps on the case's planes."""
+    from napari_seg_uncertainty.core.training import TrainConfig, train
+
+    middle = slice(case.image.shape[0] // 2 - 2, case.image.shape[0] // 2 + 2)
+    config = TrainConfig(head="ssn", loss="ssn", ssn_rank=10, ssn_samples=4, target="random_rater", spatial_dims=2,
+                         epochs=1, steps_per_epoch=2, batch_size=2, val_fraction=0.0, device="cpu",
+                         output_dir=output_dir)
+    *_, last = train(config, (case.image[middle], case.raters[:, middle]))
+    return str(last.checkpoint)
+
+
+def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
+    """Figure 5: the widget on a CT case with a 2-D SSN, planes computed as they are shown (lazy)."""
+    import resource
+    import sys
+    import tempfile
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from ct_case import make_ct_case
+
+    from napari_seg_uncertainty.widgets.ssn_samples import SAMPLES_LAYER, SOURCE_CHECKPOINT, SSNSamplesWidget
+
+    case = make_ct_case(shape)
+    checkpoint = _trained_2d_ssn(case, tempfile.mkdtemp())
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    probe = _StallProbe()
+    viewer.add_image(case.image, name="CT", scale=case.spacing, translate=case.origin)
+    widget = SSNSamplesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SSN samples")
+    start = time.perf_counter()
+    widget.load(source=SOURCE_CHECKPOINT, path=checkpoint, image="CT", num_samples=10)
+    _wait(app, lambda: widget.stack is not None and not widget.busy)
+    loaded = (time.perf_counter() - start) * 1e3
+    layer = viewer.layers[SAMPLES_LAYER]
+    depth = shape[0]
+
+    def shown_plane() -> int:
+        return int(np.round(layer.world_to_data(viewer.dims.point)[1]))
+
+    def timed(action: Callable[[], None], ready: Callable[[], bool]) -> tuple[float, float]:
+        _wait(app, lambda: True)
+        begin = time.perf_counter()
+        action()
+        end = _wait(app, ready)
+        app.processEvents()
+        return (end - begin) * 1e3, probe.longest(begin, time.perf_counter())
+
+    first, first_stalls, cached, cached_stalls = [], [], [], []
+    planes = np.random.default_rng(1).choice(depth, size=min(depth, max(repeats, 50)), replace=False)
+    for i, z in enumerate(planes):  # browse 50 planes never shown
+        latency, stall = timed(lambda z=z: viewer.dims.set_current_step(1, int(z)),
+                               lambda z=z: z in widget.distribution.cached_planes and not widget.busy)
+        first.append(latency)
+        first_stalls.append(stall)
+        if i % 5 == 4:  # back to a plane shown a moment ago: in the cache
+            back = int(planes[i - 1])
+            latency, stall = timed(lambda back=back: viewer.dims.set_current_step(1, back), lambda: True)
+            cached.append(latency)
+            cached_stalls.append(stall)
+    # napari alone: the same steps between cached planes with the SSN layers hidden (image layer only)
+    napari_alone = []
+    mean_layer = viewer.layers["SSN mean prediction"]
+    layer.visible = mean_layer.visible = False
+    for i in range(len(cached)):
+        z = int(planes[i])
+        napari_alone.append(timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)[0])
+    layer.visible = mean_layer.visible = True
+    _wait(app, lambda: not widget.busy)
+    moves, move_stalls, draws = [], [], []
+    for i in range(min(repeats, 10)):
+        value = float(np.round(0.5 + 0.25 * (i % 6), 2))
+        latency, stall = timed(lambda value=value: setattr(widget._class_sliders[1], "value", value),
+                               lambda: True)  # the plane on screen is redrawn before the handler returns
+        moves.append(latency)
+        move_stalls.append(stall)
+        _wait(app, lambda: not widget.busy)
+        begin = time.perf_counter()
+        widget._new_sample_button.changed.emit(True)
+        app.processEvents()
+        draws.append((time.perf_counter() - begin) * 1e3)
+        _wait(app, lambda: not widget.busy)
+    size = f"{shape[0]}x{shape[1]}x{shape[2]}, 2-D SSN rank 10, {case.num_classes} classes"
+    _report(f"CT lazy: load checkpoint until samples layer idle ({size})", [loaded], None, None)
+    _report("  first view of a plane (network on it, in a worker)", first, None, 1000.0)
+    _report("    longest event-loop stall meanwhile", first_stalls, None, 100.0)
+    print(f"    worst stall over {len(first)} first views: {max(first_stalls):.0f} ms")
+    _report("  browsing back to a cached plane", cached, None, 16.0)
+    _report("    longest event-loop stall meanwhile", cached_stalls, None, 100.0)
+    _report("    napari alone: the same steps, image layer only", napari_alone, None, None)
+    _report("  class slider move, plane on screen redrawn", moves, None, 33.0)
+    _report("    longest event-loop stall meanwhile", move_stalls, None, 100.0)
+    _report("  'new sample' redraw of a 512² plane", draws, None, 33.0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  peak RSS of the process (image {case.image.nbytes / 2**30:.2f} GiB included): {peak:.2f} GiB "
+          f"(target <= 4 GiB); planes computed: {widget.distribution.planes_computed} for {len(planes)} shown",
+          flush=True)
+    probe.timer.stop()
+    viewer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
@@ -388,6 +497,8 @@ def main() -> None:
     parser.add_argument("--no-viewer", action="store_true", help="skip the napari figures (2 and 4)")
     parser.add_argument("--only-3d-slider", action="store_true", help="figure 4 only")
     parser.add_argument("--only-redraw", action="store_true", help="figure 2 only (slider and 'new sample')")
+    parser.add_argument("--ct", action="store_true", help="figure 5 only: the widget on a CT case, lazy 2-D SSN")
+    parser.add_argument("--ct-shape", type=int, nargs=3, default=(300, 512, 512), help="CT shape (Z Y X)")
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 40)
     shape_2d = (128, 128) if args.quick else (512, 512)
@@ -397,6 +508,9 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} (other processes share the machine)",
         flush=True,
     )
+    if args.ct:
+        bench_ct_lazy(tuple(args.ct_shape), repeats)
+        return
     if args.only_redraw:
         bench_viewer_redraw(shape_2d, 4, 10, repeats)
         return

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -158,10 +159,34 @@ class LazyPlanes:
     every plane). The layers must not use napari's dask cache (``cache=False``): a placeholder is not data.
     """
 
+    #: Mean-prediction planes kept (uint8 512²: 256 KiB each); the mean does not change with the sliders.
+    MEAN_PLANES = 64
+
     def __init__(self, stack: SampleLabelStack, *, request: Any, display_3d: Any) -> None:
         self.stack = stack
         self._request = request
         self._display_3d = display_3d
+        self._means: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def compute(self, z: int, entry: int) -> None:
+        """In a worker: plane ``z``'s parameters (the network, for a 2-D SSN), its mean labels and the plane of
+        sample ``entry``, so that showing them on the GUI thread only reads caches."""
+        self.stack.distribution.plane(z)
+        self._mean_labels(z)
+        self.stack[entry, z]  # noqa: B018 - fills the stack's cache of label planes
+
+    def _mean_labels(self, z: int) -> np.ndarray:
+        with self._lock:
+            if z in self._means:
+                self._means.move_to_end(z)
+                return self._means[z]
+        labels = self.stack.distribution.mean_plane_labels(z)
+        with self._lock:
+            self._means[z] = labels
+            while len(self._means) > self.MEAN_PLANES:
+                self._means.popitem(last=False)
+        return labels
 
     def ready(self, z: int) -> bool:
         """Whether plane ``z``'s parameters are at hand (reading it does not run the network)."""
@@ -181,7 +206,11 @@ class LazyPlanes:
 
     def mean_plane(self, z: int) -> np.ndarray:
         """Plane ``z`` of the mean prediction, or empty labels while the plane is being computed."""
-        return self.stack.distribution.mean_plane_labels(z) if self.ready(z) else self._missing(z)
+        with self._lock:
+            known = self._means.get(z)
+        if known is not None:
+            return known
+        return self._mean_labels(z) if self.ready(z) else self._missing(z)
 
     def _dask(self, shape: tuple[int, ...], plane: Any, what: str) -> Any:
         import dask.array as da
@@ -421,13 +450,14 @@ class LiveSampling:
                 self._request_plane(pending)
                 return
             self._status.value = ""
-            self._refresh_samples_layer()
+            self._refresh_samples_layer(thumbnail=False)  # the thumbnail follows with the Dice timer
             self._refresh_mean_layer()
             self._schedule_dice()
             self._schedule_prefetch()
 
-        self._run(distribution.plane, z, action=f"Computing plane {z} of the SSN distribution",
-                  finished=_finished)
+        planes, entry = self.planes, self.current_entry()
+        compute = (lambda: distribution.plane(z)) if planes is None else (lambda: planes.compute(z, entry))
+        self._run(compute, action=f"Computing plane {z} of the SSN distribution", finished=_finished)
 
     def _refresh_mean_layer(self) -> None:
         layer = self._viewer.layers[MEAN_LAYER] if MEAN_LAYER in self._viewer.layers else None
