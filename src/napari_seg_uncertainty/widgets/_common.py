@@ -114,12 +114,31 @@ def upsert_layer(
             if "affine" not in kwargs and "scale" in kwargs:
                 kwargs["affine"] = np.eye(layer.ndim + 1)  # a stale direction must not survive a new geometry
             for key in ("scale", "translate", "affine", "metadata", "contrast_limits"):
-                if key in kwargs:
+                # each setter redraws the layer (a slice, a thumbnail): only what changed
+                if key in kwargs and not _same_setting(getattr(layer, key, None), kwargs[key]):
                     setattr(layer, key, kwargs[key])
             return layer
-        viewer.layers.remove(layer)
+        from ._layer_queue import remove_layers
+
+        remove_layers(viewer, [layer])
     add = getattr(viewer, f"add_{layer_type}")
     return add(data, name=name, **kwargs)
+
+
+def _same_setting(current: Any, new: Any) -> bool:
+    """Whether a layer setting already has the value ``new`` (arrays and tuples by value, affines by matrix)."""
+    current = getattr(current, "affine_matrix", current)
+    new = getattr(new, "affine_matrix", new)
+    if isinstance(current, dict) or isinstance(new, dict):
+        try:
+            return bool(current == new)
+        except Exception:  # noqa: BLE001 - values that cannot be compared count as changed
+            return False
+    try:
+        a, b = np.asarray(current, dtype=float), np.asarray(new, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 #: Workers still running. A worker's Qt signals die with the worker object: a widget closed while its

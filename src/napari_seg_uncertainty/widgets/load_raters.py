@@ -32,6 +32,7 @@ from ._base import DockWidget
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
 from ._common import notify_errors, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import is_labels_layer, labels_problem
+from ._layer_queue import keep_selection, release_data, remove_layers, without_full_collection
 from ._tables import fit_rows, fit_table, format_number, table_cell
 
 if TYPE_CHECKING:
@@ -450,7 +451,9 @@ class LoadRatersWidget(DockWidget):
         if existing is not None and case_of(existing) is None and not (existing.metadata or {}).get("rater_map"):
             name, existing = f"{case}: {name}", None  # never overwrite a layer the user opened or drew
         colour = (existing.metadata or {}).get("rater_color") if existing is not None else None
-        layer = upsert_layer(self._viewer, data, name=name, layer_type=kind, geometry=geometry, case=case, **kwargs)
+        with keep_selection(self._viewer):  # no switch of napari's layer controls per layer added
+            layer = upsert_layer(self._viewer, data, name=name, layer_type=kind, geometry=geometry, case=case,
+                                 **kwargs)
         if kind == "labels":
             # each setter redraws the slice: only what an updated-in-place layer does not have yet
             if layer is existing and colour != kwargs["metadata"]["rater_color"]:
@@ -477,7 +480,8 @@ class LoadRatersWidget(DockWidget):
         leaving = [layer for layer in self._viewer.layers if case_of(layer) is not None
                    and not (layer.metadata or {}).get(KEPT_KEY)]
         if leaving and not keep:
-            with self._viewer.layers.batched_update():  # one collection for all removals
+            release_data(leaving)  # the previous case's arrays freed now, not at the next garbage collection
+            with without_full_collection(), self._viewer.layers.batched_update():
                 begin_case(self._viewer, case, keep_previous=keep)
         else:
             begin_case(self._viewer, case, keep_previous=keep)  # nothing removed: no batch (its end collects)
@@ -497,10 +501,8 @@ class LoadRatersWidget(DockWidget):
 
     def _remove_stale_maps(self, keep: set[str]) -> None:
         """Remove agreement/entropy maps this widget added earlier that the new statistics do not replace."""
-        for layer in list(self._viewer.layers):
-            meta = layer.metadata or {}
-            if meta.get("rater_map") and not meta.get(KEPT_KEY) and layer.name not in keep:
-                self._viewer.layers.remove(layer)
+        remove_layers(self._viewer, [layer for layer in self._viewer.layers if (layer.metadata or {}).get("rater_map")
+                                     and not (layer.metadata or {}).get(KEPT_KEY) and layer.name not in keep])
 
     def _finish(self, stats: RaterStatistics) -> None:
         raters = stats.raters

@@ -26,7 +26,7 @@ from ._base import DockWidget
 from ._case import case_of
 from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
 from ._layer_choices import is_labels_layer, labels_problem
-from ._layer_queue import keep_selection
+from ._layer_queue import keep_selection, remove_layers
 from ._layout import full_width_after
 
 if TYPE_CHECKING:
@@ -447,23 +447,17 @@ class SoftLabelsWidget(DockWidget):
         return jobs
 
     def _remove_layers(self, slot: str, *, keep: list[str]) -> None:
-        for name in self._layer_names[slot]:
-            if name not in keep and name in self._viewer.layers:
-                self._viewer.layers.remove(name)
+        remove_layers(self._viewer, [name for name in self._layer_names[slot] if name not in keep])
         self._layer_names[slot] = list(keep)
 
     def _remove_comparison(self) -> None:
-        """Remove method B's layers and the difference layer in one batch: napari runs a full garbage collection
-        after each removal outside a batch (0.1-0.3 s each with a session's objects), once after a batch."""
-        if not self._layer_names["B"] and DIFFERENCE_LAYER not in self._viewer.layers:
-            return
-        with self._viewer.layers.batched_update():
-            self._remove_layers("B", keep=[])
-            self._remove_difference()
+        """Remove method B's layers and the difference layer in one batch, without napari's full garbage
+        collection (see :func:`~._layer_queue.remove_layers`)."""
+        remove_layers(self._viewer, [*self._layer_names["B"], DIFFERENCE_LAYER])
+        self._layer_names["B"] = []
 
     def _remove_difference(self) -> None:
-        if DIFFERENCE_LAYER in self._viewer.layers:
-            self._viewer.layers.remove(DIFFERENCE_LAYER)
+        remove_layers(self._viewer, [DIFFERENCE_LAYER])
 
     def _on_difference_class_changed(self, value: Any = None) -> None:
         self._chosen_difference_class = None if value is None else int(value)

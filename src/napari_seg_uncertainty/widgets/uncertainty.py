@@ -72,6 +72,7 @@ class UncertaintyWidget(DockWidget):
         self.agreement_rows: list[dict[str, Any]] = []
         self._review_layers: dict[str, Any] = {}  # layer name at ranking time -> layer
         self._class_names: list[str] = []
+        self._problems: dict[tuple[Any, ...], str | None] = {}  # see _layout_problem
         self._build_controls()
         self.content.extend([
             self._layout, self._probabilities, self._as_ensemble, self._compute_maps, self._rank_by,
@@ -133,16 +134,29 @@ class UncertaintyWidget(DockWidget):
         self._review_table.native.itemSelectionChanged.connect(self._on_row_selected)
 
     # choices ----------------------------------------------------------------------------------------
-    def _layout_problem(self, layer: Any) -> str | None:
-        """Why ``layer`` does not fit the chosen layout (class probabilities or member stacks)."""
-        if str(self._layout.value) == MEMBERS:
-            return member_problem(layer)
-        return probability_problem(layer)
+    def _layout_problem(self, layer: Any, *, cached: bool = False) -> str | None:
+        """Why ``layer`` does not fit the chosen layout (class probabilities or member stacks).
+
+        ``cached``: the answer of an earlier check of the same layer, data and layout. napari refreshes the
+        layer lists on every layer added or removed, and each check reads a strided sample of every float
+        layer (tens of milliseconds for a CT-size probability map): without the cache, adding a few layers to
+        a viewer holding CT-size maps stalls the window for several hundred milliseconds.
+        """
+        layout = str(self._layout.value)
+        data = getattr(layer, "data", None)
+        key = (id(layer), id(data), tuple(getattr(data, "shape", ())), str(getattr(data, "dtype", "")), layout)
+        if cached and key in self._problems:
+            return self._problems[key]
+        problem = member_problem(layer) if layout == MEMBERS else probability_problem(layer)
+        if len(self._problems) > 512:
+            self._problems.clear()
+        self._problems[key] = problem
+        return problem
 
     def _fits_layout(self, layer: Any) -> bool:
         if not hasattr(self, "_layout"):
             return is_probability_layer(layer)
-        return self._layout_problem(layer) is None
+        return self._layout_problem(layer, cached=True) is None
 
     def _selected(self) -> list[Any]:
         self._probabilities.check()
