@@ -5,9 +5,10 @@
 the loaded cohort with its case-level split (and then remembers the held-out case to show: the first
 test case, else the first validation case; a split holding out nothing: its first training case, named
 as such at the end). Once the run has ended, the checkpoint is run in a worker
-thread on the image (cropped as *Predict on* asks), or on that held-out case read from disk, and the
-prediction is added as layers (labels, entropy, probabilities; a cohort case's image first), one per
-event-loop turn, placed on the image's or the case's grid and tagged with its case.
+thread on the image (cropped as *Predict on* asks), or on that held-out case read from disk, streamed into
+preallocated outputs (float16 when float32 would not fit, with a warning; a notification naming the sizes
+when neither fits), and the prediction is added as layers (labels, entropy, probabilities; a cohort case's
+image first), one per event-loop turn, placed on the image's or the case's grid and tagged with its case.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..core.geometry import Geometry
-from ..workflow.training import predict, prediction_geometry
-from ._common import notify_errors, run_in_thread, upsert_layer
+from ..workflow.training import FittedPrediction, predict_within_memory, prediction_geometry
+from ._common import notify_errors, run_in_thread, show_warning, upsert_layer
 from ._train_cohort import CasePrediction, predict_case, prediction_case
 
 __all__ = ["CASE_IMAGE_LAYER", "PREDICTION_LAYERS", "TrainPrediction"]
@@ -88,8 +89,14 @@ class TrainPrediction:
             self._set_state("idle")
             self.fail(f"Prediction failed: {exc}", notify=False)
 
+        def returned(result: FittedPrediction) -> None:
+            if result.note is not None:
+                show_warning(result.note)
+            self._show_prediction(result.prediction)
+
+        # streamed into preallocated outputs; too large: float16, or a notification naming the sizes
         self.predict_worker = run_in_thread(
-            predict, checkpoint, image, action="Prediction", returned=self._show_prediction, errored=errored,
+            predict_within_memory, checkpoint, image, action="Prediction", returned=returned, errored=errored,
         )
 
     def _run_case_prediction(self, checkpoint: str, cohort: Any, case_id: str) -> None:

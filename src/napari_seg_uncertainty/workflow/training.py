@@ -8,6 +8,7 @@ out of memory, a diverging loss, a case file that went missing) comes back as a
 (:class:`~napari_seg_uncertainty.core.cohort.Cohort`, with a case-level ``split``):
 :func:`preview_cohort` loads one for the dock without raising for bad cases (its table, its problems,
 the resolved split), :func:`progress_text` words a progress record (cases seen, loader throughput).
+:func:`predict_within_memory` predicts in float32, or in float16 when only that fits.
 :func:`prediction_geometry` and :func:`foreground_box` say where a prediction on a crop or on a
 resampled grid lies in the image. PyTorch is imported on first use only.
 """
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CohortPreview",
+    "FittedPrediction",
     "TrainOutcome",
     "TrainingFailure",
     "advice_for",
     "foreground_box",
     "parse_patch_size",
     "predict",
+    "predict_within_memory",
     "prediction_geometry",
     "preview_cohort",
     "progress_text",
@@ -138,6 +141,60 @@ def predict(checkpoint: str, image: Any, **kwargs: Any) -> dict[str, Any]:
     from ..core.training import predict as core_predict
 
     return core_predict(checkpoint, image, **kwargs)
+
+
+@dataclass(frozen=True)
+class FittedPrediction:
+    """What :func:`predict_within_memory` returns: the prediction and, when it had to be made smaller, why.
+
+    Attributes
+    ----------
+    prediction : Prediction
+        :func:`~napari_seg_uncertainty.core.training.predict`'s result.
+    note : str or None
+        Set when the probabilities and entropy are float16 because float32 would not fit: what float32
+        would have needed (the refusal's text).
+    """
+
+    prediction: Any
+    note: str | None = None
+
+
+def predict_within_memory(checkpoint: str, image: Any, **kwargs: Any) -> FittedPrediction:
+    """Predict in float32, or in float16 when float32 would not fit in the available memory.
+
+    :func:`~napari_seg_uncertainty.core.training.predict` streams the sliding windows into preallocated
+    outputs and estimates their size first; when float32 outputs would not fit, the same prediction is made
+    in float16 (half the memory for the probabilities and entropy, rounding below 5e-4) and ``note`` says
+    so. For the *Train* dock's prediction at the end of a run, in a worker thread.
+
+    Raises
+    ------
+    OutputTooLargeError
+        Neither fits: the message names the float32 and float16 estimates, the memory available and what
+        to do (crop with *Predict on*, or predict from the console with ``out=`` a file).
+
+    References
+    ----------
+    .. [1] Cardoso M. J. et al., "MONAI: An open-source framework for deep learning in healthcare",
+       arXiv:2211.02701, 2022 (sliding-window inference).
+    """
+    from ..core._memory import OutputTooLargeError
+
+    kwargs.pop("dtype", None)
+    try:
+        return FittedPrediction(predict(checkpoint, image, dtype="float32", **kwargs))
+    except OutputTooLargeError as exc:
+        first = str(exc)
+    try:
+        prediction = predict(checkpoint, image, dtype="float16", **kwargs)
+    except OutputTooLargeError as exc:
+        raise OutputTooLargeError(
+            f"the prediction does not fit in memory even in float16. float32: {first.split(';')[0]}. "
+            f"float16: {exc}. In the Train dock, predict on a crop (Predict on) or on a smaller image; from the "
+            "console, predict(..., out='probabilities.npy') writes the probabilities to disk as they come."
+        ) from exc
+    return FittedPrediction(prediction, f"Probabilities and entropy shown in float16: {first.split(';')[0]}.")
 
 
 def training_job(
