@@ -221,7 +221,7 @@ class SSNControls:
     def _fit_narrow_docks(self) -> None:
         """No horizontal scrolling at napari's default dock width: long texts wrap, combo boxes and the
         table shrink to the dock instead of widening it; the dock scrolls vertically."""
-        from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QSizePolicy
+        from qtpy.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QSizePolicy, QStyledItemDelegate
 
         texts = (self._source_info, self._status, self._dice_label, self._metrics_label, self._class_scales_heading)
         for label in texts:  # magicgui's labels have a fixed size: let them follow the dock (and wrap)
@@ -231,6 +231,8 @@ class SSNControls:
             combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.native.setMinimumContentsLength(10)
         table = self._dice_table.native
+        # the cells hold format_score's text ("0.025", "n/a"); magicgui's delegate re-formats numbers ("2.500e-02")
+        table.setItemDelegate(QStyledItemDelegate(table))
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)

@@ -586,6 +586,7 @@ class LiveSampling:
         parts = [f"{name} {format_score(v)}" for name, v in zip(self.distribution.class_names[1:], row)]
         mean = np.nan if np.all(np.isnan(row)) else float(np.nanmean(row))
         # one short line (the per-class values are the table's highlighted row, and the tooltip)
+        # which plane the table compares (while browsing, the one shown last: the Dice timer follows)
         where = "" if self._dice_plane is None else f" (plane {self._dice_plane})"
         self._dice_label.value = f"Sample {entry}: mean Dice {format_score(mean)}{where}"
         self._dice_label.tooltip = ", ".join(parts)
