@@ -41,8 +41,10 @@ def full_entropy(stack: np.ndarray, num_classes: int, normalize: bool = True) ->
 CASES = [(2, 2, (9, 11)), (4, 3, (3, 17, 19)), (7, 5, (4, 6, 5)), (3, 9, (13, 7)), (300, 3, (5, 6))]
 
 
-@pytest.fixture(params=["table", "slabs"])
+@pytest.fixture(params=["patterns", "counts", "slabs"])
 def path(request, monkeypatch):
+    if request.param in ("counts", "slabs"):
+        monkeypatch.setattr(votes, "PATTERN_TABLE_LIMIT", 1)
     if request.param == "slabs":
         monkeypatch.setattr(votes, "COUNT_TABLE_LIMIT", 1)
     monkeypatch.setattr(votes, "SLAB_VOXELS", 37)  # many slabs, one cut inside a plane
@@ -86,9 +88,11 @@ def test_results_of_a_non_contiguous_stack():
     np.testing.assert_array_equal(agreement_map(view, num_classes=3), agreement_map(stack, num_classes=3))
 
 
+@pytest.mark.parametrize("dense_limit", [votes.DENSE_PATTERN_LIMIT, 1])
 @pytest.mark.parametrize(("num_raters", "num_classes", "shape"), CASES[:4])
-def test_pairwise_dice_equals_the_pair_by_pair_count(num_raters, num_classes, shape, monkeypatch):
+def test_pairwise_dice_equals_the_pair_by_pair_count(num_raters, num_classes, shape, dense_limit, monkeypatch):
     monkeypatch.setattr(votes, "SLAB_VOXELS", 29)
+    monkeypatch.setattr(votes, "DENSE_PATTERN_LIMIT", dense_limit)  # pattern histogram, or mask products
     stack = random_stack(20 + num_raters, num_raters, num_classes, shape)
     stack[stack == num_classes - 1] = 0  # a class nobody uses: empty pairs
     dice = pairwise_dice(stack, num_classes=num_classes, empty_value=np.nan)

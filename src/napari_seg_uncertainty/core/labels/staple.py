@@ -41,7 +41,7 @@ References
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,9 @@ class StapleResult:
         one-versus-rest posteriors in ``class_probabilities`` normalized over classes.
     class_probabilities : numpy.ndarray of float32, shape (C, *spatial)
         Binary STAPLE run with class ``c`` as foreground and all other classes as background: the posterior
-        probability that the true label is ``c``. Not normalized over classes.
+        probability that the true label is ``c``. Not normalized over classes. With ``method="patterns"``
+        this map is made on first access (from the per-pattern posteriors; then kept), so a caller who needs
+        only ``probabilities`` does not pay for a second ``(C, *spatial)`` float32 map.
     sensitivities, specificities : numpy.ndarray of float64, shape (R, C)
         Rater ``r``'s sensitivity and specificity for class ``c`` (one versus rest), as estimated by binary
         STAPLE. NaN where undefined: a class that no rater ever uses has no sensitivity, a class that every
@@ -104,7 +106,6 @@ class StapleResult:
     """
 
     probabilities: np.ndarray
-    class_probabilities: np.ndarray
     sensitivities: np.ndarray
     specificities: np.ndarray
     labels: np.ndarray
@@ -112,6 +113,17 @@ class StapleResult:
     confusion_matrices: np.ndarray
     confusion_defined: np.ndarray
     degenerate: bool
+    #: The class probabilities, or a function that makes them on first access (see ``class_probabilities``).
+    class_probabilities_source: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def class_probabilities(self) -> np.ndarray:
+        """``(C, *spatial)`` float32 one-versus-rest posteriors (see the class notes)."""
+        source = self.class_probabilities_source
+        if callable(source):
+            source = source()
+            object.__setattr__(self, "class_probabilities_source", source)
+        return source
 
     @property
     def num_classes(self) -> int:
@@ -309,11 +321,10 @@ def _staple_patterns(
     labels = fused.astype(label_dtype(num_classes))
     labels[undecided] = np.argmax(probabilities, axis=0)[undecided]
     confusion_matrices, confusion_defined = _embed_confusion(raw, num_classes)
-    probabilities, class_probabilities, labels, undecided = votes.to_voxels(
-        probabilities, class_probabilities, labels, undecided)
+    probabilities, labels, undecided = votes.to_voxels(probabilities, labels, undecided)
     return {
         "probabilities": probabilities,
-        "class_probabilities": class_probabilities,
+        "class_probabilities_source": lambda: votes.to_voxels(class_probabilities)[0],
         "sensitivities": sensitivities,
         "specificities": specificities,
         "labels": labels,
@@ -392,7 +403,7 @@ def _staple_simpleitk(
     confusion_matrices, confusion_defined = _embed_confusion(raw, num_classes)
     return {
         "probabilities": probabilities,
-        "class_probabilities": class_probabilities,
+        "class_probabilities_source": class_probabilities,
         "sensitivities": sensitivities,
         "specificities": specificities,
         "labels": labels,
@@ -492,8 +503,9 @@ def staple(
     spatial = raters.shape[1:]
     per_class = array_bytes((num_classes, *spatial), np.float32)
     voxel_maps = array_bytes(spatial, label_dtype(num_classes)) + array_bytes(spatial, bool)
-    # patterns: the two (C, *spatial) float32 outputs, the label maps and the per-voxel pattern index;
-    # SimpleITK: also one float64 posterior, its float32 copy and the uint8 masks per class at a time.
+    # patterns: the probabilities, the label maps and the per-voxel pattern index now, the class
+    # probabilities when first asked for; SimpleITK: both maps, one float64 posterior, its float32 copy and
+    # the uint8 masks per class at a time.
     extra = array_bytes(spatial, np.uint32) if method == "patterns" else array_bytes(spatial, np.float64) * 3
     check_allocation(2 * per_class + voxel_maps + extra,
                      what=f"STAPLE's probabilities and labels of shape {(num_classes, *spatial)} (with temporaries)",

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from .._memory import array_bytes, check_allocation
 from .._numeric import label_dtype
 from .._validation import as_label_array, check_spacing, describe
 from ..io import ImageMeta, check_npz_fits, file_suffix, is_supported_file, read_image
 from .rater_set import RaterSet, _as_image_array, _as_names, _is_tensor
+from .votes import flat_voxels, iter_slabs
 
 __all__ = ["load_raters", "qubiq_tasks"]
 
@@ -305,7 +307,6 @@ def _build(
     stack, label_values = _remap_labels(fixed, names)
     num_classes = max(len(label_values) if label_values is not None else int(stack.max()) + 1, 2)
     class_names = _class_names(class_names, num_classes, label_values)
-    stack = stack.astype(label_dtype(num_classes), copy=False)
     if image is not None:
         image = np.asarray(image)
         if image.shape != stack.shape[1:]:
@@ -376,10 +377,11 @@ def _common_spacing(
 def _remap_labels(fixed: list[np.ndarray], names: list[str]) -> tuple[np.ndarray, list[int] | None]:
     """Stack the raters after checking they share one label scheme; map gapped labels to ``0..C-1``.
 
-    Returns the stack and the original label values (None when they were already ``0..C-1``).
+    The stack is allocated once in the smallest label dtype and filled rater by rater, so loading never holds
+    a second stack in the files' (often int64) dtype. Returns the stack and the original label values (None
+    when they were already ``0..C-1``).
     """
-    stack = np.stack(fixed)
-    label_sets = [set(np.unique(a).tolist()) - {0} for a in fixed]
+    label_sets = [set(_label_values(a).tolist()) - {0} for a in fixed]
     if len(fixed) > 1:
         for i, s in enumerate(label_sets):
             others = set().union(*(t for j, t in enumerate(label_sets) if j != i))
@@ -389,14 +391,49 @@ def _remap_labels(fixed: list[np.ndarray], names: list[str]) -> tuple[np.ndarray
                     "all raters must share one label scheme (e.g. convert 0/255 masks to 0/1)."
                 )
     values = sorted(set().union(*label_sets) | {0})
-    if values == list(range(len(values))) or len(values) <= 1:
-        return stack, None
-    if values[-1] < _LOOKUP_LIMIT:
-        lut = np.zeros(values[-1] + 1, dtype=np.int32)
-        lut[values] = np.arange(len(values), dtype=np.int32)
-        return lut[stack], values
-    # huge label values (e.g. 2**40): no lookup table of that length
-    return np.searchsorted(np.asarray(values, dtype=stack.dtype), stack).astype(np.int32), values
+    identity = values == list(range(len(values)))
+    dtype = label_dtype(max(len(values), 2))
+    shape = (len(fixed), *fixed[0].shape)
+    check_allocation(array_bytes(shape, dtype), what=f"the raters' label stack of shape {shape} ({dtype})",
+                     cause=f"{len(fixed)} raters of shape {fixed[0].shape}", advice="load fewer raters or crop them")
+    stack = np.empty(shape, dtype=dtype)
+    lookup = None
+    if not identity and values[-1] < _LOOKUP_LIMIT:
+        lookup = np.zeros(values[-1] + 1, dtype=dtype)
+        lookup[values] = np.arange(len(values), dtype=dtype)
+    for i, labels in enumerate(fixed):
+        if identity:
+            stack[i] = labels
+        elif lookup is not None:
+            stack[i] = lookup[labels]
+        else:  # huge label values (e.g. 2**40): no lookup table of that length
+            stack[i] = np.searchsorted(np.asarray(values, dtype=labels.dtype), labels)
+    return stack, (None if identity else values)
+
+
+def _label_values(labels: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a non-negative integer label map, without sorting the volume.
+
+    Up to 255 the values not yet seen are looked for slab by slab (stopping once all are found; a compare per
+    value and slab, fast on uint8 maps); up to :data:`_LOOKUP_LIMIT` they are counted with ``bincount``;
+    beyond, ``numpy.unique``.
+    """
+    largest = int(labels.max())
+    flat = flat_voxels(labels, 0)
+    if largest < 256:
+        missing = set(range(largest + 1))
+        for region in iter_slabs(flat.size, voxels=1 << 18):
+            chunk = flat[region]
+            missing -= {value for value in missing if (chunk == value).any()}
+            if not missing:
+                break
+        return np.array(sorted(set(range(largest + 1)) - missing), dtype=np.int64)
+    if largest >= _LOOKUP_LIMIT:
+        return np.unique(labels)
+    seen = np.zeros(largest + 1, dtype=np.int64)
+    for region in iter_slabs(flat.size, voxels=1 << 20):
+        seen += np.bincount(flat[region].astype(np.intp, copy=False), minlength=largest + 1)
+    return np.flatnonzero(seen)
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int, label_values: list[int] | None) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
-from .._validation import as_rater_stack, check_spacing, describe
+from .._validation import _is_tensor, as_rater_stack, check_spacing, describe
 from .statistics import agreement_map, dice_from_overlaps, pairwise_dice, rater_entropy
 from .votes import overlap_counts
 
@@ -231,14 +231,3 @@ def _as_names(names: Any, name: str) -> list[str]:
     if isinstance(names, (str, bytes)) or not isinstance(names, (Sequence, np.ndarray)):
         raise TypeError(f"{name} must be a list of names, got {describe(names)}.")
     return [str(n) for n in names]
-
-
-
-def _is_tensor(value: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(value, torch.Tensor)
-
-

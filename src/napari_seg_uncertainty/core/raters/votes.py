@@ -44,7 +44,9 @@ __all__ = [
 
 #: Voxels per slab: small enough for a slab's temporaries to stay in the CPU caches.
 SLAB_VOXELS = 1 << 16
-#: Largest number of count vectors evaluated as a lookup table (beyond: slab by slab).
+#: Largest number of vote patterns (``C**R``) evaluated as a lookup table indexed by the pattern code.
+PATTERN_TABLE_LIMIT = 1 << 16
+#: Largest number of count-vector codes (``(R+1)**(C-1)``) evaluated as a lookup table (beyond: slab by slab).
 COUNT_TABLE_LIMIT = 1 << 16
 #: Largest pattern code space counted with a dense ``bincount`` (beyond: sorted unique codes).
 DENSE_PATTERN_LIMIT = 1 << 20
@@ -130,34 +132,57 @@ def _count_table(num_raters: int, num_classes: int) -> np.ndarray:
     return table
 
 
+def _pattern_count_table(num_raters: int, num_classes: int) -> np.ndarray:
+    """``(C, C**R)`` the count vector of every mixed-radix pattern code (see :func:`vote_patterns`)."""
+    patterns = _decode(np.arange(num_classes**num_raters), num_raters, num_classes)
+    return np.stack([np.count_nonzero(patterns == c, axis=1) for c in range(num_classes)]).astype(
+        count_dtype(num_raters))
+
+
+def _voxel_codes(slab: np.ndarray, num_classes: int, weights: np.ndarray | None) -> np.ndarray:
+    """Each voxel's lookup-table code in a ``(R, M)`` slab, as ``intp``: the pattern code (``weights`` None,
+    arithmetic only) or the count-vector code ``sum_r weights[label_r]``."""
+    if weights is None:
+        return _slab_codes(slab, num_classes, _uint_for(num_classes ** slab.shape[0] - 1)).astype(np.intp)
+    code = np.zeros(slab.shape[1], dtype=weights.dtype)
+    for rater_labels in slab:
+        code += weights[rater_labels]
+    return code.astype(np.intp)
+
+
 def map_count_vectors(
     stack: np.ndarray, num_classes: int, function: Callable[[np.ndarray], np.ndarray], out: np.ndarray
 ) -> np.ndarray:
     """Fill ``out[..., *spatial]`` with ``function(counts)`` of each voxel's count vector.
 
     ``function`` takes a ``(C, M)`` count array (dtype :func:`count_dtype`) and returns ``(M,)`` or
-    ``(K, M)`` values computed column by column; ``out`` is ``(*spatial)`` or ``(K, *spatial)``. With few
-    possible count vectors the function runs once on all of them and each slab gathers its values
-    (one pass over the raters, one gather); otherwise it runs on each slab's counts.
+    ``(K, M)`` values computed column by column; ``out`` is ``(*spatial)`` or ``(K, *spatial)``. Where the
+    possible vote patterns (``C**R``) or count vectors (``(R+1)**(C-1)``) are few, the function runs once on
+    all of them (a lookup table) and each slab computes its codes and gathers; otherwise it runs on each
+    slab's counts. The numbers are the same either way: the function is applied column by column.
     """
     num_raters = stack.shape[0]
-    weights = _count_weights(num_raters, num_classes)
-    table = None if weights is None else np.asarray(function(_count_table(num_raters, num_classes)), out.dtype)
+    weights, table = None, None
+    if num_classes**num_raters <= PATTERN_TABLE_LIMIT:
+        table = function(_pattern_count_table(num_raters, num_classes))
+    else:
+        weights = _count_weights(num_raters, num_classes)
+        if weights is not None:
+            table = function(_count_table(num_raters, num_classes))
     lead = out.ndim - (stack.ndim - 1)
     flat_stack, flat_out = flat_voxels(stack), flat_voxels(out, lead)
     rows = flat_out.reshape(-1, flat_out.shape[-1])
+    if table is not None:
+        table = np.asarray(table, dtype=out.dtype).reshape(rows.shape[0], -1)
     for region in iter_slabs(flat_stack.shape[1]):
         slab = flat_stack[:, region]
         if table is None:
             values = function(slab_class_counts(slab, num_classes))
             rows[:, region] = values.reshape(rows.shape[0], -1)
             continue
-        code = np.zeros(slab.shape[1], dtype=weights.dtype)
-        for rater_labels in slab:
-            code += weights[rater_labels]
-        code = code.astype(np.intp)  # one conversion, then one gather per output row
-        for row, values in zip(rows, table.reshape(rows.shape[0], -1)):
-            np.take(values, code, out=row[region])
+        code = _voxel_codes(slab, num_classes, weights)  # one conversion, then one gather per output row
+        for row, values in zip(rows, table):
+            np.take(values, code, out=row[region], mode="clip")  # codes are in range; 'raise' buffers
     if not np.shares_memory(flat_out, out):  # a non-contiguous out was copied by reshape
         out[...] = flat_out
     return out
@@ -166,10 +191,18 @@ def map_count_vectors(
 def overlap_counts(stack: np.ndarray, num_classes: int) -> np.ndarray:
     """``(C, R, R)`` int64: ``[c, i, j]`` voxels that raters ``i`` and ``j`` both assign to class ``c``.
 
-    The diagonal is each rater's voxel count of the class. Counted slab by slab with a float32 matrix
-    product of the raters' class masks (exact: a slab holds fewer than 2**24 voxels).
+    The diagonal is each rater's voxel count of the class. From the vote-pattern histogram where the
+    patterns are few (one pass); otherwise slab by slab with a float32 matrix product of the raters' class
+    masks (exact: a slab holds fewer than 2**24 voxels).
     """
     num_raters = stack.shape[0]
+    if num_classes**num_raters <= DENSE_PATTERN_LIMIT:
+        found = vote_patterns(stack, num_classes, keep_index=False)
+        out = np.empty((num_classes, num_raters, num_raters), dtype=np.int64)
+        for class_index in range(num_classes):
+            masks = (found.patterns == class_index).astype(np.int64)  # (P, R)
+            out[class_index] = masks.T @ (masks * found.counts[:, None])
+        return out
     out = np.zeros((num_classes, num_raters, num_raters), dtype=np.int64)
     flat = flat_voxels(stack)
     for region in iter_slabs(flat.shape[1], voxels=4 * SLAB_VOXELS):
@@ -221,7 +254,7 @@ class VotePatterns:
         for region in iter_slabs(flat_index.size):
             slots = flat_index[region].astype(np.intp)  # one conversion, then one gather per map
             for table, row in zip(tables, rows):
-                np.take(table, slots, out=row[region])
+                np.take(table, slots, out=row[region], mode="clip")  # slots are in range; 'raise' buffers
         return outs
 
 
