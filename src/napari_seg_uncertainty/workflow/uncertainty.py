@@ -108,31 +108,68 @@ def compute_uncertainty_maps(
             raise ValueError(
                 "an ensemble needs at least two probability layers (members); select more layers."
             )
-        arrays = [np.asarray(v) for v in sources.values()]
+        arrays = [_as_array(v) for v in sources.values()]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             detail = ", ".join(f"{n}: {a.shape}" for n, a in zip(sources, arrays))
             raise ValueError(f"ensemble members must have the same shape, got {detail}.")
-        u = predictive_uncertainty(np.stack(arrays))
+        maps = _by_slabs(lambda part: _member_maps(np.stack([a[part] for a in arrays])), arrays[0].shape, 1, 2)
         first = next(iter(sources))
-        results.append(MapResult("ensemble entropy", u.predictive_entropy, "entropy", first))
-        results.append(
-            MapResult("ensemble mutual information", u.mutual_information, "mutual information", first)
-        )
+        results.append(MapResult("ensemble entropy", maps[0], "entropy", first))
+        results.append(MapResult("ensemble mutual information", maps[1], "mutual information", first))
         return results
     for name, data in sources.items():
         try:
+            data = _as_array(data)
             if layout == MEMBERS:
-                u = predictive_uncertainty(data)
-                results.append(MapResult(f"{name} entropy", u.predictive_entropy, "entropy", name))
-                results.append(
-                    MapResult(f"{name} mutual information", u.mutual_information, "mutual information", name)
-                )
+                maps = _by_slabs(lambda part, d=data: _member_maps(d[part]), data.shape, 2, 2)
+                results.append(MapResult(f"{name} entropy", maps[0], "entropy", name))
+                results.append(MapResult(f"{name} mutual information", maps[1], "mutual information", name))
             else:
-                results.append(MapResult(f"{name} entropy", entropy(data), "entropy", name))
+                (h,) = _by_slabs(lambda part, d=data: (entropy(d[part]),), data.shape, 1, 1)
+                results.append(MapResult(f"{name} entropy", h, "entropy", name))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r}: {exc}") from exc
     return results
+
+
+#: Bytes of input one slab of :func:`compute_uncertainty_maps` reads at a time (its temporaries are a few
+#: times this): the maps of a CT-size layer need their own size and little more.
+SLAB_BYTES = 32 * 2**20
+
+
+def _as_array(data: Any) -> Any:
+    """A layer's data as something sliceable with a shape (numpy, memmap, zarr and dask arrays as they are)."""
+    return data if hasattr(data, "shape") and hasattr(data, "__getitem__") else np.asarray(data)
+
+
+def _member_maps(members: Any) -> tuple[np.ndarray, np.ndarray]:
+    u = predictive_uncertainty(np.asarray(members))
+    return u.predictive_entropy, u.mutual_information
+
+
+def _by_slabs(compute: Any, shape: tuple[int, ...], axis: int, count: int) -> list[np.ndarray]:
+    """Voxel-wise maps computed along the first spatial axis (index ``axis`` of ``shape``) a slab at a time.
+
+    ``compute(index)`` takes the index tuple that selects a slab of the input's leading axes
+    ``(:, ..., z0:z1)`` and returns ``count`` float32 maps of that slab; every map is voxel-wise, so the
+    result equals the whole computation and only the maps themselves are full size. Written by hand:
+    the maps come from :mod:`~napari_seg_uncertainty.core.uncertainty` on numpy slabs.
+    """
+    if len(shape) <= axis:
+        raise ValueError(f"expected at least {axis + 1} axes (channels first, then spatial), got shape {shape}.")
+    spatial = tuple(int(v) for v in shape[axis:])
+    per_plane = max(1, int(np.prod(shape)) // max(spatial[0], 1) * 4)
+    step = max(1, SLAB_BYTES // per_plane)
+    maps: list[np.ndarray] | None = None
+    for z0 in range(0, spatial[0], step):
+        z1 = min(z0 + step, spatial[0])
+        parts = compute((*[slice(None)] * axis, slice(z0, z1)))
+        if maps is None:
+            maps = [np.empty(spatial, dtype=np.float32) for _ in range(count)]
+        for whole, part in zip(maps, parts):
+            whole[z0:z1] = part
+    return maps if maps is not None else [np.empty(spatial, dtype=np.float32) for _ in range(count)]
 
 
 def rank_for_review(
