@@ -136,3 +136,27 @@ def test_vote_patterns_histogram(monkeypatch):
 def test_too_many_patterns_for_a_code_is_a_clear_error():
     with pytest.raises(ValueError, match="simpleitk"):
         votes.vote_patterns(np.zeros((30, 2, 2), dtype=np.uint8), 5)
+
+
+@pytest.mark.parametrize("values", [[0, 1, 2, 4], [0, 3, 255], [0, 300, 70000], [0, 7, 2**40]])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_load_raters_label_values_and_remap_equal_numpy_unique(values, dtype):
+    from napari_seg_uncertainty.core.raters import load_raters
+
+    rng = np.random.default_rng(len(values))
+    stack = np.asarray(values, dtype=dtype)[rng.integers(0, len(values), size=(3, 4, 9, 8))]
+    stack[0, 0, 0, 0] = values[-1]  # every value present somewhere
+    raters = load_raters(stack)
+    expected = np.unique(stack)
+    if expected.tolist() == list(range(len(expected))):
+        assert raters.label_values is None
+    else:
+        assert raters.label_values == expected.tolist()
+    np.testing.assert_array_equal(raters.labels, np.searchsorted(expected, stack))
+    assert raters.labels.dtype == np.uint8
+
+
+def test_raterset_voxel_counts():
+    stack = random_stack(8, 3, 4, (5, 6))
+    counts = RaterSet(labels=stack, class_names=["a", "b", "c", "d"]).voxel_counts()
+    np.testing.assert_array_equal(counts, [[np.count_nonzero(stack[r] == c) for r in range(3)] for c in range(4)])

@@ -99,8 +99,8 @@ def volume_unit(raters: RaterSet) -> tuple[str, float]:
         return "voxels", 1.0 / raters.voxel_volume
     if raters.ndim == 2:
         return "mm²", 1.0
-    counts = [np.count_nonzero(raters.labels == k) / raters.num_raters for k in range(1, raters.num_classes)]
-    largest = max(counts, default=0.0) * raters.voxel_volume
+    counts = raters.voxel_counts()[1:].mean(axis=1)  # mean voxels per rater of each foreground class
+    largest = float(max(counts, default=0.0)) * raters.voxel_volume
     return ("ml", 1e-3) if largest >= 1000.0 else ("mm³", 1.0)
 
 

@@ -178,6 +178,10 @@ class RaterSet:
         """``(*spatial)`` normalized entropy of the rater mean; see :func:`rater_entropy`."""
         return rater_entropy(self.labels, num_classes=self.num_classes)
 
+    def voxel_counts(self) -> np.ndarray:
+        """``(C, R)`` int64: how many voxels each rater assigned to each class (one pass over the raters)."""
+        return np.stack([np.diag(inter) for inter in overlap_counts(self.labels, self.num_classes)])
+
     def summary(self) -> SummaryTable:
         """Per-class table of rater volumes, empty masks and pairwise agreement.
 
