@@ -233,3 +233,18 @@ def test_refused_with_sizes_and_advice_when_too_large(net3d, monkeypatch):
     with pytest.raises(OutputTooLargeError) as info:
         predict(net3d, IMAGE, dtype="float16", out=np.zeros((3, *VOLUME), np.float16))
     assert "dtype='float16'" not in str(info.value) and "crop" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_2d_model_on_a_2d_image_equals_the_whole_image(net2d, dtype):
+    for shape in [(37, 29), (12, 40)]:  # rows of windows along Y; Y below the window
+        image = make_case(shape, seed=3)[0]
+        check_outputs(predict(net2d, image, dtype=dtype), full_probabilities(net2d, image), dtype=dtype)
+
+
+def test_other_overlap_and_window_batch(net3d):
+    import dataclasses
+
+    trained = dataclasses.replace(net3d, config=dataclasses.replace(net3d.config, sw_overlap=0.6, sw_batch_size=3))
+    image = make_case((41, 22, 18), seed=4)[0]
+    check_outputs(predict(trained, image), full_probabilities(trained, image))
