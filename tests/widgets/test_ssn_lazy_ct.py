@@ -151,6 +151,20 @@ def test_ct_volume_with_a_2d_ssn_is_computed_plane_by_plane(make_napari_viewer, 
     assert widget.stack.sample_indices[2] == SAMPLES
     np.testing.assert_array_equal(_shown(samples), moved.slice_labels(z, seed=widget.stack.seed, sample_index=SAMPLES))
 
+    # 3-D display: the planes computed so far, nothing more computed (no network on every plane)
+    computed = widget.distribution.planes_computed
+    viewer.dims.ndisplay = 3
+    _wait_idle(qtbot, widget)
+    volume = _shown(samples)
+    assert volume.shape == (40, 512, 512) and widget.distribution.planes_computed == computed
+    assert "3-D view" in widget._status.value
+    for plane in range(40):
+        cached = plane in widget.distribution.cached_planes
+        expected = moved.slice_labels(plane, seed=widget.stack.seed, sample_index=SAMPLES) if cached else 0
+        np.testing.assert_array_equal(volume[plane], expected)
+    viewer.dims.ndisplay = 2
+    _wait_idle(qtbot, widget)
+
     # work on every whole sample is refused with a message (it would run the network on 40 planes x 4 samples)
     assert widget.export(tmp_path / "all.npy", what="All samples") is None
     assert errors and "160 plane computations" in errors[-1] and not (tmp_path / "all.npy").exists()
@@ -180,3 +194,36 @@ def test_full_ct_300x512x512(make_napari_viewer, qtbot, checkpoint, errors):
     widget = _open(viewer, qtbot, image, checkpoint)
     _check_ct_case(viewer, qtbot, widget, image, checkpoint, planes=(150, 151, 299))
     assert errors == []
+
+
+def test_a_3d_ssn_too_large_for_memory_goes_lazy_or_says_what_to_do(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, errors
+):
+    raters = np.zeros((2, 8, 16, 16), dtype=int)
+    raters[:, 2:6, 4:12, 4:12] = 1
+    config = training.TrainConfig(
+        head="ssn", loss="ssn", ssn_rank=2, ssn_samples=2, target="random_rater", spatial_dims=3,
+        channels=(2, 4), strides=(2,), patch_size=(8, 16, 16), epochs=1, steps_per_epoch=1, batch_size=1,
+        val_fraction=0.0, device="cpu", output_dir=str(tmp_path),
+    )  # fmt: skip
+    *_, last = training.train(config, (np.linspace(0, 1, 8 * 256, dtype=np.float32).reshape(8, 16, 16), raters))
+    viewer = make_napari_viewer()
+    image = viewer.add_image(ct_volume(24), name="CT", scale=SPACING, translate=ORIGIN)
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 192 << 20)  # the whole one needs ~0.5 GiB
+    widget = SSNSamplesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SSN samples")
+    widget.load(source="checkpoint", path=last.checkpoint, image=image, num_samples=2)
+    qtbot.waitUntil(lambda: bool(errors) or widget.stack is not None, timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, widget)
+    try:
+        import zarr  # noqa: F401
+    except ImportError:  # no zarr: the user is told the size, the estimate and what to do
+        assert widget.stack is None and len(errors) == 1
+        assert "(24, 512, 512)" in errors[0] and "estimate" in errors[0] and "192.0 MiB" in errors[0]
+        assert "zarr" in errors[0] and "2-D SSN" in errors[0]
+        return
+    # with zarr: the distribution was computed slab by slab to disk and is read back plane by plane
+    assert errors == [] and widget.distribution.lazy
+    _go_to_plane(viewer, qtbot, widget, 5)
+    expected = widget.distribution.slice_labels(5, seed=widget.stack.seed, sample_index=widget.stack.sample_indices[0])
+    np.testing.assert_array_equal(_shown(viewer.layers[SAMPLES_LAYER]), expected)

@@ -85,7 +85,7 @@ def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float
             try:
                 distribution = lazy(trained, image)
             except ImportError as missing:  # zarr holds a 3-D SSN's distribution on disk
-                raise ValueError(f"{too_large} The lazy path needs zarr: {missing}") from None
+                raise ValueError(f"{too_large} {missing}") from None
     else:
         distribution = lazy(trained, image)
     spacing = tuple(float(v) for v in scale[-3:])

@@ -370,7 +370,15 @@ class LiveSampling:
             self._request_volume()
 
     def _on_ndisplay(self, _event: Any = None) -> None:
-        if self._alive() and self._whole_volume_shown():
+        if not self._alive():
+            return
+        if self.planes is not None:  # a lazy volume: computing every plane would run the network on each
+            computed = len(self.planes.stack.distribution.cached_planes)
+            self._status.value = (
+                f"3-D view: the {computed} planes computed last are shown; browse in 2-D to compute others."
+                if self._display_3d() else ""
+            )
+        if self._whole_volume_shown():
             self._request_volume()
 
     def _on_step(self, _event: Any = None) -> None:
