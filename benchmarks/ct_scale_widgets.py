@@ -16,7 +16,7 @@ their public methods, as a user's clicks would:
 
 Each step reports the longest event-loop stall (a 20 ms probe timer, see ``bench_gui_stalls.Bench``;
 target <= 100 ms), its wall time, and the child's resident memory after it and its peak so far
-(``ru_maxrss``); the child's peak RSS is reported at the end. With ``--trace`` a watchdog thread prints
+(``VmHWM``); the child's peak RSS is reported at the end. With ``--trace`` a watchdog thread prints
 the GUI thread's Python stack whenever the event loop has not ticked for 80 ms (to find a stall's
 cause). ``--screenshots DIR`` saves a 1280x800 window screenshot after each widget's steps.
 """
@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,22 @@ CLASS_NAMES = "background, organ, lesion"
 PLUGIN = "napari-seg-uncertainty"
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process: ``VmHWM``, which (unlike ``ru_maxrss``) starts afresh at ``exec``, so
+    the parent's memory at the fork (the generated case) is not counted."""
+    return _status_mb("VmHWM")
 
 
 def write_case(folder: Path, shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -150,8 +156,15 @@ def session(args: argparse.Namespace) -> dict[str, Any]:
         memory.append({"step": step, "rss_mb": round(_rss_mb()), "peak_mb": round(_peak_mb())})
         print(f"    memory after {step}: RSS {memory[-1]['rss_mb']} MB, peak {memory[-1]['peak_mb']} MB", flush=True)
 
-    def shoot(name: str) -> None:
+    def shoot(name: str, widget: Any) -> None:
         if args.screenshots:
+            from qtpy.QtWidgets import QDockWidget
+
+            dock = widget.native
+            while dock is not None and not isinstance(dock, QDockWidget):
+                dock = dock.parentWidget()
+            if dock is not None:
+                dock.raise_()  # its tab in front
             bench.settle(0.5)
             path = Path(args.screenshots) / f"{name}.png"
             viewer.window._qt_window.grab().save(str(path))
@@ -176,7 +189,7 @@ def session(args: argparse.Namespace) -> dict[str, Any]:
     image = viewer.layers["image"]
     print(f"    image {image.data.shape} {image.data.dtype}, scale {tuple(image.scale)}, translate "
           f"{tuple(image.translate)}; raters {[(r.name, r.data.dtype.name) for r in raters]}", flush=True)
-    shoot("load_raters")
+    shoot("load_raters", lr)
     lr._layers.value = raters
     bench.measure("Load raters: from the Labels layers", lambda _i: lr.load_from_layers() is not None, loaded,
                   timeout=600)
@@ -189,21 +202,22 @@ def session(args: argparse.Namespace) -> dict[str, Any]:
 
     def soft_compute(method: str, compare: str) -> Any:
         def action(_i: int) -> Any:
-            holder["soft"] = soft.result
+            # a weak reference, not the result: its arrays would stay in memory
+            holder["soft"] = weakref.ref(soft.result) if soft.result is not None else (lambda: None)
             return soft.compute(method=method, compare_method=compare) is not None
         return action
 
-    soft_done = lambda: not soft.busy and soft.result is not holder.get("soft")  # noqa: E731
+    soft_done = lambda: not soft.busy and soft.result is not None and soft.result is not holder["soft"]()  # noqa: E731
     methods = METHODS if args.methods == "all" else tuple(args.methods.split(","))
     for method in methods:
         bench.measure(f"Soft labels: {method}", soft_compute(method, "none"), soft_done, timeout=600)
         note_memory(f"soft {method}")
-    shoot("soft_labels")
+    shoot("soft_labels", soft)
     if not args.skip_compare:
         bench.measure("Soft labels: msvls compared with one_hot (A, B, A−B)", soft_compute("msvls", "one_hot"),
                       soft_done, timeout=600)
         note_memory("soft compare")
-        shoot("soft_labels_compare")
+        shoot("soft_labels_compare", soft)
         bench.measure("Soft labels: back to one method (B layers removed)", soft_compute("rater_mean", "none"),
                       soft_done, timeout=600)
         note_memory("soft no compare")
@@ -224,7 +238,7 @@ def session(args: argparse.Namespace) -> dict[str, Any]:
     bench.measure("Uncertainty maps: entropy map", lambda _i: unc.compute_maps() is not None, unc_done,
                   timeout=600)
     note_memory("entropy map")
-    shoot("uncertainty")
+    shoot("uncertainty", unc)
 
     if tracer is not None:
         tracer.running = False
@@ -285,13 +299,12 @@ def run(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
             cmd = [sys.executable, str(HERE / "memcap.py"), str(opts.cap), "--", *cmd]
         start = time.perf_counter()
         code = subprocess.call(cmd)
-        child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if code != 0 or not out.exists():
             print(f"the viewer session failed with exit code {code} after {time.perf_counter() - start:.0f} s")
             return {"failed": code}
         result = json.loads(out.read_text())
     result["case"] = case
-    result["child_peak_rss_mb"] = round(child_peak)
+    result["child_peak_rss_mb"] = result["peak_rss_mb"]
     report(result, cap=opts.cap)
     if opts.json:
         Path(opts.json).write_text(json.dumps(result, indent=1))

@@ -217,14 +217,15 @@ def test_low_memory_refusals_leave_every_layer_as_it_was(make_napari_viewer, qtb
     statistics, result, maps = loader.statistics, soft.result, unc.maps
 
     monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 40 * 2**20)  # 40 MiB free
+    low = "not enough free memory — "
     steps = [
-        (lambda: loader.load_from_path(case), "Load raters failed: 5 files: reading them", loader),
-        (lambda: loader.load_from_layers(rater_layers), "Load raters from layers failed: 4 raters of 32×512×512 "
-         "voxels, 3 classes: the agreement and entropy maps", loader),
-        (lambda: soft.compute(method="msvls", compare_method="one_hot"), "Soft labels failed: 4 raters of "
+        (lambda: loader.load_from_path(case), f"Load raters failed: {low}5 files: reading them", loader),
+        (lambda: loader.load_from_layers(rater_layers), f"Load raters from layers failed: {low}4 raters of "
+         "32×512×512 voxels, 3 classes: the agreement and entropy maps", loader),
+        (lambda: soft.compute(method="msvls", compare_method="one_hot"), f"Soft labels failed: {low}4 raters of "
          "32×512×512 voxels, 3 classes: mSVLS compared with One-hot", soft),
-        (lambda: unc.compute_maps(), "Uncertainty maps failed: the probability layer(s) rater mean (3×32×512×512)",
-         unc),
+        (lambda: unc.compute_maps(), f"Uncertainty maps failed: {low}the probability layer(s) rater mean "
+         "(3×32×512×512)", unc),
     ]
     for start, prefix, widget in steps:
         count = len(errors)

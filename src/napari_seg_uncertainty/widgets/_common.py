@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 __all__ = [
+    "check_memory",
     "guarded",
     "keep_alive",
     "wait_for_workers",
@@ -52,6 +53,17 @@ def notify_errors(action: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
         logger.debug("%s failed", action, exc_info=True)
         show_error(f"{action} failed: {exc}")
+
+
+def check_memory(nbytes: int, *, what: str, cause: str, advice: str) -> None:
+    """:func:`~napari_seg_uncertainty.core._memory.check_allocation`, its message led by "not enough free memory"
+    so that the few words napari's notification shows before it is expanded say what went wrong."""
+    from ..core._memory import OutputTooLargeError, check_allocation
+
+    try:
+        check_allocation(nbytes, what=what, cause=cause, advice=advice)
+    except OutputTooLargeError as exc:
+        raise OutputTooLargeError(f"not enough free memory — {exc}") from None
 
 
 def _is_layer_type(layer: Any, layer_type: str) -> bool:
@@ -120,7 +132,7 @@ def upsert_layer(
             return layer
         from ._layer_queue import remove_layers
 
-        remove_layers(viewer, [layer])
+        remove_layers(viewer, [layer], release=False)  # a layer of another kind: perhaps the user's own
     add = getattr(viewer, f"add_{layer_type}")
     return add(data, name=name, **kwargs)
 

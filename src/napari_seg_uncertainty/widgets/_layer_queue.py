@@ -86,13 +86,15 @@ def release_data(layers: Iterable[Any]) -> None:
                 layer.data = np.zeros((1,) * data.ndim, dtype=data.dtype)
 
 
-def remove_layers(viewer: napari.viewer.Viewer, layers: Iterable[Any]) -> None:
-    """Remove ``layers`` (layers or names) in one batch: their arrays freed at once, no full garbage collection."""
+def remove_layers(viewer: napari.viewer.Viewer, layers: Iterable[Any], *, release: bool = True) -> None:
+    """Remove ``layers`` (layers or names) in one batch without a full garbage collection; with ``release`` (for
+    the plugin's own layers) their arrays are freed at once, otherwise at the next collection."""
     present = [viewer.layers[item] if isinstance(item, str) else item for item in layers
                if (item in viewer.layers if isinstance(item, str) else item in viewer.layers)]
     if not present:
         return
-    release_data(present)
+    if release:
+        release_data(present)
     with without_full_collection(), viewer.layers.batched_update():
         for layer in present:
             viewer.layers.remove(layer)

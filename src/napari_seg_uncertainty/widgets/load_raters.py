@@ -17,7 +17,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Pro
 from qtpy.QtWidgets import QSizePolicy
 
 from .._sample_data import case_layer_specs, image_contrast_limits, map_layer_specs
-from ..core._memory import array_bytes, check_allocation, format_bytes
+from ..core._memory import array_bytes, format_bytes
 from ..core.geometry import Geometry
 from ..core.raters import RaterSet, load_raters, qubiq_tasks
 from ..workflow.rater_statistics import (
@@ -30,7 +30,7 @@ from ..workflow.rater_statistics import (
 )
 from ._base import DockWidget
 from ._case import CASE_KEY, KEPT_KEY, begin_case, case_name_for, case_of, current_case
-from ._common import notify_errors, show_error, show_info, show_warning, upsert_layer
+from ._common import check_memory, notify_errors, show_error, show_info, show_warning, upsert_layer
 from ._layer_choices import is_labels_layer, labels_problem
 from ._layer_queue import keep_selection, release_data, remove_layers, without_full_collection
 from ._tables import fit_rows, fit_table, format_number, table_cell
@@ -75,15 +75,14 @@ def load_checked(source: Any, *, from_layers: bool = False, spacing: Any = None,
 
 def statistics_bytes(raters: RaterSet) -> int:
     """Estimated peak memory (bytes) of the statistics of ``raters``: the agreement maps ``(C, *spatial)`` and the
-    entropy map, float32, with the entropy's temporaries, and a boolean mask per rater for the pairwise Dice."""
-    spatial = tuple(raters.shape)
-    per_map = array_bytes(spatial, np.float32)
-    return 4 * raters.num_classes * per_map + 2 * per_map + array_bytes((raters.num_raters, *spatial), np.bool_)
+    entropy map, float32, and one more map for temporaries (the core counts votes slab by slab)."""
+    per_map = array_bytes(tuple(raters.shape), np.float32)
+    return (raters.num_classes + 2) * per_map
 
 
 def check_statistics_memory(raters: RaterSet) -> None:
     """Refuse (OutputTooLargeError, a ValueError) statistics of ``raters`` that would not fit in the free memory."""
-    check_allocation(
+    check_memory(
         statistics_bytes(raters),
         what=f"the agreement and entropy maps ({raters.num_classes + 1} float32 maps of "
         f"{format_bytes(array_bytes(raters.shape, np.float32))} each) and their temporaries",
@@ -136,7 +135,7 @@ def check_files_memory(source: Any) -> None:
     if found is None:
         return
     nbytes, count = found
-    check_allocation(
+    check_memory(
         2 * nbytes, what=f"reading them (their voxels take {format_bytes(nbytes)}; read and converted once)",
         cause=f"{count} files",
         advice="nothing was read and your layers are unchanged; close layers you no longer need (or other "
@@ -388,14 +387,17 @@ class LoadRatersWidget(DockWidget):
     def _start(self, func: Callable[..., tuple[RaterStatistics, tuple[str, float]]], *args: Any, action: str,
                message: str, present: Callable[[RaterStatistics], None], **kwargs: Any) -> Any:
         """Compute ``func(*args, **kwargs)`` in a worker; ``present`` gets the result (an older load's is dropped)."""
-        previous = self.statistics if self.statistics is not None else self._shown
+        # held only until the worker ends: the worker (kept in self.worker) holds these callbacks, and a CT case's
+        # statistics (maps of 1.3 GB) must not outlive their replacement
+        previous = [self.statistics if self.statistics is not None else self._shown]
         self.statistics = None  # "not loaded yet"
         self._queue.cancel()
 
         def restore(_exc: BaseException) -> None:
-            self.statistics = previous
+            self.statistics = previous.pop() if previous else None
 
         def returned(loaded: tuple[RaterStatistics, tuple[str, float]]) -> None:
+            previous.clear()
             stats, self._units[id(stats)] = loaded
             if self.alive():
                 present(stats)

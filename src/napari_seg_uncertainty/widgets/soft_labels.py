@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton
 
-from ..core._memory import array_bytes, check_allocation, format_bytes
+from ..core._memory import array_bytes, format_bytes
 from ..core.geometry import Geometry
 from ..core.labels import SOFT_LABEL_METHODS
 from ..workflow.soft_labels import SoftLabelsRequest, SoftLabelsResult, run_request
 from ._base import DockWidget
 from ._case import case_of
-from ._common import notify_errors, run_in_thread, show_error, show_info, upsert_layer
+from ._common import check_memory, notify_errors, run_in_thread, show_error, show_info, upsert_layer
 from ._layer_choices import is_labels_layer, labels_problem
 from ._layer_queue import keep_selection, remove_layers
 from ._layout import full_width_after
@@ -44,9 +44,10 @@ MAX_CLASSES = 64
 #: few milliseconds, so that bad input is reported at once; larger ones (a CT: 4 x 78.6 M) in the worker, where
 #: the copy and the label scan (about 0.3 s at CT size) cannot freeze the window.
 SYNC_VALUES = 1 << 24
-#: Peak memory of each method in float32 ``(C, *spatial)`` maps: its output and its largest temporaries (an
-#: estimate with some headroom, from the core functions; STAPLE's EM keeps per-class posteriors and weights).
-METHOD_MAPS = {"one_hot": 1, "label_smoothing": 2, "svls": 3, "msvls": 3, "rater_mean": 2, "staple": 6,
+#: Peak memory of each method in float32 ``(C, *spatial)`` maps: its output and its largest temporary, measured
+#: on a 60x512x512 case (one-hot: the output alone; the others, which rest on counts or a per-class smoothing,
+#: at most one more map).
+METHOD_MAPS = {"one_hot": 1, "label_smoothing": 2, "svls": 2, "msvls": 2, "rater_mean": 2, "staple": 2,
                "majority_vote": 2}
 
 
@@ -150,14 +151,14 @@ def _classes_of(arrays: Sequence[np.ndarray], given_names: Sequence[str]) -> tup
 
 def soft_labels_bytes(num_raters: int, spatial: Sequence[int], num_classes: int, *, method: str,
                       compare_method: str | None = None, rater_itemsize: int = 1) -> int:
-    """Estimated peak memory (bytes) of computing soft labels: the stacked raters, each method's output and
-    temporaries (:data:`METHOD_MAPS` float32 maps of ``(C, *spatial)``) and, when comparing, the difference map
-    and its absolute value."""
+    """Estimated peak memory (bytes) of computing soft labels: the stacked raters and the largest of the steps,
+    which run one after the other: method A (:data:`METHOD_MAPS` float32 maps of ``(C, *spatial)``), then B beside
+    A's output, then the comparison (A, B, their difference and its absolute value)."""
     one_map = array_bytes((num_classes, *spatial), np.float32)
-    total = array_bytes((num_raters, *spatial), np.uint8) * rater_itemsize + METHOD_MAPS.get(method, 3) * one_map
+    maps = METHOD_MAPS.get(method, 2)
     if compare_method is not None:
-        total += one_map + METHOD_MAPS.get(compare_method, 3) * one_map + 2 * one_map
-    return total
+        maps = max(maps, 1 + METHOD_MAPS.get(compare_method, 2), 4)
+    return array_bytes((num_raters, *spatial), np.uint8) * rater_itemsize + maps * one_map
 
 
 def check_soft_labels_memory(num_raters: int, spatial: Sequence[int], num_classes: int, *, method: str,
@@ -169,7 +170,7 @@ def check_soft_labels_memory(num_raters: int, spatial: Sequence[int], num_classe
     methods = SOFT_LABEL_METHODS[method] + (f" compared with {SOFT_LABEL_METHODS[compare_method]}"
                                             if compare_method else "")
     each = format_bytes(array_bytes((num_classes, *spatial), np.float32))
-    check_allocation(
+    check_memory(
         needed, what=f"{methods} (each soft-label set is {num_classes} float32 maps, {each})",
         cause=f"{num_raters} raters of {'×'.join(str(s) for s in spatial)} voxels, {num_classes} classes",
         advice=("nothing was computed and your layers are unchanged; "

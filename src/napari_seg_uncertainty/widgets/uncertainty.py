@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox, Table
 
-from ..core._memory import array_bytes, check_allocation, format_bytes
+from ..core._memory import array_bytes, format_bytes
 from ..core.geometry import Geometry
 from ..workflow.uncertainty import (
     CLASSES,
@@ -34,7 +34,7 @@ from ..workflow.uncertainty import (
 )
 from ._base import DockWidget
 from ._case import case_of
-from ._common import notify_errors, upsert_layer
+from ._common import check_memory, notify_errors, upsert_layer
 from ._layer_choices import is_labels_layer, is_probability_layer, labels_problem, member_problem, probability_problem
 from ._layer_queue import keep_selection
 from ._layout import full_width_after
@@ -352,8 +352,8 @@ class UncertaintyWidget(DockWidget):
 
 def uncertainty_maps_bytes(shapes: Sequence[Sequence[int]], *, layout: str, as_ensemble: bool) -> int:
     """Estimated peak memory (bytes) of :func:`compute_uncertainty_maps` on layers of ``shapes``: per layer its
-    float32 map(s) and the float32 temporaries of the entropy (``p·log p`` and the log over all classes), or for
-    member stacks the mean over members and each member's entropy; an ensemble adds the stacked members."""
+    float32 map(s) and the entropy's float32 temporary ``p·log p`` over all classes, or for member stacks the mean
+    over members and each member's entropy; an ensemble adds the stacked members."""
     total = 0
     for shape in shapes:
         axis = 1 if layout == MEMBERS else 0
@@ -362,7 +362,7 @@ def uncertainty_maps_bytes(shapes: Sequence[Sequence[int]], *, layout: str, as_e
         if layout == MEMBERS:
             total += 3 * classes * per_map + 6 * per_map
         else:
-            total += 2 * classes * per_map + 2 * per_map
+            total += classes * per_map + 2 * per_map  # measured: about C + 2 maps at the peak
     if layout == CLASSES and as_ensemble and shapes:
         total += sum(array_bytes(shape, np.float32) for shape in shapes) + 4 * array_bytes(shapes[0], np.float32)
     return total
@@ -374,7 +374,7 @@ def maps_checked(sources: dict[str, Any], *, layout: str, as_ensemble: bool) -> 
     shapes = [tuple(np.shape(data)) for data in sources.values()]
     needed = uncertainty_maps_bytes(shapes, layout=layout, as_ensemble=as_ensemble)
     sizes = ", ".join(f"{name} ({'×'.join(str(v) for v in shape)})" for name, shape in zip(sources, shapes))
-    check_allocation(
+    check_memory(
         needed, what=f"the entropy{' and mutual-information' if layout == MEMBERS or as_ensemble else ''} maps "
         f"(each map {format_bytes(array_bytes(shapes[0][2 if layout == MEMBERS else 1:], np.float32))})",
         cause=f"the probability layer(s) {sizes}",
