@@ -38,7 +38,7 @@ import numpy as np
 from .._memory import array_bytes, check_allocation
 from .._numeric import label_dtype
 from .._validation import as_rater_stack, check_num_classes
-from ..raters.votes import map_count_vectors, vote_fractions
+from ..raters.votes import empty_output, map_count_vectors, vote_fractions
 from ._common import check_class_maps_fit, infer_num_classes
 from .staple import STAPLE_METHODS, StapleResult, staple
 
@@ -76,7 +76,7 @@ def rater_mean(raters: Any, *, num_classes: int) -> np.ndarray:
     raters = as_rater_stack(raters, num_classes=num_classes)
     check_class_maps_fit(num_classes, raters.shape[1:], what="the rater mean")
     num_raters = raters.shape[0]
-    out = np.empty((num_classes, *raters.shape[1:]), dtype=np.float32)
+    out = empty_output((num_classes, *raters.shape[1:]), np.float32)
     return map_count_vectors(raters, num_classes, lambda counts: vote_fractions(counts, num_raters), out)
 
 
@@ -119,5 +119,5 @@ def majority_vote(raters: Any, *, num_classes: int | None = None) -> np.ndarray:
     dtype = label_dtype(num_classes)
     check_allocation(array_bytes(raters.shape[1:], dtype), what=f"the fused label map of shape {raters.shape[1:]}",
                      cause=f"label maps of shape {raters.shape[1:]}", advice="use a smaller region")
-    out = np.empty(raters.shape[1:], dtype=dtype)
+    out = empty_output(raters.shape[1:], dtype)
     return map_count_vectors(raters, num_classes, lambda counts: np.argmax(counts, axis=0).astype(dtype), out)

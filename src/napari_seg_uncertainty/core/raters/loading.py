@@ -21,7 +21,7 @@ from .._numeric import label_dtype
 from .._validation import as_label_array, check_spacing, describe
 from ..io import ImageMeta, check_npz_fits, file_suffix, is_supported_file, read_image
 from .rater_set import RaterSet, _as_image_array, _as_names, _is_tensor
-from .votes import flat_voxels, iter_slabs
+from .votes import empty_output, flat_voxels, iter_slabs
 
 __all__ = ["load_raters", "qubiq_tasks"]
 
@@ -396,7 +396,7 @@ def _remap_labels(fixed: list[np.ndarray], names: list[str]) -> tuple[np.ndarray
     shape = (len(fixed), *fixed[0].shape)
     check_allocation(array_bytes(shape, dtype), what=f"the raters' label stack of shape {shape} ({dtype})",
                      cause=f"{len(fixed)} raters of shape {fixed[0].shape}", advice="load fewer raters or crop them")
-    stack = np.empty(shape, dtype=dtype)
+    stack = empty_output(shape, dtype)
     lookup = None
     if not identity and values[-1] < _LOOKUP_LIMIT:
         lookup = np.zeros(values[-1] + 1, dtype=dtype)

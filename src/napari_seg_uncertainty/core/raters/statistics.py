@@ -23,7 +23,7 @@ import numpy as np
 from .._memory import array_bytes, check_allocation
 from .._numeric import entropy_nats
 from .._validation import as_rater_stack, check_flag, check_num_classes
-from .votes import map_count_vectors, overlap_counts, vote_fractions
+from .votes import empty_output, map_count_vectors, overlap_counts, vote_fractions
 
 __all__ = ["agreement_map", "dice_from_overlaps", "pairwise_dice", "rater_entropy"]
 
@@ -106,7 +106,7 @@ def agreement_map(raters: Any, *, num_classes: int | None = None) -> np.ndarray:
     """
     stack, c = _stack_and_classes(raters, num_classes)
     _check_maps_fit(stack, c, what="the agreement map", per_class=True)
-    out = np.empty((c, *stack.shape[1:]), dtype=np.float32)
+    out = empty_output((c, *stack.shape[1:]), np.float32)
     r = stack.shape[0]
     return map_count_vectors(stack, c, lambda counts: vote_fractions(counts, r), out)
 
@@ -144,7 +144,7 @@ def rater_entropy(raters: Any, *, num_classes: int | None = None, normalize: boo
     stack, c = _stack_and_classes(raters, num_classes)
     _check_maps_fit(stack, c, what="the entropy map", per_class=False)
     r = stack.shape[0]
-    out = np.empty(stack.shape[1:], dtype=np.float32)
+    out = empty_output(stack.shape[1:], np.float32)
     return map_count_vectors(stack, c, lambda counts: _entropy_of_counts(counts, r, normalize), out)
 
 
