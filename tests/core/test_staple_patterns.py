@@ -201,3 +201,24 @@ def test_non_contiguous_and_list_input():
         result = staple(given, num_classes=3)
         np.testing.assert_array_equal(result.probabilities, expected.probabilities)
         np.testing.assert_array_equal(result.labels, expected.labels)
+
+
+def ct_like_raters(shape: tuple[int, int, int], num_raters: int = 4, seed: int = 0) -> np.ndarray:
+    """Nested ellipsoids (organ 1, lesion 2) whose boundaries each rater moves by a smooth random field."""
+    rng = np.random.default_rng(seed)
+    z, y, x = (np.linspace(-1, 1, s)[(slice(None),) + (None,) * (2 - i)] for i, s in enumerate(shape))
+    raters = np.zeros((num_raters, *shape), dtype=np.uint8)
+    for r in range(num_raters):
+        wobble = rng.normal(0, 0.05, 3)
+        organ = (y / 0.6) ** 2 + ((x + 0.1) / 0.5) ** 2 + (z / 0.8) ** 2 + wobble[0] * np.cos(3 * y + r)
+        lesion = ((y - 0.1) / 0.2) ** 2 + ((x + 0.2) / 0.2) ** 2 + (z / 0.3) ** 2 + wobble[1] * np.cos(4 * x)
+        raters[r][organ < 1.0] = 1
+        raters[r][lesion < 1.0 + wobble[2]] = 2
+    return raters
+
+
+@pytest.mark.slow
+def test_ct_like_volume_equals_simpleitk():
+    """A smooth CT-like 3-D case with 2.4 M voxels, large consensus regions and thin disagreement shells."""
+    raters = ct_like_raters((24, 224, 224))
+    check_against_simpleitk(raters, 3)
