@@ -11,7 +11,7 @@ from napari_seg_uncertainty.core import _memory
 from napari_seg_uncertainty.core._memory import OutputTooLargeError
 from napari_seg_uncertainty.core.training import TrainConfig, load_trained_model, predict, streamed, train
 from napari_seg_uncertainty.core.training.streamed import estimate_prediction_bytes
-from napari_seg_uncertainty.workflow.training import predict_within_memory
+from napari_seg_uncertainty.workflow.training import predict_within_memory, predict_within_memory_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
@@ -52,6 +52,21 @@ def test_float32_when_it_fits(checkpoint):
     image = make_case(SHAPE, seed=1)[0]
     fitted = predict_within_memory(checkpoint, image)
     assert fitted.note is None and fitted.prediction.probabilities.dtype == np.float32
+    np.testing.assert_array_equal(fitted.prediction.probabilities, predict(checkpoint, image).probabilities)
+
+
+def test_steps_yield_progress_then_the_prediction(checkpoint):
+    image = make_case(SHAPE, seed=1)[0]
+    steps = predict_within_memory_steps(checkpoint, image, slab=2)  # a 2-D net: 2 slices at a time
+    records = []
+    while True:
+        try:
+            records.append(next(steps))
+        except StopIteration as stop:
+            fitted = stop.value
+            break
+    assert [r.planes_done for r in records] == [2, 4, 6]
+    assert records[-1].fraction == 1.0 and records[-1].planes == SHAPE[0]
     np.testing.assert_array_equal(fitted.prediction.probabilities, predict(checkpoint, image).probabilities)
 
 

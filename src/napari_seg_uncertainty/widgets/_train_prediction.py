@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.geometry import Geometry
-from ..workflow.training import FittedPrediction, predict_within_memory, prediction_geometry
+from ..workflow.training import FittedPrediction, predict_within_memory_steps, prediction_geometry
 from ._common import notify_errors, run_in_thread, show_warning, upsert_layer
 from ._train_cohort import CasePrediction, predict_case, prediction_case
 
@@ -94,9 +94,13 @@ class TrainPrediction:
                 show_warning(result.note)
             self._show_prediction(result.prediction)
 
+        def progressed(record: Any) -> None:
+            self._status.value = f"Predicting on the image… {record.fraction:.0%}"
+
         # streamed into preallocated outputs; too large: float16, or a notification naming the sizes
         self.predict_worker = run_in_thread(
-            predict_within_memory, checkpoint, image, action="Prediction", returned=returned, errored=errored,
+            predict_within_memory_steps, checkpoint, image, action="Prediction", returned=returned,
+            errored=errored, yielded=progressed,
         )
 
     def _run_case_prediction(self, checkpoint: str, cohort: Any, case_id: str) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "parse_patch_size",
     "predict",
     "predict_within_memory",
+    "predict_within_memory_steps",
     "prediction_geometry",
     "preview_cohort",
     "progress_text",
@@ -161,12 +162,24 @@ class FittedPrediction:
 
 
 def predict_within_memory(checkpoint: str, image: Any, **kwargs: Any) -> FittedPrediction:
+    """:func:`predict_within_memory_steps` run to the end."""
+    steps = predict_within_memory_steps(checkpoint, image, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def predict_within_memory_steps(checkpoint: str, image: Any, **kwargs: Any) -> Generator[Any, None, FittedPrediction]:
     """Predict in float32, or in float16 when float32 would not fit in the available memory.
 
     :func:`~napari_seg_uncertainty.core.training.predict` streams the sliding windows into preallocated
     outputs and estimates their size first; when float32 outputs would not fit, the same prediction is made
     in float16 (half the memory for the probabilities and entropy, rounding below 5e-4) and ``note`` says
-    so. For the *Train* dock's prediction at the end of a run, in a worker thread.
+    so. A generator for the *Train* dock's worker: it yields the core's progress records
+    (:class:`~napari_seg_uncertainty.core.training.streamed.PredictProgress`) and returns a
+    :class:`FittedPrediction`.
 
     Raises
     ------
@@ -180,20 +193,32 @@ def predict_within_memory(checkpoint: str, image: Any, **kwargs: Any) -> FittedP
        arXiv:2211.02701, 2022 (sliding-window inference).
     """
     from ..core._memory import OutputTooLargeError
+    from ..core.training.inference import predict_steps
 
     kwargs.pop("dtype", None)
+    steps = predict_steps(checkpoint, image, dtype="float32", **kwargs)
     try:
-        return FittedPrediction(predict(checkpoint, image, dtype="float32", **kwargs))
+        first_progress = next(steps)  # the memory check runs before the first record
+    except StopIteration as stop:  # nothing to do in blocks (an empty image)
+        return FittedPrediction(stop.value)
     except OutputTooLargeError as exc:
         first = str(exc)
+    else:
+        yield first_progress
+        return FittedPrediction((yield from steps))
     try:
-        prediction = predict(checkpoint, image, dtype="float16", **kwargs)
+        steps = predict_steps(checkpoint, image, dtype="float16", **kwargs)
+        first_progress = next(steps)
     except OutputTooLargeError as exc:
         raise OutputTooLargeError(
             f"the prediction does not fit in memory even in float16. float32: {first.split(';')[0]}. "
             f"float16: {exc}. In the Train dock, predict on a crop (Predict on) or on a smaller image; from the "
             "console, predict(..., out='probabilities.npy') writes the probabilities to disk as they come."
         ) from exc
+    except StopIteration as stop:
+        return FittedPrediction(stop.value, f"Probabilities and entropy shown in float16: {first.split(';')[0]}.")
+    yield first_progress
+    prediction = yield from steps
     return FittedPrediction(prediction, f"Probabilities and entropy shown in float16: {first.split(';')[0]}.")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from .data import as_image, background_mask
 from .device import resolve_device
 from .normalization import normalize_image  # noqa: F401 - moved there; still importable from here
 
-__all__ = ["Prediction", "TrainedModel", "load_trained_model", "predict"]
+__all__ = ["Prediction", "TrainedModel", "load_trained_model", "predict", "predict_steps"]
 
 @dataclass
 class TrainedModel:
@@ -272,7 +272,41 @@ def predict(
     >>> out.probabilities.shape, out.labels.shape
     ((2, 16, 16), (16, 16))
     """
-    from .streamed import check_prediction_dtype, predict_streamed
+    steps = predict_steps(
+        checkpoint, image, num_samples=num_samples, device=device, seed=seed, keep_members=keep_members,
+        dtype=dtype, out=out, slab=slab,
+    )
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def predict_steps(
+    checkpoint: str | os.PathLike | TrainedModel,
+    image: Any,
+    *,
+    num_samples: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    keep_members: bool = False,
+    dtype: Any = np.float32,
+    out: Any = None,
+    slab: int | None = None,
+) -> Generator[Any, None, Prediction]:
+    """:func:`predict` as a generator for front ends: yields a progress record after each block of planes.
+
+    Takes :func:`predict`'s arguments and returns (``StopIteration.value``) its :class:`Prediction`;
+    each yielded :class:`~.streamed.PredictProgress` says how many planes along Z are written. Arguments
+    are checked, and a prediction too large for the memory refused, before the first yield.
+
+    References
+    ----------
+    .. [1] Cardoso M. J. et al., "MONAI: An open-source framework for deep learning in healthcare",
+       arXiv:2211.02701, 2022 (sliding-window inference).
+    """
+    from .streamed import check_prediction_dtype, predict_streamed_steps
 
     trained = _on_device(load_trained_model(checkpoint), device)
     if num_samples is None:
@@ -284,9 +318,9 @@ def predict(
     if slab is not None:
         slab = check_int(slab, name="slab", minimum=1)
     arr = _prediction_image(trained, image)
-    return predict_streamed(
+    return (yield from predict_streamed_steps(
         trained, arr, num_samples=num_samples, seed=seed, dtype=dtype, out=out, keep_members=keep_members, slab=slab
-    )
+    ))
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,13 @@ from .._numeric import entropy_nats, label_dtype
 from ..models import SegmentationNet, mc_dropout
 from .inference import Prediction, TrainedModel, _masked, _ssn_sample_mean
 
-__all__ = ["PREDICTION_DTYPES", "estimate_prediction_bytes", "predict_streamed"]
+__all__ = [
+    "PREDICTION_DTYPES",
+    "PredictProgress",
+    "estimate_prediction_bytes",
+    "predict_streamed",
+    "predict_streamed_steps",
+]
 
 #: The dtypes the probabilities and entropy can be returned in.
 PREDICTION_DTYPES = ("float32", "float16")
@@ -426,8 +432,8 @@ def _write_block(outputs: tuple[Any, np.ndarray, np.ndarray], mean: np.ndarray, 
 
 
 def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members: Any, dtype: np.dtype,
-                 slab: int) -> None:
-    """Blend every stream block by block, average members and passes in float32, write each block."""
+                 slab: int) -> Iterator[int]:
+    """Blend every stream block by block, average members and passes in float32, write each block (yield its end)."""
     streams = _streams(run, slab)
     for blocks in zip(*(stream for _, _, stream in streams)):
         o0, o1 = blocks[0][:2]
@@ -441,6 +447,7 @@ def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members
         mean = total if len(streams) == 1 else total / len(streams)
         del blocks, total
         _write_block(outputs, mean.cpu().numpy(), o0, dtype)
+        yield o1
 
 
 def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -494,7 +501,29 @@ def _check_memory(
     )
 
 
-def predict_streamed(
+@dataclass(frozen=True)
+class PredictProgress:
+    """Yielded by :func:`predict_streamed_steps` after each block: ``planes_done`` of ``planes`` written."""
+
+    planes_done: int
+    planes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.planes_done / max(self.planes, 1)
+
+
+def predict_streamed(trained: TrainedModel, image: np.ndarray, **kwargs: Any) -> Prediction:
+    """:func:`predict_streamed_steps` run to the end: the :class:`Prediction`."""
+    steps = predict_streamed_steps(trained, image, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def predict_streamed_steps(
     trained: TrainedModel,
     image: np.ndarray,
     *,
@@ -504,8 +533,11 @@ def predict_streamed(
     out: Any = None,
     keep_members: bool = False,
     slab: int | None = None,
-) -> Prediction:
-    """Class probabilities, labels and entropy of a ``(Cin, *S)`` image, slab by slab into preallocated arrays.
+) -> Generator[PredictProgress, None, Prediction]:
+    """Class probabilities, labels and entropy of a ``(Cin, *S)`` image, block by block into preallocated arrays.
+
+    A generator: it yields a :class:`PredictProgress` after each block of planes and returns the
+    :class:`Prediction` (``StopIteration.value``); the memory check runs before the first yield.
 
     Parameters
     ----------
@@ -527,6 +559,10 @@ def predict_streamed(
     slab : int, optional
         Slices per chunk of a 2-D net run slice by slice on a volume (default 8; the result does not
         depend on it). A 3-D net goes one row of windows along Z at a time.
+
+    Yields
+    ------
+    PredictProgress
 
     Returns
     -------
@@ -562,7 +598,8 @@ def predict_streamed(
     members = np.empty((streams, classes, *spatial), dtype=dtype) if keep_members else None
     device = trained.device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        _run_streams(run, (probabilities, entropy, labels), members, dtype, slab)
+        for done in _run_streams(run, (probabilities, entropy, labels), members, dtype, slab):
+            yield PredictProgress(done, spatial[0])
     if isinstance(probabilities, np.memmap):
         probabilities.flush()
     return Prediction(
