@@ -187,9 +187,6 @@ def test_full_prediction_refuses_before_allocating(ckpt2d, monkeypatch):
     import napari_seg_uncertainty.core._memory as memory
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1 << 16)
-    from napari_seg_uncertainty.core.training import ssn_inference
-
-    monkeypatch.setattr(ssn_inference, "available_memory_bytes", lambda: 1 << 16)
     image = _case((5, 40, 36), seed=1)[0]
     with pytest.raises(OutputTooLargeError, match="predict_ssn_distribution_lazy") as info:
         predict_ssn_distribution(ckpt2d, image)

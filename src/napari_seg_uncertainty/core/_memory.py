@@ -10,6 +10,7 @@ out-of-memory killer.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from math import prod
 from typing import Any
@@ -76,15 +77,62 @@ def _sysconf_bytes(pages_name: str) -> int | None:
     return int(pages) * int(page_size)
 
 
+def _address_space_headroom() -> int | None:
+    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``), or None without a limit.
+
+    A process capped this way gets a failed ``malloc`` (a ``MemoryError``, or a crash inside a C
+    library) long before the machine runs out of RAM; the headroom is the soft limit minus the
+    virtual size the process already has (``VmSize`` of ``/proc/self/status``).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ValueError, OSError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return None
+    used = _vm_size()
+    return max(int(soft) - (used or 0), 0)
+
+
+def _vm_size() -> int | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under the container's cgroup memory limit (v2 or v1), or None without one."""
+    for limit_file, usage_file in _CGROUP_FILES:
+        limit = _read_int(limit_file)
+        if limit is None or limit >= 1 << 60:
+            continue
+        usage = _read_int(usage_file) or 0
+        return max(limit - usage, 0)
+    return None
+
+
 def available_memory_bytes() -> int | None:
-    """Bytes of memory a new allocation can use now: free RAM, capped by a container limit.
+    """Bytes of memory a new allocation can use now: free RAM, capped by the container and address-space limits.
 
     Returns
     -------
     int or None
-        ``MemAvailable`` of ``/proc/meminfo`` (elsewhere the free or, failing that, the total physical
-        memory), lowered to the headroom under a cgroup memory limit when the process runs in a
-        container; ``None`` when the platform reports nothing.
+        The smallest of ``MemAvailable`` of ``/proc/meminfo`` (elsewhere the free or, failing that, the
+        total physical memory), the headroom under a cgroup memory limit (v2 ``memory.max`` or v1
+        ``memory.limit_in_bytes``, minus the current usage) and the headroom under ``RLIMIT_AS``
+        (``resource.getrlimit``, minus the process's current virtual size); ``None`` when the platform
+        reports nothing.
 
     Examples
     --------
@@ -96,16 +144,11 @@ def available_memory_bytes() -> int | None:
         value
         for value in (
             _meminfo_available() or _sysconf_bytes("SC_AVPHYS_PAGES") or _sysconf_bytes("SC_PHYS_PAGES"),
+            _cgroup_headroom(),
+            _address_space_headroom(),
         )
         if value is not None
     ]
-    for limit_file, usage_file in _CGROUP_FILES:
-        limit = _read_int(limit_file)
-        if limit is None or limit >= 1 << 60:
-            continue
-        usage = _read_int(usage_file) or 0
-        candidates.append(max(limit - usage, 0))
-        break
     return min(candidates) if candidates else None
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .._memory import array_bytes, available_memory_bytes, check_allocation, format_bytes
+from .._memory import array_bytes, check_allocation
 from .._validation import check_int
 from ..ssn.lazy import DEFAULT_CACHE_PLANES, PlaneParameters, PlaneSource
 from .inference import (
@@ -164,17 +164,14 @@ def estimate_ssn_memory(trained: TrainedModel, image_shape: tuple[int, ...]) -> 
 
 
 def _check_fits(trained: TrainedModel, image_shape: tuple[int, ...]) -> None:
-    need = estimate_ssn_memory(trained, image_shape)
-    available = available_memory_bytes()
-    spatial = image_shape[1:]
+    """Refuse (OutputTooLargeError) before any work when the whole distribution would not fit."""
     check_allocation(
-        need,
-        what=(
-            f"the SSN distribution of a {spatial} image (rank {trained.config.ssn_rank}, "
-            f"{trained.info['num_classes']} classes) and its temporaries"
+        estimate_ssn_memory(trained, image_shape),
+        what="predicting the whole SSN distribution and its temporaries (estimate)",
+        cause=(
+            f"image shape {tuple(image_shape[1:])}, rank {trained.config.ssn_rank}, "
+            f"{trained.info['num_classes']} classes"
         ),
-        cause=f"image shape {spatial}, rank {trained.config.ssn_rank} (estimate {format_bytes(need)}, "
-        f"available {'unknown' if available is None else format_bytes(available)})",
         advice=_ADVICE,
     )
 
