@@ -8,6 +8,7 @@ names when set (scripts and the Guide set them that way).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Select, SpinBox, Table
 
-from ..core.ssn import LowRankLogits, SampleLabelStack
+from ..core.ssn import LowRankLogits, SampleLabelStack, synthetic_distribution
 from ..workflow.ssn import (
     EXPORT_ALL,
     EXPORT_CURRENT,
@@ -24,11 +25,14 @@ from ..workflow.ssn import (
     distribution_from_checkpoint,
 )
 from ._layer_choices import choices_for, is_image_layer, is_labels_layer
-from ._ssn_live import SAMPLES_LAYER, LiveSamples, qt_alive
+from ._ssn_live import SAMPLES_LAYER, LiveSamples, is_lazy, qt_alive
 
 __all__ = [
     "SCALE_RANGE",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_SHAPE",
     "checkpoint_distribution",
+    "synthetic_on_grid",
     "SOURCES",
     "SOURCE_CHECKPOINT",
     "SOURCE_SAVED",
@@ -43,6 +47,8 @@ SOURCE_SYNTHETIC = "Synthetic demo"
 #: load(source=…) keys -> the Source box's entries.
 SOURCES = {"saved": SOURCE_SAVED, "checkpoint": SOURCE_CHECKPOINT, "synthetic": SOURCE_SYNTHETIC}
 
+SYNTHETIC_SHAPE = (256, 256)
+SYNTHETIC_CLASSES = 4
 SCALE_RANGE = (-3.0, 3.0)
 TEMPERATURE_RANGE = (0.0, 3.0)
 
@@ -94,6 +100,27 @@ def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float
     return distribution, {}
 
 
+def synthetic_on_grid(
+    shape: tuple[int, ...], *, spacing: Any, seed: int, layer_name: str | None
+) -> LowRankLogits:
+    """The synthetic demo distribution on ``shape`` (an image layer's grid, or the default 256×256).
+
+    Too large for the free memory (a CT's grid): the core's message (size, estimate, available memory)
+    and what to choose in the dock.
+    """
+    from ..core._memory import OutputTooLargeError
+
+    try:
+        return synthetic_distribution(shape, num_classes=SYNTHETIC_CLASSES, rank=10, seed=seed, spacing=spacing)
+    except OutputTooLargeError as exc:
+        if layer_name is None:
+            raise
+        raise OutputTooLargeError(
+            f"{exc} The synthetic demo is drawn on the grid of image layer {layer_name!r}: choose no image "
+            f"layer for a {SYNTHETIC_SHAPE[0]}×{SYNTHETIC_SHAPE[1]} demo, or a smaller image."
+        ) from None
+
+
 class _LayerComboBox(ComboBox):
     """A layer choice whose value is the layer; a layer's name is accepted when setting it (scripts, Guide)."""
 
@@ -137,7 +164,9 @@ class SSNControls:
     scroll_area: Any
     _status: Any
     _class_sliders: list[Any]
+    _viewer: Any
     base_distribution: LowRankLogits | None
+    distribution: LowRankLogits | None
     stack: SampleLabelStack | None
 
     def _build_source_controls(self, viewer: Any) -> list[Any]:
@@ -252,6 +281,52 @@ class SSNControls:
         width = inner.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 2 * area.frameWidth()
         if area.minimumWidth() < width:
             area.setMinimumWidth(width)
+
+    # ------------------------------------------------------------------ inputs
+    def _named_classes(self, distribution: LowRankLogits) -> LowRankLogits:
+        """Give a distribution without class names the raters' names (from the layers' metadata)."""
+        defaults = tuple(f"class {c}" for c in range(distribution.num_classes))
+        if distribution.class_names != defaults:
+            return distribution
+        candidates = [*(self._raters.value or []), self._image_layer.value, *self._viewer.layers]
+        for layer in candidates:
+            names = (getattr(layer, "metadata", None) or {}).get("class_names")
+            if names is not None and len(names) == distribution.num_classes:
+                with contextlib.suppress(TypeError, ValueError):
+                    return distribution.with_class_names([str(n) for n in names])
+        return distribution
+
+    def _rater_stack(self) -> np.ndarray:
+        assert self.distribution is not None
+        layers = [layer for layer in (self._raters.value or []) if layer in self._viewer.layers]
+        if not layers:
+            raise ValueError("select one or more Labels layers with the raters' annotations.")
+        shape = self.distribution.spatial_shape
+        maps: list[np.ndarray] = []
+        for layer in layers:
+            data = np.asarray(layer.data)
+            if data.shape == shape:
+                maps.append(data)
+            elif data.ndim == len(shape) + 1 and data.shape[1:] == shape:
+                maps.extend(data)
+            else:
+                raise ValueError(
+                    f"layer {layer.name!r} has shape {data.shape}; expected {shape} (one rater) or "
+                    f"(R, *{shape})."
+                )
+        return np.stack(maps)
+
+    def _refuse_whole_samples(self, what: str) -> None:
+        """Refuse work on every whole sample of a distribution computed plane by plane (a CT): it would
+        compute each of its planes once per sample (the network on every plane, for a 2-D SSN)."""
+        distribution = None if self.stack is None else self.stack.distribution
+        if distribution is not None and is_lazy(distribution):
+            depth = distribution.spatial_shape[0]
+            raise ValueError(
+                f"{what} all {len(self.stack)} samples whole, which on this distribution computed plane by "
+                f"plane ({depth} planes of {distribution.spatial_shape[1:]}) means {depth * len(self.stack)} "
+                "plane computations; keep or export the current sample instead, or predict on a crop of the image."
+            )
 
     # ------------------------------------------------------------------ lifetime
     def _is_rater_layer(self, layer: Any) -> bool:

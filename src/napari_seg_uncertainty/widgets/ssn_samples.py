@@ -9,6 +9,10 @@ from an SSN checkpoint applied to an image layer, or a synthetic demo) and shows
   worker, its noise kept, so that a slider move only rescales it and takes the argmax again — see
   :class:`LiveSamples`),
 * ``SSN mean prediction``: the argmax of the mean logits,
+* for a checkpoint on a volume (a CT) whose distribution is computed plane by plane
+  (:class:`~napari_seg_uncertainty.core.ssn.lazy.LazyLowRankLogits`: a 2-D SSN, or a 3-D SSN that would
+  not fit in memory), both layers are dask arrays of one plane per chunk; a plane is computed in a worker
+  when first shown (see :class:`~._ssn_live.LazyPlanes`) and the Dice table compares the plane on screen,
 * per-class noise-scale sliders (``-3 ... 3``, Fig. 6 of the SSN paper) and a temperature slider
   that redraw the sample on screen as they move, "New sample", "Keep this sample" (an editable
   copy), the Dice of every sample against the mean prediction, GED² and sample diversity against
@@ -33,11 +37,11 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 from superqt.utils import ensure_main_thread
 
-from ..core._memory import OutputTooLargeError
 from ..core.geometry import Geometry
-from ..core.ssn import LowRankLogits, SampleLabelStack, synthetic_distribution
+from ..core.ssn import LowRankLogits, SampleLabelStack
 from ..workflow.ssn import (
-    EXPORT_CURRENT,
+    EXPORT_ALL,
+    EXPORT_DISTRIBUTION,
     SampleMetrics,
     export_samples,
     load_saved,
@@ -55,9 +59,11 @@ from ._ssn_controls import (
     SOURCE_SAVED,
     SOURCE_SYNTHETIC,
     SOURCES,
+    SYNTHETIC_SHAPE,
     TEMPERATURE_RANGE,
     SSNControls,
     checkpoint_distribution,
+    synthetic_on_grid,
 )
 from ._ssn_live import (
     MEAN_LAYER,
@@ -77,8 +83,6 @@ __all__ = ["SSNSamplesWidget", "SamplesDrawn"]
 
 KEPT_LAYER_PREFIX = "SSN kept sample"
 
-_SYNTHETIC_SHAPE = (256, 256)
-_SYNTHETIC_CLASSES = 4
 _TEARDOWN_WAIT_S = 5.0  # closing waits this long at most for a running computation to return
 
 
@@ -290,18 +294,6 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         self.worker = worker
         return worker
 
-    def _refuse_whole_samples(self, what: str) -> None:
-        """Refuse work on every whole sample of a distribution computed plane by plane (a CT): it would
-        compute each of its planes once per sample (the network on every plane, for a 2-D SSN)."""
-        distribution = None if self.stack is None else self.stack.distribution
-        if distribution is not None and is_lazy(distribution):
-            depth = distribution.spatial_shape[0]
-            raise ValueError(
-                f"{what} all {len(self.stack)} samples whole, which on this distribution computed plane by "
-                f"plane ({depth} planes of {distribution.spatial_shape[1:]}) means {depth * len(self.stack)} "
-                "plane computations; keep or export the current sample instead, or predict on a crop of the image."
-            )
-
     def _layer_kwargs(self) -> dict[str, Any]:
         return {"geometry": self.geometry, "case": self.case}
 
@@ -388,28 +380,15 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             )
         if source != SOURCE_SYNTHETIC:
             raise ValueError(f"source must be one of {list(SOURCES.values())}, got {source!r}.")
-        shape: tuple[int, ...] = _SYNTHETIC_SHAPE
+        shape: tuple[int, ...] = SYNTHETIC_SHAPE
         spacing = None
         if layer is not None:
             ndim = 3 if layer.data.ndim >= 3 and not layer.rgb else 2
             shape, spacing = spatial_shape(layer, ndim), spatial_scale(layer, ndim)
         seed = int(self._seed.value)
         name = None if layer is None else layer.name
-
-        def _make() -> LowRankLogits:
-            try:
-                return synthetic_distribution(shape, num_classes=_SYNTHETIC_CLASSES, rank=10, seed=seed,
-                                              spacing=spacing)
-            except OutputTooLargeError as exc:
-                if name is None:
-                    raise
-                raise OutputTooLargeError(
-                    f"{exc} The synthetic demo is drawn on the grid of image layer {name!r}: choose no image "
-                    f"layer for a {_SYNTHETIC_SHAPE[0]}×{_SYNTHETIC_SHAPE[1]} demo, or a smaller image."
-                ) from None
-
         return self._start(
-            _make,
+            lambda: synthetic_on_grid(shape, spacing=spacing, seed=seed, layer_name=name),
             action="Making the synthetic SSN distribution",
             returned=lambda dist: self._place_and_show(dist, layer),
         )
@@ -422,19 +401,6 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if warning is not None:
                 show_warning(f"SSN samples: {warning}")
             self._show_distribution(distribution, geometry=geometry, case=case_of(layer))
-
-    def _named_classes(self, distribution: LowRankLogits) -> LowRankLogits:
-        """Give a distribution without class names the raters' names (from the layers' metadata)."""
-        defaults = tuple(f"class {c}" for c in range(distribution.num_classes))
-        if distribution.class_names != defaults:
-            return distribution
-        candidates = [*(self._raters.value or []), self._image_layer.value, *self._viewer.layers]
-        for layer in candidates:
-            names = (getattr(layer, "metadata", None) or {}).get("class_names")
-            if names is not None and len(names) == distribution.num_classes:
-                with contextlib.suppress(TypeError, ValueError):
-                    return distribution.with_class_names([str(n) for n in names])
-        return distribution
 
     def set_distribution(
         self,
@@ -582,26 +548,6 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         return None
 
     # ------------------------------------------------------------------ GED² and diversity
-    def _rater_stack(self) -> np.ndarray:
-        assert self.distribution is not None
-        layers = [layer for layer in (self._raters.value or []) if layer in self._viewer.layers]
-        if not layers:
-            raise ValueError("select one or more Labels layers with the raters' annotations.")
-        shape = self.distribution.spatial_shape
-        maps: list[np.ndarray] = []
-        for layer in layers:
-            data = np.asarray(layer.data)
-            if data.shape == shape:
-                maps.append(data)
-            elif data.ndim == len(shape) + 1 and data.shape[1:] == shape:
-                maps.extend(data)
-            else:
-                raise ValueError(
-                    f"layer {layer.name!r} has shape {data.shape}; expected {shape} (one rater) or "
-                    f"(R, *{shape})."
-                )
-        return np.stack(maps)
-
     def compute_metrics(self, *, raters: Any = None) -> Any:
         """GED² and diversity of the samples against ``raters`` (Labels layers or names); returns the worker.
 
@@ -661,8 +607,14 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if target is None or str(target).strip() in ("", "."):
                 raise ValueError("choose a file to export to.")
             stack, entry, kind = self.stack, self.current_entry(), self._export_what.value
-            if kind != EXPORT_CURRENT:
-                self._refuse_whole_samples(f"Export of {kind.lower()} writes")
+            if kind == EXPORT_ALL:
+                self._refuse_whole_samples("Exporting all samples writes")
+            elif kind == EXPORT_DISTRIBUTION and is_lazy(stack.distribution):
+                raise ValueError(
+                    f"the distribution on {stack.distribution.spatial_shape} is computed plane by plane (it would "
+                    "not fit in memory whole), so it cannot be written as one .npz; export the current sample, "
+                    "or predict on a crop of the image and export that distribution."
+                )
             replace = bool(self._export_overwrite.value)
 
             def _written(written: Path) -> None:
