@@ -55,6 +55,7 @@ __all__ = [
 PREDICTION_DTYPES = ("float32", "float16")
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
+_BLOCK_PLANES = 8  # planes handed on at a time by a window row
 _Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
 
@@ -133,7 +134,7 @@ def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int, streams: int)
         planes = min(slab, layout.spatial[0])
         return planes * layout.plane * 4 * (cin + 2 * raw + 1 + 3 * classes + ssn) + windows
     rows = min(layout.roi[0], layout.spatial[0])  # a buffer spans one window row
-    block = min(layout.step, layout.spatial[0])
+    block = min(layout.step, _BLOCK_PLANES, layout.spatial[0])
     buffers = streams * (raw + 1) * rows + cin * rows + block * (raw + 3 * classes + ssn)
     return buffers * layout.plane * 4 + windows
 
@@ -326,10 +327,11 @@ def _row_stream(run: _Run, net: SegmentationNet, key: tuple[int, ...] | None) ->
                 count[place] += weight
         done = (starts[r + 1] if r + 1 < len(starts) else padded[0]) - start  # planes no later row reaches
         o0, o1 = max(start - pads[0][0], 0), min(start + done - pads[0][0], spatial[0])
-        if o1 > o0:
-            first_plane = o0 - (start - pads[0][0])
-            part = (slice(None), slice(None), slice(first_plane, first_plane + o1 - o0), *crop)
-            yield o0, o1, total[part] / count[part]
+        for p0 in range(o0, o1, _BLOCK_PLANES):  # a few planes at a time: small temporaries downstream
+            p1 = min(p0 + _BLOCK_PLANES, o1)
+            first_plane = p0 - (start - pads[0][0])
+            part = (slice(None), slice(None), slice(first_plane, first_plane + p1 - p0), *crop)
+            yield p0, p1, total[part] / count[part]
         keep = roi[0] - done
         total[:, :, :keep] = total[:, :, done:].clone()
         count[:, :, :keep] = count[:, :, done:].clone()
