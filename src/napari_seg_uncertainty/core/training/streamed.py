@@ -452,6 +452,33 @@ def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members
         yield o1
 
 
+class _NpyWriter:
+    """A ``.npy`` file written block by block with plain file writes, read back as a read-only memory map.
+
+    Written by hand rather than through ``numpy.memmap``: pages written through a memory map stay in the
+    process's resident memory until the kernel writes them back, so the probabilities would count in full
+    against the process; file writes leave them to the page cache.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # header, file size
+        self.offset, self.shape, self.dtype, self.path = header.offset, shape, dtype, path
+        del header
+        self.plane = math.prod(shape[2:]) * dtype.itemsize
+        self.handle = open(path, "r+b")  # noqa: SIM115 - closed in finish()
+
+    def __setitem__(self, index: tuple[slice, slice], value: np.ndarray) -> None:
+        planes = index[1]
+        block = np.ascontiguousarray(value, dtype=self.dtype)
+        for c in range(self.shape[0]):
+            self.handle.seek(self.offset + (c * self.shape[1] + planes.start) * self.plane)
+            self.handle.write(block[c].tobytes())
+
+    def finish(self) -> np.memmap:
+        self.handle.close()
+        return np.load(self.path, mmap_mode="r")
+
+
 def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Where the probabilities go: a new array, a ``.npy`` memory map or ``.zarr`` array at a path, or ``out``."""
     if out is None:
@@ -467,7 +494,7 @@ def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
             return zarr.create_array(store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True)
         if not path.endswith(".npy"):
             raise ValueError(f"out must be a path ending in .npy or .zarr, or an array, got {path!r}.")
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        return _NpyWriter(path, shape, dtype)
     if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
         raise ValueError(
             f"out must be a writable array of shape {shape} (C, *spatial) (e.g. a numpy memmap or a zarr array), "
@@ -553,9 +580,9 @@ def predict_streamed_steps(
     dtype : {"float32", "float16"}
         dtype of the probabilities, entropy and member probabilities (computed in float32, then rounded).
     out : None, path or array, optional
-        Where the probabilities go: a ``.npy`` path (a numpy memory map, read back with
-        ``numpy.load(path, mmap_mode="r")``), a ``.zarr`` path, or a writable ``(C, *S)`` array (numpy memmap,
-        zarr array). Written slab by slab; ``Prediction.probabilities`` is that array.
+        Where the probabilities go: a ``.npy`` path (written with file writes block by block, returned as
+        ``numpy.load(path, mmap_mode="r")``), a ``.zarr`` path, or a writable ``(C, *S)`` array (numpy
+        memmap, zarr array). ``Prediction.probabilities`` is that array.
     keep_members : bool
         Also keep every member's and pass's probabilities, ``(M, C, *S)`` in ``dtype``.
     slab : int, optional
@@ -599,11 +626,15 @@ def predict_streamed_steps(
     labels = np.empty(spatial, dtype=label_dtype(classes))
     members = np.empty((streams, classes, *spatial), dtype=dtype) if keep_members else None
     device = trained.device
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        for done in _run_streams(run, (probabilities, entropy, labels), members, dtype, slab):
-            yield PredictProgress(done, spatial[0])
-    if isinstance(probabilities, np.memmap):
-        probabilities.flush()
+    try:
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            for done in _run_streams(run, (probabilities, entropy, labels), members, dtype, slab):
+                yield PredictProgress(done, spatial[0])
+    finally:
+        if isinstance(probabilities, _NpyWriter):
+            probabilities.handle.close()
+    if isinstance(probabilities, _NpyWriter):
+        probabilities = probabilities.finish()
     return Prediction(
         probabilities=probabilities,
         labels=labels,
