@@ -192,3 +192,35 @@ def test_full_prediction_refuses_before_allocating(ckpt2d, monkeypatch):
         predict_ssn_distribution(ckpt2d, image)
     text = str(info.value)
     assert "(5, 40, 36)" in text and "rank 3" in text and "64.0 KiB" in text
+
+
+def test_cached_labels_are_the_computed_ones_and_follow_the_scales():
+    full = synthetic_distribution((3, 10, 12), num_classes=3, rank=2, seed=6)
+    lazy = LazyLowRankLogits(ArrayPlaneSource(full))
+    first = lazy.slice_labels(1, seed=2, sample_index=4)
+    first[:] = 0  # a copy: the cache is not changed through it
+    np.testing.assert_array_equal(lazy.slice_labels(1, seed=2, sample_index=4),
+                                  full.slice_labels(1, seed=2, sample_index=4))
+    for hot, hot_full in [(lazy.with_temperature(3.0), full.with_temperature(3.0)),
+                          (lazy.scale_class(0, -2.0), full.scale_class(0, -2.0))]:  # fmt: skip
+        np.testing.assert_array_equal(hot.slice_labels(1, seed=2, sample_index=4),
+                                      hot_full.slice_labels(1, seed=2, sample_index=4))
+    np.testing.assert_array_equal(lazy.mean_plane_labels(2), full.mean_prediction()[2])
+
+
+def test_redraw_kernel_gives_the_samples_of_the_plain_formula(monkeypatch):
+    """Same seed, same sample as before the blocked kernel: against the formula written out in numpy here."""
+    from napari_seg_uncertainty.core.ssn import sampling
+
+    base = synthetic_distribution((2, 70, 33), num_classes=3, rank=4, seed=9)
+    dist = LowRankLogits(base.mean, base.cov_factor, base.cov_diag, independent_planes=True)
+    monkeypatch.setattr(sampling, "_NOISE_BLOCK_VALUES", 64)  # many blocks of rows, one of them partial
+    for z, sample in [(0, 0), (1, 5)]:
+        low = sampling._stream_generator(7, sample, sampling._LOWRANK_STREAM, z)
+        diag = sampling._stream_generator(7, sample, sampling._DIAGONAL_STREAM, z)
+        e = torch.randn(4, generator=low, dtype=torch.float32).numpy()
+        noise = torch.randn((3, 70, 33), generator=diag, dtype=torch.float32).numpy()
+        expected = noise * np.sqrt(dist.cov_diag[:, z])
+        for k in range(4):
+            expected = expected + dist.cov_factor[k, :, z] * e[k]
+        np.testing.assert_array_equal(dist.slice(z, seed=7, sample_index=sample), expected + dist.mean[:, z])

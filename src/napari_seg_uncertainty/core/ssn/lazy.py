@@ -41,7 +41,17 @@ from . import _parameters
 from .distribution import LowRankLogits
 from .sampling import argmax_into, labels_from_noise, plane_noise, scaled_logits
 
-__all__ = ["DEFAULT_CACHE_PLANES", "ArrayPlaneSource", "LazyLowRankLogits", "PlaneParameters", "PlaneSource"]
+__all__ = [
+    "DEFAULT_CACHE_PLANES",
+    "LABEL_CACHE_MAPS",
+    "ArrayPlaneSource",
+    "LazyLowRankLogits",
+    "PlaneParameters",
+    "PlaneSource",
+]
+
+#: Label maps (sample or mean labels of one plane) a :class:`LazyLowRankLogits` keeps: 32 MiB at 512² uint8.
+LABEL_CACHE_MAPS = 128
 
 #: Planes whose parameters a :class:`LazyLowRankLogits` keeps by default (rank 10, 3 classes, 512²: 38 MiB each).
 DEFAULT_CACHE_PLANES = 8
@@ -136,6 +146,7 @@ class _PlaneCache:
         self.size = size
         self.lock = threading.Lock()
         self.planes: OrderedDict[int, LowRankLogits] = OrderedDict()
+        self.labels: OrderedDict[tuple, np.ndarray] = OrderedDict()  # label maps of recently shown planes
         self.computed = 0  # planes computed (or read) so far, for tests and benchmarks
 
     def get(self, z: int) -> LowRankLogits:
@@ -157,6 +168,21 @@ class _PlaneCache:
     def cached(self) -> tuple[int, ...]:
         with self.lock:
             return tuple(self.planes)
+
+    def cached_labels(self, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """A label map from the LRU of the last ``LABEL_CACHE_MAPS`` ones, else ``compute()`` (kept read-only)."""
+        with self.lock:
+            found = self.labels.get(key)
+            if found is not None:
+                self.labels.move_to_end(key)
+                return found
+        labels = compute()
+        labels.flags.writeable = False
+        with self.lock:
+            self.labels[key] = labels
+            while len(self.labels) > LABEL_CACHE_MAPS:
+                self.labels.popitem(last=False)
+        return labels
 
 
 class _PlaneArray:
@@ -208,7 +234,8 @@ class LazyLowRankLogits:
     Notes
     -----
     Memory: ``cache_planes * (K + 3) * C * Y * X`` float32 (38 MiB per 512² plane at rank 10 with
-    3 classes) plus what the source holds.  Thread-safe: a plane computed by two threads at once is
+    3 classes), up to :data:`LABEL_CACHE_MAPS` label maps of planes shown (32 MiB at 512²), plus what
+    the source holds.  Thread-safe: a plane computed by two threads at once is
     computed twice and cached once.
 
     References
@@ -400,21 +427,35 @@ class LazyLowRankLogits:
         return scaled_logits(self._base_plane(z).mean, noise, self.noise_scales, None, noise)
 
     def slice_labels(self, z: int, *, seed: int = 0, sample_index: int = 0) -> np.ndarray:
-        """Label map of plane ``z`` of a sample: exactly :meth:`LowRankLogits.slice_labels` of the full distribution."""
-        logits = self.slice(z, seed=seed, sample_index=sample_index)
-        return argmax_into(logits, np.empty(logits.shape[1:], dtype=label_dtype(self.num_classes)))
+        """Label map of plane ``z`` of a sample: exactly :meth:`LowRankLogits.slice_labels` of the full distribution.
+
+        The last :data:`LABEL_CACHE_MAPS` label maps are kept (keyed by plane, seed, sample and the
+        effective noise scales), so going back to a plane shown before costs a copy.
+        """
+        z = check_index(z, name="z", size=self.spatial_shape[0])
+        seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
+
+        def compute() -> np.ndarray:
+            logits = self.slice(z, seed=seed, sample_index=sample_index)
+            return argmax_into(logits, np.empty(logits.shape[1:], dtype=label_dtype(self.num_classes)))
+
+        assert self._cache is not None
+        key = (z, seed, sample_index, tuple(float(v) for v in self.noise_scales))
+        return self._cache.cached_labels(key, compute).copy()
 
     def sample_labels_at(self, sample_index: int, *, seed: int = 0) -> np.ndarray:
         """Whole label map ``(Z, Y, X)`` of one sample, plane by plane (computes every plane: slow for a 2-D SSN)."""
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
         labels = np.empty(self.spatial_shape, dtype=label_dtype(self.num_classes))
-        for z in range(self.spatial_shape[0]):
-            labels[z] = self.slice_labels(z, seed=seed, sample_index=sample_index)
+        for z in range(self.spatial_shape[0]):  # not through the label cache: the planes on screen stay in it
+            argmax_into(self.slice(z, seed=seed, sample_index=sample_index), labels[z])
         return labels
 
     def mean_plane_labels(self, z: int) -> np.ndarray:
         """Label map of the mean logits of plane ``z`` (unaffected by scales and temperature), ``(Y, X)``."""
-        return self._base_plane(z).mean_prediction()
+        z = check_index(z, name="z", size=self.spatial_shape[0])
+        assert self._cache is not None
+        return self._cache.cached_labels((z, "mean"), lambda: self._base_plane(z).mean_prediction()).copy()
 
     def mean_plane_probabilities(self, z: int) -> np.ndarray:
         """Softmax of the mean logits of plane ``z``, ``(C, Y, X)`` float32."""
