@@ -449,13 +449,22 @@ def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
             latency, stall = timed(lambda back=back: viewer.dims.set_current_step(1, back), lambda: True)
             cached.append(latency)
             cached_stalls.append(stall)
-    # napari alone: the same steps between cached planes with the SSN layers hidden (image layer only)
-    napari_alone = []
+    # napari alone: the same steps with the SSN layers hidden (image only), then with two precomputed numpy
+    # Labels layers of the same grid in their place (what the same view costs without the widget)
+    napari_alone, napari_three = [], []
     mean_layer = viewer.layers["SSN mean prediction"]
     layer.visible = mean_layer.visible = False
     for i in range(len(cached)):
         z = int(planes[i])
         napari_alone.append(timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)[0])
+    plain = [viewer.add_labels(np.zeros(shape, np.uint8), name=f"plain {k}", scale=case.spacing,
+                               translate=case.origin) for k in range(2)]
+    for i in range(len(cached)):
+        z = int(planes[-1 - i])
+        napari_three.append(timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)[0])
+    for extra in plain:
+        viewer.layers.remove(extra)
+    plain = None
     layer.visible = mean_layer.visible = True
     _wait(app, lambda: not widget.busy)
     moves, move_stalls, draws = [], [], []
@@ -479,6 +488,7 @@ def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
     _report("  browsing back to a cached plane", cached, None, 16.0)
     _report("    longest event-loop stall meanwhile", cached_stalls, None, 100.0)
     _report("    napari alone: the same steps, image layer only", napari_alone, None, None)
+    _report("    napari alone: image + two numpy Labels layers", napari_three, None, None)
     _report("  class slider move, plane on screen redrawn", moves, None, 33.0)
     _report("    longest event-loop stall meanwhile", move_stalls, None, 100.0)
     _report("  'new sample' redraw of a 512² plane", draws, None, 33.0)

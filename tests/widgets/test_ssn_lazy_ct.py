@@ -187,6 +187,28 @@ def test_what_would_not_fit_becomes_a_notification(make_napari_viewer, qtbot, mo
     assert widget._source.value == SOURCE_SYNTHETIC
 
 
+def test_a_saved_distribution_too_large_for_memory_says_what_to_do(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, errors
+):
+    from napari_seg_uncertainty.core.ssn import save_distribution, synthetic_distribution
+
+    path = save_distribution(tmp_path / "ct.npz", synthetic_distribution((6, 512, 512), num_classes=2, rank=2))
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_volume(6), name="CT", scale=SPACING, translate=ORIGIN)
+    # 36 MiB free: the distribution needs 60 MiB (its 48 MiB of arrays and the square root of the diagonal)
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 36 << 20)
+    widget = SSNSamplesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SSN samples")
+    widget.load(source="saved", path=path, image="CT")
+    qtbot.waitUntil(lambda: bool(errors), timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, widget)
+    expected = 5 * 2 * 6 * 512 * 512 * 4  # (rank 2 + 3) maps of (2 classes, 6, 512, 512) float32
+    assert errors[-1].startswith("Loading the SSN distribution failed: ct.npz: grid (6, 512, 512), rank 2")
+    assert f"{expected / 2**20:.1f} MiB" in errors[-1] and "36.0 MiB" in errors[-1]
+    assert "'SSN checkpoint + image'" in errors[-1]
+    assert widget.stack is None and SAMPLES_LAYER not in viewer.layers
+
+
 @pytest.mark.slow
 def test_full_ct_300x512x512(make_napari_viewer, qtbot, checkpoint, errors):
     viewer = make_napari_viewer()

@@ -23,6 +23,7 @@ from ..workflow.ssn import (
     EXPORT_DISTRIBUTION,
     checkpoint_kind,
     distribution_from_checkpoint,
+    load_saved,
 )
 from ._layer_choices import choices_for, is_image_layer, is_labels_layer
 from ._ssn_live import SAMPLES_LAYER, LiveSamples, is_lazy, qt_alive
@@ -32,6 +33,7 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SHAPE",
     "checkpoint_distribution",
+    "load_saved_checked",
     "synthetic_on_grid",
     "SOURCES",
     "SOURCE_CHECKPOINT",
@@ -75,8 +77,10 @@ def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float
     """
     from ..core._memory import OutputTooLargeError
 
+    if checkpoint_kind(path) == "distribution":
+        return load_saved_checked(path)
     lazy = _lazy_prediction_function(predict)
-    if lazy is None or np.ndim(image) != 3 or checkpoint_kind(path) != "checkpoint":
+    if lazy is None or np.ndim(image) != 3:
         return distribution_from_checkpoint(path, image, scale=scale, predict=predict)
     from ..core.training import load_trained_model
 
@@ -98,6 +102,32 @@ def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float
     if distribution.spacing is None and len(spacing) == 3 and any(v != 1.0 for v in spacing):
         distribution = dataclasses.replace(distribution, spacing=spacing)
     return distribution, {}
+
+
+def load_saved_checked(path: Path) -> tuple[LowRankLogits, dict[str, Any]]:
+    """:func:`load_saved`, after checking from the file's headers that the distribution fits in memory.
+
+    The estimate is the arrays as loaded (float32) plus the square root of the diagonal the sampler keeps;
+    the refusal names the grid, rank and classes, the estimate and what to do in the dock instead.
+    """
+    from ..core._file_checks import npz_member_headers
+    from ..core._memory import array_bytes, check_allocation
+
+    try:
+        shapes = {name: shape for name, shape, _ in npz_member_headers(path)}
+    except Exception:  # noqa: BLE001 - a damaged archive: load_saved says what is wrong with it
+        shapes = {}
+    mean, factor = shapes.get("mean"), shapes.get("cov_factor", ())
+    if mean is not None and len(mean) >= 3:
+        rank = factor[0] if len(factor) == len(mean) + 1 else (factor[-1] if len(factor) == 2 else 0)
+        check_allocation(
+            array_bytes((int(rank) + 3, *mean), np.float32),
+            what=f"the SSN distribution (mean, factor, diagonal and its square root as float32, {mean[0]} classes)",
+            cause=f"{path.name}: grid {tuple(mean[1:])}, rank {rank}",
+            advice="load the SSN checkpoint with 'SSN checkpoint + image' instead (a volume's planes are then "
+            "computed as they are shown), or save the distribution of a crop",
+        )
+    return load_saved(path)
 
 
 def synthetic_on_grid(

@@ -44,7 +44,6 @@ from ..workflow.ssn import (
     EXPORT_DISTRIBUTION,
     SampleMetrics,
     export_samples,
-    load_saved,
     place_distribution,
     require_prediction_function,
     sample_metrics,
@@ -63,6 +62,7 @@ from ._ssn_controls import (
     TEMPERATURE_RANGE,
     SSNControls,
     checkpoint_distribution,
+    load_saved_checked,
     synthetic_on_grid,
 )
 from ._ssn_live import (
@@ -366,7 +366,8 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             path = self._distribution_file.value
             if path is None or not Path(path).is_file():
                 raise ValueError(f"choose an existing .npz distribution file (got {str(path)!r}).")
-            return self._start(load_saved, Path(path), action="Loading the SSN distribution", returned=show)
+            return self._start(load_saved_checked, Path(path), action="Loading the SSN distribution",
+                               returned=show)
         if source == SOURCE_CHECKPOINT:
             predict = require_prediction_function()
             path = self._checkpoint_file.value
