@@ -103,6 +103,7 @@ def test_load_raters_ct_slab_layers_and_maps(make_napari_viewer, qtbot, case, sl
     viewer = make_napari_viewer()
     widget = load_case(viewer, qtbot, case)
     assert not errors
+    assert viewer.layers.selection.active is viewer.layers["rater4"]  # selected once, after every layer was added
     shown = viewer.layers["image"]
     assert shown.data.shape == SLAB and shown.data.dtype == np.float32
     np.testing.assert_array_equal(shown.data, image)

@@ -429,6 +429,8 @@ class LoadRatersWidget(DockWidget):
         if not from_files:
             maps = [kwargs["name"] for _, kwargs, _ in specs]
             steps.append(("layer order", lambda: self._maps_below_raters(maps, raters.rater_names)))
+        else:  # the layers were added without selecting each (keep_selection): select the top rater once
+            steps.append(("selection", lambda: self._select_if_none(raters.rater_names)))
         self._progress.max = len(steps)
         self._queue.run([self._step(i, name, job) for i, (name, job) in enumerate(steps)],
                         done=lambda: self._finish(stats))
@@ -489,6 +491,13 @@ class LoadRatersWidget(DockWidget):
             begin_case(self._viewer, case, keep_previous=keep)  # nothing removed: no batch (its end collects)
         for layer in reused:  # tagged again at once; the next steps replace its data
             layer.metadata = {**(layer.metadata or {}), CASE_KEY: case}
+
+    def _select_if_none(self, names: list[str]) -> None:
+        """Make the last of ``names`` the active layer when nothing is selected (its controls are shown)."""
+        layers = self._viewer.layers
+        present = [name for name in names if name in layers]
+        if present and not layers.selection:
+            layers.selection.active = layers[present[-1]]
 
     def _maps_below_raters(self, maps: list[str], raters: list[str]) -> None:
         """Move the new maps just below the lowest rater layer, so the raters' outlines are drawn over them."""
