@@ -224,3 +224,28 @@ def test_redraw_kernel_gives_the_samples_of_the_plain_formula(monkeypatch):
         for k in range(4):
             expected = expected + dist.cov_factor[k, :, z] * e[k]
         np.testing.assert_array_equal(dist.slice(z, seed=7, sample_index=sample), expected + dist.mean[:, z])
+
+
+def test_workflow_takes_a_lazy_prediction_and_refuses_to_save_it_whole(tmp_path):
+    from napari_seg_uncertainty.workflow.ssn import (
+        EXPORT_CURRENT,
+        EXPORT_DISTRIBUTION,
+        distribution_from_checkpoint,
+        distribution_from_prediction,
+        export_samples,
+    )
+
+    full = synthetic_distribution((3, 8, 8), num_classes=2, rank=1, seed=0)
+    lazy = LazyLowRankLogits(ArrayPlaneSource(full))
+    placed = distribution_from_prediction(lazy, spacing=(2.0, 1.0, 1.0))
+    assert placed.spacing == (2.0, 1.0, 1.0) and placed._cache is lazy._cache
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"x": 1}, checkpoint)  # a zip with data.pkl: a checkpoint as far as checkpoint_kind can tell
+    got, placement = distribution_from_checkpoint(checkpoint, np.zeros((3, 8, 8)), scale=(3.0, 1.0, 1.0),
+                                                  predict=lambda path, image: lazy)  # fmt: skip
+    assert got.spacing == (3.0, 1.0, 1.0) and placement == {"origin": None, "direction": None, "crop_start": None}
+    stack = SampleLabelStack(lazy, range(2), seed=1)
+    with pytest.raises(ValueError, match="export the current sample"):
+        export_samples(tmp_path / "d.npz", stack, what=EXPORT_DISTRIBUTION)
+    written = export_samples(tmp_path / "s.npy", stack, what=EXPORT_CURRENT, entry=1)
+    np.testing.assert_array_equal(np.load(written), full.sample_labels_at(1, seed=1))

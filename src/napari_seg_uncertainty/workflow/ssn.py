@@ -20,6 +20,7 @@ References
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..core._atomic import atomic_write
 from ..core._validation import check_flag
 from ..core.geometry import Geometry
 from ..core.ssn import (
+    LazyLowRankLogits,
     LowRankLogits,
     SampleLabelStack,
     generalized_energy_distance,
@@ -106,16 +108,17 @@ def sample_metrics(samples: np.ndarray, raters: np.ndarray, *, num_classes: int)
 
 
 def distribution_from_prediction(
-    prediction: dict[str, Any] | LowRankLogits, *, spacing: tuple[float, ...] | None = None
-) -> LowRankLogits:
+    prediction: dict[str, Any] | LowRankLogits | LazyLowRankLogits, *, spacing: tuple[float, ...] | None = None
+) -> LowRankLogits | LazyLowRankLogits:
     """Build a :class:`LowRankLogits` from what ``core.training.predict_ssn_distribution`` returns.
 
     Parameters
     ----------
-    prediction : dict or LowRankLogits
+    prediction : dict, LowRankLogits or LazyLowRankLogits
         ``mean``, ``cov_factor`` and ``cov_diag``; optional ``class_names``, ``spacing`` and
         ``independent_planes`` (True for a volume predicted plane by plane by a 2-D model). A
-        ``LowRankLogits`` is returned as it is.
+        ``LowRankLogits`` is returned as it is; so is a ``LazyLowRankLogits`` (from
+        ``predict_ssn_distribution_lazy``), given ``spacing`` when it has none.
     spacing : tuple of float, optional
         Used when the prediction carries no spacing (e.g. the image layer's scale).
 
@@ -132,6 +135,10 @@ def distribution_from_prediction(
     1
     """
     if isinstance(prediction, LowRankLogits):
+        return prediction
+    if isinstance(prediction, LazyLowRankLogits):
+        if prediction.spacing is None and spacing is not None:
+            return dataclasses.replace(prediction, spacing=spacing)
         return prediction
     if not isinstance(prediction, dict):
         raise TypeError(
@@ -207,6 +214,11 @@ def export_samples(
             f"{str(target)!r} already exists; choose another name or tick 'Overwrite existing file'."
         )
     if what == EXPORT_DISTRIBUTION:
+        if isinstance(distribution, LazyLowRankLogits):
+            raise ValueError(
+                "this distribution is computed plane by plane (a CT-size volume): it is never held whole, so it "
+                "cannot be saved as one .npz; export the current sample or all samples instead."
+            )
         return save_distribution(target, distribution, overwrite=overwrite)
     if what == EXPORT_CURRENT:
         labels = stack.sample(entry)
@@ -373,7 +385,10 @@ def distribution_from_checkpoint(
     predict = require_prediction_function() if predict is None else predict
     prediction = _load_prediction(predict, source, image)
     getter = prediction.get if isinstance(prediction, dict) else lambda key: getattr(prediction, key, None)
-    spatial_ndim = np.ndim(getter("mean")) - 1
+    if isinstance(prediction, LazyLowRankLogits):  # predict_ssn_distribution_lazy: no mean array to look at
+        spatial_ndim = prediction.spatial_ndim
+    else:
+        spatial_ndim = np.ndim(getter("mean")) - 1
     spacing: tuple[float, ...] | None = (
         tuple(scale[-spatial_ndim:]) if 0 < spatial_ndim <= len(scale) else None
     )

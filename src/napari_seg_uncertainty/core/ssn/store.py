@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .._memory import array_bytes, available_memory_bytes
+from .._memory import array_bytes, available_memory_bytes, check_allocation
 from .._validation import check_int
 from .lazy import PlaneParameters, PlaneSource
 
@@ -251,8 +251,17 @@ def write_slabs(
             "cov_factor", shape=(depth, rank, num_classes, *plane), chunks=(1, rank, num_classes, *plane),
             dtype="float32", compressors=None,
         )
-    windows = _default_windows((depth, height, width), (2 + rank) * num_classes, roi_depth, overlap, slab_planes)
-    for slab in plan_slabs(depth, roi_depth, overlap, windows=windows):
+    maps = (2 + rank) * num_classes
+    windows = _default_windows((depth, height, width), maps, roi_depth, overlap, slab_planes)
+    slabs = plan_slabs(depth, roi_depth, overlap, windows=windows)
+    largest = max(slab.stop - slab.start for slab in slabs)
+    check_allocation(  # MONAI's stitched output and weight map, the torch parameters and their copies
+        3 * array_bytes((maps + 1, largest, height, width), np.float32),
+        what=f"one slab of {largest} planes of the 3-D SSN's sliding-window inference",
+        cause=f"image shape {(depth, height, width)}, rank {rank}, {num_classes} classes, window depth {roi_depth}",
+        advice="crop the image in Y and X, or use a 2-D SSN (its planes are computed one at a time)",
+    )
+    for slab in slabs:
         mean, factor, diag = run(slab.start, slab.stop)
         keep = slice(slab.keep_start - slab.start, slab.keep_stop - slab.start)
         target = slice(slab.keep_start, slab.keep_stop)
