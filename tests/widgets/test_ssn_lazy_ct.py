@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from napari_seg_uncertainty.core import _memory
-from napari_seg_uncertainty.widgets import _common
+from napari_seg_uncertainty.widgets import _common, _ssn_controls
 from napari_seg_uncertainty.widgets.ssn_samples import (
     MEAN_LAYER,
     SAMPLES_LAYER,
@@ -124,7 +124,9 @@ def _check_ct_case(viewer, qtbot, widget, image, checkpoint, planes):
         assert len(widget.distribution.cached_planes) <= widget.distribution.cache_planes
 
 
-def test_ct_volume_with_a_2d_ssn_is_computed_plane_by_plane(make_napari_viewer, qtbot, checkpoint, tmp_path, errors):
+def test_ct_volume_with_a_2d_ssn_is_computed_plane_by_plane(
+    make_napari_viewer, qtbot, monkeypatch, checkpoint, tmp_path, errors
+):
     viewer = make_napari_viewer()
     image = viewer.add_image(ct_volume(40), name="CT", scale=SPACING, translate=ORIGIN)
     widget = _open(viewer, qtbot, image, checkpoint)
@@ -164,6 +166,22 @@ def test_ct_volume_with_a_2d_ssn_is_computed_plane_by_plane(make_napari_viewer, 
         np.testing.assert_array_equal(volume[plane], expected)
     viewer.dims.ndisplay = 2
     _wait_idle(qtbot, widget)
+
+    # keeping the sample on screen computes its 40 planes in a worker (the user is told), exactly
+    infos: list[str] = []
+    monkeypatch.setattr(_common, "show_info", infos.append)
+    monkeypatch.setattr(_ssn_controls, "show_info", infos.append)
+    kept: list = []
+    widget.computed.connect(kept.append)
+    widget.keep_sample()
+    qtbot.waitUntil(lambda: bool(kept), timeout=TIMEOUT_MS)
+    _wait_idle(qtbot, widget)
+    assert infos and "40 planes of sample 2" in infos[0]
+    assert kept[0].data.shape == (40, 512, 512)
+    for plane in (0, 17, 39):
+        expected = moved.slice_labels(plane, seed=widget.stack.seed, sample_index=SAMPLES)
+        np.testing.assert_array_equal(kept[0].data[plane], expected)
+    np.testing.assert_allclose(kept[0].scale, SPACING)
 
     # work on every whole sample is refused with a message (it would run the network on 40 planes x 4 samples)
     assert widget.export(tmp_path / "all.npy", what="All samples") is None

@@ -25,6 +25,7 @@ from ..workflow.ssn import (
     distribution_from_checkpoint,
     load_saved,
 )
+from ._common import show_info
 from ._layer_choices import choices_for, is_image_layer, is_labels_layer
 from ._ssn_live import SAMPLES_LAYER, LiveSamples, is_lazy, qt_alive
 
@@ -357,6 +358,15 @@ class SSNControls:
                 f"plane ({depth} planes of {distribution.spatial_shape[1:]}) means {depth * len(self.stack)} "
                 "plane computations; keep or export the current sample instead, or predict on a crop of the image."
             )
+
+    @staticmethod
+    def _tell_whole_sample(stack: SampleLabelStack, entry: int, purpose: str) -> None:
+        """Say that a whole sample of a lazy volume takes a while (each plane not at hand is computed)."""
+        distribution = stack.distribution
+        if is_lazy(distribution):
+            missing = distribution.spatial_shape[0] - len(distribution.cached_planes)
+            show_info(f"SSN samples: computing the {distribution.spatial_shape[0]} planes of sample {entry} for "
+                      f"{purpose} ({missing} not computed yet); the result follows when they are done.")
 
     # ------------------------------------------------------------------ lifetime
     def _is_rater_layer(self, layer: Any) -> bool:

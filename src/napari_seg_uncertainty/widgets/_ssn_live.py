@@ -447,7 +447,7 @@ class LiveSampling:
             return
         distribution = self.stack.distribution
         self._plane_running, self._plane_pending = True, None
-        self._status.value = f"Computing plane {z} of the SSN distribution …"
+        self._status.value = f"Computing plane {z} …"  # one line: no relayout of the dock
 
         def _finished() -> None:
             self._plane_running = False

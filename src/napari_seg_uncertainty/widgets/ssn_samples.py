@@ -527,6 +527,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if self.stack is None:
                 raise ValueError("draw samples first.")
             stack, entry = self.stack, self.current_entry()
+            self._tell_whole_sample(stack, entry, "the kept layer")
             metadata = {
                 "seed": stack.seed,
                 "sample_index": stack.sample_indices[entry],
@@ -617,6 +618,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
                     "or predict on a crop of the image and export that distribution."
                 )
             replace = bool(self._export_overwrite.value)
+            self._tell_whole_sample(stack, entry, "the export")
 
             def _written(written: Path) -> None:
                 show_info(f"Exported {kind.lower()} to {written}")
