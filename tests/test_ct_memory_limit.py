@@ -19,7 +19,7 @@ import pytest
 
 from napari_seg_uncertainty.core.training import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # CT size: about 35 s in all
 
 LIMIT_BYTES = 3 << 30  # far below the 11 GiB the whole distribution needs, well above what the lazy path uses
 
