@@ -172,6 +172,8 @@ class LoadRatersWidget(DockWidget):
     One case at a time: loading another case from files removes the previous case's layers (or,
     with *Keep previous case*, hides them under that case's name). Everything is computed in a
     worker thread and the layers are added one per event-loop turn, so the window never freezes.
+    Files whose voxels (read from their headers) or statistics would not fit in the free memory are
+    refused with a notification naming the size, the estimate and what to do; nothing shown changes.
     :meth:`load_from_path` and :meth:`load_from_layers` return their worker (``None`` on bad input)
     and emit :attr:`computed` with the :class:`RaterStatistics` once everything is shown.
 

@@ -203,7 +203,10 @@ class SoftLabelsWidget(DockWidget):
     status line gives the mean and max absolute difference and the mean total-variation distance.
 
     Every layer gets the rater layers' placement (scale, origin, direction) and case; the layers are added
-    one per event-loop turn, so the window stays responsive on large volumes.
+    one per event-loop turn, so the window stays responsive on large volumes. On a CT-size stack the raters
+    are stacked and checked in the worker, and a computation whose estimated memory
+    (:func:`soft_labels_bytes`) exceeds the free memory is refused with a notification before anything is
+    allocated; the layers on show stay as they were.
 
     Parameters
     ----------

@@ -57,7 +57,9 @@ class UncertaintyWidget(DockWidget):
     The maps get the probability layer's placement (scale, origin, direction) and case; selecting a
     review row moves the slider and the camera to the structure's world position. Each of
     :meth:`compute_maps`, :meth:`rank` and :meth:`compute_agreement` returns its worker (``None`` on
-    bad input) and emits :attr:`computed` with its result once it is shown.
+    bad input) and emits :attr:`computed` with its result once it is shown. Maps whose estimated memory
+    (:func:`uncertainty_maps_bytes`) exceeds the free memory are refused with a notification, before
+    anything is computed.
 
     Parameters
     ----------
