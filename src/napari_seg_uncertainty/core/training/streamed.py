@@ -55,7 +55,7 @@ __all__ = [
 PREDICTION_DTYPES = ("float32", "float16")
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
-_BLOCK_PLANES = 8  # planes handed on at a time by a window row
+_BLOCK_PLANES = 4  # planes handed on at a time by a window row
 _Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
 
@@ -287,6 +287,18 @@ def _padded_row(run: _Run, start: int, pads: list[tuple[int, int]]) -> torch.Ten
     return torch.nn.functional.pad(row, widths) if any(widths) else row
 
 
+def _window_reader(run: _Run, start: int, pads: list[tuple[int, int]]) -> Callable[[Sequence[slice]], torch.Tensor]:
+    """``(1, Cin, *roi)`` normalized windows of the row of windows at ``start``, by their in-row slices.
+
+    Without padding each window is read from the image and normalized on its own (no row-size copy).
+    """
+    if any(a or b for a, b in pads):
+        row = _padded_row(run, start, pads)
+        return lambda w: row[(slice(None), slice(None), slice(None), *w)]
+    planes = slice(start, start + run.layout.roi[0])
+    return lambda w: torch.from_numpy(run.normalize(run.image[(slice(None), planes, *w)]))[None]
+
+
 @torch.no_grad()
 def _row_stream(run: _Run, net: SegmentationNet, key: tuple[int, ...] | None) -> Iterator[_Block]:
     """A net over the whole spatial grid, one row of windows along Z at a time, ``(1, K, L, *rest)`` blocks.
@@ -312,11 +324,11 @@ def _row_stream(run: _Run, net: SegmentationNet, key: tuple[int, ...] | None) ->
     total = torch.zeros((1, _raw_outputs(run.trained), roi[0], *padded[1:]), device=device)
     count = torch.zeros((1, 1, roi[0], *padded[1:]), device=device)
     for r, start in enumerate(starts):
-        row = _padded_row(run, start, pads).to(device)
+        take = _window_reader(run, start, pads)
         for first in range(0, len(windows), layout.sw_batch_size):
             chosen = windows[first : first + layout.sw_batch_size]
             places = [(slice(None), slice(None), slice(None), *w) for w in chosen]
-            batch = torch.cat([row[place] for place in places])
+            batch = torch.cat([take(w) for w in chosen]).to(device)
             if key is None:
                 output = net(batch).float()
             else:
