@@ -580,26 +580,9 @@ def predict_streamed_steps(
     A generator: it yields a :class:`PredictProgress` after each block of planes and returns the
     :class:`Prediction` (``StopIteration.value``); the memory check runs before the first yield.
 
-    Parameters
-    ----------
-    trained : TrainedModel
-    image : numpy.ndarray
-        float32 ``(in_channels, *S)`` raw (not normalized) image, as :func:`~.inference.predict` prepares it.
-    num_samples : int
-        SSN logit samples / Monte-Carlo dropout passes (0: the SSN mean, dropout off).
-    seed : int
-        Seeds every random draw (see the module docstring: draws are tied to positions, not to slabs).
-    dtype : {"float32", "float16"}
-        dtype of the probabilities, entropy and member probabilities (computed in float32, then rounded).
-    out : None, path or array, optional
-        Where the probabilities go: a ``.npy`` path (written with file writes block by block, returned as
-        ``numpy.load(path, mmap_mode="r")``), a ``.zarr`` path, or a writable ``(C, *S)`` array (numpy
-        memmap, zarr array). ``Prediction.probabilities`` is that array.
-    keep_members : bool
-        Also keep every member's and pass's probabilities, ``(M, C, *S)`` in ``dtype``.
-    slab : int, optional
-        Slices per chunk of a 2-D net run slice by slice on a volume (default 8; the result does not
-        depend on it). A 3-D net goes one row of windows along Z at a time.
+    ``image`` is the float32 ``(in_channels, *S)`` raw image as :func:`~.inference.predict` prepares it;
+    ``num_samples``, ``seed``, ``dtype``, ``out``, ``keep_members`` and ``slab`` are :func:`~.inference.predict`'s
+    (checked there).
 
     Yields
     ------
@@ -612,7 +595,7 @@ def predict_streamed_steps(
     Raises
     ------
     OutputTooLargeError
-        Before anything is allocated, when the outputs and one slab's working memory exceed the memory
+        Before anything is allocated, when the outputs and the working memory exceed the memory
         available; the message names the sizes and what to do (float16, ``out=`` a file, a crop).
 
     References
