@@ -200,6 +200,11 @@ def session(args: argparse.Namespace) -> dict[str, Any]:
     print(f"    image {image.data.shape} {image.data.dtype}, scale {tuple(image.scale)}, translate "
           f"{tuple(image.translate)}; raters {[(r.name, r.data.dtype.name) for r in raters]}", flush=True)
     shoot("load_raters", lr)
+    if args.reload:
+        bench.measure("Load raters: the folder again (layers updated in place)",
+                      lambda _i: lr.load_from_path(args.folder) is not None, loaded, timeout=600)
+        note_memory("load again")
+        raters = [viewer.layers[name] for name in lr.raters.rater_names]
     lr._layers.value = raters
     bench.measure("Load raters: from the Labels layers", lambda _i: lr.load_from_layers() is not None, loaded,
                   timeout=600)
@@ -266,6 +271,7 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("--json", required=True)
     parser.add_argument("--methods", default="all")
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--reload", action="store_true")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--screenshots", default="")
     args = parser.parse_args(argv)
@@ -291,6 +297,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
     parser.add_argument("--cap", type=float, default=0.0, help="address-space cap of the child in GB (memcap.py)")
     parser.add_argument("--methods", default="all", help=f"comma list of {','.join(METHODS)} (default all)")
     parser.add_argument("--skip-compare", action="store_true", help="skip the A/B comparison step")
+    parser.add_argument("--reload", action="store_true", help="load the folder a second time (the case replaced "
+                        "in place; twice the case's memory for a moment)")
     parser.add_argument("--trace", action="store_true", help="print the GUI thread's stack during stalls")
     parser.add_argument("--screenshots", default="", help="folder for 1280x800 window screenshots")
     parser.add_argument("--json", default="", help="write the figures as JSON")
@@ -302,6 +310,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
                str(out), "--methods", opts.methods]
         cmd += ["--skip-compare"] if opts.skip_compare else []
         cmd += ["--trace"] if opts.trace else []
+        cmd += ["--reload"] if opts.reload else []
         if opts.screenshots:
             Path(opts.screenshots).mkdir(parents=True, exist_ok=True)
             cmd += ["--screenshots", str(Path(opts.screenshots).resolve())]
