@@ -498,7 +498,11 @@ class LiveSampling:
         if not self._alive() or not qt_alive(self._dice_timer):
             return
         self._dice_generation += 1
-        large = self.distribution is not None and np.prod(self.distribution.spatial_shape) > _LARGE_SAMPLE_VOXELS
+        large = (  # whole large samples take long: wait longer (the plane on screen is quick)
+            self.distribution is not None
+            and not self._plane_dice()
+            and np.prod(self.distribution.spatial_shape) > _LARGE_SAMPLE_VOXELS
+        )
         self._dice_timer.setInterval(_DICE_DELAY_LARGE_MS if large else _DICE_DELAY_MS)
         self._dice_timer.start()  # restarts while a slider is being dragged
 
