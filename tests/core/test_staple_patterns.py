@@ -222,3 +222,19 @@ def test_ct_like_volume_equals_simpleitk():
     """A smooth CT-like 3-D case with 2.4 M voxels, large consensus regions and thin disagreement shells."""
     raters = ct_like_raters((24, 224, 224))
     check_against_simpleitk(raters, 3)
+
+
+def test_outputs_are_refused_before_allocation_when_memory_is_short(monkeypatch):
+    from napari_seg_uncertainty.core import _memory
+    from napari_seg_uncertainty.core._memory import OutputTooLargeError
+
+    raters = noisy_stack(np.random.default_rng(2), 3, 3, (6, 7))
+    result = staple(raters, num_classes=3)  # class probabilities not made yet
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 100)  # fewer bytes than the maps
+    with pytest.raises(OutputTooLargeError, match="class probabilities"):
+        _ = result.class_probabilities
+    with pytest.raises(OutputTooLargeError, match="STAPLE"):
+        staple(raters, num_classes=3)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(result.class_probabilities,
+                                  staple(raters, num_classes=3, method="simpleitk").class_probabilities)

@@ -324,7 +324,7 @@ def _staple_patterns(
     probabilities, labels, undecided = votes.to_voxels(probabilities, labels, undecided)
     return {
         "probabilities": probabilities,
-        "class_probabilities_source": lambda: votes.to_voxels(class_probabilities)[0],
+        "class_probabilities_source": lambda: _class_maps(votes, class_probabilities),
         "sensitivities": sensitivities,
         "specificities": specificities,
         "labels": labels,
@@ -332,6 +332,15 @@ def _staple_patterns(
         "confusion_matrices": confusion_matrices,
         "confusion_defined": confusion_defined,
     }
+
+
+def _class_maps(votes: VotePatterns, class_probabilities: np.ndarray) -> np.ndarray:
+    """The ``(C, *spatial)`` class probabilities from their per-pattern values (checked to fit first)."""
+    shape = (class_probabilities.shape[0], *votes.index.shape)
+    check_allocation(array_bytes(shape, np.float32), what=f"STAPLE's class probabilities of shape {shape}",
+                     cause=f"num_classes={shape[0]} with label maps of shape {shape[1:]}",
+                     advice="free memory (e.g. drop other results) or use a smaller region")
+    return votes.to_voxels(class_probabilities)[0]
 
 
 # ----------------------------------------------------------------------------------------------
