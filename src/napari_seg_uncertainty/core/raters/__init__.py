@@ -7,7 +7,9 @@ same grid with one label scheme, and returns a :class:`RaterSet`. The statistics
 ``(R, *spatial)`` integer stacks; :class:`RaterSet` exposes them as methods.
 
 Modules: :mod:`.statistics` (the statistics), :mod:`.rater_set` (:class:`RaterSet`,
-:class:`SummaryTable`), :mod:`.loading` (:func:`load_raters` and the file layouts).
+:class:`SummaryTable`), :mod:`.loading` (:func:`load_raters` and the file layouts), :mod:`.votes`
+(per-voxel count vectors and vote patterns computed slab by slab, which the statistics, the rater mean,
+the majority vote and STAPLE are computed from at CT scale).
 """
 
 from .loading import load_raters, qubiq_tasks
