@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "train": "core.training",
     "predict": "core.training",
     "predict_ssn_distribution": "core.training",
+    "predict_ssn_distribution_lazy": "core.training",
     "load_trained_model": "core.training",
     "Prediction": "core.training",
     "TrainedModel": "core.training",
@@ -88,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "core.checkpoint",
     # stochastic segmentation networks
     "LowRankLogits": "core.ssn",
+    "LazyLowRankLogits": "core.ssn",
     "SampleLabelStack": "core.ssn",
     "synthetic_distribution": "core.ssn",
     "save_distribution": "core.ssn",

@@ -72,7 +72,7 @@ from .device import distributed_rank_world, resolve_device
 from .inference import Prediction, TrainedModel, load_trained_model, predict
 from .loop import Checkpointer, TrainProgress, TrainResult, train
 from .normalization import normalization_parameters, normalize_image
-from .ssn_inference import predict_ssn_distribution
+from .ssn_inference import predict_ssn_distribution, predict_ssn_distribution_lazy
 from .streaming import CohortPatchLoader
 from .target_cache import TargetCache
 
@@ -97,6 +97,7 @@ __all__ = [
     "normalize_image",
     "predict",
     "predict_ssn_distribution",
+    "predict_ssn_distribution_lazy",
     "read_config_file",
     "resolve_device",
     "train",
