@@ -160,3 +160,14 @@ def test_raterset_voxel_counts():
     stack = random_stack(8, 3, 4, (5, 6))
     counts = RaterSet(labels=stack, class_names=["a", "b", "c", "d"]).voxel_counts()
     np.testing.assert_array_equal(counts, [[np.count_nonzero(stack[r] == c) for r in range(3)] for c in range(4)])
+
+
+def test_statistics_share_one_overlap_pass():
+    from napari_seg_uncertainty.workflow.rater_statistics import compute_statistics
+
+    stack = random_stack(9, 4, 3, (3, 6, 7))
+    stats = compute_statistics(stack)
+    np.testing.assert_array_equal(stats.dice, pairwise_dice(stack, num_classes=3))
+    assert str(stats.summary) == str(RaterSet(labels=stack).summary())
+    with pytest.raises(ValueError, match="overlaps must have shape"):
+        stats.raters.summary(overlaps=np.zeros((2, 4, 4)))

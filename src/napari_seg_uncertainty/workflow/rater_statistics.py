@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.raters import RaterSet, SummaryTable, load_raters
+from ..core.raters.statistics import dice_from_overlaps
 
 __all__ = [
     "RaterStatistics",
@@ -48,12 +49,13 @@ def compute_statistics(source: Any, *, spacing: tuple[float, ...] | None = None,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         raters = load_raters(source, spacing=spacing, **kwargs)
+    overlaps = raters.overlap_counts()  # one pass for both the Dice matrices and the summary
     return RaterStatistics(
         raters=raters,
         agreement=raters.agreement_map(),
         entropy=raters.entropy_map(),
-        dice=raters.pairwise_dice(),
-        summary=raters.summary(),
+        dice=dice_from_overlaps(overlaps),
+        summary=raters.summary(overlaps=overlaps),
         warnings=[str(w.message) for w in caught if issubclass(w.category, UserWarning)],
     )
 

@@ -180,18 +180,29 @@ class RaterSet:
 
     def voxel_counts(self) -> np.ndarray:
         """``(C, R)`` int64: how many voxels each rater assigned to each class (one pass over the raters)."""
-        return np.stack([np.diag(inter) for inter in overlap_counts(self.labels, self.num_classes)])
+        return np.stack([np.diag(inter) for inter in self.overlap_counts()])
 
-    def summary(self) -> SummaryTable:
+    def overlap_counts(self) -> np.ndarray:
+        """``(C, R, R)`` int64 voxels each pair of raters both assign to each class (one pass over the raters);
+        what :meth:`summary`, :meth:`pairwise_dice` and :meth:`voxel_counts` are computed from."""
+        return overlap_counts(self.labels, self.num_classes)
+
+    def summary(self, *, overlaps: np.ndarray | None = None) -> SummaryTable:
         """Per-class table of rater volumes, empty masks and pairwise agreement.
 
         Columns: ``class``, ``name``, ``mean_volume`` and ``std_volume`` (voxels × voxel volume,
         in spacing units), ``raters_empty`` (how many raters left the class empty),
         ``mean_pairwise_dice`` and ``min_pairwise_dice`` over rater pairs (pairs where both are
         empty are left out; ``nan`` when there is no other pair or a single rater).
+
+        ``overlaps``: the :meth:`overlap_counts` when already computed (saves a pass over the raters).
         """
         r = self.num_raters
-        overlaps = overlap_counts(self.labels, self.num_classes)  # one pass: (C, R, R) pairwise overlaps
+        if overlaps is None:
+            overlaps = self.overlap_counts()  # one pass: (C, R, R) pairwise overlaps
+        elif np.shape(overlaps) != (self.num_classes, r, r):
+            raise ValueError(f"overlaps must have shape {(self.num_classes, r, r)} (classes, raters, raters), "
+                             f"got {np.shape(overlaps)}; pass RaterSet.overlap_counts().")
         counts = np.stack([np.diag(inter) for inter in overlaps])  # (C, R) voxels per class and rater
         dice = dice_from_overlaps(overlaps, empty_value=np.nan)
         iu = np.triu_indices(r, k=1)
