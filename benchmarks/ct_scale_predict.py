@@ -9,8 +9,9 @@ image, runs ``predict`` and reports its time and peak resident memory (``ru_maxr
 and minus the resident memory after the imports (the "beyond imports" figure is the prediction's own).
 
 Variants: ``float32`` (probabilities in memory), ``float16``, ``npy`` (float32 probabilities written to a
-``.npy`` file slab by slab), ``whole`` (today's whole-volume path: one slab covering the volume, for the
-ratio). Target: peak RSS <= 2 GB beyond the input image.
+``.npy`` file block by block), ``today`` (the whole-volume path ``predict`` took before: MONAI's
+sliding windows over the whole image into a full-size output, then the probabilities, for the ratio).
+Target: peak RSS <= 2 GB beyond the input image.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-VARIANTS = ("float32", "float16", "npy", "whole")
+VARIANTS = ("float32", "float16", "npy", "today")
 
 CHILD = r"""
 import json, resource, sys, time
@@ -44,10 +45,19 @@ if variant == "float16":
     options["dtype"] = "float16"
 elif variant == "npy":
     options["out"] = folder + "/probabilities.npy"
-elif variant == "whole":
-    options["slab"] = image.shape[0]
 start = time.perf_counter()
-result = predict(trained, image, **options)
+if variant == "today":  # the whole-volume path predict took before streaming
+    from napari_seg_uncertainty.core._numeric import entropy_nats
+    from napari_seg_uncertainty.core.training.inference import ensemble_probabilities, normalize_image
+    normed = normalize_image(image[None], trained.info["normalization"])
+    probs = ensemble_probabilities(trained.model, normed, trained.info, trained.device, trained.config,
+                                   num_samples=0).numpy()
+    del normed
+    class result:
+        labels = probs.argmax(axis=0).astype(np.uint8)
+        entropy = (entropy_nats(probs, axis=0) / np.log(3)).astype(np.float32)
+else:
+    result = predict(trained, image, **options)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"seconds": seconds, "peak": peak, "after_imports": base, "image": image.nbytes,
@@ -97,7 +107,7 @@ def run(args, rest) -> None:
 
     parser = argparse.ArgumentParser(prog="ct_scale_predict")
     parser.add_argument("--variants", default="float32,float16,npy")
-    parser.add_argument("--slab", default="auto")
+    parser.add_argument("--slab", default="auto", help="slices per chunk of a 2-D net (a 3-D net: unused)")
     options = parser.parse_args(rest)
     gib = 2.0**30
     with tempfile.TemporaryDirectory() as folder:
