@@ -426,9 +426,6 @@ def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
     layer = viewer.layers[SAMPLES_LAYER]
     depth = shape[0]
 
-    def shown_plane() -> int:
-        return int(np.round(layer.world_to_data(viewer.dims.point)[1]))
-
     def timed(action: Callable[[], None], ready: Callable[[], bool]) -> tuple[float, float]:
         _wait(app, lambda: True)
         begin = time.perf_counter()
@@ -437,37 +434,37 @@ def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
         app.processEvents()
         return (end - begin) * 1e3, probe.longest(begin, time.perf_counter())
 
-    first, first_stalls, cached, cached_stalls = [], [], [], []
+    first, first_stalls = [], []
     planes = np.random.default_rng(1).choice(depth, size=min(depth, max(repeats, 50)), replace=False)
+
     def on_screen(z: int) -> bool:
         """The plane of the sample on screen is shown (not the placeholder)."""
         if z not in widget.distribution.cached_planes or widget._plane_running:
             return False
         return np.array_equal(np.asarray(layer._slice.image.raw), widget.stack[widget.current_entry(), z])
 
-    for i, z in enumerate(planes):  # browse 50 planes never shown
+    for z in planes:  # browse 50 planes never shown
         latency, stall = timed(lambda z=z: viewer.dims.set_current_step(1, int(z)), lambda z=z: on_screen(int(z)))
         first.append(latency)
         first_stalls.append(stall)
         _wait(app, lambda: not widget.busy)
-        if i % 5 == 4:  # back to a plane shown a moment ago: in the cache
-            back = int(planes[i - 1])
-            latency, stall = timed(lambda back=back: viewer.dims.set_current_step(1, back), lambda: True)
-            cached.append(latency)
-            cached_stalls.append(stall)
-    # napari alone: the same steps with the SSN layers hidden (image only), then with two precomputed numpy
-    # Labels layers of the same grid in their place (what the same view costs without the widget)
-    napari_alone, napari_three = [], []
+    # steps between two cached planes, interleaved with napari alone on the same view: the SSN layers hidden and
+    # two precomputed numpy Labels layers of the same grid shown in their place
     mean_layer = viewer.layers["SSN mean prediction"]
-    layer.visible = mean_layer.visible = False
-    for i in range(len(cached)):
-        z = int(planes[i])
-        napari_alone.append(timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)[0])
     plain = [viewer.add_labels(np.zeros(shape, np.uint8), name=f"plain {k}", scale=case.spacing,
-                               translate=case.origin) for k in range(2)]
-    for i in range(len(cached)):
-        z = int(planes[-1 - i])
-        napari_three.append(timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)[0])
+                               translate=case.origin, visible=False) for k in range(2)]
+    cached, cached_stalls, napari_three = [], [], []
+    for i in range(2 * max(5, repeats)):
+        ours = i % 2 == 0
+        for extra in plain:
+            extra.visible = not ours
+        layer.visible = mean_layer.visible = ours
+        _wait(app, lambda: not widget.busy)
+        z = int(planes[-1 - i % 2])  # the last two planes shown (both in the cache), alternately: a step each time
+        latency, stall = timed(lambda z=z: viewer.dims.set_current_step(1, z), lambda: True)
+        (cached if ours else napari_three).append(latency)
+        if ours:
+            cached_stalls.append(stall)
     for extra in plain:
         viewer.layers.remove(extra)
     plain = None
@@ -497,8 +494,7 @@ def bench_ct_lazy(shape: tuple[int, int, int], repeats: int) -> None:
     print(f"    worst stall over {len(first)} first views: {max(first_stalls):.0f} ms")
     _report("  browsing back to a cached plane", cached, None, 16.0)
     _report("    longest event-loop stall meanwhile", cached_stalls, None, 100.0)
-    _report("    napari alone: the same steps, image layer only", napari_alone, None, None)
-    _report("    napari alone: image + two numpy Labels layers", napari_three, None, None)
+    _report("    napari alone, interleaved: image + two numpy Labels layers", napari_three, None, None)
     _report("  class slider move, plane on screen redrawn", moves, None, 33.0)
     _report("    longest event-loop stall meanwhile", move_stalls, None, 100.0)
     _report("  'new sample' redraw of a 512² plane", draws, None, 33.0)

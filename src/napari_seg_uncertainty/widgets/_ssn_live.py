@@ -20,6 +20,7 @@ References
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -40,6 +41,9 @@ _LARGE_SAMPLE_VOXELS = 2_000_000
 #: Above this many voxels (and for a lazy distribution) the Dice table compares the plane on screen only:
 #: every whole sample of a CT (300×512×512) takes seconds, and for a 2-D SSN the network on every plane.
 PLANE_DICE_VOXELS = 32_000_000
+
+
+_DASK_NAMES = itertools.count()  # every LazyPlanes array has its own dask name (no cached chunk is reused)
 
 
 def is_lazy(distribution: Any) -> bool:
@@ -217,7 +221,7 @@ class LazyPlanes:
 
         chunks = (*(1,) * (len(shape) - 2), *shape[-2:])
         return da.from_array(_PlaneBlocks(shape, self.stack.dtype, plane), chunks=chunks, lock=False,
-                             asarray=False, fancy=False, name=f"ssn-{what}-{id(self):x}",
+                             asarray=False, fancy=False, name=f"ssn-{what}-{next(_DASK_NAMES)}",
                              meta=np.empty((0,) * len(shape), self.stack.dtype))
 
     def samples(self) -> Any:
