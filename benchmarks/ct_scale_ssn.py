@@ -39,7 +39,6 @@ import json, resource, statistics, sys, time
 import numpy as np
 import torch
 checkpoint, image_path, repeats, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(threads)
 image = np.load(image_path)  # in memory, as a napari layer holds it
 from napari_seg_uncertainty.core._memory import OutputTooLargeError
 from napari_seg_uncertainty.core.training.ssn_inference import (
@@ -53,7 +52,7 @@ except OutputTooLargeError as exc:
 def ms(f):
     start = time.perf_counter(); f(); return (time.perf_counter() - start) * 1e3
 start = time.perf_counter()
-lazy = predict_ssn_distribution_lazy(checkpoint, image, cache_planes=8)
+lazy = predict_ssn_distribution_lazy(checkpoint, image, cache_planes=8, torch_threads=threads)
 out["open_s"] = time.perf_counter() - start
 depth = lazy.spatial_shape[0]
 first = [ms(lambda z=z: (lazy.mean_plane_labels(z), lazy.slice_labels(z, seed=0))) for z in
@@ -130,7 +129,7 @@ def run(args, rest) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="ct_scale_ssn")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the child (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while a plane runs (default 1)")
     parser.add_argument("--before", default=None, help="a checkout's src/ to time the redraw before issue 15")
     options = parser.parse_args(rest)
     gib = 2.0**30

@@ -116,6 +116,10 @@ def test_lazy_2d_ssn_planes_equal_the_full_prediction(ckpt2d):
     assert lazy.planes_computed == 3
     lazy.slice(0, seed=1)  # cached: not computed again
     assert lazy.planes_computed == 3
+    # another thread count sums the convolutions in another order: float32 rounding only
+    threaded = predict_ssn_distribution_lazy(ckpt2d, image, torch_threads=2)
+    np.testing.assert_allclose(threaded.plane(4).cov_factor, full.cov_factor[:, :, 4], rtol=1e-4, atol=1e-5)
+    assert torch.get_num_threads() == 1  # torch_threads=2 only while the plane ran (one_thread fixture: 1)
 
 
 def test_2d_planes_equal_the_batched_monai_computation(ckpt2d):
