@@ -133,6 +133,34 @@ def test_vote_patterns_histogram(monkeypatch):
         np.testing.assert_array_equal(found.patterns[mapped.reshape(-1)], rows)
 
 
+def wide_code_stack() -> np.ndarray:
+    """An int64 stack of 36 raters and 3 classes (3**36 > 2**53 codes): random rows, all-zero rows that differ
+    only in the last rater, and all-2 rows, so codes near 0 and near 3**36 both occur."""
+    stack = random_stack(12, 36, 3, (7, 9)).astype(np.int64)
+    stack[:, 0, :] = 0
+    stack[-1, 0, :3] = [0, 1, 2]
+    stack[:, 1, :] = 2
+    stack[-1, 1, :3] = [0, 1, 2]
+    stack[0, 2, :] = 2
+    stack[1:-1, 2, :] = 0
+    stack[-1, 2, :] = np.arange(9) % 3  # (2, 0, ..., 0, 1) and (2, 0, ..., 0, 2): codes above 2**53, 1 apart
+    return stack
+
+
+def test_vote_patterns_of_signed_labels_beyond_float64_precision():
+    """Codes above 2**53 must stay exact: the patterns equal numpy.unique of the voxel rows, for any dtype."""
+    stack = wide_code_stack()
+    rows = stack.reshape(36, -1).T
+    unique, counts = np.unique(rows, axis=0, return_counts=True)
+    for dtype in (np.int64, np.int32, np.int8, np.uint8, np.uint64):
+        found = votes.vote_patterns(stack.astype(dtype), 3)
+        order = np.lexsort(found.patterns.T[::-1])
+        np.testing.assert_array_equal(found.patterns[order], unique, err_msg=str(dtype))
+        np.testing.assert_array_equal(found.counts[order], counts, err_msg=str(dtype))
+        (mapped,) = found.to_voxels(np.arange(len(found.counts)))
+        np.testing.assert_array_equal(found.patterns[mapped.reshape(-1)], rows, err_msg=str(dtype))
+
+
 def test_too_many_patterns_for_a_code_is_a_clear_error():
     with pytest.raises(ValueError, match="simpleitk"):
         votes.vote_patterns(np.zeros((30, 2, 2), dtype=np.uint8), 5)

@@ -181,6 +181,21 @@ def test_large_pattern_space_path_equals_the_dense_one(monkeypatch):
     np.testing.assert_array_equal(sparse.labels, dense.labels)
 
 
+def test_signed_labels_with_codes_beyond_float64_precision_equal_uint8():
+    """36 raters, 3 classes (3**36 > 2**53 pattern codes): an int64 stack gives uint8's numbers exactly."""
+    rng = np.random.default_rng(36)
+    raters = noisy_stack(rng, 36, 3, (12, 13))
+    raters[-1, :2] = rng.integers(0, 3, size=(2, 13))  # neighbouring codes differing in the last rater only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = staple(raters.astype(np.uint8), num_classes=3)
+        for dtype in (np.int64, np.int16):
+            result = staple(raters.astype(dtype), num_classes=3)
+            for name in ("probabilities", "class_probabilities", "sensitivities", "specificities",
+                         "confusion_matrices", "labels", "undecided"):
+                np.testing.assert_array_equal(getattr(result, name), getattr(expected, name), err_msg=name)
+
+
 def test_method_is_checked_and_staple_stays_importable_from_fusion():
     assert STAPLE_METHODS == ("patterns", "simpleitk")
     staple_module = importlib.import_module("napari_seg_uncertainty.core.labels.staple")

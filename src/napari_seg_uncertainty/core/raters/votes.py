@@ -285,12 +285,15 @@ class VotePatterns:
 
 def _slab_codes(slab: np.ndarray, num_classes: int, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
     """Mixed-radix code of each voxel's pattern: ``sum_r label_r * C**(R-1-r)`` (Horner's rule), written into
-    ``out`` when given (labels are below ``C``, so no step overflows ``dtype``)."""
+    ``out`` when given (labels are below ``C``, so no step overflows ``dtype``).
+
+    The addition runs in ``dtype`` itself (``dtype=``): left to numpy's promotion, uint64 codes plus signed
+    labels (int64, numpy's default) would be added in float64 and lose codes above ``2**53``."""
     code = np.empty(slab.shape[1:], dtype=dtype) if out is None else out
-    np.copyto(code, slab[0], casting="unsafe")
+    np.copyto(code, slab[0], casting="unsafe")  # an integer-to-integer cast, exact for labels below C
     for rater_labels in slab[1:]:
-        np.multiply(code, dtype.type(num_classes), out=code)
-        np.add(code, rater_labels, out=code, casting="unsafe")
+        np.multiply(code, dtype.type(num_classes), out=code, dtype=dtype)
+        np.add(code, rater_labels, out=code, dtype=dtype, casting="unsafe")
     return code
 
 
