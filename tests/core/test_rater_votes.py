@@ -161,6 +161,18 @@ def test_vote_patterns_of_signed_labels_beyond_float64_precision():
         np.testing.assert_array_equal(found.patterns[mapped.reshape(-1)], rows, err_msg=str(dtype))
 
 
+@pytest.mark.parametrize("table_limit", [votes.PATTERN_TABLE_LIMIT, 1])
+def test_map_count_vectors_into_a_non_contiguous_out(table_limit, monkeypatch):
+    monkeypatch.setattr(votes, "PATTERN_TABLE_LIMIT", table_limit)
+    monkeypatch.setattr(votes, "COUNT_TABLE_LIMIT", table_limit)
+    stack = random_stack(3, 4, 3, (6, 5))
+    expected = full_fractions(stack, 3)
+    out = np.empty((3, 6, 5), dtype=np.float32).transpose(0, 2, 1)  # (3, 5, 6), not C-contiguous
+    result = votes.map_count_vectors(stack.transpose(0, 2, 1), 3, lambda c: votes.vote_fractions(c, 4), out)
+    assert result is out
+    np.testing.assert_array_equal(out, expected.transpose(0, 2, 1))
+
+
 def test_too_many_patterns_for_a_code_is_a_clear_error():
     with pytest.raises(ValueError, match="simpleitk"):
         votes.vote_patterns(np.zeros((30, 2, 2), dtype=np.uint8), 5)

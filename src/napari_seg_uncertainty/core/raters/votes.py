@@ -208,8 +208,8 @@ def map_count_vectors(
         code = _voxel_codes(slab, num_classes, weights)  # one conversion, then one gather per output row
         for row, values in zip(rows, table):
             np.take(values, code, out=row[region], mode="clip")  # codes are in range; 'raise' buffers
-    if not np.shares_memory(flat_out, out):  # a non-contiguous out was copied by reshape
-        out[...] = flat_out
+    if not np.shares_memory(flat_out, out):  # a non-contiguous out was copied by reshape: copy back
+        out[...] = flat_out.reshape(out.shape)
     return out
 
 
