@@ -196,6 +196,33 @@ def test_signed_labels_with_codes_beyond_float64_precision_equal_uint8():
                 np.testing.assert_array_equal(getattr(result, name), getattr(expected, name), err_msg=name)
 
 
+def test_result_pickles_before_class_probabilities_are_read_and_makes_them_once():
+    import pickle
+    import threading
+
+    raters = noisy_stack(np.random.default_rng(4), 4, 3, (9, 10))
+    reference = staple(raters, num_classes=3, method="simpleitk")
+    loaded = pickle.loads(pickle.dumps(staple(raters, num_classes=3)))  # class probabilities not read yet
+    assert isinstance(loaded.class_probabilities_source, np.ndarray)
+    np.testing.assert_allclose(loaded.class_probabilities, reference.class_probabilities, atol=ATOL)
+    np.testing.assert_array_equal(loaded.labels, reference.labels)
+
+    result = staple(raters, num_classes=3)
+    barrier, seen = threading.Barrier(4), []
+
+    def read() -> None:
+        barrier.wait()
+        seen.append(result.class_probabilities)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(maps is seen[0] for maps in seen)  # made once, the same array for every reader
+    np.testing.assert_array_equal(seen[0], loaded.class_probabilities)
+
+
 def test_method_is_checked_and_staple_stays_importable_from_fusion():
     assert STAPLE_METHODS == ("patterns", "simpleitk")
     staple_module = importlib.import_module("napari_seg_uncertainty.core.labels.staple")

@@ -40,6 +40,7 @@ References
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,8 +78,11 @@ class StapleResult:
     class_probabilities : numpy.ndarray of float32, shape (C, *spatial)
         Binary STAPLE run with class ``c`` as foreground and all other classes as background: the posterior
         probability that the true label is ``c``. Not normalized over classes. With ``method="patterns"``
-        this map is made on first access (from the per-pattern posteriors; then kept), so a caller who needs
-        only ``probabilities`` does not pay for a second ``(C, *spatial)`` float32 map.
+        this map is made on first access (from the per-pattern posteriors; then kept, once even when
+        several threads ask at the same time), so a caller who needs only ``probabilities`` does not pay for
+        a second ``(C, *spatial)`` float32 map. Until then the result keeps the per-voxel pattern index
+        (one unsigned map of the spatial shape, uint8 for up to 256 patterns); pickling the result makes the
+        map first.
     sensitivities, specificities : numpy.ndarray of float64, shape (R, C)
         Rater ``r``'s sensitivity and specificity for class ``c`` (one versus rest), as estimated by binary
         STAPLE. NaN where undefined: a class that no rater ever uses has no sensitivity, a class that every
@@ -113,15 +117,15 @@ class StapleResult:
     confusion_matrices: np.ndarray
     confusion_defined: np.ndarray
     degenerate: bool
-    #: The class probabilities, or a function that makes them on first access (see ``class_probabilities``).
+    #: The class probabilities, or a :class:`_PatternMaps` that makes them on first access.
     class_probabilities_source: Any = field(default=None, repr=False, compare=False)
 
     @property
     def class_probabilities(self) -> np.ndarray:
         """``(C, *spatial)`` float32 one-versus-rest posteriors (see the class notes)."""
         source = self.class_probabilities_source
-        if callable(source):
-            source = source()
+        if isinstance(source, _PatternMaps):
+            source = source.materialize()
             object.__setattr__(self, "class_probabilities_source", source)
         return source
 
@@ -324,7 +328,7 @@ def _staple_patterns(
     probabilities, labels, undecided = votes.to_voxels(probabilities, labels, undecided)
     return {
         "probabilities": probabilities,
-        "class_probabilities_source": lambda: _class_maps(votes, class_probabilities),
+        "class_probabilities_source": _PatternMaps(votes, class_probabilities),
         "sensitivities": sensitivities,
         "specificities": specificities,
         "labels": labels,
@@ -334,13 +338,38 @@ def _staple_patterns(
     }
 
 
-def _class_maps(votes: VotePatterns, class_probabilities: np.ndarray) -> np.ndarray:
-    """The ``(C, *spatial)`` class probabilities from their per-pattern values (checked to fit first)."""
-    shape = (class_probabilities.shape[0], *votes.index.shape)
-    check_allocation(array_bytes(shape, np.float32), what=f"STAPLE's class probabilities of shape {shape}",
-                     cause=f"num_classes={shape[0]} with label maps of shape {shape[1:]}",
-                     advice="free memory (e.g. drop other results) or use a smaller region")
-    return votes.to_voxels(class_probabilities)[0]
+def _as_array(array: np.ndarray) -> np.ndarray:
+    """Unpickles a :class:`_PatternMaps` as the map it made."""
+    return array
+
+
+class _PatternMaps:
+    """Per-pattern values and the vote patterns' per-voxel index, made into per-voxel maps on first
+    :meth:`materialize` (once, under a lock; the index is dropped then). Pickles as the finished map, so a
+    :class:`StapleResult` can cross processes."""
+
+    def __init__(self, votes: VotePatterns, values: np.ndarray) -> None:
+        self._votes: VotePatterns | None = votes
+        self._values = values
+        self._maps: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def materialize(self) -> np.ndarray:
+        """The ``(C, *spatial)`` maps (checked to fit before they are allocated)."""
+        with self._lock:
+            if self._maps is None:
+                votes = self._votes
+                shape = (self._values.shape[0], *votes.index.shape)
+                check_allocation(array_bytes(shape, np.float32),
+                                 what=f"STAPLE's class probabilities of shape {shape}",
+                                 cause=f"num_classes={shape[0]} with label maps of shape {shape[1:]}",
+                                 advice="free memory (e.g. drop other results) or use a smaller region")
+                self._maps = votes.to_voxels(self._values)[0]
+                self._votes = None  # the index is no longer needed
+            return self._maps
+
+    def __reduce__(self) -> tuple:
+        return _as_array, (self.materialize(),)
 
 
 # ----------------------------------------------------------------------------------------------
