@@ -253,3 +253,19 @@ def test_workflow_takes_a_lazy_prediction_and_refuses_to_save_it_whole(tmp_path)
         export_samples(tmp_path / "d.npz", stack, what=EXPORT_DISTRIBUTION)
     written = export_samples(tmp_path / "s.npy", stack, what=EXPORT_CURRENT, entry=1)
     np.testing.assert_array_equal(np.load(written), full.sample_labels_at(1, seed=1))
+
+
+def test_a_2d_model_trained_on_2d_images_runs_on_a_volume(tmp_path):
+    """Its checkpoint's spacing has two entries: the volume's distribution has none (the layer gives it)."""
+    image, raters = _case((32, 32), seed=5)
+    config = TrainConfig(head="ssn", loss="ssn", target="random_rater", ssn_rank=2, ssn_samples=2, epochs=1,
+                         steps_per_epoch=1, output_dir=str(tmp_path), **TINY)  # fmt: skip
+    from napari_seg_uncertainty.core.training.data import TrainingData
+
+    *_, last = train(config, TrainingData.from_arrays(image, raters, spacing=(0.5, 0.5)))
+    assert load_trained_model(last.checkpoint).spacing == (0.5, 0.5)
+    volume = np.stack([image, image[::-1]])
+    lazy = predict_ssn_distribution_lazy(last.checkpoint, volume)
+    full = predict_ssn_distribution(last.checkpoint, volume)
+    assert lazy.spacing is None and full.spacing is None
+    np.testing.assert_array_equal(lazy.slice_labels(1, seed=3), full.slice_labels(1, seed=3))

@@ -72,6 +72,16 @@ def _ssn_model(checkpoint: Any, member: int, device: str | None) -> tuple[Traine
     return trained, net
 
 
+def _spacing(trained: TrainedModel, ndim: int) -> tuple[float, ...] | None:
+    """The checkpoint's spacing when it has one entry per axis of the prediction, else None.
+
+    A 2-D model trained on 2-D images and run on a volume has a spacing of two entries: the caller
+    (the image layer's scale) knows the volume's.
+    """
+    spacing = trained.spacing
+    return spacing if spacing is not None and len(spacing) == ndim else None
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
 
@@ -134,7 +144,7 @@ class SlicePredictor(PlaneSource):
         self.spatial_shape = tuple(int(s) for s in image.shape[1:])  # type: ignore[assignment]
         self.independent_planes = True
         self.class_names = tuple(trained.class_names)
-        self.spacing = trained.spacing
+        self.spacing = _spacing(trained, 3)
 
     def describe(self) -> str:
         return f"SlicePredictor({self.trained.checkpoint!r})"
@@ -266,7 +276,7 @@ def predict_ssn_distribution(
         cov_factor=factor,
         cov_diag=diag,
         class_names=list(trained.class_names),
-        spacing=trained.spacing,
+        spacing=_spacing(trained, arr.ndim - 1),
         independent_planes=sliced,
     )
 
@@ -330,9 +340,10 @@ def predict_ssn_distribution_lazy(
         A 2-D model: planes run through the network when first asked for (``independent_planes=True``),
         each bit for bit the plane :func:`predict_ssn_distribution` computes.  A 3-D model: the whole
         distribution computed now, slab by slab along ``Z`` with sliding windows aligned on the grid of
-        the whole-volume computation (so each plane equals the whole-volume result up to float32
-        rounding; see :func:`~napari_seg_uncertainty.core.ssn.store.plan_slabs`), stored on disk and
-        read back lazily.
+        the whole-volume computation (each plane is stitched from the same windows, weights and order as
+        in :func:`predict_ssn_distribution`: bit for bit in the tests; see
+        :func:`~napari_seg_uncertainty.core.ssn.store.plan_slabs`), stored on disk (zarr) and read back
+        lazily.
 
     References
     ----------
@@ -376,7 +387,7 @@ def predict_ssn_distribution_lazy(
         slab_planes=slab_planes,
         store=store,
         class_names=tuple(trained.class_names),
-        spacing=trained.spacing,
+        spacing=_spacing(trained, 3),
         progress=progress,
     )
     return LazyLowRankLogits(source, cache_planes=cache_planes)
