@@ -269,3 +269,29 @@ def test_a_2d_model_trained_on_2d_images_runs_on_a_volume(tmp_path):
     full = predict_ssn_distribution(last.checkpoint, volume)
     assert lazy.spacing is None and full.spacing is None
     np.testing.assert_array_equal(lazy.slice_labels(1, seed=3), full.slice_labels(1, seed=3))
+
+
+def test_a_plane_asked_for_by_two_threads_is_computed_once():
+    import threading
+    import time
+
+    full = synthetic_distribution((3, 8, 8), num_classes=2, rank=1, seed=0)
+
+    class Slow(ArrayPlaneSource):
+        calls = 0
+
+        def plane_parameters(self, z):
+            Slow.calls += 1
+            time.sleep(0.2)
+            return super().plane_parameters(z)
+
+    lazy = LazyLowRankLogits(Slow(full))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(lazy.slice_labels(1, seed=0))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Slow.calls == 1 and lazy.planes_computed == 1
+    for labels in results:
+        np.testing.assert_array_equal(labels, full.slice_labels(1, seed=0))

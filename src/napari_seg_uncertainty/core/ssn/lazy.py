@@ -147,6 +147,7 @@ class _PlaneCache:
         self.lock = threading.Lock()
         self.planes: OrderedDict[int, LowRankLogits] = OrderedDict()
         self.labels: OrderedDict[tuple, np.ndarray] = OrderedDict()  # label maps of recently shown planes
+        self.pending: dict[int, threading.Lock] = {}  # planes being computed now
         self.computed = 0  # planes computed (or read) so far, for tests and benchmarks
 
     def get(self, z: int) -> LowRankLogits:
@@ -155,14 +156,24 @@ class _PlaneCache:
             if found is not None:
                 self.planes.move_to_end(z)
                 return found
-        params = self.source.plane_parameters(z)
-        plane = LowRankLogits(params.mean, params.cov_factor, params.cov_diag)
-        with self.lock:
-            self.computed += 1
-            self.planes[z] = plane
-            self.planes.move_to_end(z)
-            while len(self.planes) > self.size:
-                self.planes.popitem(last=False)
+            pending = self.pending.setdefault(z, threading.Lock())
+        with pending:  # two viewers' threads asking for the same new plane: one computes, the other waits
+            with self.lock:
+                found = self.planes.get(z)
+            if found is not None:
+                return found
+            try:
+                params = self.source.plane_parameters(z)
+                plane = LowRankLogits(params.mean, params.cov_factor, params.cov_diag)
+                with self.lock:
+                    self.computed += 1
+                    self.planes[z] = plane
+                    self.planes.move_to_end(z)
+                    while len(self.planes) > self.size:
+                        self.planes.popitem(last=False)
+            finally:
+                with self.lock:
+                    self.pending.pop(z, None)
         return plane
 
     def cached(self) -> tuple[int, ...]:
@@ -235,8 +246,8 @@ class LazyLowRankLogits:
     -----
     Memory: ``cache_planes * (K + 3) * C * Y * X`` float32 (38 MiB per 512² plane at rank 10 with
     3 classes), up to :data:`LABEL_CACHE_MAPS` label maps of planes shown (32 MiB at 512²), plus what
-    the source holds.  Thread-safe: a plane computed by two threads at once is
-    computed twice and cached once.
+    the source holds.  Thread-safe: a plane asked for by two threads at once is computed once (the
+    second waits for it).
 
     References
     ----------
