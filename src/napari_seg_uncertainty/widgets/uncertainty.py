@@ -22,6 +22,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinB
 
 from ..core._memory import array_bytes, format_bytes
 from ..core.geometry import Geometry
+from ..workflow import uncertainty as uncertainty_workflow
 from ..workflow.uncertainty import (
     CLASSES,
     MEMBERS,
@@ -352,22 +353,40 @@ class UncertaintyWidget(DockWidget):
                         f"{len({r.reference for r in rows})} reference(s).")
 
 
+#: Slab temporaries of :func:`compute_uncertainty_maps` counted per slab (measured with tracemalloc on
+#: (3|6, 64, 256, 256) layers and (4|8, C, …) member stacks, 4 and 32 MiB slabs: at most 2.3 slabs for a class
+#: layer, 1.6 for a member stack, 2.5 per member + 1.5 for an ensemble; kept with a margin).
+_SLAB_TEMPORARIES = 4
+_SLAB_TEMPORARIES_PER_MEMBER = 3
+
+
+def _slab_bytes(shape: Sequence[int], axis: int) -> int:
+    """Bytes of float32 input in one slab of ``workflow.uncertainty._by_slabs`` (at least one plane, at most
+    the whole layer)."""
+    whole = array_bytes(shape, np.float32)
+    per_plane = whole // max(int(shape[axis]), 1) if len(shape) > axis else whole
+    return min(whole, max(uncertainty_workflow.SLAB_BYTES, per_plane))
+
+
 def uncertainty_maps_bytes(shapes: Sequence[Sequence[int]], *, layout: str, as_ensemble: bool) -> int:
-    """Estimated peak memory (bytes) of :func:`compute_uncertainty_maps` on layers of ``shapes``: per layer its
-    float32 map(s) and the entropy's float32 temporary ``p·log p`` over all classes, or for member stacks the mean
-    over members and each member's entropy; an ensemble adds the stacked members."""
-    total = 0
-    for shape in shapes:
-        axis = 1 if layout == MEMBERS else 0
-        classes, spatial = int(shape[axis]), tuple(shape[axis + 1:])
-        per_map = array_bytes(spatial, np.float32)
-        if layout == MEMBERS:
-            total += 3 * classes * per_map + 6 * per_map
-        else:
-            total += classes * per_map + 2 * per_map  # measured: about C + 2 maps at the peak
+    """Estimated peak memory (bytes) of :func:`compute_uncertainty_maps` on layers of ``shapes``.
+
+    The maps are computed slab by slab along the first spatial axis, so the peak is the float32 output map(s)
+    (one entropy map per class layer; entropy and mutual information per member stack or ensemble) plus a
+    few slabs of temporaries (``workflow.uncertainty.SLAB_BYTES`` of input each): 4 for the layer being
+    computed (the layers are computed one after another), or for an ensemble 3 per member (their slabs are
+    stacked) and 4 more."""
+    outputs, temporaries = 0, 0
     if layout == CLASSES and as_ensemble and shapes:
-        total += sum(array_bytes(shape, np.float32) for shape in shapes) + 4 * array_bytes(shapes[0], np.float32)
-    return total
+        per_map = array_bytes(tuple(shapes[0][1:]), np.float32)
+        slab = _slab_bytes(shapes[0], 1)
+        return 2 * per_map + (_SLAB_TEMPORARIES_PER_MEMBER * len(shapes) + _SLAB_TEMPORARIES) * slab
+    for shape in shapes:
+        axis = 2 if layout == MEMBERS else 1
+        maps = 2 if layout == MEMBERS else 1
+        outputs += maps * array_bytes(tuple(shape[axis:]), np.float32)
+        temporaries = max(temporaries, _SLAB_TEMPORARIES * _slab_bytes(shape, axis))
+    return outputs + temporaries
 
 
 def maps_checked(sources: dict[str, Any], *, layout: str, as_ensemble: bool) -> list[MapResult]:
