@@ -218,7 +218,7 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
     def busy(self) -> bool:
         """True while a worker thread of this widget runs (loading, sampling, metrics, export)."""
         timer_active = any(qt_alive(t) and t.isActive() for t in (self._dice_timer, self._prefetch_timer))
-        running = self._dice_running or self._volume_running or self._prefetch_running
+        running = self._dice_running or self._volume_running or self._prefetch_running or self._plane_running
         return bool(self._workers) or running or timer_active
 
     @contextlib.contextmanager
