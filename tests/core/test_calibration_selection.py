@@ -83,3 +83,43 @@ def test_tace_threads_give_the_numbers_of_one_thread(monkeypatch):
         keep = flat[k] > 1e-3
         conf, acc = sorted_bins(flat[k][keep], labels.reshape(-1)[keep] == k, 10)
         assert one[k] == pytest.approx(np.mean(np.abs(acc - conf)), rel=1e-12)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_tace_threads_are_bounded_by_the_available_memory(monkeypatch, soft):
+    """As many class threads as the free memory holds one class's temporaries for; the numbers stay those of
+    the full sort."""
+    from napari_seg_uncertainty.core import _memory
+
+    rng = np.random.default_rng(9)
+    logits = rng.standard_normal((4, 6, 30, 40)).astype(np.float32) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(0)
+    labels = rng.integers(0, 4, (6, 30, 40))
+    target = np.stack([labels == k for k in range(4)]).astype(np.float32) * 0.5 + 0.125 if soft else labels
+    used = []
+
+    class Recording(adaptive.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            used.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(adaptive, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(adaptive, "_workers", lambda classes, voxels: 4)
+    prep = adaptive.prepare(probs, target, None)
+    per_class = adaptive._class_bytes(prep)
+    assert per_class >= probs[0].size * (probs.itemsize + (8 if soft else 2))  # values + indicator at least
+    results = []
+    for room, threads in ((2.5, 2), (1.5, None), (0.5, None), (10, 4)):
+        monkeypatch.setattr(_memory, "available_memory_bytes", lambda r=room: int(r * per_class))
+        used.clear()
+        results.append(thresholded_adaptive_ce_per_class(probs, target))
+        assert used == ([] if threads is None else [threads]), room
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+    flat = probs.reshape(4, -1)
+    truth = target.reshape(4, -1) if soft else None
+    for k in range(4):
+        keep = flat[k] > 1e-3
+        indicator = truth[k][keep] if soft else labels.reshape(-1)[keep] == k
+        conf, acc = sorted_bins(flat[k][keep], indicator, 10)
+        assert results[0][k] == pytest.approx(np.mean(np.abs(acc - conf)), rel=1e-12)

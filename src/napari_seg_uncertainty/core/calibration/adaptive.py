@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _memory
 from .._validation import check_probability
+from . import _equal_count
 from ._equal_count import equal_count_bins
 from ._targets import Prepared, check_num_bins, prepare
 
@@ -58,6 +60,8 @@ def _class_tace(prep: Prepared, k: int, *, num_bins: int, threshold: float) -> f
         indicator = prep.labels[keep] == k
     else:
         assert prep.soft is not None
+        # float64, not the soft map's float32: equal_count_bins sums a float32 indicator in float32 where it
+        # counts the tie groups of a straddling bucket (torch.bincount keeps the weights' dtype).
         indicator = prep.soft[k][keep].astype(np.float64)
     conf, acc = equal_count_bins(values, indicator, num_bins)
     return float(np.mean(np.abs(acc - conf)))
@@ -74,15 +78,38 @@ def _workers(num_classes: int, num_voxels: int) -> int:
     return max(1, min(num_classes, cores, 4))
 
 
+def _class_bytes(prep: Prepared) -> int:
+    """Peak bytes one class of :func:`_class_tace` holds at most (every voxel above the threshold): the
+    ``keep`` mask, the gathered values, the gathered labels or soft indicator (float64) with the bool
+    indicator, and the chunk buffers of the bucket passes (about 6 int64/float64 arrays of a chunk)."""
+    num_voxels = int(prep.probs.shape[1])
+    per_voxel = 1 + prep.probs.itemsize
+    if prep.labels is not None:
+        per_voxel += prep.labels.itemsize + 1
+    else:
+        per_voxel += 8
+    return num_voxels * per_voxel + 6 * 8 * min(_equal_count._CHUNK, num_voxels)
+
+
+def _memory_workers(workers: int, prep: Prepared) -> int:
+    """``workers`` bounded so that the threads' per-class temporaries fit in the available memory (each
+    thread holds one class's, :func:`_class_bytes`); at least one (the sequential computation)."""
+    available = _memory.available_memory_bytes()
+    if workers <= 1 or available is None:
+        return workers
+    return max(1, min(workers, available // max(_class_bytes(prep), 1)))
+
+
 def tace_per_class(prep: Prepared, *, num_bins: int, threshold: float) -> np.ndarray:
     """TACE of every class of validated inputs (NaN for a class with no value above ``threshold``).
 
-    Large inputs run the classes in parallel threads (the same numbers: each class is computed alone).
+    Large inputs run the classes in parallel threads (the same numbers: each class is computed alone), as
+    many as the available memory holds the per-class temporaries of.
     """
     def one(k: int) -> float:
         return _class_tace(prep, k, num_bins=num_bins, threshold=threshold)
 
-    workers = _workers(prep.num_classes, prep.probs.shape[1])
+    workers = _memory_workers(_workers(prep.num_classes, prep.probs.shape[1]), prep)
     if workers == 1:
         return np.array([one(k) for k in range(prep.num_classes)], dtype=np.float64)
     with ThreadPoolExecutor(max_workers=workers) as pool:
