@@ -207,6 +207,11 @@ def test_statistics_share_one_overlap_pass():
 
     stack = random_stack(9, 4, 3, (3, 6, 7))
     stats = compute_statistics(stack)
+    masks = np.stack([stack == c for c in range(3)])  # (C, R, *spatial)
+    for c, i, j in np.ndindex(3, 4, 4):  # independent of overlap_counts: pair-by-pair voxel counts
+        both = np.count_nonzero(masks[c, i] & masks[c, j])
+        total = np.count_nonzero(masks[c, i]) + np.count_nonzero(masks[c, j])
+        assert stats.dice[c, i, j] == pytest.approx(2.0 * both / total if total else 1.0, rel=1e-15)
     np.testing.assert_array_equal(stats.dice, pairwise_dice(stack, num_classes=3))
     assert str(stats.summary) == str(RaterSet(labels=stack).summary())
     with pytest.raises(ValueError, match="overlaps must have shape"):
