@@ -23,6 +23,7 @@ __all__ = [
     "array_bytes",
     "available_memory_bytes",
     "check_allocation",
+    "check_disk_space",
     "format_bytes",
 ]
 
@@ -218,3 +219,69 @@ def check_allocation(nbytes: int, *, what: str, cause: str, advice: str = "") ->
         "memory available"
     )
     raise OutputTooLargeError(f"{message}; {advice or 'use smaller inputs or parameters'}.")
+
+
+def _mount_type(directory: str) -> str | None:
+    """File-system type of the mount holding ``directory`` (``/proc/mounts``, longest mount point), or None."""
+    try:
+        with open("/proc/mounts") as handle:
+            mounts = [line.split()[1:3] for line in handle if len(line.split()) >= 3]
+    except OSError:
+        return None
+    real = os.path.realpath(directory)
+    best, kind = "", None
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def check_disk_space(nbytes: int, directory: str | os.PathLike, *, what: str, cause: str, advice: str = "") -> None:
+    """Raise :class:`OutputTooLargeError` when ``nbytes`` to be written under ``directory`` do not fit on its disk.
+
+    ``directory`` (or, if it does not exist yet, its nearest existing parent) must have ``nbytes`` free
+    beyond a 10 % margin (``shutil.disk_usage``). On a memory-backed file system (``tmpfs``/``ramfs``,
+    e.g. ``/tmp`` on Fedora and Arch) the files are RAM: ``nbytes`` must then also pass
+    :func:`check_allocation`, and the message says so.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes about to be written.
+    directory : str or path-like
+        Where they go.
+    what, cause, advice : str
+        As for :func:`check_allocation`.
+
+    Raises
+    ------
+    OutputTooLargeError
+        If the disk (or, on tmpfs, the memory) has too little room; the message names the directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> check_disk_space(1024, tempfile.gettempdir(), what="a small file", cause="n=1")
+    """
+    import shutil
+
+    path = os.path.abspath(os.fspath(directory))
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    kind = _mount_type(path)
+    in_memory = kind in ("tmpfs", "ramfs")
+    where = f"{path!r}" + (f" (a {kind}: its files are kept in memory)" if in_memory else "")
+    advice = advice or "write to a directory on a disk with more free space"
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        free = None
+    if free is not None and int(nbytes) > int(free * MEMORY_FRACTION):
+        raise OutputTooLargeError(
+            f"{cause}: {what} would need {format_bytes(nbytes)} on disk, more than the {format_bytes(free)} "
+            f"free in {where}; {advice}."
+        )
+    if in_memory:
+        check_allocation(nbytes, what=f"{what} in {where}", cause=cause, advice=advice)

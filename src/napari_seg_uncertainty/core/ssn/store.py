@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .._memory import array_bytes, available_memory_bytes, check_allocation
+from .._memory import array_bytes, available_memory_bytes, check_allocation, check_disk_space
 from .._validation import check_int
 from .lazy import PlaneParameters, PlaneSource
 
@@ -126,7 +126,9 @@ class ZarrPlaneSource(PlaneSource):
     path : str or path-like
         The zarr directory.
     cleanup : bool
-        Delete the directory when this object is garbage-collected (a temporary store).
+        Delete ``path`` itself (the store directory, nothing above it) when this object is
+        garbage-collected or the interpreter exits.  :func:`write_slabs` deletes its own temporary
+        directory (the parent of a store it made) the same way.
 
     Examples
     --------
@@ -159,7 +161,7 @@ class ZarrPlaneSource(PlaneSource):
         self.class_names = None if names is None else tuple(str(n) for n in names)
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         if cleanup:
-            weakref.finalize(self, shutil.rmtree, str(self.path.parent), True)
+            weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
     def describe(self) -> str:
         return f"ZarrPlaneSource({str(self.path)!r})"
@@ -217,8 +219,8 @@ def write_slabs(
     slab_planes : int, optional
         About how many planes a slab spans (default: a quarter of the available memory).
     store : str or path-like, optional
-        Directory to write (must not exist yet, or be an empty directory); default a temporary one,
-        deleted with the returned source.
+        Directory to write (must not exist yet, or be an empty directory); default ``distribution.zarr``
+        in a new temporary directory (under ``$TMPDIR``), which is deleted with the returned source.
     class_names, spacing : optional
         Stored with the arrays.
     progress : callable, optional
@@ -228,54 +230,106 @@ def write_slabs(
     -------
     ZarrPlaneSource
         The store, opened for reading.
+
+    Raises
+    ------
+    OutputTooLargeError
+        Before anything is written, if one slab does not fit in memory or the store (``(2 + K) * C * Z * Y *
+        X`` float32) does not fit on the disk of its directory (or, on a tmpfs, in memory).
+    FileExistsError
+        If ``store`` exists and is not an empty directory.
+
+    Notes
+    -----
+    On any failure (including a refusal, an error of ``run`` and ``KeyboardInterrupt``) what was written is
+    deleted: the temporary directory, or the contents of ``store``.
     """
     zarr = require_zarr()
     depth, height, width = (int(s) for s in spatial_shape)
-    if store is None:
-        path, cleanup = Path(tempfile.mkdtemp(prefix="ssn-distribution-")) / "distribution.zarr", True
-    else:
-        path, cleanup = Path(store), False
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"store {str(path)!r} already exists and is not empty; choose a new directory.")
-    group = zarr.open_group(str(path), mode="w")
-    group.attrs.update({"format": _FORMAT, "rank": int(rank), "complete": False, "independent_planes": False})
-    plane = (height, width)
-    arrays = {
-        "mean": group.create_array("mean", shape=(depth, num_classes, *plane), chunks=(1, num_classes, *plane),
-                                   dtype="float32", compressors=None),
-        "cov_diag": group.create_array("cov_diag", shape=(depth, num_classes, *plane),
-                                       chunks=(1, num_classes, *plane), dtype="float32", compressors=None),
-    }
-    if rank > 0:
-        arrays["cov_factor"] = group.create_array(
-            "cov_factor", shape=(depth, rank, num_classes, *plane), chunks=(1, rank, num_classes, *plane),
-            dtype="float32", compressors=None,
-        )
     maps = (2 + rank) * num_classes
     windows = _default_windows((depth, height, width), maps, roi_depth, overlap, slab_planes)
     slabs = plan_slabs(depth, roi_depth, overlap, windows=windows)
     largest = max(slab.stop - slab.start for slab in slabs)
+    shape_text = f"image shape {(depth, height, width)}, rank {rank}, {num_classes} classes"
     check_allocation(  # MONAI's stitched output and weight map, the torch parameters and their copies
         3 * array_bytes((maps + 1, largest, height, width), np.float32),
         what=f"one slab of {largest} planes of the 3-D SSN's sliding-window inference",
-        cause=f"image shape {(depth, height, width)}, rank {rank}, {num_classes} classes, window depth {roi_depth}",
+        cause=f"{shape_text}, window depth {roi_depth}",
         advice="crop the image in Y and X, or use a 2-D SSN (its planes are computed one at a time)",
     )
-    for slab in slabs:
-        mean, factor, diag = run(slab.start, slab.stop)
-        keep = slice(slab.keep_start - slab.start, slab.keep_stop - slab.start)
-        target = slice(slab.keep_start, slab.keep_stop)
-        arrays["mean"][target] = np.moveaxis(mean[:, keep], 1, 0)
-        arrays["cov_diag"][target] = np.moveaxis(diag[:, keep], 1, 0)
-        if factor is not None and rank > 0:
-            arrays["cov_factor"][target] = np.moveaxis(factor[:, :, keep], 2, 0)
-        del mean, factor, diag
-        if progress is not None:
-            progress(slab.keep_stop, depth)
-    extra: dict[str, Any] = {"complete": True}
-    if class_names is not None:
-        extra["class_names"] = list(class_names)
-    if spacing is not None:
-        extra["spacing"] = [float(s) for s in spacing]
-    group.attrs.update(extra)
-    return ZarrPlaneSource(path, cleanup=cleanup)
+    path, created = _store_path(store)
+    check_disk_space(
+        array_bytes((maps, depth, height, width), np.float32), tempfile.gettempdir() if path is None else path,
+        what="the 3-D SSN distribution's zarr store (mean, covariance factor and diagonal, float32)",
+        cause=shape_text,
+        advice="give store= a directory on a disk with more free space (or set TMPDIR), crop the image, "
+        "or use a 2-D SSN (its planes are computed when shown, nothing is written)",
+    )
+    try:
+        if path is None:
+            path = Path(tempfile.mkdtemp(prefix="ssn-distribution-")) / "distribution.zarr"
+        group = zarr.open_group(str(path), mode="w")
+        group.attrs.update({"format": _FORMAT, "rank": int(rank), "complete": False, "independent_planes": False})
+        arrays = _create_arrays(group, (depth, height, width), num_classes, rank)
+        for slab in slabs:
+            mean, factor, diag = run(slab.start, slab.stop)
+            keep = slice(slab.keep_start - slab.start, slab.keep_stop - slab.start)
+            target = slice(slab.keep_start, slab.keep_stop)
+            arrays["mean"][target] = np.moveaxis(mean[:, keep], 1, 0)
+            arrays["cov_diag"][target] = np.moveaxis(diag[:, keep], 1, 0)
+            if factor is not None and rank > 0:
+                arrays["cov_factor"][target] = np.moveaxis(factor[:, :, keep], 2, 0)
+            del mean, factor, diag
+            if progress is not None:
+                progress(slab.keep_stop, depth)
+        extra: dict[str, Any] = {"complete": True}
+        if class_names is not None:
+            extra["class_names"] = list(class_names)
+        if spacing is not None:
+            extra["spacing"] = [float(s) for s in spacing]
+        group.attrs.update(extra)
+        source = ZarrPlaneSource(path)
+    except BaseException:  # refusal, model error, KeyboardInterrupt, full disk: leave nothing behind
+        if path is not None:
+            _remove_partial(path, temporary=store is None, created=created)
+        raise
+    if store is None:  # the temporary directory goes with the source (at garbage collection or exit)
+        weakref.finalize(source, shutil.rmtree, str(path.parent), True)
+    return source
+
+
+def _store_path(store: str | os.PathLike | None) -> tuple[Path | None, bool]:
+    """``store`` (checked to be new or empty; None: a temporary directory, made later) and whether the
+    store directory will be created by the writer."""
+    if store is None:
+        return None, True
+    path = Path(store)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"store {str(path)!r} already exists and is not empty; choose a new directory.")
+    return path, not path.exists()
+
+
+def _remove_partial(path: Path, *, temporary: bool, created: bool) -> None:
+    """Delete what a failed :func:`write_slabs` wrote: the temporary directory, the store it created, or
+    the contents of the empty directory it was given."""
+    if temporary or created:
+        shutil.rmtree(path.parent if temporary else path, ignore_errors=True)
+        return
+    for child in path.iterdir() if path.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _create_arrays(group: Any, shape: tuple[int, int, int], num_classes: int, rank: int) -> dict[str, Any]:
+    """The store's uncompressed arrays, one chunk per plane: ``mean``, ``cov_diag`` and (rank > 0) ``cov_factor``."""
+    depth, height, width = shape
+    per_plane = {"mean": (num_classes,), "cov_diag": (num_classes,)}
+    if rank > 0:
+        per_plane["cov_factor"] = (rank, num_classes)
+    return {
+        name: group.create_array(name, shape=(depth, *lead, height, width), chunks=(1, *lead, height, width),
+                                 dtype="float32", compressors=None)
+        for name, lead in per_plane.items()
+    }
