@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,8 @@ class _Gathered:
     physical: bool
     geometry: Geometry
     case: str | None
+    #: The rater layers themselves: the dock watches them for paint strokes while the worker reads ``arrays``.
+    layers: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def values(self) -> int:
@@ -204,7 +206,8 @@ class SoftLabelsWidget(DockWidget):
 
     Every layer gets the rater layers' placement (scale, origin, direction) and case; the layers are added
     one per event-loop turn, so the window stays responsive on large volumes. On a CT-size stack the raters
-    are stacked and checked in the worker, and a computation whose estimated memory
+    are stacked and checked in the worker from the layers' own arrays (a result read while a rater was painted
+    is not shown: the dock computes again), and a computation whose estimated memory
     (:func:`soft_labels_bytes`) exceeds the free memory is refused with a notification before anything is
     allocated; the layers on show stay as they were.
 
@@ -228,6 +231,8 @@ class SoftLabelsWidget(DockWidget):
         self.result: SoftLabelsResult | None = None
         self._pending: SoftLabelsRequest | _Gathered | None = None
         self._computing = False  # from start until the worker's `finished` reached the GUI thread
+        self._watched: tuple[Any, ...] = ()  # rater layers a running worker stacks from their own arrays
+        self._painted = False  # whether one of them was painted since the worker started
         self.exporting = False  # likewise for an export
         self._layer_names: dict[str, list[str]] = {"A": [], "B": []}
         self._chosen_difference_class: int | None = None
@@ -343,7 +348,7 @@ class SoftLabelsWidget(DockWidget):
             given_names=tuple(str(n) for n in meta.get("class_names") or []),
             method=self._method.value, compare_method=None if compare == NO_COMPARISON else compare,
             alpha=float(self._alpha.value), sigma=float(self._sigma.value),
-            physical=bool(self._physical.value), geometry=geometry, case=case_of(layers[0]),
+            physical=bool(self._physical.value), geometry=geometry, case=case_of(layers[0]), layers=tuple(layers),
         )
 
     # computing --------------------------------------------------------------------------------------
@@ -382,17 +387,51 @@ class SoftLabelsWidget(DockWidget):
         """Compute ``request`` in a worker: a request, or layers' data to stack there first (see SYNC_VALUES)."""
         self._pending = None
         self._computing = True
+        self._watch_paint(request.layers if isinstance(request, _Gathered) else ())
         return self.run(run_checked, request, action="Soft labels", returned=self._show, finished=self._on_finished,
                         message=f"Computing {SOFT_LABEL_METHODS[request.method]}…")
 
     def _on_finished(self) -> None:
         self._computing = False
+        self._watch_paint(())
         if self._pending is not None:
             self._start(self._pending)
+
+    def _watch_paint(self, layers: Sequence[Any]) -> None:
+        """Note paint strokes in ``layers`` (the raters a worker stacks from their own arrays) from now on;
+        stop watching the layers watched before."""
+        for layer in self._watched:
+            with contextlib.suppress(Exception):  # a layer deleted meanwhile
+                layer.events.paint.disconnect(self._on_rater_painted)
+        self._watched = tuple(layers)
+        self._painted = False
+        for layer in self._watched:
+            layer.events.paint.connect(self._on_rater_painted)
+
+    def _on_rater_painted(self, _event: Any = None) -> None:
+        self._painted = True
+
+    def _recompute_after_paint(self) -> bool:
+        """After a stroke in a rater layer while the worker read the layers' arrays (its stack may mix the
+        data before and after the stroke): queue the selected layers again instead of showing the result.
+        True when a computation is queued (the dock stays busy)."""
+        if not self._painted:
+            return False
+        self._painted = False
+        if self._pending is None:
+            with notify_errors("Soft labels"):
+                gathered = self._gather()
+                self._pending = prepare_request(gathered) if gathered.values <= SYNC_VALUES else gathered
+        if self._pending is None:
+            return False
+        self.set_status("A rater layer was painted while it was read; computing again…")
+        return True
 
     # display ----------------------------------------------------------------------------------------
     def _show(self, result: SoftLabelsResult) -> None:
         """Show a result: one layer per event-loop turn (each class of A, of B, the difference)."""
+        if self._recompute_after_paint():
+            return  # the worker's `finished` starts the queued computation
         request = result.request
         self.result = result
         chosen = self._chosen_difference_class
