@@ -30,6 +30,7 @@ import numpy as np
 
 from .._memory import array_bytes, available_memory_bytes, check_allocation, check_disk_space
 from .._validation import check_int
+from .._zarr import require_zarr as _require_zarr
 from .lazy import PlaneParameters, PlaneSource
 
 __all__ = ["Slab", "ZarrPlaneSource", "plan_slabs", "require_zarr", "write_slabs"]
@@ -38,15 +39,8 @@ _FORMAT = "napari-seg-uncertainty SSN distribution, one chunk per plane"
 
 
 def require_zarr() -> Any:
-    """The ``zarr`` module, or an ImportError saying how to install it."""
-    try:
-        import zarr
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "keeping a 3-D SSN distribution on disk needs zarr: pip install 'zarr>=3' "
-            "(or use a 2-D SSN, whose planes are computed when shown)."
-        ) from exc
-    return zarr
+    """The ``zarr`` module (version 3 or later), or an ImportError saying what is needed and what works instead."""
+    return _require_zarr("keeping a 3-D SSN distribution on disk")
 
 
 @dataclass(frozen=True)
