@@ -253,10 +253,8 @@ def test_a_3d_ssn_too_large_for_memory_says_what_to_do(
     assert "(24, 512, 512)" in message and "192.0 MiB" in message and "2-D SSN" in message
     try:
         import zarr  # noqa: F401
-    except ImportError:
+    except ImportError:  # the whole path's estimate, and how to get the lazy one
         assert "estimate" in message and "pip install 'zarr>=3'" in message
-    else:
-        assert "slab" in message
 
 
 @pytest.mark.slow
