@@ -176,6 +176,31 @@ class _PlaneCache:
                     self.pending.pop(z, None)
         return plane
 
+    def peek(self, z: int) -> LowRankLogits | None:
+        """Plane ``z`` if it is in the cache now (marked as just used), else None; never calls the source."""
+        with self.lock:
+            found = self.planes.get(z)
+            if found is not None:
+                self.planes.move_to_end(z)
+            return found
+
+    def compute_uncached(self, z: int) -> LowRankLogits:
+        """Plane ``z`` from the cache if there (its place unchanged), else from the source *without* inserting
+        it: a pass over the whole volume leaves the planes on screen in the cache."""
+        with self.lock:
+            found = self.planes.get(z)
+            pending = self.pending.get(z)
+        if found is None and pending is not None:  # another thread is computing it for the cache: wait
+            with pending:
+                with self.lock:
+                    found = self.planes.get(z)
+        if found is not None:
+            return found
+        params = self.source.plane_parameters(z)
+        with self.lock:
+            self.computed += 1
+        return LowRankLogits(params.mean, params.cov_factor, params.cov_diag)
+
     def cached(self) -> tuple[int, ...]:
         with self.lock:
             return tuple(self.planes)
@@ -391,7 +416,36 @@ class LazyLowRankLogits:
         use a 2-D map's random streams, so they are *not* :meth:`slice` — use :meth:`slice` /
         :meth:`slice_labels` for the planes of this distribution's samples.
         """
-        base = self._base_plane(z)
+        return self._scaled(self._base_plane(z))
+
+    def cached_plane(self, z: int) -> LowRankLogits | None:
+        """Plane ``z`` as :meth:`plane` gives it if its parameters are in the cache now, else None.
+
+        One locked lookup that never runs the source (the network): a viewer thread can ask for a plane
+        without the check-then-read race of ``z in cached_planes`` followed by :meth:`plane`. The object
+        returned keeps its parameters even if the cache drops the plane afterwards.
+        """
+        z = check_index(z, name="z", size=self.spatial_shape[0])
+        assert self._cache is not None
+        base = self._cache.peek(z)
+        return None if base is None else self._scaled(base)
+
+    def cached_slice_labels(self, z: int, *, seed: int = 0, sample_index: int = 0) -> np.ndarray | None:
+        """:meth:`slice_labels` if plane ``z``'s parameters are in the cache now, else None (the source is not run).
+
+        As :meth:`cached_plane`: one locked lookup, then the labels from the plane found, so a plane
+        dropped from the cache in between does not make this call run the network.
+        """
+        z = check_index(z, name="z", size=self.spatial_shape[0])
+        seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
+        assert self._cache is not None
+        base = self._cache.peek(z)
+        if base is None:
+            return None
+        key = (z, seed, sample_index, tuple(float(v) for v in self.noise_scales))
+        return self._cache.cached_labels(key, lambda: self._labels_of(base, z, seed, sample_index)).copy()
+
+    def _scaled(self, base: LowRankLogits) -> LowRankLogits:
         return dataclasses.replace(
             base,
             class_scales=self.class_scales,
@@ -400,11 +454,7 @@ class LazyLowRankLogits:
             spacing=None if self.spacing is None else self.spacing[1:],
         )
 
-    def _plane_noise(self, seed: int, sample_index: int, plane: int | None) -> np.ndarray:
-        """Unscaled noise of plane ``plane``, bit for bit that of the full distribution's plane."""
-        if plane is None:
-            raise ValueError("a lazy distribution draws noise one plane at a time; give the plane index.")
-        base = self._base_plane(plane)
+    def _noise_of(self, base: LowRankLogits, seed: int, sample_index: int, plane: int) -> np.ndarray:
         noise = base._noise
         return plane_noise(
             noise.factor,
@@ -414,6 +464,20 @@ class LazyLowRankLogits:
             plane=int(plane),
             low_rank_plane=int(plane) if self.independent_planes else None,
         )
+
+    def _slice_of(self, base: LowRankLogits, z: int, seed: int, sample_index: int) -> np.ndarray:
+        noise = self._noise_of(base, seed, sample_index, z)
+        return scaled_logits(base.mean, noise, self.noise_scales, None, noise)
+
+    def _labels_of(self, base: LowRankLogits, z: int, seed: int, sample_index: int) -> np.ndarray:
+        logits = self._slice_of(base, z, seed, sample_index)
+        return argmax_into(logits, np.empty(logits.shape[1:], dtype=label_dtype(self.num_classes)))
+
+    def _plane_noise(self, seed: int, sample_index: int, plane: int | None) -> np.ndarray:
+        """Unscaled noise of plane ``plane``, bit for bit that of the full distribution's plane."""
+        if plane is None:
+            raise ValueError("a lazy distribution draws noise one plane at a time; give the plane index.")
+        return self._noise_of(self._base_plane(plane), seed, sample_index, plane)
 
     def _labels_from_noise(
         self, noise: np.ndarray, labels: np.ndarray | None = None, *, plane: int | None = None
@@ -434,8 +498,7 @@ class LazyLowRankLogits:
         """
         z = check_index(z, name="z", size=self.spatial_shape[0])
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
-        noise = self._plane_noise(seed, sample_index, z)
-        return scaled_logits(self._base_plane(z).mean, noise, self.noise_scales, None, noise)
+        return self._slice_of(self._base_plane(z), z, seed, sample_index)
 
     def slice_labels(self, z: int, *, seed: int = 0, sample_index: int = 0) -> np.ndarray:
         """Label map of plane ``z`` of a sample: exactly :meth:`LowRankLogits.slice_labels` of the full distribution.
@@ -446,20 +509,23 @@ class LazyLowRankLogits:
         z = check_index(z, name="z", size=self.spatial_shape[0])
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
 
-        def compute() -> np.ndarray:
-            logits = self.slice(z, seed=seed, sample_index=sample_index)
-            return argmax_into(logits, np.empty(logits.shape[1:], dtype=label_dtype(self.num_classes)))
-
         assert self._cache is not None
         key = (z, seed, sample_index, tuple(float(v) for v in self.noise_scales))
-        return self._cache.cached_labels(key, compute).copy()
+        labels = self._cache.cached_labels(key, lambda: self._labels_of(self._base_plane(z), z, seed, sample_index))
+        return labels.copy()
 
     def sample_labels_at(self, sample_index: int, *, seed: int = 0) -> np.ndarray:
-        """Whole label map ``(Z, Y, X)`` of one sample, plane by plane (computes every plane: slow for a 2-D SSN)."""
+        """Whole label map ``(Z, Y, X)`` of one sample, plane by plane (computes every plane: slow for a 2-D SSN).
+
+        Neither cache changes: planes already cached are used, the others are computed and dropped, so
+        the planes on screen (and their label maps) stay cached.
+        """
         seed, sample_index = check_seed(seed), check_index(sample_index, name="sample_index")
         labels = np.empty(self.spatial_shape, dtype=label_dtype(self.num_classes))
-        for z in range(self.spatial_shape[0]):  # not through the label cache: the planes on screen stay in it
-            argmax_into(self.slice(z, seed=seed, sample_index=sample_index), labels[z])
+        assert self._cache is not None
+        for z in range(self.spatial_shape[0]):
+            base = self._cache.compute_uncached(z)
+            argmax_into(self._slice_of(base, z, seed, sample_index), labels[z])
         return labels
 
     def mean_plane_labels(self, z: int) -> np.ndarray:
