@@ -7,6 +7,7 @@ the pairwise Dice and per-class volume tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -369,12 +370,19 @@ class LoadRatersWidget(DockWidget):
             case = next((case_of(layer) for layer in layers if case_of(layer)), None) \
                 or current_case(self._viewer) or "layers"
             names_ = [layer.name for layer in layers]
-            arrays = [np.asarray(layer.data) for layer in layers]
+            arrays = [np.asarray(layer.data) for layer in layers]  # read in place by the worker
+            strokes = _Strokes(layers)
+
+            def present(stats: RaterStatistics) -> None:
+                if strokes.count:  # a rater painted while the worker read it: its statistics may mix both
+                    self.set_status("A rater layer was painted while it was read; loading it again…")
+                    self.load_from_layers(layers)
+                else:
+                    self._present(stats, case=case, from_files=False, geometry=geometry)
+
             return self._start(load_checked, arrays, from_layers=True, spacing=spacing_, rater_names=names_,
-                               class_names=names, action="Load raters from layers",
-                               message=f"Computing the statistics of {len(layers)} layers…",
-                               present=lambda stats: self._present(stats, case=case, from_files=False,
-                                                                   geometry=geometry))
+                               class_names=names, action="Load raters from layers", finished=strokes.stop,
+                               message=f"Computing the statistics of {len(layers)} layers…", present=present)
         return None
 
     def _find_layer(self, choice: Any) -> Any:
@@ -573,6 +581,23 @@ class LoadRatersWidget(DockWidget):
             f"Per class: mean rater volume ({unit}) and its standard deviation over raters, how many raters "
             "left the class empty, mean and lowest pairwise Dice.")
         fit_rows(self._summary_table)
+
+
+class _Strokes:
+    """Counts the paint strokes in ``layers`` until :meth:`stop` (rater layers a worker reads in place)."""
+
+    def __init__(self, layers: Sequence[Any]) -> None:
+        self.layers, self.count = tuple(layers), 0
+        for layer in self.layers:
+            layer.events.paint.connect(self._on_paint)
+
+    def _on_paint(self, _event: Any = None) -> None:
+        self.count += 1
+
+    def stop(self) -> None:
+        for layer in self.layers:
+            with contextlib.suppress(Exception):  # a layer deleted meanwhile
+                layer.events.paint.disconnect(self._on_paint)
 
 
 def _as_text(value: Sequence[Any] | str | None) -> str | None:
