@@ -82,6 +82,33 @@ def _spacing(trained: TrainedModel, ndim: int) -> tuple[float, ...] | None:
     return spacing if spacing is not None and len(spacing) == ndim else None
 
 
+#: Planes normalized at a time (statistics and the whole-volume network input of a 3-D model).
+_NORMALIZE_PLANES = 16
+
+
+def _slab_normalizer(trained: TrainedModel, image: np.ndarray) -> Any:
+    """``normalize(part)``: the float32 network input of planes ``part = image[:, z0:z1]`` of a volume.
+
+    Per-case modes (``"zscore"``, ``"percentile"``) need the whole volume's statistics; they are taken
+    once, slab by slab, by the streamed prediction's normalizer
+    (:class:`~napari_seg_uncertainty.core.training.streamed._Normalizer`), so no normalized copy of the
+    volume (and none of :func:`~.normalization.normalize_image`'s float64 temporaries, 7x the float32
+    image) is made; ``"percentile"`` copies one channel for :func:`numpy.percentile`. The same normalizer
+    serves the lazy and the whole computations, so their planes stay bit for bit equal.
+    """
+    from .streamed import _Normalizer  # the statistics by slabs, shared with predict(...)
+
+    return _Normalizer(image, trained.info["normalization"], step=_NORMALIZE_PLANES)
+
+
+def _normalized_volume(normalize: Any, image: np.ndarray) -> np.ndarray:
+    """The whole float32 network input, normalized ``_NORMALIZE_PLANES`` planes at a time."""
+    out = np.empty(image.shape, dtype=np.float32)
+    for z0 in range(0, image.shape[1], _NORMALIZE_PLANES):
+        out[:, z0 : z0 + _NORMALIZE_PLANES] = normalize(image[:, z0 : z0 + _NORMALIZE_PLANES])
+    return out
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
 
@@ -108,8 +135,9 @@ def _run_ssn(
 class SlicePredictor(PlaneSource):
     """A 2-D SSN applied to plane ``z`` of a volume when :meth:`plane_parameters` asks for it.
 
-    Holds the volume normalized once (per-case normalizations need the whole volume's statistics;
-    ``"dataset"`` normalization is applied plane by plane instead) and the model.  A plane's numbers
+    Holds the raw volume (no copy when it is float32), its normalization statistics (per-case modes
+    need the whole volume's: computed once, slab by slab) and the model; a plane is normalized when it
+    is computed.  A plane's numbers
     are bit for bit those of :func:`predict_ssn_distribution` (the same per-plane computation, with the
     same number of torch threads).
 
@@ -134,10 +162,8 @@ class SlicePredictor(PlaneSource):
         self.trained, self.net = trained, net
         self.torch_threads = None if torch_threads is None else check_int(torch_threads, name="torch_threads",
                                                                           minimum=1)
-        self._normalization = trained.info["normalization"]
-        per_plane = self._normalization.get("mode", "dataset") == "dataset"
-        self._image = image if per_plane else normalize_image(image, self._normalization)
-        self._per_plane = per_plane
+        self._image = image
+        self._normalize = _slab_normalizer(trained, image)
         self._mask = _covariance_mask(trained, image)
         self.num_classes = int(trained.info["num_classes"])
         self.rank = int(trained.config.ssn_rank)
@@ -151,8 +177,7 @@ class SlicePredictor(PlaneSource):
 
     def normalized_plane(self, z: int) -> np.ndarray:
         """The network input of plane ``z``, ``(in_channels, Y, X)`` float32."""
-        plane = self._image[:, z]
-        return normalize_image(plane, self._normalization) if self._per_plane else plane
+        return self._normalize(self._image[:, z : z + 1])[:, 0]
 
     def plane_tensors(self, z: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mean (C, Y, X), factor (K, C, Y, X), diag (C, Y, X))`` of plane ``z`` as torch tensors."""
@@ -176,18 +201,21 @@ def estimate_ssn_memory(trained: TrainedModel, image_shape: tuple[int, ...]) -> 
 
     The distribution itself (``(2 + K) * C`` float32 maps of ``S``), plus for a 3-D model the stitched
     network output, MONAI's weight map and the torch copies of the output (about three times the
-    distribution together), or for a 2-D model on a volume one plane's temporaries, plus the image
-    normalized as float32.
+    distribution together) and the image normalized as float32, or for a 2-D model on a volume one
+    plane's temporaries; plus the normalization's statistics: for ``"percentile"`` a float32 copy of
+    one channel (:func:`numpy.percentile`), and float64 temporaries of a few planes.
     """
     num_classes, rank = int(trained.info["num_classes"]), int(trained.config.ssn_rank)
     spatial = tuple(int(s) for s in image_shape[1:])
     maps = (2 + rank) * num_classes
     output = array_bytes((maps, *spatial), np.float32)
-    normalized = array_bytes(image_shape, np.float32)
+    stats = 4 * array_bytes((image_shape[0], _NORMALIZE_PLANES, *spatial[1:]), np.float64)
+    if trained.info["normalization"].get("mode", "dataset") == "percentile":
+        stats += array_bytes(spatial, np.float32)
     if len(spatial) == int(trained.info["spatial_dims"]):
-        return 4 * output + normalized
+        return 4 * output + array_bytes(image_shape, np.float32) + stats
     plane = array_bytes((maps + 1, *spatial[1:]), np.float32)
-    return output + normalized + 6 * plane
+    return output + 6 * plane + stats
 
 
 def _check_fits(trained: TrainedModel, image_shape: tuple[int, ...]) -> None:
@@ -266,7 +294,8 @@ def predict_ssn_distribution(
     if sliced:
         mean, factor, diag = _stacked_planes(SlicePredictor(trained, net, arr))
     else:
-        normed = normalize_image(arr, trained.info["normalization"])
+        normed = _normalized_volume(_slab_normalizer(trained, arr), arr) if arr.ndim == 4 else normalize_image(
+            arr, trained.info["normalization"])
         parts = _run_ssn(trained, net, normed, _covariance_mask(trained, arr))
         del normed
         mean, factor, diag = (_numpy(t) for t in parts)
@@ -396,17 +425,14 @@ def predict_ssn_distribution_lazy(
 def _slab_runner(trained: TrainedModel, net: SegmentationNet, image: np.ndarray) -> Any:
     """``run(z0, z1) -> (mean, factor, diag)`` numpy arrays of a 3-D model on planes ``z0:z1`` of ``image``.
 
-    Per-case normalizations need the whole volume's statistics: the volume is normalized once.
+    Per-case normalizations need the whole volume's statistics: taken once, slab by slab; each slab is
+    normalized when it runs (no normalized copy of the volume).
     """
-    normalization = trained.info["normalization"]
-    per_slab = normalization.get("mode", "dataset") == "dataset"
-    normed = image if per_slab else normalize_image(image, normalization)
+    normalize = _slab_normalizer(trained, image)
     mask = _covariance_mask(trained, image)
 
     def run(z0: int, z1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        slab = normed[:, z0:z1]
-        if per_slab:
-            slab = normalize_image(slab, normalization)
+        slab = _normalized_volume(normalize, image[:, z0:z1])
         parts = _run_ssn(trained, net, slab, None if mask is None else mask[z0:z1])
         return tuple(t.cpu().numpy() for t in parts)  # type: ignore[return-value]
 
