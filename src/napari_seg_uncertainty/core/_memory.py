@@ -34,6 +34,9 @@ _CGROUP_FILES = (
     ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
     ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
 )
+#: Where the cgroup hierarchies are mounted, and the file naming this process's cgroups.
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_PROC_CGROUP = "/proc/self/cgroup"
 
 
 class OutputTooLargeError(MemoryError, ValueError):
@@ -112,15 +115,73 @@ def _vm_size() -> int | None:
     return None
 
 
+def _own_cgroup_files() -> list[tuple[str, str]]:
+    """``(limit, usage)`` files of this process's memory cgroup and of its ancestors (``/proc/self/cgroup``).
+
+    A limit may be set on the process's own cgroup or any ancestor, not only at the mount's root; where a
+    cgroup namespace makes the mount's root the process's cgroup, the paths do not exist and only the
+    root files (:data:`_CGROUP_FILES`) count.
+    """
+    try:
+        with open(_PROC_CGROUP) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        if parts[0] == "0" and parts[1] == "":  # v2 unified hierarchy
+            root, names = _CGROUP_ROOT, ("memory.max", "memory.current")
+        elif "memory" in parts[1].split(","):  # v1 memory controller
+            root, names = os.path.join(_CGROUP_ROOT, "memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        relative = parts[2].strip("/")
+        while relative:
+            directory = os.path.join(root, relative)
+            if os.path.isdir(directory):
+                found.append((os.path.join(directory, names[0]), os.path.join(directory, names[1])))
+            relative = os.path.dirname(relative)
+    return found
+
+
+def _inactive_file(usage_file: str) -> int:
+    """Reclaimable page cache charged to the cgroup of ``usage_file`` (``memory.stat`` beside it), else 0.
+
+    The usage (v2 ``memory.current``, v1 ``usage_in_bytes``) counts file pages, which the kernel drops
+    before any out-of-memory kill: after writing a prediction to disk it would read as used memory. Like
+    docker's and the kubelet's working set, the inactive file pages are subtracted (v1: the hierarchical
+    ``total_inactive_file``).
+    """
+    keys = ("inactive_file",) if usage_file.endswith("memory.current") else ("total_inactive_file", "inactive_file")
+    values: dict[str, int] = {}
+    try:
+        with open(os.path.join(os.path.dirname(usage_file), "memory.stat")) as handle:
+            for line in handle:
+                name, _, value = line.partition(" ")
+                if name in keys:
+                    values[name] = int(value)
+    except (OSError, ValueError):
+        return 0
+    return next((values[k] for k in keys if k in values), 0)
+
+
 def _cgroup_headroom() -> int | None:
-    """Bytes left under the container's cgroup memory limit (v2 or v1), or None without one."""
-    for limit_file, usage_file in _CGROUP_FILES:
+    """Bytes left under the tightest cgroup memory limit (v2 or v1) of this process, or None without one.
+
+    Each limit (the mount's root and this process's cgroup and its ancestors) minus that cgroup's usage
+    without its inactive page cache (:func:`_inactive_file`).
+    """
+    headrooms = []
+    for limit_file, usage_file in dict.fromkeys([*_CGROUP_FILES, *_own_cgroup_files()]):
         limit = _read_int(limit_file)
         if limit is None or limit >= 1 << 60:
             continue
         usage = _read_int(usage_file) or 0
-        return max(limit - usage, 0)
-    return None
+        headrooms.append(max(limit - max(usage - _inactive_file(usage_file), 0), 0))
+    return min(headrooms) if headrooms else None
 
 
 def available_memory_bytes() -> int | None:
