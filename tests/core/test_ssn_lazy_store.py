@@ -172,3 +172,35 @@ def test_mount_type_is_that_of_the_longest_mount_point():
     for point, fstype in mounts.items():
         if point.startswith("/dev/") and " " not in point:
             assert _memory._mount_type(point) == fstype
+
+
+# ------------------------------------------------------------------------------ slabs vs MONAI's windows (#13)
+def test_slabs_keep_only_planes_stitched_from_the_whole_runs_windows():
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    from napari_seg_uncertainty.core.ssn.store import plan_slabs
+
+    def starts(size, roi, overlap):  # MONAI pads a volume thinner than the window to the window
+        size = max(size, roi)
+        return [s[0].start for s in dense_patch_slices((size,), (roi,), _get_scan_interval((size,), (roi,), 1,
+                                                                                            (overlap,)))]
+
+    cases = 0
+    for depth in range(1, 60, 4):
+        for roi in (3, 8, 16):
+            for overlap in (0.0, 0.25, 0.5, 0.8):
+                whole = starts(depth, roi, overlap)
+                for windows in (1, 2, 4):
+                    slabs = plan_slabs(depth, roi, overlap, windows=windows)
+                    assert [s.keep_start for s in slabs[1:]] == [s.keep_stop for s in slabs[:-1]]
+                    assert slabs[0].keep_start == 0 and slabs[-1].keep_stop == depth
+                    for slab in slabs:
+                        size = slab.stop - slab.start
+                        own = [slab.start + s for s in starts(size, roi, overlap)]
+                        inside = [s for s in whole if slab.start <= s and s + roi <= max(slab.stop, roi)]
+                        assert own == inside, (depth, roi, overlap, windows, slab)
+                        for z in range(slab.keep_start, slab.keep_stop):  # every window over z is the slab's
+                            assert all(s in own for s in whole if s <= z < s + roi)
+                    cases += 1
+    assert cases == 15 * 3 * 4 * 3

@@ -54,17 +54,14 @@ class Slab:
 
 
 def _window_starts(size: int, roi: int, overlap: float) -> list[int]:
-    """Window starts of MONAI's sliding windows along one axis (``_get_scan_interval`` + ``dense_patch_slices``)."""
-    if size <= roi:
-        return [0]
-    interval = max(int(roi * (1 - overlap)), 1)
-    starts = []
-    for idx in range(size):
-        start = idx * interval
-        starts.append(min(start, size - roi))
-        if start + roi >= size:
-            break
-    return starts
+    """Window starts of MONAI's sliding windows along one axis, asked of MONAI itself (``_get_scan_interval``
+    and ``dense_patch_slices``, as ``sliding_window_inference`` places them), so the slabs stay in step with it."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    size = max(int(size), int(roi))
+    interval = _get_scan_interval((size,), (int(roi),), 1, (float(overlap),))
+    return [int(s[0].start) for s in dense_patch_slices((size,), (int(roi),), interval)]
 
 
 def plan_slabs(depth: int, roi: int, overlap: float, *, windows: int) -> list[Slab]:
@@ -265,17 +262,7 @@ def write_slabs(
         group = zarr.open_group(str(path), mode="w")
         group.attrs.update({"format": _FORMAT, "rank": int(rank), "complete": False, "independent_planes": False})
         arrays = _create_arrays(group, (depth, height, width), num_classes, rank)
-        for slab in slabs:
-            mean, factor, diag = run(slab.start, slab.stop)
-            keep = slice(slab.keep_start - slab.start, slab.keep_stop - slab.start)
-            target = slice(slab.keep_start, slab.keep_stop)
-            arrays["mean"][target] = np.moveaxis(mean[:, keep], 1, 0)
-            arrays["cov_diag"][target] = np.moveaxis(diag[:, keep], 1, 0)
-            if factor is not None and rank > 0:
-                arrays["cov_factor"][target] = np.moveaxis(factor[:, :, keep], 2, 0)
-            del mean, factor, diag
-            if progress is not None:
-                progress(slab.keep_stop, depth)
+        _fill(arrays, slabs, run, progress)
         extra: dict[str, Any] = {"complete": True}
         if class_names is not None:
             extra["class_names"] = list(class_names)
@@ -290,6 +277,22 @@ def write_slabs(
     if store is None:  # the temporary directory goes with the source (at garbage collection or exit)
         weakref.finalize(source, shutil.rmtree, str(path.parent), True)
     return source
+
+
+def _fill(arrays: dict[str, Any], slabs: list[Slab], run: SlabRunner, progress: Any) -> None:
+    """Run every slab and write its kept planes (``(Z, ...)`` chunks, one per plane)."""
+    depth = slabs[-1].keep_stop
+    for slab in slabs:
+        mean, factor, diag = run(slab.start, slab.stop)
+        keep = slice(slab.keep_start - slab.start, slab.keep_stop - slab.start)
+        target = slice(slab.keep_start, slab.keep_stop)
+        arrays["mean"][target] = np.moveaxis(mean[:, keep], 1, 0)
+        arrays["cov_diag"][target] = np.moveaxis(diag[:, keep], 1, 0)
+        if factor is not None and "cov_factor" in arrays:
+            arrays["cov_factor"][target] = np.moveaxis(factor[:, :, keep], 2, 0)
+        del mean, factor, diag
+        if progress is not None:
+            progress(slab.keep_stop, depth)
 
 
 def _store_path(store: str | os.PathLike | None) -> tuple[Path | None, bool]:
