@@ -25,10 +25,13 @@ depends on a voxel's labels only).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from .._memory import array_bytes, check_allocation
 
 try:
     from numpy._core import multiarray as _multiarray
@@ -132,12 +135,22 @@ def vote_fractions(counts: np.ndarray, num_raters: int) -> np.ndarray:
     return out
 
 
+def _power_within(base: int, exponent: int, limit: int) -> bool:
+    """``base ** exponent <= limit``, decided in log space first so that an absurd ``num_classes`` or number of
+    raters (``10**12``) never builds a gigantic Python integer (``3 ** 10**12`` would not finish)."""
+    if exponent <= 0 or base <= 1:
+        return 1 <= limit
+    if exponent * math.log2(base) > math.log2(limit) + 1.0:
+        return False
+    return base**exponent <= limit
+
+
 def _count_weights(num_raters: int, num_classes: int) -> np.ndarray | None:
     """Weights ``w[c]`` with ``code = sum_r w[label_r]`` a unique code of the count vector, or None when the
     codes would not fit the lookup-table limit. The last class is implied (its count is ``R`` minus the rest)."""
-    size = (num_raters + 1) ** (num_classes - 1)
-    if size > COUNT_TABLE_LIMIT:
+    if not _power_within(num_raters + 1, num_classes - 1, COUNT_TABLE_LIMIT):
         return None
+    size = (num_raters + 1) ** (num_classes - 1)
     weights = np.zeros(num_classes, dtype=_uint_for(size - 1))
     weights[:-1] = (num_raters + 1) ** np.arange(num_classes - 1)
     return weights
@@ -188,12 +201,20 @@ def map_count_vectors(
     """
     num_raters = stack.shape[0]
     weights, table = None, None
-    if num_classes**num_raters <= PATTERN_TABLE_LIMIT:
+    if _power_within(num_classes, num_raters, PATTERN_TABLE_LIMIT):
         table = function(_pattern_count_table(num_raters, num_classes))
     else:
         weights = _count_weights(num_raters, num_classes)
         if weights is not None:
             table = function(_count_table(num_raters, num_classes))
+        else:  # per-slab class counts (and what the function makes of them), before anything is allocated
+            slab_bytes = array_bytes((num_classes, min(SLAB_VOXELS, max(stack[0].size, 1))), count_dtype(num_raters))
+            check_allocation(
+                3 * slab_bytes,
+                what="the per-voxel class counts of one slab",
+                cause=f"num_classes={num_classes}",
+                advice="check num_classes (labels are 0 .. num_classes - 1)",
+            )
     lead = out.ndim - (stack.ndim - 1)
     flat_stack, flat_out = flat_voxels(stack), flat_voxels(out, lead)
     rows = flat_out.reshape(-1, flat_out.shape[-1])
@@ -221,7 +242,7 @@ def overlap_counts(stack: np.ndarray, num_classes: int) -> np.ndarray:
     masks (exact: a slab holds fewer than 2**24 voxels).
     """
     num_raters = stack.shape[0]
-    if num_classes**num_raters <= DENSE_PATTERN_LIMIT:
+    if _power_within(num_classes, num_raters, DENSE_PATTERN_LIMIT):
         found = vote_patterns(stack, num_classes, keep_index=False)
         out = np.empty((num_classes, num_raters, num_raters), dtype=np.int64)
         for class_index in range(num_classes):
@@ -322,12 +343,12 @@ def vote_patterns(stack: np.ndarray, num_classes: int, *, keep_index: bool = Tru
         When ``num_classes ** R`` codes do not fit in 64 bits (too many raters and classes).
     """
     num_raters = stack.shape[0]
-    space = num_classes**num_raters
-    if space > np.iinfo(np.uint64).max:
+    if not _power_within(num_classes, num_raters, int(np.iinfo(np.uint64).max)):
         raise ValueError(
             f"{num_raters} raters with {num_classes} classes have {num_classes}**{num_raters} possible vote "
             "patterns, more than a 64-bit code holds; use method='simpleitk'."
         )
+    space = num_classes**num_raters
     code_dtype = _uint_for(space - 1)
     flat = flat_voxels(stack)
     regions = list(iter_slabs(flat.shape[1]))
