@@ -95,8 +95,13 @@ def checkpoint_distribution(path: Path, image: np.ndarray, *, scale: tuple[float
         except OutputTooLargeError as too_large:
             try:
                 distribution = lazy(trained, image)
-            except ImportError as missing:  # zarr holds a 3-D SSN's distribution on disk
-                raise ValueError(f"{too_large} {missing}") from None
+            except ImportError as missing:  # zarr (>= 3) holds a 3-D SSN's distribution on disk: it says what to do
+                raise ValueError(f"{too_large} Keeping it on disk instead: {missing}") from None
+            except OutputTooLargeError as slab:  # one slab, or the store on disk, does not fit either
+                raise OutputTooLargeError(
+                    f"{too_large} Computing it slab by slab on disk does not fit either: {slab} Use a 2-D SSN "
+                    "(its planes are computed as they are shown), or predict on a crop of the image."
+                ) from None
     else:
         distribution = lazy(trained, image)
     spacing = tuple(float(v) for v in scale[-3:])
@@ -314,6 +319,51 @@ class SSNControls:
             area.setMinimumWidth(width)
 
     # ------------------------------------------------------------------ inputs
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the layer choices, keeping the chosen layers chosen (also when one was renamed).
+
+        napari calls this on every layer addition, removal, move and rename (so does the widget's
+        own layer watcher). magicgui matches combo-box items by their text, so a renamed
+        layer would drop out of the selection; the values are the layers themselves, so they are
+        put back.
+        """
+        if not self._alive():
+            return
+        image, raters = self._image_layer.value, list(self._raters.value or [])
+        self.content.reset_choices(*args)
+        if image is not None and image in self._image_layer.choices and self._image_layer.value is not image:
+            self._image_layer.value = image
+        kept = [layer for layer in raters if layer in self._raters.choices]
+        if kept != list(self._raters.value or []):
+            self._raters.value = kept
+
+    def _selected_image_layer(self, *, required: bool) -> Any:
+        layer = self._image_layer.value
+        if layer is None or layer not in self._viewer.layers:
+            if required:
+                raise ValueError("choose the image layer the checkpoint should predict on.")
+            return None
+        return layer
+
+    def configure(self, *, source: str | None = None, path: Any = None, image: Any = None,
+                   num_samples: int | None = None, seed: int | None = None, raters: Any = None) -> None:
+        """Set the controls :meth:`load` reads; ``None`` keeps a setting."""
+        if source is not None:
+            if source not in SOURCES and source not in SOURCES.values():
+                raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}.")
+            self._source.value = SOURCES.get(source, source)
+        if path is not None:
+            box = self._checkpoint_file if self._source.value == SOURCE_CHECKPOINT else self._distribution_file
+            box.value = str(path)
+        if image is not None:
+            self._image_layer.value = image
+        if num_samples is not None:
+            self._num_samples.value = int(num_samples)
+        if seed is not None:
+            self._seed.value = int(seed)
+        if raters is not None:
+            self._raters.value = raters
+
     def _named_classes(self, distribution: LowRankLogits) -> LowRankLogits:
         """Give a distribution without class names the raters' names (from the layers' metadata)."""
         defaults = tuple(f"class {c}" for c in range(distribution.num_classes))

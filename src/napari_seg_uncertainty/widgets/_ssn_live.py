@@ -3,9 +3,8 @@
 * :class:`LiveSamples` — what the ``SSN samples`` layer holds: a lazy
   :class:`~napari_seg_uncertainty.core.ssn.SampleLabelStack` whose whole 3-D samples are computed
   in a worker (the last volume shown stays on screen meanwhile).
-* :class:`LazyPlanes` — what the ``SSN samples`` and mean layers hold for a distribution computed plane
-  by plane (:class:`~napari_seg_uncertainty.core.ssn.lazy.LazyLowRankLogits`, a CT): dask arrays of one
-  plane per chunk; a plane not computed yet reads as empty at once and is computed in a worker.
+* :class:`~._ssn_lazy.LazyPlanes` (in :mod:`._ssn_lazy`) — what those layers hold for a distribution computed
+  plane by plane (a CT).
 * :class:`LiveSampling` — mixed into :class:`~napari_seg_uncertainty.widgets.ssn_samples.SSNSamplesWidget`:
   the class-noise and temperature sliders, the volume on screen recomputed in a worker (requests made
   meanwhile coalesce; the noise of a whole sample is kept so a slider move only rescales it), and the
@@ -20,15 +19,15 @@ References
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+from qtpy.QtWidgets import QApplication
 
 from ..core.ssn import LowRankLogits, SampleLabelStack, dice_against_reference
-from ._common import notify_errors
+from ._common import logger, notify_errors
+from ._ssn_lazy import LazyPlanes
 
 __all__ = ["PREFETCH_DELAY_MS", "LazyPlanes", "LiveSampling", "LiveSamples", "format_score", "is_lazy", "qt_alive"]
 
@@ -43,7 +42,6 @@ _LARGE_SAMPLE_VOXELS = 2_000_000
 PLANE_DICE_VOXELS = 32_000_000
 
 
-_DASK_NAMES = itertools.count()  # every LazyPlanes array has its own dask name (no cached chunk is reused)
 
 
 def is_lazy(distribution: Any) -> bool:
@@ -140,101 +138,8 @@ class LiveSamples:
         return f"LiveSamples({self.stack!r})"
 
 
-class _PlaneBlocks:
-    """An array-like for :func:`dask.array.from_array` whose every block is one plane, read by ``plane(*lead)``."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: Any, plane: Any) -> None:
-        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
-        self._plane = plane
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        lead = tuple(k.indices(s)[0] for k, s in zip(key[:-2], self.shape[:-2]))
-        return self._plane(*lead)[key[-2:]][(None,) * len(lead)]
-
-
-class LazyPlanes:
-    """What the samples and mean layers hold for a lazy distribution: dask arrays, one plane per chunk.
-
-    A plane whose parameters the distribution holds already (its small cache of recent planes) is
-    computed when napari reads it (the sample's plane: scaling and argmax, ~20 ms at 512²); a plane it
-    does not hold (a 2-D SSN runs its network on it, a 3-D one reads it from disk) reads as empty labels at
-    once and, in 2-D display, ``request(z)`` computes it in a worker; the widget then refreshes the layers.
-    In 3-D display only the planes computed so far are shown (a whole volume would run the network on
-    every plane). The layers must not use napari's dask cache (``cache=False``): a placeholder is not data.
-    """
-
-    #: Mean-prediction planes kept (uint8 512²: 256 KiB each); the mean does not change with the sliders.
-    MEAN_PLANES = 64
-
-    def __init__(self, stack: SampleLabelStack, *, request: Any, display_3d: Any) -> None:
-        self.stack = stack
-        self._request = request
-        self._display_3d = display_3d
-        self._means: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def compute(self, z: int, entry: int) -> None:
-        """In a worker: plane ``z``'s parameters (the network, for a 2-D SSN), its mean labels and the plane of
-        sample ``entry``, so that showing them on the GUI thread only reads caches."""
-        self.stack.distribution.plane(z)
-        self._mean_labels(z)
-        self.stack[entry, z]  # noqa: B018 - fills the stack's cache of label planes
-
-    def _mean_labels(self, z: int) -> np.ndarray:
-        with self._lock:
-            if z in self._means:
-                self._means.move_to_end(z)
-                return self._means[z]
-        labels = self.stack.distribution.mean_plane_labels(z)
-        with self._lock:
-            self._means[z] = labels
-            while len(self._means) > self.MEAN_PLANES:
-                self._means.popitem(last=False)
-        return labels
-
-    def ready(self, z: int) -> bool:
-        """Whether plane ``z``'s parameters are at hand (reading it does not run the network)."""
-        return z in self.stack.distribution.cached_planes
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros(self.stack.shape[2:], self.stack.dtype)
-
-    def _missing(self, z: int) -> np.ndarray:
-        if not self._display_3d():
-            self._request(z)
-        return self._empty()
-
-    def sample_plane(self, entry: int, z: int) -> np.ndarray:
-        """Plane ``z`` of sample ``entry`` (exact), or empty labels while the plane is being computed."""
-        return self.stack[entry, z] if self.ready(z) else self._missing(z)
-
-    def mean_plane(self, z: int) -> np.ndarray:
-        """Plane ``z`` of the mean prediction, or empty labels while the plane is being computed."""
-        with self._lock:
-            known = self._means.get(z)
-        if known is not None:
-            return known
-        return self._mean_labels(z) if self.ready(z) else self._missing(z)
-
-    def _dask(self, shape: tuple[int, ...], plane: Any, what: str) -> Any:
-        import dask.array as da
-
-        chunks = (*(1,) * (len(shape) - 2), *shape[-2:])
-        return da.from_array(_PlaneBlocks(shape, self.stack.dtype, plane), chunks=chunks, lock=False,
-                             asarray=False, fancy=False, name=f"ssn-{what}-{next(_DASK_NAMES)}",
-                             meta=np.empty((0,) * len(shape), self.stack.dtype))
-
-    def samples(self) -> Any:
-        """The ``(N, Z, Y, X)`` samples as a dask array."""
-        return self._dask(self.stack.shape, self.sample_plane, "samples")
-
-    def mean(self) -> Any:
-        """The ``(Z, Y, X)`` mean prediction as a dask array."""
-        return self._dask(self.stack.shape[1:], self.mean_plane, "mean")
-
-
 class LiveSampling:
-    """Sliders, the volume on screen and the Dice table of the *SSN samples* dock (mixed into the widget)."""
+    """Sliders, the volume on screen, the Dice table and the teardown of the *SSN samples* dock (a mixin)."""
 
     _viewer: Any
     _dice_timer: Any
@@ -265,6 +170,41 @@ class LiveSampling:
         self._plane_pending: int | None = None
         self._dice_plane: int | None = None  # the plane the Dice table compares (None: whole samples)
         self._prefetched: tuple[Any, ...] | None = None  # (stack, sample index, plane) whose noise is drawn
+
+    # ------------------------------------------------------------------ lifetime
+    def _on_destroyed(self, *_args: Any) -> None:
+        """The dock widget is gone: stop timers, ignore late worker results, let go of the viewer's events.
+
+        Runs while Qt tears the dock (or the whole application) down, so nothing here may raise:
+        an exception in this slot would abort the process.
+        """
+        try:
+            self._shut_down()
+            for timer in (self._dice_timer, self._prefetch_timer):
+                if qt_alive(timer):
+                    timer.stop()
+            self._watcher.disconnect()
+            app = QApplication.instance()
+            if app is not None:
+                with contextlib.suppress(Exception):
+                    app.aboutToQuit.disconnect(self._on_quit)
+            for emitter, callback in (
+                (self._viewer.dims.events.current_step, self._on_step),
+                (self._viewer.dims.events.ndisplay, self._on_ndisplay),
+            ):
+                with contextlib.suppress(Exception):
+                    emitter.disconnect(callback)
+        except Exception:  # noqa: BLE001 - never let teardown abort the application
+            logger.debug("SSN samples teardown", exc_info=True)
+
+    def _on_quit(self) -> None:
+        try:
+            self._shut_down()
+            app = QApplication.instance()
+            if app is not None:
+                app.aboutToQuit.disconnect(self._on_quit)
+        except Exception:  # noqa: BLE001 - never let teardown abort the application
+            logger.debug("SSN samples teardown", exc_info=True)
 
     def class_scale_values(self) -> list[float]:
         """The class sliders' values, one per class."""
@@ -437,6 +377,10 @@ class LiveSampling:
             if self._alive():
                 self._prefetch_new_sample()  # the plane (or sample) on screen changed meanwhile
 
+        if self.planes is not None:  # a lazy plane: its labels, into the distribution's label cache
+            self._run(self.planes.prefetch, plane, sample_index, action="Preparing the next SSN sample",
+                      finished=_finished)
+            return
         # SampleLabelStack keeps the noise of recently shown planes (keyed by sample index and plane, valid
         # across slider moves); _noise is that cache's entry point, and the stack has no public one.
         self._run(stack._noise, stack.distribution, sample_index, plane, action="Preparing the next SSN sample",

@@ -12,7 +12,7 @@ from an SSN checkpoint applied to an image layer, or a synthetic demo) and shows
 * for a checkpoint on a volume (a CT) whose distribution is computed plane by plane
   (:class:`~napari_seg_uncertainty.core.ssn.lazy.LazyLowRankLogits`: a 2-D SSN, or a 3-D SSN that would
   not fit in memory), both layers are dask arrays of one plane per chunk; a plane is computed in a worker
-  when first shown (see :class:`~._ssn_live.LazyPlanes`) and the Dice table compares the plane on screen,
+  when first shown (see :class:`~._ssn_lazy.LazyPlanes`) and the Dice table compares the plane on screen,
 * per-class noise-scale sliders (``-3 ... 3``, Fig. 6 of the SSN paper) and a temperature slider
   that redraw the sample on screen as they move, "New sample", "Keep this sample" (an editable
   copy), the Dice of every sample against the mean prediction, GED² and sample diversity against
@@ -25,6 +25,8 @@ prediction on a crop at the crop) through ``upsert_layer(geometry=…)`` and tag
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ from ..core.geometry import Geometry
 from ..core.ssn import LowRankLogits, SampleLabelStack
 from ..workflow.ssn import (
     EXPORT_ALL,
+    EXPORT_CURRENT,
     EXPORT_DISTRIBUTION,
     SampleMetrics,
     export_samples,
@@ -65,16 +68,8 @@ from ._ssn_controls import (
     load_saved_checked,
     synthetic_on_grid,
 )
-from ._ssn_live import (
-    MEAN_LAYER,
-    PREFETCH_DELAY_MS,
-    SAMPLES_LAYER,
-    LazyPlanes,
-    LiveSamples,
-    LiveSampling,
-    is_lazy,
-    qt_alive,
-)
+from ._ssn_lazy import HeldSample, LazyPlanes, whole_sample_work
+from ._ssn_live import MEAN_LAYER, PREFETCH_DELAY_MS, SAMPLES_LAYER, LiveSamples, LiveSampling, is_lazy, qt_alive
 
 if TYPE_CHECKING:
     import napari
@@ -165,40 +160,6 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         self._update_enabled()
 
     # ------------------------------------------------------------------ building
-    def _on_destroyed(self, *_args: Any) -> None:
-        """The dock widget is gone: stop timers, ignore late worker results, let go of the viewer's events.
-
-        Runs while Qt tears the dock (or the whole application) down, so nothing here may raise:
-        an exception in this slot would abort the process.
-        """
-        try:
-            self._shut_down()
-            for timer in (self._dice_timer, self._prefetch_timer):
-                if qt_alive(timer):
-                    timer.stop()
-            self._watcher.disconnect()
-            app = QApplication.instance()
-            if app is not None:
-                with contextlib.suppress(Exception):
-                    app.aboutToQuit.disconnect(self._on_quit)
-            for emitter, callback in (
-                (self._viewer.dims.events.current_step, self._on_step),
-                (self._viewer.dims.events.ndisplay, self._on_ndisplay),
-            ):
-                with contextlib.suppress(Exception):
-                    emitter.disconnect(callback)
-        except Exception:  # noqa: BLE001 - never let teardown abort the application
-            logger.debug("SSN samples teardown", exc_info=True)
-
-    def _on_quit(self) -> None:
-        try:
-            self._shut_down()
-            app = QApplication.instance()
-            if app is not None:
-                app.aboutToQuit.disconnect(self._on_quit)
-        except Exception:  # noqa: BLE001 - never let teardown abort the application
-            logger.debug("SSN samples teardown", exc_info=True)
-
     def _shut_down(self) -> None:
         """Drop late results, stop the Dice loop early and wait (a few seconds at most) for running workers.
 
@@ -232,34 +193,24 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             self.fail(str(exc))
 
     # ------------------------------------------------------------------ helpers
-    def reset_choices(self, *args: Any) -> None:
-        """Refresh the layer choices, keeping the chosen layers chosen (also when one was renamed).
-
-        napari calls this on every layer addition, removal, move and rename (so does the widget's
-        own layer watcher). magicgui matches combo-box items by their text, so a renamed
-        layer would drop out of the selection; the values are the layers themselves, so they are
-        put back.
-        """
-        if not self._alive():
-            return
-        image, raters = self._image_layer.value, list(self._raters.value or [])
-        self.content.reset_choices(*args)
-        if image is not None and image in self._image_layer.choices and self._image_layer.value is not image:
-            self._image_layer.value = image
-        kept = [layer for layer in raters if layer in self._raters.choices]
-        if kept != list(self._raters.value or []):
-            self._raters.value = kept
-
-    def _run(self, func: Any, *args: Any, action: str, returned: Any = None, finished: Any = None) -> Any:
+    def _run(self, func: Any, *args: Any, action: str, returned: Any = None, finished: Any = None,
+             yielded: Any = None) -> Any:
         """``run_in_thread`` that closing the dock (or quitting) waits for, so no worker outlives the widget.
 
-        Results and ``finished`` after closing are dropped; a failure is notified and emits :attr:`failed`.
+        ``func`` may be a generator function (each value it yields goes to ``yielded``). Results and
+        ``finished`` after closing are dropped; a failure is notified and emits :attr:`failed`.
         """
         done = threading.Event()
 
         def _call() -> Any:
             try:
                 return func(*args)
+            finally:
+                done.set()
+
+        def _steps() -> Any:
+            try:
+                return (yield from func(*args))
             finally:
                 done.set()
 
@@ -278,17 +229,27 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             if finished is not None:
                 finished()
 
+        def _yielded(value: Any) -> None:
+            if self._alive():
+                yielded(value)
+
         self._threads.add(done)
+        if inspect.isgeneratorfunction(func):
+            return run_in_thread(_steps, action=action, returned=_returned, errored=_errored, finished=_finished,
+                                 yielded=None if yielded is None else _yielded)
         return run_in_thread(_call, action=action, returned=_returned, errored=_errored, finished=_finished)
 
-    def _start(self, func: Any, *args: Any, action: str, returned: Any = None) -> Any:
+    def _start(self, func: Any, *args: Any, action: str, returned: Any = None, yielded: Any = None,
+               finished: Any = None) -> Any:
         """Run ``func`` in a worker thread; errors become notifications; results after closing are dropped."""
         holder: list[Any] = []
 
         def _done() -> None:
             self._workers.discard(holder[0])
+            if finished is not None and self._alive():
+                finished()
 
-        worker = self._run(func, *args, action=action, returned=returned, finished=_done)
+        worker = self._run(func, *args, action=action, returned=returned, finished=_done, yielded=yielded)
         holder.append(worker)
         self._workers.add(worker)
         self.worker = worker
@@ -298,33 +259,6 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
         return {"geometry": self.geometry, "case": self.case}
 
     # ------------------------------------------------------------------ loading
-    def _selected_image_layer(self, *, required: bool) -> Any:
-        layer = self._image_layer.value
-        if layer is None or layer not in self._viewer.layers:
-            if required:
-                raise ValueError("choose the image layer the checkpoint should predict on.")
-            return None
-        return layer
-
-    def configure(self, *, source: str | None = None, path: Any = None, image: Any = None,
-                   num_samples: int | None = None, seed: int | None = None, raters: Any = None) -> None:
-        """Set the controls :meth:`load` reads; ``None`` keeps a setting."""
-        if source is not None:
-            if source not in SOURCES and source not in SOURCES.values():
-                raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}.")
-            self._source.value = SOURCES.get(source, source)
-        if path is not None:
-            box = self._checkpoint_file if self._source.value == SOURCE_CHECKPOINT else self._distribution_file
-            box.value = str(path)
-        if image is not None:
-            self._image_layer.value = image
-        if num_samples is not None:
-            self._num_samples.value = int(num_samples)
-        if seed is not None:
-            self._seed.value = int(seed)
-        if raters is not None:
-            self._raters.value = raters
-
     def load(self, *, source: str | None = None, path: Any = None, image: Any = None,
              num_samples: int | None = None, seed: int | None = None, raters: Any = None) -> Any:
         """Load a distribution, compute its mean prediction and draw samples; returns the first worker.
@@ -536,7 +470,9 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
                 "class_names": list(stack.distribution.class_names),
             }
 
-            def _add(labels: np.ndarray) -> None:
+            def _add(labels: np.ndarray | None) -> None:
+                if labels is None:
+                    return  # stopped: the dock closed or another distribution was loaded
                 number = 1
                 while f"{KEPT_LAYER_PREFIX} {number}" in self._viewer.layers:
                     number += 1
@@ -546,8 +482,23 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
                 self._viewer.layers.selection.active = layer
                 self.done(layer)
 
-            return self._start(lambda: np.array(stack.sample(entry)), action="Keeping the sample", returned=_add)
+            return self._start(self._whole_sample(stack, entry, lambda labels: labels), action="Keeping the sample",
+                               returned=_add, yielded=functools.partial(self._progress, f"Keeping sample {entry}"),
+                               finished=lambda: self.set_status(""))
         return None
+
+    def _whole_sample(self, stack: SampleLabelStack, entry: int, then: Any) -> Any:
+        """:func:`whole_sample_work`, stopped once the dock closes or another distribution is loaded."""
+        base = self.base_distribution
+
+        def _cancelled() -> bool:
+            return self._closed or self.base_distribution is not base
+
+        return whole_sample_work(stack, entry, then, cancelled=_cancelled)
+
+    def _progress(self, purpose: str, step: tuple[int, int]) -> None:
+        done, total = step
+        self.set_status("" if done == total else f"{purpose}: plane {done} of {total} …")
 
     # ------------------------------------------------------------------ GED² and diversity
     def compute_metrics(self, *, raters: Any = None) -> Any:
@@ -620,13 +571,18 @@ class SSNSamplesWidget(SSNControls, LiveSampling, DockWidget):
             replace = bool(self._export_overwrite.value)
             self._tell_whole_sample(stack, entry, "the export")
 
-            def _written(written: Path) -> None:
-                show_info(f"Exported {kind.lower()} to {written}")
-                self.done(written)
+            def _written(written: Path | None) -> None:
+                if written is not None:
+                    show_info(f"Exported {kind.lower()} to {written}")
+                    self.done(written)
 
-            return self._start(
-                lambda: export_samples(target, stack, what=kind, entry=entry, overwrite=replace),
-                action="Exporting SSN samples",
-                returned=_written,
-            )
+            def _write(labels: np.ndarray | None = None) -> Path:
+                held = stack if labels is None else HeldSample(stack, entry, labels)
+                return export_samples(target, held, what=kind, entry=entry, overwrite=replace)
+
+            lazy = kind == EXPORT_CURRENT and is_lazy(stack.distribution)
+            return self._start(self._whole_sample(stack, entry, _write) if lazy else _write,
+                               action="Exporting SSN samples", returned=_written,
+                               yielded=functools.partial(self._progress, f"Exporting sample {entry}"),
+                               finished=lambda: self.set_status(""))
         return None
