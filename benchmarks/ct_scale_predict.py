@@ -12,6 +12,11 @@ Variants: ``float32`` (probabilities in memory), ``float16``, ``npy`` (float32 p
 ``.npy`` file block by block), ``today`` (the whole-volume path ``predict`` took before: MONAI's
 sliding windows over the whole image into a full-size output, then the probabilities, for the ratio).
 Target: peak RSS <= 2 GB beyond the input image.
+
+Measured 2026-11-28 on the shared 2-core machine (under load from other runs; one repeat each, times vary 3x
+with the load): float32 563 s, peak 2.18 GiB, 1.89 GiB beyond the image (0.41 GiB of it the imports of
+torch and MONAI, 1.25 GiB the outputs); float16 183 s, 1.33 GiB beyond the image; npy 640 s, 1.07 GiB beyond
+the image. Before (the whole-volume path, tiny U-Net, issue 15): 20 s, 3.6 GB.
 """
 
 from __future__ import annotations
