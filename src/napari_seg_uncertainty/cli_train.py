@@ -437,6 +437,12 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="dtype of the probabilities and entropy (float16 halves their memory; for large scans)",
+    )
+    parser.add_argument(
         "--format",
         default=None,
         help="output suffix: .nii.gz, .nrrd, .mha, .tif or .npy (default: the image's, .nii.gz for .png)",
@@ -459,7 +465,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                 )
             image = np.stack([a for a, _ in read])
         trained = load_trained_model(args.checkpoint, device=args.device)
-        result = predict(trained, image, num_samples=args.samples)
+        result = predict(trained, image, num_samples=args.samples, dtype=args.dtype)
         suffix = args.format or file_suffix(args.image[0])
         if suffix == ".png":
             suffix = ".nii.gz"

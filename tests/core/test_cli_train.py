@@ -69,6 +69,12 @@ def test_train_and_predict_npy(tmp_path, capsys):
     np.testing.assert_array_equal(labels, probs.argmax(0))
     p = np.clip(probs, 1e-12, None)
     np.testing.assert_allclose(entropy, -(probs * np.log(p)).sum(0) / np.log(2), rtol=1e-5, atol=1e-6)
+    # --dtype float16: the same prediction in half the memory (probabilities within float16 rounding)
+    args = [str(checkpoint), str(tmp_path / "image.npy"), "--out", str(tmp_path / "half"), "--dtype", "float16"]
+    assert predict_main(args) == 0
+    half = np.load(tmp_path / "half" / "probabilities.npy")
+    assert half.dtype == np.float16 and np.load(tmp_path / "half" / "entropy.npy").dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), probs, atol=1e-3)
 
 
 def test_train_and_predict_nifti_keeps_spacing(tmp_path):
