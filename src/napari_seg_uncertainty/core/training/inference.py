@@ -9,10 +9,8 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,42 +18,21 @@ import torch
 
 from .._validation import check_flag, check_int, check_seed
 from ..checkpoint import load_checkpoint
-from ..losses import mask_covariance, sample_low_rank_logits
-from ..models import SegmentationEnsemble, SegmentationNet, SSNParameters, build_model, mc_dropout
+from ..models import SegmentationEnsemble, SegmentationNet, build_model, mc_dropout
 from .config import TrainConfig
-from .data import as_image, background_mask
+from .data import as_image
 from .device import resolve_device
 from .normalization import normalize_image  # noqa: F401 - moved there; still importable from here
+from .prediction_base import (  # noqa: F401 - shared with .streamed and .ssn_inference; importable from here
+    Prediction,
+    TrainedModel,
+    _batch_mask,
+    _covariance_mask,
+    _masked,
+    _ssn_sample_mean,
+)
 
 __all__ = ["Prediction", "TrainedModel", "load_trained_model", "predict", "predict_steps"]
-
-@dataclass
-class TrainedModel:
-    """A trained model with everything needed to run it on new images.
-
-    Attributes
-    ----------
-    model : SegmentationEnsemble
-        The network(s), in eval mode.
-    config : TrainConfig
-        The training settings.
-    class_names : list of str
-    spacing : tuple of float or None
-    info : dict
-        ``spatial_dims``, ``in_channels``, ``num_classes``, ``patch_size``, ``normalization``.
-    device : torch.device
-    checkpoint : str or None
-        The file it came from.
-    """
-
-    model: SegmentationEnsemble
-    config: TrainConfig
-    class_names: list[str]
-    spacing: tuple[float, ...] | None
-    info: dict[str, Any]
-    device: torch.device
-    checkpoint: str | None = None
-
 
 def build_network(config: TrainConfig, info: dict[str, Any], *, seed: int | None) -> SegmentationEnsemble:
     """The network(s) that ``config`` and the data ``info`` (as stored in a checkpoint) describe.
@@ -124,8 +101,6 @@ def load_trained_model(checkpoint: str | os.PathLike | TrainedModel, *, device: 
     )
 
 
-
-
 def _prediction_image(trained: TrainedModel, image: Any) -> np.ndarray:
     """The image as the model's ``(in_channels, *S)`` float32 input (not yet normalized)."""
     arr = as_image(image, name="image")
@@ -141,65 +116,11 @@ def _prediction_image(trained: TrainedModel, image: Any) -> np.ndarray:
     return arr
 
 
-def _covariance_mask(trained: TrainedModel, image: np.ndarray) -> np.ndarray | None:
-    """The SSN sampling mask ``(*S)`` of a model trained with ``background_mask="covariance"``, else None."""
-    if trained.config.head != "ssn" or trained.config.background_mask != "covariance":
-        return None
-    return background_mask(image)
-
-
-def _batch_mask(mask: np.ndarray | None, sliced: bool, device: torch.device) -> torch.Tensor | None:
-    """A ``(*S)`` mask in the network's batch layout: ``(1, *S)``, or ``(Z, Y, X)`` for slices."""
-    return None if mask is None else torch.from_numpy(mask if sliced else mask[None]).to(device)
-
-
-def _masked(parts: SSNParameters, mask: torch.Tensor | None, *, eps: float) -> SSNParameters:
-    """``parts`` with the covariance zeroed where ``mask`` (batch layout) is False; as is without a mask."""
-    if mask is None:
-        return parts
-    factor, diag = mask_covariance(parts.cov_factor, parts.cov_diag, mask, eps=eps)
-    return dataclasses.replace(parts, cov_factor=factor, cov_diag=diag)
-
-
 def _on_device(trained: TrainedModel, device: str | None) -> TrainedModel:
     if device is not None:
         trained.device = resolve_device(device)
         trained.model.to(trained.device)
     return trained
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What :func:`predict` returns for one image.
-
-    Attributes
-    ----------
-    probabilities : numpy.ndarray or array-like
-        ``(C, *S)`` class probabilities (float32, or float16 with ``predict(..., dtype="float16")``),
-        averaged over ensemble members, Monte-Carlo dropout passes and SSN logit samples; they sum to 1
-        over ``C``. With ``predict(..., out=...)`` the array written to (a numpy memmap of a ``.npy`` file,
-        a zarr array, or the array given).
-    labels : numpy.ndarray
-        ``(*S)`` argmax of ``probabilities``, in the smallest unsigned dtype that holds ``C - 1``.
-    entropy : numpy.ndarray
-        ``(*S)`` entropy (in the probabilities' dtype) of ``probabilities`` divided by ``log C``, in ``[0, 1]``.
-    class_names : list of str
-        One name per class, from the training data.
-    spacing : tuple of float or None
-        Voxel spacing of the training data.
-    member_probabilities : numpy.ndarray or None
-        ``(M, C, *S)`` (the probabilities' dtype): the probabilities of every ensemble member and
-        Monte-Carlo dropout pass (``M`` = members × passes, member-major; an SSN member's entry is its
-        sample mean), whose mean over ``M`` is ``probabilities``. Only with
-        ``predict(..., keep_members=True)``, else None.
-    """
-
-    probabilities: np.ndarray
-    labels: np.ndarray
-    entropy: np.ndarray
-    class_names: list[str]
-    spacing: tuple[float, ...] | None
-    member_probabilities: np.ndarray | None = None
 
 
 def predict(
@@ -372,8 +293,6 @@ def _assemble(pieces: list[torch.Tensor], sliced: bool) -> torch.Tensor:
     return joined.movedim(0, 1) if sliced else joined[0]
 
 
-
-
 def ensemble_probabilities(
     model: SegmentationEnsemble,
     normed: np.ndarray,
@@ -413,32 +332,3 @@ def ensemble_probabilities(
                 total = probs if total is None else total + probs
                 count += 1
     return (total / count).cpu()
-
-
-def _ssn_sample_mean(
-    net: SegmentationNet,
-    raw: torch.Tensor,
-    num_samples: int,
-    generator: torch.Generator | None,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mean softmax over ``num_samples`` logit samples of an SSN output (SSN appendix, eq. 9)."""
-    parts = _masked(net.ssn_parameters(raw), mask, eps=net.ssn_eps)
-    total = torch.zeros_like(parts.mean)
-    chunk = 4
-    drawn = 0
-    while drawn < num_samples:
-        m = min(chunk, num_samples - drawn)
-        samples = sample_low_rank_logits(
-            parts.mean,
-            parts.cov_factor,
-            parts.cov_diag,
-            num_samples=m,
-            antithetic=False,
-            generator=generator,
-        )
-        total += torch.softmax(samples, dim=2).sum(0)
-        drawn += m
-    return total / num_samples
-
-

@@ -41,7 +41,7 @@ import torch
 from .._memory import array_bytes, check_allocation, format_bytes
 from .._numeric import entropy_nats, label_dtype
 from ..models import SegmentationNet, mc_dropout
-from .inference import Prediction, TrainedModel, _masked, _ssn_sample_mean
+from .prediction_base import Prediction, TrainedModel, _masked, _ssn_sample_mean
 
 __all__ = [
     "PREDICTION_DTYPES",
@@ -396,7 +396,7 @@ class _Run:
 
     def mask(self, o0: int, o1: int) -> torch.Tensor | None:
         """The SSN covariance mask of output planes ``o0:o1`` in the network's batch layout, or None."""
-        from .inference import _batch_mask, _covariance_mask
+        from .prediction_base import _batch_mask, _covariance_mask
 
         mask = _covariance_mask(self.trained, self.image[:, o0:o1])
         return _batch_mask(mask, self.layout.sliced, self.trained.device)
