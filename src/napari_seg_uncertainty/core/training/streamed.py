@@ -488,7 +488,7 @@ class _NpyWriter:
 
     def finish(self) -> np.memmap:
         self.handle.close()
-        return np.load(self.path, mmap_mode="r")
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
 def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
