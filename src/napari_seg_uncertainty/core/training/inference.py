@@ -166,7 +166,8 @@ def predict(
     out : None, str, path-like or array, optional
         Write the probabilities there slab by slab instead of keeping them in memory: a path ending in
         ``.npy`` (a numpy memory map; read back with ``numpy.load(path, mmap_mode="r")``) or ``.zarr``
-        (``zarr.open_array(path)``), or a writable ``(C, *S)`` array such as a numpy memmap or zarr array.
+        (zarr >= 3, uncompressed chunks of 8 planes, each written once; ``zarr.open_array(path)``), or a
+        writable ``(C, *S)`` array such as a numpy memmap or zarr array.
     slab : int, optional
         Slices per chunk for a 2-D model on a volume (default 8). The result does not depend on it:
         random draws are tied to window and plane positions.

@@ -56,6 +56,7 @@ PREDICTION_DTYPES = ("float32", "float16")
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
 _BLOCK_PLANES = 4  # planes handed on at a time by a window row
+ZARR_CHUNK_PLANES = 8  # planes per chunk of predict(out='….zarr')
 _Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
 
@@ -491,6 +492,51 @@ class _NpyWriter:
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
+class _ZarrWriter:
+    """A zarr 3 array written whole chunks at a time: planes arrive in order and are buffered to a chunk's depth.
+
+    Chunks are ``(1, ZARR_CHUNK_PLANES, *rest)``, uncompressed (as :mod:`..ssn.store`): the blocks the
+    prediction hands on (4 or ``slab`` planes, not aligned to chunks) written straight into zarr would read,
+    decompress, patch, recompress and rewrite a chunk once per block; here every chunk is encoded and written
+    once (3x64x256x256 float32 under load: 4.1 s with the former 64-plane zstd chunks and 4-plane blocks,
+    0.22 s). The buffer holds one chunk of every class (``C * ZARR_CHUNK_PLANES`` planes).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        from .._zarr import require_zarr
+
+        zarr = require_zarr("predict(out='….zarr')")
+        self.depth = min(ZARR_CHUNK_PLANES, shape[1])
+        self.array = zarr.create_array(
+            store=path, shape=shape, chunks=(1, self.depth, *shape[2:]), dtype=dtype, compressors=None,
+            overwrite=True,
+        )
+        self.buffer = np.empty((shape[0], self.depth, *shape[2:]), dtype=dtype)
+        self.start = self.filled = 0  # buffer holds planes start : start + filled
+
+    def __setitem__(self, index: tuple[slice, slice], value: np.ndarray) -> None:
+        planes = index[1]
+        if planes.start != self.start + self.filled:
+            raise RuntimeError(f"planes must be written in order: expected {self.start + self.filled}, "
+                               f"got {planes.start}.")
+        value = np.asarray(value)
+        while value.shape[1]:
+            take = min(self.depth - self.filled, value.shape[1])
+            self.buffer[:, self.filled : self.filled + take] = value[:, :take]
+            self.filled, value = self.filled + take, value[:, take:]
+            if self.filled == self.depth:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.filled:
+            self.array[:, self.start : self.start + self.filled] = self.buffer[:, : self.filled]
+        self.start, self.filled = self.start + self.filled, 0
+
+    def finish(self) -> Any:
+        self._flush()
+        return self.array
+
+
 def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Where the probabilities go: a new array, a ``.npy`` memory map or ``.zarr`` array at a path, or ``out``."""
     if out is None:
@@ -498,12 +544,7 @@ def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     if isinstance(out, (str, os.PathLike)):
         path = os.fspath(out)
         if path.endswith(".zarr"):
-            try:
-                import zarr
-            except ImportError as exc:  # pragma: no cover - zarr is a dependency
-                raise ImportError("out= a .zarr path needs the zarr package: pip install 'zarr>=3'.") from exc
-            chunks = (1, *[min(64, s) for s in shape[1:]])
-            return zarr.create_array(store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True)
+            return _ZarrWriter(path, shape, dtype)
         if not path.endswith(".npy"):
             raise ValueError(f"out must be a path ending in .npy or .zarr, or an array, got {path!r}.")
         return _NpyWriter(path, shape, dtype)
@@ -628,7 +669,7 @@ def predict_streamed_steps(
     finally:
         if isinstance(probabilities, _NpyWriter):
             probabilities.handle.close()
-    if isinstance(probabilities, _NpyWriter):
+    if isinstance(probabilities, (_NpyWriter, _ZarrWriter)):
         probabilities = probabilities.finish()
     return Prediction(
         probabilities=probabilities,
