@@ -178,7 +178,12 @@ def _is_case_list(raters: Sequence[Any]) -> bool:
         return False
 
 
-def as_image(image: Any, *, name: str) -> np.ndarray:
+def check_image(image: Any, *, name: str) -> np.ndarray:
+    """``image`` as a numeric numpy array in its own dtype (no copy of a numpy array), checked finite.
+
+    The finiteness test runs a few planes at a time, so it needs no volume-size temporary; an integer or
+    boolean image is finite by its dtype.
+    """
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, (str, bytes)) or image is None:
@@ -188,9 +193,26 @@ def as_image(image: Any, *, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numeric array, got {describe(arr)}.")
     if arr.ndim not in (2, 3, 4):
         raise ValueError(f"{name} must be (Y, X), (Z, Y, X) or channels-first, got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
+    if np.issubdtype(arr.dtype, np.inexact) and not _all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values.")
-    return arr.astype(np.float32, copy=False)
+    return arr
+
+
+def _all_finite(arr: np.ndarray, planes: int = 16) -> bool:
+    """``np.all(np.isfinite(arr))`` ``planes`` planes of the last three axes at a time."""
+    if arr.ndim < 3:
+        return bool(np.all(np.isfinite(arr)))
+    for lead in np.ndindex(arr.shape[:-3]):
+        volume = arr[lead]
+        for z in range(0, volume.shape[0], planes):
+            if not np.all(np.isfinite(volume[z : z + planes])):
+                return False
+    return True
+
+
+def as_image(image: Any, *, name: str) -> np.ndarray:
+    """:func:`check_image`, as float32 (a copy unless it already is)."""
+    return check_image(image, name=name).astype(np.float32, copy=False)
 
 
 def as_training_data(data: Any) -> TrainingData:

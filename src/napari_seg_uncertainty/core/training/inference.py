@@ -20,7 +20,7 @@ from .._validation import check_flag, check_int, check_seed
 from ..checkpoint import load_checkpoint
 from ..models import SegmentationEnsemble, SegmentationNet, build_model, mc_dropout
 from .config import TrainConfig
-from .data import as_image
+from .data import check_image
 from .device import resolve_device
 from .normalization import normalize_image  # noqa: F401 - moved there; still importable from here
 from .prediction_base import (  # noqa: F401 - shared with .streamed and .ssn_inference; importable from here
@@ -101,9 +101,12 @@ def load_trained_model(checkpoint: str | os.PathLike | TrainedModel, *, device: 
     )
 
 
-def _prediction_image(trained: TrainedModel, image: Any) -> np.ndarray:
-    """The image as the model's ``(in_channels, *S)`` float32 input (not yet normalized)."""
-    arr = as_image(image, name="image")
+def _prediction_image(trained: TrainedModel, image: Any, *, float32: bool = True) -> np.ndarray:
+    """The image as the model's ``(in_channels, *S)`` input (not yet normalized), checked.
+
+    ``float32=False`` keeps the input's dtype (no copy of a numpy array): :func:`predict` converts slab by slab.
+    """
+    arr = check_image(image, name="image")
     spatial_dims = trained.info["spatial_dims"]
     in_channels = trained.info["in_channels"]
     if in_channels == 1 and arr.ndim in (2, 3) and arr.ndim >= spatial_dims:
@@ -113,7 +116,7 @@ def _prediction_image(trained: TrainedModel, image: Any) -> np.ndarray:
             f"image must be (*spatial) or ({in_channels}, *spatial) with {spatial_dims}-D (or 3-D for slice "
             f"models) spatial axes for this model, got shape {arr.shape}."
         )
-    return arr
+    return arr.astype(np.float32, copy=False) if float32 else arr
 
 
 def _on_device(trained: TrainedModel, device: str | None) -> TrainedModel:
@@ -147,7 +150,8 @@ def predict(
     checkpoint : str, path-like or TrainedModel
         The trained model.
     image : array_like
-        ``(*S)`` or ``(in_channels, *S)``; a 2-D model runs slice by slice on a volume.
+        ``(*S)`` or ``(in_channels, *S)``; a 2-D model runs slice by slice on a volume. Read as it is: an
+        integer CT is converted to float32 (and checked finite) slab by slab, not copied whole.
     num_samples : int, optional
         SSN: logit samples averaged (0 = softmax of the mean); MC dropout: stochastic passes
         averaged (0 = dropout off). Default ``config.predict_samples``. Ensembles always average
@@ -239,7 +243,7 @@ def predict_steps(
     dtype = check_prediction_dtype(dtype)
     if slab is not None:
         slab = check_int(slab, name="slab", minimum=1)
-    arr = _prediction_image(trained, image)
+    arr = _prediction_image(trained, image, float32=False)  # converted to float32 slab by slab
     return (yield from predict_streamed_steps(
         trained, arr, num_samples=num_samples, seed=seed, dtype=dtype, out=out, keep_members=keep_members, slab=slab
     ))

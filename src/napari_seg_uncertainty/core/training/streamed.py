@@ -56,6 +56,7 @@ PREDICTION_DTYPES = ("float32", "float16")
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
 _BLOCK_PLANES = 4  # planes handed on at a time by a window row
+_NORMALIZE_PLANES = 16  # planes per slab of the normalization statistics
 ZARR_CHUNK_PLANES = 8  # planes per chunk of predict(out='….zarr')
 _Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
@@ -157,12 +158,16 @@ def estimate_prediction_bytes(
 ) -> dict[str, int]:
     """Peak memory of :func:`predict_streamed` beyond the input image, part by part.
 
+    The input image is read as it is (an integer CT is converted to float32 slab by slab, never copied whole).
+
     Returns
     -------
     dict
-        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept) and ``working`` (the
-        blending buffers of the ``streams`` members x passes and one block of planes), in bytes; ``total``
-        their sum.
+        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept), ``working`` (the blending
+        buffers of the ``streams`` members x passes and one block of planes) and ``statistics`` (the per-case
+        normalization's statistics, taken before the outputs are allocated: a float32 copy of one channel for
+        ``percentile``, four float64 slabs for ``zscore``/``percentile``), in bytes; ``total`` the peak,
+        ``max(statistics, kept arrays + working)``.
     """
     spatial = tuple(int(s) for s in spatial)
     layout = _layout(trained, spatial)
@@ -175,8 +180,18 @@ def estimate_prediction_bytes(
         "members": array_bytes((members, classes, *spatial), dtype),
         "working": _slab_bytes(trained, layout, slab or default_slab(trained, layout), max(1, streams)),
     }
-    parts["total"] = sum(parts.values())
+    statistics = _statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial)
+    parts["total"] = max(statistics, sum(parts.values()))
+    parts["statistics"] = statistics
     return parts
+
+
+def _statistics_bytes(mode: str, spatial: tuple[int, ...]) -> int:
+    """Peak temporaries of :class:`_Normalizer`'s statistics (see :func:`estimate_prediction_bytes`)."""
+    if mode not in ("zscore", "percentile"):
+        return 0
+    slabs = 4 * array_bytes((min(_NORMALIZE_PLANES, spatial[0]), *spatial[1:]), np.float64)
+    return max(slabs, array_bytes(spatial, np.float32)) if mode == "percentile" else slabs
 
 
 class _Normalizer:
@@ -187,7 +202,7 @@ class _Normalizer:
     mean and std of the clipped channel, all in float64 as the whole-image function, by slabs.
     """
 
-    def __init__(self, image: np.ndarray, normalization: dict[str, Any], *, step: int = 16) -> None:
+    def __init__(self, image: np.ndarray, normalization: dict[str, Any], *, step: int = _NORMALIZE_PLANES) -> None:
         from .normalization import NORMALIZATIONS
 
         self.mode = normalization.get("mode", "dataset")
@@ -210,29 +225,34 @@ class _Normalizer:
             self.shift, self.scale = self._moments(image, body)
         elif self.mode == "percentile":
             low, high = normalization.get("clip_percentiles", (0.5, 99.5))
-            self.clip = [tuple(np.percentile(image[c], [low, high])) for c in range(channels)]
+            self.clip = [_channel_percentiles(image[c], (low, high)) for c in range(channels)]
             self.shift, self.scale = self._moments(
                 image, lambda part, c: np.clip(part[c].astype(np.float64), *self.clip[c]).ravel()
             )
         else:
             raise ValueError(f"normalization mode must be one of {NORMALIZATIONS}, got {self.mode!r}.")
 
+    def _slabs(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """The image ``step`` planes at a time, as float32 (an integer image is converted slab by slab)."""
+        for z in range(0, image.shape[1], self.step):
+            yield image[:, z : z + self.step].astype(np.float32, copy=False)
+
     def _moments(self, image: np.ndarray, values: Callable[[np.ndarray, int], np.ndarray]) -> tuple[Any, Any]:
         """Per-channel float64 mean and std (two passes, as numpy's) of ``values(slab, channel)``."""
         from .normalization import _safe_std
 
         means, stds = [], []
-        parts = [image[:, z : z + self.step] for z in range(0, image.shape[1], self.step)]
         for c in range(image.shape[0]):
-            count = sum(values(p, c).size for p in parts)
-            mean = sum(float(values(p, c).astype(np.float64).sum()) for p in parts) / count
-            square = sum(float(((values(p, c).astype(np.float64) - mean) ** 2).sum()) for p in parts) / count
+            count = sum(values(p, c).size for p in self._slabs(image))
+            mean = sum(float(values(p, c).astype(np.float64).sum()) for p in self._slabs(image)) / count
+            square = sum(float(((values(p, c).astype(np.float64) - mean) ** 2).sum()) for p in self._slabs(image))
             means.append(mean)
-            stds.append(_safe_std(math.sqrt(square)))
+            stds.append(_safe_std(math.sqrt(square / count)))
         return np.asarray(means), np.asarray(stds)
 
     def __call__(self, part: np.ndarray) -> np.ndarray:
-        """The float32 normalized ``(channels, *s)`` slab."""
+        """The float32 normalized ``(channels, *s)`` slab (of the raw image, in any numeric dtype)."""
+        part = part.astype(np.float32, copy=False)
         shape = (-1, *[1] * (part.ndim - 1))
         if self.mode == "dataset":
             return (part - self.shift.reshape(shape)) / self.scale.reshape(shape)
@@ -241,6 +261,13 @@ class _Normalizer:
             high = np.asarray([c[1] for c in self.clip]).reshape(shape)
             part = np.clip(part.astype(np.float64), low, high)
         return ((part - self.shift.reshape(shape)) / self.scale.reshape(shape)).astype(np.float32)
+
+
+def _channel_percentiles(channel: np.ndarray, q: tuple[float, float]) -> tuple[Any, ...]:
+    """``np.percentile`` of one channel as float32, with one channel-size copy (numpy's own, or the conversion)."""
+    if channel.dtype == np.float32:
+        return tuple(np.percentile(channel, q))
+    return tuple(np.percentile(channel.astype(np.float32), q, overwrite_input=True))
 
 
 def _seeded_predictor(net: SegmentationNet, key: tuple[int, ...], offset: int, sliced: bool) -> Callable[..., Any]:
@@ -386,7 +413,7 @@ class _Run:
     """One prediction's fixed inputs: the model, the image and how randomness is derived."""
 
     trained: TrainedModel
-    image: np.ndarray  # (Cin, *S) raw float32
+    image: np.ndarray  # (Cin, *S) raw, in the caller's dtype (normalized to float32 slab by slab)
     normalize: _Normalizer
     layout: _Layout
     num_samples: int
@@ -621,7 +648,8 @@ def predict_streamed_steps(
     A generator: it yields a :class:`PredictProgress` after each block of planes and returns the
     :class:`Prediction` (``StopIteration.value``); the memory check runs before the first yield.
 
-    ``image`` is the float32 ``(in_channels, *S)`` raw image as :func:`~.inference.predict` prepares it;
+    ``image`` is the ``(in_channels, *S)`` raw image as :func:`~.inference.predict` checks it, in its own dtype
+    (an integer CT is converted to float32 slab by slab, never copied whole);
     ``num_samples``, ``seed``, ``dtype``, ``out``, ``keep_members`` and ``slab`` are :func:`~.inference.predict`'s
     (checked there).
 
