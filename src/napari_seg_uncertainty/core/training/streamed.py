@@ -126,19 +126,41 @@ def _raw_outputs(trained: TrainedModel) -> int:
     return classes * (2 + config.ssn_rank) if config.head == "ssn" else classes
 
 
-def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int, streams: int) -> int:
-    """Working memory: per stream (member x pass) its blending buffers, plus one emitted block and its windows."""
+def _slab_bytes(trained: TrainedModel, layout: _Layout, slab: int, streams: int, in_place: bool = False) -> int:
+    """Working memory: per stream (member x pass) its blending buffers, plus one emitted block and its windows.
+
+    Window-row streams of several members/passes run side by side (one row buffer each) or, when that is
+    smaller (:func:`_in_sequence`), one after another into a float32 sum of the whole volume (none when the
+    float32 probabilities in memory are the sum, ``in_place``).
+    """
     classes, raw = int(trained.info["num_classes"]), _raw_outputs(trained)
     cin = int(trained.info["in_channels"])
     ssn = 2 * _SSN_CHUNK * classes * (1 + trained.config.ssn_rank) if trained.config.head == "ssn" else 0
     windows = layout.sw_batch_size * math.prod(layout.roi) * (cin + raw + 2 * sum(trained.config.channels)) * 4
     if layout.sliced:  # MONAI on a chunk of slices: input, blended output and count, probabilities
-        planes = min(slab, layout.spatial[0])
-        return planes * layout.plane * 4 * (cin + 2 * raw + 1 + 3 * classes + ssn) + windows
+        planes = min(slab, layout.spatial[0])  # the streams' raw blocks are all held at once
+        return planes * layout.plane * 4 * (cin + (1 + streams) * raw + 1 + 3 * classes + ssn) + windows
     rows = min(layout.roi[0], layout.spatial[0])  # a buffer spans one window row
     block = min(layout.step, _BLOCK_PLANES, layout.spatial[0])
-    buffers = streams * (raw + 1) * rows + cin * rows + block * (raw + 3 * classes + ssn)
+    side_by_side, one_by_one = _stream_buffers(trained, layout, streams, in_place)
+    buffers = min(side_by_side, one_by_one) + cin * rows + block * (raw + 3 * classes + ssn)
     return buffers * layout.plane * 4 + windows
+
+
+def _stream_buffers(trained: TrainedModel, layout: _Layout, streams: int, in_place: bool) -> tuple[int, int]:
+    """Planes x channels of float32 the window-row streams hold side by side, and one after another."""
+    classes, raw = int(trained.info["num_classes"]), _raw_outputs(trained)
+    rows = min(layout.roi[0], layout.spatial[0])
+    one_by_one = (raw + 1) * rows + (0 if in_place or streams == 1 else classes * layout.spatial[0])
+    return streams * (raw + 1) * rows, one_by_one
+
+
+def _in_sequence(trained: TrainedModel, layout: _Layout, streams: int, in_place: bool) -> bool:
+    """Whether several window-row streams run one after another (when that needs less memory)."""
+    if layout.sliced or streams == 1:
+        return False
+    side_by_side, one_by_one = _stream_buffers(trained, layout, streams, in_place)
+    return one_by_one < side_by_side
 
 
 def default_slab(trained: TrainedModel, layout: _Layout) -> int:
@@ -178,7 +200,8 @@ def estimate_prediction_bytes(
         "entropy": array_bytes(spatial, dtype),
         "labels": array_bytes(spatial, label_dtype(classes)),
         "members": array_bytes((members, classes, *spatial), dtype),
-        "working": _slab_bytes(trained, layout, slab or default_slab(trained, layout), max(1, streams)),
+        "working": _slab_bytes(trained, layout, slab or default_slab(trained, layout), max(1, streams),
+                               in_place=probabilities_in_memory and dtype == np.float32),
     }
     statistics = _statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial)
     parts["total"] = max(statistics, sum(parts.values()))
@@ -474,9 +497,15 @@ def _write_block(outputs: tuple[Any, np.ndarray, np.ndarray], mean: np.ndarray, 
 
 
 def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members: Any, dtype: np.dtype,
-                 slab: int) -> Iterator[int]:
-    """Blend every stream block by block, average members and passes in float32, write each block (yield its end)."""
+                 slab: int, in_place: bool) -> Iterator[tuple[int, int]]:
+    """Blend every stream block by block, average members and passes in float32, write each block.
+
+    Yields ``(planes done, planes)`` after each block.
+    """
     streams = _streams(run, slab)
+    if _in_sequence(run.trained, run.layout, len(streams), in_place):
+        yield from _run_in_sequence(run, streams, outputs, members, dtype, in_place)
+        return
     for blocks in zip(*(stream for _, _, stream in streams)):
         o0, o1 = blocks[0][:2]
         total: torch.Tensor | None = None
@@ -489,7 +518,32 @@ def _run_streams(run: _Run, outputs: tuple[Any, np.ndarray, np.ndarray], members
         mean = total if len(streams) == 1 else total / len(streams)
         del blocks, total
         _write_block(outputs, mean.cpu().numpy(), o0, dtype)
-        yield o1
+        yield o1, run.layout.spatial[0]
+
+
+def _run_in_sequence(run: _Run, streams: list[tuple[int, SegmentationNet, Iterator[_Block]]],
+                     outputs: tuple[Any, np.ndarray, np.ndarray], members: Any, dtype: np.dtype,
+                     in_place: bool) -> Iterator[tuple[int, int]]:
+    """Streams one after another, their probabilities summed in a float32 volume (the probabilities, in place).
+
+    The sum is made in the order of the side-by-side path (member-major, float32), so the result is the same
+    bit for bit; only one stream's row buffers exist at a time.
+    """
+    depth = run.layout.spatial[0]
+    shape = (int(run.trained.info["num_classes"]), *run.layout.spatial)
+    total = outputs[0] if in_place else np.empty(shape, dtype=np.float32)
+    for count, (index, net, stream) in enumerate(streams):
+        for o0, o1, raw in stream:
+            probs = _member_probabilities(run, net, index, raw, o0).cpu().numpy()
+            if members is not None:
+                members[count, :, o0:o1] = probs.astype(dtype, copy=False)
+            if count == 0:
+                total[:, o0:o1] = probs
+            else:
+                total[:, o0:o1] += probs
+            yield count * depth + o1, len(streams) * depth
+    for o0 in range(0, depth, _BLOCK_PLANES * 2):
+        _write_block(outputs, total[:, o0 : o0 + _BLOCK_PLANES * 2] / len(streams), o0, dtype)
 
 
 class _NpyWriter:
@@ -612,7 +666,10 @@ def _check_memory(
 
 @dataclass(frozen=True)
 class PredictProgress:
-    """Yielded by :func:`predict_streamed_steps` after each block: ``planes_done`` of ``planes`` written."""
+    """Yielded by :func:`predict_streamed_steps` after each block: ``planes_done`` of ``planes`` computed.
+
+    ``planes`` is the depth (Z), or depth x passes when Monte-Carlo passes / members run one after another.
+    """
 
     planes_done: int
     planes: int
@@ -692,8 +749,9 @@ def predict_streamed_steps(
     device = trained.device
     try:
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            for done in _run_streams(run, (probabilities, entropy, labels), members, dtype, slab):
-                yield PredictProgress(done, spatial[0])
+            outputs = (probabilities, entropy, labels)
+            for done, planes in _run_streams(run, outputs, members, dtype, slab, out is None and dtype == np.float32):
+                yield PredictProgress(done, planes)
     finally:
         if isinstance(probabilities, _NpyWriter):
             probabilities.handle.close()
