@@ -45,7 +45,7 @@ def rss():
     with open("/proc/self/status") as handle:
         return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:"))
 base = rss()
-options = {"slab": int(slab) if slab != "auto" else None}
+options = {"slab_planes": int(slab) if slab != "auto" else None}
 if variant == "float16":
     options["dtype"] = "float16"
 elif variant == "npy":

@@ -42,8 +42,8 @@ def checkpoint():
 def between_float16_and_float32(checkpoint, shape):
     """An 'available memory' in which the float16 prediction fits and the float32 one does not."""
     trained = load_trained_model(checkpoint)
-    f32 = estimate_prediction_bytes(trained, shape, dtype="float32")["total"]
-    f16 = estimate_prediction_bytes(trained, shape, dtype="float16")["total"]
+    f32 = estimate_prediction_bytes(trained, shape, dtype="float32").total
+    f16 = estimate_prediction_bytes(trained, shape, dtype="float16").total
     assert f16 < f32
     return int((f16 + f32) / 2 / _memory.MEMORY_FRACTION)
 
@@ -57,7 +57,7 @@ def test_float32_when_it_fits(checkpoint):
 
 def test_steps_yield_progress_then_the_prediction(checkpoint):
     image = make_case(SHAPE, seed=1)[0]
-    steps = predict_within_memory_steps(checkpoint, image, slab=2)  # a 2-D net: 2 slices at a time
+    steps = predict_within_memory_steps(checkpoint, image, slab_planes=2)  # a 2-D net: 2 slices at a time
     records = []
     while True:
         try:

@@ -108,7 +108,7 @@ def test_3d_streamed_equals_the_whole_volume(net3d, dtype, shape):
 def test_2d_model_over_a_volume_equals_the_whole_volume(net2d, dtype):
     reference = full_probabilities(net2d, IMAGE)
     for slab in (None, 5):
-        check_outputs(predict(net2d, IMAGE, slab=slab, dtype=dtype), reference, dtype=dtype)
+        check_outputs(predict(net2d, IMAGE, slab_planes=slab, dtype=dtype), reference, dtype=dtype)
 
 
 @pytest.mark.parametrize("normalization", ["zscore", "percentile"])
@@ -159,18 +159,18 @@ def test_mc_dropout_streamed_equals_the_whole_image(spatial_dims):
     off = predict(trained, IMAGE, num_samples=0)
     assert not np.allclose(off.probabilities, reference, atol=1e-4)  # dropout did act
     for slab, dtype in [(4, np.float32), (None, np.float32), (6, np.float16)]:
-        result = predict(trained, IMAGE, num_samples=3, seed=5, slab=slab, dtype=dtype, keep_members=True)
+        result = predict(trained, IMAGE, num_samples=3, seed=5, slab_planes=slab, dtype=dtype, keep_members=True)
         check_outputs(result, reference, dtype=dtype)
         assert result.member_probabilities.shape[0] == 3
 
 
 def test_2d_ssn_samples_do_not_depend_on_the_chunk():
     trained = fit(2, VOLUME[1:], patch_size=(16, 16), head="ssn", ssn_rank=2, loss="ssn", ssn_samples=2)
-    mean = predict(trained, IMAGE, num_samples=0, slab=4)
+    mean = predict(trained, IMAGE, num_samples=0, slab_planes=4)
     check_outputs(mean, full_probabilities(trained, IMAGE, num_samples=0))
-    whole = predict(trained, IMAGE, num_samples=5, seed=2, slab=30)
+    whole = predict(trained, IMAGE, num_samples=5, seed=2, slab_planes=30)
     for slab in (3, 11):
-        check_outputs(predict(trained, IMAGE, num_samples=5, seed=2, slab=slab), whole.probabilities)
+        check_outputs(predict(trained, IMAGE, num_samples=5, seed=2, slab_planes=slab), whole.probabilities)
     assert not np.allclose(whole.probabilities, mean.probabilities, atol=1e-6)  # the samples did act
 
 
@@ -194,7 +194,7 @@ def test_3d_ssn_samples_equal_sampling_the_whole_volume():
 
 def test_out_npy_file_is_written_and_readable(net3d, tmp_path):
     path = tmp_path / "probabilities.npy"
-    result = predict(net3d, IMAGE, slab=5, out=str(path))
+    result = predict(net3d, IMAGE, slab_planes=5, out=str(path))
     assert isinstance(result.probabilities, np.memmap)
     del result
     stored = np.load(path, mmap_mode="r")
@@ -204,11 +204,11 @@ def test_out_npy_file_is_written_and_readable(net3d, tmp_path):
 def test_out_array_and_zarr(net3d, tmp_path):
     reference = predict(net3d, IMAGE).probabilities
     target = np.zeros((3, *VOLUME), np.float16)
-    result = predict(net3d, IMAGE, slab=5, out=target, dtype="float16")
+    result = predict(net3d, IMAGE, slab_planes=5, out=target, dtype="float16")
     assert result.probabilities is target
     np.testing.assert_array_equal(target, reference.astype(np.float16))
     zarr = pytest.importorskip("zarr")
-    predict(net3d, IMAGE, slab=5, out=str(tmp_path / "p.zarr"))
+    predict(net3d, IMAGE, slab_planes=5, out=str(tmp_path / "p.zarr"))
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:], reference)
 
 

@@ -66,9 +66,9 @@ def test_estimate_counts_the_statistics(net3d):  # noqa: F811
     for mode, expected in [("dataset", 0), ("zscore", slabs), ("percentile", array_bytes(shape, np.float32))]:
         info = {**net3d.info, "normalization": {"mode": mode}}
         parts = S.estimate_prediction_bytes(dataclasses.replace(net3d, info=info), shape)
-        kept = sum(v for k, v in parts.items() if k not in ("total", "statistics"))
-        assert parts["statistics"] == expected
-        assert parts["total"] == max(kept, expected)
+        kept = parts.probabilities + parts.entropy + parts.labels + parts.members + parts.working
+        assert parts.statistics == expected
+        assert parts.total == max(kept, expected)
 
 
 def test_refused_before_any_volume_size_allocation(net3d, monkeypatch):  # noqa: F811

@@ -78,4 +78,4 @@ def test_working_memory_no_longer_grows_with_the_passes(dropout_net):
         side = passes * (raw + 1) * rows
         assert copied - one == (min(side, (raw + 1) * rows + 3 * 300) - (raw + 1) * rows) * plane * 4
     parts = S.estimate_prediction_bytes(dropout_net, (300, 64, 64), streams=10)
-    assert parts["working"] == S._slab_bytes(dropout_net, layout, 1, 1)
+    assert parts.working == S._slab_bytes(dropout_net, layout, 1, 1)

@@ -42,7 +42,7 @@ def test_zarr_chunks_written_once_and_equal(model, slab, request, tmp_path, monk
 
     monkeypatch.setattr(S._ZarrWriter, "__init__", init)
     path = str(tmp_path / "p.zarr")
-    result = predict(trained, IMAGE, out=path, slab=slab)
+    result = predict(trained, IMAGE, out=path, slab_planes=slab)
     stored = zarr.open_array(path, mode="r")
     np.testing.assert_array_equal(stored[:], reference)
     np.testing.assert_array_equal(np.asarray(result.probabilities.array[:]), reference)

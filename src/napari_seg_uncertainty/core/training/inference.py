@@ -136,7 +136,7 @@ def predict(
     keep_members: bool = False,
     dtype: Any = np.float32,
     out: Any = None,
-    slab: int | None = None,
+    slab_planes: int | None = None,
 ) -> Prediction:
     """Run a trained model on an image: probabilities, argmax labels and normalized entropy.
 
@@ -172,9 +172,11 @@ def predict(
         ``.npy`` (a numpy memory map; read back with ``numpy.load(path, mmap_mode="r")``) or ``.zarr``
         (zarr >= 3, uncompressed chunks of 8 planes, each written once; ``zarr.open_array(path)``), or a
         writable ``(C, *S)`` array such as a numpy memmap or zarr array.
-    slab : int, optional
-        Slices per chunk for a 2-D model on a volume (default 8). The result does not depend on it:
+    slab_planes : int, optional
+        Slices per chunk for a 2-D model on a volume (default 8; the name
+        :func:`~.ssn_inference.predict_ssn_distribution_lazy` uses too). The result does not depend on it:
         random draws are tied to window and plane positions.
+
     Returns
     -------
     Prediction
@@ -200,7 +202,7 @@ def predict(
     """
     steps = predict_steps(
         checkpoint, image, num_samples=num_samples, device=device, seed=seed, keep_members=keep_members,
-        dtype=dtype, out=out, slab=slab,
+        dtype=dtype, out=out, slab_planes=slab_planes,
     )
     while True:
         try:
@@ -219,7 +221,7 @@ def predict_steps(
     keep_members: bool = False,
     dtype: Any = np.float32,
     out: Any = None,
-    slab: int | None = None,
+    slab_planes: int | None = None,
 ) -> Generator[Any, None, Prediction]:
     """:func:`predict` as a generator for front ends: yields a progress record after each block of planes.
 
@@ -241,11 +243,12 @@ def predict_steps(
     seed = check_seed(seed)
     keep_members = check_flag(keep_members, name="keep_members")
     dtype = check_prediction_dtype(dtype)
-    if slab is not None:
-        slab = check_int(slab, name="slab", minimum=1)
+    if slab_planes is not None:
+        slab_planes = check_int(slab_planes, name="slab_planes", minimum=1)
     arr = _prediction_image(trained, image, float32=False)  # converted to float32 slab by slab
     return (yield from predict_streamed_steps(
-        trained, arr, num_samples=num_samples, seed=seed, dtype=dtype, out=out, keep_members=keep_members, slab=slab
+        trained, arr, num_samples=num_samples, seed=seed, dtype=dtype, out=out, keep_members=keep_members,
+        slab_planes=slab_planes,
     ))
 
 

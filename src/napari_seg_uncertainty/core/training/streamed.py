@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -46,6 +47,7 @@ from .prediction_base import Prediction, TrainedModel, _masked, _ssn_sample_mean
 __all__ = [
     "PREDICTION_DTYPES",
     "PredictProgress",
+    "PredictionEstimate",
     "estimate_prediction_bytes",
     "predict_streamed",
     "predict_streamed_steps",
@@ -168,6 +170,40 @@ def default_slab(trained: TrainedModel, layout: _Layout) -> int:
     return 8 if layout.sliced else layout.step
 
 
+@dataclass(frozen=True)
+class PredictionEstimate:
+    """Peak memory of :func:`predict_streamed` beyond the input image, part by part, in bytes.
+
+    Attributes
+    ----------
+    probabilities, entropy, labels, members : int
+        The arrays kept (``probabilities`` 0 when written to ``out=``).
+    working : int
+        The blending buffers of the members x passes and one block of planes.
+    statistics : int
+        The per-case normalization's statistics, taken before the outputs are allocated: a float32 copy of
+        one channel for ``percentile``, four float64 slabs for ``zscore``/``percentile``.
+    """
+
+    probabilities: int
+    entropy: int
+    labels: int
+    members: int
+    working: int
+    statistics: int
+
+    @property
+    def total(self) -> int:
+        """The peak: ``max(statistics, kept arrays + working)``."""
+        kept = self.probabilities + self.entropy + self.labels + self.members + self.working
+        return max(self.statistics, kept)
+
+    def describe(self) -> str:
+        """``"probabilities 1.0 MiB, entropy …"``: the non-zero parts."""
+        sizes = dataclasses.asdict(self)
+        return ", ".join(f"{name} {format_bytes(size)}" for name, size in sizes.items() if size)
+
+
 def estimate_prediction_bytes(
     trained: TrainedModel,
     spatial: Sequence[int],
@@ -176,37 +212,30 @@ def estimate_prediction_bytes(
     members: int = 0,
     streams: int = 1,
     probabilities_in_memory: bool = True,
-    slab: int | None = None,
-) -> dict[str, int]:
+    slab_planes: int | None = None,
+) -> PredictionEstimate:
     """Peak memory of :func:`predict_streamed` beyond the input image, part by part.
 
     The input image is read as it is (an integer CT is converted to float32 slab by slab, never copied whole).
 
     Returns
     -------
-    dict
-        ``probabilities``, ``entropy``, ``labels``, ``members`` (the arrays kept), ``working`` (the blending
-        buffers of the ``streams`` members x passes and one block of planes) and ``statistics`` (the per-case
-        normalization's statistics, taken before the outputs are allocated: a float32 copy of one channel for
-        ``percentile``, four float64 slabs for ``zscore``/``percentile``), in bytes; ``total`` the peak,
-        ``max(statistics, kept arrays + working)``.
+    PredictionEstimate
+        The parts and their peak (``total``).
     """
     spatial = tuple(int(s) for s in spatial)
     layout = _layout(trained, spatial)
     classes = int(trained.info["num_classes"])
     dtype = check_prediction_dtype(dtype)
-    parts = {
-        "probabilities": array_bytes((classes, *spatial), dtype) if probabilities_in_memory else 0,
-        "entropy": array_bytes(spatial, dtype),
-        "labels": array_bytes(spatial, label_dtype(classes)),
-        "members": array_bytes((members, classes, *spatial), dtype),
-        "working": _slab_bytes(trained, layout, slab or default_slab(trained, layout), max(1, streams),
-                               in_place=probabilities_in_memory and dtype == np.float32),
-    }
-    statistics = _statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial)
-    parts["total"] = max(statistics, sum(parts.values()))
-    parts["statistics"] = statistics
-    return parts
+    return PredictionEstimate(
+        probabilities=array_bytes((classes, *spatial), dtype) if probabilities_in_memory else 0,
+        entropy=array_bytes(spatial, dtype),
+        labels=array_bytes(spatial, label_dtype(classes)),
+        members=array_bytes((members, classes, *spatial), dtype),
+        working=_slab_bytes(trained, layout, slab_planes or default_slab(trained, layout), max(1, streams),
+                            in_place=probabilities_in_memory and dtype == np.float32),
+        statistics=_statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial),
+    )
 
 
 def _statistics_bytes(mode: str, spatial: tuple[int, ...]) -> int:
@@ -644,10 +673,10 @@ def _check_memory(
     """Refuse, naming the sizes and what to do, a prediction whose outputs and working memory cannot fit."""
     parts = estimate_prediction_bytes(
         trained, spatial, dtype=dtype, members=members, streams=streams, probabilities_in_memory=in_memory,
-        slab=slab,
+        slab_planes=slab,
     )
     classes = int(trained.info["num_classes"])
-    shown = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if name != "total" and size)
+    shown = parts.describe()
     advice = []
     if dtype != np.float16:
         advice.append("dtype='float16' (halves the probabilities and entropy)")
@@ -657,7 +686,7 @@ def _check_memory(
         advice.append("keep_members=False")
     advice.append("crop the image to the region of interest")
     check_allocation(
-        parts["total"],
+        parts.total,
         what=f"predicting a {spatial} image with {classes} classes ({shown})",
         cause=f"image shape {spatial}, dtype={dtype.name}",
         advice="use " + ", or ".join(advice),
@@ -698,7 +727,7 @@ def predict_streamed_steps(
     dtype: Any = np.float32,
     out: Any = None,
     keep_members: bool = False,
-    slab: int | None = None,
+    slab_planes: int | None = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Class probabilities, labels and entropy of a ``(Cin, *S)`` image, block by block into preallocated arrays.
 
@@ -707,8 +736,8 @@ def predict_streamed_steps(
 
     ``image`` is the ``(in_channels, *S)`` raw image as :func:`~.inference.predict` checks it, in its own dtype
     (an integer CT is converted to float32 slab by slab, never copied whole);
-    ``num_samples``, ``seed``, ``dtype``, ``out``, ``keep_members`` and ``slab`` are :func:`~.inference.predict`'s
-    (checked there).
+    ``num_samples``, ``seed``, ``dtype``, ``out``, ``keep_members`` and ``slab_planes`` are
+    :func:`~.inference.predict`'s (checked there).
 
     Yields
     ------
@@ -733,9 +762,9 @@ def predict_streamed_steps(
     dtype = check_prediction_dtype(dtype)
     spatial = tuple(int(s) for s in image.shape[1:])
     layout = _layout(trained, spatial)
-    slab = default_slab(trained, layout) if slab is None else int(slab)
+    slab = default_slab(trained, layout) if slab_planes is None else int(slab_planes)
     if slab < 1:
-        raise ValueError(f"slab must be a positive number of slices, got {slab}.")
+        raise ValueError(f"slab_planes must be a positive number of slices, got {slab}.")
     classes = int(trained.info["num_classes"])
     streams = sum(num_samples if (n.dropout > 0 and num_samples > 0 and n.head != "ssn") else 1
                   for n in trained.model.members)
