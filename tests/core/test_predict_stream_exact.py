@@ -16,6 +16,7 @@ import pytest
 import torch
 from test_predict_stream import VOLUME, fit, full_probabilities, make_case, net2d, net3d  # noqa: F401
 
+from napari_seg_uncertainty.core.training import normalization as N
 from napari_seg_uncertainty.core.training import predict
 from napari_seg_uncertainty.core.training import streamed as S
 from napari_seg_uncertainty.core.training.inference import _prediction_image, _sliding_raw, normalize_image
@@ -36,7 +37,7 @@ def raw_outputs(trained, image):
     net = trained.model.members[0]
     whole = _sliding_raw(net, torch.from_numpy(normed[None]), roi_size=trained.info["patch_size"],
                          overlap=trained.config.sw_overlap, sw_batch_size=trained.config.sw_batch_size)[0]
-    run = S._Run(trained, arr, S._Normalizer(arr, trained.info["normalization"]),
+    run = S._Run(trained, arr, N.SlabNormalizer(arr, trained.info["normalization"]),
                  S._layout(trained, arr.shape[1:]), 0, 0)
     blocks = [raw[0] for _, _, raw in S._row_stream(run, net, None)]
     return torch.cat(blocks, dim=1).numpy(), whole.float().numpy()

@@ -15,6 +15,7 @@ from test_predict_stream import IMAGE, VOLUME, fit, net3d  # noqa: F401 - module
 
 from napari_seg_uncertainty.core import _memory
 from napari_seg_uncertainty.core._memory import OutputTooLargeError, array_bytes
+from napari_seg_uncertainty.core.training import normalization as N
 from napari_seg_uncertainty.core.training import predict
 from napari_seg_uncertainty.core.training import streamed as S
 from napari_seg_uncertainty.core.training.inference import _prediction_image
@@ -43,12 +44,12 @@ def test_no_float32_copy_of_an_int16_volume(normalized_net):
     mode = normalized_net.info["normalization"]["mode"]
     tracemalloc.start()
     arr = _prediction_image(normalized_net, image, float32=False)
-    S._Normalizer(arr, normalized_net.info["normalization"])
+    N.SlabNormalizer(arr, normalized_net.info["normalization"])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert arr.dtype == np.int16 and np.shares_memory(arr, image)
     full = array_bytes(image.shape, np.float32)
-    statistics = S._statistics_bytes(mode, image.shape)
+    statistics = N.statistics_bytes(mode, image.shape)
     assert peak <= max(statistics, 0.1 * full) * 1.1
     assert (mode == "percentile") == (statistics == full)
     assert peak < 1.1 * full  # the former path: a float32 copy plus an isfinite mask and numpy's channel copy
@@ -56,7 +57,7 @@ def test_no_float32_copy_of_an_int16_volume(normalized_net):
 
 def test_percentiles_equal_numpy_on_the_whole_channel():
     for channel in (CT, CT.astype(np.float32)):
-        got = S._channel_percentiles(channel, (0.5, 99.5))
+        got = N._channel_percentiles(channel, (0.5, 99.5))
         np.testing.assert_array_equal(got, np.percentile(channel.astype(np.float32), (0.5, 99.5)))
 
 

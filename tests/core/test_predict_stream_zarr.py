@@ -10,7 +10,7 @@ import pytest
 from test_predict_stream import IMAGE, VOLUME, net2d, net3d  # noqa: F401 - module fixtures
 
 from napari_seg_uncertainty.core.training import predict
-from napari_seg_uncertainty.core.training import streamed as S
+from napari_seg_uncertainty.core.training import prediction_output as W
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 zarr = pytest.importorskip("zarr")
@@ -33,28 +33,28 @@ def test_zarr_chunks_written_once_and_equal(model, slab, request, tmp_path, monk
     trained = request.getfixturevalue(model)
     reference = predict(trained, IMAGE).probabilities
     recorders = []
-    opened = S._ZarrWriter.__init__
+    opened = W._ZarrWriter.__init__
 
     def init(self, *args):
         opened(self, *args)
         self.array = _Recorder(self.array)
         recorders.append(self.array)
 
-    monkeypatch.setattr(S._ZarrWriter, "__init__", init)
+    monkeypatch.setattr(W._ZarrWriter, "__init__", init)
     path = str(tmp_path / "p.zarr")
     result = predict(trained, IMAGE, out=path, slab_planes=slab)
     stored = zarr.open_array(path, mode="r")
     np.testing.assert_array_equal(stored[:], reference)
     np.testing.assert_array_equal(np.asarray(result.probabilities.array[:]), reference)
-    assert stored.chunks == (1, S.ZARR_CHUNK_PLANES, *VOLUME[1:])
+    assert stored.chunks == (1, W.ZARR_CHUNK_PLANES, *VOLUME[1:])
     assert stored.compressors == ()
-    depth = S.ZARR_CHUNK_PLANES
+    depth = W.ZARR_CHUNK_PLANES
     expected = [(z, min(z + depth, VOLUME[0])) for z in range(0, VOLUME[0], depth)]
     assert recorders[0].writes == expected  # each chunk once, aligned, in order
 
 
 def test_out_of_order_planes_are_refused(tmp_path):
-    writer = S._ZarrWriter(str(tmp_path / "p.zarr"), (2, 20, 4, 4), np.dtype(np.float32))
+    writer = W._ZarrWriter(str(tmp_path / "p.zarr"), (2, 20, 4, 4), np.dtype(np.float32))
     writer[:, 0:4] = np.zeros((2, 4, 4, 4), np.float32)
     with pytest.raises(RuntimeError, match="in order"):
         writer[:, 8:12] = np.zeros((2, 4, 4, 4), np.float32)

@@ -16,18 +16,31 @@ Three modes (``TrainConfig.normalization``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._memory import array_bytes
 from .._validation import check_choice, describe
 from .config import NORMALIZATIONS
 
-__all__ = ["NORMALIZATIONS", "RunningMoments", "body_mask", "normalization_parameters", "normalize_image"]
+__all__ = [
+    "NORMALIZATIONS",
+    "NORMALIZE_PLANES",
+    "RunningMoments",
+    "SlabNormalizer",
+    "body_mask",
+    "normalization_parameters",
+    "normalize_image",
+    "statistics_bytes",
+]
 
 #: A standard deviation below this counts as a constant channel (divided by 1 instead).
 _TINY = 1e-8
+#: Planes per slab of :class:`SlabNormalizer`'s statistics.
+NORMALIZE_PLANES = 16
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
@@ -198,3 +211,87 @@ class RunningMoments:
         if self.mean is None:
             raise ValueError("no image was added.")
         return np.sqrt(self._m2 / self.count)
+
+
+def statistics_bytes(mode: str, spatial: tuple[int, ...]) -> int:
+    """Peak temporaries of :class:`SlabNormalizer`'s statistics on a ``(*spatial)`` image (one channel at a time).
+
+    ``percentile``: a float32 copy of one channel (numpy's percentile); ``zscore``/``percentile``: four
+    float64 slabs of :data:`NORMALIZE_PLANES` planes.
+    """
+    if mode not in ("zscore", "percentile"):
+        return 0
+    slabs = 4 * array_bytes((min(NORMALIZE_PLANES, spatial[0]), *spatial[1:]), np.float64)
+    return max(slabs, array_bytes(spatial, np.float32)) if mode == "percentile" else slabs
+
+
+class SlabNormalizer:
+    """:func:`~.normalization.normalize_image` one slab at a time, with the image's statistics computed once.
+
+    ``"dataset"``: the stored per-channel mean and std; ``"zscore"``: mean and std over the body mask (voxels
+    non-zero in some channel, every voxel when none is); ``"percentile"``: the channel's percentiles, then the
+    mean and std of the clipped channel, all in float64 as the whole-image function, by slabs.
+    """
+
+    def __init__(self, image: np.ndarray, normalization: dict[str, Any], *, step: int = NORMALIZE_PLANES) -> None:
+        self.mode = normalization.get("mode", "dataset")
+        self.step = step
+        channels = image.shape[0]
+        if self.mode == "dataset":
+            mean = np.asarray(normalization["mean"], dtype=np.float32)
+            std = np.asarray(normalization["std"], dtype=np.float32)
+            if mean.size != channels:
+                raise ValueError(
+                    f"image has {channels} channel(s) but the normalization holds {mean.size}; "
+                    "give an image with the channels the model was trained on."
+                )
+            self.shift, self.scale = mean, std
+        elif self.mode == "zscore":
+            any_body = any(bool(np.any(image[:, z : z + step])) for z in range(0, image.shape[1], step))
+            def body(part: np.ndarray, c: int) -> np.ndarray:
+                return part[c][np.any(part != 0, axis=0)] if any_body else part[c].ravel()
+
+            self.shift, self.scale = self._moments(image, body)
+        elif self.mode == "percentile":
+            low, high = normalization.get("clip_percentiles", (0.5, 99.5))
+            self.clip = [_channel_percentiles(image[c], (low, high)) for c in range(channels)]
+            self.shift, self.scale = self._moments(
+                image, lambda part, c: np.clip(part[c].astype(np.float64), *self.clip[c]).ravel()
+            )
+        else:
+            raise ValueError(f"normalization mode must be one of {NORMALIZATIONS}, got {self.mode!r}.")
+
+    def _slabs(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """The image ``step`` planes at a time, as float32 (an integer image is converted slab by slab)."""
+        for z in range(0, image.shape[1], self.step):
+            yield image[:, z : z + self.step].astype(np.float32, copy=False)
+
+    def _moments(self, image: np.ndarray, values: Callable[[np.ndarray, int], np.ndarray]) -> tuple[Any, Any]:
+        """Per-channel float64 mean and std (two passes, as numpy's) of ``values(slab, channel)``."""
+        means, stds = [], []
+        for c in range(image.shape[0]):
+            count = sum(values(p, c).size for p in self._slabs(image))
+            mean = sum(float(values(p, c).astype(np.float64).sum()) for p in self._slabs(image)) / count
+            square = sum(float(((values(p, c).astype(np.float64) - mean) ** 2).sum()) for p in self._slabs(image))
+            means.append(mean)
+            stds.append(_safe_std(math.sqrt(square / count)))
+        return np.asarray(means), np.asarray(stds)
+
+    def __call__(self, part: np.ndarray) -> np.ndarray:
+        """The float32 normalized ``(channels, *s)`` slab (of the raw image, in any numeric dtype)."""
+        part = part.astype(np.float32, copy=False)
+        shape = (-1, *[1] * (part.ndim - 1))
+        if self.mode == "dataset":
+            return (part - self.shift.reshape(shape)) / self.scale.reshape(shape)
+        if self.mode == "percentile":
+            low = np.asarray([c[0] for c in self.clip]).reshape(shape)
+            high = np.asarray([c[1] for c in self.clip]).reshape(shape)
+            part = np.clip(part.astype(np.float64), low, high)
+        return ((part - self.shift.reshape(shape)) / self.scale.reshape(shape)).astype(np.float32)
+
+
+def _channel_percentiles(channel: np.ndarray, q: tuple[float, float]) -> tuple[Any, ...]:
+    """``np.percentile`` of one channel as float32, with one channel-size copy (numpy's own, or the conversion)."""
+    if channel.dtype == np.float32:
+        return tuple(np.percentile(channel, q))
+    return tuple(np.percentile(channel.astype(np.float32), q, overwrite_input=True))

@@ -96,7 +96,7 @@ def _slab_normalizer(trained: TrainedModel, image: np.ndarray) -> Any:
     image) is made; ``"percentile"`` copies one channel for :func:`numpy.percentile`. The same normalizer
     serves the lazy and the whole computations, so their planes stay bit for bit equal.
     """
-    from .streamed import _Normalizer  # the statistics by slabs, shared with predict(...)
+    from .normalization import SlabNormalizer as _Normalizer  # the statistics by slabs, shared with predict
 
     return _Normalizer(image, trained.info["normalization"], step=_NORMALIZE_PLANES)
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,9 @@ import torch
 from .._memory import array_bytes, check_allocation, format_bytes
 from .._numeric import entropy_nats, label_dtype
 from ..models import SegmentationNet, mc_dropout
+from .normalization import SlabNormalizer, statistics_bytes
 from .prediction_base import Prediction, TrainedModel, _masked, _ssn_sample_mean
+from .prediction_output import close_output, finish_output, open_output
 
 __all__ = [
     "PREDICTION_DTYPES",
@@ -64,8 +65,6 @@ PREDICTION_DTYPES = ("float32", "float16")
 _DROPOUT, _SSN_SLICE, _SSN_LATENT, _SSN_PLANE = 1, 2, 3, 4  # domains of the derived seeds
 _SSN_CHUNK = 4  # SSN samples drawn at a time
 _BLOCK_PLANES = 4  # planes handed on at a time by a window row
-_NORMALIZE_PLANES = 16  # planes per slab of the normalization statistics
-ZARR_CHUNK_PLANES = 8  # planes per chunk of predict(out='….zarr')
 _Block = tuple[int, int, torch.Tensor]  # output planes o0:o1 and their blended raw network output
 
 
@@ -240,92 +239,8 @@ def estimate_prediction_bytes(
         members=array_bytes((members, classes, *spatial), dtype),
         working=_slab_bytes(trained, layout, slab_planes or default_slab(trained, layout), max(1, streams),
                             in_place=probabilities_in_memory and dtype == np.float32),
-        statistics=_statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial),
+        statistics=statistics_bytes(trained.info["normalization"].get("mode", "dataset"), spatial),
     )
-
-
-def _statistics_bytes(mode: str, spatial: tuple[int, ...]) -> int:
-    """Peak temporaries of :class:`_Normalizer`'s statistics (see :func:`estimate_prediction_bytes`)."""
-    if mode not in ("zscore", "percentile"):
-        return 0
-    slabs = 4 * array_bytes((min(_NORMALIZE_PLANES, spatial[0]), *spatial[1:]), np.float64)
-    return max(slabs, array_bytes(spatial, np.float32)) if mode == "percentile" else slabs
-
-
-class _Normalizer:
-    """:func:`~.normalization.normalize_image` one slab at a time, with the image's statistics computed once.
-
-    ``"dataset"``: the stored per-channel mean and std; ``"zscore"``: mean and std over the body mask (voxels
-    non-zero in some channel, every voxel when none is); ``"percentile"``: the channel's percentiles, then the
-    mean and std of the clipped channel, all in float64 as the whole-image function, by slabs.
-    """
-
-    def __init__(self, image: np.ndarray, normalization: dict[str, Any], *, step: int = _NORMALIZE_PLANES) -> None:
-        from .normalization import NORMALIZATIONS
-
-        self.mode = normalization.get("mode", "dataset")
-        self.step = step
-        channels = image.shape[0]
-        if self.mode == "dataset":
-            mean = np.asarray(normalization["mean"], dtype=np.float32)
-            std = np.asarray(normalization["std"], dtype=np.float32)
-            if mean.size != channels:
-                raise ValueError(
-                    f"image has {channels} channel(s) but the normalization holds {mean.size}; "
-                    "give an image with the channels the model was trained on."
-                )
-            self.shift, self.scale = mean, std
-        elif self.mode == "zscore":
-            any_body = any(bool(np.any(image[:, z : z + step])) for z in range(0, image.shape[1], step))
-            def body(part: np.ndarray, c: int) -> np.ndarray:
-                return part[c][np.any(part != 0, axis=0)] if any_body else part[c].ravel()
-
-            self.shift, self.scale = self._moments(image, body)
-        elif self.mode == "percentile":
-            low, high = normalization.get("clip_percentiles", (0.5, 99.5))
-            self.clip = [_channel_percentiles(image[c], (low, high)) for c in range(channels)]
-            self.shift, self.scale = self._moments(
-                image, lambda part, c: np.clip(part[c].astype(np.float64), *self.clip[c]).ravel()
-            )
-        else:
-            raise ValueError(f"normalization mode must be one of {NORMALIZATIONS}, got {self.mode!r}.")
-
-    def _slabs(self, image: np.ndarray) -> Iterator[np.ndarray]:
-        """The image ``step`` planes at a time, as float32 (an integer image is converted slab by slab)."""
-        for z in range(0, image.shape[1], self.step):
-            yield image[:, z : z + self.step].astype(np.float32, copy=False)
-
-    def _moments(self, image: np.ndarray, values: Callable[[np.ndarray, int], np.ndarray]) -> tuple[Any, Any]:
-        """Per-channel float64 mean and std (two passes, as numpy's) of ``values(slab, channel)``."""
-        from .normalization import _safe_std
-
-        means, stds = [], []
-        for c in range(image.shape[0]):
-            count = sum(values(p, c).size for p in self._slabs(image))
-            mean = sum(float(values(p, c).astype(np.float64).sum()) for p in self._slabs(image)) / count
-            square = sum(float(((values(p, c).astype(np.float64) - mean) ** 2).sum()) for p in self._slabs(image))
-            means.append(mean)
-            stds.append(_safe_std(math.sqrt(square / count)))
-        return np.asarray(means), np.asarray(stds)
-
-    def __call__(self, part: np.ndarray) -> np.ndarray:
-        """The float32 normalized ``(channels, *s)`` slab (of the raw image, in any numeric dtype)."""
-        part = part.astype(np.float32, copy=False)
-        shape = (-1, *[1] * (part.ndim - 1))
-        if self.mode == "dataset":
-            return (part - self.shift.reshape(shape)) / self.scale.reshape(shape)
-        if self.mode == "percentile":
-            low = np.asarray([c[0] for c in self.clip]).reshape(shape)
-            high = np.asarray([c[1] for c in self.clip]).reshape(shape)
-            part = np.clip(part.astype(np.float64), low, high)
-        return ((part - self.shift.reshape(shape)) / self.scale.reshape(shape)).astype(np.float32)
-
-
-def _channel_percentiles(channel: np.ndarray, q: tuple[float, float]) -> tuple[Any, ...]:
-    """``np.percentile`` of one channel as float32, with one channel-size copy (numpy's own, or the conversion)."""
-    if channel.dtype == np.float32:
-        return tuple(np.percentile(channel, q))
-    return tuple(np.percentile(channel.astype(np.float32), q, overwrite_input=True))
 
 
 def _seeded_predictor(net: SegmentationNet, key: tuple[int, ...], offset: int, sliced: bool) -> Callable[..., Any]:
@@ -473,7 +388,7 @@ class _Run:
 
     trained: TrainedModel
     image: np.ndarray  # (Cin, *S) raw, in the caller's dtype (normalized to float32 slab by slab)
-    normalize: _Normalizer
+    normalize: SlabNormalizer
     layout: _Layout
     num_samples: int
     seed: int
@@ -582,97 +497,6 @@ def _run_in_sequence(run: _Run, streams: list[tuple[int, SegmentationNet, Iterat
         _write_block(outputs, total[:, o0 : o0 + _BLOCK_PLANES * 2] / len(streams), o0, dtype)
 
 
-class _NpyWriter:
-    """A ``.npy`` file written block by block with plain file writes, read back as a read-only memory map.
-
-    Written by hand rather than through ``numpy.memmap``: pages written through a memory map stay in the
-    process's resident memory until the kernel writes them back, so the probabilities would count in full
-    against the process; file writes leave them to the page cache.
-    """
-
-    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # header, file size
-        self.offset, self.shape, self.dtype, self.path = header.offset, shape, dtype, path
-        del header
-        self.plane = math.prod(shape[2:]) * dtype.itemsize
-        self.handle = open(path, "r+b")  # noqa: SIM115 - closed in finish()
-
-    def __setitem__(self, index: tuple[slice, slice], value: np.ndarray) -> None:
-        planes = index[1]
-        block = np.ascontiguousarray(value, dtype=self.dtype)
-        for c in range(self.shape[0]):
-            self.handle.seek(self.offset + (c * self.shape[1] + planes.start) * self.plane)
-            self.handle.write(block[c].tobytes())
-
-    def finish(self) -> np.memmap:
-        self.handle.close()
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)
-
-
-class _ZarrWriter:
-    """A zarr 3 array written whole chunks at a time: planes arrive in order and are buffered to a chunk's depth.
-
-    Chunks are ``(1, ZARR_CHUNK_PLANES, *rest)``, uncompressed (as :mod:`..ssn.store`): the blocks the
-    prediction hands on (4 or ``slab`` planes, not aligned to chunks) written straight into zarr would read,
-    decompress, patch, recompress and rewrite a chunk once per block; here every chunk is encoded and written
-    once (3x64x256x256 float32 under load: 4.1 s with the former 64-plane zstd chunks and 4-plane blocks,
-    0.22 s). The buffer holds one chunk of every class (``C * ZARR_CHUNK_PLANES`` planes).
-    """
-
-    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        from .._zarr import require_zarr
-
-        zarr = require_zarr("predict(out='….zarr')")
-        self.depth = min(ZARR_CHUNK_PLANES, shape[1])
-        self.array = zarr.create_array(
-            store=path, shape=shape, chunks=(1, self.depth, *shape[2:]), dtype=dtype, compressors=None,
-            overwrite=True,
-        )
-        self.buffer = np.empty((shape[0], self.depth, *shape[2:]), dtype=dtype)
-        self.start = self.filled = 0  # buffer holds planes start : start + filled
-
-    def __setitem__(self, index: tuple[slice, slice], value: np.ndarray) -> None:
-        planes = index[1]
-        if planes.start != self.start + self.filled:
-            raise RuntimeError(f"planes must be written in order: expected {self.start + self.filled}, "
-                               f"got {planes.start}.")
-        value = np.asarray(value)
-        while value.shape[1]:
-            take = min(self.depth - self.filled, value.shape[1])
-            self.buffer[:, self.filled : self.filled + take] = value[:, :take]
-            self.filled, value = self.filled + take, value[:, take:]
-            if self.filled == self.depth:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self.filled:
-            self.array[:, self.start : self.start + self.filled] = self.buffer[:, : self.filled]
-        self.start, self.filled = self.start + self.filled, 0
-
-    def finish(self) -> Any:
-        self._flush()
-        return self.array
-
-
-def _open_output(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    """Where the probabilities go: a new array, a ``.npy`` memory map or ``.zarr`` array at a path, or ``out``."""
-    if out is None:
-        return np.empty(shape, dtype=dtype)
-    if isinstance(out, (str, os.PathLike)):
-        path = os.fspath(out)
-        if path.endswith(".zarr"):
-            return _ZarrWriter(path, shape, dtype)
-        if not path.endswith(".npy"):
-            raise ValueError(f"out must be a path ending in .npy or .zarr, or an array, got {path!r}.")
-        return _NpyWriter(path, shape, dtype)
-    if tuple(getattr(out, "shape", ())) != shape or not hasattr(out, "__setitem__"):
-        raise ValueError(
-            f"out must be a writable array of shape {shape} (C, *spatial) (e.g. a numpy memmap or a zarr array), "
-            f"got {type(out).__name__} of shape {getattr(out, 'shape', None)}."
-        )
-    return out
-
-
 def _check_memory(
     trained: TrainedModel, spatial: tuple[int, ...], *, dtype: np.dtype, members: int, streams: int,
     in_memory: bool, slab: int,
@@ -777,8 +601,8 @@ def predict_streamed_steps(
                   for n in trained.model.members)
     _check_memory(trained, spatial, dtype=dtype, members=streams if keep_members else 0, streams=streams,
                   in_memory=out is None, slab=slab)
-    run = _Run(trained, image, _Normalizer(image, trained.info["normalization"]), layout, num_samples, seed)
-    probabilities = _open_output(out, (classes, *spatial), dtype)
+    run = _Run(trained, image, SlabNormalizer(image, trained.info["normalization"]), layout, num_samples, seed)
+    probabilities = open_output(out, (classes, *spatial), dtype)
     entropy = np.empty(spatial, dtype=dtype)
     labels = np.empty(spatial, dtype=label_dtype(classes))
     members = np.empty((streams, classes, *spatial), dtype=dtype) if keep_members else None
@@ -789,10 +613,8 @@ def predict_streamed_steps(
             for done, planes in _run_streams(run, outputs, members, dtype, slab, out is None and dtype == np.float32):
                 yield PredictProgress(done, planes)
     finally:
-        if isinstance(probabilities, _NpyWriter):
-            probabilities.handle.close()
-    if isinstance(probabilities, (_NpyWriter, _ZarrWriter)):
-        probabilities = probabilities.finish()
+        close_output(probabilities)
+    probabilities = finish_output(probabilities)
     return Prediction(
         probabilities=probabilities,
         labels=labels,
