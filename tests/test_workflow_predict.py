@@ -155,3 +155,63 @@ def test_dock_shows_a_float16_prediction_with_a_warning(dock, qtbot, monkeypatch
     reference = predict(widget.checkpoint_path, np.asarray(viewer.layers["phantom image"].data))
     np.testing.assert_allclose(probabilities, reference.probabilities, atol=2.0**-11, rtol=0)
     assert viewer.layers["prediction entropy"].data.dtype == np.float16
+
+
+# --------------------------------------------------------------------------- a cohort case (the Train dock's end)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from napari_seg_uncertainty.core.cohort import load_cohort, make_phantom_cohort
+
+    source = make_phantom_cohort(2, tmp_path_factory.mktemp("cohort"), ndim=2, num_raters=2, shape=(32, 32))
+    return load_cohort(source)
+
+
+def test_case_prediction_falls_back_to_float16_with_a_note(checkpoint, cohort, monkeypatch):
+    from napari_seg_uncertainty.widgets._train_cohort import predict_case, predict_case_steps
+
+    case_id = cohort.case_ids[0]
+    image = np.asarray(cohort.load_case(case_id).image)
+    image = image[0] if image.ndim == 3 else image
+    reference = predict(checkpoint, image)
+    assert predict_case(checkpoint, cohort, case_id).note is None
+    available = between_float16_and_float32(checkpoint, (32, 32))
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda: available)
+    steps = predict_case_steps(checkpoint, cohort, case_id)
+    records = []
+    while True:
+        try:
+            records.append(next(steps))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert records and records[-1].fraction == 1.0
+    assert result.prediction.probabilities.dtype == np.float16
+    assert result.note.startswith("Probabilities and entropy shown in float16: image shape (32, 32)")
+    np.testing.assert_allclose(result.prediction.probabilities, reference.probabilities, atol=2.0**-11, rtol=0)
+    monkeypatch.undo()
+    limit_prediction_memory(monkeypatch, 0)  # the case reads; only the prediction is refused
+    with pytest.raises(OutputTooLargeError, match="even in float16"):
+        predict_case(checkpoint, cohort, case_id)
+
+
+def test_dock_case_prediction_warns_for_float16_and_notifies_a_refusal(dock, qtbot, monkeypatch, checkpoint, cohort):
+    from napari_seg_uncertainty.widgets._train_prediction import CASE_IMAGE_LAYER
+
+    viewer, widget, messages = dock
+    case_id = cohort.case_ids[0]
+    limit = between_float16_and_float32(checkpoint, (32, 32))
+    limit_prediction_memory(monkeypatch, int(limit * _memory.MEMORY_FRACTION))
+    widget.checkpoint_path = checkpoint
+    widget._run_case_prediction(checkpoint, cohort, case_id)
+    qtbot.waitUntil(lambda: "prediction probabilities" in viewer.layers and widget.state == "idle", timeout=60_000)
+    assert messages["error"] == [] and CASE_IMAGE_LAYER in viewer.layers
+    assert len(messages["warning"]) == 1 and "float16" in messages["warning"][0]
+    assert viewer.layers["prediction probabilities"].data.dtype == np.float16
+    assert widget.case_prediction.case_id == case_id
+    limit_prediction_memory(monkeypatch, 0)
+    widget._run_case_prediction(checkpoint, cohort, case_id)
+    qtbot.waitUntil(lambda: widget.state == "idle" and bool(messages["error"]), timeout=60_000)
+    assert any("Prediction failed" in m and "even in float16" in m for m in messages["error"])
+    assert widget._start.enabled

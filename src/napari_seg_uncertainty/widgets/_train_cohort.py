@@ -14,7 +14,7 @@ This module imports only ``core`` and ``workflow`` (no Qt, no napari).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ import numpy as np
 from ..core._validation import check_choice, check_int, check_real_in, check_seed
 from ..core.cohort.splits import SPLIT_KEYS
 from ..core.geometry import Geometry
-from ..workflow.training import prediction_geometry, preview_cohort
+from ..workflow.training import predict_within_memory_steps, prediction_geometry, preview_cohort
 
 if TYPE_CHECKING:
     from ..core.cohort import Cohort
@@ -35,6 +35,7 @@ __all__ = [
     "CasePrediction",
     "CohortScan",
     "predict_case",
+    "predict_case_steps",
     "prediction_case",
     "scan_cohort",
     "split_cases",
@@ -259,6 +260,8 @@ class CasePrediction:
         Where the case's image lies (spacing, origin, direction).
     geometry : Geometry
         Where the prediction lies (the image's grid, rescaled if the model predicted on another one).
+    note : str or None
+        Set when the probabilities and entropy are float16 because float32 would not fit (why).
     """
 
     case_id: str
@@ -266,30 +269,46 @@ class CasePrediction:
     prediction: Any
     image_geometry: Geometry
     geometry: Geometry
+    note: str | None = None
 
 
 def predict_case(checkpoint: str, cohort: Cohort, case_id: str, **kwargs: Any) -> CasePrediction:
-    """Read case ``case_id`` of ``cohort`` and run ``checkpoint`` on it; for a worker thread.
+    """:func:`predict_case_steps` run to the end."""
+    steps = predict_case_steps(checkpoint, cohort, case_id, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
-    ``kwargs`` go to :func:`~napari_seg_uncertainty.core.training.predict`.
+
+def predict_case_steps(
+    checkpoint: str, cohort: Cohort, case_id: str, **kwargs: Any
+) -> Generator[Any, None, CasePrediction]:
+    """Read case ``case_id`` of ``cohort`` and run ``checkpoint`` on it; a generator for a worker thread.
+
+    The prediction is :func:`~napari_seg_uncertainty.workflow.training.predict_within_memory_steps`'s:
+    float32, or float16 when only that fits (``CasePrediction.note`` says so, for a warning); its progress
+    records are yielded. ``kwargs`` go to :func:`~napari_seg_uncertainty.core.training.predict`.
 
     Raises
     ------
     ValueError
         The case has no image.
+    OutputTooLargeError
+        The prediction does not fit even in float16 (the message names the sizes and what to do).
     """
-    from ..core.training import predict
-
     data = cohort.load_case(case_id)
     if data.image is None:
         raise ValueError(f"case {case_id!r} has no image to predict on; choose a cohort whose cases have images.")
     image = np.asarray(data.image)
     if image.ndim > len(data.spacing) and image.shape[0] == 1:
         image = image[0]
-    prediction = predict(checkpoint, image, **kwargs)
+    fitted = yield from predict_within_memory_steps(checkpoint, image, **kwargs)
+    prediction = fitted.prediction
     direction = None if data.direction is None else np.asarray(data.direction, dtype=float)
     image_geometry = Geometry(spacing=tuple(data.spacing), origin=tuple(data.origin), direction=direction)
     spatial = tuple(image.shape[-len(data.spacing):])
     geometry = prediction_geometry(image_geometry, spatial, tuple(prediction.labels.shape))
     return CasePrediction(case_id=str(case_id), image=image, prediction=prediction,
-                          image_geometry=image_geometry, geometry=geometry)
+                          image_geometry=image_geometry, geometry=geometry, note=fitted.note)

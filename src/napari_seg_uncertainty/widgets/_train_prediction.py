@@ -20,7 +20,7 @@ import numpy as np
 from ..core.geometry import Geometry
 from ..workflow.training import FittedPrediction, predict_within_memory_steps, prediction_geometry
 from ._common import notify_errors, run_in_thread, show_warning, upsert_layer
-from ._train_cohort import CasePrediction, predict_case, prediction_case
+from ._train_cohort import CasePrediction, predict_case_steps, prediction_case
 
 __all__ = ["CASE_IMAGE_LAYER", "PREDICTION_LAYERS", "TrainPrediction"]
 
@@ -112,9 +112,13 @@ class TrainPrediction:
             self._set_state("idle")
             self.fail(f"Prediction failed: {exc}", notify=False)
 
+        def progressed(record: Any) -> None:
+            self._status.value = f"Predicting {self._case_words(case_id)}… {record.fraction:.0%}"
+
+        # as on the image: float16 with a warning when only that fits; neither: a notification naming the sizes
         self.predict_worker = run_in_thread(
-            predict_case, checkpoint, cohort, case_id, action="Prediction", returned=self._show_case_prediction,
-            errored=errored,
+            predict_case_steps, checkpoint, cohort, case_id, action="Prediction",
+            returned=self._show_case_prediction, errored=errored, yielded=progressed,
         )
 
     def _case_words(self, case_id: str) -> str:
@@ -126,6 +130,8 @@ class TrainPrediction:
     def _show_case_prediction(self, result: CasePrediction) -> None:
         """The case's image, then the prediction layers, on the case's grid and tagged with its id."""
         self.case_prediction = result
+        if result.note is not None:
+            show_warning(result.note)
         image_layer = None
         if result.image is not None:
             leading = result.image.ndim - result.image_geometry.ndim
