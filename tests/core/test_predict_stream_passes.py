@@ -11,6 +11,7 @@ import pytest
 from test_predict_stream import IMAGE, VOLUME, fit
 
 from napari_seg_uncertainty.core.training import predict
+from napari_seg_uncertainty.core.training import prediction_estimate as E
 from napari_seg_uncertainty.core.training import streamed as S
 from napari_seg_uncertainty.core.training.inference import predict_steps
 
@@ -68,14 +69,14 @@ def test_progress_counts_every_pass(dropout_net):
 
 
 def test_working_memory_no_longer_grows_with_the_passes(dropout_net):
-    layout = S._layout(dropout_net, (300, 64, 64))
+    layout = E._layout(dropout_net, (300, 64, 64))
     raw, rows, plane = 3, 16, 64 * 64  # 3 classes, the window depth
     for passes in (2, 10):
-        one = S._slab_bytes(dropout_net, layout, 1, 1)
-        many = S._slab_bytes(dropout_net, layout, 1, passes, in_place=True)
+        one = E._slab_bytes(dropout_net, layout, 1, 1)
+        many = E._slab_bytes(dropout_net, layout, 1, passes, in_place=True)
         assert many == one  # the float32 probabilities are the sum: one row buffer
-        copied = S._slab_bytes(dropout_net, layout, 1, passes, in_place=False)
+        copied = E._slab_bytes(dropout_net, layout, 1, passes, in_place=False)
         side = passes * (raw + 1) * rows
         assert copied - one == (min(side, (raw + 1) * rows + 3 * 300) - (raw + 1) * rows) * plane * 4
-    parts = S.estimate_prediction_bytes(dropout_net, (300, 64, 64), streams=10)
-    assert parts.working == S._slab_bytes(dropout_net, layout, 1, 1)
+    parts = E.estimate_prediction_bytes(dropout_net, (300, 64, 64), streams=10)
+    assert parts.working == E._slab_bytes(dropout_net, layout, 1, 1)
