@@ -9,7 +9,9 @@ making it never needs more than the outputs themselves (about 0.4 GB at full siz
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +62,26 @@ def make_ct_case(
                 label[shape_field < 1.0 + offset] = c + 1
             raters[r, k] = label
     return CTCase(image, raters, CT_SPACING, CT_ORIGIN, num_classes)
+
+
+def train_checkpoint(folder: str, crop: tuple[int, int, int], **config: Any) -> str:
+    """A checkpoint of the given ``TrainConfig`` options trained for one step on a ``crop``-sized generated case
+    (the weights do not change what the benchmarks measure: time and memory)."""
+    from napari_seg_uncertainty.core.training import TrainConfig, train
+
+    case = make_ct_case(crop)
+    settings = dict(epochs=1, steps_per_epoch=1, batch_size=1, val_fraction=0.0, device="cpu", num_workers=0,
+                    output_dir=folder)
+    generator = train(TrainConfig(**{**settings, **config}), (case.image, case.raters))
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return str(stop.value.checkpoint)
+
+
+def save_ct_image(folder: str, shape: tuple[int, int, int]) -> str:
+    """The generated case's image saved as ``folder/image.npy`` (its path), for benchmark subprocesses."""
+    path = os.path.join(folder, "image.npy")
+    np.save(path, make_ct_case(shape, num_raters=1).image)
+    return path

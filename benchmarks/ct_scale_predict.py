@@ -29,8 +29,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).parent
 VARIANTS = ("float32", "float16", "npy", "today")
 
@@ -70,31 +68,6 @@ print(json.dumps({"seconds": seconds, "peak": peak, "after_imports": base, "imag
 """
 
 
-def _checkpoint(folder: str) -> str:
-    """A default 3-D U-Net trained for one step on a 48x96x96 crop of the generated case."""
-    from ct_case import make_ct_case
-
-    from napari_seg_uncertainty.core.training import TrainConfig, train
-
-    case = make_ct_case((48, 96, 96))
-    config = TrainConfig(spatial_dims=3, epochs=1, steps_per_epoch=1, batch_size=1, val_fraction=0.0,
-                         device="cpu", num_workers=0, output_dir=folder)
-    generator = train(config, (case.image, case.raters))
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return str(stop.value.checkpoint)
-
-
-def _image(folder: str, shape: tuple[int, int, int]) -> str:
-    from ct_case import make_ct_case
-
-    path = os.path.join(folder, "image.npy")
-    np.save(path, make_ct_case(shape, num_raters=1).image)
-    return path
-
-
 def _child(checkpoint: str, image: str, variant: str, slab: str, folder: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
@@ -110,14 +83,16 @@ def run(args, rest) -> None:
     """Time and peak memory of ``predict`` with the default 3-D U-Net, per variant (medians of repeats)."""
     import argparse
 
+    from ct_case import save_ct_image, train_checkpoint
+
     parser = argparse.ArgumentParser(prog="ct_scale_predict")
     parser.add_argument("--variants", default="float32,float16,npy")
     parser.add_argument("--slab", default="auto", help="slices per chunk of a 2-D net (a 3-D net: unused)")
     options = parser.parse_args(rest)
     gib = 2.0**30
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = _checkpoint(folder)
-        image = _image(folder, tuple(args.shape))
+        checkpoint = train_checkpoint(folder, (48, 96, 96), spatial_dims=3)  # the default 3-D U-Net
+        image = save_ct_image(folder, tuple(args.shape))
         print(f"shape {tuple(args.shape)}, default 3-D U-Net, slab {options.slab}, {args.repeats} repeat(s)")
         for variant in options.variants.split(","):
             runs = [_child(checkpoint, image, variant, options.slab, folder) for _ in range(args.repeats)]

@@ -28,8 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).parent
 
 TODAY = {"whole distribution": "killed by the kernel (exit 137), no message", "redraw 512²": "54.5 ms"}
@@ -89,31 +87,6 @@ print(json.dumps({"redraw_ms": statistics.median(times[5:]), "labels": int(label
 """
 
 
-def _checkpoint(folder: str) -> str:
-    """A default 2-D SSN (rank 10) trained for one step on a 24x128x128 crop of the generated case."""
-    from ct_case import make_ct_case
-
-    from napari_seg_uncertainty.core.training import TrainConfig, train
-
-    case = make_ct_case((24, 128, 128))
-    config = TrainConfig(head="ssn", loss="ssn", target="random_rater", spatial_dims=2, epochs=1, steps_per_epoch=1,
-                         batch_size=1, val_fraction=0.0, device="cpu", num_workers=0, output_dir=folder)
-    generator = train(config, (case.image, case.raters))
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return str(stop.value.checkpoint)
-
-
-def _image(folder: str, shape: tuple[int, int, int]) -> str:
-    from ct_case import make_ct_case
-
-    path = os.path.join(folder, "image.npy")
-    np.save(path, make_ct_case(shape, num_raters=1).image)
-    return path
-
-
 def _python(code: str, *args: str, src: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
@@ -128,14 +101,18 @@ def run(args, rest) -> None:
     """Lazy SSN on the CT case: first view, cached plane, browsing, sliders, redraw, peak RSS."""
     import argparse
 
+    from ct_case import save_ct_image, train_checkpoint
+
     parser = argparse.ArgumentParser(prog="ct_scale_ssn")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while a plane runs (default 1)")
     parser.add_argument("--before", default=None, help="a checkout's src/ to time the redraw before issue 15")
     options = parser.parse_args(rest)
     gib = 2.0**30
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = _checkpoint(folder)
-        image = _image(folder, tuple(args.shape))
+        checkpoint = train_checkpoint(  # the default 2-D SSN (rank 10)
+            folder, (24, 128, 128), head="ssn", loss="ssn", target="random_rater", spatial_dims=2
+        )
+        image = save_ct_image(folder, tuple(args.shape))
         print(f"shape {tuple(args.shape)}, default 2-D SSN (rank 10, 3 classes), trained 1 step on a crop; "
               f"{options.threads} torch thread(s); timings under load")
         result = _python(CHILD, checkpoint, image, str(max(3, args.repeats)), str(options.threads),

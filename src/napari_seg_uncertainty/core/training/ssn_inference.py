@@ -91,7 +91,7 @@ def _slab_normalizer(trained: TrainedModel, image: np.ndarray) -> Any:
 
     Per-case modes (``"zscore"``, ``"percentile"``) need the whole volume's statistics; they are taken
     once, slab by slab, by the streamed prediction's normalizer
-    (:class:`~napari_seg_uncertainty.core.training.streamed._Normalizer`), so no normalized copy of the
+    (:class:`~napari_seg_uncertainty.core.training.normalization.SlabNormalizer`), so no normalized copy of the
     volume (and none of :func:`~.normalization.normalize_image`'s float64 temporaries, 7x the float32
     image) is made; ``"percentile"`` copies one channel for :func:`numpy.percentile`. The same normalizer
     serves the lazy and the whole computations, so their planes stay bit for bit equal.
