@@ -87,7 +87,7 @@ def _groups_by_low_bits(
 
     Within a bucket the 12 low bits of a float32 tell its value, so counting (bucket, low bits) pairs gives
     every distinct value's count and indicator sum without sorting, however large the tie groups.
-    Returns ``(bucket_slot, low, count, indicator_sum)`` of every non-empty group in value order.
+    Returns ``(bucket, value, count, indicator_sum)`` of every non-empty group, in value order.
     """
     bits, shift = _bits(values)
     low_size = 1 << shift
@@ -117,15 +117,17 @@ def _groups_by_low_bits(
     else:
         counts_np, ind_np = counts.numpy(), ind_sum.numpy()
     nonzero = np.flatnonzero(counts_np)
-    return nonzero // low_size, nonzero % low_size, counts_np[nonzero], ind_np[nonzero]
+    bucket = straddling[nonzero // low_size]
+    value = ((bucket << shift) | (nonzero % low_size)).astype(np.int32).view(np.float32).astype(np.float64)
+    return bucket, value, counts_np[nonzero], ind_np[nonzero]
 
 
 def _groups_by_sort(
     values: np.ndarray, indicator: np.ndarray, straddling: np.ndarray, num_buckets: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tie groups of the (float64) values in the ``straddling`` buckets by gathering and sorting them.
 
-    Returns ``(value, count, indicator_sum)`` of every distinct value, in value order.
+    Returns ``(bucket, value, count, indicator_sum)`` of every distinct value, in value order.
     """
     bits, shift = _bits(values)
     wanted = np.zeros(num_buckets, dtype=bool)
@@ -142,7 +144,7 @@ def _groups_by_sort(
     sub_values = np.concatenate(picked_values)
     distinct, group, count = np.unique(sub_values, return_inverse=True, return_counts=True)
     ind_sum = np.bincount(group, weights=np.concatenate(picked_indicator).astype(np.float64), minlength=count.size)
-    return distinct.astype(np.float64), count, ind_sum
+    return distinct.view(np.int64) >> shift, distinct.astype(np.float64), count, ind_sum
 
 
 def _share_groups(
@@ -220,20 +222,12 @@ def equal_count_bins(values: np.ndarray, indicator: np.ndarray, num_bins: int) -
     value_total = np.bincount(bin_of_bucket, weights=value_sum[whole], minlength=r).astype(np.float64)
     indicator_total = np.bincount(bin_of_bucket, weights=ind_sum[whole], minlength=r).astype(np.float64)
     if straddling.size:
-        if values.dtype == np.float32:
-            slot, low, group_count, group_ind = _groups_by_low_bits(values, indicator, straddling, num_buckets)
-            pattern = (straddling[slot] << shift) | low
-            group_value = pattern.astype(np.int32).view(np.float32).astype(np.float64)
-            within = np.cumsum(group_count) - group_count  # exclusive, over all groups in value order
-            first_of_slot = np.searchsorted(slot, np.arange(straddling.size))
-            first_rank = bucket_start[straddling[slot]] + within - within[first_of_slot[slot]]
-        else:
-            group_value, group_count, group_ind = _groups_by_sort(values, indicator, straddling, num_buckets)
-            group_bucket = group_value.view(np.int64) >> shift
-            within = np.cumsum(group_count) - group_count
-            slot = np.searchsorted(straddling, group_bucket)
-            first_of_slot = np.searchsorted(slot, np.arange(straddling.size))
-            first_rank = bucket_start[group_bucket] + within - within[first_of_slot[slot]]
+        find_groups = _groups_by_low_bits if values.dtype == np.float32 else _groups_by_sort
+        group_bucket, group_value, group_count, group_ind = find_groups(values, indicator, straddling, num_buckets)
+        # each group's first rank: its bucket's start plus the groups before it in the same bucket
+        within = np.cumsum(group_count) - group_count  # exclusive, over all groups in value order
+        first_in_bucket = np.searchsorted(group_bucket, group_bucket)  # groups come sorted by bucket
+        first_rank = bucket_start[group_bucket] + within - within[first_in_bucket]
         extra = _share_groups(first_rank, group_count, group_value, group_ind, starts)
         count += np.rint(extra[0]).astype(np.int64)
         value_total += extra[1]
